@@ -1,0 +1,58 @@
+//! # moodbridge-core
+//!
+//! The contracts, error model, resilience policies and configuration that every
+//! MoodBridge connector shares. Hosts normally depend on the umbrella crate `moodbridge`,
+//! which re-exports this crate and the connectors enabled by its features.
+//!
+//! - [`PlatformIntegration`], [`SyncSource`], [`SyncSink`], [`CredentialStore`] — the
+//!   contracts ([`integration`], [`sync`], [`credential`]), with the [`Record`],
+//!   [`Catalog`] and [`Checkpoint`] types they exchange;
+//! - [`Error`] — one error type with a [`kind`](Error::kind) and a
+//!   [`status`](Error::status) that drive retries ([`error`]);
+//! - [`Policy`] — timeout, retry, circuit breaker, rate limiter, bulkhead around any call,
+//!   also usable as a layer over the contracts ([`resilience`]);
+//! - [`SdkConfig`] and [`Registry`] — integrations built by kind from TOML, with validation
+//!   that reports every problem at once and secrets only as references ([`config`],
+//!   [`registry`]);
+//! - [`observe`] — correlation ids and the metric names (see `docs/telemetry.md`).
+//!
+//! ```
+//! use moodbridge_core::{Error, ErrorKind, Policy, RetryConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! let policy = Policy::builder("salesforce:prod").retry(RetryConfig::default()).build();
+//! let err = policy
+//!     .call_as("sobject.retrieve", || async { Err::<(), _>(Error::not_found("no Case 500xx")) })
+//!     .await
+//!     .unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::NotFound); // permanent: not retried
+//! assert_eq!(err.operation(), Some("sobject.retrieve"));
+//! # });
+//! ```
+
+pub mod catalog;
+pub mod config;
+pub mod credential;
+pub mod error;
+pub mod integration;
+pub mod observe;
+pub mod record;
+pub mod registry;
+pub mod resilience;
+pub mod sync;
+
+pub use catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor, SyncMode};
+pub use config::{IntegrationConfig, SdkConfig, SecretRef};
+pub use credential::{CredentialStore, Secret, SecretMetadata, SecretVersion};
+pub use error::{Error, ErrorKind, ErrorStatus, Result};
+pub use integration::{Capabilities, Capability, HealthReport, HealthStatus, PlatformIntegration};
+pub use record::{Record, RecordBatch, RecordKey};
+pub use registry::{IntegrationFactory, Registry};
+pub use resilience::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitState, Operation, Policy, PolicyConfig,
+    RetryConfig, SlowCallConfig,
+};
+pub use sync::{
+    Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,
+    SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
+};

@@ -1,0 +1,94 @@
+//! Metric handles of a policy's calls, cached per operation.
+//!
+//! Building a metric key allocates (a label vector, label strings) and registering it with
+//! a recorder hashes it; on the success path of every call that would cost more than the
+//! whole rest of the policy. So each policy registers the `ok` counter and the duration
+//! histogram of an operation once and reuses the handles. Errors are rare and take the
+//! uncached path.
+//!
+//! Consequence: install the metrics recorder (e.g. the Prometheus exporter) before the
+//! first call through a policy, as the `metrics` crate recommends for any cached handle.
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram, SharedString};
+// Keys are our own operation names, not attacker input: a fast non-DoS-resistant hash is fine.
+use rustc_hash::FxHashMap;
+
+use crate::observe::metric;
+
+/// More distinct operation names than this per policy are not cached (protects against
+/// callers that put ids in operation names).
+const MAX_CACHED_OPERATIONS: usize = 256;
+
+struct OpHandles {
+    ok: Counter,
+    duration: Histogram,
+}
+
+pub(crate) struct CallMetrics {
+    platform: SharedString,
+    ops: RwLock<FxHashMap<Cow<'static, str>, OpHandles>>,
+}
+
+impl CallMetrics {
+    pub(crate) fn new(platform: &Arc<str>) -> Self {
+        CallMetrics {
+            platform: SharedString::from_shared(Arc::clone(platform)),
+            ops: RwLock::new(FxHashMap::default()),
+        }
+    }
+
+    #[allow(
+        clippy::ptr_arg,
+        reason = "cloning a borrowed 'static Cow allocates nothing"
+    )]
+    fn register(&self, op: &Cow<'static, str>) -> OpHandles {
+        OpHandles {
+            ok: metrics::counter!(metric::CALLS,
+                "platform" => self.platform.clone(),
+                "operation" => op.clone(),
+                "outcome" => "ok"),
+            duration: metrics::histogram!(metric::CALL_DURATION,
+                "platform" => self.platform.clone(),
+                "operation" => op.clone()),
+        }
+    }
+
+    /// Count one finished call of `op` with `outcome` (`"ok"` or an error kind).
+    #[allow(
+        clippy::ptr_arg,
+        reason = "cloning a borrowed 'static Cow allocates nothing"
+    )]
+    pub(crate) fn record(&self, op: &Cow<'static, str>, outcome: &'static str, took: Duration) {
+        if outcome == "ok" {
+            if let Ok(ops) = self.ops.read()
+                && let Some(h) = ops.get(op.as_ref())
+            {
+                h.ok.increment(1);
+                h.duration.record(took.as_secs_f64());
+                return;
+            }
+            let handles = self.register(op);
+            handles.ok.increment(1);
+            handles.duration.record(took.as_secs_f64());
+            if let Ok(mut ops) = self.ops.write()
+                && ops.len() < MAX_CACHED_OPERATIONS
+            {
+                ops.entry(op.clone()).or_insert(handles);
+            }
+            return;
+        }
+        metrics::counter!(metric::CALLS,
+            "platform" => self.platform.clone(),
+            "operation" => op.clone(),
+            "outcome" => outcome)
+        .increment(1);
+        metrics::histogram!(metric::CALL_DURATION,
+            "platform" => self.platform.clone(),
+            "operation" => op.clone())
+        .record(took.as_secs_f64());
+    }
+}

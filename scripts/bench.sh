@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the benchmarks whose figures are recorded in docs/performance.md.
+# Usage: ./scripts/bench.sh [criterion filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moodbridge/target}"
+cargo bench --locked -p moodbridge-core --bench policy_overhead -- "$@"

@@ -1,0 +1,29 @@
+//! # MoodBridge Integrations
+//!
+//! One SDK to connect a host application to enterprise platforms — Salesforce, AWS,
+//! Azure, Snowflake, Airflow/NiFi — through one set of traits, one error model, one
+//! resilience toolkit and one sync engine, linking only the platforms it enables.
+//!
+//! This is the umbrella crate a host adds. It re-exports [`moodbridge_core`] (the
+//! contracts, errors, policies and configuration) at its root, and each connector behind
+//! a cargo feature named after it as the connector crates land.
+//!
+//! ```
+//! use moodbridge::{Policy, RetryConfig};
+//!
+//! let policy = Policy::builder("salesforce:prod").retry(RetryConfig::default()).build();
+//! assert_eq!(policy.platform(), "salesforce:prod");
+//! ```
+
+pub use moodbridge_core::*;
+
+/// A [`Registry`] holding the factory of every connector this build enables.
+///
+/// ```
+/// let registry = moodbridge::registry();
+/// // With no connector feature enabled, no kind is registered.
+/// assert_eq!(registry.kinds().count(), 0);
+/// ```
+pub fn registry() -> Registry {
+    Registry::new()
+}
