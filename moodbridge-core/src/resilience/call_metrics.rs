@@ -10,7 +10,9 @@
 //! first call through a policy, as the `metrics` crate recommends for any cached handle.
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, SharedString};
@@ -23,6 +25,7 @@ use crate::observe::metric;
 /// callers that put ids in operation names).
 const MAX_CACHED_OPERATIONS: usize = 256;
 
+#[derive(Clone)]
 struct OpHandles {
     ok: Counter,
     duration: Histogram,
@@ -30,14 +33,16 @@ struct OpHandles {
 
 pub(crate) struct CallMetrics {
     platform: SharedString,
-    ops: RwLock<FxHashMap<Cow<'static, str>, OpHandles>>,
+    // Copy-on-write: reads (every call) are lock-free; a write (an operation's first call)
+    // clones the small map.
+    ops: ArcSwap<FxHashMap<Cow<'static, str>, OpHandles>>,
 }
 
 impl CallMetrics {
     pub(crate) fn new(platform: &Arc<str>) -> Self {
         CallMetrics {
             platform: SharedString::from_shared(Arc::clone(platform)),
-            ops: RwLock::new(FxHashMap::default()),
+            ops: ArcSwap::from_pointee(FxHashMap::default()),
         }
     }
 
@@ -64,9 +69,7 @@ impl CallMetrics {
     )]
     pub(crate) fn record(&self, op: &Cow<'static, str>, outcome: &'static str, took: Duration) {
         if outcome == "ok" {
-            if let Ok(ops) = self.ops.read()
-                && let Some(h) = ops.get(op.as_ref())
-            {
+            if let Some(h) = self.ops.load().get(op.as_ref()) {
                 h.ok.increment(1);
                 h.duration.record(took.as_secs_f64());
                 return;
@@ -74,10 +77,12 @@ impl CallMetrics {
             let handles = self.register(op);
             handles.ok.increment(1);
             handles.duration.record(took.as_secs_f64());
-            if let Ok(mut ops) = self.ops.write()
-                && ops.len() < MAX_CACHED_OPERATIONS
-            {
-                ops.entry(op.clone()).or_insert(handles);
+            if self.ops.load().len() < MAX_CACHED_OPERATIONS {
+                self.ops.rcu(|ops| {
+                    let mut ops = FxHashMap::clone(ops);
+                    ops.entry(op.clone()).or_insert_with(|| handles.clone());
+                    ops
+                });
             }
             return;
         }

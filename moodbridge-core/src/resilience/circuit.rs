@@ -22,6 +22,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -320,8 +322,57 @@ struct Machine {
 struct Inner {
     name: Arc<str>,
     config: CircuitBreakerConfig,
+    /// A rate rule is set, so every closed-state outcome must go into the window.
+    windowed: bool,
     is_failure: FailurePredicate,
     machine: Mutex<Machine>,
+    /// Lock-free mirror of the machine for the common case, written on every unlock:
+    /// `generation << 2 | mode`, where mode says whether calls may be admitted without
+    /// the lock. A closed breaker then costs one atomic load to admit and, for a success
+    /// with nothing to reset, one more to record.
+    fast: AtomicU64,
+    /// Mirror of `consecutive > 0`: a success must take the lock to reset the count.
+    failing: AtomicBool,
+}
+
+const MODE_LOCKED: u64 = 0;
+const MODE_CLOSED: u64 = 1;
+const MODE_FORCED_CLOSED: u64 = 2;
+const MODE_MASK: u64 = 3;
+
+/// The machine under its lock; publishes the lock-free mirror when released.
+struct Guard<'a> {
+    machine: MutexGuard<'a, Machine>,
+    inner: &'a Inner,
+}
+
+impl Deref for Guard<'_> {
+    type Target = Machine;
+    fn deref(&self) -> &Machine {
+        &self.machine
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Machine {
+        &mut self.machine
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let mode = match self.machine.state {
+            State::Closed => MODE_CLOSED,
+            State::ForcedClosed => MODE_FORCED_CLOSED,
+            _ => MODE_LOCKED,
+        };
+        self.inner
+            .failing
+            .store(self.machine.consecutive > 0, Ordering::Release);
+        self.inner
+            .fast
+            .store(self.machine.generation << 2 | mode, Ordering::Release);
+    }
 }
 
 /// A circuit breaker shared by every call to one platform. Cloning shares the state.
@@ -430,10 +481,14 @@ impl CircuitBreaker {
         is_failure: FailurePredicate,
     ) -> Self {
         let window = Window::new(config.window);
+        let windowed = config.failure_rate.is_some() || config.slow_call.is_some();
         let breaker = CircuitBreaker {
             inner: Arc::new(Inner {
                 name: name.into(),
                 config,
+                windowed,
+                fast: AtomicU64::new(MODE_CLOSED),
+                failing: AtomicBool::new(false),
                 is_failure,
                 machine: Mutex::new(Machine {
                     state: State::Closed,
@@ -465,13 +520,17 @@ impl CircuitBreaker {
         self.inner.config.slow_call.is_some()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Machine> {
+    fn lock(&self) -> Guard<'_> {
         // A panic while holding the lock leaves the machine consistent (every update is a
         // few assignments), so a poisoned lock is still usable.
-        self.inner
-            .machine
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        Guard {
+            machine: self
+                .inner
+                .machine
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            inner: &self.inner,
+        }
     }
 
     /// The current state. An open circuit whose time is up reports
@@ -502,6 +561,15 @@ impl CircuitBreaker {
     /// open time as `retry_after` context) when the circuit is open, forced open, or
     /// half-open with every trial slot taken.
     pub fn try_acquire(&self) -> Result<Permit<'_>, Error> {
+        let fast = self.inner.fast.load(Ordering::Acquire);
+        if fast & MODE_MASK != MODE_LOCKED {
+            return Ok(Permit {
+                breaker: self,
+                generation: fast >> 2,
+                trial: false,
+                recorded: false,
+            });
+        }
         let mut transition = None;
         let decision = {
             let mut m = self.lock();
@@ -561,6 +629,23 @@ impl CircuitBreaker {
     }
 
     fn on_outcome(&self, generation: u64, trial: bool, outcome: CallOutcome, took: Duration) {
+        if !trial {
+            let fast = self.inner.fast.load(Ordering::Acquire);
+            if fast >> 2 == generation {
+                match fast & MODE_MASK {
+                    MODE_FORCED_CLOSED => return,
+                    MODE_CLOSED if outcome == CallOutcome::Ignored => return,
+                    MODE_CLOSED
+                        if outcome == CallOutcome::Success
+                            && !self.inner.windowed
+                            && !self.inner.failing.load(Ordering::Acquire) =>
+                    {
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let cfg = &self.inner.config;
         let slow = cfg
             .slow_call

@@ -197,6 +197,13 @@ impl Validate for PolicyConfig {
     }
 }
 
+/// The TSC clock latency is read from: a raw read costs a few nanoseconds, a
+/// `clock_gettime` several times that.
+fn latency_clock() -> &'static quanta::Clock {
+    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
 struct Inner {
     platform: Arc<str>,
     metrics: CallMetrics,
@@ -433,7 +440,7 @@ impl Policy {
         // Latency is real elapsed time, read from the TSC (quanta): a `clock_gettime` costs
         // twice as much and was the largest single cost of a call. Tokio's clock is read
         // only where paused-clock semantics matter (deadline, retry time budget).
-        let started = quanta::Instant::now();
+        let started = latency_clock().raw();
         let mut attempts = 0u32;
         let result = match inner.timeout {
             None => {
@@ -468,7 +475,7 @@ impl Policy {
             Ok(_) => "ok",
             Err(e) => e.kind().as_str(),
         };
-        let took = started.elapsed();
+        let took = latency_clock().delta(started, latency_clock().raw());
         let span = tracing::Span::current();
         if !span.is_disabled() {
             span.record("attempts", attempts);
@@ -485,7 +492,7 @@ impl Policy {
         &self,
         op: &Operation,
         f: &mut F,
-        started: quanta::Instant,
+        started: u64,
         deadline: Option<Instant>,
         attempts: &mut u32,
     ) -> Result<T>
@@ -570,8 +577,9 @@ impl Policy {
                 return Err(err);
             };
             let now = Instant::now();
-            let (failed_at, first_attempt) =
-                *first_failure.get_or_insert_with(|| (now, started.elapsed()));
+            let (failed_at, first_attempt) = *first_failure.get_or_insert_with(|| {
+                (now, latency_clock().delta(started, latency_clock().raw()))
+            });
             let decision = retry.decide(
                 &err,
                 op.idempotent,
