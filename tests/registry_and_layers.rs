@@ -27,6 +27,9 @@ struct WarehouseSettings {
     password: SecretRef,
 }
 
+/// Counts health checks, so a test can see the platform was not called.
+static HEALTH_CHECKS: AtomicU32 = AtomicU32::new(0);
+
 /// A warehouse whose writes hang once (the first attempt times out), then succeed.
 struct Warehouse {
     id: String,
@@ -46,6 +49,7 @@ impl PlatformIntegration for Warehouse {
         Ok(Capabilities::none())
     }
     async fn health_check(&self) -> HealthReport {
+        HEALTH_CHECKS.fetch_add(1, Ordering::SeqCst);
         HealthReport::new(HealthStatus::Up, Duration::ZERO, "ok")
     }
 }
@@ -235,4 +239,24 @@ async fn a_layered_sink_never_retries_a_timed_out_append() {
         1,
         "an append may have landed; retrying could duplicate it"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layered_integration_reports_down_while_its_breaker_is_open_without_calling_it() {
+    let config = SdkConfig::from_toml(CONFIG).unwrap();
+    let policy =
+        moodbridge::Policy::from_config("warehouse:main", &config.integrations[0].policy).unwrap();
+    let integration = Arc::new(warehouse()).layer(policy.clone());
+    let before = HEALTH_CHECKS.load(Ordering::SeqCst);
+    policy.circuit_breaker().unwrap().force_open();
+    let report = integration.health_check().await;
+    assert_eq!(report.status, HealthStatus::Down);
+    assert!(report.detail.contains("forced_open"), "{}", report.detail);
+    assert_eq!(
+        HEALTH_CHECKS.load(Ordering::SeqCst),
+        before,
+        "the platform was called"
+    );
+    policy.circuit_breaker().unwrap().reset();
+    assert_eq!(integration.health_check().await.status, HealthStatus::Up);
 }

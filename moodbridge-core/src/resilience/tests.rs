@@ -338,8 +338,11 @@ async fn a_call_without_a_correlation_id_gets_a_fresh_one() {
 /// A counter seen by the debugging recorder: name, labels, value.
 type SeenCounter = (String, Vec<(String, String)>, u64);
 
-#[test]
-fn retries_rejections_and_outcomes_are_counted_in_metrics() {
+/// Run `scenario` on a paused current-thread runtime with a debugging recorder; return
+/// every counter it recorded.
+fn counters_of<F: std::future::Future<Output = ()>>(
+    scenario: impl FnOnce() -> F,
+) -> Vec<SeenCounter> {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     let recorder = DebuggingRecorder::new();
@@ -350,13 +353,9 @@ fn retries_rejections_and_outcomes_are_counted_in_metrics() {
             .start_paused(true)
             .build()
             .unwrap();
-        rt.block_on(async {
-            let policy = Policy::builder("sf").retry(retry(5)).build();
-            let script = Script::new(vec![Error::unavailable("503"), Error::unavailable("503")]);
-            policy.call_as("query", || script.run()).await.unwrap();
-        });
+        rt.block_on(scenario());
     });
-    let counters: Vec<SeenCounter> = snapshotter
+    snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
@@ -371,20 +370,70 @@ fn retries_rejections_and_outcomes_are_counted_in_metrics() {
             )),
             _ => None,
         })
-        .collect();
-    let find = |name: &str| {
-        counters
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .unwrap_or_else(|| panic!("no {name} in {counters:?}"))
-    };
-    let (_, labels, n) = find(crate::observe::metric::RETRIES);
+        .collect()
+}
+
+fn find<'a>(counters: &'a [SeenCounter], name: &str, label: (&str, &str)) -> &'a SeenCounter {
+    counters
+        .iter()
+        .find(|(n, labels, _)| {
+            n == name && labels.iter().any(|(k, v)| k == label.0 && v == label.1)
+        })
+        .unwrap_or_else(|| panic!("no {name} with {label:?} in {counters:?}"))
+}
+
+#[test]
+fn retries_and_outcomes_are_counted_in_metrics() {
+    let counters = counters_of(|| async {
+        let policy = Policy::builder("sf").retry(retry(5)).build();
+        let script = Script::new(vec![Error::unavailable("503"), Error::unavailable("503")]);
+        policy.call_as("query", || script.run()).await.unwrap();
+    });
+    let (_, labels, n) = find(
+        &counters,
+        crate::observe::metric::RETRIES,
+        ("kind", "unavailable"),
+    );
     assert_eq!(*n, 2);
-    assert!(labels.contains(&("kind".into(), "unavailable".into())));
     assert!(labels.contains(&("platform".into(), "sf".into())));
-    let (_, labels, n) = find(crate::observe::metric::CALLS);
+    let (_, _, n) = find(&counters, crate::observe::metric::CALLS, ("outcome", "ok"));
     assert_eq!(*n, 1);
-    assert!(labels.contains(&("outcome".into(), "ok".into())));
+}
+
+#[test]
+fn breaker_transitions_rejections_and_give_ups_are_counted_in_metrics() {
+    let counters = counters_of(|| async {
+        let breaker = CircuitBreaker::new(
+            "sf",
+            CircuitBreakerConfig {
+                consecutive_failures: Some(2),
+                ..CircuitBreakerConfig::default()
+            },
+        );
+        let policy = Policy::builder("sf")
+            .retry(retry(2))
+            .circuit_breaker(breaker)
+            .build();
+        let script = Script::new((0..10).map(|_| Error::unavailable("503")).collect());
+        // Two attempts fail: retries give up, and the breaker opens on the second failure.
+        policy.call_as("query", || script.run()).await.unwrap_err();
+        // The next call is rejected by the open breaker.
+        policy.call_as("query", || script.run()).await.unwrap_err();
+    });
+    use crate::observe::metric;
+    assert_eq!(
+        find(&counters, metric::CIRCUIT_TRANSITIONS, ("to", "open")).2,
+        1
+    );
+    assert_eq!(
+        find(&counters, metric::RETRY_EXHAUSTED, ("reason", "attempts")).2,
+        1
+    );
+    assert_eq!(
+        find(&counters, metric::REJECTED, ("by", "circuit_breaker")).2,
+        1
+    );
+    assert_eq!(find(&counters, metric::CALLS, ("outcome", "rejected")).2, 1);
 }
 
 #[test]
