@@ -5,8 +5,9 @@
 //! resilience toolkit and one sync engine, linking only the platforms it enables.
 //!
 //! This is the umbrella crate a host adds. It re-exports [`moodbridge_core`] (the
-//! contracts, errors, policies and configuration) at its root, and each connector behind
-//! a cargo feature named after it as the connector crates land.
+//! contracts, errors, policies and configuration) at its root, [`moodbridge_auth`] as
+//! [`auth`], and each connector behind a cargo feature named after it as the connector
+//! crates land.
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -16,6 +17,9 @@
 //! ```
 
 pub use moodbridge_core::*;
+
+/// Tokens and secrets: credential stores (in-memory, environment, encrypted SQLite).
+pub use moodbridge_auth as auth;
 
 /// A [`Registry`] holding the factory of every connector this build enables.
 ///

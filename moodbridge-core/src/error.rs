@@ -72,6 +72,9 @@ pub enum ErrorKind {
     /// The platform answered something we could not understand (malformed body, missing
     /// field, unexpected status).
     Protocol,
+    /// Data failed an integrity check: a checksum or authentication tag did not match
+    /// (corrupted ciphertext, a wrong decryption key, a corrupted upload).
+    Integrity,
     /// The platform or connector does not support this operation.
     Unsupported,
     /// A bug or broken invariant inside the SDK.
@@ -115,6 +118,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Rejected => "rejected",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Integrity => "integrity",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Internal => "internal",
         }
@@ -141,6 +145,9 @@ impl ErrorKind {
             ErrorKind::Rejected => "the SDK is protecting the platform; retry later",
             ErrorKind::Protocol => {
                 "the platform answered unexpectedly; check the API version and report it"
+            }
+            ErrorKind::Integrity => {
+                "the data was altered or the wrong key is in use; restore it from a backup or use the right key"
             }
             ErrorKind::Unsupported => "use an operation this platform supports",
             ErrorKind::Internal => "this is a bug in the SDK; please report it",

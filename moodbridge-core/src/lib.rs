@@ -40,6 +40,8 @@ pub mod record;
 pub mod registry;
 pub mod resilience;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor, SyncMode};
 pub use config::{IntegrationConfig, SdkConfig, SecretRef};

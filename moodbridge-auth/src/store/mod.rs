@@ -1,0 +1,18 @@
+//! Credential stores implementing [`moodbridge_core::CredentialStore`]:
+//!
+//! - [`MemoryStore`] — in memory, for tests and ephemeral hosts;
+//! - [`EnvStore`] — read-only, from environment variables under a prefix;
+//! - [`EncryptedStore`] — AES-256-GCM on SQLite, the embedded default, with versioned
+//!   secrets and interruptible master-key rotation.
+//!
+//! Cloud stores (AWS Secrets Manager, Azure Key Vault) come with their connectors.
+
+mod encrypted;
+mod env;
+mod memory;
+
+pub use encrypted::{
+    EncryptedStore, KEY_LEN, Keyring, MasterKey, ROTATION_BATCH, RotationProgress,
+};
+pub use env::EnvStore;
+pub use memory::MemoryStore;
