@@ -6,6 +6,14 @@
 //!   [`CredentialStore`](moodbridge_core::CredentialStore): in-memory, environment, and an
 //!   encrypted SQLite store (the embedded default).
 //!
-//! OAuth2 flows, the token manager and JWT validation land next (see the crate's issue).
+//! - [`jwt`] — JWT validation against issuers' JWKS (cached, rotation-aware, hostile-input
+//!   safe).
+//! - [`discovery`] — OpenID Connect discovery.
+//! - [`http`] — the HTTP rules the crate follows with identity providers.
+//!
+//! OAuth2 flows and the token manager land next (see the crate's issue).
 
+pub mod discovery;
+pub mod http;
+pub mod jwt;
 pub mod store;
