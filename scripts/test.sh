@@ -32,9 +32,17 @@ cargo fmt --version
 cargo clippy --version
 
 # ---------------------------------------------------------------------------------------
-# Services: none yet. (Each later issue adds its own here, started on 127.0.0.1 and
-# stopped by the EXIT trap.)
+# Local services the tests run against. Tests start and stop their own instances on
+# 127.0.0.1 (random ports); this section installs what they need. Later issues add their
+# services here.
 # ---------------------------------------------------------------------------------------
+step "local services"
+# OpenID provider for moodbridge-auth: oidc-provider (npm), pinned by its package-lock.
+command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
+if ! npm ci --prefix moodbridge-auth/tests/oidc --no-audit --no-fund --loglevel=error; then
+  echo "npm ci failed for moodbridge-auth/tests/oidc"; exit 1
+fi
+
 cleanup() { :; }
 trap cleanup EXIT
 

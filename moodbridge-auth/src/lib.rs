@@ -11,9 +11,11 @@
 //! - [`discovery`] — OpenID Connect discovery.
 //! - [`http`] — the HTTP rules the crate follows with identity providers.
 //!
-//! OAuth2 flows and the token manager land next (see the crate's issue).
+//! - [`oauth`] — OAuth 2.0 flows: client credentials, authorization code + PKCE (web and
+//!   loopback), refresh with rotation, JWT bearer (RFC 7523), revocation; provider presets.
 
 pub mod discovery;
 pub mod http;
 pub mod jwt;
+pub mod oauth;
 pub mod store;

@@ -202,6 +202,7 @@ impl ErrorStatus {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The error of every fallible SDK operation.
 ///
@@ -225,12 +226,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// assert!(text.contains("salesforce:prod"));
 /// assert!(text.contains("set Case.Subject"));
 /// ```
+#[derive(Clone)]
 pub struct Error {
     // Boxed so that `Result<T, Error>` stays small: errors are rare, results are everywhere
     // (and live inside every async state machine that holds one across an await).
     inner: Box<ErrorInner>,
 }
 
+#[derive(Clone)]
 struct ErrorInner {
     kind: ErrorKind,
     status: ErrorStatus,
@@ -239,7 +242,9 @@ struct ErrorInner {
     platform: Option<Cow<'static, str>>,
     operation: Option<Cow<'static, str>>,
     context: Vec<(&'static str, String)>,
-    source: Option<BoxError>,
+    // Shared, so that an error can be cloned: one failed token refresh is reported to
+    // every task that waited for it.
+    source: Option<SharedError>,
 }
 
 /// Context keys whose values are never stored, because they usually hold secrets.
@@ -412,7 +417,7 @@ impl Error {
 
     /// Attach the underlying error.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(source.into());
+        self.inner.source = Some(SharedError::from(source.into()));
         self
     }
 

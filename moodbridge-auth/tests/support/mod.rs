@@ -3,12 +3,15 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the support code")]
 
+pub mod oidc;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -20,22 +23,30 @@ pub struct TestKey {
     pub encoding: EncodingKey,
     pub jwk: Jwk,
     pub pem: String,
+    pub public_pem: String,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let body: Vec<String> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        body.join("\n")
+    )
 }
 
 impl TestKey {
     pub fn generate(kid: &str) -> TestKey {
         let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
         let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        let body: Vec<String> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| String::from_utf8(c.to_vec()).unwrap())
-            .collect();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            body.join("\n")
-        );
+        let pem = pem("PRIVATE KEY", der.as_ref());
+        let public_der =
+            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key()).unwrap();
+        let public_pem = self::pem("PUBLIC KEY", public_der.as_ref());
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap();
         jwk.common.key_id = Some(kid.to_owned());
@@ -46,6 +57,7 @@ impl TestKey {
             encoding,
             jwk,
             pem,
+            public_pem,
         }
     }
 
