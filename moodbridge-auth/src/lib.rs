@@ -13,9 +13,11 @@
 //!
 //! - [`oauth`] — OAuth 2.0 flows: client credentials, authorization code + PKCE (web and
 //!   loopback), refresh with rotation, JWT bearer (RFC 7523), revocation; provider presets.
+//! - [`token_manager`] — cached, single-flight, persisted access tokens for connectors.
 
 pub mod discovery;
 pub mod http;
 pub mod jwt;
 pub mod oauth;
 pub mod store;
+pub mod token_manager;
