@@ -142,7 +142,8 @@ impl Entry {
 struct Inner {
     skew: Duration,
     store: Option<Arc<dyn CredentialStore>>,
-    entries: RwLock<HashMap<(String, String), Arc<Entry>>>,
+    /// provider → principal → entry (nested so lookups by `&str` need no allocation).
+    entries: RwLock<HashMap<String, HashMap<String, Arc<Entry>>>>,
 }
 
 /// Caches, refreshes and persists access tokens. Cheap to clone (shared state).
@@ -153,7 +154,12 @@ pub struct TokenManager {
 
 impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let principals = self.inner.entries.read().map(|e| e.len()).unwrap_or(0);
+        let principals = self
+            .inner
+            .entries
+            .read()
+            .map(|e| e.values().map(HashMap::len).sum::<usize>())
+            .unwrap_or(0);
         f.debug_struct("TokenManager")
             .field("skew", &self.inner.skew)
             .field("principals", &principals)
@@ -198,7 +204,10 @@ impl TokenManager {
             loaded: OnceCell::new(),
         });
         if let Ok(mut entries) = self.inner.entries.write() {
-            entries.insert((provider.to_owned(), principal.to_owned()), entry);
+            entries
+                .entry(provider.to_owned())
+                .or_default()
+                .insert(principal.to_owned(), entry);
         }
     }
 
@@ -208,11 +217,10 @@ impl TokenManager {
             .entries
             .read()
             .map_err(|_| Error::internal("token manager lock poisoned"))?;
-        // Look up without allocating a key.
         entries
-            .iter()
-            .find(|((p, u), _)| p == provider && u == principal)
-            .map(|(_, e)| Arc::clone(e))
+            .get(provider)
+            .and_then(|principals| principals.get(principal))
+            .map(Arc::clone)
             .ok_or_else(|| {
                 Error::config(format!(
                     "no token source registered for {principal} at {provider}"

@@ -295,3 +295,22 @@ async fn a_provider_key_rotation_is_picked_up_without_restarting_the_validator()
         .unwrap_err();
     assert!(err.to_string().contains("2026-11-a"), "{err}");
 }
+
+#[tokio::test]
+async fn a_provider_configured_by_issuer_is_discovered() {
+    let oidc = OidcProvider::start(Options::default()).await;
+    let config: moodbridge_auth::oauth::ProviderConfig = toml::from_str(&format!(
+        "preset = \"oidc\"\nissuer = \"{}\"\nname = \"corp\"",
+        oidc.issuer
+    ))
+    .unwrap();
+    let http = moodbridge_auth::http::client().unwrap();
+    let provider = config.build(&http).await.unwrap();
+    assert_eq!(provider.name, "corp");
+    assert_eq!(
+        provider.token_endpoint.as_str(),
+        format!("{}/token", oidc.issuer)
+    );
+    let svc = OAuthClient::new(provider, "svc", Some(SecretString::from("svc-secret"))).unwrap();
+    svc.client_credentials(&["api:read"], None).await.unwrap();
+}

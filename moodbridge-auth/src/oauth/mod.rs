@@ -33,6 +33,6 @@ mod token_set;
 
 pub use client::{OAuthClient, PendingAuthorization, Revocable};
 pub use loopback::login_with_loopback;
-pub use provider::{ClientAuth, Provider};
+pub use provider::{ClientAuth, Provider, ProviderConfig};
 pub use sessions::AuthorizationSessions;
 pub use token_set::TokenSet;

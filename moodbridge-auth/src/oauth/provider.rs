@@ -1,6 +1,7 @@
 //! Identity providers: their endpoints, from a preset or from OpenID Connect discovery.
 
 use moodbridge_core::{Error, Result};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::discovery::discover;
@@ -132,5 +133,65 @@ impl Provider {
             jwks_uri: meta.jwks_uri.as_deref().map(url).transpose()?,
             client_auth: ClientAuth::Basic,
         })
+    }
+}
+
+/// A provider as written in configuration: a preset by name, or any OpenID Connect
+/// provider by its issuer (endpoints from discovery).
+///
+/// ```
+/// use moodbridge_auth::oauth::ProviderConfig;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Auth { provider: ProviderConfig }
+///
+/// let a: Auth = toml::from_str(r#"provider = { preset = "salesforce-my-domain", domain = "acme" }"#).unwrap();
+/// assert_eq!(a.provider, ProviderConfig::SalesforceMyDomain { domain: "acme".into() });
+/// let b: Auth = toml::from_str(r#"provider = { preset = "oidc", issuer = "https://id.example.com" }"#).unwrap();
+/// assert!(matches!(b.provider, ProviderConfig::Oidc { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "preset", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// `login.salesforce.com`.
+    SalesforceProduction,
+    /// `test.salesforce.com`.
+    SalesforceSandbox,
+    /// `https://<domain>.my.salesforce.com`.
+    SalesforceMyDomain {
+        /// The My Domain name, or a full https URL.
+        domain: String,
+    },
+    /// Microsoft Entra ID, one tenant.
+    Entra {
+        /// Tenant id or domain.
+        tenant: String,
+    },
+    /// Any OpenID Connect provider.
+    Oidc {
+        /// The issuer; endpoints come from its discovery document.
+        issuer: String,
+        /// A name for logs and the token manager (default: the issuer's host).
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+impl ProviderConfig {
+    /// The provider's endpoints (fetching discovery for [`ProviderConfig::Oidc`]).
+    pub async fn build(&self, client: &reqwest::Client) -> Result<Provider> {
+        match self {
+            ProviderConfig::SalesforceProduction => Ok(Provider::salesforce_production()),
+            ProviderConfig::SalesforceSandbox => Ok(Provider::salesforce_sandbox()),
+            ProviderConfig::SalesforceMyDomain { domain } => Provider::salesforce_my_domain(domain),
+            ProviderConfig::Entra { tenant } => Provider::entra(tenant),
+            ProviderConfig::Oidc { issuer, name } => {
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => url(issuer)?.host_str().unwrap_or("oidc").to_owned(),
+                };
+                Provider::discover(&name, client, issuer).await
+            }
+        }
     }
 }
