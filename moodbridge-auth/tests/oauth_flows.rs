@@ -17,7 +17,7 @@ use moodbridge_core::ErrorKind;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use support::TestKey;
-use support::oidc::{OidcProvider, Options, browse_to_redirect, query};
+use support::oidc::{OidcProvider, Options, browse_to_redirect, code_login, query};
 
 const RESOURCE: &str = "urn:moodbridge:api";
 
@@ -30,23 +30,6 @@ async fn provider_for(oidc: &OidcProvider) -> Provider {
 
 async fn client(oidc: &OidcProvider, id: &str, secret: Option<&str>) -> OAuthClient {
     OAuthClient::new(provider_for(oidc).await, id, secret.map(SecretString::from)).unwrap()
-}
-
-/// Run the code flow through `AuthorizationSessions` with a headless browser.
-async fn code_flow(oidc: &OidcProvider, web: &OAuthClient) -> TokenSet {
-    let sessions = AuthorizationSessions::new();
-    let redirect = "http://127.0.0.1:9/callback";
-    let url = sessions
-        .begin(web, redirect, &["openid", "offline_access", "api:read"])
-        .await
-        .unwrap();
-    let back = browse_to_redirect(&url, redirect).await;
-    let tokens = sessions
-        .complete(web, &query(&back, "code"), &query(&back, "state"))
-        .await
-        .unwrap();
-    let _ = oidc;
-    tokens
 }
 
 #[tokio::test]
@@ -92,7 +75,7 @@ async fn a_wrong_client_secret_is_an_auth_error_without_the_secret() {
 async fn the_code_flow_with_pkce_yields_access_and_refresh_tokens() {
     let oidc = OidcProvider::start(Options::default()).await;
     let web = client(&oidc, "web", Some("web-secret")).await;
-    let tokens = code_flow(&oidc, &web).await;
+    let tokens = code_login(&web).await;
     assert!(tokens.refresh_token.is_some());
     assert!(tokens.id_token.is_some(), "openid scope gives an ID token");
 }
@@ -167,7 +150,7 @@ async fn a_forged_or_reused_state_is_refused_before_any_exchange() {
 async fn refresh_rotates_the_refresh_token_and_revocation_ends_the_grant() {
     let oidc = OidcProvider::start(Options::default()).await;
     let web = client(&oidc, "web", Some("web-secret")).await;
-    let first = code_flow(&oidc, &web).await;
+    let first = code_login(&web).await;
     let second = web.refresh(&first).await.unwrap();
     let (rt1, rt2) = (
         first.refresh_token.as_ref().unwrap().expose_secret(),

@@ -13,14 +13,14 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use moodbridge_auth::jwt::{IssuerConfig, JwtValidator};
-use moodbridge_auth::oauth::{AuthorizationSessions, OAuthClient, Provider, Revocable, TokenSet};
+use moodbridge_auth::oauth::{OAuthClient, Provider, Revocable, TokenSet};
 use moodbridge_auth::store::{EncryptedStore, Keyring, MasterKey};
 use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge_core::{CredentialStore, SecretRef};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use support::TestKey;
-use support::oidc::{OidcProvider, Options, browse_to_redirect, query};
+use support::oidc::{OidcProvider, Options, code_login};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -154,19 +154,11 @@ async fn no_secret_reaches_a_log_a_debug_string_or_an_error() {
         Some(SecretString::from("web-secret")),
     )
     .unwrap();
-    let sessions = AuthorizationSessions::new();
-    let redirect = "http://127.0.0.1:9/callback";
-    let url = sessions
-        .begin(&web, redirect, &["openid", "offline_access", "api:read"])
-        .await
+    let (_, pending) = web
+        .authorize_url("http://127.0.0.1:9/callback", &["openid"])
         .unwrap();
-    let (_, pending) = web.authorize_url(redirect, &["openid"]).unwrap();
     shown.debug(&pending);
-    let back = browse_to_redirect(&url, redirect).await;
-    let login = sessions
-        .complete(&web, &query(&back, "code"), &query(&back, "state"))
-        .await
-        .unwrap();
+    let login = code_login(&web).await;
     collect(&login, &mut secrets);
     let refreshed = web.refresh(&login).await.unwrap();
     collect(&refreshed, &mut secrets);

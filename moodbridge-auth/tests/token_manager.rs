@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moodbridge_auth::oauth::{AuthorizationSessions, OAuthClient, Provider, TokenSet};
+use moodbridge_auth::oauth::{OAuthClient, Provider, TokenSet};
 use moodbridge_auth::store::{EncryptedStore, Keyring, MasterKey};
 use moodbridge_auth::token_manager::{
     ClientCredentialsSource, RefreshSource, TokenManager, TokenSource,
 };
 use moodbridge_core::{CredentialStore, Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
-use support::oidc::{OidcProvider, Options, browse_to_redirect, query};
+use support::oidc::{OidcProvider, Options, code_login};
 use tokio::sync::Semaphore;
 
 /// Counts fetches; each fetch waits for a permit of `gate`, then returns `result`.
@@ -283,17 +283,7 @@ async fn against_the_provider_an_expiring_access_token_is_refreshed_with_the_rot
     })
     .await;
     let web = real_client(&oidc, "web", "web-secret").await;
-    let sessions = AuthorizationSessions::new();
-    let redirect = "http://127.0.0.1:9/callback";
-    let url = sessions
-        .begin(&web, redirect, &["openid", "offline_access", "api:read"])
-        .await
-        .unwrap();
-    let back = browse_to_redirect(&url, redirect).await;
-    let login = sessions
-        .complete(&web, &query(&back, "code"), &query(&back, "state"))
-        .await
-        .unwrap();
+    let login = code_login(&web).await;
     let first_access = login.access_token.expose_secret().to_owned();
     let first_refresh = login
         .refresh_token

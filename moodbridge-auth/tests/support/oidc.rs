@@ -118,3 +118,21 @@ pub fn query(url: &url::Url, name: &str) -> String {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| panic!("no {name} in {url}"))
 }
+
+/// Log "alice" in through the authorization-code flow (server-side sessions, headless
+/// browser) with scopes `openid offline_access api:read`.
+pub async fn code_login(
+    web: &moodbridge_auth::oauth::OAuthClient,
+) -> moodbridge_auth::oauth::TokenSet {
+    let sessions = moodbridge_auth::oauth::AuthorizationSessions::new();
+    let redirect = "http://127.0.0.1:9/callback";
+    let url = sessions
+        .begin(web, redirect, &["openid", "offline_access", "api:read"])
+        .await
+        .unwrap();
+    let back = browse_to_redirect(&url, redirect).await;
+    sessions
+        .complete(web, &query(&back, "code"), &query(&back, "state"))
+        .await
+        .unwrap()
+}
