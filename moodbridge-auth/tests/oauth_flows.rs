@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use moodbridge_auth::jwt::{IssuerConfig, JwtValidator};
 use moodbridge_auth::oauth::{
-    AuthorizationSessions, OAuthClient, Provider, Revocable, TokenSet, login_with_loopback,
+    AuthorizationSessions, OAuthClient, Provider, Revocable, login_with_loopback,
 };
 use moodbridge_core::ErrorKind;
 use secrecy::{ExposeSecret, SecretString};
