@@ -14,6 +14,8 @@
 //! - [`SdkConfig`] and [`Registry`] — integrations built by kind from TOML, with validation
 //!   that reports every problem at once and secrets only as references ([`config`],
 //!   [`registry`]);
+//! - [`state`] — the durable state of the sync engine: runs, checkpoints, a hash-chained
+//!   audit log (SQLite backend with the default `sqlite` feature);
 //! - [`observe`] — correlation ids and the metric names (see `docs/telemetry.md`).
 //!
 //! ```
@@ -39,6 +41,7 @@ pub mod observe;
 pub mod record;
 pub mod registry;
 pub mod resilience;
+pub mod state;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

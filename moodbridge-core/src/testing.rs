@@ -12,6 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::credential::{CredentialStore, SecretVersion};
 use crate::error::ErrorKind;
+use crate::state::{
+    AuditEntry, AuditOperation, ChainStatus, RunCounts, RunId, RunStatus, StateStore,
+};
+use crate::sync::Checkpoint;
 
 fn s(v: &str) -> SecretString {
     SecretString::from(v.to_owned())
@@ -141,4 +145,158 @@ pub async fn credential_store_contract(store: &dyn CredentialStore, prefix: &str
     let secret = store.get(&a).await.expect("get");
     assert!(!format!("{secret:?}").contains("canary-7f3a9c"));
     store.delete(&a).await.expect("delete");
+}
+
+/// The [`StateStore`] contract. `pipeline` should be unique to the call (the suite reads
+/// back what it wrote under it; the audit log is global, so the store should be fresh).
+pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
+    // Runs.
+    let first = store.start_run(pipeline).await.expect("start run");
+    let run = store.run(first).await.expect("read run");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.pipeline, pipeline);
+    assert!(run.finished_at.is_none());
+    let counts = RunCounts {
+        read: 10,
+        written: 9,
+        failed: 1,
+    };
+    store.update_run(first, counts).await.expect("update run");
+    assert_eq!(store.run(first).await.expect("read").counts, counts);
+    store
+        .finish_run(first, RunStatus::Failed, counts, Some("sink unavailable"))
+        .await
+        .expect("finish run");
+    let run = store.run(first).await.expect("read run");
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.as_deref(), Some("sink unavailable"));
+    assert!(run.finished_at.is_some());
+    let second = store.start_run(pipeline).await.expect("start run");
+    let recent = store.recent_runs(pipeline, 10).await.expect("recent runs");
+    assert_eq!(
+        recent.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second, first],
+        "newest first"
+    );
+    assert_eq!(
+        store.recent_runs(pipeline, 1).await.expect("recent").len(),
+        1
+    );
+    let missing = RunId(i64::MAX);
+    assert_eq!(
+        store.run(missing).await.expect_err("no such run").kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        store
+            .finish_run(missing, RunStatus::Succeeded, counts, None)
+            .await
+            .expect_err("no such run")
+            .kind(),
+        ErrorKind::NotFound
+    );
+
+    // Checkpoints: per stream, monotonic sequence, opaque state round-trips.
+    assert!(
+        store
+            .checkpoint(pipeline, "Case")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    for (i, cursor) in [
+        "2026-11-20T10:00:00Z",
+        "2026-11-20T11:00:00Z",
+        "2026-11-21T09:30:00Z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let state =
+            serde_json::json!({"cursor": cursor, "ids_at_cursor": ["500A", "500B"], "n": i});
+        let seq = store
+            .commit_checkpoint(pipeline, &Checkpoint::new("Case", state.clone()), second)
+            .await
+            .expect("commit");
+        assert_eq!(seq, i as i64 + 1, "sequences are monotonic");
+        let stored = store
+            .checkpoint(pipeline, "Case")
+            .await
+            .expect("read")
+            .expect("committed");
+        assert_eq!(stored.checkpoint.state, state);
+        assert_eq!(stored.run, second);
+        assert_eq!(stored.sequence, seq);
+    }
+    assert!(
+        store
+            .checkpoint(pipeline, "Account")
+            .await
+            .expect("read")
+            .is_none(),
+        "streams are separate"
+    );
+    let other = format!("{pipeline}-other");
+    assert!(
+        store
+            .checkpoint(&other, "Case")
+            .await
+            .expect("read")
+            .is_none(),
+        "pipelines are separate"
+    );
+
+    // Audit: appended in order, chained, read back per run.
+    let entry = |key: &str,
+                 op: AuditOperation,
+                 before: Option<serde_json::Value>,
+                 after: Option<serde_json::Value>| AuditEntry {
+        run: second,
+        stream: "Case".into(),
+        record_key: key.into(),
+        operation: op,
+        before,
+        after,
+        actor: "engine".into(),
+    };
+    let batch = vec![
+        entry(
+            "500A",
+            AuditOperation::Create,
+            None,
+            Some(serde_json::json!({"Subject": "New"})),
+        ),
+        entry(
+            "500B",
+            AuditOperation::Update,
+            Some(serde_json::json!({"Subject": "Old"})),
+            Some(serde_json::json!({"Subject": "Ünïcödé ✓"})),
+        ),
+        entry(
+            "500C",
+            AuditOperation::Delete,
+            Some(serde_json::json!({"Subject": "Gone"})),
+            None,
+        ),
+    ];
+    let seqs = store.append_audit(&batch).await.expect("append");
+    assert_eq!(seqs.len(), 3);
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive sequence numbers"
+    );
+    let more = store.append_audit(&batch[..1]).await.expect("append");
+    assert_eq!(more, [seqs[2] + 1]);
+    let records = store.audit(second).await.expect("read audit");
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[1].entry, batch[1]);
+    assert_eq!(
+        records[1].prev_hash, records[0].hash,
+        "each entry links to the one before"
+    );
+    assert!(store.audit(first).await.expect("read audit").is_empty());
+    match store.verify_audit().await.expect("verify") {
+        ChainStatus::Intact { entries } => assert!(entries >= 4),
+        broken => panic!("a fresh chain must verify: {broken:?}"),
+    }
 }
