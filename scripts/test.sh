@@ -43,8 +43,45 @@ if ! npm ci --prefix moodbridge-auth/tests/oidc --no-audit --no-fund --loglevel=
   echo "npm ci failed for moodbridge-auth/tests/oidc"; exit 1
 fi
 
-cleanup() { :; }
+# PostgreSQL 15 for the state store tests: a throwaway cluster on 127.0.0.1 at a free
+# port (fsync off: speed matters here, durability does not); each test creates its own
+# database in it. Stopped and deleted on exit.
+PG_DIR=""
+PG_AS=()
+PGBIN=""
+start_postgres() {
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$PGBIN" ]; then
+    echo "installing PostgreSQL"
+    apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  PG_DIR=$(mktemp -d)
+  if [ "$(id -u)" = 0 ]; then
+    # initdb refuses root: run the cluster as the packaged postgres user.
+    chown postgres:postgres "$PG_DIR"
+    PG_AS=(runuser -u postgres --)
+  fi
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "${PG_AS[@]}" "$PGBIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log"; return 1; }
+  "${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PG_DIR/data" -w -l "$PG_DIR/server.log" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off" start >/dev/null \
+    || { cat "$PG_DIR/server.log"; return 1; }
+  export MOODBRIDGE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port"
+  echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+stop_postgres() {
+  if [ -n "$PG_DIR" ]; then
+    "${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+
+cleanup() { stop_postgres; }
 trap cleanup EXIT
+start_postgres
 
 # ---------------------------------------------------------------------------------------
 # Checks
@@ -67,6 +104,6 @@ step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
 
 step "main example runs"
-cargo run --locked --all-features --example quickstart
+cargo run --locked --example quickstart
 
 step "all checks passed"

@@ -1,7 +1,8 @@
 //! The state store: where the sync engine keeps what must survive a crash — sync runs,
 //! committed checkpoints, and a tamper-evident audit log of every change it makes.
 //!
-//! Backends (cargo features): [`SqliteStateStore`] (`sqlite`, the embedded default).
+//! Backends (cargo features): `SqliteStateStore` (`sqlite`, the embedded default) and
+//! `PostgresStateStore` (`postgres`, for several workers on several machines).
 //! Every backend passes the same contract suite (`testing::state_store_contract`).
 //! Schema changes are `sqlx` migrations embedded in the binary.
 //!
@@ -9,9 +10,15 @@
 //! hash covers the previous entry's hash, its sequence number and its content, so
 //! [`StateStore::verify_audit`] finds any entry altered, removed or inserted after the fact.
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStateStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
 

@@ -3,17 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::rows::{AUDIT_COLUMNS, audit_from_row, count, json, now_ms, run_from_row, time};
 use super::{
-    AuditEntry, AuditOperation, AuditRecord, ChainStatus, ChainVerifier, GENESIS_HASH, RunCounts,
-    RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun, audit_hash,
+    AuditEntry, AuditRecord, ChainStatus, ChainVerifier, GENESIS_HASH, RunCounts, RunId, RunStatus,
+    StateStore, StoredCheckpoint, SyncRun, audit_hash,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::Checkpoint;
@@ -41,20 +40,6 @@ pub struct SqliteStateStore {
 
 /// Connections in the pool by default: one writer at a time in SQLite, a few readers.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 impl SqliteStateStore {
     /// Open (creating if needed) the state database at `path`, with the default pool size.
@@ -123,62 +108,6 @@ fn db_error(path: &Path, err: sqlx::Error) -> Error {
         Error::internal(format!("{what} failed")).with_source(err)
     }
 }
-
-fn run_from_row(row: &SqliteRow) -> Result<SyncRun> {
-    let status: String = row.get("status");
-    Ok(SyncRun {
-        id: RunId(row.get("id")),
-        pipeline: row.get("pipeline"),
-        status: RunStatus::parse(&status).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Integrity,
-                format!("unknown run status {status:?}"),
-            )
-        })?,
-        started_at: time(row.get("started_at")),
-        finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
-        counts: RunCounts {
-            read: u64::try_from(row.get::<i64, _>("records_read")).unwrap_or(0),
-            written: u64::try_from(row.get::<i64, _>("records_written")).unwrap_or(0),
-            failed: u64::try_from(row.get::<i64, _>("records_failed")).unwrap_or(0),
-        },
-        error: row.get("error"),
-    })
-}
-
-fn json(text: Option<String>) -> Result<Option<serde_json::Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|_| Error::new(ErrorKind::Integrity, "a stored JSON value is invalid"))
-    })
-    .transpose()
-}
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
-    let op: String = row.get("operation");
-    Ok(AuditRecord {
-        seq: row.get("seq"),
-        entry: AuditEntry {
-            run: RunId(row.get("run_id")),
-            stream: row.get("stream"),
-            record_key: row.get("record_key"),
-            operation: AuditOperation::parse(&op).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Integrity,
-                    format!("unknown audit operation {op:?}"),
-                )
-            })?,
-            before: json(row.get("before_image"))?,
-            after: json(row.get("after_image"))?,
-            actor: row.get("actor"),
-        },
-        at_ms: row.get("at"),
-        prev_hash: row.get("prev_hash"),
-        hash: row.get("hash"),
-    })
-}
-
-const AUDIT_COLUMNS: &str = "seq, run_id, stream, record_key, operation, before_image, after_image, actor, at, prev_hash, hash";
 
 #[async_trait]
 impl StateStore for SqliteStateStore {
