@@ -1,5 +1,6 @@
 //! The state store: where the sync engine keeps what must survive a crash — sync runs,
-//! committed checkpoints, and a tamper-evident audit log of every change it makes.
+//! committed checkpoints, a tamper-evident audit log of every change it makes, dead
+//! letters, parked conflicts, leases — and the integrations registered with it.
 //!
 //! Backends (cargo features): `SqliteStateStore` (`sqlite`, the embedded default) and
 //! `PostgresStateStore` (`postgres`, for several workers on several machines).
@@ -12,20 +13,27 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod records;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_ops;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
+pub use records::{
+    Conflict, DeadLetter, FailureStage, IntegrationEntry, Lease, NewConflict, NewDeadLetter,
+    PlatformConfig, PurgeReport, RetentionPolicy,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -264,13 +272,17 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> 
 pub(crate) struct ChainVerifier {
     prev: String,
     expected_seq: i64,
+    checked: u64,
 }
 
 impl ChainVerifier {
-    pub(crate) fn new() -> Self {
+    /// A verifier starting after the newest purge anchor (`None`: from the genesis).
+    pub(crate) fn new(anchor: Option<(i64, String)>) -> Self {
+        let (seq, prev) = anchor.unwrap_or((0, GENESIS_HASH.to_owned()));
         ChainVerifier {
-            prev: GENESIS_HASH.to_owned(),
-            expected_seq: 1,
+            prev,
+            expected_seq: seq + 1,
+            checked: 0,
         }
     }
 
@@ -288,12 +300,13 @@ impl ChainVerifier {
         }
         self.prev.clone_from(&r.hash);
         self.expected_seq += 1;
+        self.checked += 1;
         None
     }
 
     pub(crate) fn finish(self) -> ChainStatus {
         ChainStatus::Intact {
-            entries: u64::try_from(self.expected_seq - 1).unwrap_or(0),
+            entries: self.checked,
         }
     }
 }
@@ -340,6 +353,81 @@ pub trait StateStore: Send + Sync {
     /// A run's audit entries, in order.
     async fn audit(&self, run: RunId) -> Result<Vec<AuditRecord>>;
 
-    /// Check the whole audit chain.
+    /// Check the whole audit chain (from the newest purge anchor, if the log was purged).
     async fn verify_audit(&self) -> Result<ChainStatus>;
+
+    /// Register an integration, or update its kind and metadata.
+    async fn put_integration(&self, integration: &IntegrationEntry) -> Result<()>;
+
+    /// The registered integrations, by id.
+    async fn integrations(&self) -> Result<Vec<IntegrationEntry>>;
+
+    /// Set one configuration value of a registered integration (never a secret: store a
+    /// reference such as `secret:salesforce/prod/client_secret`).
+    async fn set_platform_config(
+        &self,
+        integration: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<()>;
+
+    /// The configuration of an integration (empty if none was set).
+    async fn platform_config(&self, integration: &str) -> Result<PlatformConfig>;
+
+    /// Record a record that could not be moved. A record that is already an open dead
+    /// letter of the stream gets its reason, stage, run and last-seen time updated and its
+    /// attempts counted up; returns the dead letter's id.
+    async fn put_dead_letter(&self, letter: &NewDeadLetter) -> Result<i64>;
+
+    /// Open dead letters of `pipeline` (of one stream, or all), oldest first, at most `limit`.
+    async fn dead_letters(
+        &self,
+        pipeline: &str,
+        stream: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>>;
+
+    /// Mark a dead letter resolved (its record was replayed and written, or discarded by a
+    /// person). It is no longer listed; retention purges it later.
+    async fn resolve_dead_letter(&self, id: i64) -> Result<()>;
+
+    /// Park a conflict for review; a record already parked gets its images updated.
+    /// Returns the conflict's id.
+    async fn park_conflict(&self, conflict: &NewConflict) -> Result<i64>;
+
+    /// Open conflicts of `pipeline`, oldest first, at most `limit`.
+    async fn conflicts(&self, pipeline: &str, limit: u32) -> Result<Vec<Conflict>>;
+
+    /// Close a parked conflict with a note of how it was resolved.
+    async fn resolve_conflict(&self, id: i64, resolution: &str) -> Result<()>;
+
+    /// Take the lease on `name` for `ttl` if it is free, lapsed, or already `holder`'s
+    /// (then it is extended, keeping its token). `None` when someone else holds it.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration)
+    -> Result<Option<Lease>>;
+
+    /// Take the lease on whichever of `names` is free or lapsed (the one lapsed longest
+    /// first), skipping rows other workers are claiming at the same moment
+    /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL). `None` when all are held.
+    async fn claim_lease(
+        &self,
+        names: &[String],
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Extend a held lease. [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) when it
+    /// was lost (someone else took it after it lapsed): stop working on it.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Give a lease back (no-op if it was already lost).
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Purge rows older than the policy allows, measured back from `now`.
+    async fn purge_as_of(&self, policy: &RetentionPolicy, now: SystemTime) -> Result<PurgeReport>;
+
+    /// Purge rows older than the policy allows.
+    async fn purge(&self, policy: &RetentionPolicy) -> Result<PurgeReport> {
+        self.purge_as_of(policy, SystemTime::now()).await
+    }
 }

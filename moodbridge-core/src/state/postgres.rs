@@ -2,18 +2,10 @@
 //! pipelines. Migrations embedded; the audit chain head is extended under a
 //! transaction-scoped advisory lock, so concurrent writers keep one chain.
 
-use sqlx::Row;
-
 use super::sql::sql_state_store;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::rows::{AUDIT_COLUMNS, audit_from_row, count, json, now_ms, run_from_row, time};
-use super::{
-    AuditEntry, AuditRecord, ChainStatus, ChainVerifier, GENESIS_HASH, RunCounts, RunId, RunStatus,
-    StateStore, StoredCheckpoint, SyncRun, audit_hash,
-};
-use crate::error::{Error, ErrorKind, Result};
-use crate::sync::Checkpoint;
+use super::sql::prelude::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -76,6 +68,20 @@ impl PostgresStateStore {
 }
 
 impl PostgresStateStore {
+    const ENSURE_LEASES_SQL: &'static str = "INSERT INTO leases (name)
+         SELECT jsonb_array_elements_text($1::jsonb) ON CONFLICT (name) DO NOTHING";
+
+    /// Rows another worker is claiming at this moment are skipped, not waited for.
+    const CLAIM_LEASE_SQL: &'static str = "WITH candidate AS (
+           SELECT name FROM leases
+           WHERE name IN (SELECT jsonb_array_elements_text($1::jsonb))
+             AND (holder IS NULL OR expires_at <= $2)
+           ORDER BY expires_at, name LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+         UPDATE leases SET holder = $3, token = leases.token + 1, expires_at = $4
+         FROM candidate WHERE leases.name = candidate.name
+         RETURNING leases.name, leases.holder, leases.token, leases.expires_at";
+
     fn db_err(&self, e: sqlx::Error) -> Error {
         err(e)
     }

@@ -4,8 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
-use super::{AuditEntry, AuditOperation, AuditRecord, RunCounts, RunId, RunStatus, SyncRun};
+use super::{
+    AuditEntry, AuditOperation, AuditRecord, Conflict, DeadLetter, FailureStage, Lease,
+    NewConflict, RunCounts, RunId, RunStatus, SyncRun,
+};
 use crate::error::{Error, ErrorKind, Result};
+use crate::record::Record;
 
 /// The audit columns, in the order the backends select them.
 pub(crate) const AUDIT_COLUMNS: &str = "seq, run_id, stream, record_key, operation, before_image, after_image, actor, at, prev_hash, hash";
@@ -119,4 +123,96 @@ where
         prev_hash: row.text("prev_hash"),
         hash: row.text("hash"),
     })
+}
+
+pub(crate) fn ms_since_epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn ttl_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn record(text: Option<String>) -> Result<Option<Record>> {
+    json(text)?
+        .map(Record::from_json)
+        .transpose()
+        .map_err(|_| Error::new(ErrorKind::Integrity, "a stored record is not a JSON object"))
+}
+
+fn opt_run(row: &impl StateRowAny) -> Option<RunId> {
+    row.opt_int_any("run_id").map(RunId)
+}
+
+/// [`StateRow`] without its bounds in every signature.
+pub(crate) trait StateRowAny {
+    fn int_any(&self, col: &str) -> i64;
+    fn opt_int_any(&self, col: &str) -> Option<i64>;
+    fn text_any(&self, col: &str) -> String;
+    fn opt_text_any(&self, col: &str) -> Option<String>;
+}
+
+impl<R: StateRow> StateRowAny for R
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    fn int_any(&self, col: &str) -> i64 {
+        self.int(col)
+    }
+    fn opt_int_any(&self, col: &str) -> Option<i64> {
+        self.opt_int(col)
+    }
+    fn text_any(&self, col: &str) -> String {
+        self.text(col)
+    }
+    fn opt_text_any(&self, col: &str) -> Option<String> {
+        self.opt_text(col)
+    }
+}
+
+pub(crate) fn dead_letter_from_row(row: &impl StateRowAny) -> Result<DeadLetter> {
+    let stage = row.text_any("stage");
+    Ok(DeadLetter {
+        id: row.int_any("id"),
+        pipeline: row.text_any("pipeline"),
+        stream: row.text_any("stream"),
+        record_key: row.text_any("record_key"),
+        record: record(Some(row.text_any("record")))?.unwrap_or_default(),
+        reason: row.text_any("reason"),
+        stage: FailureStage::parse(&stage).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!("unknown failure stage {stage:?}"),
+            )
+        })?,
+        attempts: u32::try_from(row.int_any("attempts")).unwrap_or(u32::MAX),
+        run: opt_run(row),
+        first_seen: time(row.int_any("first_seen")),
+        last_seen: time(row.int_any("last_seen")),
+    })
+}
+
+pub(crate) fn conflict_from_row(row: &impl StateRowAny) -> Result<Conflict> {
+    Ok(Conflict {
+        id: row.int_any("id"),
+        conflict: NewConflict {
+            pipeline: row.text_any("pipeline"),
+            stream: row.text_any("stream"),
+            record_key: row.text_any("record_key"),
+            left: record(row.opt_text_any("left_image"))?,
+            right: record(row.opt_text_any("right_image"))?,
+            run: opt_run(row),
+        },
+        detected_at: time(row.int_any("detected_at")),
+    })
+}
+
+pub(crate) fn lease_from_row(row: &impl StateRowAny) -> Lease {
+    Lease {
+        name: row.text_any("name"),
+        holder: row.opt_text_any("holder").unwrap_or_default(),
+        token: row.int_any("token"),
+        expires_at_ms: row.int_any("expires_at"),
+    }
 }

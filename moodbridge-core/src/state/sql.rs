@@ -7,6 +7,24 @@
 //! - `async fn begin_audit(&self) -> Result<sqlx::Transaction<'_, DB>>` — a transaction
 //!   holding the backend's lock on the audit chain head.
 
+/// Everything the expanded SQL refers to; each backend imports it whole.
+pub(crate) mod prelude {
+    pub(crate) use super::super::rows::{
+        AUDIT_COLUMNS, audit_from_row, conflict_from_row, count, dead_letter_from_row, json,
+        lease_from_row, ms_since_epoch, now_ms, run_from_row, time, ttl_ms,
+    };
+    pub(crate) use super::super::{
+        AuditEntry, AuditRecord, ChainStatus, ChainVerifier, Conflict, DeadLetter, GENESIS_HASH,
+        IntegrationEntry, Lease, NewConflict, NewDeadLetter, PlatformConfig, PurgeReport,
+        RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
+        audit_hash,
+    };
+    pub(crate) use crate::error::{Error, ErrorKind, Result};
+    pub(crate) use crate::record::Record;
+    pub(crate) use crate::sync::Checkpoint;
+    pub(crate) use sqlx::Row;
+}
+
 macro_rules! sql_state_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -141,6 +159,16 @@ macro_rules! sql_state_store {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(|e| self.db_err(e))?;
+                let head = match head {
+                    Some(row) => Some(row),
+                    // Emptied by a purge: the chain goes on from the purge anchor.
+                    None => sqlx::query(
+                        "SELECT up_to_seq AS seq, hash FROM audit_anchors ORDER BY up_to_seq DESC LIMIT 1",
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?,
+                };
                 let (mut seq, mut prev) = match head {
                     Some(row) => (row.get::<i64, _>("seq"), row.get::<String, _>("hash")),
                     None => (0, GENESIS_HASH.to_owned()),
@@ -191,7 +219,7 @@ macro_rules! sql_state_store {
                 let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq");
                 let query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 let mut rows = query.fetch(&self.pool);
-                let mut verifier = ChainVerifier::new();
+                let mut verifier = ChainVerifier::new(self.audit_anchor_sql().await?);
                 while let Some(row) = rows.try_next().await.map_err(|e| self.db_err(e))? {
                     if let Some(broken) = verifier.check(&audit_from_row(&row)?) {
                         return Ok(broken);
@@ -199,7 +227,93 @@ macro_rules! sql_state_store {
                 }
                 Ok(verifier.finish())
             }
+
+            async fn put_integration(&self, integration: &IntegrationEntry) -> Result<()> {
+                self.put_integration_sql(integration).await
+            }
+
+            async fn integrations(&self) -> Result<Vec<IntegrationEntry>> {
+                self.integrations_sql().await
+            }
+
+            async fn set_platform_config(
+                &self,
+                integration: &str,
+                key: &str,
+                value: &serde_json::Value,
+            ) -> Result<()> {
+                self.set_platform_config_sql(integration, key, value).await
+            }
+
+            async fn platform_config(&self, integration: &str) -> Result<PlatformConfig> {
+                self.platform_config_sql(integration).await
+            }
+
+            async fn put_dead_letter(&self, letter: &NewDeadLetter) -> Result<i64> {
+                self.put_dead_letter_sql(letter).await
+            }
+
+            async fn dead_letters(
+                &self,
+                pipeline: &str,
+                stream: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<DeadLetter>> {
+                self.dead_letters_sql(pipeline, stream, limit).await
+            }
+
+            async fn resolve_dead_letter(&self, id: i64) -> Result<()> {
+                self.resolve_dead_letter_sql(id).await
+            }
+
+            async fn park_conflict(&self, conflict: &NewConflict) -> Result<i64> {
+                self.park_conflict_sql(conflict).await
+            }
+
+            async fn conflicts(&self, pipeline: &str, limit: u32) -> Result<Vec<Conflict>> {
+                self.conflicts_sql(pipeline, limit).await
+            }
+
+            async fn resolve_conflict(&self, id: i64, resolution: &str) -> Result<()> {
+                self.resolve_conflict_sql(id, resolution).await
+            }
+
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<Lease>> {
+                self.acquire_lease_sql(name, holder, ttl).await
+            }
+
+            async fn claim_lease(
+                &self,
+                names: &[String],
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<Lease>> {
+                self.claim_lease_sql(names, holder, ttl).await
+            }
+
+            async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<Lease> {
+                self.renew_lease_sql(lease, ttl).await
+            }
+
+            async fn release_lease(&self, lease: &Lease) -> Result<()> {
+                self.release_lease_sql(lease).await
+            }
+
+            async fn purge_as_of(
+                &self,
+                policy: &RetentionPolicy,
+                now: std::time::SystemTime,
+            ) -> Result<PurgeReport> {
+                self.purge_as_of_sql(policy, now).await
+            }
         }
+
+        super::sql_ops::sql_operations!($store);
     };
 }
 

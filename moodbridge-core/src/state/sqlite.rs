@@ -5,18 +5,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 use super::sql::sql_state_store;
 
-use super::rows::{AUDIT_COLUMNS, audit_from_row, count, json, now_ms, run_from_row, time};
-use super::{
-    AuditEntry, AuditRecord, ChainStatus, ChainVerifier, GENESIS_HASH, RunCounts, RunId, RunStatus,
-    StateStore, StoredCheckpoint, SyncRun, audit_hash,
-};
-use crate::error::{Error, ErrorKind, Result};
-use crate::sync::Checkpoint;
+use super::sql::prelude::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -80,6 +74,104 @@ impl SqliteStateStore {
     /// Close the pool, folding the write-ahead log into the database file.
     pub async fn close(self) {
         self.pool.close().await;
+    }
+
+    const ENSURE_LEASES_SQL: &'static str = "INSERT INTO leases (name)
+         SELECT value FROM json_each($1) WHERE true ON CONFLICT (name) DO NOTHING";
+
+    /// One statement, so atomic: SQLite has one writer at a time.
+    const CLAIM_LEASE_SQL: &'static str =
+        "UPDATE leases SET holder = $3, token = token + 1, expires_at = $4
+         WHERE name = (SELECT name FROM leases
+                       WHERE name IN (SELECT value FROM json_each($1))
+                         AND (holder IS NULL OR expires_at <= $2)
+                       ORDER BY expires_at, name LIMIT 1)
+         RETURNING name, holder, token, expires_at";
+
+    /// Write a consistent copy of the store to `dest` while it stays in use (SQLite's
+    /// `VACUUM INTO`: a snapshot of one read transaction, compacted). `dest` must not
+    /// exist.
+    ///
+    /// ```
+    /// use moodbridge_core::state::{SqliteStateStore, StateStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
+    /// let run = store.start_run("nightly").await.unwrap();
+    /// store.backup(&dir.path().join("backup.db")).await.unwrap();
+    ///
+    /// let restored = dir.path().join("restored.db");
+    /// SqliteStateStore::restore(&dir.path().join("backup.db"), &restored).await.unwrap();
+    /// let copy = SqliteStateStore::open(&restored).await.unwrap();
+    /// assert_eq!(copy.run(run).await.unwrap().pipeline, "nightly");
+    /// # });
+    /// ```
+    pub async fn backup(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(Error::invalid_input(format!(
+                "backup destination {} already exists",
+                dest.display()
+            ))
+            .with_hint("choose a new file name, or remove the old backup first"));
+        }
+        let dest_text = dest.to_str().ok_or_else(|| {
+            Error::invalid_input(format!("backup path {} is not UTF-8", dest.display()))
+        })?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest_text)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Restore a backup made by [`backup`](Self::backup) to `path`, which must not be in
+    /// use. The backup is checked first (it opens, migrates and its audit chain verifies);
+    /// then it is copied beside `path`, synced, and renamed over it, so `path` is either
+    /// the old database or the whole backup, never half of one.
+    pub async fn restore(backup: &Path, path: &Path) -> Result<()> {
+        let staged = path.with_extension("restoring");
+        let _ = tokio::fs::remove_file(&staged).await;
+        tokio::fs::copy(backup, &staged).await.map_err(|e| {
+            Error::invalid_input(format!("cannot read backup {}", backup.display())).with_source(e)
+        })?;
+        let check = async {
+            let store = SqliteStateStore::open_with(&staged, 1).await?;
+            let chain = store.verify_audit().await;
+            store.pool.close().await;
+            match chain? {
+                ChainStatus::Intact { .. } => Ok(()),
+                ChainStatus::Broken { seq, reason } => Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "backup {} has a broken audit chain at entry {seq}: {reason}",
+                        backup.display()
+                    ),
+                )),
+            }
+        };
+        if let Err(e) = check.await {
+            let _ = tokio::fs::remove_file(&staged).await;
+            return Err(e);
+        }
+        let io = |e: std::io::Error| {
+            Error::unavailable(format!("cannot restore into {}", path.display())).with_source(e)
+        };
+        // Opening wrote the WAL back into the file; sync it, then swap it in.
+        tokio::fs::File::open(&staged)
+            .await
+            .map_err(io)?
+            .sync_all()
+            .await
+            .map_err(io)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let _ = tokio::fs::remove_file(std::path::PathBuf::from(side)).await;
+        }
+        tokio::fs::rename(&staged, path).await.map_err(io)?;
+        Ok(())
     }
 
     fn db_err(&self, e: sqlx::Error) -> Error {

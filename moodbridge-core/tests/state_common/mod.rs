@@ -1,11 +1,14 @@
 //! The state store tests every backend runs: the contract suite, durability across
-//! reopen, concurrent audit appends, append-only enforcement, tamper evidence, and
-//! refusal of a checkpoint for an unknown run.
+//! reopen, concurrent audit appends, append-only enforcement, tamper evidence, refusal of
+//! a checkpoint for an unknown run, dead letters, conflicts, leases and retention.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use moodbridge_core::Record;
 use moodbridge_core::state::{
-    AuditEntry, AuditOperation, ChainStatus, RunCounts, RunId, RunStatus, StateStore,
+    AuditEntry, AuditOperation, ChainStatus, FailureStage, IntegrationEntry, NewConflict,
+    NewDeadLetter, RetentionPolicy, RunCounts, RunId, RunStatus, StateStore,
 };
 use moodbridge_core::testing::state_store_contract;
 use moodbridge_core::{Checkpoint, ErrorKind};
@@ -164,6 +167,337 @@ pub async fn a_checkpoint_for_an_unknown_run_is_refused<B: Backend>() {
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
+fn rec(v: serde_json::Value) -> Record {
+    Record::from_json(v).unwrap()
+}
+
+fn letter(run: Option<RunId>, stream: &str, key: &str, reason: &str) -> NewDeadLetter {
+    NewDeadLetter {
+        pipeline: "p".into(),
+        stream: stream.into(),
+        record_key: key.into(),
+        record: rec(serde_json::json!({"Id": key, "Email": "not-an-email"})),
+        reason: reason.into(),
+        stage: FailureStage::Validation,
+        run,
+    }
+}
+
+pub async fn integrations_and_their_config_round_trip<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    s.put_integration(&IntegrationEntry::new("salesforce:prod", "salesforce"))
+        .await
+        .unwrap();
+    s.put_integration(
+        &IntegrationEntry::new("salesforce:prod", "salesforce")
+            .metadata(serde_json::json!({"org": "00D1"})),
+    )
+    .await
+    .unwrap();
+    s.put_integration(&IntegrationEntry::new("aws:docs", "aws"))
+        .await
+        .unwrap();
+    let all = s.integrations().await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["aws:docs", "salesforce:prod"]
+    );
+    assert_eq!(all[1].metadata, serde_json::json!({"org": "00D1"}));
+
+    s.set_platform_config("salesforce:prod", "api_version", &serde_json::json!("62.0"))
+        .await
+        .unwrap();
+    s.set_platform_config("salesforce:prod", "api_version", &serde_json::json!("63.0"))
+        .await
+        .unwrap();
+    s.set_platform_config("salesforce:prod", "page_size", &serde_json::json!(2000))
+        .await
+        .unwrap();
+    let config = s.platform_config("salesforce:prod").await.unwrap();
+    assert_eq!(config.len(), 2);
+    assert_eq!(config["api_version"], serde_json::json!("63.0"));
+    assert!(s.platform_config("aws:docs").await.unwrap().is_empty());
+
+    let err = s
+        .set_platform_config("nobody", "k", &serde_json::json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("not registered"), "{err}");
+}
+
+pub async fn a_record_failing_again_is_one_dead_letter_with_more_attempts<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    let run = s.start_run("p").await.unwrap();
+    let id = s
+        .put_dead_letter(&letter(Some(run), "Contact", "003A", "Email: not an email"))
+        .await
+        .unwrap();
+    let again = s
+        .put_dead_letter(&letter(
+            Some(run),
+            "Contact",
+            "003A",
+            "Email: still not an email",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(id, again, "one open dead letter per record");
+    s.put_dead_letter(&letter(None, "Contact", "003B", "LastName is required"))
+        .await
+        .unwrap();
+    s.put_dead_letter(&letter(None, "Case", "500A", "Subject too long"))
+        .await
+        .unwrap();
+
+    let contacts = s.dead_letters("p", Some("Contact"), 10).await.unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0].record_key, "003A");
+    assert_eq!(contacts[0].attempts, 2);
+    assert_eq!(contacts[0].reason, "Email: still not an email");
+    assert_eq!(contacts[0].stage, FailureStage::Validation);
+    assert_eq!(contacts[0].run, Some(run));
+    assert_eq!(
+        contacts[0].record.get("Email"),
+        Some(&serde_json::json!("not-an-email"))
+    );
+    assert!(contacts[0].first_seen <= contacts[0].last_seen);
+    assert_eq!(s.dead_letters("p", None, 10).await.unwrap().len(), 3);
+    assert_eq!(s.dead_letters("p", None, 1).await.unwrap().len(), 1);
+    assert!(s.dead_letters("q", None, 10).await.unwrap().is_empty());
+
+    s.resolve_dead_letter(id).await.unwrap();
+    let open = s.dead_letters("p", Some("Contact"), 10).await.unwrap();
+    assert_eq!(open.len(), 1, "a resolved dead letter is not listed");
+    assert_eq!(
+        s.resolve_dead_letter(id).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "resolving twice"
+    );
+    // Failing again after being resolved opens a new dead letter.
+    let reopened = s
+        .put_dead_letter(&letter(None, "Contact", "003A", "again"))
+        .await
+        .unwrap();
+    assert_ne!(reopened, id);
+    assert_eq!(
+        s.dead_letters("p", Some("Contact"), 10).await.unwrap()[1].attempts,
+        1
+    );
+}
+
+pub async fn conflicts_are_parked_listed_and_resolved<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    let conflict = |left: &str, right: &str| NewConflict {
+        pipeline: "p".into(),
+        stream: "Account".into(),
+        record_key: "001A".into(),
+        left: Some(rec(serde_json::json!({"Name": left}))),
+        right: Some(rec(serde_json::json!({"Name": right}))),
+        run: None,
+    };
+    let id = s
+        .park_conflict(&conflict("Acme", "ACME Inc"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.park_conflict(&conflict("Acme", "ACME Ltd"))
+            .await
+            .unwrap(),
+        id,
+        "one open conflict per record"
+    );
+    let mut deleted = conflict("Acme", "");
+    deleted.record_key = "001B".into();
+    deleted.right = None;
+    s.park_conflict(&deleted).await.unwrap();
+
+    let open = s.conflicts("p", 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0].conflict, conflict("Acme", "ACME Ltd"));
+    assert_eq!(open[1].conflict.right, None);
+    s.resolve_conflict(id, "kept left").await.unwrap();
+    assert_eq!(s.conflicts("p", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.resolve_conflict(id, "again").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+pub async fn a_lease_is_held_by_one_worker_until_it_lapses<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    let a = s
+        .acquire_lease("nightly", "worker-a", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.holder, "worker-a");
+    assert!(
+        s.acquire_lease("nightly", "worker-b", LONG)
+            .await
+            .unwrap()
+            .is_none(),
+        "held by another worker"
+    );
+    let again = s
+        .acquire_lease("nightly", "worker-a", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.token, a.token,
+        "re-acquiring one's own lease extends it"
+    );
+    let renewed = s.renew_lease(&a, LONG).await.unwrap();
+    assert_eq!(renewed.token, a.token);
+
+    // Let it lapse (a 1 ms lease; any later clock reading is past it).
+    let short = s.renew_lease(&a, Duration::from_millis(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b_lease = s
+        .acquire_lease("nightly", "worker-b", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b_lease.token > short.token,
+        "a new holder gets a new fencing token"
+    );
+    let err = s.renew_lease(&short, LONG).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Conflict,
+        "the old holder learns it lost the lease"
+    );
+    assert!(err.to_string().contains("lost"), "{err}");
+
+    // Releasing a lost lease does nothing; releasing a held one frees it.
+    s.release_lease(&short).await.unwrap();
+    assert!(
+        s.acquire_lease("nightly", "worker-c", LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.release_lease(&b_lease).await.unwrap();
+    assert!(
+        s.acquire_lease("nightly", "worker-c", LONG)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub async fn concurrent_claims_never_give_one_pipeline_to_two_workers<B: Backend>() {
+    let b = B::new().await;
+    let s = Arc::new(b.open().await);
+    let names: Vec<String> = (0..3).map(|i| format!("pipeline-{i}")).collect();
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let (s, names) = (s.clone(), names.clone());
+            tokio::spawn(async move {
+                s.claim_lease(&names, &format!("worker-{w}"), LONG)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for t in tasks {
+        if let Some(lease) = t.await.unwrap() {
+            claimed.push(lease.name);
+        }
+    }
+    claimed.sort();
+    assert_eq!(claimed, names, "each pipeline claimed exactly once");
+    assert!(s.claim_lease(&names, "late", LONG).await.unwrap().is_none());
+    assert!(s.claim_lease(&[], "late", LONG).await.unwrap().is_none());
+}
+
+pub async fn retention_purges_only_old_finished_work<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    let finished = s.start_run("p").await.unwrap();
+    s.finish_run(finished, RunStatus::Succeeded, RunCounts::default(), None)
+        .await
+        .unwrap();
+    let holds_checkpoint = s.start_run("p").await.unwrap();
+    s.commit_checkpoint(
+        "p",
+        &Checkpoint::new("Case", serde_json::json!(1)),
+        holds_checkpoint,
+    )
+    .await
+    .unwrap();
+    s.finish_run(
+        holds_checkpoint,
+        RunStatus::Succeeded,
+        RunCounts::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let running = s.start_run("p").await.unwrap();
+    let resolved = s
+        .put_dead_letter(&letter(None, "Contact", "003A", "x"))
+        .await
+        .unwrap();
+    s.resolve_dead_letter(resolved).await.unwrap();
+    s.put_dead_letter(&letter(None, "Contact", "003B", "x"))
+        .await
+        .unwrap();
+    s.append_audit(&[entry(running, "001"), entry(running, "002")])
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet.
+    let keep_a_day = RetentionPolicy::default()
+        .runs(Duration::from_secs(86_400))
+        .dead_letters(Duration::from_secs(86_400));
+    assert_eq!(s.purge(&keep_a_day).await.unwrap().runs, 0);
+
+    // A day later: the finished run and the resolved dead letter go; the run holding a
+    // checkpoint, the running run, the open dead letter and the audit log stay.
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    let report = s.purge_as_of(&keep_a_day, later).await.unwrap();
+    assert_eq!((report.runs, report.dead_letters, report.audit), (1, 1, 0));
+    assert_eq!(
+        s.run(finished).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(s.run(holds_checkpoint).await.is_ok());
+    assert!(s.run(running).await.is_ok());
+    assert_eq!(s.dead_letters("p", None, 10).await.unwrap().len(), 1);
+    assert_eq!(s.audit(running).await.unwrap().len(), 2);
+
+    // The audit log goes only when asked, and what remains still verifies.
+    let report = s
+        .purge_as_of(
+            &RetentionPolicy::default().audit(Duration::from_secs(86_400)),
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.audit, 2);
+    s.append_audit(&[entry(running, "003")]).await.unwrap();
+    assert_eq!(
+        s.verify_audit().await.unwrap(),
+        ChainStatus::Intact { entries: 1 },
+        "the chain continues from the purge anchor"
+    );
+    let err = b.raw("DELETE FROM audit_log").await.unwrap_err();
+    assert!(
+        err.contains("append-only"),
+        "entries after the anchor stay guarded: {err}"
+    );
+}
+
 /// One `#[tokio::test]` per shared test, for backend `$b`.
 #[macro_export]
 macro_rules! state_store_tests {
@@ -192,5 +526,37 @@ macro_rules! state_store_tests {
         async fn a_checkpoint_for_an_unknown_run_is_refused() {
             state_common::a_checkpoint_for_an_unknown_run_is_refused::<$b>().await;
         }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn integrations_and_their_config_round_trip() {
+            state_common::integrations_and_their_config_round_trip::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_record_failing_again_is_one_dead_letter_with_more_attempts() {
+            state_common::a_record_failing_again_is_one_dead_letter_with_more_attempts::<$b>()
+                .await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conflicts_are_parked_listed_and_resolved() {
+            state_common::conflicts_are_parked_listed_and_resolved::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_lease_is_held_by_one_worker_until_it_lapses() {
+            state_common::a_lease_is_held_by_one_worker_until_it_lapses::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_claims_never_give_one_pipeline_to_two_workers() {
+            state_common::concurrent_claims_never_give_one_pipeline_to_two_workers::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn retention_purges_only_old_finished_work() {
+            state_common::retention_purges_only_old_finished_work::<$b>().await;
+        }
     };
+}
+
+/// Append `n` audit entries to `run`.
+#[allow(dead_code, reason = "used by some backends' tests only")]
+pub async fn append_entries(s: &impl StateStore, run: RunId, n: usize) {
+    let batch: Vec<_> = (0..n).map(|i| entry(run, &format!("{i:03}"))).collect();
+    s.append_audit(&batch).await.unwrap();
 }
