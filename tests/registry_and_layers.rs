@@ -62,11 +62,7 @@ impl SyncSink for Warehouse {
         }
         Ok(WriteReport::new(
             (0..batch.len())
-                .map(|index| RecordOutcome {
-                    index,
-                    key: None,
-                    result: Ok(WriteAction::Created),
-                })
+                .map(|index| RecordOutcome::ok(index, WriteAction::Created))
                 .collect(),
         ))
     }

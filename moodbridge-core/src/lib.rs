@@ -16,6 +16,8 @@
 //!   [`registry`]);
 //! - [`state`] — the durable state of the sync engine: runs, checkpoints, a hash-chained
 //!   audit log (SQLite backend with the default `sqlite` feature);
+//! - [`engine`] — the sync engine: source → mapping → validation → sink per stream, with
+//!   checkpoints, dead letters, audit and rollback, progress events;
 //! - [`observe`] — correlation ids and the metric names (see `docs/telemetry.md`).
 //!
 //! ```
@@ -35,6 +37,7 @@
 pub mod catalog;
 pub mod config;
 pub mod credential;
+pub mod engine;
 pub mod error;
 pub mod integration;
 pub mod observe;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, StreamDescriptor, SyncMode};
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{RecordBatch, RecordKey};
+use crate::record::{Record, RecordBatch, RecordKey};
 
 /// A resumption point in a stream, made by the source.
 ///
@@ -167,6 +167,13 @@ pub trait SyncSource: Send + Sync {
 
     /// Read one stream, resuming from the request's checkpoint.
     async fn read(&self, request: ReadRequest) -> Result<SourceStream>;
+
+    /// How many records `request` will yield, when the source can tell cheaply (for
+    /// progress and time-left estimates). The default does not know.
+    async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {
+        let _ = request;
+        Ok(None)
+    }
 }
 
 /// How a sink applies a batch.
@@ -266,7 +273,14 @@ impl RecordFailure {
 }
 
 /// The outcome for one record of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// ```
+/// use moodbridge_core::{Record, RecordOutcome, WriteAction};
+/// let before = Record::from_json(serde_json::json!({"Id": "001", "Name": "Acme"})).unwrap();
+/// let outcome = RecordOutcome::ok(0, WriteAction::Updated).with_before(before);
+/// assert!(outcome.before.is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordOutcome {
     /// The record's position in the batch.
     pub index: usize,
@@ -275,6 +289,45 @@ pub struct RecordOutcome {
     pub key: Option<RecordKey>,
     /// What happened.
     pub result: std::result::Result<WriteAction, RecordFailure>,
+    /// The record as it was in the target before this write, when the sink can tell
+    /// (`None` for a create). The engine keeps it in the audit log, so a run can be
+    /// rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Record>,
+}
+
+impl RecordOutcome {
+    /// Record `index` was written: `action`.
+    pub fn ok(index: usize, action: WriteAction) -> Self {
+        RecordOutcome {
+            index,
+            key: None,
+            result: Ok(action),
+            before: None,
+        }
+    }
+
+    /// Record `index` was not written: `failure`.
+    pub fn failed(index: usize, failure: RecordFailure) -> Self {
+        RecordOutcome {
+            index,
+            key: None,
+            result: Err(failure),
+            before: None,
+        }
+    }
+
+    /// With the record's key in the target.
+    pub fn with_key(mut self, key: RecordKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// With the record's image before the write.
+    pub fn with_before(mut self, before: Record) -> Self {
+        self.before = Some(before);
+        self
+    }
 }
 
 /// The per-record outcome of a [`SyncSink::write`].
@@ -283,15 +336,15 @@ pub struct RecordOutcome {
 /// use moodbridge_core::{FailureKind, RecordFailure, RecordOutcome, WriteAction, WriteReport};
 ///
 /// let report = WriteReport::new(vec![
-///     RecordOutcome { index: 0, key: None, result: Ok(WriteAction::Created) },
-///     RecordOutcome { index: 1, key: None, result: Err(RecordFailure::new(FailureKind::InvalidInput, "Name is required")) },
+///     RecordOutcome::ok(0, WriteAction::Created),
+///     RecordOutcome::failed(1, RecordFailure::new(FailureKind::InvalidInput, "Name is required")),
 /// ]);
 /// assert_eq!(report.succeeded(), 1);
 /// assert_eq!(report.failures().count(), 1);
 /// assert!(report.check_complete(2).is_ok());
 /// assert!(report.check_complete(3).is_err());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteReport {
     /// One outcome per record of the batch.
     pub outcomes: Vec<RecordOutcome>,
@@ -364,7 +417,7 @@ impl WriteReport {
 ///     async fn write(&self, batch: &RecordBatch, _mode: &WriteMode) -> Result<WriteReport> {
 ///         Ok(WriteReport::new(
 ///             (0..batch.len())
-///                 .map(|index| RecordOutcome { index, key: None, result: Ok(WriteAction::Unchanged) })
+///                 .map(|index| RecordOutcome::ok(index, WriteAction::Unchanged))
 ///                 .collect(),
 ///         ))
 ///     }
@@ -394,6 +447,18 @@ pub trait SyncSink: Send + Sync {
         let _ = (stream, mode);
         Ok(())
     }
+
+    /// Delete the records of `batch`, identified by their `key` fields (other fields are
+    /// ignored); one outcome per record, [`WriteAction::Deleted`] or a failure (deleting
+    /// a missing record is [`FailureKind::NotFound`]). Rollback of a run that created
+    /// records needs it. The default says the sink cannot delete.
+    async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        let _ = key;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("this sink cannot delete records (stream {})", batch.stream),
+        ))
+    }
 }
 
 /// A shared source is a source.
@@ -405,6 +470,10 @@ impl<T: SyncSource + ?Sized> SyncSource for std::sync::Arc<T> {
 
     async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
         (**self).read(request).await
+    }
+
+    async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {
+        (**self).count_hint(request).await
     }
 }
 
@@ -425,6 +494,10 @@ impl<T: SyncSink + ?Sized> SyncSink for std::sync::Arc<T> {
 
     async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
         (**self).commit_stream(stream, mode).await
+    }
+
+    async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        (**self).delete(batch, key).await
     }
 }
 
@@ -459,11 +532,7 @@ mod tests {
 
     #[test]
     fn report_with_duplicate_or_out_of_range_index_is_a_protocol_error() {
-        let ok = |index| RecordOutcome {
-            index,
-            key: None,
-            result: Ok(WriteAction::Created),
-        };
+        let ok = |index| RecordOutcome::ok(index, WriteAction::Created);
         assert!(
             WriteReport::new(vec![ok(0), ok(0)])
                 .check_complete(2)

@@ -137,6 +137,12 @@ impl<T: SyncSource> SyncSource for Guarded<T> {
             .call_as("read", || self.inner.read(request.clone()))
             .await
     }
+
+    async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {
+        self.policy
+            .call_as("count_hint", || self.inner.count_hint(request))
+            .await
+    }
 }
 
 #[async_trait]
@@ -168,6 +174,12 @@ impl<T: SyncSink> SyncSink for Guarded<T> {
             .call_as(Operation::new("commit_stream").non_idempotent(), || {
                 self.inner.commit_stream(stream, mode)
             })
+            .await
+    }
+
+    async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        self.policy
+            .call_as("delete", || self.inner.delete(batch, key))
             .await
     }
 }

@@ -1,0 +1,742 @@
+//! In-memory source and sink: doubles for engine tests and benchmarks, and a way to try a
+//! pipeline without a platform.
+//!
+//! [`MemorySource`] reads streams in cursor order with the record id as tie-breaker, so
+//! its incremental reads resume exactly after the last record of a checkpoint even when
+//! many records share a cursor value. Streams hold records, or generate them on the fly
+//! ([`MemorySource::accounts`]: Salesforce-shaped Accounts, ~600 bytes each, in constant
+//! memory however many). Both doubles can inject faults: temporary errors, rate limits
+//! and latency, from a seeded random generator so a failing run can be replayed.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::{key_of, pause};
+use crate::catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor};
+use crate::error::{Error, Result};
+use crate::record::{Record, RecordBatch};
+use crate::sync::{
+    Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,
+    SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
+};
+
+/// Injected faults: each call (a source page, a sink write) fails with probability
+/// `error_rate` — half as `Unavailable`, half as `RateLimited` with a short retry-after —
+/// and takes `latency` (plus up to as much again at random).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Share of calls that fail with a temporary error, 0.0–1.0.
+    pub error_rate: f64,
+    /// Added time per call.
+    pub latency: Duration,
+    /// Seed of the random generator.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// No faults.
+    pub const NONE: Faults = Faults {
+        error_rate: 0.0,
+        latency: Duration::ZERO,
+        seed: 0,
+    };
+}
+
+struct FaultGen {
+    faults: Faults,
+    rng: StdRng,
+    injected: u64,
+}
+
+impl FaultGen {
+    fn new(faults: Faults) -> Self {
+        FaultGen {
+            faults,
+            rng: StdRng::seed_from_u64(faults.seed),
+            injected: 0,
+        }
+    }
+
+    /// The latency and the error (if any) of the next call.
+    fn next(&mut self, what: &str) -> (Duration, Option<Error>) {
+        let f = self.faults;
+        let latency = if f.latency.is_zero() {
+            Duration::ZERO
+        } else {
+            f.latency.mul_f64(1.0 + self.rng.random::<f64>())
+        };
+        if f.error_rate <= 0.0 || self.rng.random::<f64>() >= f.error_rate {
+            return (latency, None);
+        }
+        self.injected += 1;
+        let err = if self.rng.random::<bool>() {
+            Error::unavailable(format!("injected fault: {what} unavailable"))
+        } else {
+            Error::rate_limited(
+                format!("injected fault: {what} rate limited"),
+                Some(Duration::from_millis(5)),
+            )
+        };
+        (latency, Some(err))
+    }
+}
+
+fn injected(faults: &Mutex<Option<FaultGen>>) -> u64 {
+    faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map_or(0, |g| g.injected)
+}
+
+type Generator = Arc<dyn Fn(u64) -> Record + Send + Sync>;
+
+enum Data {
+    Stored(Vec<Record>),
+    Generated { count: u64, make: Generator },
+}
+
+struct MemStream {
+    descriptor: StreamDescriptor,
+    data: Data,
+}
+
+/// An in-memory [`SyncSource`]. See the module docs.
+///
+/// ```
+/// use moodbridge_core::engine::MemorySource;
+/// use moodbridge_core::{Record, StreamDescriptor};
+///
+/// let source = MemorySource::new();
+/// source.add_stream(StreamDescriptor::new("Case").primary_key(["Id"]).cursor("SystemModstamp"));
+/// source.put("Case", Record::from_json(serde_json::json!({
+///     "Id": "500A", "SystemModstamp": "2026-11-20T10:00:00.000Z", "Subject": "Hello"
+/// })).unwrap());
+/// assert_eq!(source.len("Case"), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct MemorySource {
+    streams: Arc<Mutex<BTreeMap<String, MemStream>>>,
+    faults: Arc<Mutex<Option<FaultGen>>>,
+}
+
+impl std::fmt::Debug for MemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySource").finish_non_exhaustive()
+    }
+}
+
+/// The Salesforce-shaped Account stream of [`MemorySource::accounts`].
+pub fn account_descriptor() -> StreamDescriptor {
+    let s = |n: &str| FieldDescriptor::new(n, FieldType::String);
+    StreamDescriptor::new("Account")
+        .field(s("Id").required())
+        .field(s("Name").required())
+        .field(s("Type"))
+        .field(s("Industry"))
+        .field(s("BillingStreet"))
+        .field(s("BillingCity"))
+        .field(s("BillingState"))
+        .field(s("BillingPostalCode"))
+        .field(s("BillingCountry"))
+        .field(s("Phone"))
+        .field(s("Website"))
+        .field(FieldDescriptor::new("AnnualRevenue", FieldType::Number))
+        .field(FieldDescriptor::new(
+            "NumberOfEmployees",
+            FieldType::Integer,
+        ))
+        .field(s("Rating"))
+        .field(s("Description"))
+        .field(s("OwnerId"))
+        .field(FieldDescriptor::new("IsDeleted", FieldType::Boolean))
+        .field(FieldDescriptor::new("CreatedDate", FieldType::DateTime))
+        .field(FieldDescriptor::new(
+            "LastModifiedDate",
+            FieldType::DateTime,
+        ))
+        .field(FieldDescriptor::new("SystemModstamp", FieldType::DateTime).required())
+        .primary_key(["Id"])
+        .cursor("SystemModstamp")
+}
+
+/// Account number `i` of [`MemorySource::accounts`]: deterministic, ~600 bytes as JSON.
+/// Every four consecutive accounts share a `SystemModstamp` (ties on the cursor).
+pub fn account(i: u64) -> Record {
+    const INDUSTRIES: [&str; 6] = [
+        "Legal",
+        "Banking",
+        "Insurance",
+        "Healthcare",
+        "Government",
+        "Technology",
+    ];
+    const CITIES: [(&str, &str); 4] = [
+        ("San Francisco", "CA"),
+        ("New York", "NY"),
+        ("Chicago", "IL"),
+        ("Austin", "TX"),
+    ];
+    const RATINGS: [&str; 3] = ["Hot", "Warm", "Cold"];
+    let (city, state) = CITIES[(i % 4) as usize];
+    let rating = RATINGS[(i % 3) as usize];
+    let base = UNIX_EPOCH + Duration::from_secs(1_763_600_000);
+    let modstamp = stamp(base + Duration::from_secs(i / 4));
+    let created = stamp(base - Duration::from_secs(86_400 + i % 86_400));
+    let value = json!({
+        "Id": format!("001{i:015}"),
+        "Name": format!("Account {i} Holdings"),
+        "Type": if i.is_multiple_of(3) { "Customer - Direct" } else { "Prospect" },
+        "Industry": INDUSTRIES[(i % 6) as usize],
+        "BillingStreet": format!("{} Market Street, Suite {}", 100 + i % 900, i % 50),
+        "BillingCity": city,
+        "BillingState": state,
+        "BillingPostalCode": format!("{:05}", 10_000 + i % 89_999),
+        "BillingCountry": "United States",
+        "Phone": format!("(415) 555-{:04}", i % 10_000),
+        "Website": format!("https://www.account{i}.example.com"),
+        "AnnualRevenue": ((i % 1_000) * 125_000) as f64,
+        "NumberOfEmployees": i % 5_000,
+        "Rating": rating,
+        "Description": "Long-standing client of the firm; litigation and contract review matters.",
+        "OwnerId": format!("005{:015}", i % 20),
+        "IsDeleted": false,
+        "CreatedDate": created,
+        "LastModifiedDate": modstamp,
+        "SystemModstamp": modstamp,
+    });
+    Record::from_json(value).unwrap_or_default()
+}
+
+fn stamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl MemorySource {
+    /// A source with no streams.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A source with one stream, `Account`, of `count` generated accounts ([`account`]).
+    pub fn accounts(count: u64) -> Self {
+        let source = Self::new();
+        source.add_generated(account_descriptor(), count, account);
+        source
+    }
+
+    /// Add (or replace) an empty stream of stored records.
+    pub fn add_stream(&self, descriptor: StreamDescriptor) {
+        self.lock().insert(
+            descriptor.name.clone(),
+            MemStream {
+                descriptor,
+                data: Data::Stored(Vec::new()),
+            },
+        );
+    }
+
+    /// Add (or replace) a stream of `count` records made by `make(index)`. The records
+    /// must come out in cursor order (then id order) by index.
+    pub fn add_generated(
+        &self,
+        descriptor: StreamDescriptor,
+        count: u64,
+        make: impl Fn(u64) -> Record + Send + Sync + 'static,
+    ) {
+        self.lock().insert(
+            descriptor.name.clone(),
+            MemStream {
+                descriptor,
+                data: Data::Generated {
+                    count,
+                    make: Arc::new(make),
+                },
+            },
+        );
+    }
+
+    /// Insert or replace (by primary key) a record of a stored stream.
+    ///
+    /// # Panics
+    /// If the stream does not exist or is generated: a test set-up mistake.
+    pub fn put(&self, stream: &str, record: Record) {
+        let mut streams = self.lock();
+        let s = streams
+            .get_mut(stream)
+            .unwrap_or_else(|| panic!("MemorySource has no stream {stream}"));
+        let key = s.descriptor.primary_key.clone();
+        let Data::Stored(records) = &mut s.data else {
+            panic!("stream {stream} is generated; records cannot be put into it")
+        };
+        let k = record.key(&key);
+        match records.iter_mut().find(|r| k.is_some() && r.key(&key) == k) {
+            Some(existing) => *existing = record,
+            None => records.push(record),
+        }
+    }
+
+    /// Records in the stream.
+    pub fn len(&self, stream: &str) -> usize {
+        match self.lock().get(stream).map(|s| &s.data) {
+            Some(Data::Stored(r)) => r.len(),
+            Some(Data::Generated { count, .. }) => usize::try_from(*count).unwrap_or(usize::MAX),
+            None => 0,
+        }
+    }
+
+    /// `true` when the stream has no records.
+    pub fn is_empty(&self, stream: &str) -> bool {
+        self.len(stream) == 0
+    }
+
+    /// A copy of a stored stream's records (empty for a generated one).
+    pub fn records(&self, stream: &str) -> Vec<Record> {
+        match self.lock().get(stream).map(|s| &s.data) {
+            Some(Data::Stored(r)) => r.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Inject `faults` into every later call.
+    pub fn inject(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(PoisonError::into_inner) = Some(FaultGen::new(faults));
+    }
+
+    /// Errors injected so far.
+    pub fn injected(&self) -> u64 {
+        injected(&self.faults)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, MemStream>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fault(&self, what: &str) -> (Duration, Option<Error>) {
+        match &mut *self.faults.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(gen_) => gen_.next(what),
+            None => (Duration::ZERO, None),
+        }
+    }
+}
+
+/// Where a read resumes: after (cursor, id), or after a position for streams without a
+/// cursor.
+fn position_after(state: &Value) -> (Option<Value>, Option<String>, u64) {
+    (
+        state.get("cursor").cloned(),
+        state.get("id").and_then(Value::as_str).map(str::to_owned),
+        state.get("offset").and_then(Value::as_u64).unwrap_or(0),
+    )
+}
+
+/// Order of JSON values as cursors: numbers numerically, strings lexically (RFC 3339
+/// times with a fixed format sort correctly as text), null first.
+fn cmp_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+struct ReadPlan {
+    stream: String,
+    cursor: Option<String>,
+    key: Vec<String>,
+    batch: usize,
+    records: ReadData,
+}
+
+enum ReadData {
+    Stored(std::vec::IntoIter<Record>),
+    Generated {
+        next: u64,
+        count: u64,
+        make: Generator,
+    },
+}
+
+impl ReadPlan {
+    fn next_batch(&mut self) -> Vec<Record> {
+        match &mut self.records {
+            ReadData::Stored(it) => it.by_ref().take(self.batch).collect(),
+            ReadData::Generated { next, count, make } => {
+                let end = (*next + self.batch as u64).min(*count);
+                let out = (*next..end).map(|i| make(i)).collect();
+                *next = end;
+                out
+            }
+        }
+    }
+
+    fn checkpoint_after(&self, last: &Record, offset: u64) -> Checkpoint {
+        let state = match &self.cursor {
+            Some(c) => json!({
+                "cursor": last.get(c).cloned().unwrap_or(Value::Null),
+                "id": key_of(last, &self.key),
+            }),
+            None => json!({ "offset": offset }),
+        };
+        Checkpoint::new(&self.stream, state)
+    }
+}
+
+#[async_trait]
+impl SyncSource for MemorySource {
+    async fn discover(&self) -> Result<Catalog> {
+        let (latency, err) = self.fault("discover");
+        pause(latency).await;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(Catalog::new(
+            self.lock().values().map(|s| s.descriptor.clone()).collect(),
+        ))
+    }
+
+    async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {
+        Ok(match request.checkpoint {
+            None => Some(self.len(&request.stream) as u64),
+            Some(_) => None,
+        })
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
+        let (latency, err) = self.fault("read");
+        pause(latency).await;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let (plan, start_offset) = {
+            let streams = self.lock();
+            let s = streams.get(&request.stream).ok_or_else(|| {
+                Error::not_found(format!("MemorySource has no stream {}", request.stream))
+            })?;
+            request.check_against(&s.descriptor)?;
+            let key = s.descriptor.primary_key.clone();
+            let cursor = s.descriptor.cursor_field.clone();
+            let (after_cursor, after_id, after_offset) = request
+                .checkpoint
+                .as_ref()
+                .map(|c| position_after(&c.state))
+                .unwrap_or((None, None, 0));
+            let after = |r: &Record| -> bool {
+                match (&cursor, &after_cursor) {
+                    (Some(c), Some(ac)) => {
+                        let v = r.get(c).unwrap_or(&Value::Null);
+                        match cmp_values(v, ac) {
+                            Ordering::Greater => true,
+                            Ordering::Less => false,
+                            Ordering::Equal => after_id
+                                .as_deref()
+                                .is_none_or(|id| key_of(r, &key).as_str() > id),
+                        }
+                    }
+                    _ => true,
+                }
+            };
+            let (records, offset) = match &s.data {
+                Data::Stored(all) => {
+                    let mut sorted: Vec<Record> = all.clone();
+                    if let Some(c) = &cursor {
+                        sorted.sort_by(|a, b| {
+                            cmp_values(
+                                a.get(c).unwrap_or(&Value::Null),
+                                b.get(c).unwrap_or(&Value::Null),
+                            )
+                            .then_with(|| key_of(a, &key).cmp(&key_of(b, &key)))
+                        });
+                    }
+                    let skip = if cursor.is_some() {
+                        0
+                    } else {
+                        after_offset as usize
+                    };
+                    let rest: Vec<Record> =
+                        sorted.into_iter().skip(skip).filter(|r| after(r)).collect();
+                    (ReadData::Stored(rest.into_iter()), after_offset)
+                }
+                Data::Generated { count, make } => {
+                    // Generated records are in (cursor, id) order by index: binary search.
+                    let start = if cursor.is_some() && after_cursor.is_some() {
+                        let (mut lo, mut hi) = (0u64, *count);
+                        while lo < hi {
+                            let mid = lo + (hi - lo) / 2;
+                            if after(&make(mid)) {
+                                hi = mid;
+                            } else {
+                                lo = mid + 1;
+                            }
+                        }
+                        lo
+                    } else {
+                        after_offset.min(*count)
+                    };
+                    (
+                        ReadData::Generated {
+                            next: start,
+                            count: *count,
+                            make: make.clone(),
+                        },
+                        start,
+                    )
+                }
+            };
+            (
+                ReadPlan {
+                    stream: request.stream.clone(),
+                    cursor,
+                    key,
+                    batch: request.batch_size,
+                    records,
+                },
+                offset,
+            )
+        };
+        let source = self.clone();
+        let stream = futures::stream::unfold(
+            (plan, start_offset, None::<Checkpoint>),
+            move |(mut plan, offset, pending)| {
+                let source = source.clone();
+                async move {
+                    if let Some(cp) = pending {
+                        return Some((Ok(SourceMessage::Checkpoint(cp)), (plan, offset, None)));
+                    }
+                    let (latency, err) = source.fault("page");
+                    pause(latency).await;
+                    if let Some(e) = err {
+                        return Some((Err(e), (plan, offset, None)));
+                    }
+                    let records = plan.next_batch();
+                    let last = records.last()?.clone();
+                    let offset = offset + records.len() as u64;
+                    let cp = plan.checkpoint_after(&last, offset);
+                    let batch = RecordBatch::new(&plan.stream, records);
+                    Some((Ok(SourceMessage::Records(batch)), (plan, offset, Some(cp))))
+                }
+            },
+        );
+        // A broken stream ends after its error (the engine reopens it).
+        let mut failed = false;
+        Ok(stream
+            .take_while(move |m| {
+                let go = !failed;
+                failed = m.is_err();
+                futures::future::ready(go)
+            })
+            .boxed())
+    }
+}
+
+type Rejector = Arc<dyn Fn(&Record) -> Option<String> + Send + Sync>;
+
+#[derive(Default)]
+struct SinkState {
+    tables: HashMap<String, BTreeMap<String, Record>>,
+    staged: HashMap<String, BTreeMap<String, Record>>,
+    appended: u64,
+    writes: u64,
+}
+
+/// An in-memory [`SyncSink`]: upserts by key (reporting created / updated / unchanged
+/// and the before-image), appends, stages an overwrite until `commit_stream`, deletes.
+/// A rejector makes it refuse chosen records, for dead-letter tests.
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    state: Arc<Mutex<SinkState>>,
+    reject: Arc<Mutex<Option<Rejector>>>,
+    faults: Arc<Mutex<Option<FaultGen>>>,
+}
+
+impl std::fmt::Debug for MemorySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySink").finish_non_exhaustive()
+    }
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Refuse records for which `reject` returns a reason (`None` accepts everything).
+    pub fn reject_when(&self, reject: Option<Rejector>) {
+        *self.reject.lock().unwrap_or_else(PoisonError::into_inner) = reject;
+    }
+
+    /// Inject `faults` into every later write.
+    pub fn inject(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(PoisonError::into_inner) = Some(FaultGen::new(faults));
+    }
+
+    /// Errors injected so far.
+    pub fn injected(&self) -> u64 {
+        injected(&self.faults)
+    }
+
+    /// Records in `stream`.
+    pub fn len(&self, stream: &str) -> usize {
+        self.lock().tables.get(stream).map_or(0, BTreeMap::len)
+    }
+
+    /// `true` when `stream` holds no records.
+    pub fn is_empty(&self, stream: &str) -> bool {
+        self.len(stream) == 0
+    }
+
+    /// The record of `stream` with key text `key`.
+    pub fn get(&self, stream: &str, key: &str) -> Option<Record> {
+        self.lock().tables.get(stream)?.get(key).cloned()
+    }
+
+    /// `stream`'s records by key text.
+    pub fn snapshot(&self, stream: &str) -> BTreeMap<String, Record> {
+        self.lock().tables.get(stream).cloned().unwrap_or_default()
+    }
+
+    /// Calls to `write` that reached the sink (faults included).
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl SyncSink for MemorySink {
+    async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
+        let mut s = self.lock();
+        s.tables.entry(stream.name.clone()).or_default();
+        if *mode == WriteMode::Overwrite {
+            s.staged.insert(stream.name.clone(), BTreeMap::new());
+        }
+        Ok(())
+    }
+
+    async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
+        let (latency, err) = match &mut *self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(g) => g.next("write"),
+            None => (Duration::ZERO, None),
+        };
+        pause(latency).await;
+        self.lock().writes += 1;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let reject = self
+            .reject
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (index, record) in batch.records.iter().enumerate() {
+            if let Some(reason) = reject.as_ref().and_then(|r| r(record)) {
+                outcomes.push(RecordOutcome::failed(
+                    index,
+                    RecordFailure::new(FailureKind::InvalidInput, reason),
+                ));
+                continue;
+            }
+            let outcome = match mode {
+                WriteMode::Upsert { key } => {
+                    let Some(k) = record.key(key) else {
+                        outcomes.push(RecordOutcome::failed(
+                            index,
+                            RecordFailure::new(
+                                FailureKind::InvalidInput,
+                                format!("the record has no value for key {}", key.join(", ")),
+                            ),
+                        ));
+                        continue;
+                    };
+                    let table = s.tables.entry(batch.stream.clone()).or_default();
+                    match table.insert(k.to_string(), record.clone()) {
+                        None => RecordOutcome::ok(index, WriteAction::Created),
+                        Some(old) if old == *record => {
+                            RecordOutcome::ok(index, WriteAction::Unchanged).with_before(old)
+                        }
+                        Some(old) => {
+                            RecordOutcome::ok(index, WriteAction::Updated).with_before(old)
+                        }
+                    }
+                    .with_key(k)
+                }
+                WriteMode::Append => {
+                    s.appended += 1;
+                    let k = format!("{:020}", s.appended);
+                    s.tables
+                        .entry(batch.stream.clone())
+                        .or_default()
+                        .insert(k, record.clone());
+                    RecordOutcome::ok(index, WriteAction::Created)
+                }
+                WriteMode::Overwrite => {
+                    s.appended += 1;
+                    let k = key_of(record, &[]);
+                    s.staged
+                        .entry(batch.stream.clone())
+                        .or_default()
+                        .insert(k, record.clone());
+                    RecordOutcome::ok(index, WriteAction::Created)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(WriteReport::new(outcomes))
+    }
+
+    async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
+        if *mode == WriteMode::Overwrite {
+            let mut s = self.lock();
+            let staged = s.staged.remove(stream).unwrap_or_default();
+            s.tables.insert(stream.to_owned(), staged);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        let mut s = self.lock();
+        let table = s.tables.entry(batch.stream.clone()).or_default();
+        let outcomes = batch
+            .records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                match record
+                    .key(key)
+                    .and_then(|k| table.remove(&k.to_string()).map(|old| (k, old)))
+                {
+                    Some((k, old)) => RecordOutcome::ok(index, WriteAction::Deleted)
+                        .with_key(k)
+                        .with_before(old),
+                    None => RecordOutcome::failed(
+                        index,
+                        RecordFailure::new(FailureKind::NotFound, "no such record"),
+                    ),
+                }
+            })
+            .collect();
+        Ok(WriteReport::new(outcomes))
+    }
+}

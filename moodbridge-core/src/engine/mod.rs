@@ -1,0 +1,610 @@
+//! The sync engine: drives [`SyncSource`] → mapping → sanitising → validation →
+//! [`SyncSink`], stream by stream, keeping its durable state in a [`StateStore`].
+//!
+//! The rules it keeps:
+//! - **A checkpoint is committed only after the sink has durably written every record
+//!   before it** ([`SyncSink::flush`] first). After a crash a run resumes from the last
+//!   committed checkpoint; delivery is at-least-once, and a sink that upserts by primary
+//!   key makes the end state exact.
+//! - **One bad record never stops a run**: a record that fails mapping, validation or
+//!   writing becomes a dead letter (with the original record and the reason) and the run
+//!   goes on. Dead letters can be listed and replayed ([`SyncEngine::replay_dead_letters`]).
+//! - **Every write is audited** with its before-image (unless the pipeline turns auditing
+//!   off), so a run can be rolled back ([`SyncEngine::rollback`]); the rollback is audited
+//!   too.
+//! - Temporary errors are retried by the engine's policies (sink writes only when the
+//!   write mode is idempotent or the sink said nothing was written); a source stream that
+//!   breaks with a temporary error is reopened from the last committed checkpoint.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use moodbridge_core::engine::{MemorySink, MemorySource, Pipeline, PipelineConfig, StreamConfig, SyncEngine};
+//! use moodbridge_core::state::SqliteStateStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let state = Arc::new(SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap());
+//! let source = MemorySource::accounts(1_000);
+//! let sink = MemorySink::new();
+//! let pipeline = Pipeline::new(PipelineConfig::new("demo", vec![StreamConfig::new("Account")])).unwrap();
+//!
+//! let report = SyncEngine::new(state).run(&pipeline, &source, &sink).await.unwrap();
+//! assert_eq!(report.counts.written, 1_000);
+//! assert_eq!(sink.len("Account"), 1_000);
+//! # });
+//! ```
+
+mod mapping;
+mod memory;
+mod pipeline;
+mod progress;
+mod replay;
+mod validation;
+
+pub use mapping::{CastType, MapStep, Mapping};
+pub use memory::{Faults, MemorySink, MemorySource, account, account_descriptor};
+pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
+pub use progress::{ProgressEvent, StreamProgress};
+pub use replay::{ReplayReport, RollbackReport};
+pub use validation::{Rule, Rules, Sanitize, ValueType};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use crate::catalog::{StreamDescriptor, SyncMode};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{Record, RecordBatch};
+use crate::resilience::{Operation, Policy, RetryConfig};
+use crate::state::{
+    AuditEntry, AuditOperation, FailureStage, NewDeadLetter, RunCounts, RunId, RunStatus,
+    StateStore,
+};
+use crate::sync::{
+    Checkpoint, ReadRequest, RecordFailure, SourceMessage, SyncSink, SyncSource, WriteAction,
+    WriteMode, WriteReport,
+};
+use pipeline::StreamPlan;
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// The run.
+    pub run: RunId,
+    /// Its totals.
+    pub counts: RunCounts,
+    /// Each stream's final progress, in pipeline order.
+    pub streams: Vec<(String, StreamProgress)>,
+}
+
+/// The sync engine. Cheap to clone; share one per state store.
+#[derive(Clone)]
+pub struct SyncEngine {
+    state: Arc<dyn StateStore>,
+    source_policy: Policy,
+    sink_policy: Policy,
+    events: broadcast::Sender<ProgressEvent>,
+    reopen_limit: u32,
+}
+
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("source_policy", &self.source_policy)
+            .field("sink_policy", &self.sink_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncEngine {
+    /// An engine keeping its state in `state`, retrying source and sink calls with the
+    /// default [`RetryConfig`].
+    pub fn new(state: Arc<dyn StateStore>) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        SyncEngine {
+            state,
+            source_policy: Policy::builder("sync.source")
+                .retry(RetryConfig::default())
+                .build(),
+            sink_policy: Policy::builder("sync.sink")
+                .retry(RetryConfig::default())
+                .build(),
+            events,
+            reopen_limit: 10,
+        }
+    }
+
+    /// Use `source` for calls to sources and `sink` for calls to sinks.
+    pub fn with_policies(mut self, source: Policy, sink: Policy) -> Self {
+        self.source_policy = source;
+        self.sink_policy = sink;
+        self
+    }
+
+    /// How many times in a row a broken source stream is reopened before the run fails
+    /// (default 10; the count resets at every committed checkpoint).
+    pub fn with_reopen_limit(mut self, limit: u32) -> Self {
+        self.reopen_limit = limit;
+        self
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// Progress events of every run from now on. A receiver that falls more than 1,024
+    /// events behind skips the oldest (`RecvError::Lagged`); the run never waits for it.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: ProgressEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Run `pipeline` once: every stream, in order, from its last committed checkpoint.
+    /// A stream that fails stops the run (status `failed`, error recorded); what was
+    /// committed stays committed, and the next run resumes from there.
+    pub async fn run(
+        &self,
+        pipeline: &Pipeline,
+        source: &dyn SyncSource,
+        sink: &dyn SyncSink,
+    ) -> Result<RunReport> {
+        let run = self.state.start_run(pipeline.name()).await?;
+        self.emit(ProgressEvent::RunStarted {
+            run,
+            pipeline: pipeline.name().to_owned(),
+        });
+        let mut report = RunReport {
+            run,
+            counts: RunCounts::default(),
+            streams: Vec::new(),
+        };
+        let result = self.run_streams(pipeline, source, sink, &mut report).await;
+        let (status, error) = match &result {
+            Ok(()) => (RunStatus::Succeeded, None),
+            Err(e) => (RunStatus::Failed, Some(e.to_string())),
+        };
+        self.state
+            .finish_run(run, status, report.counts, error.as_deref())
+            .await?;
+        self.emit(ProgressEvent::RunFinished {
+            run,
+            status,
+            counts: report.counts,
+        });
+        result.map(|()| report)
+    }
+
+    async fn run_streams(
+        &self,
+        pipeline: &Pipeline,
+        source: &dyn SyncSource,
+        sink: &dyn SyncSink,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let catalog = self
+            .source_policy
+            .call_as("discover", || source.discover())
+            .await?;
+        for plan in pipeline.plans() {
+            let descriptor = catalog.stream(&plan.config.name).ok_or_else(|| {
+                let known: Vec<_> = catalog.streams.iter().map(|s| s.name.as_str()).collect();
+                Error::config(format!(
+                    "pipeline {} names stream {}, which the source does not offer (it offers: {})",
+                    pipeline.name(),
+                    plan.config.name,
+                    known.join(", ")
+                ))
+                .with_hint("fix the stream name in the pipeline")
+            })?;
+            let mut run = StreamRun {
+                engine: self,
+                pipeline,
+                plan,
+                source,
+                sink,
+                run: report.run,
+                progress: StreamProgress::default(),
+                counts: report.counts,
+                source_key: descriptor.primary_key.clone(),
+            };
+            let outcome = run.execute(descriptor).await;
+            report.counts = run.counts;
+            report
+                .streams
+                .push((plan.config.name.clone(), run.progress));
+            outcome?;
+        }
+        Ok(())
+    }
+}
+
+/// One stream of one run.
+struct StreamRun<'a> {
+    engine: &'a SyncEngine,
+    pipeline: &'a Pipeline,
+    plan: &'a StreamPlan,
+    source: &'a dyn SyncSource,
+    sink: &'a dyn SyncSink,
+    run: RunId,
+    progress: StreamProgress,
+    /// The run's totals, this stream included.
+    counts: RunCounts,
+    /// The source's primary key: what names a record in a dead letter.
+    source_key: Vec<String>,
+}
+
+impl StreamRun<'_> {
+    async fn execute(&mut self, descriptor: &StreamDescriptor) -> Result<()> {
+        let engine = self.engine;
+        let name = self.plan.config.name.clone();
+        let mode = match self.plan.config.mode {
+            Some(mode) => mode,
+            None if descriptor.supports(SyncMode::Incremental) => SyncMode::Incremental,
+            None => SyncMode::FullRefresh,
+        };
+        let target = self.plan.describe(descriptor);
+        let write_mode = self.plan.write_mode(&target);
+        // Overwrite replaces the target with this run's records: never resume mid-pass.
+        let resume = if write_mode == WriteMode::Overwrite {
+            None
+        } else {
+            engine
+                .state
+                .checkpoint(self.pipeline.name(), &name)
+                .await?
+                .map(|c| c.checkpoint)
+                .filter(|c| !c.state.is_null())
+        };
+        let mut request = ReadRequest::new(&name, mode);
+        if let Some(size) = self.plan.config.batch_size {
+            request = request.batch_size(size);
+        }
+        if let Some(cp) = resume {
+            request = request.resume_from(cp);
+        }
+        request.check_against(descriptor)?;
+        self.progress.total = self.source.count_hint(&request).await.unwrap_or(None);
+        engine.emit(ProgressEvent::StreamStarted {
+            run: self.run,
+            stream: name.clone(),
+            total: self.progress.total,
+        });
+        self.sink_call("begin_stream", true, || {
+            self.sink.begin_stream(&target, &write_mode)
+        })
+        .await?;
+
+        let started = Instant::now();
+        let mut reopens = 0;
+        let mut messages = self.open(&request).await?;
+        loop {
+            match messages.next().await {
+                None => break,
+                Some(Ok(SourceMessage::Records(batch))) => {
+                    self.write_batch(batch, &target, &write_mode).await?;
+                    self.progress.tick(started.elapsed());
+                    engine.emit(ProgressEvent::Batch {
+                        run: self.run,
+                        stream: name.clone(),
+                        progress: self.progress,
+                    });
+                }
+                Some(Ok(SourceMessage::Checkpoint(cp))) => {
+                    if cp.stream != name {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "the source sent a checkpoint of {} while reading {name}",
+                                cp.stream
+                            ),
+                        ));
+                    }
+                    self.commit(&cp, &target).await?;
+                    request.checkpoint = Some(cp);
+                    reopens = 0;
+                }
+                Some(Err(e)) if e.is_temporary() && reopens < engine.reopen_limit => {
+                    // Everything since the last committed checkpoint is read again; the
+                    // sink's upsert makes that harmless. Append would duplicate: fail.
+                    if !write_mode.is_idempotent() {
+                        return Err(e);
+                    }
+                    reopens += 1;
+                    tracing::warn!(stream = %name, error = %e, reopens, "source stream broke; reopening from the last checkpoint");
+                    messages = self.open(&request).await?;
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let target_name = target.name.clone();
+        self.sink_call("flush", true, || self.sink.flush(&target_name))
+            .await?;
+        self.sink_call("commit_stream", false, || {
+            self.sink.commit_stream(&target_name, &write_mode)
+        })
+        .await?;
+        if mode == SyncMode::FullRefresh {
+            // The pass is complete: the next run starts from the beginning.
+            engine
+                .state
+                .commit_checkpoint(
+                    self.pipeline.name(),
+                    &Checkpoint::new(&name, Value::Null),
+                    self.run,
+                )
+                .await?;
+        }
+        self.progress.tick(started.elapsed());
+        engine.state.update_run(self.run, self.counts).await?;
+        engine.emit(ProgressEvent::StreamFinished {
+            run: self.run,
+            stream: name,
+            progress: self.progress,
+        });
+        Ok(())
+    }
+
+    async fn open(&self, request: &ReadRequest) -> Result<crate::sync::SourceStream> {
+        self.engine
+            .source_policy
+            .call_as("read", || self.source.read(request.clone()))
+            .await
+    }
+
+    async fn sink_call<T, F, Fut>(&self, op: &'static str, idempotent: bool, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut operation = Operation::new(op);
+        if !idempotent {
+            operation = operation.non_idempotent();
+        }
+        self.engine.sink_policy.call_as(operation, f).await
+    }
+
+    /// Flush the sink, then commit the checkpoint: never the other way round.
+    async fn commit(&mut self, cp: &Checkpoint, target: &StreamDescriptor) -> Result<()> {
+        self.sink_call("flush", true, || self.sink.flush(&target.name))
+            .await?;
+        let sequence = self
+            .engine
+            .state
+            .commit_checkpoint(self.pipeline.name(), cp, self.run)
+            .await?;
+        self.engine.state.update_run(self.run, self.counts).await?;
+        self.engine.emit(ProgressEvent::Checkpoint {
+            run: self.run,
+            stream: cp.stream.clone(),
+            sequence,
+        });
+        Ok(())
+    }
+
+    async fn write_batch(
+        &mut self,
+        batch: RecordBatch,
+        target: &StreamDescriptor,
+        mode: &WriteMode,
+    ) -> Result<()> {
+        let n = batch.len() as u64;
+        self.progress.read += n;
+        self.counts.read += n;
+        self.progress.bytes += batch.records.iter().map(approx_size).sum::<u64>();
+
+        let source_key = self.source_key.clone();
+        let keep_originals = self.plan.rewrites();
+        let mut originals = Vec::new();
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut failed = 0u64;
+        for mut record in batch.records {
+            let original = keep_originals.then(|| record.clone());
+            match self.plan.transform(&mut record) {
+                Ok(()) => {
+                    if let Some(o) = original {
+                        originals.push(o);
+                    }
+                    records.push(record);
+                }
+                Err((stage, reason)) => {
+                    failed += 1;
+                    let original = original.unwrap_or(record);
+                    self.dead_letter(&source_key, original, stage, reason)
+                        .await?;
+                }
+            }
+        }
+        let out = RecordBatch::new(&target.name, records);
+        let report = if out.is_empty() {
+            WriteReport::default()
+        } else {
+            write_through(self.engine, self.sink, &out, mode).await?
+        };
+        report.check_complete(out.len())?;
+
+        let mut audit = Vec::new();
+        let key_fields = mode_key(mode, target);
+        for outcome in &report.outcomes {
+            let written = &out.records[outcome.index];
+            match &outcome.result {
+                Ok(action) => {
+                    if self.pipeline.config().audit
+                        && let Some(entry) =
+                            self.audit_entry(*action, written, outcome.before.as_ref(), &key_fields)
+                    {
+                        audit.push(entry);
+                    }
+                }
+                Err(failure) => {
+                    failed += 1;
+                    let original = if keep_originals {
+                        originals[outcome.index].clone()
+                    } else {
+                        written.clone()
+                    };
+                    self.dead_letter(
+                        &source_key,
+                        original,
+                        FailureStage::Write,
+                        describe(failure),
+                    )
+                    .await?;
+                }
+            }
+        }
+        if !audit.is_empty() {
+            self.engine.state.append_audit(&audit).await?;
+        }
+        let written = report.succeeded() as u64;
+        self.progress.written += written;
+        self.progress.failed += failed;
+        self.counts.written += written;
+        self.counts.failed += failed;
+        Ok(())
+    }
+
+    fn audit_entry(
+        &self,
+        action: WriteAction,
+        written: &Record,
+        before: Option<&Record>,
+        key_fields: &[String],
+    ) -> Option<AuditEntry> {
+        let operation = audit_op(action)?;
+        Some(AuditEntry {
+            run: self.run,
+            stream: self.plan.target().to_owned(),
+            record_key: key_of(written, key_fields),
+            operation,
+            before: before.map(|b| Value::Object(b.fields().clone())),
+            after: (operation != AuditOperation::Delete)
+                .then(|| Value::Object(written.fields().clone())),
+            actor: self.pipeline.config().actor.clone(),
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        key_fields: &[String],
+        record: Record,
+        stage: FailureStage,
+        reason: String,
+    ) -> Result<()> {
+        tracing::debug!(stream = %self.plan.config.name, ?stage, %reason, "record dead-lettered");
+        self.engine
+            .state
+            .put_dead_letter(&NewDeadLetter {
+                pipeline: self.pipeline.name().to_owned(),
+                stream: self.plan.config.name.clone(),
+                record_key: key_of(&record, key_fields),
+                record,
+                reason,
+                stage,
+                run: Some(self.run),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Write `batch` under the engine's sink policy. A whole-batch error means nothing was
+/// written, so it is retried whatever the mode, except a timeout (the sink may have
+/// written) under a non-idempotent mode.
+pub(crate) async fn write_through(
+    engine: &SyncEngine,
+    sink: &dyn SyncSink,
+    batch: &RecordBatch,
+    mode: &WriteMode,
+) -> Result<WriteReport> {
+    let mut op = Operation::new("write");
+    if !mode.is_idempotent() {
+        op = op.non_idempotent();
+    }
+    engine
+        .sink_policy
+        .call_as(op, || sink.write(batch, mode))
+        .await
+}
+
+/// The audit operation of a write (none for an unchanged record).
+pub(crate) fn audit_op(action: WriteAction) -> Option<AuditOperation> {
+    match action {
+        WriteAction::Created => Some(AuditOperation::Create),
+        WriteAction::Updated => Some(AuditOperation::Update),
+        WriteAction::Deleted => Some(AuditOperation::Delete),
+        WriteAction::Unchanged => None,
+    }
+}
+
+/// The key fields of a write mode (upsert key, else the target's primary key).
+pub(crate) fn mode_key(mode: &WriteMode, target: &StreamDescriptor) -> Vec<String> {
+    match mode {
+        WriteMode::Upsert { key } => key.clone(),
+        _ => target.primary_key.clone(),
+    }
+}
+
+/// A record's key text: its key fields' values, or, when it has none, `Id`, or a content
+/// hash (`sha256:…`) so that a record without a key still has a stable identity.
+pub(crate) fn key_of(record: &Record, key_fields: &[String]) -> String {
+    if !key_fields.is_empty()
+        && let Some(key) = record.key(key_fields)
+    {
+        return key.to_string();
+    }
+    if let Some(key) = record.key(&["Id".to_owned()]) {
+        return key.to_string();
+    }
+    let digest = Sha256::digest(serde_json::to_vec(record).unwrap_or_default());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn describe(failure: &RecordFailure) -> String {
+    let mut text = failure.message.clone();
+    if let Some(code) = &failure.code {
+        text = format!("{code}: {text}");
+    }
+    if !failure.fields.is_empty() {
+        text = format!("{text} (fields: {})", failure.fields.join(", "));
+    }
+    text
+}
+
+/// The approximate size of a record's data: field names and values as text.
+fn approx_size(record: &Record) -> u64 {
+    fn value_size(v: &Value) -> u64 {
+        match v {
+            Value::Null => 4,
+            Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() as u64 + 2,
+            Value::Array(a) => a.iter().map(value_size).sum::<u64>() + 2,
+            Value::Object(o) => o.iter().map(|(k, v)| k.len() as u64 + value_size(v)).sum(),
+        }
+    }
+    record
+        .fields()
+        .iter()
+        .map(|(k, v)| k.len() as u64 + 3 + value_size(v))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Wait `d` on the tokio clock (used by the memory doubles' injected latency).
+pub(crate) async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}

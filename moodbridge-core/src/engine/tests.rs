@@ -1,0 +1,474 @@
+//! The engine's behaviour, against the memory doubles and a SQLite state store.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::catalog::FieldDescriptor;
+use crate::catalog::FieldType;
+use crate::state::{ChainStatus, SqliteStateStore};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    state: Arc<SqliteStateStore>,
+    engine: SyncEngine,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(
+        SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let fast = RetryConfig {
+        max_attempts: 8,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(30),
+        budget: None,
+    };
+    let engine = SyncEngine::new(state.clone()).with_policies(
+        Policy::builder("test.source").retry(fast.clone()).build(),
+        Policy::builder("test.sink").retry(fast).build(),
+    );
+    Env {
+        _dir: dir,
+        state,
+        engine,
+    }
+}
+
+fn pipeline(toml: &str) -> Pipeline {
+    Pipeline::from_toml(toml).unwrap()
+}
+
+fn accounts_pipeline() -> Pipeline {
+    pipeline("name = \"p\"\n[[streams]]\nname = \"Account\"\nbatch_size = 500\n")
+}
+
+fn rec(v: serde_json::Value) -> Record {
+    Record::from_json(v).unwrap()
+}
+
+fn cases() -> MemorySource {
+    let source = MemorySource::new();
+    source.add_stream(
+        StreamDescriptor::new("Case")
+            .field(FieldDescriptor::new("Id", FieldType::String))
+            .primary_key(["Id"])
+            .cursor("SystemModstamp"),
+    );
+    source
+}
+
+fn case(id: &str, stamp: u32, subject: &str) -> Record {
+    rec(
+        json!({"Id": id, "SystemModstamp": format!("2026-11-20T10:00:{stamp:02}.000Z"), "Subject": subject}),
+    )
+}
+
+#[tokio::test]
+async fn a_first_run_moves_every_record_exactly() {
+    let e = env().await;
+    let source = MemorySource::accounts(2_345);
+    let sink = MemorySink::new();
+    let report = e
+        .engine
+        .run(&accounts_pipeline(), &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.counts,
+        RunCounts {
+            read: 2_345,
+            written: 2_345,
+            failed: 0
+        }
+    );
+    let target = sink.snapshot("Account");
+    assert_eq!(target.len(), 2_345);
+    for i in [0, 1, 1_000, 2_344] {
+        assert_eq!(target[&format!("001{i:015}")], account(i));
+    }
+    let run = e.state.run(report.run).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.counts, report.counts);
+    let cp = e.state.checkpoint("p", "Account").await.unwrap().unwrap();
+    assert_eq!(cp.sequence, 5, "one checkpoint per batch of 500");
+    assert_eq!(cp.checkpoint.state["id"], json!("001000000000002344"));
+}
+
+#[tokio::test]
+async fn an_incremental_run_moves_only_changes_even_when_they_tie_on_the_cursor() {
+    let e = env().await;
+    let source = cases();
+    // Seven records share one timestamp; batches of three split them across pages.
+    for i in 0..7 {
+        source.put("Case", case(&format!("500{i}"), 1, "first"));
+    }
+    let p = pipeline("name = \"p\"\n[[streams]]\nname = \"Case\"\nbatch_size = 3\n");
+    let sink = MemorySink::new();
+    let first = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(first.counts.read, 7);
+
+    // New records at the same timestamp (after the last id) and later, one update.
+    source.put("Case", case("5008", 1, "tie, later id"));
+    source.put("Case", case("5009", 2, "later"));
+    source.put("Case", case("5003", 3, "updated"));
+    let second = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(
+        second.counts,
+        RunCounts {
+            read: 3,
+            written: 3,
+            failed: 0
+        },
+        "only the three changes are read"
+    );
+    let target = sink.snapshot("Case");
+    assert_eq!(target.len(), 9);
+    assert_eq!(target["5003"].get("Subject"), Some(&json!("updated")));
+
+    let third = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(third.counts.read, 0, "nothing changed");
+}
+
+/// Fails every write after the first `ok` writes, permanently.
+struct BrokenAfter {
+    inner: MemorySink,
+    ok: u64,
+}
+
+#[async_trait::async_trait]
+impl SyncSink for BrokenAfter {
+    async fn begin_stream(&self, s: &StreamDescriptor, m: &WriteMode) -> Result<()> {
+        self.inner.begin_stream(s, m).await
+    }
+    async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
+        if self.inner.writes() >= self.ok {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "the warehouse went read-only",
+            ));
+        }
+        self.inner.write(batch, mode).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_is_resumed_from_its_last_committed_checkpoint() {
+    let e = env().await;
+    let source = MemorySource::accounts(3_000);
+    let sink = MemorySink::new();
+    let broken = BrokenAfter {
+        inner: sink.clone(),
+        ok: 2,
+    };
+    let err = e
+        .engine
+        .run(&accounts_pipeline(), &source, &broken)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    let failed = e.state.recent_runs("p", 1).await.unwrap().remove(0);
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.unwrap().contains("read-only"));
+    assert_eq!(sink.len("Account"), 1_000);
+
+    let resumed = e
+        .engine
+        .run(&accounts_pipeline(), &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.counts.read, 2_000,
+        "the first 1,000 are not read again"
+    );
+    assert_eq!(sink.len("Account"), 3_000);
+}
+
+#[tokio::test]
+async fn bad_records_become_dead_letters_and_the_run_goes_on() {
+    let e = env().await;
+    let source = cases();
+    source.put("Case", case("5001", 1, "fine"));
+    source.put("Case", case("5002", 2, ""));
+    source.put("Case", rec(json!({"Id": "5003", "SystemModstamp": "2026-11-20T10:00:03.000Z", "Subject": "x".repeat(300)})));
+    source.put("Case", case("5004", 4, "rejected by the target"));
+    let p = pipeline(
+        r#"
+        name = "p"
+        [[streams]]
+        name = "Case"
+        sanitize = { trim = true }
+        validate = [{ rule = "required", field = "Subject" }, { rule = "length", field = "Subject", max = 255 }]
+        "#,
+    );
+    let sink = MemorySink::new();
+    sink.reject_when(Some(Arc::new(|r: &Record| {
+        (r.get("Subject") == Some(&json!("rejected by the target")))
+            .then(|| "Subject: not allowed here".to_owned())
+    })));
+    let report = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(
+        report.counts,
+        RunCounts {
+            read: 4,
+            written: 1,
+            failed: 3
+        }
+    );
+    let letters = e.state.dead_letters("p", Some("Case"), 10).await.unwrap();
+    let summary: Vec<_> = letters
+        .iter()
+        .map(|l| (l.record_key.as_str(), l.stage))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("5002", FailureStage::Validation),
+            ("5003", FailureStage::Validation),
+            ("5004", FailureStage::Write)
+        ]
+    );
+    assert!(
+        letters[0].reason.contains("Subject is required"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[1].reason.contains("over the maximum"),
+        "{}",
+        letters[1].reason
+    );
+    assert_eq!(letters[2].reason, "Subject: not allowed here");
+
+    // The target relents; a replay writes what now passes, the rest stays.
+    sink.reject_when(None);
+    let replay = e
+        .engine
+        .replay_dead_letters(&p, "Case", &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(
+        (replay.replayed, replay.resolved, replay.still_failing),
+        (3, 1, 2)
+    );
+    let open = e.state.dead_letters("p", Some("Case"), 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().all(|l| l.attempts == 2));
+    assert!(sink.get("Case", "5004").is_some());
+    // A relaxed pipeline lets the rest through.
+    let relaxed = pipeline("name = \"p\"\n[[streams]]\nname = \"Case\"\n");
+    let replay = e
+        .engine
+        .replay_dead_letters(&relaxed, "Case", &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(replay.resolved, 2);
+    assert!(
+        e.state
+            .dead_letters("p", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(sink.len("Case"), 4);
+}
+
+#[tokio::test]
+async fn a_run_is_rolled_back_from_its_before_images_and_the_rollback_is_audited() {
+    let e = env().await;
+    let source = cases();
+    for i in 0..5 {
+        source.put("Case", case(&format!("500{i}"), 1, "original"));
+    }
+    let p = pipeline("name = \"p\"\n[[streams]]\nname = \"Case\"\n");
+    let sink = MemorySink::new();
+    e.engine.run(&p, &source, &sink).await.unwrap();
+    let before = sink.snapshot("Case");
+
+    source.put("Case", case("5001", 2, "changed"));
+    source.put("Case", case("5009", 2, "new"));
+    let second = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(sink.len("Case"), 6);
+    let audit = e.state.audit(second.run).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].entry.operation, AuditOperation::Update);
+    assert_eq!(
+        audit[0].entry.before.as_ref().unwrap()["Subject"],
+        json!("original")
+    );
+
+    // The first run cannot be undone while the second stands.
+    let first = e.state.recent_runs("p", 5).await.unwrap()[1].id;
+    let err = e
+        .engine
+        .rollback(&p, first, &source, &sink, "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+
+    let undo = e
+        .engine
+        .rollback(&p, second.run, &source, &sink, "alice")
+        .await
+        .unwrap();
+    assert_eq!((undo.restored, undo.deleted, undo.failed), (1, 1, 0));
+    assert_eq!(
+        sink.snapshot("Case"),
+        before,
+        "the target is as before the run"
+    );
+    assert_eq!(
+        e.state.run(second.run).await.unwrap().status,
+        RunStatus::RolledBack
+    );
+    let undo_audit = e.state.audit(undo.run).await.unwrap();
+    assert_eq!(undo_audit.len(), 2);
+    assert!(undo_audit.iter().all(
+        |a| a.entry.operation == AuditOperation::Rollback && a.entry.actor == "rollback:alice"
+    ));
+    assert!(matches!(
+        e.state.verify_audit().await.unwrap(),
+        ChainStatus::Intact { .. }
+    ));
+    let err = e
+        .engine
+        .rollback(&p, second.run, &source, &sink, "alice")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already rolled back"), "{err}");
+}
+
+#[tokio::test]
+async fn flaky_source_and_sink_still_give_the_exact_result() {
+    let e = env().await;
+    let source = MemorySource::accounts(5_000);
+    let sink = MemorySink::new();
+    source.inject(Faults {
+        error_rate: 0.1,
+        latency: Duration::from_micros(200),
+        seed: 11,
+    });
+    sink.inject(Faults {
+        error_rate: 0.1,
+        latency: Duration::from_micros(200),
+        seed: 12,
+    });
+    let p = pipeline("name = \"p\"\n[[streams]]\nname = \"Account\"\nbatch_size = 100\n");
+    let report = e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(report.counts.failed, 0);
+    assert!(
+        source.injected() >= 3,
+        "source faults: {}",
+        source.injected()
+    );
+    assert!(sink.injected() >= 3, "sink faults: {}", sink.injected());
+    assert_eq!(
+        sink.writes(),
+        50 + sink.injected(),
+        "each failed write was retried"
+    );
+    let target = sink.snapshot("Account");
+    assert_eq!(target.len(), 5_000);
+    assert!((0..5_000).all(|i| target[&format!("001{i:015}")] == account(i)));
+}
+
+#[tokio::test]
+async fn progress_is_reported_from_start_to_finish() {
+    let e = env().await;
+    let mut events = e.engine.subscribe();
+    let report = e
+        .engine
+        .run(
+            &accounts_pipeline(),
+            &MemorySource::accounts(1_200),
+            &MemorySink::new(),
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        seen.push(ev);
+    }
+    assert!(matches!(&seen[0], ProgressEvent::RunStarted { run, .. } if *run == report.run));
+    assert!(matches!(
+        &seen[1],
+        ProgressEvent::StreamStarted {
+            total: Some(1_200),
+            ..
+        }
+    ));
+    let reads: Vec<u64> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::Batch { progress, .. } => Some(progress.read),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads, [500, 1_000, 1_200]);
+    let checkpoints = seen
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::Checkpoint { .. }))
+        .count();
+    assert_eq!(checkpoints, 3);
+    match &seen[seen.len() - 2] {
+        ProgressEvent::StreamFinished { progress, .. } => {
+            assert_eq!(progress.written, 1_200);
+            assert!(progress.bytes > 1_200 * 400, "{} bytes", progress.bytes);
+            assert!(progress.rate > 0.0);
+        }
+        other => panic!("expected StreamFinished, got {other:?}"),
+    }
+    assert!(matches!(
+        seen.last(),
+        Some(ProgressEvent::RunFinished {
+            status: RunStatus::Succeeded,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn an_overwrite_replaces_the_target_with_this_runs_records() {
+    let e = env().await;
+    let source = cases();
+    source.put("Case", case("5001", 1, "a"));
+    source.put("Case", case("5002", 1, "b"));
+    let p = pipeline(
+        "name = \"p\"\n[[streams]]\nname = \"Case\"\nmode = \"full_refresh\"\nwrite = { mode = \"overwrite\" }\n",
+    );
+    let sink = MemorySink::new();
+    e.engine.run(&p, &source, &sink).await.unwrap();
+    assert_eq!(sink.len("Case"), 2);
+    let fresh = cases();
+    fresh.put("Case", case("5003", 1, "c"));
+    let report = e.engine.run(&p, &fresh, &sink).await.unwrap();
+    assert_eq!(
+        report.counts.read, 1,
+        "an overwrite never resumes: it reads everything"
+    );
+    assert_eq!(sink.len("Case"), 1);
+}
+
+#[tokio::test]
+async fn a_stream_the_source_lacks_is_a_config_error_listing_what_it_has() {
+    let e = env().await;
+    let p = pipeline("name = \"p\"\n[[streams]]\nname = \"Lead\"\n");
+    let err = e
+        .engine
+        .run(&p, &MemorySource::accounts(1), &MemorySink::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("it offers: Account"), "{err}");
+}
