@@ -39,6 +39,8 @@ mod memory;
 mod pipeline;
 mod progress;
 mod replay;
+#[cfg(feature = "sqlite")]
+mod sqlite_sink;
 mod validation;
 
 pub use mapping::{CastType, MapStep, Mapping};
@@ -46,6 +48,8 @@ pub use memory::{Faults, MemorySink, MemorySource, account, account_descriptor};
 pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
+#[cfg(feature = "sqlite")]
+pub use sqlite_sink::SqliteTableSink;
 pub use validation::{Rule, Rules, Sanitize, ValueType};
 
 use std::sync::Arc;
