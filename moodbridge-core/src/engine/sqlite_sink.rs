@@ -660,7 +660,7 @@ impl SyncSink for SqliteTableSink {
                 for &i in chunk {
                     let r = &batch.records[i];
                     for c in &cols {
-                        q = bind(q, r.get(*c).unwrap_or(&null));
+                        q = bind(q, r.get(c).unwrap_or(&null));
                     }
                 }
                 if returning.is_empty() {
