@@ -39,6 +39,7 @@ mod memory;
 mod pipeline;
 mod progress;
 mod replay;
+mod schedule;
 #[cfg(feature = "sqlite")]
 mod sqlite_sink;
 mod validation;
@@ -48,6 +49,7 @@ pub use memory::{Faults, MemorySink, MemorySource, account, account_descriptor};
 pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
+pub use schedule::{Job, Schedule, Tick, Worker};
 #[cfg(feature = "sqlite")]
 pub use sqlite_sink::SqliteTableSink;
 pub use validation::{Rule, Rules, Sanitize, ValueType};
@@ -212,7 +214,7 @@ impl SyncEngine {
             let mut run = StreamRun {
                 engine: self,
                 pipeline,
-                plan,
+                plan: plan.clone(),
                 source,
                 sink,
                 run: report.run,
@@ -235,7 +237,7 @@ impl SyncEngine {
 struct StreamRun<'a> {
     engine: &'a SyncEngine,
     pipeline: &'a Pipeline,
-    plan: &'a StreamPlan,
+    plan: Arc<StreamPlan>,
     source: &'a dyn SyncSource,
     sink: &'a dyn SyncSink,
     run: RunId,
@@ -289,12 +291,12 @@ impl StreamRun<'_> {
 
         let started = Instant::now();
         let mut reopens = 0;
-        let mut messages = self.open(&request).await?;
+        let mut items = self.open(&request).await?;
         loop {
-            match messages.next().await {
+            match items.next().await {
                 None => break,
-                Some(Ok(SourceMessage::Records(batch))) => {
-                    self.write_batch(batch, &target, &write_mode).await?;
+                Some(Ok(Item::Batch(prepared))) => {
+                    self.write_batch(prepared, &target, &write_mode).await?;
                     self.progress.tick(started.elapsed());
                     engine.emit(ProgressEvent::Batch {
                         run: self.run,
@@ -302,7 +304,7 @@ impl StreamRun<'_> {
                         progress: self.progress,
                     });
                 }
-                Some(Ok(SourceMessage::Checkpoint(cp))) => {
+                Some(Ok(Item::Checkpoint(cp))) => {
                     if cp.stream != name {
                         return Err(Error::new(
                             ErrorKind::Protocol,
@@ -324,7 +326,7 @@ impl StreamRun<'_> {
                     }
                     reopens += 1;
                     tracing::warn!(stream = %name, error = %e, reopens, "source stream broke; reopening from the last checkpoint");
-                    messages = self.open(&request).await?;
+                    items = self.open(&request).await?;
                 }
                 Some(Err(e)) => return Err(e),
             }
@@ -357,11 +359,15 @@ impl StreamRun<'_> {
         Ok(())
     }
 
-    async fn open(&self, request: &ReadRequest) -> Result<crate::sync::SourceStream> {
-        self.engine
+    /// Open the source's stream and start reading it ahead: a task reads and transforms
+    /// batches while the sink writes earlier ones, at most [`READ_AHEAD`] batches ahead.
+    async fn open(&self, request: &ReadRequest) -> Result<Reader> {
+        let messages = self
+            .engine
             .source_policy
             .call_as("read", || self.source.read(request.clone()))
-            .await
+            .await?;
+        Ok(Reader::spawn(messages, self.plan.clone()))
     }
 
     async fn sink_call<T, F, Fut>(&self, op: &'static str, idempotent: bool, f: F) -> Result<T>
@@ -396,36 +402,27 @@ impl StreamRun<'_> {
 
     async fn write_batch(
         &mut self,
-        batch: RecordBatch,
+        prepared: Prepared,
         target: &StreamDescriptor,
         mode: &WriteMode,
     ) -> Result<()> {
-        let n = batch.len() as u64;
-        self.progress.read += n;
-        self.counts.read += n;
-        self.progress.bytes += batch.records.iter().map(approx_size).sum::<u64>();
+        let Prepared {
+            read,
+            bytes,
+            records,
+            originals,
+            rejected,
+        } = prepared;
+        self.progress.read += read;
+        self.counts.read += read;
+        self.progress.bytes += bytes;
 
         let source_key = self.source_key.clone();
-        let keep_originals = self.plan.rewrites();
-        let mut originals = Vec::new();
-        let mut records = Vec::with_capacity(batch.records.len());
-        let mut failed = 0u64;
-        for mut record in batch.records {
-            let original = keep_originals.then(|| record.clone());
-            match self.plan.transform(&mut record) {
-                Ok(()) => {
-                    if let Some(o) = original {
-                        originals.push(o);
-                    }
-                    records.push(record);
-                }
-                Err((stage, reason)) => {
-                    failed += 1;
-                    let original = original.unwrap_or(record);
-                    self.dead_letter(&source_key, original, stage, reason)
-                        .await?;
-                }
-            }
+        let keep_originals = !originals.is_empty();
+        let mut failed = rejected.len() as u64;
+        for (original, stage, reason) in rejected {
+            self.dead_letter(&source_key, original, stage, reason)
+                .await?;
         }
         let out = RecordBatch::new(&target.name, records);
         let report = if out.is_empty() {
@@ -582,6 +579,94 @@ fn describe(failure: &RecordFailure) -> String {
         text = format!("{text} (fields: {})", failure.fields.join(", "));
     }
     text
+}
+
+/// Batches read ahead of the sink, at most.
+const READ_AHEAD: usize = 2;
+
+/// A batch read and transformed, ready for the sink.
+struct Prepared {
+    /// Records read.
+    read: u64,
+    /// Their approximate size.
+    bytes: u64,
+    /// The records that passed mapping and validation, transformed.
+    records: Vec<Record>,
+    /// Their originals, in the same order, when the transform rewrites records (a
+    /// record failing at the sink is dead-lettered as the source gave it); else empty.
+    originals: Vec<Record>,
+    /// Records that failed mapping or validation: original, stage, reason.
+    rejected: Vec<(Record, FailureStage, String)>,
+}
+
+enum Item {
+    Batch(Prepared),
+    Checkpoint(Checkpoint),
+}
+
+/// The reading side of a stream, in a task of its own; stopped when dropped.
+struct Reader {
+    items: tokio::sync::mpsc::Receiver<Result<Item>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    fn spawn(mut messages: crate::sync::SourceStream, plan: Arc<StreamPlan>) -> Reader {
+        let (tx, items) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let task = tokio::spawn(async move {
+            while let Some(message) = messages.next().await {
+                let item = match message {
+                    Ok(SourceMessage::Records(batch)) => Ok(Item::Batch(prepare(&plan, batch))),
+                    Ok(SourceMessage::Checkpoint(cp)) => Ok(Item::Checkpoint(cp)),
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Reader { items, task }
+    }
+
+    async fn next(&mut self) -> Option<Result<Item>> {
+        self.items.recv().await
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Map, sanitise and validate a batch.
+fn prepare(plan: &StreamPlan, batch: RecordBatch) -> Prepared {
+    let read = batch.len() as u64;
+    let bytes = batch.records.iter().map(approx_size).sum();
+    let keep_originals = plan.rewrites();
+    let mut originals = Vec::new();
+    let mut records = Vec::with_capacity(batch.records.len());
+    let mut rejected = Vec::new();
+    for mut record in batch.records {
+        let original = keep_originals.then(|| record.clone());
+        match plan.transform(&mut record) {
+            Ok(()) => {
+                if let Some(o) = original {
+                    originals.push(o);
+                }
+                records.push(record);
+            }
+            Err((stage, reason)) => rejected.push((original.unwrap_or(record), stage, reason)),
+        }
+    }
+    Prepared {
+        read,
+        bytes,
+        records,
+        originals,
+        rejected,
+    }
 }
 
 /// The approximate size of a record's data: field names and values as text.

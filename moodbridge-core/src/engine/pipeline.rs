@@ -17,6 +17,8 @@
 //! assert_eq!(pipeline.name(), "salesforce-to-warehouse");
 //! ```
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{MapStep, Mapping};
@@ -151,7 +153,7 @@ impl Validate for PipelineConfig {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     config: PipelineConfig,
-    streams: Vec<StreamPlan>,
+    streams: Vec<Arc<StreamPlan>>,
 }
 
 /// One stream's prepared transform.
@@ -266,11 +268,11 @@ impl Pipeline {
             .map(|s| {
                 // Already validated: compiling again cannot fail.
                 let mut v = Validator::new();
-                StreamPlan {
+                Arc::new(StreamPlan {
                     config: s.clone(),
                     mapping: Mapping::compile(&s.mapping, &mut v),
                     rules: Rules::compile(&s.validate, &mut v),
-                }
+                })
             })
             .collect();
         Ok(Pipeline { config, streams })
@@ -293,12 +295,45 @@ impl Pipeline {
         &self.config
     }
 
-    pub(crate) fn plans(&self) -> &[StreamPlan] {
+    pub(crate) fn plans(&self) -> &[Arc<StreamPlan>] {
         &self.streams
     }
 
+    /// Map, sanitise and validate one record of `stream` as a run would — to try a
+    /// pipeline on sample data. A record that would become a dead letter is an
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error naming the stage
+    /// and every problem.
+    ///
+    /// ```
+    /// use moodbridge_core::engine::Pipeline;
+    /// use moodbridge_core::Record;
+    ///
+    /// let p = Pipeline::from_toml(r#"
+    ///     name = "p"
+    ///     [[streams]]
+    ///     name = "Contact"
+    ///     validate = [{ rule = "required", field = "LastName" }]
+    /// "#).unwrap();
+    /// let bad = Record::from_json(serde_json::json!({"FirstName": "Ada"})).unwrap();
+    /// let err = p.transform("Contact", bad).unwrap_err();
+    /// assert!(err.to_string().contains("LastName is required"));
+    /// ```
+    pub fn transform(&self, stream: &str, mut record: Record) -> Result<Record> {
+        let plan = self.plan(stream).ok_or_else(|| {
+            crate::Error::invalid_input(format!("pipeline {} has no stream {stream}", self.name()))
+        })?;
+        plan.transform(&mut record).map_err(|(stage, reason)| {
+            crate::Error::invalid_input(format!("{} failed: {reason}", stage.as_str()))
+                .with_context("stream", stream)
+        })?;
+        Ok(record)
+    }
+
     pub(crate) fn plan(&self, stream: &str) -> Option<&StreamPlan> {
-        self.streams.iter().find(|s| s.config.name == stream)
+        self.streams
+            .iter()
+            .find(|s| s.config.name == stream)
+            .map(|s| &**s)
     }
 }
 

@@ -9,6 +9,12 @@
 //!   table and swaps it in at `commit_stream`.
 //! - Each `write` is one transaction, committed before it returns (WAL, `synchronous =
 //!   FULL` by default), so what it reports written survives a crash or power loss.
+//! - Numbers in a `REAL` column (catalog type `number`) read back as floats (`2` → `2.0`).
+//!
+//! It runs SQLite through `rusqlite` with cached prepared statements and values bound
+//! without copying, on the calling worker thread (`block_in_place` on a multi-thread
+//! runtime, so other tasks move to another worker meanwhile). The state store uses
+//! `sqlx`; both link the same SQLite.
 //!
 //! ```
 //! use moodbridge_core::engine::SqliteTableSink;
@@ -27,16 +33,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, params_from_iter};
 use serde_json::{Map, Number, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row, SqlitePool, TypeInfo, ValueRef};
-use tokio::sync::Mutex;
 
 use crate::catalog::{FieldType, StreamDescriptor};
 use crate::error::{Error, ErrorKind, Result};
@@ -44,11 +47,6 @@ use crate::record::{Record, RecordBatch};
 use crate::sync::{
     FailureKind, RecordFailure, RecordOutcome, SyncSink, WriteAction, WriteMode, WriteReport,
 };
-
-/// SQLite's limit of bound values per statement (since 3.32).
-const MAX_BINDS: usize = 32_766;
-/// Rows per statement at most.
-const MAX_ROWS: usize = 500;
 
 /// How a column's values turn back into JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,25 +60,56 @@ enum Kind {
 struct Table {
     /// Columns in table order, with their kinds.
     columns: Vec<(String, Kind)>,
+    /// The table's key (the upsert key while upserting by another unique key).
     key: Vec<String>,
     /// Where writes go: the table, or its staging table during an overwrite.
     writing_to: String,
 }
 
-/// The SQLite table sink. See the module docs.
-#[derive(Debug, Clone)]
-pub struct SqliteTableSink {
-    pool: SqlitePool,
+struct Inner {
+    conn: Mutex<Connection>,
     path: PathBuf,
-    tables: std::sync::Arc<Mutex<HashMap<String, Table>>>,
+    tables: Mutex<HashMap<String, Table>>,
+}
+
+/// The SQLite table sink. See the module docs.
+#[derive(Clone)]
+pub struct SqliteTableSink {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteTableSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTableSink")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
 }
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+fn quoted_list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn staging_name(table: &str) -> String {
     format!("{table}__staging")
+}
+
+/// Run blocking SQLite work without stalling a multi-thread runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 impl SqliteTableSink {
@@ -93,232 +122,156 @@ impl SqliteTableSink {
     /// Open with `full_sync` = `false` for `synchronous = NORMAL`: still safe against a
     /// crash of the process (WAL), not against a power cut; faster bulk loads.
     pub async fn open_with(path: &Path, full_sync: bool) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| Error::internal("invalid SQLite options").with_source(e))?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if full_sync {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await
-            .map_err(|e| sink_error(path, e))?;
+        let conn = blocking(|| -> Result<Connection> {
+            let err = |e| sink_error(path, e);
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(err)?;
+            conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(
+                None,
+                "synchronous",
+                if full_sync { "FULL" } else { "NORMAL" },
+            )
+            .map_err(err)?;
+            conn.set_prepared_statement_cache_capacity(64);
+            Ok(conn)
+        })?;
         Ok(SqliteTableSink {
-            pool,
-            path: path.to_owned(),
-            tables: Default::default(),
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path: path.to_owned(),
+                tables: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
     /// Where the database lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Rows in `table` (0 if it does not exist).
     pub async fn count(&self, table: &str) -> Result<u64> {
-        if !self.table_exists(table).await? {
-            return Ok(0);
-        }
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {}",
-            quote(table)
-        )))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.with_conn(|conn| {
+            if !table_exists(conn, table).map_err(|e| self.err(e))? {
+                return Ok(0);
+            }
+            let n: i64 = conn
+                .query_row(&format!("SELECT COUNT(*) FROM {}", quote(table)), [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| self.err(e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
 
     /// Every row of `table` as records, in key order (null columns left out). For
     /// inspection and tests; use SQL on the file for anything large.
     pub async fn rows(&self, table: &str) -> Result<Vec<Record>> {
-        let info = self.table_info(table).await?;
-        let order = if info.key.is_empty() {
-            "rowid".to_owned()
-        } else {
-            info.key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM {} ORDER BY {order}",
-            column_list(&info),
-            quote(table)
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| decode(r, &info).map(|m| Record::from(strip_nulls(m))))
-            .collect()
+        self.with_conn(|conn| {
+            let info = self.table_info(conn, table)?;
+            let order = if info.key.is_empty() {
+                "rowid".to_owned()
+            } else {
+                quoted_list(&info.key)
+            };
+            let sql = format!(
+                "SELECT {} FROM {} ORDER BY {order}",
+                column_list(&info),
+                quote(table)
+            );
+            let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                out.push(Record::from(strip_nulls(
+                    decode(row, &info).map_err(|e| self.err(e))?,
+                )));
+            }
+            Ok(out)
+        })
     }
 
-    /// Close the pool.
-    pub async fn close(self) {
-        self.pool.close().await;
+    fn err(&self, e: rusqlite::Error) -> Error {
+        sink_error(&self.inner.path, e)
     }
 
-    fn err(&self, e: sqlx::Error) -> Error {
-        sink_error(&self.path, e)
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        blocking(|| {
+            let mut conn = self
+                .inner
+                .conn
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
     }
 
-    async fn table_exists(&self, table: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $1",
-        )
-        .bind(table)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(n > 0)
+    fn tables(&self) -> std::sync::MutexGuard<'_, HashMap<String, Table>> {
+        self.inner
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The table as known to this sink, or as found in the file (kinds unknown then).
-    async fn table_info(&self, table: &str) -> Result<Table> {
-        if let Some(t) = self.tables.lock().await.get(table) {
+    fn table_info(&self, conn: &Connection, table: &str) -> Result<Table> {
+        if let Some(t) = self.tables().get(table) {
             return Ok(t.clone());
         }
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "PRAGMA table_info({})",
-            quote(table)
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        if rows.is_empty() {
+        let (columns, key) = pragma_columns(conn, table).map_err(|e| self.err(e))?;
+        if columns.is_empty() {
             return Err(
                 Error::not_found(format!("the warehouse has no table {table}"))
                     .with_hint("run a sync of the stream first"),
             );
         }
-        let mut key: Vec<(i64, String)> = Vec::new();
-        let mut columns = Vec::new();
-        for r in &rows {
-            let name: String = r.get("name");
-            let pk: i64 = r.get("pk");
-            if pk > 0 {
-                key.push((pk, name.clone()));
-            }
-            columns.push((name, Kind::Plain));
-        }
-        key.sort();
         Ok(Table {
-            columns,
-            key: key.into_iter().map(|(_, k)| k).collect(),
+            columns: columns.into_iter().map(|c| (c, Kind::Plain)).collect(),
+            key,
             writing_to: table.to_owned(),
         })
     }
-
-    /// Add columns for fields of `batch` the table lacks.
-    async fn evolve(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        table: &mut Table,
-        batch: &RecordBatch,
-    ) -> Result<()> {
-        for record in &batch.records {
-            for (field, value) in record.fields() {
-                if table.columns.iter().any(|(c, _)| c == field) {
-                    continue;
-                }
-                let (decl, kind) = match value {
-                    Value::Bool(_) => ("INTEGER", Kind::Boolean),
-                    Value::Object(_) | Value::Array(_) => ("TEXT", Kind::Json),
-                    Value::Number(n) if n.is_f64() => ("REAL", Kind::Plain),
-                    Value::Number(_) => ("INTEGER", Kind::Plain),
-                    _ => ("", Kind::Plain),
-                };
-                for t in [batch.stream.clone(), staging_name(&batch.stream)] {
-                    if t == batch.stream || table.writing_to != batch.stream {
-                        sqlx::query(AssertSqlSafe(format!(
-                            "ALTER TABLE {} ADD COLUMN {} {decl}",
-                            quote(&t),
-                            quote(field)
-                        )))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    }
-                }
-                tracing::info!(table = %batch.stream, column = %field, "warehouse table gained a column");
-                table.columns.push((field.clone(), kind));
-            }
-        }
-        Ok(())
-    }
-
-    /// The current rows of `keys`, decoded, by key text.
-    async fn existing(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        table: &Table,
-        keys: &[Vec<&Value>],
-    ) -> Result<HashMap<String, Map<String, Value>>> {
-        let mut out = HashMap::with_capacity(keys.len());
-        if table.key.is_empty() || keys.is_empty() {
-            return Ok(out);
-        }
-        let per = (MAX_BINDS / table.key.len()).min(MAX_ROWS);
-        let key_cols = table
-            .key
-            .iter()
-            .map(|k| quote(k))
-            .collect::<Vec<_>>()
-            .join(", ");
-        for chunk in keys.chunks(per) {
-            let tuple = format!("({})", vec!["?"; table.key.len()].join(", "));
-            let sql = format!(
-                "SELECT {} FROM {} WHERE ({key_cols}) IN (VALUES {})",
-                column_list(table),
-                quote(&table.writing_to),
-                vec![tuple; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for key in chunk {
-                for v in key {
-                    q = bind(q, v);
-                }
-            }
-            for row in q.fetch_all(&mut *conn).await.map_err(|e| self.err(e))? {
-                let m = decode(&row, table)?;
-                out.insert(
-                    key_text(table.key.iter().map(|k| m.get(k).unwrap_or(&Value::Null))),
-                    m,
-                );
-            }
-        }
-        Ok(out)
-    }
 }
 
-fn key_text<'a>(parts: impl Iterator<Item = &'a Value>) -> String {
-    parts
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("|")
+fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// A table's columns in order, and its primary key in key order.
+fn pragma_columns(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, Vec<String>)> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
+    let mut columns = Vec::new();
+    let mut key: Vec<(i64, String)> = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let name: String = r.get("name")?;
+        let pk: i64 = r.get("pk")?;
+        if pk > 0 {
+            key.push((pk, name.clone()));
+        }
+        columns.push(name);
+    }
+    key.sort();
+    Ok((columns, key.into_iter().map(|(_, k)| k).collect()))
 }
 
 /// The table's columns, quoted, in order. Statements name their columns rather than use
-/// `*`: a cached `SELECT *` would keep its old column count after the table gains one.
+/// `*`, so a statement prepared before the table gained a column is never reused for it.
 fn column_list(table: &Table) -> String {
-    table
-        .columns
-        .iter()
-        .map(|(c, _)| quote(c))
-        .collect::<Vec<_>>()
-        .join(", ")
+    quoted_list(table.columns.iter().map(|(c, _)| c))
 }
 
 /// Equal as stored: numbers by value (a REAL column turns 2 into 2.0).
@@ -334,69 +287,88 @@ fn strip_nulls(mut m: Map<String, Value>) -> Map<String, Value> {
     m
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+fn key_text<'a>(parts: impl Iterator<Item = &'a Value>) -> String {
+    parts
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
 
-fn bind<'q>(q: Query<'q>, v: &'q Value) -> Query<'q> {
-    match v {
-        Value::Null => q.bind(None::<String>),
-        Value::Bool(b) => q.bind(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => q.bind(i),
-            None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => q.bind(s.as_str()),
-        other => q.bind(other.to_string()),
+/// A JSON value as an SQL value, borrowing strings; objects and arrays as JSON text.
+enum Sql<'a> {
+    Borrowed(ValueRef<'a>),
+    Text(String),
+}
+
+impl rusqlite::ToSql for Sql<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Sql::Borrowed(v) => rusqlite::types::ToSqlOutput::Borrowed(*v),
+            Sql::Text(s) => rusqlite::types::ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
     }
 }
 
+/// The values of `record` in column order (null for a missing field).
+fn row_values<'a>(cols: &[&String], record: &'a Record, null: &'a Value) -> Vec<Sql<'a>> {
+    cols.iter()
+        .map(|c| sql(record.get(c.as_str()).unwrap_or(null)))
+        .collect()
+}
+
+fn sql(v: &Value) -> Sql<'_> {
+    Sql::Borrowed(match v {
+        Value::Null => ValueRef::Null,
+        Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ValueRef::Integer(i),
+            None => ValueRef::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => ValueRef::Text(s.as_bytes()),
+        other => return Sql::Text(other.to_string()),
+    })
+}
+
 /// Decode a row selected with [`column_list`] (so in `table.columns` order).
-fn decode(row: &SqliteRow, table: &Table) -> Result<Map<String, Value>> {
+fn decode(row: &rusqlite::Row<'_>, table: &Table) -> rusqlite::Result<Map<String, Value>> {
     let mut m = Map::with_capacity(table.columns.len());
     for (i, (name, kind)) in table.columns.iter().enumerate() {
-        let raw = row
-            .try_get_raw(i)
-            .map_err(|e| Error::internal("cannot read a warehouse row").with_source(e))?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            let ty = raw.type_info().name().to_owned();
-            let read =
-                |e: sqlx::Error| Error::internal("cannot read a warehouse value").with_source(e);
-            match ty.as_str() {
-                "INTEGER" | "BOOLEAN" => {
-                    let i: i64 = row.try_get(i).map_err(read)?;
-                    if *kind == Kind::Boolean {
-                        Value::Bool(i != 0)
-                    } else {
-                        Value::from(i)
-                    }
-                }
-                "REAL" => Number::from_f64(row.try_get::<f64, _>(i).map_err(read)?)
-                    .map_or(Value::Null, Value::Number),
-                _ => {
-                    let s: String = row.try_get(i).map_err(read)?;
-                    if *kind == Kind::Json {
-                        serde_json::from_str(&s).unwrap_or(Value::String(s))
-                    } else {
-                        Value::String(s)
-                    }
+        let value = match row.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) if *kind == Kind::Boolean => Value::Bool(n != 0),
+            ValueRef::Integer(n) => Value::from(n),
+            ValueRef::Real(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+            ValueRef::Text(t) => {
+                let s = String::from_utf8_lossy(t).into_owned();
+                if *kind == Kind::Json {
+                    serde_json::from_str(&s).unwrap_or(Value::String(s))
+                } else {
+                    Value::String(s)
                 }
             }
+            ValueRef::Blob(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         };
         m.insert(name.clone(), value);
     }
     Ok(m)
 }
 
-fn sink_error(path: &Path, e: sqlx::Error) -> Error {
+fn sink_error(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
     let what = format!("warehouse {}", path.display());
-    match &e {
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6")) => {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             Error::unavailable(format!("{what} is busy")).with_source(e)
         }
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("11" | "26")) => {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             Error::new(ErrorKind::Integrity, format!("{what} is corrupt")).with_source(e)
         }
+        Some(ErrorCode::DiskFull) => Error::unavailable(format!("{what}: the disk is full"))
+            .with_hint("free disk space; nothing of the failed batch was written")
+            .with_source(e),
         _ => Error::internal(format!("{what} failed")).with_source(e),
     }
 }
@@ -412,9 +384,23 @@ fn column_decl(t: &FieldType) -> (&'static str, Kind) {
     }
 }
 
-#[async_trait]
-impl SyncSink for SqliteTableSink {
-    async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
+fn value_decl(v: &Value) -> (&'static str, Kind) {
+    match v {
+        Value::Bool(_) => ("INTEGER", Kind::Boolean),
+        Value::Object(_) | Value::Array(_) => ("TEXT", Kind::Json),
+        Value::Number(n) if n.is_f64() => ("REAL", Kind::Plain),
+        Value::Number(_) => ("INTEGER", Kind::Plain),
+        _ => ("", Kind::Plain),
+    }
+}
+
+impl SqliteTableSink {
+    fn begin(
+        &self,
+        conn: &mut Connection,
+        stream: &StreamDescriptor,
+        mode: &WriteMode,
+    ) -> rusqlite::Result<Table> {
         let name = &stream.name;
         let key = match mode {
             WriteMode::Upsert { key } if stream.primary_key.is_empty() => key.clone(),
@@ -433,281 +419,274 @@ impl SyncSink for SqliteTableSink {
                 columns.push((k.clone(), Kind::Plain));
             }
         }
-        if decls.is_empty() {
-            return Err(Error::invalid_input(format!(
-                "stream {name} has no fields and no key: the warehouse cannot make a table for it"
-            )));
-        }
         if !key.is_empty() {
-            decls.push(format!(
-                "PRIMARY KEY ({})",
-                key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
-            ));
+            decls.push(format!("PRIMARY KEY ({})", quoted_list(&key)));
         }
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let create = |t: &str| {
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} ({})",
-                quote(t),
-                decls.join(", ")
-            )
-        };
-        sqlx::query(AssertSqlSafe(create(name)))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        // An existing table keeps its key; add what it lacks.
-        let existing = sqlx::query(AssertSqlSafe(format!("PRAGMA table_info({})", quote(name))))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        let have: Vec<String> = existing.iter().map(|r| r.get("name")).collect();
-        let mut table_key: Vec<(i64, String)> = existing
-            .iter()
-            .filter(|r| r.get::<i64, _>("pk") > 0)
-            .map(|r| (r.get("pk"), r.get("name")))
-            .collect();
-        table_key.sort();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote(name),
+            decls.join(", ")
+        ))?;
+        // An existing table keeps its key; add the columns it lacks.
+        let (have, table_key) = pragma_columns(&tx, name)?;
         for (c, kind) in &columns {
             if !have.contains(c) {
-                let decl = match kind {
-                    Kind::Boolean => "INTEGER",
-                    _ => "",
+                let decl = if *kind == Kind::Boolean {
+                    "INTEGER"
+                } else {
+                    ""
                 };
-                sqlx::query(AssertSqlSafe(format!(
+                tx.execute_batch(&format!(
                     "ALTER TABLE {} ADD COLUMN {} {decl}",
                     quote(name),
                     quote(c)
-                )))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+                ))?;
             }
         }
-        for c in have {
-            if !columns.iter().any(|(x, _)| *x == c) {
-                columns.push((c, Kind::Plain));
-            }
-        }
-        let table_key: Vec<String> = table_key.into_iter().map(|(_, k)| k).collect();
+        // Columns in table order, kinds from the catalog where it says.
+        let (order, _) = pragma_columns(&tx, name)?;
+        let columns: Vec<(String, Kind)> = order
+            .into_iter()
+            .map(|c| {
+                let kind = columns
+                    .iter()
+                    .find(|(x, _)| *x == c)
+                    .map_or(Kind::Plain, |(_, k)| *k);
+                (c, kind)
+            })
+            .collect();
         if let WriteMode::Upsert { key } = mode
             && *key != table_key
         {
             // Upsert by another key than the table's (an external id): it must be unique.
-            sqlx::query(AssertSqlSafe(format!(
+            tx.execute_batch(&format!(
                 "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
                 quote(&format!("{name}__by_{}", key.join("_"))),
                 quote(name),
-                key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
-            )))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+                quoted_list(key)
+            ))?;
         }
         let mut writing_to = name.clone();
         if *mode == WriteMode::Overwrite {
             writing_to = staging_name(name);
-            sqlx::query(AssertSqlSafe(format!(
-                "DROP TABLE IF EXISTS {}",
-                quote(&writing_to)
-            )))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE TABLE {} AS SELECT * FROM {} WHERE 0",
-                quote(&writing_to),
-                quote(name)
-            )))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            tx.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} AS SELECT * FROM {} WHERE 0",
+                quote(name),
+                staging = quote(&writing_to)
+            ))?;
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        let key = match mode {
-            WriteMode::Upsert { key } => key.clone(),
-            _ => table_key,
-        };
-        self.tables.lock().await.insert(
-            name.clone(),
-            Table {
-                columns,
-                key,
-                writing_to,
+        tx.commit()?;
+        Ok(Table {
+            columns,
+            key: match mode {
+                WriteMode::Upsert { key } => key.clone(),
+                _ => table_key,
             },
-        );
+            writing_to,
+        })
+    }
+
+    /// Add columns for fields of `batch` the table lacks.
+    fn evolve(
+        tx: &rusqlite::Transaction<'_>,
+        table: &mut Table,
+        batch: &RecordBatch,
+    ) -> rusqlite::Result<()> {
+        // Records of a batch mostly share their fields, in the same order: a record whose
+        // field names are those of the record checked before it needs no look-up.
+        let mut checked: Option<&Record> = None;
+        for record in &batch.records {
+            if let Some(prev) = checked
+                && prev.len() == record.len()
+                && prev.fields().keys().eq(record.fields().keys())
+            {
+                continue;
+            }
+            checked = Some(record);
+            for (field, value) in record.fields() {
+                if table.columns.iter().any(|(c, _)| c == field) {
+                    continue;
+                }
+                let (decl, kind) = value_decl(value);
+                let mut targets = vec![batch.stream.clone()];
+                if table.writing_to != batch.stream {
+                    targets.push(table.writing_to.clone());
+                }
+                for t in targets {
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {decl}",
+                        quote(&t),
+                        quote(field)
+                    ))?;
+                }
+                tracing::info!(table = %batch.stream, column = %field, "warehouse table gained a column");
+                table.columns.push((field.clone(), kind));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the rows of `batch`. Every row is first inserted with `ON CONFLICT DO
+    /// NOTHING`: a new row costs one statement and no lookup (the bulk-load case). Only
+    /// when the key exists is the old row read (the before-image), compared, and — for
+    /// upserts, when it differs — updated.
+    fn write_rows(
+        tx: &rusqlite::Transaction<'_>,
+        table: &Table,
+        batch: &RecordBatch,
+        mode: &WriteMode,
+    ) -> rusqlite::Result<Vec<RecordOutcome>> {
+        let upsert = matches!(mode, WriteMode::Upsert { .. });
+        let key_fields = &table.key;
+        let null = Value::Null;
+        let cols: Vec<&String> = table.columns.iter().map(|(c, _)| c).collect();
+        let target = quote(&table.writing_to);
+        let key_cond = key_fields
+            .iter()
+            .map(|k| format!("{} = ?", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO {target} ({}) VALUES ({}){}",
+            quoted_list(cols.iter().copied()),
+            vec!["?"; cols.len()].join(", "),
+            if key_fields.is_empty() {
+                ""
+            } else {
+                " ON CONFLICT DO NOTHING"
+            }
+        ))?;
+        let mut select = None;
+        let mut update = None;
+
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (i, record) in batch.records.iter().enumerate() {
+            let key: Option<Vec<&Value>> = key_fields
+                .iter()
+                .map(|k| record.get(k).filter(|v| !v.is_null()))
+                .collect();
+            let Some(key) = key else {
+                outcomes.push(RecordOutcome::failed(
+                    i,
+                    RecordFailure::new(
+                        FailureKind::InvalidInput,
+                        format!(
+                            "the record has no value for key field(s) {}",
+                            key_fields.join(", ")
+                        ),
+                    ),
+                ));
+                continue;
+            };
+            if insert.execute(params_from_iter(row_values(&cols, record, &null)))? == 1 {
+                outcomes.push(RecordOutcome::ok(i, WriteAction::Created));
+                continue;
+            }
+            if !upsert {
+                let k = key_text(key.iter().copied());
+                outcomes.push(RecordOutcome::failed(
+                    i,
+                    RecordFailure {
+                        kind: FailureKind::Conflict,
+                        message: format!("a row with key {k} already exists"),
+                        code: Some("DUPLICATE_VALUE".into()),
+                        fields: key_fields.clone(),
+                    },
+                ));
+                continue;
+            }
+            let select = match &mut select {
+                Some(s) => s,
+                None => select.insert(tx.prepare_cached(&format!(
+                    "SELECT {} FROM {target} WHERE {key_cond}",
+                    column_list(table)
+                ))?),
+            };
+            let old = {
+                let mut rows = select.query(params_from_iter(key.iter().map(|v| sql(v))))?;
+                match rows.next()? {
+                    Some(row) => decode(row, table)?,
+                    // The conflict was on another unique column than the key.
+                    None => {
+                        outcomes.push(RecordOutcome::failed(
+                            i,
+                            RecordFailure::new(
+                                FailureKind::Conflict,
+                                "the row conflicts with another row on a unique column",
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+            };
+            let same = cols.iter().all(|c| {
+                same_value(
+                    record.get(c.as_str()).unwrap_or(&null),
+                    old.get(c.as_str()).unwrap_or(&null),
+                )
+            });
+            let image = Record::from(old);
+            if same {
+                outcomes.push(RecordOutcome::ok(i, WriteAction::Unchanged).with_before(image));
+                continue;
+            }
+            let update = match &mut update {
+                Some(u) => u,
+                None => {
+                    let set = cols
+                        .iter()
+                        .map(|c| format!("{} = ?", quote(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    update.insert(
+                        tx.prepare_cached(&format!("UPDATE {target} SET {set} WHERE {key_cond}"))?,
+                    )
+                }
+            };
+            let mut params = row_values(&cols, record, &null);
+            params.extend(key.iter().map(|v| sql(v)));
+            update.execute(params_from_iter(params))?;
+            outcomes.push(RecordOutcome::ok(i, WriteAction::Updated).with_before(image));
+        }
+        Ok(outcomes)
+    }
+}
+
+#[async_trait]
+impl SyncSink for SqliteTableSink {
+    async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
+        if stream.fields.is_empty()
+            && stream.primary_key.is_empty()
+            && !matches!(mode, WriteMode::Upsert { .. })
+        {
+            return Err(Error::invalid_input(format!(
+                "stream {} has no fields and no key: the warehouse cannot make a table for it",
+                stream.name
+            )));
+        }
+        let table =
+            self.with_conn(|conn| self.begin(conn, stream, mode).map_err(|e| self.err(e)))?;
+        self.tables().insert(stream.name.clone(), table);
         Ok(())
     }
 
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
-        let mut tables = self.tables.lock().await;
-        let table = tables.get_mut(&batch.stream).ok_or_else(|| {
+        let mut table = self.tables().get(&batch.stream).cloned().ok_or_else(|| {
             Error::invalid_input(format!("stream {} was not begun", batch.stream))
                 .with_hint("call begin_stream before write")
         })?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        self.evolve(&mut tx, table, batch).await?;
-
-        let key_fields = match mode {
-            WriteMode::Upsert { key } => key.clone(),
-            _ => table.key.clone(),
-        };
-        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; batch.len()];
-        let mut keys: Vec<Vec<&Value>> = Vec::new();
-        let mut writable: Vec<usize> = Vec::new();
-        for (i, r) in batch.records.iter().enumerate() {
-            let key: Option<Vec<&Value>> = key_fields
-                .iter()
-                .map(|k| r.get(k).filter(|v| !v.is_null()))
-                .collect();
-            match key {
-                Some(k) => {
-                    keys.push(k);
-                    writable.push(i);
-                }
-                None => {
-                    outcomes[i] = Some(RecordOutcome::failed(
-                        i,
-                        RecordFailure::new(
-                            FailureKind::InvalidInput,
-                            format!(
-                                "the record has no value for key field(s) {}",
-                                key_fields.join(", ")
-                            ),
-                        ),
-                    ));
-                }
-            }
-        }
-        let upsert = matches!(mode, WriteMode::Upsert { .. });
-        let before = if upsert {
-            self.existing(&mut tx, table, &keys).await?
-        } else {
-            HashMap::new()
-        };
-
-        // What to write, and what each record's outcome is.
-        let mut rows: Vec<usize> = Vec::with_capacity(writable.len());
-        for (n, &i) in writable.iter().enumerate() {
-            let record = &batch.records[i];
-            let k = key_text(keys[n].iter().copied());
-            let outcome = match before.get(&k) {
-                Some(old) => {
-                    let same = table.columns.iter().all(|(c, _)| {
-                        same_value(
-                            record.get(c).unwrap_or(&Value::Null),
-                            old.get(c).unwrap_or(&Value::Null),
-                        )
-                    });
-                    let image = Record::from(old.clone());
-                    if same {
-                        RecordOutcome::ok(i, WriteAction::Unchanged).with_before(image)
-                    } else {
-                        rows.push(i);
-                        RecordOutcome::ok(i, WriteAction::Updated).with_before(image)
-                    }
-                }
-                None => {
-                    rows.push(i);
-                    RecordOutcome::ok(i, WriteAction::Created)
-                }
+        let outcomes = self.with_conn(|conn| {
+            let mut run = || -> rusqlite::Result<Vec<RecordOutcome>> {
+                let tx = conn.transaction()?;
+                Self::evolve(&tx, &mut table, batch)?;
+                let outcomes = Self::write_rows(&tx, &table, batch, mode)?;
+                tx.commit()?;
+                Ok(outcomes)
             };
-            outcomes[i] = Some(outcome);
-        }
-
-        if !rows.is_empty() {
-            let cols: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
-            let col_list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-            let per = (MAX_BINDS / cols.len().max(1)).clamp(1, MAX_ROWS);
-            let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
-            let conflict = if upsert {
-                let updates = cols
-                    .iter()
-                    .filter(|c| !key_fields.iter().any(|k| k == *c))
-                    .map(|c| format!("{0} = excluded.{0}", quote(c)))
-                    .collect::<Vec<_>>();
-                let target = key_fields
-                    .iter()
-                    .map(|k| quote(k))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if updates.is_empty() {
-                    format!(" ON CONFLICT ({target}) DO NOTHING")
-                } else {
-                    format!(
-                        " ON CONFLICT ({target}) DO UPDATE SET {}",
-                        updates.join(", ")
-                    )
-                }
-            } else if !table.key.is_empty() {
-                " ON CONFLICT DO NOTHING".to_owned()
-            } else {
-                String::new()
-            };
-            let returning = if !upsert && !table.key.is_empty() {
-                format!(" RETURNING {}", column_list(table))
-            } else {
-                String::new()
-            };
-            let null = Value::Null;
-            for chunk in rows.chunks(per) {
-                let sql = format!(
-                    "INSERT INTO {} ({col_list}) VALUES {}{conflict}{returning}",
-                    quote(&table.writing_to),
-                    vec![tuple.as_str(); chunk.len()].join(", ")
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for &i in chunk {
-                    let r = &batch.records[i];
-                    for c in &cols {
-                        q = bind(q, r.get(c).unwrap_or(&null));
-                    }
-                }
-                if returning.is_empty() {
-                    q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
-                } else {
-                    // Append with a key: rows that were not inserted hit an existing key.
-                    let inserted: std::collections::HashSet<String> = q
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .iter()
-                        .map(|row| {
-                            decode(row, table).map(|m| {
-                                key_text(table.key.iter().map(|k| m.get(k).unwrap_or(&Value::Null)))
-                            })
-                        })
-                        .collect::<Result<_>>()?;
-                    for &i in chunk {
-                        let k = key_text(
-                            table
-                                .key
-                                .iter()
-                                .map(|f| batch.records[i].get(f).unwrap_or(&Value::Null)),
-                        );
-                        if !inserted.contains(&k) {
-                            outcomes[i] = Some(RecordOutcome::failed(
-                                i,
-                                RecordFailure {
-                                    kind: FailureKind::Conflict,
-                                    message: format!("a row with key {k} already exists"),
-                                    code: Some("DUPLICATE_VALUE".into()),
-                                    fields: table.key.clone(),
-                                },
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        let outcomes = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.ok_or_else(|| Error::internal(format!("no outcome was computed for record {i}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+            run().map_err(|e| self.err(e))
+        })?;
+        self.tables().insert(batch.stream.clone(), table);
         Ok(WriteReport::new(outcomes))
     }
 
@@ -715,71 +694,76 @@ impl SyncSink for SqliteTableSink {
         if *mode != WriteMode::Overwrite {
             return Ok(());
         }
-        let mut tables = self.tables.lock().await;
-        let Some(table) = tables.get_mut(stream) else {
+        let Some(table) = self.tables().get(stream).cloned() else {
             return Ok(());
         };
-        let staging = staging_name(stream);
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         // Keep the real table (its key and indexes); replace its rows in one transaction.
-        for sql in [
-            format!("DELETE FROM {}", quote(stream)),
-            format!(
-                "INSERT INTO {} SELECT * FROM {}",
-                quote(stream),
-                quote(&staging)
-            ),
-            format!("DROP TABLE {}", quote(&staging)),
-        ] {
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+        self.with_conn(|conn| {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; DELETE FROM {t}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}; COMMIT;",
+                t = quote(stream),
+                s = quote(&table.writing_to),
+                cols = column_list(&table),
+            ))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                self.err(e)
+            })
+        })?;
+        if let Some(t) = self.tables().get_mut(stream) {
+            t.writing_to = stream.to_owned();
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        table.writing_to = stream.to_owned();
         Ok(())
     }
 
     async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
-        let info = self.table_info(&batch.stream).await?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let cond = key
-            .iter()
-            .map(|k| format!("{} = ?", quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (i, r) in batch.records.iter().enumerate() {
-            let values: Option<Vec<&Value>> = key.iter().map(|k| r.get(k)).collect();
-            let Some(values) = values else {
-                outcomes.push(RecordOutcome::failed(
-                    i,
-                    RecordFailure::new(FailureKind::InvalidInput, "the record lacks its key"),
-                ));
-                continue;
+        self.with_conn(|conn| {
+            let info = self.table_info(conn, &batch.stream)?;
+            let mut run = || -> rusqlite::Result<Vec<RecordOutcome>> {
+                let tx = conn.transaction()?;
+                let cond = key
+                    .iter()
+                    .map(|k| format!("{} = ?", quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "DELETE FROM {} WHERE {cond} RETURNING {}",
+                        quote(&batch.stream),
+                        column_list(&info)
+                    ))?;
+                    for (i, r) in batch.records.iter().enumerate() {
+                        let values: Option<Vec<&Value>> = key.iter().map(|k| r.get(k)).collect();
+                        let Some(values) = values else {
+                            outcomes.push(RecordOutcome::failed(
+                                i,
+                                RecordFailure::new(
+                                    FailureKind::InvalidInput,
+                                    "the record lacks its key",
+                                ),
+                            ));
+                            continue;
+                        };
+                        let mut rows =
+                            stmt.query(params_from_iter(values.iter().map(|v| sql(v))))?;
+                        let outcome = match rows.next()? {
+                            Some(row) => RecordOutcome::ok(i, WriteAction::Deleted)
+                                .with_before(Record::from(decode(row, &info)?)),
+                            None => RecordOutcome::failed(
+                                i,
+                                RecordFailure::new(FailureKind::NotFound, "no such row"),
+                            ),
+                        };
+                        outcomes.push(outcome);
+                    }
+                }
+                tx.commit()?;
+                Ok(outcomes)
             };
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {} WHERE {cond} RETURNING {}",
-                quote(&batch.stream),
-                column_list(&info)
-            )));
-            for v in &values {
-                q = bind(q, v);
-            }
-            match q.fetch_optional(&mut *tx).await.map_err(|e| self.err(e))? {
-                Some(row) => outcomes.push(
-                    RecordOutcome::ok(i, WriteAction::Deleted)
-                        .with_before(Record::from(decode(&row, &info)?)),
-                ),
-                None => outcomes.push(RecordOutcome::failed(
-                    i,
-                    RecordFailure::new(FailureKind::NotFound, "no such row"),
-                )),
-            }
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(WriteReport::new(outcomes))
+            run().map_err(|e| self.err(e))
+        })
+        .map(WriteReport::new)
     }
 }
 

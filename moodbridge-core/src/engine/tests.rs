@@ -472,3 +472,61 @@ async fn a_stream_the_source_lacks_is_a_config_error_listing_what_it_has() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("it offers: Account"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_pipeline_runs_when_due_and_never_twice_at_once() {
+    let e = env().await;
+    let source = MemorySource::accounts(3_000);
+    source.inject(Faults {
+        error_rate: 0.0,
+        latency: Duration::from_millis(60),
+        seed: 3,
+    });
+    let sink = MemorySink::new();
+    let job = Job::new(
+        pipeline("name = \"sched\"\n[[streams]]\nname = \"Account\"\nbatch_size = 500\n"),
+        Arc::new(source),
+        Arc::new(sink.clone()),
+        Schedule::every(Duration::from_secs(3600)),
+    );
+    let a = Arc::new(Worker::new(e.engine.clone(), "a", vec![job.clone()]));
+    let b = Worker::new(e.engine.clone(), "b", vec![job.clone()]);
+
+    // While a runs it (its run is recorded only once it holds the lease), b finds the
+    // lease taken. Six pages of at least 60 ms each keep a busy long enough.
+    let running = {
+        let (a, job) = (a.clone(), job.clone());
+        tokio::spawn(async move { a.tick(&job).await })
+    };
+    while e.state.recent_runs("sched", 1).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(b.tick(&job).await.unwrap(), Tick::Busy);
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        Tick::Ran(RunStatus::Succeeded)
+    );
+    assert_eq!(sink.len("Account"), 3_000);
+
+    // Ran an instant ago, due in an hour: nobody runs it now.
+    assert_eq!(b.tick(&job).await.unwrap(), Tick::NotDue);
+    assert_eq!(a.tick(&job).await.unwrap(), Tick::NotDue);
+    assert_eq!(e.state.recent_runs("sched", 10).await.unwrap().len(), 1);
+}
+
+#[test]
+fn schedules_give_the_next_slot_after_the_last_run() {
+    let last = std::time::UNIX_EPOCH + Duration::from_secs(1_763_600_000); // 2025-11-20T00:53:20Z
+    let every = Schedule::every(Duration::from_secs(900));
+    assert_eq!(
+        every.next_after(Some(last)).unwrap(),
+        last + Duration::from_secs(900)
+    );
+    let hourly = Schedule::cron("0 0 * * * *").unwrap();
+    assert_eq!(
+        hourly.next_after(Some(last)).unwrap(),
+        std::time::UNIX_EPOCH + Duration::from_secs(1_763_600_400) // 01:00:00Z
+    );
+    let err = Schedule::cron("61 * * * * *").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
