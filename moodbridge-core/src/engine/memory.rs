@@ -740,3 +740,142 @@ impl SyncSink for MemorySink {
         Ok(WriteReport::new(outcomes))
     }
 }
+
+/// A system that is both a source and a sink, like a platform: stored streams read
+/// incrementally by their cursor, written by upsert (fields merged into the existing
+/// record), every write stamping the cursor field from a logical clock the way a
+/// platform maintains its own modification stamps. For bidirectional-sync tests and
+/// examples; two systems can share one clock ([`MemorySystem::sharing_clock_with`]) so
+/// their stamps compare.
+///
+/// ```
+/// use moodbridge_core::engine::MemorySystem;
+/// use moodbridge_core::{Record, StreamDescriptor};
+///
+/// let crm = MemorySystem::new();
+/// crm.add_stream(StreamDescriptor::new("Account").primary_key(["Id"]).cursor("SystemModstamp"));
+/// crm.edit("Account", Record::from_json(serde_json::json!({"Id": "001", "Name": "Acme"})).unwrap());
+/// let stored = crm.get("Account", "001").unwrap();
+/// assert!(stored.get("SystemModstamp").is_some(), "stamped on write");
+/// ```
+#[derive(Clone, Default)]
+pub struct MemorySystem {
+    store: MemorySource,
+    clock: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for MemorySystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySystem").finish_non_exhaustive()
+    }
+}
+
+impl MemorySystem {
+    /// An empty system with its own clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty system whose stamps come from `other`'s clock.
+    pub fn sharing_clock_with(other: &MemorySystem) -> Self {
+        MemorySystem {
+            store: MemorySource::new(),
+            clock: other.clock.clone(),
+        }
+    }
+
+    /// Add (or replace) an empty stream; its cursor field is stamped on every write.
+    pub fn add_stream(&self, descriptor: StreamDescriptor) {
+        self.store.add_stream(descriptor);
+    }
+
+    /// A person's change: merge `record`'s fields into the stored record with its key
+    /// (or add it), stamping the cursor.
+    pub fn edit(&self, stream: &str, record: Record) {
+        self.upsert(stream, record);
+    }
+
+    /// The record of `stream` whose primary key text is `key`.
+    pub fn get(&self, stream: &str, key: &str) -> Option<Record> {
+        let pk = self.descriptor(stream)?.primary_key;
+        self.store
+            .records(stream)
+            .into_iter()
+            .find(|r| r.key(&pk).is_some_and(|k| k.to_string() == key))
+    }
+
+    /// Every record of `stream`.
+    pub fn records(&self, stream: &str) -> Vec<Record> {
+        self.store.records(stream)
+    }
+
+    fn descriptor(&self, stream: &str) -> Option<StreamDescriptor> {
+        self.store.lock().get(stream).map(|s| s.descriptor.clone())
+    }
+
+    fn stamp(&self) -> String {
+        let n = self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        stamp(UNIX_EPOCH + Duration::from_secs(1_763_600_000) + Duration::from_millis(n))
+    }
+
+    /// Upsert by primary key; `(action, before)`.
+    fn upsert(&self, stream: &str, record: Record) -> Option<(WriteAction, Option<Record>)> {
+        let d = self.descriptor(stream)?;
+        let key = record.key(&d.primary_key)?;
+        let before = self.get(stream, &key.to_string());
+        let mut merged = before.clone().unwrap_or_default();
+        for (k, v) in record.fields() {
+            merged.set(k.clone(), v.clone());
+        }
+        if before.as_ref() == Some(&merged) {
+            return Some((WriteAction::Unchanged, before));
+        }
+        if let Some(c) = &d.cursor_field {
+            merged.set(c.clone(), Value::String(self.stamp()));
+        }
+        self.store.put(stream, merged);
+        let action = if before.is_some() {
+            WriteAction::Updated
+        } else {
+            WriteAction::Created
+        };
+        Some((action, before))
+    }
+}
+
+#[async_trait]
+impl SyncSource for MemorySystem {
+    async fn discover(&self) -> Result<Catalog> {
+        self.store.discover().await
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
+        self.store.read(request).await
+    }
+}
+
+#[async_trait]
+impl SyncSink for MemorySystem {
+    async fn write(&self, batch: &RecordBatch, _mode: &WriteMode) -> Result<WriteReport> {
+        Ok(WriteReport::new(
+            batch
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match self.upsert(&batch.stream, r.clone()) {
+                    Some((action, Some(before))) => {
+                        RecordOutcome::ok(i, action).with_before(before)
+                    }
+                    Some((action, None)) => RecordOutcome::ok(i, action),
+                    None => RecordOutcome::failed(
+                        i,
+                        RecordFailure::new(
+                            FailureKind::InvalidInput,
+                            "no such stream, or the record has no key",
+                        ),
+                    ),
+                })
+                .collect(),
+        ))
+    }
+}

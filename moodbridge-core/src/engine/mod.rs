@@ -34,6 +34,7 @@
 //! # });
 //! ```
 
+mod bidirectional;
 mod mapping;
 mod memory;
 mod pipeline;
@@ -44,8 +45,9 @@ mod schedule;
 mod sqlite_sink;
 mod validation;
 
+pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
 pub use mapping::{CastType, MapStep, Mapping};
-pub use memory::{Faults, MemorySink, MemorySource, account, account_descriptor};
+pub use memory::{Faults, MemorySink, MemorySource, MemorySystem, account, account_descriptor};
 pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::*;
 use crate::catalog::FieldDescriptor;
 use crate::catalog::FieldType;
+use crate::config::Validate;
 use crate::state::{ChainStatus, SqliteStateStore};
 
 struct Env {
@@ -529,4 +530,141 @@ fn schedules_give_the_next_slot_after_the_last_run() {
     );
     let err = Schedule::cron("61 * * * * *").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+fn crm_pair() -> (MemorySystem, MemorySystem) {
+    let left = MemorySystem::new();
+    let right = MemorySystem::sharing_clock_with(&left);
+    for s in [&left, &right] {
+        s.add_stream(
+            StreamDescriptor::new("Account")
+                .primary_key(["Id"])
+                .cursor("SystemModstamp"),
+        );
+    }
+    (left, right)
+}
+
+fn two_way(conflicts: ConflictPolicy) -> BidirectionalConfig {
+    BidirectionalConfig {
+        name: "two-way".into(),
+        stream: "Account".into(),
+        key: vec!["Id".into()],
+        ignore: vec!["SystemModstamp".into()],
+        conflicts,
+        batch_size: None,
+    }
+}
+
+fn sides<'a>(l: &'a MemorySystem, r: &'a MemorySystem) -> (Side<'a>, Side<'a>) {
+    (Side { source: l, sink: l }, Side { source: r, sink: r })
+}
+
+fn name_of(s: &MemorySystem, id: &str) -> serde_json::Value {
+    s.get("Account", id).unwrap().get("Name").cloned().unwrap()
+}
+
+#[tokio::test]
+async fn changes_flow_both_ways_and_never_echo_back() {
+    let e = env().await;
+    let (left, right) = crm_pair();
+    left.edit("Account", rec(json!({"Id": "001", "Name": "Acme"})));
+    left.edit("Account", rec(json!({"Id": "002", "Name": "Globex"})));
+    right.edit("Account", rec(json!({"Id": "003", "Name": "Initech"})));
+    let config = two_way(ConflictPolicy::SourceWins);
+    let (l, r) = sides(&left, &right);
+
+    let first = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+    assert_eq!(
+        (first.left_to_right, first.right_to_left, first.echoes),
+        (2, 1, 0)
+    );
+    for id in ["001", "002", "003"] {
+        assert_eq!(name_of(&left, id), name_of(&right, id), "record {id}");
+    }
+    assert_eq!(e.state.audit(first.run).await.unwrap().len(), 3);
+
+    // The three writes show up as changes on the sides they were written to: echoes.
+    let second = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+    assert_eq!(
+        (second.left_to_right, second.right_to_left, second.echoes),
+        (0, 0, 3),
+        "nothing is sent back"
+    );
+    let third = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+    assert_eq!(
+        (third.left_to_right, third.right_to_left, third.echoes),
+        (0, 0, 0)
+    );
+
+    // A real change after an echo still flows.
+    right.edit("Account", rec(json!({"Id": "001", "Name": "Acme Corp"})));
+    let fourth = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+    assert_eq!(fourth.right_to_left, 1);
+    assert_eq!(name_of(&left, "001"), json!("Acme Corp"));
+}
+
+#[tokio::test]
+async fn a_record_changed_on_both_sides_is_resolved_by_the_policy() {
+    let cases = [
+        (
+            ConflictPolicy::LastWriterWins {
+                field: "SystemModstamp".into(),
+            },
+            ("Right edit", "Right edit"),
+        ),
+        (ConflictPolicy::SourceWins, ("Left edit", "Left edit")),
+        (ConflictPolicy::TargetWins, ("Right edit", "Right edit")),
+        (ConflictPolicy::Park, ("Left edit", "Right edit")),
+    ];
+    for (policy, (want_left, want_right)) in cases {
+        let e = env().await;
+        let (left, right) = crm_pair();
+        let config = two_way(policy.clone());
+        let (l, r) = sides(&left, &right);
+        left.edit("Account", rec(json!({"Id": "001", "Name": "Original"})));
+        e.engine.run_bidirectional(&config, l, r).await.unwrap();
+        e.engine.run_bidirectional(&config, l, r).await.unwrap(); // the echo
+
+        left.edit("Account", rec(json!({"Id": "001", "Name": "Left edit"})));
+        right.edit("Account", rec(json!({"Id": "001", "Name": "Right edit"}))); // later
+        let report = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+        assert_eq!(report.conflicts, 1, "{policy:?}");
+        assert_eq!(name_of(&left, "001"), json!(want_left), "{policy:?}");
+        assert_eq!(name_of(&right, "001"), json!(want_right), "{policy:?}");
+        let parked = e.state.conflicts("two-way", 10).await.unwrap();
+        if policy == ConflictPolicy::Park {
+            assert_eq!(report.parked, 1);
+            assert_eq!(parked.len(), 1);
+            let c = &parked[0].conflict;
+            assert_eq!(
+                c.left.as_ref().unwrap().get("Name"),
+                Some(&json!("Left edit"))
+            );
+            assert_eq!(
+                c.right.as_ref().unwrap().get("Name"),
+                Some(&json!("Right edit"))
+            );
+        } else {
+            assert!(parked.is_empty(), "{policy:?}");
+            // Resolved, then quiet: the winner's write comes back as an echo only.
+            let after = e.engine.run_bidirectional(&config, l, r).await.unwrap();
+            assert_eq!(
+                (after.left_to_right, after.right_to_left, after.conflicts),
+                (0, 0, 0)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bidirectional_config_reports_every_problem() {
+    let mut config = two_way(ConflictPolicy::LastWriterWins {
+        field: String::new(),
+    });
+    config.ignore.push("Id".into());
+    let err = Error::from(config.validate().unwrap_err()).to_string();
+    for part in ["ignore: lists key field Id", "conflicts.field: is empty"] {
+        assert!(err.contains(part), "{part:?} missing from {err}");
+    }
 }

@@ -423,6 +423,23 @@ pub trait StateStore: Send + Sync {
     /// Give a lease back (no-op if it was already lost).
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
 
+    /// What a bidirectional sync last wrote for each of `keys` of `stream` (fingerprints
+    /// of the synced fields), by key; keys never written are absent.
+    async fn fingerprints(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, String>>;
+
+    /// Remember what a bidirectional sync wrote: `(record key, fingerprint)` pairs.
+    async fn put_fingerprints(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        prints: &[(String, String)],
+    ) -> Result<()>;
+
     /// Purge rows older than the policy allows, measured back from `now`.
     async fn purge_as_of(&self, policy: &RetentionPolicy, now: SystemTime) -> Result<PurgeReport>;
 

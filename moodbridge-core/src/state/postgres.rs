@@ -68,6 +68,10 @@ impl PostgresStateStore {
 }
 
 impl PostgresStateStore {
+    const FINGERPRINTS_SQL: &'static str = "SELECT record_key, fingerprint FROM sync_fingerprints
+         WHERE pipeline = $1 AND stream = $2
+           AND record_key IN (SELECT jsonb_array_elements_text($3::jsonb))";
+
     const ENSURE_LEASES_SQL: &'static str = "INSERT INTO leases (name)
          SELECT jsonb_array_elements_text($1::jsonb) ON CONFLICT (name) DO NOTHING";
 

@@ -304,6 +304,24 @@ macro_rules! sql_state_store {
                 self.release_lease_sql(lease).await
             }
 
+            async fn fingerprints(
+                &self,
+                pipeline: &str,
+                stream: &str,
+                keys: &[String],
+            ) -> Result<std::collections::HashMap<String, String>> {
+                self.fingerprints_sql(pipeline, stream, keys).await
+            }
+
+            async fn put_fingerprints(
+                &self,
+                pipeline: &str,
+                stream: &str,
+                prints: &[(String, String)],
+            ) -> Result<()> {
+                self.put_fingerprints_sql(pipeline, stream, prints).await
+            }
+
             async fn purge_as_of(
                 &self,
                 policy: &RetentionPolicy,

@@ -6,6 +6,8 @@
 //! them (`async_trait` cannot see methods generated inside its impl block). The backend
 //! provides, besides what `sql_state_store!` needs, two SQL texts:
 //! - `ENSURE_LEASES_SQL` — insert a free lease row for every name of a JSON array (`$1`);
+//! - `FINGERPRINTS_SQL` — the fingerprints of `pipeline` (`$1`), `stream` (`$2`) for
+//!   the record keys of a JSON array (`$3`), returning `record_key, fingerprint`;
 //! - `CLAIM_LEASE_SQL` — atomically take the first free or lapsed lease among the names of
 //!   a JSON array (`$1`), given now (`$2`), the holder (`$3`) and the new expiry (`$4`),
 //!   returning `name, holder, token, expires_at`.
@@ -380,6 +382,58 @@ macro_rules! sql_operations {
                     .rows_affected();
                 tx.commit().await.map_err(|e| self.db_err(e))?;
                 Ok(removed)
+            }
+
+            async fn fingerprints_sql(
+                &self,
+                pipeline: &str,
+                stream: &str,
+                keys: &[String],
+            ) -> Result<std::collections::HashMap<String, String>> {
+                if keys.is_empty() {
+                    return Ok(std::collections::HashMap::new());
+                }
+                let list = serde_json::to_string(keys)
+                    .map_err(|e| Error::internal("cannot serialize record keys").with_source(e))?;
+                let rows = sqlx::query(Self::FINGERPRINTS_SQL)
+                    .bind(pipeline)
+                    .bind(stream)
+                    .bind(list)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get("record_key"), r.get("fingerprint")))
+                    .collect())
+            }
+
+            async fn put_fingerprints_sql(
+                &self,
+                pipeline: &str,
+                stream: &str,
+                prints: &[(String, String)],
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+                let now = now_ms();
+                for (key, print) in prints {
+                    sqlx::query(
+                        "INSERT INTO sync_fingerprints (pipeline, stream, record_key, fingerprint, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (pipeline, stream, record_key) DO UPDATE SET
+                           fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                    )
+                    .bind(pipeline)
+                    .bind(stream)
+                    .bind(key)
+                    .bind(print)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db_err(e))?;
+                Ok(())
             }
 
             /// The newest purge anchor of the audit log.

@@ -76,6 +76,9 @@ impl SqliteStateStore {
         self.pool.close().await;
     }
 
+    const FINGERPRINTS_SQL: &'static str = "SELECT record_key, fingerprint FROM sync_fingerprints
+         WHERE pipeline = $1 AND stream = $2 AND record_key IN (SELECT value FROM json_each($3))";
+
     const ENSURE_LEASES_SQL: &'static str = "INSERT INTO leases (name)
          SELECT value FROM json_each($1) WHERE true ON CONFLICT (name) DO NOTHING";
 

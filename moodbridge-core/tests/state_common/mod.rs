@@ -498,6 +498,43 @@ pub async fn retention_purges_only_old_finished_work<B: Backend>() {
     );
 }
 
+pub async fn fingerprints_are_remembered_per_record<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    assert!(
+        s.fingerprints("p", "Account", &["001".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.put_fingerprints(
+        "p",
+        "Account",
+        &[("001".into(), "aa".into()), ("002".into(), "bb".into())],
+    )
+    .await
+    .unwrap();
+    s.put_fingerprints("p", "Account", &[("001".into(), "cc".into())])
+        .await
+        .unwrap();
+    s.put_fingerprints("p", "Contact", &[("001".into(), "zz".into())])
+        .await
+        .unwrap();
+    let got = s
+        .fingerprints("p", "Account", &["001".into(), "002".into(), "003".into()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got["001"], "cc", "the latest write wins");
+    assert_eq!(got["002"], "bb");
+    assert!(
+        s.fingerprints("p", "Account", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// One `#[tokio::test]` per shared test, for backend `$b`.
 #[macro_export]
 macro_rules! state_store_tests {
@@ -546,6 +583,10 @@ macro_rules! state_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_claims_never_give_one_pipeline_to_two_workers() {
             state_common::concurrent_claims_never_give_one_pipeline_to_two_workers::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn fingerprints_are_remembered_per_record() {
+            state_common::fingerprints_are_remembered_per_record::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn retention_purges_only_old_finished_work() {
