@@ -189,26 +189,75 @@ impl Worker {
         self
     }
 
-    /// Poll every job until `shutdown` completes. A run in progress when it does is
-    /// stopped; its last committed checkpoint stays.
+    /// Poll until `shutdown` completes. Each poll claims, among the jobs that look due,
+    /// one whose lease is free or lapsed (`StateStore::claim_lease`: on PostgreSQL
+    /// `FOR UPDATE SKIP LOCKED`, so workers polling at once take different pipelines),
+    /// checks it is still due under the lease, and runs it; it polls again at once after
+    /// a run, else after the poll interval. A run in progress when `shutdown` completes
+    /// is stopped; its last committed checkpoint stays.
     pub async fn run_until(&self, shutdown: impl Future) -> Result<()> {
         tokio::pin!(shutdown);
         loop {
-            for job in &self.jobs {
+            let ran = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                ran = self.poll_once() => match ran {
+                    Ok(ran) => ran,
+                    Err(e) => {
+                        tracing::warn!(worker = %self.id, error = %e, "scheduling poll failed");
+                        false
+                    }
+                },
+            };
+            if !ran {
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
-                    tick = self.tick(job) => {
-                        if let Err(e) = tick {
-                            tracing::warn!(worker = %self.id, pipeline = %job.pipeline.name(), error = %e, "scheduled run failed");
-                        }
-                    }
+                    () = tokio::time::sleep(self.poll) => {}
                 }
             }
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(self.poll) => {}
+        }
+    }
+
+    /// Claim and run one due job; `true` if one ran.
+    async fn poll_once(&self) -> Result<bool> {
+        let state = self.engine.state();
+        let mut candidates = Vec::new();
+        for job in &self.jobs {
+            if self.looks_due(job).await? {
+                candidates.push(job.lease_name());
             }
         }
+        let Some(lease) = state
+            .claim_lease(&candidates, &self.id, self.lease_ttl)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let Some(job) = self.jobs.iter().find(|j| j.lease_name() == lease.name) else {
+            state.release_lease(&lease).await?;
+            return Ok(false);
+        };
+        let tick = self.run_if_due(job, &lease).await;
+        if !matches!(tick, Ok(Tick::LostLease)) {
+            state.release_lease(&lease).await?;
+        }
+        Ok(matches!(tick?, Tick::Ran(_)))
+    }
+
+    /// Due by the state store, without the lease: never ran, last run still marked
+    /// running (perhaps orphaned: only a lapsed lease can be claimed), or its next slot
+    /// has come.
+    async fn looks_due(&self, job: &Job) -> Result<bool> {
+        let last = self
+            .engine
+            .state()
+            .recent_runs(job.pipeline.name(), 1)
+            .await?
+            .pop();
+        Ok(match last {
+            None => true,
+            Some(r) if r.status == RunStatus::Running => true,
+            Some(r) => job.schedule.next_after(Some(r.started_at))? <= SystemTime::now(),
+        })
     }
 
     /// Poll one job once: run it if it is due and this worker gets its lease.
