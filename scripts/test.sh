@@ -70,6 +70,8 @@ start_postgres() {
     -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off" start >/dev/null \
     || { cat "$PG_DIR/server.log"; return 1; }
   export MOODBRIDGE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port"
+  # pg_dump / pg_restore of the same version, for the backup-and-restore test.
+  export MOODBRIDGE_TEST_PGBIN="$PGBIN"
   echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 stop_postgres() {
