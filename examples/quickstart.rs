@@ -6,7 +6,10 @@
 //!    in this file; real hosts get Salesforce, S3 … from cargo features);
 //! 3. read a stream through the policy configured in TOML — a flaky platform is retried
 //!    with backoff, a dead one trips the circuit breaker and health reports it;
-//! 4. print a summary.
+//! 4. sync 10,000 Salesforce-shaped Accounts into the embedded SQLite warehouse through a
+//!    validating pipeline, with a progress bar, then run it again incrementally: the
+//!    checkpoint says there is nothing new;
+//! 5. print a summary.
 //!
 //! Run: `cargo run --example quickstart`. (The quickstart issue turns this into the full
 //! Salesforce-sandbox → warehouse sync.)
@@ -264,11 +267,100 @@ async fn main() -> Result<()> {
     let breaker_state = built.policy.circuit_breaker().map(|b| b.state());
     println!("== circuit breaker: {breaker_state:?}");
 
-    if health.status != HealthStatus::Down || records != 5000 {
+    // 5. The sync engine: source → mapping → validation → warehouse, with checkpoints.
+    let (warehoused, again) = sync_to_warehouse().await?;
+
+    if health.status != HealthStatus::Down || records != 5000 || warehoused != 10_000 || again != 0
+    {
         return Err(Error::internal("the quickstart did not behave as expected"));
     }
     println!(
-        "\nquickstart finished: read {records} records; retries and breaker behaved as configured."
+        "\nquickstart finished: read {records} records; retries and breaker behaved as configured; \
+         {warehoused} accounts warehoused."
     );
     Ok(())
+}
+
+const PIPELINE: &str = r#"
+name = "accounts-to-warehouse"
+
+[[streams]]
+name = "Account"
+target = "accounts"
+batch_size = 2000
+mapping = [{ op = "constant", field = "source", value = "salesforce" }]
+sanitize = { trim = true, strip_control = true }
+validate = [
+  { rule = "required", field = "Name" },
+  { rule = "pattern", field = "Website", regex = "^https://" },
+]
+"#;
+
+/// Sync generated Accounts into a SQLite warehouse; returns the records written by the
+/// first run and read by the second.
+async fn sync_to_warehouse() -> Result<(u64, u64)> {
+    use moodbridge::engine::{MemorySource, Pipeline, ProgressEvent, SqliteTableSink, SyncEngine};
+    use moodbridge::state::SqliteStateStore;
+
+    let dir = std::env::temp_dir().join("moodbridge-quickstart");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::internal("cannot create the data dir").with_source(e))?;
+    let state = Arc::new(SqliteStateStore::open(&dir.join("state.db")).await?);
+    let warehouse = SqliteTableSink::open(&dir.join("warehouse.db")).await?;
+    let source = MemorySource::accounts(10_000);
+    let pipeline = Pipeline::from_toml(PIPELINE)?;
+    let engine = SyncEngine::new(state);
+
+    // Progress events drive a bar; the engine never waits for the bar.
+    let mut events = engine.subscribe();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>8} [{bar:40}] {pos}/{len} ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let drawing = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                match event {
+                    ProgressEvent::StreamStarted { stream, total, .. } => {
+                        bar.set_message(stream);
+                        bar.set_length(total.unwrap_or(0));
+                        bar.set_position(0);
+                    }
+                    ProgressEvent::Batch { progress, .. } => bar.set_position(progress.read),
+                    ProgressEvent::RunFinished { .. } => break,
+                    _ => {}
+                }
+            }
+        })
+    };
+    println!("== syncing Accounts into the warehouse");
+    let first = engine.run(&pipeline, &source, &warehouse).await?;
+    let _ = drawing.await;
+    bar.finish();
+    let (name, progress) = &first.streams[0];
+    println!(
+        "== {name}: read {}, written {}, failed {} in {:.2} s ({:.0} records/s)",
+        progress.read,
+        progress.written,
+        progress.failed,
+        progress.elapsed.as_secs_f64(),
+        progress.rate
+    );
+    let second = engine.run(&pipeline, &source, &warehouse).await?;
+    println!(
+        "== incremental run: {} new records (resumed from the last checkpoint)",
+        second.counts.read
+    );
+    println!(
+        "== data: {} ({} rows in table accounts); state: {}",
+        warehouse.path().display(),
+        warehouse.count("accounts").await?,
+        dir.join("state.db").display()
+    );
+    Ok((first.counts.written, second.counts.read))
 }

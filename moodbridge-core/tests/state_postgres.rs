@@ -113,8 +113,14 @@ async fn a_pg_dump_restored_into_a_new_database_holds_exactly_the_state() {
     assert!(ok.success(), "pg_restore failed");
 
     let restored = target.open().await;
-    assert_eq!(restored.run(run).await.unwrap(), store.run(run).await.unwrap());
-    assert_eq!(restored.audit(run).await.unwrap(), store.audit(run).await.unwrap());
+    assert_eq!(
+        restored.run(run).await.unwrap(),
+        store.run(run).await.unwrap()
+    );
+    assert_eq!(
+        restored.audit(run).await.unwrap(),
+        store.audit(run).await.unwrap()
+    );
     assert_eq!(
         restored.checkpoint("p", "Case").await.unwrap(),
         store.checkpoint("p", "Case").await.unwrap()
