@@ -24,6 +24,8 @@ use moodbridge_core::state::{PostgresStateStore, RunStatus, StateStore};
 use moodbridge_core::{SyncSink, WriteMode};
 use sqlx::Connection;
 
+mod pg_support;
+
 const RECORDS: u64 = 20_000;
 
 fn pipeline() -> Pipeline {
@@ -109,18 +111,7 @@ async fn lease_holder(url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_worker_resumes_the_run_of_a_killed_one() {
-    let server = std::env::var("MOODBRIDGE_TEST_POSTGRES_URL").expect(
-        "MOODBRIDGE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL on 127.0.0.1",
-    );
-    let name = format!("scale_test_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{server}/{name}");
+    let url = pg_support::fresh_database("scale_test").await;
     let state = PostgresStateStore::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);

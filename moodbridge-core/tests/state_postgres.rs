@@ -7,6 +7,7 @@
 )]
 #![allow(async_fn_in_trait, reason = "test-only trait")]
 
+mod pg_support;
 mod state_common;
 
 use moodbridge_core::state::PostgresStateStore;
@@ -17,12 +18,6 @@ struct Postgres {
     url: String,
 }
 
-fn server_url() -> String {
-    std::env::var("MOODBRIDGE_TEST_POSTGRES_URL").expect(
-        "MOODBRIDGE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL on 127.0.0.1",
-    )
-}
-
 impl Backend for Postgres {
     type Store = PostgresStateStore;
     const DROP_GUARDS: [&'static str; 2] = [
@@ -31,17 +26,8 @@ impl Backend for Postgres {
     ];
 
     async fn new() -> Self {
-        let server = server_url();
-        let name = format!("state_test_{:016x}", rand_u64());
-        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
         Postgres {
-            url: format!("{server}/{name}"),
+            url: pg_support::fresh_database("state_test").await,
         }
     }
 
@@ -63,11 +49,6 @@ impl Backend for Postgres {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 state_store_tests!(Postgres);

@@ -81,6 +81,7 @@ impl RunStatus {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "running" => RunStatus::Running,
@@ -163,6 +164,7 @@ impl AuditOperation {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "create" => AuditOperation::Create,
@@ -267,6 +269,7 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> 
         .collect()
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Checks the audit chain one record at a time (records in `seq` order, from 1), so a
 /// log of any length is verified in constant memory.
 pub(crate) struct ChainVerifier {
@@ -275,6 +278,7 @@ pub(crate) struct ChainVerifier {
     checked: u64,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl ChainVerifier {
     /// A verifier starting after the newest purge anchor (`None`: from the genesis).
     pub(crate) fn new(anchor: Option<(i64, String)>) -> Self {

@@ -70,6 +70,7 @@ impl FailureStage {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "mapping" => FailureStage::Mapping,
