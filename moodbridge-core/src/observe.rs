@@ -144,6 +144,13 @@ pub mod metric {
     pub const IN_FLIGHT: &str = "moodbridge_bulkhead_in_flight";
     /// Counter: attempts that hit the per-attempt timeout, by `platform`, `operation`.
     pub const ATTEMPT_TIMEOUTS: &str = "moodbridge_attempt_timeouts_total";
+    /// Counter: records handled by the sync engine, by `pipeline`, `stream`, `outcome`
+    /// (`read`, `written`, `failed`).
+    pub const SYNC_RECORDS: &str = "moodbridge_sync_records_total";
+    /// Counter: checkpoints committed by the sync engine, by `pipeline`, `stream`.
+    pub const SYNC_CHECKPOINTS: &str = "moodbridge_sync_checkpoints_total";
+    /// Counter: sync runs ended, by `pipeline`, `status` (`succeeded`, `failed`).
+    pub const SYNC_RUNS: &str = "moodbridge_sync_runs_total";
 
     /// Register a description and unit for each metric with the installed recorder.
     pub fn describe() {
@@ -181,5 +188,16 @@ pub mod metric {
             Unit::Count,
             "Attempts that hit the per-attempt timeout"
         );
+        describe_counter!(
+            SYNC_RECORDS,
+            Unit::Count,
+            "Records handled by the sync engine"
+        );
+        describe_counter!(
+            SYNC_CHECKPOINTS,
+            Unit::Count,
+            "Checkpoints committed by the sync engine"
+        );
+        describe_counter!(SYNC_RUNS, Unit::Count, "Sync runs ended");
     }
 }

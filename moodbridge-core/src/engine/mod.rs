@@ -66,6 +66,7 @@ use tokio::sync::broadcast;
 
 use crate::catalog::{StreamDescriptor, SyncMode};
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe::metric;
 use crate::record::{Record, RecordBatch};
 use crate::resilience::{Operation, Policy, RetryConfig};
 use crate::state::{
@@ -183,6 +184,8 @@ impl SyncEngine {
         self.state
             .finish_run(run, status, report.counts, error.as_deref())
             .await?;
+        metrics::counter!(metric::SYNC_RUNS, "pipeline" => pipeline.name().to_owned(), "status" => status.as_str())
+            .increment(1);
         self.emit(ProgressEvent::RunFinished {
             run,
             status,
@@ -394,6 +397,12 @@ impl StreamRun<'_> {
             .commit_checkpoint(self.pipeline.name(), cp, self.run)
             .await?;
         self.engine.state.update_run(self.run, self.counts).await?;
+        metrics::counter!(
+            metric::SYNC_CHECKPOINTS,
+            "pipeline" => self.pipeline.name().to_owned(),
+            "stream" => cp.stream.clone()
+        )
+        .increment(1);
         self.engine.emit(ProgressEvent::Checkpoint {
             run: self.run,
             stream: cp.stream.clone(),
@@ -468,6 +477,17 @@ impl StreamRun<'_> {
             self.engine.state.append_audit(&audit).await?;
         }
         let written = report.succeeded() as u64;
+        for (outcome, n) in [("read", read), ("written", written), ("failed", failed)] {
+            if n > 0 {
+                metrics::counter!(
+                    metric::SYNC_RECORDS,
+                    "pipeline" => self.pipeline.name().to_owned(),
+                    "stream" => self.plan.config.name.clone(),
+                    "outcome" => outcome
+                )
+                .increment(n);
+            }
+        }
         self.progress.written += written;
         self.progress.failed += failed;
         self.counts.written += written;

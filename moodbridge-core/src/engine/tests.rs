@@ -50,3 +50,64 @@ fn a_bidirectional_config_reports_every_problem() {
         assert!(err.contains(part), "{part:?} missing from {err}");
     }
 }
+
+#[test]
+fn runs_count_records_checkpoints_and_runs_as_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let state = std::sync::Arc::new(
+                    crate::state::SqliteStateStore::open(&dir.path().join("s.db"))
+                        .await
+                        .unwrap(),
+                );
+                let pipeline = Pipeline::from_toml(
+                    "name = \"m\"\n[[streams]]\nname = \"Account\"\nbatch_size = 100\n",
+                )
+                .unwrap();
+                SyncEngine::new(state)
+                    .run(&pipeline, &MemorySource::accounts(250), &MemorySink::new())
+                    .await
+                    .unwrap();
+            });
+    });
+    let mut seen = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        if let DebugValue::Counter(n) = value {
+            seen.insert(format!("{}{{{}}}", key.key().name(), labels.join(",")), n);
+        }
+    }
+    let get = |k: &str| {
+        seen.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing from {seen:?}"))
+    };
+    assert_eq!(
+        get("moodbridge_sync_records_total{pipeline=m,stream=Account,outcome=read}"),
+        250
+    );
+    assert_eq!(
+        get("moodbridge_sync_records_total{pipeline=m,stream=Account,outcome=written}"),
+        250
+    );
+    assert_eq!(
+        get("moodbridge_sync_checkpoints_total{pipeline=m,stream=Account}"),
+        3
+    );
+    assert_eq!(
+        get("moodbridge_sync_runs_total{pipeline=m,status=succeeded}"),
+        1
+    );
+}
