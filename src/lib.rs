@@ -21,6 +21,10 @@ pub use moodbridge_core::*;
 /// Tokens and secrets: credential stores (in-memory, environment, encrypted SQLite).
 pub use moodbridge_auth as auth;
 
+/// Salesforce (feature `salesforce`): SOQL builder, error mapping.
+#[cfg(feature = "salesforce")]
+pub use connector_salesforce as salesforce;
+
 /// A [`Registry`] holding the factory of every connector this build enables.
 ///
 /// ```
