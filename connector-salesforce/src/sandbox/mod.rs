@@ -1,5 +1,197 @@
 //! A local Salesforce-compatible sandbox server (feature `sandbox`), built from the
-//! published REST API reference because Salesforce has no emulator. This step holds its
-//! SOQL parser; the server itself lands with the next step of the connector.
+//! published REST API reference because Salesforce has no emulator: for tests, examples
+//! and local development, on 127.0.0.1 only.
+//!
+//! It serves what the connector uses, faithfully to the reference: `/services/data`
+//! versions, the OAuth token endpoint (client credentials and refresh token so far),
+//! query / queryMore (server-side cursors, 2,000 records a page by default) / queryAll
+//! (soft-deleted records included), a SOQL parser for the subset the builder emits,
+//! sObject create / retrieve / update / delete / upsert by external id, describeGlobal
+//! and describe (with `If-Modified-Since`), limits and a `Sforce-Limit-Info` header that
+//! counts down, Salesforce's error format, and `SystemModstamp` / `LastModifiedDate`
+//! maintenance. Data lives in memory and can be seeded deterministically.
+//!
+//! ```
+//! use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let sandbox = Sandbox::new(SandboxConfig::default()).seed(5, 2, 42).start().await.unwrap();
+//! assert!(sandbox.url().starts_with("http://127.0.0.1:"));
+//! let token = sandbox.issue_token();
+//! assert!(!token.is_empty());
+//! sandbox.stop().await;
+//! # });
+//! ```
 
+mod eval;
+pub mod org;
+mod server;
 pub mod soql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moodbridge_core::{Error, Result};
+use tokio::sync::oneshot;
+
+use org::{ObjectDef, Org};
+
+/// How the sandbox behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    /// API versions served (the client picks the newest it accepts).
+    pub versions: Vec<String>,
+    /// Records per query page (Salesforce's default is 2,000).
+    pub page_size: usize,
+    /// How long an access token lives.
+    pub token_ttl: Duration,
+    /// API calls allowed before `REQUEST_LIMIT_EXCEEDED`.
+    pub daily_api_limit: u64,
+    /// The connected app's client id.
+    pub client_id: String,
+    /// The connected app's client secret.
+    pub client_secret: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            versions: ["59.0", "60.0", "61.0", "62.0"].map(String::from).to_vec(),
+            page_size: 2_000,
+            token_ttl: Duration::from_secs(7_200),
+            daily_api_limit: 100_000,
+            client_id: "sandbox-client".into(),
+            client_secret: "sandbox-secret".into(),
+        }
+    }
+}
+
+/// A sandbox to be started.
+#[derive(Debug)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    org: Org,
+}
+
+impl Sandbox {
+    /// A sandbox with Account, Contact and Case and no data.
+    pub fn new(config: SandboxConfig) -> Self {
+        Sandbox {
+            config,
+            org: Org::default(),
+        }
+    }
+
+    /// Add a custom object.
+    #[must_use]
+    pub fn define(mut self, object: ObjectDef) -> Self {
+        self.org.define(object);
+        self
+    }
+
+    /// Seed `accounts` Accounts with `per_account` Contacts and Cases each,
+    /// deterministically from `seed`.
+    #[must_use]
+    pub fn seed(mut self, accounts: u32, per_account: u32, seed: u64) -> Self {
+        self.org.seed(accounts, per_account, seed);
+        self
+    }
+
+    /// Start serving on 127.0.0.1 at a free port.
+    pub async fn start(self) -> Result<RunningSandbox> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| {
+                Error::unavailable("cannot bind the sandbox to 127.0.0.1").with_source(e)
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal("the sandbox has no address").with_source(e))?;
+        let url = format!("http://{addr}");
+        let shared = Arc::new(server::Shared::new(self.org, self.config, url.clone()));
+        let app = server::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(RunningSandbox {
+            url,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running sandbox; stopped by [`stop`](RunningSandbox::stop) or when dropped.
+pub struct RunningSandbox {
+    url: String,
+    shared: Arc<server::Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSandbox")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningSandbox {
+    /// Its base URL (`http://127.0.0.1:PORT`), the `instance_url` of its tokens.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A valid access token, without going through the token endpoint.
+    pub fn issue_token(&self) -> String {
+        self.shared.issue_token()
+    }
+
+    /// A refresh token the token endpoint accepts.
+    pub fn issue_refresh_token(&self) -> String {
+        self.shared.issue_refresh_token()
+    }
+
+    /// Expire every access token now (the next call gets `INVALID_SESSION_ID`).
+    pub fn expire_tokens(&self) {
+        self.shared.expire_tokens();
+    }
+
+    /// The org, to inspect or change it directly.
+    pub fn with_org<T>(&self, f: impl FnOnce(&mut Org) -> T) -> T {
+        let mut org = self
+            .shared
+            .org
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut org)
+    }
+
+    /// Stop serving and wait until the server is down.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

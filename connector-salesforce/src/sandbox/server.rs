@@ -1,0 +1,706 @@
+//! The sandbox's HTTP surface, after Salesforce's REST API reference: API versions, the
+//! OAuth token endpoint, query / queryMore / queryAll with server-side cursors, sObject
+//! create / retrieve / update / delete / upsert by external id, describeGlobal and
+//! describe (with `If-Modified-Since`), limits with a counting-down `Sforce-Limit-Info`
+//! header, and Salesforce's error format.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{Form, Path, Query as UrlQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::org::{Fields, Org};
+use super::{SandboxConfig, eval, soql};
+use crate::error::ApiError;
+
+/// Shared state of a running sandbox.
+pub(crate) struct Shared {
+    pub(crate) org: Mutex<Org>,
+    pub(crate) config: SandboxConfig,
+    pub(crate) base_url: String,
+    tokens: Mutex<HashMap<String, Instant>>,
+    refresh_tokens: Mutex<HashMap<String, ()>>,
+    cursors: Mutex<HashMap<String, Cursor>>,
+    api_used: Mutex<u64>,
+    next: Mutex<u64>,
+}
+
+struct Cursor {
+    records: Vec<Value>,
+    version: String,
+}
+
+impl Shared {
+    pub(crate) fn new(org: Org, config: SandboxConfig, base_url: String) -> Self {
+        Shared {
+            org: Mutex::new(org),
+            config,
+            base_url,
+            tokens: Mutex::new(HashMap::new()),
+            refresh_tokens: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            api_used: Mutex::new(0),
+            next: Mutex::new(0),
+        }
+    }
+
+    fn counter(&self) -> u64 {
+        let mut n = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        *n += 1;
+        *n
+    }
+
+    /// A new access token, valid for the configured time.
+    pub(crate) fn issue_token(&self) -> String {
+        let token = format!(
+            "00D8d0000000001!sandbox.{:016x}",
+            self.counter() ^ 0x5a5a_a5a5_1234_5678
+        );
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.clone(), Instant::now() + self.config.token_ttl);
+        token
+    }
+
+    /// A new refresh token.
+    pub(crate) fn issue_refresh_token(&self) -> String {
+        let token = format!(
+            "5Aep861sandbox{:016x}",
+            self.counter() ^ 0x0f0f_f0f0_8765_4321
+        );
+        self.refresh_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.clone(), ());
+        token
+    }
+
+    /// End every access token now (as a session timeout would).
+    pub(crate) fn expire_tokens(&self) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn org(&self) -> std::sync::MutexGuard<'_, Org> {
+        self.org.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An error response in Salesforce's shape.
+struct Failure(StatusCode, Vec<ApiError>);
+
+impl Failure {
+    fn new(status: StatusCode, e: ApiError) -> Self {
+        Failure(status, vec![e])
+    }
+    fn bad(e: ApiError) -> Self {
+        let status = match e.error_code.as_str() {
+            "NOT_FOUND" | "ENTITY_IS_DELETED" => StatusCode::NOT_FOUND,
+            "MULTIPLE_CHOICES" => StatusCode::MULTIPLE_CHOICES,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Failure::new(status, e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+type Reply = Result<Response, Failure>;
+
+/// The router; `shared` holds the org.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/query", get(query))
+        .route("/queryAll", get(query_all))
+        .route("/query/{locator}", get(query_more))
+        .route("/queryAll/{locator}", get(query_more))
+        .route("/sobjects", get(describe_global))
+        .route("/sobjects/{object}", post(create))
+        .route("/sobjects/{object}/describe", get(describe))
+        .route(
+            "/sobjects/{object}/{id}",
+            get(retrieve).patch(update).delete(delete),
+        )
+        .route(
+            "/sobjects/{object}/{field}/{value}",
+            get(retrieve_by).patch(upsert),
+        )
+        .route("/limits", get(limits))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize));
+    Router::new()
+        .route("/services/data", get(versions))
+        .route("/services/data/", get(versions))
+        .route("/services/oauth2/token", post(token))
+        .nest("/services/data/{version}", api)
+        .with_state(shared)
+}
+
+async fn versions(State(s): State<Arc<Shared>>) -> Response {
+    let list: Vec<Value> = s
+        .config
+        .versions
+        .iter()
+        .map(|v| json!({"label": format!("API {v}"), "url": format!("/services/data/v{v}"), "version": v}))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn token(State(s): State<Arc<Shared>>, Form(form): Form<TokenForm>) -> Response {
+    let client_ok = form.client_id.as_deref() == Some(s.config.client_id.as_str())
+        && form.client_secret.as_deref() == Some(s.config.client_secret.as_str());
+    match form.grant_type.as_str() {
+        "client_credentials" if client_ok => {}
+        "client_credentials" => return oauth_error("invalid_client", "invalid client credentials"),
+        "refresh_token" => {
+            let known = form.refresh_token.as_deref().is_some_and(|t| {
+                s.refresh_tokens
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(t)
+            });
+            if !known {
+                return oauth_error("invalid_grant", "expired access/refresh token");
+            }
+        }
+        other => {
+            return oauth_error(
+                "unsupported_grant_type",
+                &format!("grant type not supported: {other}"),
+            );
+        }
+    }
+    let issued_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let body = json!({
+        "access_token": s.issue_token(),
+        "instance_url": s.base_url,
+        "id": format!("{}/id/00D8d0000000001EAA/0058d000000001AAAA", s.base_url),
+        "token_type": "Bearer",
+        "issued_at": issued_at.to_string(),
+        "scope": "api refresh_token",
+    });
+    axum::Json(body).into_response()
+}
+
+/// Checks the bearer token and the API version, counts the call against the daily
+/// limit, and adds `Sforce-Limit-Info` to the answer.
+async fn authorize(
+    State(s): State<Arc<Shared>>,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("OAuth "))
+        });
+    let valid = session.is_some_and(|t| {
+        s.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(t)
+            .is_some_and(|until| *until > Instant::now())
+    });
+    if !valid {
+        return Failure::new(
+            StatusCode::UNAUTHORIZED,
+            ApiError::new("INVALID_SESSION_ID", "Session expired or invalid"),
+        )
+        .into_response();
+    }
+    let version = params
+        .get("version")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !version
+        .strip_prefix('v')
+        .is_some_and(|v| s.config.versions.iter().any(|x| x == v))
+    {
+        return Failure::new(
+            StatusCode::NOT_FOUND,
+            ApiError::new("NOT_FOUND", "The requested resource does not exist"),
+        )
+        .into_response();
+    }
+    let used = {
+        let mut used = s.api_used.lock().unwrap_or_else(PoisonError::into_inner);
+        if *used >= s.config.daily_api_limit {
+            None
+        } else {
+            *used += 1;
+            Some(*used)
+        }
+    };
+    let Some(used) = used else {
+        let mut r = Failure::new(
+            StatusCode::FORBIDDEN,
+            ApiError::new("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+        )
+        .into_response();
+        add_limit_header(&mut r, s.config.daily_api_limit, s.config.daily_api_limit);
+        return r;
+    };
+    let mut response = next.run(request).await;
+    add_limit_header(&mut response, used, s.config.daily_api_limit);
+    response
+}
+
+fn add_limit_header(r: &mut Response, used: u64, max: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{max}")) {
+        r.headers_mut().insert("Sforce-Limit-Info", v);
+    }
+}
+
+#[derive(Deserialize)]
+struct Q {
+    q: Option<String>,
+}
+
+fn version_of(v: &str) -> String {
+    v.trim_start_matches('v').to_owned()
+}
+
+async fn query(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<Q>,
+) -> Reply {
+    run_query(&s, &version_of(&p["version"]), q.q.as_deref(), false)
+}
+
+async fn query_all(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<Q>,
+) -> Reply {
+    run_query(&s, &version_of(&p["version"]), q.q.as_deref(), true)
+}
+
+fn run_query(s: &Shared, version: &str, text: Option<&str>, all_rows: bool) -> Reply {
+    let text = text.ok_or_else(|| {
+        Failure::bad(ApiError::new(
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        ))
+    })?;
+    let mut parsed = soql::parse(text)
+        .map_err(|e| Failure::bad(ApiError::new("MALFORMED_QUERY", e.to_string())))?;
+    parsed.all_rows |= all_rows;
+    let records = {
+        let org = s.org();
+        eval::run(&org, &parsed, version).map_err(Failure::bad)?
+    };
+    Ok(page(s, records, 0, version))
+}
+
+/// One page of a result; the rest is kept behind a locator (`<cursor>-<offset>`).
+fn page(s: &Shared, mut records: Vec<Value>, offset: usize, version: &str) -> Response {
+    let total = records.len() + offset;
+    let size = s.config.page_size.max(1);
+    let rest = if records.len() > size {
+        records.split_off(size)
+    } else {
+        Vec::new()
+    };
+    let mut body = json!({"totalSize": total, "done": rest.is_empty(), "records": records});
+    if !rest.is_empty() {
+        let id = format!("01g8d00000{:08X}", s.counter());
+        let next_offset = offset + size;
+        body["nextRecordsUrl"] = json!(format!(
+            "/services/data/v{version}/query/{id}-{next_offset}"
+        ));
+        s.cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                format!("{id}-{next_offset}"),
+                Cursor {
+                    records: rest,
+                    version: version.to_owned(),
+                },
+            );
+    }
+    axum::Json(body).into_response()
+}
+
+async fn query_more(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, String>>) -> Reply {
+    let locator = p.get("locator").cloned().unwrap_or_default();
+    let cursor = s
+        .cursors
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&locator)
+        .ok_or_else(|| {
+            Failure::bad(ApiError::new(
+                "INVALID_QUERY_LOCATOR",
+                "invalid query locator",
+            ))
+        })?;
+    let offset: usize = locator
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Ok(page(&s, cursor.records, offset, &cursor.version))
+}
+
+fn body_fields(body: &[u8]) -> Result<Fields, Failure> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(Failure::bad(ApiError::new(
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        ))),
+    }
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let fields = body_fields(&body)?;
+    let id = s
+        .org()
+        .create(&p["object"], &fields)
+        .map_err(Failure::bad)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "success": true, "errors": []})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Fieldsq {
+    fields: Option<String>,
+}
+
+fn shape_one(
+    s: &Shared,
+    object: &str,
+    record: &Fields,
+    fields: Option<&str>,
+    version: &str,
+) -> Value {
+    let org = s.org();
+    let def = org.object(object).cloned();
+    let mut out = serde_json::Map::new();
+    let name = def.as_ref().map_or(object, |d| d.name.as_str());
+    let id = record.get("Id").and_then(Value::as_str).unwrap_or_default();
+    out.insert(
+        "attributes".into(),
+        json!({"type": name, "url": format!("/services/data/v{version}/sobjects/{name}/{id}")}),
+    );
+    match fields {
+        Some(list) => {
+            for f in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                let key = def
+                    .as_ref()
+                    .and_then(|d| d.field(f))
+                    .map_or(f.to_owned(), |d| d.name.clone());
+                out.insert(
+                    key.clone(),
+                    record.get(&key).cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+        None => {
+            for f in def.iter().flat_map(|d| d.fields.iter()) {
+                out.insert(
+                    f.name.clone(),
+                    record.get(&f.name).cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+async fn retrieve(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<Fieldsq>,
+) -> Reply {
+    let (object, id, version) = (&p["object"], &p["id"], version_of(&p["version"]));
+    let record = {
+        let org = s.org();
+        if org.object(object).is_none() {
+            return Err(Failure::bad(ApiError::new(
+                "NOT_FOUND",
+                "The requested resource does not exist",
+            )));
+        }
+        org.get(org.object(object).map_or("", |d| d.name.as_str()), id)
+            .cloned()
+    };
+    let record = record.ok_or_else(|| {
+        Failure::bad(ApiError::new(
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ))
+    })?;
+    Ok(axum::Json(shape_one(
+        &s,
+        object,
+        &record,
+        q.fields.as_deref(),
+        &version,
+    ))
+    .into_response())
+}
+
+async fn retrieve_by(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<Fieldsq>,
+) -> Reply {
+    let (object, field, value, version) = (
+        &p["object"],
+        &p["field"],
+        &p["value"],
+        version_of(&p["version"]),
+    );
+    let record = {
+        let org = s.org();
+        let def = org.object(object).ok_or_else(|| {
+            Failure::bad(ApiError::new(
+                "NOT_FOUND",
+                "The requested resource does not exist",
+            ))
+        })?;
+        let f = def
+            .field(field)
+            .filter(|f| f.external_id)
+            .ok_or_else(|| {
+                Failure::bad(ApiError::new(
+                    "NOT_FOUND",
+                    format!(
+                        "Provided external ID field does not exist or is not accessible: {field}"
+                    ),
+                ))
+            })?
+            .name
+            .clone();
+        org.rows(&def.name, false)
+            .into_iter()
+            .find(|r| r.get(&f).and_then(Value::as_str) == Some(value.as_str()))
+            .cloned()
+    };
+    let record = record.ok_or_else(|| {
+        Failure::bad(ApiError::new(
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ))
+    })?;
+    Ok(axum::Json(shape_one(
+        &s,
+        object,
+        &record,
+        q.fields.as_deref(),
+        &version,
+    ))
+    .into_response())
+}
+
+async fn update(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let fields = body_fields(&body)?;
+    let object = s
+        .org()
+        .object(&p["object"])
+        .map(|d| d.name.clone())
+        .unwrap_or_else(|| p["object"].clone());
+    s.org()
+        .update(&object, &p["id"], &fields)
+        .map_err(Failure::bad)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, String>>) -> Reply {
+    let object = s
+        .org()
+        .object(&p["object"])
+        .map(|d| d.name.clone())
+        .unwrap_or_else(|| p["object"].clone());
+    s.org().delete(&object, &p["id"]).map_err(Failure::bad)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn upsert(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let fields = body_fields(&body)?;
+    let (id, created) = s
+        .org()
+        .upsert(&p["object"], &p["field"], &p["value"], &fields)
+        .map_err(Failure::bad)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(json!({"id": id, "success": true, "errors": [], "created": created})),
+    )
+        .into_response())
+}
+
+async fn describe_global(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Response {
+    let version = version_of(&p["version"]);
+    let org = s.org();
+    let objects: Vec<Value> = org
+        .objects()
+        .map(|o| {
+            json!({
+                "name": o.name, "label": o.name.trim_end_matches("__c").replace('_', " "),
+                "keyPrefix": o.key_prefix, "custom": o.is_custom(),
+                "queryable": true, "createable": true, "updateable": true, "deletable": true,
+                "urls": {
+                    "sobject": format!("/services/data/v{version}/sobjects/{}", o.name),
+                    "describe": format!("/services/data/v{version}/sobjects/{}/describe", o.name),
+                    "rowTemplate": format!("/services/data/v{version}/sobjects/{}/{{ID}}", o.name),
+                },
+            })
+        })
+        .collect();
+    axum::Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": objects}))
+        .into_response()
+}
+
+async fn describe(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Reply {
+    let org = s.org();
+    let def = org.object(&p["object"]).ok_or_else(|| {
+        Failure::bad(ApiError::new(
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ))
+    })?;
+    let changed = httpdate_secs(org.schema_changed);
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(httpdate_parse);
+    let last_modified = httpdate_format(org.schema_changed);
+    if since.is_some_and(|t| t >= changed) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&last_modified) {
+            r.headers_mut().insert(header::LAST_MODIFIED, v);
+        }
+        return Ok(r);
+    }
+    let fields: Vec<Value> = def
+        .fields
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name, "label": f.name.trim_end_matches("__c").replace('_', " "),
+                "type": f.field_type, "nillable": f.nillable, "externalId": f.external_id,
+                "createable": !f.system, "updateable": !f.system, "custom": f.name.ends_with("__c"),
+                "length": f.length.unwrap_or(0), "referenceTo": f.reference_to,
+                "relationshipName": if f.field_type == "reference" { Value::String(f.name.trim_end_matches("Id").to_owned()) } else { Value::Null },
+            })
+        })
+        .collect();
+    let body = json!({
+        "name": def.name, "label": def.name, "keyPrefix": def.key_prefix, "custom": def.is_custom(),
+        "queryable": true, "createable": true, "updateable": true, "deletable": true, "fields": fields,
+    });
+    let mut r = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&last_modified) {
+        r.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+    Ok(r)
+}
+
+async fn limits(State(s): State<Arc<Shared>>) -> Response {
+    let used = *s.api_used.lock().unwrap_or_else(PoisonError::into_inner);
+    let max = s.config.daily_api_limit;
+    axum::Json(json!({
+        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+        "DailyBulkV2QueryJobs": {"Max": 10_000, "Remaining": 10_000},
+        "DataStorageMB": {"Max": 1_024, "Remaining": 1_000},
+    }))
+    .into_response()
+}
+
+fn httpdate_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An HTTP date (RFC 7231 IMF-fixdate).
+fn httpdate_format(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let rfc = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-20T10:00:00Z
+    let secs = httpdate_secs(t);
+    let weekday = DAYS[((secs / 86_400) % 7) as usize];
+    let (y, m, d) = (&rfc[0..4], &rfc[5..7], &rfc[8..10]);
+    let month = MONTHS[m.parse::<usize>().unwrap_or(1).saturating_sub(1).min(11)];
+    format!("{weekday}, {d} {month} {y} {} GMT", &rfc[11..19])
+}
+
+fn httpdate_parse(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, d, mon, y, hms, _] = parts.as_slice() else {
+        return None;
+    };
+    let m = MONTHS.iter().position(|x| x == mon)? + 1;
+    let text = format!("{y}-{m:02}-{:0>2}T{hms}Z", d);
+    humantime::parse_rfc3339(&text).ok().map(httpdate_secs)
+}

@@ -1,0 +1,405 @@
+//! The sandbox speaks Salesforce's REST API: checked here with a plain HTTP client, the
+//! way any Salesforce client (ours, jsforce) talks to it.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use connector_salesforce::soql::{Soql, field};
+use serde_json::{Value, json};
+
+const V: &str = "/services/data/v62.0";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(sb: &RunningSandbox) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: sb.url().to_owned(),
+            token: sb.issue_token(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, v) = self.call(reqwest::Method::GET, path, None).await;
+        (s, v)
+    }
+
+    async fn query(&self, soql: &str) -> (u16, Value) {
+        let url = format!("{V}/query?q={}", urlencode(soql));
+        self.get(&url).await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn sandbox(config: SandboxConfig) -> RunningSandbox {
+    Sandbox::new(config).seed(30, 2, 7).start().await.unwrap()
+}
+
+#[tokio::test]
+async fn versions_and_the_token_endpoint() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let http = reqwest::Client::new();
+    let versions: Value = http
+        .get(format!("{}/services/data", sb.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.as_array().unwrap().last().unwrap()["version"],
+        "62.0"
+    );
+
+    let ok: Value = http
+        .post(format!("{}/services/oauth2/token", sb.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sandbox-client"),
+            ("client_secret", "sandbox-secret"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["instance_url"], sb.url());
+    assert_eq!(ok["token_type"], "Bearer");
+    let token = ok["access_token"].as_str().unwrap();
+    let limits = http
+        .get(format!("{}{V}/limits", sb.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limits.status(), 200, "the issued token works");
+
+    let bad = http
+        .post(format!("{}/services/oauth2/token", sb.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sandbox-client"),
+            ("client_secret", "wrong"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+
+    let refreshed: Value = http
+        .post(format!("{}/services/oauth2/token", sb.url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", sb.issue_refresh_token().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(refreshed["access_token"].is_string());
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_or_expired_session_gets_salesforce_error_array() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    assert_eq!(c.get(&format!("{V}/limits")).await.0, 200);
+    sb.expire_tokens();
+    let (status, body) = c.get(&format!("{V}/limits")).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID", "fields": []}])
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn query_pages_follow_next_records_url_to_the_end() {
+    let sb = sandbox(SandboxConfig {
+        page_size: 25,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let c = Client::new(&sb);
+    let (status, mut page) = c.query("SELECT Id, Name FROM Account ORDER BY Name").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["totalSize"], 30);
+    let mut names = Vec::new();
+    loop {
+        for r in page["records"].as_array().unwrap() {
+            assert_eq!(r["attributes"]["type"], "Account");
+            names.push(r["Name"].as_str().unwrap().to_owned());
+        }
+        if page["done"] == true {
+            break;
+        }
+        let next = page["nextRecordsUrl"].as_str().unwrap().to_owned();
+        assert!(next.starts_with(&format!("{V}/query/")), "{next}");
+        page = c.get(&next).await.1;
+    }
+    assert_eq!(names.len(), 30);
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    assert_eq!(names, sorted, "ORDER BY holds across pages");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn filters_built_by_our_builder_select_the_right_records() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let id = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/Account"),
+            Some(json!({"Name": "O'Brien & \"Sons\" 100%"})),
+        )
+        .await
+        .2["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = Soql::select(["Id", "Name"])
+        .from("Account")
+        .filter(field("Name").eq("O'Brien & \"Sons\" 100%"))
+        .build()
+        .unwrap();
+    let (status, body) = c.query(&q).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totalSize"], 1);
+    assert_eq!(body["records"][0]["Id"], id.as_str());
+
+    let q = Soql::select(["Id", "LastName", "Account.Name", "Account.BillingCity"])
+        .from("Contact")
+        // Every seeded contact's account is another one than the account created above.
+        .filter(!field("Account.Name").eq("O'Brien & \"Sons\" 100%"))
+        .limit(3)
+        .build()
+        .unwrap();
+    let (status, body) = c.query(&q).await;
+    assert_eq!(status, 200, "{body}");
+    let r = &body["records"][0];
+    assert_eq!(r["Account"]["attributes"]["type"], "Account", "{r}");
+    assert!(r["Account"]["Name"].is_string());
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn crud_upsert_and_query_all_see_the_platforms_stamps() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let (status, _, created) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/Case"),
+            Some(json!({"Subject": "Review NDA", "Status": "New"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(created["success"], true);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, before) = c
+        .get(&format!(
+            "{V}/sobjects/Case/{id}?fields=Subject,SystemModstamp"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(before["Subject"], "Review NDA");
+
+    let (status, _, _) = c
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/sobjects/Case/{id}"),
+            Some(json!({"Status": "Working"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, after) = c.get(&format!("{V}/sobjects/Case/{id}")).await;
+    assert_eq!(after["Status"], "Working");
+    assert!(
+        after["SystemModstamp"].as_str() > before["SystemModstamp"].as_str(),
+        "the platform stamps every write"
+    );
+
+    // Errors name the problem and the field.
+    let (status, _, err) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/Contact"),
+            Some(json!({"FirstName": "Ada"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err[0]["errorCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(err[0]["fields"], json!(["LastName"]));
+
+    // Upsert by external id: created, then updated.
+    let path = format!("{V}/sobjects/Account/External_Id__c/EXT-1");
+    let (s1, _, b1) = c
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"Name": "Ext One"})),
+        )
+        .await;
+    let (s2, _, b2) = c
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"Name": "Ext Uno"})),
+        )
+        .await;
+    assert_eq!((s1, b1["created"].clone()), (201, json!(true)));
+    assert_eq!((s2, b2["created"].clone()), (200, json!(false)));
+    assert_eq!(b1["id"], b2["id"]);
+    let (_, by_ext) = c.get(&path).await;
+    assert_eq!(by_ext["Name"], "Ext Uno");
+
+    // Delete is soft: query misses it, queryAll finds it with IsDeleted.
+    let (status, _, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{V}/sobjects/Case/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let q = format!("SELECT Id, IsDeleted FROM Case WHERE Id = '{id}'");
+    assert_eq!(c.query(&q).await.1["totalSize"], 0);
+    let (_, all) = c.get(&format!("{V}/queryAll?q={}", urlencode(&q))).await;
+    assert_eq!(all["totalSize"], 1);
+    assert_eq!(all["records"][0]["IsDeleted"], true);
+    let (status, gone) = c.get(&format!("{V}/sobjects/Case/{id}")).await;
+    assert_eq!(status, 404, "{gone}");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn describe_is_cached_with_if_modified_since_and_limits_count_down() {
+    let sb = sandbox(SandboxConfig {
+        daily_api_limit: 5,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let c = Client::new(&sb);
+    let (_, global) = c.get(&format!("{V}/sobjects")).await;
+    let names: Vec<&str> = global["sobjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Account", "Case", "Contact"]);
+
+    let (status, headers, describe) = c
+        .call(
+            reqwest::Method::GET,
+            &format!("{V}/sobjects/Contact/describe"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let account_id = describe["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "AccountId")
+        .unwrap();
+    assert_eq!(account_id["type"], "reference");
+    assert_eq!(account_id["referenceTo"], json!(["Account"]));
+    assert_eq!(headers["sforce-limit-info"], "api-usage=2/5");
+    let last_modified = headers["last-modified"].to_str().unwrap().to_owned();
+    let again = c
+        .http
+        .get(format!("{}{V}/sobjects/Contact/describe", c.base))
+        .bearer_auth(&c.token)
+        .header("If-Modified-Since", &last_modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["sforce-limit-info"], "api-usage=3/5");
+
+    // Two more calls spend the allowance; the next is refused with the documented error.
+    c.get(&format!("{V}/limits")).await;
+    let (_, limits) = c.get(&format!("{V}/limits")).await;
+    assert_eq!(limits["DailyApiRequests"]["Remaining"], 0);
+    let (status, err) = c.get(&format!("{V}/limits")).await;
+    assert_eq!(status, 403);
+    assert_eq!(err[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_queries_and_unknown_versions_are_refused_like_salesforce() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let (status, err) = c.query("SELECT Id FROM Account WHERE Name = 'a\\qb'").await;
+    assert_eq!(status, 400);
+    assert_eq!(err[0]["errorCode"], "MALFORMED_QUERY");
+    let (status, err) = c.query("SELECT Nope FROM Account").await;
+    assert_eq!(
+        (status, err[0]["errorCode"].clone()),
+        (400, json!("INVALID_FIELD"))
+    );
+    let (status, err) = c.query("SELECT Id FROM Nothing").await;
+    assert_eq!(
+        (status, err[0]["errorCode"].clone()),
+        (400, json!("INVALID_TYPE"))
+    );
+    let (status, _) = c.get("/services/data/v12.0/limits").await;
+    assert_eq!(status, 404);
+    sb.stop().await;
+}
