@@ -3,6 +3,10 @@
 //! The Salesforce connector of MoodBridge Integrations. Hosts enable it through the
 //! umbrella crate's `salesforce` feature (`moodbridge::salesforce`).
 //!
+//! - [`client`] — the REST client: token manager, instance allow-list, API version
+//!   discovery, query streams that follow `nextRecordsUrl` lazily, sObject CRUD and
+//!   upsert, limits — every call through a core `Policy`;
+//! - [`instance`] — where a bearer token may be sent (SSRF guard);
 //! - [`error`] — Salesforce's error arrays mapped into the SDK's one error model;
 //! - [`soql`] — a typed SOQL builder whose every value is escaped and every name checked;
 //! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server, starting with
@@ -14,7 +18,9 @@
 //! assert_eq!(q, "SELECT Id FROM Account WHERE Name = 'Acme'");
 //! ```
 
+pub mod client;
 pub mod error;
+pub mod instance;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod soql;

@@ -1,0 +1,628 @@
+//! The Salesforce REST client: tokens from the auth crate's token manager (refreshed and
+//! retried once on `INVALID_SESSION_ID`), the instance checked against the allow-list,
+//! the API version discovered, every call through a core `Policy`, every error mapped.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use futures::TryStreamExt;
+//! use connector_salesforce::client::{ApiVersion, SalesforceClient};
+//! use connector_salesforce::soql::{Soql, field};
+//! use moodbridge_auth::token_manager::TokenManager;
+//!
+//! # async fn run(tokens: TokenManager) -> moodbridge_core::Result<()> {
+//! let sf = SalesforceClient::builder("salesforce:prod", tokens, "salesforce-prod", "integration-user")
+//!     .api_version(ApiVersion::newest_up_to("62.0"))
+//!     .connect()
+//!     .await?;
+//! let q = Soql::select(["Id", "Subject"]).from("Case").filter(field("Status").eq("New")).build()?;
+//! let cases: Vec<serde_json::Value> = sf.query(&q).try_collect().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use moodbridge_auth::oauth::TokenSet;
+use moodbridge_auth::token_manager::TokenManager;
+use moodbridge_core::{Error, ErrorKind, Operation, Policy, Result, RetryConfig};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::map_error;
+use crate::instance::{InstanceAllowList, join};
+
+/// Which REST API version to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// The newest the org offers, not above `max` (if set).
+    Newest {
+        /// The highest version the host was tested with.
+        max: Option<String>,
+    },
+    /// Exactly this one; connecting fails clearly if the org no longer offers it.
+    Pinned(String),
+}
+
+impl ApiVersion {
+    /// The newest the org offers up to `max`.
+    pub fn newest_up_to(max: &str) -> Self {
+        ApiVersion::Newest {
+            max: Some(max.to_owned()),
+        }
+    }
+}
+
+fn version_number(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.trim_start_matches('v').split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Pick the version to use from those the org offers.
+fn choose_version(offered: &[String], wanted: &ApiVersion) -> Result<String> {
+    match wanted {
+        ApiVersion::Pinned(v) => offered.iter().find(|o| *o == v).cloned().ok_or_else(|| {
+            Error::config(format!(
+                "API version {v} is pinned, but this org no longer offers it (it offers {} to {})",
+                offered.first().map_or("none", String::as_str),
+                offered.last().map_or("none", String::as_str)
+            ))
+            .with_hint("pin a version the org offers, or use ApiVersion::newest_up_to")
+        }),
+        ApiVersion::Newest { max } => {
+            let cap = max.as_deref().and_then(version_number);
+            offered
+                .iter()
+                .filter_map(|o| version_number(o).map(|n| (n, o)))
+                .filter(|(n, _)| cap.is_none_or(|c| *n <= c))
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, o)| o.clone())
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "the org offers no API version at or below {}",
+                        max.as_deref().unwrap_or("any")
+                    ))
+                })
+        }
+    }
+}
+
+/// The default policy of Salesforce calls: up to 4 attempts with backoff from 250 ms
+/// within 60 s (temporary errors only: 5xx, 429, `UNABLE_TO_LOCK_ROW`; never the daily
+/// `REQUEST_LIMIT_EXCEEDED`), 2 minutes per attempt.
+pub fn default_policy(id: &str) -> Policy {
+    Policy::builder(id.to_owned())
+        .retry(RetryConfig {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
+            budget: None,
+        })
+        .attempt_timeout(Duration::from_secs(120))
+        .build()
+}
+
+/// Builds a [`SalesforceClient`].
+pub struct ClientBuilder {
+    id: String,
+    tokens: TokenManager,
+    provider: String,
+    principal: String,
+    version: ApiVersion,
+    allow: InstanceAllowList,
+    policy: Option<Policy>,
+}
+
+impl ClientBuilder {
+    /// Which API version to use (default: the newest the org offers).
+    #[must_use]
+    pub fn api_version(mut self, version: ApiVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Where instances may be (default: Salesforce's domains, https only).
+    #[must_use]
+    pub fn allow_instances(mut self, allow: InstanceAllowList) -> Self {
+        self.allow = allow;
+        self
+    }
+
+    /// The policy of every call (default: [`default_policy`]).
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Get a token, check its instance, and discover the API version.
+    pub async fn connect(self) -> Result<SalesforceClient> {
+        let http = moodbridge_auth::http::client()?;
+        let mut client = SalesforceClient {
+            inner: Arc::new(Inner {
+                policy: self.policy.unwrap_or_else(|| default_policy(&self.id)),
+                id: self.id,
+                http,
+                tokens: self.tokens,
+                provider: self.provider,
+                principal: self.principal,
+                allow: self.allow,
+                version: String::new(),
+                api_used: AtomicU64::new(0),
+                api_max: AtomicU64::new(0),
+            }),
+        };
+        let (_, body) = client
+            .send_raw("versions", Method::GET, "/services/data", None, true)
+            .await?;
+        let offered: Vec<String> = serde_json::from_slice::<Vec<Value>>(&body)
+            .map_err(|e| protocol("the version list", e))?
+            .iter()
+            .filter_map(|v| v["version"].as_str().map(str::to_owned))
+            .collect();
+        let version = choose_version(&offered, &self.version)?;
+        tracing::info!(integration = %client.inner.id, version = %version, "Salesforce API version chosen");
+        Arc::get_mut(&mut client.inner)
+            .ok_or_else(|| Error::internal("the client was shared before it was connected"))?
+            .version = version;
+        Ok(client)
+    }
+}
+
+struct Inner {
+    id: String,
+    http: reqwest::Client,
+    tokens: TokenManager,
+    provider: String,
+    principal: String,
+    allow: InstanceAllowList,
+    policy: Policy,
+    version: String,
+    api_used: AtomicU64,
+    api_max: AtomicU64,
+}
+
+/// A Salesforce org's REST API. Cheap to clone.
+#[derive(Clone)]
+pub struct SalesforceClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SalesforceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceClient")
+            .field("id", &self.inner.id)
+            .field("version", &self.inner.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn protocol(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("Salesforce sent {what} in an unexpected shape"),
+    )
+    .with_platform(crate::error::PLATFORM)
+    .with_source(e)
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+impl SalesforceClient {
+    /// Start building a client of integration `id` ("salesforce:prod"), whose tokens the
+    /// token manager keeps under (`provider`, `principal`).
+    pub fn builder(
+        id: &str,
+        tokens: TokenManager,
+        provider: &str,
+        principal: &str,
+    ) -> ClientBuilder {
+        ClientBuilder {
+            id: id.to_owned(),
+            tokens,
+            provider: provider.to_owned(),
+            principal: principal.to_owned(),
+            version: ApiVersion::Newest { max: None },
+            allow: InstanceAllowList::default(),
+            policy: None,
+        }
+    }
+
+    /// The API version in use (`62.0`).
+    pub fn api_version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// The org's API usage from the last response's `Sforce-Limit-Info`: (used, max).
+    pub fn api_usage(&self) -> Option<(u64, u64)> {
+        let max = self.inner.api_max.load(Ordering::Relaxed);
+        (max > 0).then(|| (self.inner.api_used.load(Ordering::Relaxed), max))
+    }
+
+    fn record_limits(&self, headers: &reqwest::header::HeaderMap) {
+        // `Sforce-Limit-Info: api-usage=25/15000`
+        let Some((used, max)) = headers
+            .get("sforce-limit-info")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|p| p.trim().strip_prefix("api-usage="))
+            })
+            .and_then(|v| v.split_once('/'))
+            .and_then(|(u, m)| {
+                Some((u.trim().parse::<u64>().ok()?, m.trim().parse::<u64>().ok()?))
+            })
+        else {
+            return;
+        };
+        self.inner.api_used.store(used, Ordering::Relaxed);
+        self.inner.api_max.store(max, Ordering::Relaxed);
+        metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.inner.id.clone())
+            .set(used as f64 / max.max(1) as f64);
+    }
+
+    fn instance(&self, token: &TokenSet) -> Result<Url> {
+        let url = token.instance_url.as_deref().ok_or_else(|| {
+            Error::new(ErrorKind::Auth, "the token has no instance_url")
+                .with_platform(crate::error::PLATFORM)
+                .with_hint("use a Salesforce token endpoint, which returns the org's instance_url")
+        })?;
+        self.inner.allow.check(url)
+    }
+
+    /// One call: policy outside, token (refreshed and retried once on an expired session)
+    /// inside. `target` is a path or a same-instance URL.
+    async fn send_raw(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<(u16, Vec<u8>)> {
+        let inner = &self.inner;
+        let mut operation = Operation::new(op);
+        if !idempotent {
+            operation = operation.non_idempotent();
+        }
+        inner
+            .policy
+            .call_as(operation, || {
+                inner
+                    .tokens
+                    .with_token(&inner.provider, &inner.principal, |token| {
+                        let method = method.clone();
+                        async move {
+                            let url = join(&self.instance(&token)?, target)?;
+                            let mut request = inner
+                                .http
+                                .request(method, url)
+                                .header(
+                                    reqwest::header::AUTHORIZATION,
+                                    format!("Bearer {}", token.access_token.expose_secret()),
+                                )
+                                .header(reqwest::header::ACCEPT, "application/json");
+                            if let Some(b) = body {
+                                request = request.json(b);
+                            }
+                            let response = request.send().await.map_err(|e| transport(op, &e))?;
+                            let status = response.status().as_u16();
+                            let headers = response.headers().clone();
+                            self.record_limits(&headers);
+                            let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
+                            if (200..300).contains(&status) || status == 304 {
+                                Ok((status, bytes.to_vec()))
+                            } else {
+                                Err(map_error(status, retry_after(&headers), &bytes, op))
+                            }
+                        }
+                    })
+            })
+            .await
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/services/data/v{}{rest}", self.inner.version)
+    }
+
+    async fn json(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<Value> {
+        let (_, bytes) = self.send_raw(op, method, target, body, idempotent).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| protocol(op, e))
+    }
+
+    /// Run a SOQL query; records arrive as a stream that fetches the next page
+    /// (`nextRecordsUrl`) only when the previous one is consumed, so memory stays flat
+    /// however large the result.
+    pub fn query(&self, soql: &str) -> impl Stream<Item = Result<Value>> + Send + 'static {
+        self.pages("query", soql)
+    }
+
+    /// As [`query`](Self::query), including deleted and archived records (`queryAll`).
+    pub fn query_all(&self, soql: &str) -> impl Stream<Item = Result<Value>> + Send + 'static {
+        self.pages("queryAll", soql)
+    }
+
+    /// As [`query`](Self::query), each record deserialized into `T`.
+    pub fn query_as<T: DeserializeOwned + Send + 'static>(
+        &self,
+        soql: &str,
+    ) -> impl Stream<Item = Result<T>> + Send + 'static {
+        use futures::StreamExt;
+        self.query(soql).map(|r| {
+            r.and_then(|v| {
+                serde_json::from_value(v).map_err(|e| {
+                    Error::invalid_input(format!("a queried record does not match the type: {e}"))
+                })
+            })
+        })
+    }
+
+    fn pages(
+        &self,
+        resource: &'static str,
+        soql: &str,
+    ) -> impl Stream<Item = Result<Value>> + Send + 'static {
+        let first = {
+            let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
+            url.query_pairs_mut().append_pair("q", soql);
+            format!(
+                "{}?{}",
+                self.path(&format!("/{resource}")),
+                url.query().unwrap_or_default()
+            )
+        };
+        let client = self.clone();
+        futures::stream::try_unfold(
+            (VecDeque::<Value>::new(), Some(first)),
+            move |(mut buffer, mut next)| {
+                let client = client.clone();
+                async move {
+                    loop {
+                        if let Some(record) = buffer.pop_front() {
+                            return Ok(Some((record, (buffer, next))));
+                        }
+                        let Some(target) = next.take() else {
+                            return Ok(None);
+                        };
+                        let page = client
+                            .json("query", Method::GET, &target, None, true)
+                            .await?;
+                        let records = page["records"].as_array().cloned().ok_or_else(|| {
+                            Error::new(ErrorKind::Protocol, "a query page without records")
+                        })?;
+                        buffer.extend(records);
+                        next = match (&page["done"], page["nextRecordsUrl"].as_str()) {
+                            (Value::Bool(false), Some(url)) => Some(url.to_owned()),
+                            _ => None,
+                        };
+                    }
+                }
+            },
+        )
+    }
+
+    /// Retrieve a record by id (`fields` empty: all fields).
+    pub async fn retrieve(&self, object: &str, id: &str, fields: &[&str]) -> Result<Value> {
+        check_name(object)?;
+        check_id(id)?;
+        let mut path = self.path(&format!("/sobjects/{object}/{id}"));
+        if !fields.is_empty() {
+            path.push_str(&format!("?fields={}", fields.join(",")));
+        }
+        self.json("sobject.retrieve", Method::GET, &path, None, true)
+            .await
+    }
+
+    /// Retrieve a record by an external id field.
+    pub async fn retrieve_by_external_id(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Value> {
+        check_name(object)?;
+        check_name(field)?;
+        let path = self.path(&format!(
+            "/sobjects/{object}/{field}/{}",
+            encode_segment(value)
+        ));
+        self.json("sobject.retrieve", Method::GET, &path, None, true)
+            .await
+    }
+
+    /// Create a record; its id.
+    pub async fn create(&self, object: &str, fields: &Value) -> Result<String> {
+        check_name(object)?;
+        let answer = self
+            .json(
+                "sobject.create",
+                Method::POST,
+                &self.path(&format!("/sobjects/{object}")),
+                Some(fields),
+                false,
+            )
+            .await?;
+        answer["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "a create answer without an id"))
+    }
+
+    /// Update fields of a record.
+    pub async fn update(&self, object: &str, id: &str, fields: &Value) -> Result<()> {
+        check_name(object)?;
+        check_id(id)?;
+        self.send_raw(
+            "sobject.update",
+            Method::PATCH,
+            &self.path(&format!("/sobjects/{object}/{id}")),
+            Some(fields),
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Insert or update by an external id: `(id, created)`.
+    pub async fn upsert(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+        fields: &Value,
+    ) -> Result<(String, bool)> {
+        check_name(object)?;
+        check_name(field)?;
+        let path = self.path(&format!(
+            "/sobjects/{object}/{field}/{}",
+            encode_segment(value)
+        ));
+        let answer = self
+            .json("sobject.upsert", Method::PATCH, &path, Some(fields), true)
+            .await?;
+        Ok((
+            answer["id"].as_str().unwrap_or_default().to_owned(),
+            answer["created"].as_bool().unwrap_or(false),
+        ))
+    }
+
+    /// Delete a record.
+    pub async fn delete(&self, object: &str, id: &str) -> Result<()> {
+        check_name(object)?;
+        check_id(id)?;
+        self.send_raw(
+            "sobject.delete",
+            Method::DELETE,
+            &self.path(&format!("/sobjects/{object}/{id}")),
+            None,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /limits`.
+    pub async fn limits(&self) -> Result<Value> {
+        self.json("limits", Method::GET, &self.path("/limits"), None, true)
+            .await
+    }
+}
+
+fn transport(op: &str, e: &reqwest::Error) -> Error {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Unavailable
+    };
+    // reqwest's Display can include the URL, never the Authorization header.
+    Error::new(kind, format!("Salesforce {op} did not complete: {e}"))
+        .with_platform(crate::error::PLATFORM)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    if matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{name:?} is not a valid Salesforce API name"
+        )))
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if (id.len() == 15 || id.len() == 18) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{id:?} is not a Salesforce id (15 or 18 letters and digits)"
+        )))
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn encode_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered() -> Vec<String> {
+        ["58.0", "59.0", "60.0", "61.0", "62.0"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn the_newest_version_not_above_the_cap_is_chosen() {
+        assert_eq!(
+            choose_version(&offered(), &ApiVersion::Newest { max: None }).ok(),
+            Some("62.0".into())
+        );
+        assert_eq!(
+            choose_version(&offered(), &ApiVersion::newest_up_to("60.0")).ok(),
+            Some("60.0".into())
+        );
+        assert_eq!(
+            choose_version(&offered(), &ApiVersion::Pinned("59.0".into())).ok(),
+            Some("59.0".into())
+        );
+    }
+
+    #[test]
+    fn a_pinned_version_that_is_gone_says_so() {
+        let err = choose_version(&offered(), &ApiVersion::Pinned("44.0".into())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string()
+                .contains("no longer offers it (it offers 58.0 to 62.0)"),
+            "{err}"
+        );
+        assert!(choose_version(&offered(), &ApiVersion::newest_up_to("40.0")).is_err());
+    }
+
+    #[test]
+    fn names_ids_and_segments_cannot_change_the_path() {
+        assert!(check_name("Account/../limits").is_err());
+        assert!(check_id("001000000000000AAA").is_ok());
+        assert!(check_id("../../x").is_err());
+        assert_eq!(encode_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+}

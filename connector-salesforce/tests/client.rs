@@ -1,0 +1,256 @@
+//! The REST client against the sandbox: tokens by client credentials through the auth
+//! crate, the instance allow-list, version choice, lazily paged queries, CRUD, and the
+//! refresh-and-retry-once on an expired session.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+
+use connector_salesforce::client::{ApiVersion, SalesforceClient};
+use connector_salesforce::instance::InstanceAllowList;
+use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use connector_salesforce::soql::{Soql, field};
+use futures::{StreamExt, TryStreamExt};
+use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
+use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
+use moodbridge_core::ErrorKind;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+fn tokens_for(sb: &RunningSandbox) -> TokenManager {
+    let base = sb.url();
+    let provider = Provider {
+        name: "sandbox".into(),
+        issuer: base.to_owned(),
+        authorization_endpoint: None,
+        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
+        revocation_endpoint: None,
+        jwks_uri: None,
+        client_auth: ClientAuth::Body,
+    };
+    let client = OAuthClient::new(
+        provider,
+        "sandbox-client",
+        Some(SecretString::from("sandbox-secret")),
+    )
+    .unwrap();
+    let tokens = TokenManager::new();
+    tokens.register(
+        "sandbox",
+        "integration",
+        Arc::new(ClientCredentialsSource {
+            client: Arc::new(client),
+            scopes: Vec::new(),
+            resource: None,
+        }),
+    );
+    tokens
+}
+
+async fn connect(
+    sb: &RunningSandbox,
+    version: ApiVersion,
+) -> moodbridge_core::Result<SalesforceClient> {
+    SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(sb),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .api_version(version)
+    .connect()
+    .await
+}
+
+async fn sandbox(page_size: usize) -> RunningSandbox {
+    Sandbox::new(SandboxConfig {
+        page_size,
+        ..SandboxConfig::default()
+    })
+    .seed(60, 2, 11)
+    .start()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn it_picks_the_newest_allowed_version_and_says_when_a_pinned_one_is_gone() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    assert_eq!(sf.api_version(), "62.0");
+    let sf = connect(&sb, ApiVersion::newest_up_to("60.0"))
+        .await
+        .unwrap();
+    assert_eq!(sf.api_version(), "60.0");
+    let err = connect(&sb, ApiVersion::Pinned("52.0".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("no longer offers"), "{err}");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_for_an_instance_off_the_allow_list_is_never_used() {
+    let sb = sandbox(2_000).await;
+    // The default allow-list: Salesforce's https domains only; the sandbox is http://127.0.0.1.
+    let err = SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(&sb),
+        "sandbox",
+        "integration",
+    )
+    .connect()
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string()
+            .contains("refusing to send a Salesforce token"),
+        "{err}"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_streams_every_page_lazily() {
+    let sb = sandbox(7).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    let q = Soql::select(["Id", "Name", "Industry"])
+        .from("Account")
+        .build()
+        .unwrap();
+    let mut stream = Box::pin(sf.query(&q));
+    // Taking three records fetches one page: the stream is lazy.
+    let first: Vec<Value> = stream.by_ref().take(3).try_collect().await.unwrap();
+    assert_eq!(first.len(), 3);
+    let used_after_one_page = sf.api_usage().unwrap().0;
+    let rest: Vec<Value> = stream.try_collect().await.unwrap();
+    assert_eq!(first.len() + rest.len(), 60);
+    let (used, max) = sf.api_usage().unwrap();
+    assert_eq!(
+        used - used_after_one_page,
+        8,
+        "60 records in pages of 7: 9 pages, 8 after the first"
+    );
+    assert_eq!(max, 100_000);
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code, reason = "read by the deserializer")]
+    struct Account {
+        #[serde(rename = "Id")]
+        id: String,
+        #[serde(rename = "Name")]
+        name: String,
+    }
+    let typed: Vec<Account> = sf.query_as(&q).try_collect().await.unwrap();
+    assert_eq!(typed.len(), 60);
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn records_are_created_read_updated_upserted_and_deleted() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    let id = sf
+        .create("Case", &json!({"Subject": "Review NDA", "Status": "New"}))
+        .await
+        .unwrap();
+    let case = sf
+        .retrieve("Case", &id, &["Subject", "Status"])
+        .await
+        .unwrap();
+    assert_eq!(case["Subject"], "Review NDA");
+    sf.update("Case", &id, &json!({"Status": "Working"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        sf.retrieve("Case", &id, &[]).await.unwrap()["Status"],
+        "Working"
+    );
+
+    let (ext_id, created) = sf
+        .upsert(
+            "Account",
+            "External_Id__c",
+            "A/B 1",
+            &json!({"Name": "Slash & Co"}),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    let (again, created) = sf
+        .upsert(
+            "Account",
+            "External_Id__c",
+            "A/B 1",
+            &json!({"Name": "Slash and Co"}),
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(ext_id, again);
+    let by_ext = sf
+        .retrieve_by_external_id("Account", "External_Id__c", "A/B 1")
+        .await
+        .unwrap();
+    assert_eq!(by_ext["Name"], "Slash and Co");
+
+    sf.delete("Case", &id).await.unwrap();
+    let err = sf.retrieve("Case", &id, &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let q = Soql::select(["Id", "IsDeleted"])
+        .from("Case")
+        .filter(field("Id").eq(id.as_str()))
+        .build()
+        .unwrap();
+    let deleted: Vec<Value> = sf.query_all(&q).try_collect().await.unwrap();
+    assert_eq!(deleted[0]["IsDeleted"], true);
+
+    // Salesforce's errors come back mapped, naming the fields.
+    let err = sf
+        .create("Contact", &json!({"FirstName": "Ada"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.context_value("error_code"),
+        Some("REQUIRED_FIELD_MISSING")
+    );
+    assert_eq!(err.context_value("fields"), Some("LastName"));
+    // Bad input never reaches the wire.
+    assert_eq!(
+        sf.retrieve("Case", "../limits", &[])
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refreshed_and_the_call_retried_once() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    assert!(sf.limits().await.is_ok());
+    sb.expire_tokens(); // Salesforce answers INVALID_SESSION_ID from now on
+    let limits = sf.limits().await.unwrap();
+    assert!(
+        limits["DailyApiRequests"]["Max"].is_number(),
+        "the call went through with a new token"
+    );
+    sb.stop().await;
+}
