@@ -156,6 +156,7 @@ impl ClientBuilder {
                 version: String::new(),
                 api_used: AtomicU64::new(0),
                 api_max: AtomicU64::new(0),
+                describes: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         let (_, body) = client
@@ -186,6 +187,8 @@ struct Inner {
     version: String,
     api_used: AtomicU64,
     api_max: AtomicU64,
+    /// Describe results by object, with their `Last-Modified`.
+    describes: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Value>)>>,
 }
 
 /// A Salesforce org's REST API. Cheap to clone.
@@ -295,6 +298,21 @@ impl SalesforceClient {
         body: Option<&Value>,
         idempotent: bool,
     ) -> Result<(u16, Vec<u8>)> {
+        self.send_full(op, method, target, body, idempotent, None)
+            .await
+            .map(|(status, _, bytes)| (status, bytes))
+    }
+
+    /// [`send_raw`](Self::send_raw) with an `If-Modified-Since` and the response headers.
+    async fn send_full(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: Option<&Value>,
+        idempotent: bool,
+        if_modified_since: Option<&str>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let inner = &self.inner;
         let mut operation = Operation::new(op);
         if !idempotent {
@@ -320,13 +338,16 @@ impl SalesforceClient {
                             if let Some(b) = body {
                                 request = request.json(b);
                             }
+                            if let Some(since) = if_modified_since {
+                                request = request.header(reqwest::header::IF_MODIFIED_SINCE, since);
+                            }
                             let response = request.send().await.map_err(|e| transport(op, &e))?;
                             let status = response.status().as_u16();
                             let headers = response.headers().clone();
                             self.record_limits(&headers);
                             let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
                             if (200..300).contains(&status) || status == 304 {
-                                Ok((status, bytes.to_vec()))
+                                Ok((status, headers, bytes.to_vec()))
                             } else {
                                 Err(map_error(status, retry_after(&headers), &bytes, op))
                             }
@@ -526,10 +547,182 @@ impl SalesforceClient {
         .map(|_| ())
     }
 
+    /// `describeGlobal`: every object of the org.
+    pub async fn describe_global(&self) -> Result<Value> {
+        self.json(
+            "describe.global",
+            Method::GET,
+            &self.path("/sobjects"),
+            None,
+            true,
+        )
+        .await
+    }
+
+    /// Describe `object` (fields, types, keys). Cached: later calls send
+    /// `If-Modified-Since` and reuse the cached answer on `304 Not Modified`.
+    pub async fn describe(&self, object: &str) -> Result<Arc<Value>> {
+        check_name(object)?;
+        let cached = self
+            .inner
+            .describes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(object)
+            .cloned();
+        let path = self.path(&format!("/sobjects/{object}/describe"));
+        let (status, headers, bytes) = self
+            .send_full(
+                "describe",
+                Method::GET,
+                &path,
+                None,
+                true,
+                cached.as_ref().map(|(lm, _)| lm.as_str()),
+            )
+            .await?;
+        if status == 304
+            && let Some((_, value)) = cached
+        {
+            return Ok(value);
+        }
+        let value: Arc<Value> =
+            Arc::new(serde_json::from_slice(&bytes).map_err(|e| protocol("a describe", e))?);
+        if let Some(lm) = headers
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.inner
+                .describes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(object.to_owned(), (lm.to_owned(), value.clone()));
+        }
+        Ok(value)
+    }
+
+    /// The core catalog of `objects`, from their describes: fields with their types,
+    /// primary key `Id`, cursor `SystemModstamp` (incremental reads) when the object has it.
+    pub async fn catalog(&self, objects: &[&str]) -> Result<moodbridge_core::Catalog> {
+        let mut streams = Vec::with_capacity(objects.len());
+        for object in objects {
+            streams.push(stream_of(&*self.describe(object).await?)?);
+        }
+        Ok(moodbridge_core::Catalog::new(streams))
+    }
+
     /// `GET /limits`.
     pub async fn limits(&self) -> Result<Value> {
         self.json("limits", Method::GET, &self.path("/limits"), None, true)
             .await
+    }
+}
+
+/// A describe turned into a stream descriptor.
+fn stream_of(describe: &Value) -> Result<moodbridge_core::StreamDescriptor> {
+    use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor};
+    let name = describe["name"]
+        .as_str()
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, "a describe without a name"))?;
+    let mut stream = StreamDescriptor::new(name).primary_key(["Id"]);
+    let mut has_modstamp = false;
+    for f in describe["fields"].as_array().into_iter().flatten() {
+        let Some(field) = f["name"].as_str() else {
+            continue;
+        };
+        has_modstamp |= field == "SystemModstamp";
+        let t = match f["type"].as_str().unwrap_or_default() {
+            "boolean" => FieldType::Boolean,
+            "int" | "long" => FieldType::Integer,
+            "double" | "percent" => FieldType::Number,
+            "currency" => FieldType::Decimal {
+                scale: f["scale"]
+                    .as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(2),
+            },
+            "date" => FieldType::Date,
+            "datetime" => FieldType::DateTime,
+            "time" => FieldType::Time,
+            "base64" => FieldType::Binary,
+            "address" | "location" | "complexvalue" => FieldType::Json,
+            "reference" => FieldType::Reference {
+                to: f["referenceTo"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            },
+            "id" | "string" | "textarea" | "email" | "phone" | "url" | "picklist"
+            | "multipicklist" | "combobox" | "encryptedstring" => FieldType::String,
+            other => FieldType::Other {
+                name: other.to_owned(),
+            },
+        };
+        let mut d = FieldDescriptor::new(field, t);
+        if f["nillable"] == Value::Bool(false) {
+            d = d.required();
+        }
+        stream = stream.field(d);
+    }
+    if has_modstamp {
+        stream = stream.cursor("SystemModstamp");
+    }
+    Ok(stream)
+}
+
+#[async_trait::async_trait]
+impl moodbridge_core::PlatformIntegration for SalesforceClient {
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    fn kind(&self) -> &str {
+        "salesforce"
+    }
+
+    /// Read, write, incremental (by `SystemModstamp`) and SOQL; bulk and change streams
+    /// arrive with Bulk API 2.0 and CDC.
+    async fn capabilities(&self) -> Result<moodbridge_core::Capabilities> {
+        use moodbridge_core::Capability;
+        Ok([
+            Capability::Read,
+            Capability::Write,
+            Capability::Incremental,
+            Capability::Query,
+        ]
+        .into_iter()
+        .collect())
+    }
+
+    /// `GET /limits`: up when it answers, degraded when 90 % of the daily API requests
+    /// are spent, down when it fails.
+    async fn health_check(&self) -> moodbridge_core::HealthReport {
+        use moodbridge_core::{HealthReport, HealthStatus};
+        let started = std::time::Instant::now();
+        match self.limits().await {
+            Ok(limits) => {
+                let max = limits["DailyApiRequests"]["Max"].as_u64().unwrap_or(0);
+                let left = limits["DailyApiRequests"]["Remaining"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let status = if max > 0 && left * 10 < max {
+                    HealthStatus::Degraded
+                } else {
+                    HealthStatus::Up
+                };
+                HealthReport::new(
+                    status,
+                    started.elapsed(),
+                    format!(
+                        "API v{}; {left} of {max} daily API requests left",
+                        self.inner.version
+                    ),
+                )
+            }
+            Err(e) => HealthReport::from_result::<()>(started.elapsed(), Err(e)),
+        }
     }
 }
 

@@ -254,3 +254,64 @@ async fn an_expired_session_is_refreshed_and_the_call_retried_once() {
     );
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn describe_is_cached_and_becomes_the_core_catalog() {
+    use moodbridge_core::{FieldType, PlatformIntegration, SyncMode};
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    let global = sf.describe_global().await.unwrap();
+    assert_eq!(global["sobjects"].as_array().unwrap().len(), 3);
+
+    let first = sf.describe("Contact").await.unwrap();
+    let before = sf.api_usage().unwrap().0;
+    let second = sf.describe("Contact").await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "a 304 reuses the cached describe"
+    );
+    assert_eq!(
+        sf.api_usage().unwrap().0,
+        before + 1,
+        "still one (conditional) request"
+    );
+
+    let catalog = sf.catalog(&["Account", "Contact"]).await.unwrap();
+    let contact = catalog.stream("Contact").unwrap();
+    assert_eq!(contact.primary_key, ["Id"]);
+    assert_eq!(contact.cursor_field.as_deref(), Some("SystemModstamp"));
+    assert!(contact.supports(SyncMode::Incremental));
+    assert_eq!(
+        contact.field_named("AccountId").unwrap().field_type,
+        FieldType::Reference {
+            to: vec!["Account".into()]
+        }
+    );
+    assert!(!contact.field_named("LastName").unwrap().nullable);
+    assert_eq!(
+        catalog
+            .stream("Account")
+            .unwrap()
+            .field_named("AnnualRevenue")
+            .unwrap()
+            .field_type,
+        FieldType::Decimal { scale: 2 }
+    );
+
+    assert_eq!(sf.kind(), "salesforce");
+    let health = sf.health_check().await;
+    assert_eq!(
+        health.status,
+        moodbridge_core::HealthStatus::Up,
+        "{}",
+        health.detail
+    );
+    assert!(
+        health.detail.contains("daily API requests left"),
+        "{}",
+        health.detail
+    );
+    sb.stop().await;
+}
