@@ -315,3 +315,89 @@ async fn describe_is_cached_and_becomes_the_core_catalog() {
     );
     sb.stop().await;
 }
+
+fn patient_policy() -> moodbridge_core::Policy {
+    moodbridge_core::Policy::builder("salesforce:sandbox")
+        .retry(moodbridge_core::RetryConfig {
+            max_attempts: 12,
+            initial_backoff: std::time::Duration::from_millis(1),
+            max_backoff: std::time::Duration::from_millis(5),
+            max_elapsed: std::time::Duration::from_secs(30),
+            budget: None,
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn unavailability_rate_limits_and_dropped_connections_are_retried_to_the_exact_result() {
+    use connector_salesforce::sandbox::Faults;
+    let sb = sandbox(5).await;
+    let sf = SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(&sb),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .policy(patient_policy())
+    .connect()
+    .await
+    .unwrap();
+    sb.set_faults(Faults {
+        error_rate: 0.3,
+        drop_rate: 0.1,
+        latency: std::time::Duration::from_millis(1),
+        seed: 5,
+        ..Faults::default()
+    });
+    let q = Soql::select(["Id"]).from("Account").build().unwrap();
+    let ids: Vec<Value> = sf.query(&q).try_collect().await.unwrap();
+    assert_eq!(ids.len(), 60, "every page arrived despite the faults");
+    let mut unique: Vec<&str> = ids.iter().map(|r| r["Id"].as_str().unwrap()).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 60, "no record twice");
+    assert!(
+        sb.api_calls() > 12,
+        "12 pages took {} calls: faults were injected and retried",
+        sb.api_calls()
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_request_limit_is_reported_not_hammered_and_a_session_ended_midway_is_renewed() {
+    use connector_salesforce::sandbox::Faults;
+    let sb = sandbox(2_000).await;
+    let sf = SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(&sb),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .policy(patient_policy())
+    .connect()
+    .await
+    .unwrap();
+    sb.set_faults(Faults {
+        invalid_session_after: Some(2),
+        request_limit_after: Some(4),
+        ..Faults::default()
+    });
+    sf.limits().await.unwrap(); // call 1
+    // Call 2 ends every session: it is answered INVALID_SESSION_ID, the token manager
+    // fetches a new token, and the call is retried once (call 3).
+    sf.limits().await.unwrap();
+    assert_eq!(sb.api_calls(), 3);
+    sf.limits().await.unwrap(); // call 4, the last one the allowance covers
+    let err = sf.limits().await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::RateLimited { .. }), "{err}");
+    assert!(!err.is_temporary(), "the daily limit is not retried");
+    assert_eq!(
+        sb.api_calls(),
+        5,
+        "exactly one attempt at the spent allowance"
+    );
+    sb.stop().await;
+}

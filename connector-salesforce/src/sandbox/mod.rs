@@ -9,7 +9,9 @@
 //! sObject create / retrieve / update / delete / upsert by external id, describeGlobal
 //! and describe (with `If-Modified-Since`), limits and a `Sforce-Limit-Info` header that
 //! counts down, Salesforce's error format, and `SystemModstamp` / `LastModifiedDate`
-//! maintenance. Data lives in memory and can be seeded deterministically.
+//! maintenance. Data lives in memory and can be seeded deterministically. [`Faults`]
+//! injects latency, 503 / 429, the daily request limit after N calls, session expiry at
+//! call N, and dropped connections.
 //!
 //! ```
 //! use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
@@ -64,6 +66,26 @@ impl Default for SandboxConfig {
             client_secret: "sandbox-secret".into(),
         }
     }
+}
+
+/// Faults the sandbox injects into API calls (under `/services/data/vXX.X/`), from a
+/// seeded generator so a failing test can be replayed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Added to every call.
+    pub latency: Duration,
+    /// Share of calls answered 503 `SERVER_UNAVAILABLE` (half) or 429 concurrent-limit
+    /// `REQUEST_LIMIT_EXCEEDED` (half).
+    pub error_rate: f64,
+    /// Share of calls whose connection drops after the headers.
+    pub drop_rate: f64,
+    /// After this many calls, every call is refused with the daily
+    /// `REQUEST_LIMIT_EXCEEDED`.
+    pub request_limit_after: Option<u64>,
+    /// At this call, every session ends (`INVALID_SESSION_ID` until a new token).
+    pub invalid_session_after: Option<u64>,
+    /// Seed of the generator.
+    pub seed: u64,
 }
 
 /// A sandbox to be started.
@@ -157,6 +179,24 @@ impl RunningSandbox {
     /// A refresh token the token endpoint accepts.
     pub fn issue_refresh_token(&self) -> String {
         self.shared.issue_refresh_token()
+    }
+
+    /// Inject `faults` into the calls from now on (call counting restarts).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set(faults);
+    }
+
+    /// API calls seen since the faults were last set.
+    pub fn api_calls(&self) -> u64 {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .calls()
     }
 
     /// Expire every access token now (the next call gets `INVALID_SESSION_ID`).

@@ -31,6 +31,79 @@ pub(crate) struct Shared {
     cursors: Mutex<HashMap<String, Cursor>>,
     api_used: Mutex<u64>,
     next: Mutex<u64>,
+    pub(crate) faults: Mutex<FaultState>,
+}
+
+/// Injected faults and their seeded random generator.
+#[derive(Default)]
+pub(crate) struct FaultState {
+    pub(crate) faults: super::Faults,
+    rng: u64,
+    calls: u64,
+}
+
+/// What the fault injector decided for one call.
+enum Injected {
+    None,
+    Status(StatusCode, ApiError),
+    Drop,
+}
+
+impl FaultState {
+    pub(crate) fn set(&mut self, faults: super::Faults) {
+        self.rng = faults.seed | 1;
+        self.calls = 0;
+        self.faults = faults;
+    }
+
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Decide the fault of the next call; `expire` is set when sessions must end now.
+    fn next(&mut self, expire: &mut bool) -> (std::time::Duration, Injected) {
+        self.calls += 1;
+        let f = self.faults.clone();
+        if f.invalid_session_after == Some(self.calls) {
+            *expire = true;
+        }
+        if f.request_limit_after.is_some_and(|n| self.calls > n) {
+            return (
+                f.latency,
+                Injected::Status(
+                    StatusCode::FORBIDDEN,
+                    ApiError::new("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+                ),
+            );
+        }
+        let roll = self.random();
+        let injected = if roll < f.error_rate / 2.0 {
+            Injected::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::new("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
+            )
+        } else if roll < f.error_rate {
+            Injected::Status(
+                StatusCode::TOO_MANY_REQUESTS,
+                ApiError::new(
+                    "REQUEST_LIMIT_EXCEEDED",
+                    "ConcurrentPerOrgLongTxn Limit exceeded",
+                ),
+            )
+        } else if roll < f.error_rate + f.drop_rate {
+            Injected::Drop
+        } else {
+            Injected::None
+        };
+        (f.latency, injected)
+    }
 }
 
 struct Cursor {
@@ -49,6 +122,7 @@ impl Shared {
             cursors: Mutex::new(HashMap::new()),
             api_used: Mutex::new(0),
             next: Mutex::new(0),
+            faults: Mutex::new(FaultState::default()),
         }
     }
 
@@ -223,6 +297,32 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    let mut expire = false;
+    let (latency, injected) = s
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .next(&mut expire);
+    if expire {
+        s.expire_tokens();
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match injected {
+        Injected::None => {}
+        Injected::Status(status, e) => return Failure::new(status, e).into_response(),
+        Injected::Drop => {
+            // Headers, then a body that breaks: the client sees the connection fail.
+            let broken = futures::stream::once(async {
+                Err::<axum::body::Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected connection drop",
+                ))
+            });
+            return Response::new(axum::body::Body::from_stream(broken));
+        }
+    }
     let session = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
