@@ -547,6 +547,163 @@ impl SalesforceClient {
         .map(|_| ())
     }
 
+    /// Create many records of `object` with sObject Collections, 200 per request (the
+    /// platform's limit); one result per record, in order. `all_or_none` applies to
+    /// each request of 200.
+    pub async fn create_many(
+        &self,
+        object: &str,
+        records: &[Value],
+        all_or_none: bool,
+    ) -> Result<Vec<RecordResult>> {
+        check_name(object)?;
+        self.collection(
+            object,
+            records,
+            all_or_none,
+            "collections.create",
+            Method::POST,
+            self.path("/composite/sobjects"),
+            |r| {
+                r.remove("Id");
+            },
+        )
+        .await
+    }
+
+    /// Update many records (each with its `Id`) of `object`; one result per record.
+    pub async fn update_many(
+        &self,
+        object: &str,
+        records: &[Value],
+        all_or_none: bool,
+    ) -> Result<Vec<RecordResult>> {
+        check_name(object)?;
+        self.collection(
+            object,
+            records,
+            all_or_none,
+            "collections.update",
+            Method::PATCH,
+            self.path("/composite/sobjects"),
+            |_| {},
+        )
+        .await
+    }
+
+    /// Upsert many records of `object` by external id `field`; one result per record
+    /// (`created` says which were new).
+    pub async fn upsert_many(
+        &self,
+        object: &str,
+        field: &str,
+        records: &[Value],
+        all_or_none: bool,
+    ) -> Result<Vec<RecordResult>> {
+        check_name(object)?;
+        check_name(field)?;
+        let path = self.path(&format!("/composite/sobjects/{object}/{field}"));
+        self.collection(
+            object,
+            records,
+            all_or_none,
+            "collections.upsert",
+            Method::PATCH,
+            path,
+            |_| {},
+        )
+        .await
+    }
+
+    /// Delete many records by id; one result per id.
+    pub async fn delete_many(&self, ids: &[&str], all_or_none: bool) -> Result<Vec<RecordResult>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(COLLECTION_LIMIT) {
+            for id in chunk {
+                check_id(id)?;
+            }
+            let path = self.path(&format!(
+                "/composite/sobjects?ids={}&allOrNone={all_or_none}",
+                chunk.join(",")
+            ));
+            let answer = self
+                .json("collections.delete", Method::DELETE, &path, None, true)
+                .await?;
+            out.extend(results(answer, chunk.len())?);
+        }
+        Ok(out)
+    }
+
+    /// Retrieve many records of `object` by id, `fields` of each; `None` for ids that do
+    /// not exist.
+    pub async fn retrieve_many(
+        &self,
+        object: &str,
+        ids: &[&str],
+        fields: &[&str],
+    ) -> Result<Vec<Option<Value>>> {
+        check_name(object)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(COLLECTION_LIMIT) {
+            let body = serde_json::json!({"ids": chunk, "fields": fields});
+            let path = self.path(&format!("/composite/sobjects/{object}"));
+            // A POST that only reads: safe to retry.
+            let answer = self
+                .json(
+                    "collections.retrieve",
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    true,
+                )
+                .await?;
+            let list = answer.as_array().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    "a collections retrieve answer is not a list",
+                )
+            })?;
+            out.extend(list.iter().map(|v| (!v.is_null()).then(|| v.clone())));
+        }
+        Ok(out)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private step shared by the collection calls"
+    )]
+    async fn collection(
+        &self,
+        object: &str,
+        records: &[Value],
+        all_or_none: bool,
+        op: &'static str,
+        method: Method,
+        path: String,
+        prepare: impl Fn(&mut serde_json::Map<String, Value>),
+    ) -> Result<Vec<RecordResult>> {
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in records.chunks(COLLECTION_LIMIT) {
+            let typed: Vec<Value> = chunk
+                .iter()
+                .map(|r| {
+                    let mut m = r.as_object().cloned().unwrap_or_default();
+                    prepare(&mut m);
+                    m.insert("attributes".into(), serde_json::json!({"type": object}));
+                    Value::Object(m)
+                })
+                .collect();
+            let body = serde_json::json!({"allOrNone": all_or_none, "records": typed});
+            // Creates are not idempotent: a timeout is not retried (the records may exist).
+            let idempotent = method != Method::POST;
+            let answer = self
+                .json(op, method.clone(), &path, Some(&body), idempotent)
+                .await?;
+            out.extend(results(answer, chunk.len())?);
+        }
+        Ok(out)
+    }
+
     /// `describeGlobal`: every object of the org.
     pub async fn describe_global(&self) -> Result<Value> {
         self.json(
@@ -616,6 +773,39 @@ impl SalesforceClient {
         self.json("limits", Method::GET, &self.path("/limits"), None, true)
             .await
     }
+}
+
+/// Records per sObject Collections request (Salesforce's limit).
+pub const COLLECTION_LIMIT: usize = 200;
+
+/// The outcome for one record of a collections call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RecordResult {
+    /// The record's id, when it was written.
+    pub id: Option<String>,
+    /// Whether it was written.
+    pub success: bool,
+    /// For upserts: whether it was created (else updated).
+    #[serde(default)]
+    pub created: Option<bool>,
+    /// Why it was not.
+    #[serde(default)]
+    pub errors: Vec<crate::error::ApiError>,
+}
+
+fn results(answer: Value, expected: usize) -> Result<Vec<RecordResult>> {
+    let list: Vec<RecordResult> =
+        serde_json::from_value(answer).map_err(|e| protocol("a collections answer", e))?;
+    if list.len() != expected {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "Salesforce answered {} results for {expected} records",
+                list.len()
+            ),
+        ));
+    }
+    Ok(list)
 }
 
 /// A describe turned into a stream descriptor.

@@ -401,3 +401,93 @@ async fn the_daily_request_limit_is_reported_not_hammered_and_a_session_ended_mi
     );
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn collections_chunk_at_200_and_report_every_record() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    // 450 records: three requests (200, 200, 50); one invalid record fails alone.
+    let records: Vec<Value> = (0..450)
+        .map(|i| {
+            if i == 321 {
+                json!({"FirstName": "no last name"})
+            } else {
+                json!({"LastName": format!("Bulk {i}"), "External_Id__c": format!("C-{i}")})
+            }
+        })
+        .collect();
+    let before = sf.api_usage().map_or(0, |u| u.0);
+    let created = sf.create_many("Contact", &records, false).await.unwrap();
+    assert_eq!(
+        sf.api_usage().unwrap().0 - before,
+        3,
+        "chunked at the platform's 200"
+    );
+    assert_eq!(created.len(), 450);
+    assert_eq!(created.iter().filter(|r| r.success).count(), 449);
+    assert_eq!(created[321].errors[0].error_code, "REQUIRED_FIELD_MISSING");
+    assert_eq!(created[321].errors[0].fields, ["LastName"]);
+
+    // All or none: one bad record rolls its request back.
+    let batch = vec![
+        json!({"LastName": "Fine"}),
+        json!({"LastName": "x".repeat(300)}),
+    ];
+    let rolled = sf.create_many("Contact", &batch, true).await.unwrap();
+    assert!(rolled.iter().all(|r| !r.success));
+    assert_eq!(
+        rolled[0].errors[0].error_code,
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    let q = Soql::select(["Id"])
+        .from("Contact")
+        .filter(field("LastName").eq("Fine"))
+        .build()
+        .unwrap();
+    assert_eq!(
+        sf.query(&q).try_collect::<Vec<_>>().await.unwrap().len(),
+        0,
+        "nothing of it was kept"
+    );
+
+    // Update, upsert, retrieve, delete many.
+    let ids: Vec<String> = created
+        .iter()
+        .filter_map(|r| r.id.clone())
+        .take(3)
+        .collect();
+    let updates: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"Id": id, "Title": "Partner"}))
+        .collect();
+    assert!(
+        sf.update_many("Contact", &updates, true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.success)
+    );
+    let upserts = vec![
+        json!({"External_Id__c": "C-0", "Title": "Of Counsel"}),
+        json!({"External_Id__c": "C-new", "LastName": "New"}),
+    ];
+    let up = sf
+        .upsert_many("Contact", "External_Id__c", &upserts, false)
+        .await
+        .unwrap();
+    assert_eq!((up[0].created, up[1].created), (Some(false), Some(true)));
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut wanted = id_refs.clone();
+    wanted.push("003000000000000AAA");
+    let got = sf
+        .retrieve_many("Contact", &wanted, &["Title"])
+        .await
+        .unwrap();
+    assert_eq!(got[1].as_ref().unwrap()["Title"], "Partner");
+    assert!(got[3].is_none(), "a missing id is null, not an error");
+    let deleted = sf.delete_many(&id_refs, false).await.unwrap();
+    assert!(deleted.iter().all(|r| r.success));
+    sb.stop().await;
+}

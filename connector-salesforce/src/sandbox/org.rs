@@ -177,7 +177,7 @@ pub fn standard_objects() -> Vec<ObjectDef> {
 pub type Fields = Map<String, Value>;
 
 /// The org: definitions and data.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Org {
     objects: BTreeMap<String, ObjectDef>,
     records: HashMap<String, BTreeMap<String, Fields>>,

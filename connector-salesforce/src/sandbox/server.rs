@@ -215,6 +215,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(retrieve_by).patch(upsert),
         )
         .route("/limits", get(limits))
+        .route(
+            "/composite/sobjects",
+            post(collection_create)
+                .patch(collection_update)
+                .delete(collection_delete),
+        )
+        .route("/composite/sobjects/{object}", post(collection_retrieve))
+        .route(
+            "/composite/sobjects/{object}/{field}",
+            axum::routing::patch(collection_upsert),
+        )
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
         .route("/services/data", get(versions))
@@ -803,4 +814,220 @@ fn httpdate_parse(s: &str) -> Option<u64> {
     let m = MONTHS.iter().position(|x| x == mon)? + 1;
     let text = format!("{y}-{m:02}-{:0>2}T{hms}Z", d);
     humantime::parse_rfc3339(&text).ok().map(httpdate_secs)
+}
+
+/// The maximum number of records of one sObject Collections request.
+const COLLECTION_LIMIT: usize = 200;
+
+#[derive(Deserialize)]
+struct CollectionBody {
+    #[serde(rename = "allOrNone", default)]
+    all_or_none: bool,
+    #[serde(default)]
+    records: Vec<Value>,
+}
+
+fn collection_body(body: &[u8]) -> Result<CollectionBody, Failure> {
+    let parsed: CollectionBody = serde_json::from_slice(body)
+        .map_err(|e| Failure::bad(ApiError::new("JSON_PARSER_ERROR", e.to_string())))?;
+    if parsed.records.len() > COLLECTION_LIMIT {
+        return Err(Failure::bad(ApiError::new(
+            "EXCEEDED_ID_LIMIT",
+            format!(
+                "record limit reached. cannot submit more than {COLLECTION_LIMIT} records into this call"
+            ),
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Apply `op` to each record; per-record results. With all-or-none, one failure rolls
+/// every change back and every record reports the failure or the rollback.
+fn apply_each(
+    s: &Shared,
+    records: &[Value],
+    all_or_none: bool,
+    op: impl Fn(&mut Org, &Fields) -> Result<(String, Option<bool>), ApiError>,
+) -> Vec<Value> {
+    let mut org = s.org();
+    let before = all_or_none.then(|| org.clone());
+    let mut results: Vec<Result<(String, Option<bool>), ApiError>> =
+        Vec::with_capacity(records.len());
+    for r in records {
+        let fields = match r {
+            Value::Object(m) => {
+                let mut m = m.clone();
+                m.remove("attributes");
+                m
+            }
+            _ => Fields::new(),
+        };
+        results.push(op(&mut org, &fields));
+    }
+    let failed = results.iter().any(Result::is_err);
+    if let (true, Some(before)) = (failed, before) {
+        *org = before;
+        return results
+            .into_iter()
+            .map(|r| {
+                let e = r.err().unwrap_or_else(|| ApiError::new(
+                    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                    "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                ));
+                json!({"id": null, "success": false, "errors": [e]})
+            })
+            .collect();
+    }
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok((id, created)) => {
+                let mut v = json!({"id": id, "success": true, "errors": []});
+                if let Some(c) = created {
+                    v["created"] = json!(c);
+                }
+                v
+            }
+            Err(e) => json!({"id": null, "success": false, "errors": [e]}),
+        })
+        .collect()
+}
+
+fn record_type(r: &Value) -> Option<String> {
+    r.get("attributes")?
+        .get("type")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn collection_create(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply {
+    let b = collection_body(&body)?;
+    let types: Vec<Option<String>> = b.records.iter().map(record_type).collect();
+    let idx = std::sync::atomic::AtomicUsize::new(0);
+    let out = apply_each(&s, &b.records, b.all_or_none, |org, fields| {
+        let i = idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let object = types[i]
+            .clone()
+            .ok_or_else(|| ApiError::new("INVALID_TYPE", "Must send a concrete entity type."))?;
+        if fields.contains_key("Id") {
+            return Err(ApiError::new(
+                "INVALID_FIELD",
+                "cannot specify Id in an insert call",
+            ));
+        }
+        org.create(&object, fields).map(|id| (id, None))
+    });
+    Ok(axum::Json(out).into_response())
+}
+
+async fn collection_update(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply {
+    let b = collection_body(&body)?;
+    let types: Vec<Option<String>> = b.records.iter().map(record_type).collect();
+    let idx = std::sync::atomic::AtomicUsize::new(0);
+    let out = apply_each(&s, &b.records, b.all_or_none, |org, fields| {
+        let i = idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let object = types[i]
+            .clone()
+            .ok_or_else(|| ApiError::new("INVALID_TYPE", "Must send a concrete entity type."))?;
+        let mut fields = fields.clone();
+        let id = fields
+            .remove("Id")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                ApiError::new("MISSING_ARGUMENT", "Id not specified in an update call")
+            })?;
+        org.update(&object, &id, &fields)
+            .map(|()| (super::org::normalize_id(&id), None))
+    });
+    Ok(axum::Json(out).into_response())
+}
+
+async fn collection_upsert(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let b = collection_body(&body)?;
+    let (object, field) = (p["object"].clone(), p["field"].clone());
+    let out = apply_each(&s, &b.records, b.all_or_none, |org, fields| {
+        let mut fields = fields.clone();
+        let value = fields
+            .remove(&field)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .ok_or_else(|| ApiError::new("MISSING_ARGUMENT", format!("{field} not specified")))?;
+        org.upsert(&object, &field, &value, &fields)
+            .map(|(id, created)| (id, Some(created)))
+    });
+    Ok(axum::Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeleteQ {
+    ids: Option<String>,
+    #[serde(rename = "allOrNone", default)]
+    all_or_none: Option<bool>,
+}
+
+async fn collection_delete(State(s): State<Arc<Shared>>, UrlQuery(q): UrlQuery<DeleteQ>) -> Reply {
+    let ids: Vec<Value> = q
+        .ids
+        .unwrap_or_default()
+        .split(',')
+        .filter(|i| !i.is_empty())
+        .map(|i| json!({"Id": i}))
+        .collect();
+    if ids.len() > COLLECTION_LIMIT {
+        return Err(Failure::bad(ApiError::new(
+            "EXCEEDED_ID_LIMIT",
+            "too many ids",
+        )));
+    }
+    let out = apply_each(&s, &ids, q.all_or_none.unwrap_or(false), |org, fields| {
+        let id = fields
+            .get("Id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let object = org
+            .get_any(&id)
+            .map(|(o, _)| o.to_owned())
+            .ok_or_else(|| ApiError::new("ENTITY_IS_DELETED", "entity is deleted"))?;
+        org.delete(&object, &id)
+            .map(|()| (super::org::normalize_id(&id), None))
+    });
+    Ok(axum::Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+struct RetrieveBody {
+    ids: Vec<String>,
+    fields: Vec<String>,
+}
+
+async fn collection_retrieve(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let b: RetrieveBody = serde_json::from_slice(&body)
+        .map_err(|e| Failure::bad(ApiError::new("JSON_PARSER_ERROR", e.to_string())))?;
+    let version = version_of(&p["version"]);
+    let object = p["object"].clone();
+    let fields = b.fields.join(",");
+    let found: Vec<Option<Fields>> = {
+        let org = s.org();
+        b.ids
+            .iter()
+            .map(|id| org.get(&object, id).cloned())
+            .collect()
+    };
+    let out: Vec<Value> = found
+        .into_iter()
+        .map(|r| {
+            r.map_or(Value::Null, |r| {
+                shape_one(&s, &object, &r, Some(&fields), &version)
+            })
+        })
+        .collect();
+    Ok(axum::Json(out).into_response())
 }
