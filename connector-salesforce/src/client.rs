@@ -704,6 +704,128 @@ impl SalesforceClient {
         Ok(out)
     }
 
+    /// `/composite`: up to 25 subrequests in one call, later ones referring to earlier
+    /// results as `@{referenceId.field}`; with `all_or_none`, one failure rolls all back.
+    /// One response per subrequest, in order.
+    pub async fn composite(
+        &self,
+        requests: &[Subrequest],
+        all_or_none: bool,
+    ) -> Result<Vec<SubResponse>> {
+        if requests.len() > SUBREQUEST_LIMIT {
+            return Err(Error::invalid_input(format!(
+                "{} subrequests: a composite request takes at most {SUBREQUEST_LIMIT}",
+                requests.len()
+            ))
+            .with_hint("split the work into several composite requests"));
+        }
+        let version = self.path("");
+        let subs: Vec<Value> = requests
+            .iter()
+            .map(|r| serde_json::json!({"method": r.method, "url": format!("{version}{}", r.path), "referenceId": r.reference_id, "body": r.body}))
+            .collect();
+        let body = serde_json::json!({"allOrNone": all_or_none, "compositeRequest": subs});
+        let answer = self
+            .json(
+                "composite",
+                Method::POST,
+                &self.path("/composite"),
+                Some(&body),
+                false,
+            )
+            .await?;
+        let list = answer["compositeResponse"].as_array().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "a composite answer without compositeResponse",
+            )
+        })?;
+        Ok(list
+            .iter()
+            .map(|r| SubResponse {
+                reference_id: r["referenceId"].as_str().unwrap_or_default().to_owned(),
+                status: r["httpStatusCode"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(0),
+                body: r["body"].clone(),
+            })
+            .collect())
+    }
+
+    /// `/composite/batch`: up to 25 independent subrequests in one call (reference ids
+    /// are ignored); `halt_on_error` stops at the first failure. `(status, body)` each.
+    pub async fn batch(
+        &self,
+        requests: &[Subrequest],
+        halt_on_error: bool,
+    ) -> Result<Vec<(u16, Value)>> {
+        if requests.len() > SUBREQUEST_LIMIT {
+            return Err(Error::invalid_input(format!(
+                "{} subrequests: a batch takes at most {SUBREQUEST_LIMIT}",
+                requests.len()
+            )));
+        }
+        let version = format!("v{}", self.inner.version);
+        let subs: Vec<Value> = requests
+            .iter()
+            .map(|r| serde_json::json!({"method": r.method, "url": format!("{version}{}", r.path), "richInput": r.body}))
+            .collect();
+        let body = serde_json::json!({"haltOnError": halt_on_error, "batchRequests": subs});
+        let answer = self
+            .json(
+                "composite.batch",
+                Method::POST,
+                &self.path("/composite/batch"),
+                Some(&body),
+                false,
+            )
+            .await?;
+        Ok(answer["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["statusCode"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(0),
+                    r["result"].clone(),
+                )
+            })
+            .collect())
+    }
+
+    /// `/composite/tree/{object}`: a tree of records (children under their relationship
+    /// name, e.g. `"Contacts": {"records": [...]}`, each record with
+    /// `attributes.referenceId`) created at once, or — on any error — not at all.
+    /// `(referenceId, id)` of each created record.
+    pub async fn tree(&self, object: &str, records: &[Value]) -> Result<Vec<(String, String)>> {
+        check_name(object)?;
+        let body = serde_json::json!({"records": records});
+        let answer = self
+            .json(
+                "composite.tree",
+                Method::POST,
+                &self.path(&format!("/composite/tree/{object}")),
+                Some(&body),
+                false,
+            )
+            .await?;
+        Ok(answer["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["referenceId"].as_str().unwrap_or_default().to_owned(),
+                    r["id"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
     /// `describeGlobal`: every object of the org.
     pub async fn describe_global(&self) -> Result<Value> {
         self.json(
@@ -773,6 +895,70 @@ impl SalesforceClient {
         self.json("limits", Method::GET, &self.path("/limits"), None, true)
             .await
     }
+}
+
+/// Subrequests per composite or batch request (Salesforce's limit).
+pub const SUBREQUEST_LIMIT: usize = 25;
+
+/// One subrequest of [`SalesforceClient::composite`] or [`SalesforceClient::batch`]:
+/// a method, a path below the API version (`/sobjects/Account`), and a body.
+///
+/// ```
+/// use connector_salesforce::client::Subrequest;
+/// let account = Subrequest::post("acct", "/sobjects/Account", serde_json::json!({"Name": "Acme"}));
+/// let contact = Subrequest::post("ct", "/sobjects/Contact",
+///     serde_json::json!({"LastName": "Doe", "AccountId": "@{acct.id}"}));
+/// assert_eq!(contact.reference_id, "ct");
+/// # let _ = account;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subrequest {
+    /// `GET`, `POST`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// The path below `/services/data/vXX.X`.
+    pub path: String,
+    /// The name later subrequests use in `@{reference_id.field}`.
+    pub reference_id: String,
+    /// The body, if any.
+    pub body: Option<Value>,
+}
+
+impl Subrequest {
+    fn new(method: &str, reference_id: &str, path: &str, body: Option<Value>) -> Self {
+        Subrequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            reference_id: reference_id.to_owned(),
+            body,
+        }
+    }
+    /// A `GET`.
+    pub fn get(reference_id: &str, path: &str) -> Self {
+        Self::new("GET", reference_id, path, None)
+    }
+    /// A `POST` with `body`.
+    pub fn post(reference_id: &str, path: &str, body: Value) -> Self {
+        Self::new("POST", reference_id, path, Some(body))
+    }
+    /// A `PATCH` with `body`.
+    pub fn patch(reference_id: &str, path: &str, body: Value) -> Self {
+        Self::new("PATCH", reference_id, path, Some(body))
+    }
+    /// A `DELETE`.
+    pub fn delete(reference_id: &str, path: &str) -> Self {
+        Self::new("DELETE", reference_id, path, None)
+    }
+}
+
+/// The response to one composite subrequest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubResponse {
+    /// The subrequest's reference id.
+    pub reference_id: String,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its body (Salesforce's error array when it failed).
+    pub body: Value,
 }
 
 /// Records per sObject Collections request (Salesforce's limit).

@@ -491,3 +491,140 @@ async fn collections_chunk_at_200_and_report_every_record() {
     assert!(deleted.iter().all(|r| r.success));
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn composite_references_batch_and_tree() {
+    use connector_salesforce::client::Subrequest;
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+
+    // Composite: an account, a contact referring to it, a read of it.
+    let answers = sf
+        .composite(
+            &[
+                Subrequest::post("acct", "/sobjects/Account", json!({"Name": "Composite Co"})),
+                Subrequest::post(
+                    "ct",
+                    "/sobjects/Contact",
+                    json!({"LastName": "Ref", "AccountId": "@{acct.id}"}),
+                ),
+                Subrequest::get("read", "/sobjects/Contact/@{ct.id}?fields=AccountId"),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answers.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [201, 201, 200]
+    );
+    assert_eq!(answers[2].body["AccountId"], answers[0].body["id"]);
+
+    // All or none: the bad second subrequest rolls the first back.
+    let answers = sf
+        .composite(
+            &[
+                Subrequest::post(
+                    "ok",
+                    "/sobjects/Account",
+                    json!({"Name": "Rolled Back Inc"}),
+                ),
+                Subrequest::post(
+                    "bad",
+                    "/sobjects/Contact",
+                    json!({"FirstName": "no last name"}),
+                ),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers[1].body[0]["errorCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(answers[0].body[0]["errorCode"], "PROCESSING_HALTED");
+    let q = Soql::select(["Id"])
+        .from("Account")
+        .filter(field("Name").eq("Rolled Back Inc"))
+        .build()
+        .unwrap();
+    assert!(
+        sf.query(&q)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let too_many: Vec<Subrequest> = (0..26)
+        .map(|i| Subrequest::get(&format!("r{i}"), "/limits"))
+        .collect();
+    assert_eq!(
+        sf.composite(&too_many, false).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+
+    // Batch: independent results; one failure does not stop the others.
+    let results = sf
+        .batch(
+            &[
+                Subrequest::get("", "/limits"),
+                Subrequest::get("", "/sobjects/Account/001000000000000AAA"),
+                Subrequest::post("", "/sobjects/Account", json!({"Name": "Batch Ltd"})),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [200, 404, 201]
+    );
+
+    // Tree: an account with two contacts at once, linked.
+    let created = sf
+        .tree(
+            "Account",
+            &[json!({
+                "attributes": {"type": "Account", "referenceId": "a1"},
+                "Name": "Tree LLP",
+                "Contacts": {"records": [
+                    {"attributes": {"type": "Contact", "referenceId": "c1"}, "LastName": "Leaf"},
+                    {"attributes": {"type": "Contact", "referenceId": "c2"}, "LastName": "Twig"},
+                ]},
+            })],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["a1", "c1", "c2"]
+    );
+    let leaf = sf
+        .retrieve("Contact", &created[1].1, &["AccountId"])
+        .await
+        .unwrap();
+    assert_eq!(leaf["AccountId"], created[0].1.as_str());
+    // A tree with an invalid record creates nothing.
+    let err = sf
+        .tree(
+            "Account",
+            &[json!({"attributes": {"type": "Account", "referenceId": "x"}, "Name": "Half Tree",
+                     "Contacts": {"records": [{"attributes": {"type": "Contact", "referenceId": "y"}}]}})],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let q = Soql::select(["Id"])
+        .from("Account")
+        .filter(field("Name").eq("Half Tree"))
+        .build()
+        .unwrap();
+    assert!(
+        sf.query(&q)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    sb.stop().await;
+}

@@ -25,6 +25,7 @@
 //! # });
 //! ```
 
+mod composite;
 mod eval;
 pub mod org;
 mod server;

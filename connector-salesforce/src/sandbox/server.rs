@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     api_used: Mutex<u64>,
     next: Mutex<u64>,
     pub(crate) faults: Mutex<FaultState>,
+    /// The routes composite requests dispatch their subrequests to.
+    pub(crate) internal: std::sync::OnceLock<Router>,
 }
 
 /// Injected faults and their seeded random generator.
@@ -123,6 +125,7 @@ impl Shared {
             api_used: Mutex::new(0),
             next: Mutex::new(0),
             faults: Mutex::new(FaultState::default()),
+            internal: std::sync::OnceLock::new(),
         }
     }
 
@@ -166,19 +169,19 @@ impl Shared {
             .clear();
     }
 
-    fn org(&self) -> std::sync::MutexGuard<'_, Org> {
+    pub(crate) fn org(&self) -> std::sync::MutexGuard<'_, Org> {
         self.org.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// An error response in Salesforce's shape.
-struct Failure(StatusCode, Vec<ApiError>);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) Vec<ApiError>);
 
 impl Failure {
-    fn new(status: StatusCode, e: ApiError) -> Self {
+    pub(crate) fn new(status: StatusCode, e: ApiError) -> Self {
         Failure(status, vec![e])
     }
-    fn bad(e: ApiError) -> Self {
+    pub(crate) fn bad(e: ApiError) -> Self {
         let status = match e.error_code.as_str() {
             "NOT_FOUND" | "ENTITY_IS_DELETED" => StatusCode::NOT_FOUND,
             "MULTIPLE_CHOICES" => StatusCode::MULTIPLE_CHOICES,
@@ -194,11 +197,12 @@ impl IntoResponse for Failure {
     }
 }
 
-type Reply = Result<Response, Failure>;
+pub(crate) type Reply = Result<Response, Failure>;
 
 /// The router; `shared` holds the org.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
+/// The API routes (under `/services/data/{version}`), without authorization.
+fn api_routes() -> Router<Arc<Shared>> {
+    Router::new()
         .route("/query", get(query))
         .route("/queryAll", get(query_all))
         .route("/query/{locator}", get(query_more))
@@ -226,7 +230,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/composite/sobjects/{object}/{field}",
             axum::routing::patch(collection_upsert),
         )
-        .layer(middleware::from_fn_with_state(shared.clone(), authorize));
+        .route("/composite", post(super::composite::composite))
+        .route("/composite/batch", post(super::composite::batch))
+        .route("/composite/tree/{object}", post(super::composite::tree))
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    // Composite subrequests are dispatched here: same routes, no second authorization,
+    // no API-call count of their own (a composite request is one call).
+    let internal = Router::new()
+        .nest("/services/data/{version}", api_routes())
+        .with_state(shared.clone());
+    let _ = shared.internal.set(internal);
+    let api = api_routes().layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
