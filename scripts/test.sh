@@ -39,9 +39,12 @@ cargo clippy --version
 step "local services"
 # OpenID provider for moodbridge-auth: oidc-provider (npm), pinned by its package-lock.
 command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
-if ! npm ci --prefix moodbridge-auth/tests/oidc --no-audit --no-fund --loglevel=error; then
-  echo "npm ci failed for moodbridge-auth/tests/oidc"; exit 1
-fi
+for npm_dir in moodbridge-auth/tests/oidc connector-salesforce/tests/jsforce; do
+  # oidc-provider for the auth tests; jsforce for the Salesforce sandbox conformance run.
+  if ! npm ci --prefix "$npm_dir" --no-audit --no-fund --loglevel=error; then
+    echo "npm ci failed for $npm_dir"; exit 1
+  fi
+done
 
 # PostgreSQL 15 for the state store tests: a throwaway cluster on 127.0.0.1 at a free
 # port (fsync off: speed matters here, durability does not); each test creates its own
