@@ -628,3 +628,103 @@ async fn composite_references_batch_and_tree() {
     );
     sb.stop().await;
 }
+
+/// An RSA key pair: the private key PEM (PKCS#8) and the public key PEM (SPKI).
+fn rsa_pair() -> (String, String) {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    use base64::Engine;
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let private = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
+    let public = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key()).unwrap();
+    (
+        pem("PRIVATE KEY", private.as_ref()),
+        pem("PUBLIC KEY", public.as_ref()),
+    )
+}
+
+#[tokio::test]
+async fn the_jwt_bearer_flow_connects_server_to_server_and_a_wrong_key_is_refused() {
+    use moodbridge_auth::token_manager::JwtBearerSource;
+    let (private, public) = rsa_pair();
+    let sb = Sandbox::new(SandboxConfig {
+        jwt_public_key_pem: Some(public),
+        ..SandboxConfig::default()
+    })
+    .seed(5, 1, 1)
+    .start()
+    .await
+    .unwrap();
+    let provider = Provider {
+        name: "sandbox".into(),
+        issuer: sb.url().to_owned(),
+        authorization_endpoint: None,
+        token_endpoint: format!("{}/services/oauth2/token", sb.url())
+            .parse()
+            .unwrap(),
+        revocation_endpoint: None,
+        jwks_uri: None,
+        client_auth: ClientAuth::Body,
+    };
+    let app = Arc::new(OAuthClient::new(provider, "sandbox-client", None).unwrap());
+    let tokens = TokenManager::new();
+    let source = |key: &str, subject: &str| {
+        Arc::new(JwtBearerSource {
+            client: app.clone(),
+            subject: subject.to_owned(),
+            private_key_pem: SecretString::from(key.to_owned()),
+        })
+    };
+    tokens.register(
+        "sandbox",
+        "integration",
+        source(&private, "integration@moodbridge.test"),
+    );
+    let sf = SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens.clone(),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .connect()
+    .await
+    .unwrap();
+    let q = Soql::select(["Id"]).from("Account").build().unwrap();
+    assert_eq!(sf.query(&q).try_collect::<Vec<_>>().await.unwrap().len(), 5);
+
+    // Another key, or a user the app is not approved for: refused as an auth error.
+    let (impostor, _) = rsa_pair();
+    tokens.register(
+        "sandbox",
+        "impostor",
+        source(&impostor, "integration@moodbridge.test"),
+    );
+    tokens.register(
+        "sandbox",
+        "stranger",
+        source(&private, "stranger@elsewhere.test"),
+    );
+    for principal in ["impostor", "stranger"] {
+        let err =
+            SalesforceClient::builder("salesforce:sandbox", tokens.clone(), "sandbox", principal)
+                .allow_instances(InstanceAllowList::default().with_loopback())
+                .connect()
+                .await
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{principal}: {err}");
+    }
+    sb.stop().await;
+}

@@ -3,7 +3,8 @@
 //! and local development, on 127.0.0.1 only.
 //!
 //! It serves what the connector uses, faithfully to the reference: `/services/data`
-//! versions, the OAuth token endpoint (client credentials and refresh token so far),
+//! versions, the OAuth token endpoint (client credentials, refresh token, and the JWT
+//! bearer grant verified against the connected app's certificate),
 //! query / queryMore (server-side cursors, 2,000 records a page by default) / queryAll
 //! (soft-deleted records included), a SOQL parser for the subset the builder emits,
 //! sObject create / retrieve / update / delete / upsert by external id, describeGlobal
@@ -54,6 +55,10 @@ pub struct SandboxConfig {
     pub client_id: String,
     /// The connected app's client secret.
     pub client_secret: String,
+    /// The connected app's certificate public key (PEM), for the JWT bearer grant.
+    pub jwt_public_key_pem: Option<String>,
+    /// Users the connected app is approved for (the JWT bearer grant's `sub`).
+    pub users: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -65,6 +70,8 @@ impl Default for SandboxConfig {
             daily_api_limit: 100_000,
             client_id: "sandbox-client".into(),
             client_secret: "sandbox-secret".into(),
+            jwt_public_key_pem: None,
+            users: vec!["integration@moodbridge.test".into()],
         }
     }
 }

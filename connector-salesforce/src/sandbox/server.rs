@@ -267,6 +267,50 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
+    assertion: Option<String>,
+}
+
+/// Check a JWT bearer assertion as Salesforce does: RS256 signed by the connected app's
+/// certificate key, `iss` the client id, `aud` the login server, `sub` an approved user,
+/// `exp` not passed.
+fn check_assertion(s: &Shared, assertion: &str) -> Result<(), (&'static str, &'static str)> {
+    #[derive(Deserialize)]
+    struct Claims {
+        sub: String,
+    }
+    let Some(pem) = &s.config.jwt_public_key_pem else {
+        return Err((
+            "invalid_client",
+            "the connected app has no certificate for the JWT bearer flow",
+        ));
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+        (
+            "invalid_client",
+            "the connected app's certificate is not an RSA key",
+        )
+    })?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[s.config.client_id.as_str()]);
+    validation.set_audience(&[
+        s.base_url.as_str(),
+        "https://login.salesforce.com",
+        "https://test.salesforce.com",
+    ]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(|e| {
+        let description = match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired assertion",
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => "audience is invalid",
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "client identifier invalid",
+            _ => "invalid assertion",
+        };
+        ("invalid_grant", description)
+    })?;
+    if !s.config.users.contains(&data.claims.sub) {
+        return Err(("invalid_grant", "user hasn't approved this consumer"));
+    }
+    Ok(())
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
@@ -292,6 +336,13 @@ async fn token(State(s): State<Arc<Shared>>, Form(form): Form<TokenForm>) -> Res
             });
             if !known {
                 return oauth_error("invalid_grant", "expired access/refresh token");
+            }
+        }
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            if let Err((error, description)) =
+                check_assertion(&s, form.assertion.as_deref().unwrap_or_default())
+            {
+                return oauth_error(error, description);
             }
         }
         other => {
