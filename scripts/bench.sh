@@ -9,3 +9,6 @@ cargo bench --locked -p moodbridge-core --bench sync_throughput -- breakdown
 cargo bench --locked -p moodbridge-core --bench sync_throughput_mimalloc
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"
 cargo bench --locked -p moodbridge-auth --bench token_cache
+# The Salesforce benches start the sandbox example as a separate process.
+cargo build --locked --release -p connector-salesforce --features sandbox --example sandbox
+cargo bench --locked -p connector-salesforce --features sandbox --bench query_stream

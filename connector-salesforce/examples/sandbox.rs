@@ -1,0 +1,49 @@
+//! Run the local Salesforce sandbox on 127.0.0.1 until interrupted (Ctrl-C), seeded with
+//! realistic data, and print how to reach it.
+//!
+//! ```sh
+//! cargo run -p connector-salesforce --features sandbox --example sandbox -- [ACCOUNTS] [PER_ACCOUNT]
+//! ```
+//!
+//! The first line printed is `SANDBOX_URL=<url> TOKEN=<access token>` (benchmarks read
+//! it); the token endpoint takes client id `sandbox-client`, secret `sandbox-secret`.
+
+use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> moodbridge_core::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let accounts: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let per_account: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let sandbox = Sandbox::new(SandboxConfig {
+        token_ttl: std::time::Duration::from_secs(24 * 3600),
+        daily_api_limit: u64::MAX,
+        ..SandboxConfig::default()
+    })
+    .seed(accounts, per_account, 42)
+    .start()
+    .await?;
+    println!(
+        "SANDBOX_URL={} TOKEN={}",
+        sandbox.url(),
+        sandbox.issue_token()
+    );
+    println!(
+        "serving {accounts} Accounts with {per_account} Contacts and Cases each; token endpoint {}/services/oauth2/token (sandbox-client / sandbox-secret); Ctrl-C stops",
+        sandbox.url()
+    );
+    // Wait for stdin to close or Ctrl-C-like termination (the process is killed).
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin()
+            .read_line(&mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            line.clear();
+        }
+    })
+    .await;
+    sandbox.stop().await;
+    Ok(())
+}
