@@ -186,6 +186,9 @@ pub struct Org {
     last_stamp_ms: u64,
     /// Set when definitions change (describe's `Last-Modified`).
     pub schema_changed: SystemTime,
+    /// Live records by (object, external id field, value): upserts and duplicate checks
+    /// without a scan.
+    external: HashMap<(String, String, String), String>,
 }
 
 fn err(code: &str, message: impl Into<String>, fields: &[&str]) -> ApiError {
@@ -244,6 +247,7 @@ impl Org {
             next_id: 1,
             last_stamp_ms: 0,
             schema_changed: SystemTime::now(),
+            external: HashMap::new(),
         }
     }
 
@@ -444,6 +448,7 @@ impl Org {
             .entry(def.name.clone())
             .or_default()
             .insert(id.clone(), fields);
+        self.index_external(&def.name, &id, false);
         Ok(id)
     }
 
@@ -454,17 +459,36 @@ impl Org {
         if self.get(&def.name, id).is_none() {
             return Err(self.missing(&def.name, id));
         }
+        let id = normalize_id(id);
+        for f in def.fields.iter().filter(|f| f.external_id) {
+            if let Some(v) = fields.get(&f.name).filter(|v| !v.is_null())
+                && self
+                    .find_by(&def.name, &f.name, v)
+                    .is_some_and(|other| other != id)
+            {
+                return Err(err(
+                    "DUPLICATE_VALUE",
+                    format!(
+                        "duplicate value found: {} duplicates value on another record",
+                        f.name
+                    ),
+                    &[&f.name],
+                ));
+            }
+        }
         let stamp = self.stamp();
+        self.index_external(&def.name, &id, true);
         let record = self
             .records
             .get_mut(&def.name)
-            .and_then(|t| t.get_mut(&normalize_id(id)))
+            .and_then(|t| t.get_mut(&id))
             .ok_or_else(|| err("NOT_FOUND", "The requested resource does not exist", &[]))?;
         for (k, v) in fields {
             record.insert(k, v);
         }
         record.insert("LastModifiedDate".into(), json!(stamp));
         record.insert("SystemModstamp".into(), json!(stamp));
+        self.index_external(&def.name, &id, false);
         Ok(())
     }
 
@@ -483,6 +507,7 @@ impl Org {
             Some(r) => {
                 r.insert("IsDeleted".into(), json!(true));
                 r.insert("SystemModstamp".into(), json!(stamp));
+                self.index_external(&def.name, &normalize_id(id), true);
                 Ok(())
             }
             None => Err(self.missing(&def.name, id)),
@@ -529,12 +554,51 @@ impl Org {
         self.find_all_by(object, field, value).into_iter().next()
     }
 
+    /// Live records whose `field` (an external id, or `Id`) is `value`.
     fn find_all_by(&self, object: &str, field: &str, value: &Value) -> Vec<String> {
-        self.rows(object, false)
+        let Some(text) = value.as_str() else {
+            return Vec::new();
+        };
+        if field == "Id" {
+            return self
+                .get(object, text)
+                .map(|_| normalize_id(text))
+                .into_iter()
+                .collect();
+        }
+        self.external
+            .get(&(object.to_owned(), field.to_owned(), text.to_owned()))
+            .cloned()
             .into_iter()
-            .filter(|r| r.get(field) == Some(value))
-            .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
             .collect()
+    }
+
+    /// Index (or, with `remove`, unindex) the external ids of record `id` of `object`.
+    fn index_external(&mut self, object: &str, id: &str, remove: bool) {
+        let Some(def) = self.objects.get(object) else {
+            return;
+        };
+        let fields: Vec<String> = def
+            .fields
+            .iter()
+            .filter(|f| f.external_id)
+            .map(|f| f.name.clone())
+            .collect();
+        let values: Vec<(String, String)> = match self.records.get(object).and_then(|t| t.get(id)) {
+            Some(r) => fields
+                .into_iter()
+                .filter_map(|f| r.get(&f).and_then(Value::as_str).map(|v| (f, v.to_owned())))
+                .collect(),
+            None => return,
+        };
+        for (field, value) in values {
+            let key = (object.to_owned(), field, value);
+            if remove {
+                self.external.remove(&key);
+            } else {
+                self.external.insert(key, id.to_owned());
+            }
+        }
     }
 
     fn missing(&self, object: &str, id: &str) -> ApiError {
