@@ -23,15 +23,21 @@ async fn main() -> moodbridge_core::Result<()> {
     .seed(accounts, per_account, 42)
     .start()
     .await?;
-    println!(
+    // Written with errors ignored: whoever started us may stop reading.
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "SANDBOX_URL={} TOKEN={}",
         sandbox.url(),
         sandbox.issue_token()
     );
-    println!(
-        "serving {accounts} Accounts with {per_account} Contacts and Cases each; token endpoint {}/services/oauth2/token (sandbox-client / sandbox-secret); Ctrl-C stops",
+    let _ = writeln!(
+        out,
+        "serving {accounts} Accounts with {per_account} Contacts and Cases each; token endpoint {}/services/oauth2/token (sandbox-client / sandbox-secret); close stdin or Ctrl-C to stop",
         sandbox.url()
     );
+    let _ = out.flush();
     // Wait for stdin to close or Ctrl-C-like termination (the process is killed).
     let _ = tokio::task::spawn_blocking(|| {
         let mut line = String::new();

@@ -144,6 +144,8 @@ impl ClientBuilder {
     /// Get a token, check its instance, and discover the API version.
     pub async fn connect(self) -> Result<SalesforceClient> {
         let http = moodbridge_auth::http::client()?;
+        let usage_gauge =
+            metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.id.clone());
         let mut client = SalesforceClient {
             inner: Arc::new(Inner {
                 policy: self.policy.unwrap_or_else(|| default_policy(&self.id)),
@@ -157,6 +159,8 @@ impl ClientBuilder {
                 api_used: AtomicU64::new(0),
                 api_max: AtomicU64::new(0),
                 describes: std::sync::Mutex::new(std::collections::HashMap::new()),
+                instance_cache: std::sync::Mutex::new(None),
+                usage_gauge,
             }),
         };
         let (_, body) = client
@@ -189,6 +193,11 @@ struct Inner {
     api_max: AtomicU64,
     /// Describe results by object, with their `Last-Modified`.
     describes: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Value>)>>,
+    /// The last instance URL seen and its checked, parsed form.
+    instance_cache: std::sync::Mutex<Option<(String, Url)>>,
+    /// The org's API usage share (handle taken at connect: install the metrics recorder
+    /// before connecting).
+    usage_gauge: metrics::Gauge,
 }
 
 /// A Salesforce org's REST API. Cheap to clone.
@@ -257,10 +266,9 @@ impl SalesforceClient {
         (max > 0).then(|| (self.inner.api_used.load(Ordering::Relaxed), max))
     }
 
-    fn record_limits(&self, headers: &reqwest::header::HeaderMap) {
+    fn record_limits(&self, header: Option<&reqwest::header::HeaderValue>) {
         // `Sforce-Limit-Info: api-usage=25/15000`
-        let Some((used, max)) = headers
-            .get("sforce-limit-info")
+        let Some((used, max)) = header
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.split(',')
@@ -275,8 +283,7 @@ impl SalesforceClient {
         };
         self.inner.api_used.store(used, Ordering::Relaxed);
         self.inner.api_max.store(max, Ordering::Relaxed);
-        metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.inner.id.clone())
-            .set(used as f64 / max.max(1) as f64);
+        self.inner.usage_gauge.set(used as f64 / max.max(1) as f64);
     }
 
     fn instance(&self, token: &TokenSet) -> Result<Url> {
@@ -285,7 +292,20 @@ impl SalesforceClient {
                 .with_platform(crate::error::PLATFORM)
                 .with_hint("use a Salesforce token endpoint, which returns the org's instance_url")
         })?;
-        self.inner.allow.check(url)
+        // Parsed and checked once per instance URL, not per call.
+        let mut cache = self
+            .inner
+            .instance_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((text, parsed)) = cache.as_ref()
+            && text == url
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = self.inner.allow.check(url)?;
+        *cache = Some((url.to_owned(), parsed.clone()));
+        Ok(parsed)
     }
 
     /// One call: policy outside, token (refreshed and retried once on an expired session)
@@ -303,7 +323,8 @@ impl SalesforceClient {
             .map(|(status, _, bytes)| (status, bytes))
     }
 
-    /// [`send_raw`](Self::send_raw) with an `If-Modified-Since` and the response headers.
+    /// [`send_raw`](Self::send_raw) with an `If-Modified-Since`, returning the response's
+    /// `Last-Modified`.
     async fn send_full(
         &self,
         op: &'static str,
@@ -312,7 +333,7 @@ impl SalesforceClient {
         body: Option<&Value>,
         idempotent: bool,
         if_modified_since: Option<&str>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+    ) -> Result<(u16, Option<String>, Vec<u8>)> {
         let inner = &self.inner;
         let mut operation = Operation::new(op);
         if !idempotent {
@@ -343,13 +364,18 @@ impl SalesforceClient {
                             }
                             let response = request.send().await.map_err(|e| transport(op, &e))?;
                             let status = response.status().as_u16();
-                            let headers = response.headers().clone();
-                            self.record_limits(&headers);
+                            let headers = response.headers();
+                            self.record_limits(headers.get("sforce-limit-info"));
+                            let wait = retry_after(headers);
+                            let last_modified = headers
+                                .get(reqwest::header::LAST_MODIFIED)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
                             let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
                             if (200..300).contains(&status) || status == 304 {
-                                Ok((status, headers, bytes.to_vec()))
+                                Ok((status, last_modified, bytes.to_vec()))
                             } else {
-                                Err(map_error(status, retry_after(&headers), &bytes, op))
+                                Err(map_error(status, wait, &bytes, op))
                             }
                         }
                     })
@@ -850,7 +876,7 @@ impl SalesforceClient {
             .get(object)
             .cloned();
         let path = self.path(&format!("/sobjects/{object}/describe"));
-        let (status, headers, bytes) = self
+        let (status, last_modified, bytes) = self
             .send_full(
                 "describe",
                 Method::GET,
@@ -867,15 +893,12 @@ impl SalesforceClient {
         }
         let value: Arc<Value> =
             Arc::new(serde_json::from_slice(&bytes).map_err(|e| protocol("a describe", e))?);
-        if let Some(lm) = headers
-            .get(reqwest::header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(lm) = last_modified {
             self.inner
                 .describes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(object.to_owned(), (lm.to_owned(), value.clone()));
+                .insert(object.to_owned(), (lm, value.clone()));
         }
         Ok(value)
     }
