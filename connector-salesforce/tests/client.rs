@@ -316,6 +316,21 @@ async fn describe_is_cached_and_becomes_the_core_catalog() {
     sb.stop().await;
 }
 
+/// A client whose policy retries fast and often (for fault-injection tests).
+async fn connect_patiently(sb: &RunningSandbox) -> SalesforceClient {
+    SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(sb),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .policy(patient_policy())
+    .connect()
+    .await
+    .unwrap()
+}
+
 fn patient_policy() -> moodbridge_core::Policy {
     moodbridge_core::Policy::builder("salesforce:sandbox")
         .retry(moodbridge_core::RetryConfig {
@@ -332,17 +347,7 @@ fn patient_policy() -> moodbridge_core::Policy {
 async fn unavailability_rate_limits_and_dropped_connections_are_retried_to_the_exact_result() {
     use connector_salesforce::sandbox::Faults;
     let sb = sandbox(5).await;
-    let sf = SalesforceClient::builder(
-        "salesforce:sandbox",
-        tokens_for(&sb),
-        "sandbox",
-        "integration",
-    )
-    .allow_instances(InstanceAllowList::default().with_loopback())
-    .policy(patient_policy())
-    .connect()
-    .await
-    .unwrap();
+    let sf = connect_patiently(&sb).await;
     sb.set_faults(Faults {
         error_rate: 0.3,
         drop_rate: 0.1,
@@ -369,17 +374,7 @@ async fn unavailability_rate_limits_and_dropped_connections_are_retried_to_the_e
 async fn the_daily_request_limit_is_reported_not_hammered_and_a_session_ended_midway_is_renewed() {
     use connector_salesforce::sandbox::Faults;
     let sb = sandbox(2_000).await;
-    let sf = SalesforceClient::builder(
-        "salesforce:sandbox",
-        tokens_for(&sb),
-        "sandbox",
-        "integration",
-    )
-    .allow_instances(InstanceAllowList::default().with_loopback())
-    .policy(patient_policy())
-    .connect()
-    .await
-    .unwrap();
+    let sf = connect_patiently(&sb).await;
     sb.set_faults(Faults {
         invalid_session_after: Some(2),
         request_limit_after: Some(4),

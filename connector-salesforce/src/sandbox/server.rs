@@ -199,6 +199,14 @@ impl IntoResponse for Failure {
 
 pub(crate) type Reply = Result<Response, Failure>;
 
+/// Salesforce's answer for a resource that is not there.
+fn not_found() -> Failure {
+    Failure::bad(ApiError::new(
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    ))
+}
+
 /// The router; `shared` holds the org.
 /// The API routes (under `/services/data/{version}`), without authorization.
 fn api_routes() -> Router<Arc<Shared>> {
@@ -640,20 +648,12 @@ async fn retrieve(
     let record = {
         let org = s.org();
         if org.object(object).is_none() {
-            return Err(Failure::bad(ApiError::new(
-                "NOT_FOUND",
-                "The requested resource does not exist",
-            )));
+            return Err(not_found());
         }
         org.get(org.object(object).map_or("", |d| d.name.as_str()), id)
             .cloned()
     };
-    let record = record.ok_or_else(|| {
-        Failure::bad(ApiError::new(
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ))
-    })?;
+    let record = record.ok_or_else(not_found)?;
     Ok(axum::Json(shape_one(
         &s,
         object,
@@ -677,12 +677,7 @@ async fn retrieve_by(
     );
     let record = {
         let org = s.org();
-        let def = org.object(object).ok_or_else(|| {
-            Failure::bad(ApiError::new(
-                "NOT_FOUND",
-                "The requested resource does not exist",
-            ))
-        })?;
+        let def = org.object(object).ok_or_else(not_found)?;
         let f = def
             .field(field)
             .filter(|f| f.external_id)
@@ -701,12 +696,7 @@ async fn retrieve_by(
             .find(|r| r.get(&f).and_then(Value::as_str) == Some(value.as_str()))
             .cloned()
     };
-    let record = record.ok_or_else(|| {
-        Failure::bad(ApiError::new(
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ))
-    })?;
+    let record = record.ok_or_else(not_found)?;
     Ok(axum::Json(shape_one(
         &s,
         object,
@@ -797,12 +787,7 @@ async fn describe(
     headers: HeaderMap,
 ) -> Reply {
     let org = s.org();
-    let def = org.object(&p["object"]).ok_or_else(|| {
-        Failure::bad(ApiError::new(
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ))
-    })?;
+    let def = org.object(&p["object"]).ok_or_else(not_found)?;
     let changed = httpdate_secs(org.schema_changed);
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
