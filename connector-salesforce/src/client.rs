@@ -146,9 +146,13 @@ impl ClientBuilder {
         let http = moodbridge_auth::http::client()?;
         let usage_gauge =
             metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.id.clone());
+        let policy = self.policy.unwrap_or_else(|| default_policy(&self.id));
+        let base_quota = policy.rate_limiter().map(|l| (l.clone(), l.quota()));
         let mut client = SalesforceClient {
             inner: Arc::new(Inner {
-                policy: self.policy.unwrap_or_else(|| default_policy(&self.id)),
+                policy,
+                base_quota,
+                throttle_tier: std::sync::atomic::AtomicU8::new(0),
                 id: self.id,
                 http,
                 tokens: self.tokens,
@@ -193,6 +197,13 @@ struct Inner {
     api_max: AtomicU64,
     /// Describe results by object, with their `Last-Modified`.
     describes: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<Value>)>>,
+    /// The policy's rate limiter and its configured quota (the throttle's base).
+    base_quota: Option<(
+        moodbridge_core::resilience::RateLimiter,
+        moodbridge_core::resilience::RateQuota,
+    )>,
+    /// 0 normal, 1 half rate, 2 quarter rate.
+    throttle_tier: std::sync::atomic::AtomicU8,
     /// The last instance URL seen and its checked, parsed form.
     instance_cache: std::sync::Mutex<Option<(String, Url)>>,
     /// The org's API usage share (handle taken at connect: install the metrics recorder
@@ -284,6 +295,40 @@ impl SalesforceClient {
         self.inner.api_used.store(used, Ordering::Relaxed);
         self.inner.api_max.store(max, Ordering::Relaxed);
         self.inner.usage_gauge.set(used as f64 / max.max(1) as f64);
+        self.throttle(used, max);
+    }
+
+    /// Slow down before the org runs out: with less than a quarter of the daily API
+    /// requests left, the policy's rate limiter runs at half its configured rate; with
+    /// less than a tenth, at a quarter. The quota changes only when the tier does.
+    fn throttle(&self, used: u64, max: u64) {
+        let Some((limiter, base)) = &self.inner.base_quota else {
+            return;
+        };
+        let left = max.saturating_sub(used);
+        let tier: u8 = if left * 10 < max {
+            2
+        } else if left * 4 < max {
+            1
+        } else {
+            0
+        };
+        if self.inner.throttle_tier.swap(tier, Ordering::Relaxed) == tier {
+            return;
+        }
+        let mut quota = *base;
+        quota.rate = (base.rate >> tier).max(1);
+        quota.burst = base.burst.map(|b| (b >> tier).max(1));
+        if let Err(e) = limiter.set_quota(quota) {
+            tracing::warn!(integration = %self.inner.id, error = %e, "could not change the rate limit");
+        } else {
+            tracing::warn!(integration = %self.inner.id, left, max, rate = quota.rate, "Salesforce API allowance running low: rate limit lowered");
+        }
+    }
+
+    /// The policy every call goes through.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     fn instance(&self, token: &TokenSet) -> Result<Url> {

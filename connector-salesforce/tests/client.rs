@@ -723,3 +723,47 @@ async fn the_jwt_bearer_flow_connects_server_to_server_and_a_wrong_key_is_refuse
     }
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn the_rate_limit_is_lowered_as_the_daily_allowance_runs_out() {
+    use moodbridge_core::resilience::{RateLimitConfig, RateLimiter, RateQuota};
+    let sb = Sandbox::new(SandboxConfig {
+        daily_api_limit: 20,
+        ..SandboxConfig::default()
+    })
+    .start()
+    .await
+    .unwrap();
+    let limiter = RateLimiter::new(
+        "salesforce:sandbox",
+        RateLimitConfig::new(RateQuota::per_second(1_000)),
+    )
+    .unwrap();
+    let policy = moodbridge_core::Policy::builder("salesforce:sandbox")
+        .rate_limiter(limiter)
+        .build();
+    let sf = SalesforceClient::builder(
+        "salesforce:sandbox",
+        tokens_for(&sb),
+        "sandbox",
+        "integration",
+    )
+    .allow_instances(InstanceAllowList::default().with_loopback())
+    .policy(policy)
+    .connect()
+    .await
+    .unwrap();
+    let rate = |sf: &SalesforceClient| sf.policy().rate_limiter().unwrap().quota().rate;
+    for _ in 0..15 {
+        sf.limits().await.unwrap();
+    }
+    assert_eq!(sf.api_usage(), Some((15, 20)));
+    assert_eq!(rate(&sf), 1_000, "a quarter or more left: full rate");
+    sf.limits().await.unwrap(); // 4 left of 20: under a quarter
+    assert_eq!(rate(&sf), 500);
+    sf.limits().await.unwrap(); // 3 left
+    sf.limits().await.unwrap(); // 2 left
+    sf.limits().await.unwrap(); // 1 left: under a tenth
+    assert_eq!(rate(&sf), 250);
+    sb.stop().await;
+}
