@@ -518,6 +518,23 @@ impl SalesforceClient {
         )
     }
 
+    /// Run a SOSL search (see [`Sosl`](crate::soql::Sosl)); the records found, each with
+    /// its `attributes.type`.
+    pub async fn search(&self, sosl: &str) -> Result<Vec<Value>> {
+        let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
+        url.query_pairs_mut().append_pair("q", sosl);
+        let path = format!(
+            "{}?{}",
+            self.path("/search"),
+            url.query().unwrap_or_default()
+        );
+        let answer = self.json("search", Method::GET, &path, None, true).await?;
+        Ok(answer["searchRecords"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Retrieve a record by id (`fields` empty: all fields).
     pub async fn retrieve(&self, object: &str, id: &str, fields: &[&str]) -> Result<Value> {
         check_name(object)?;

@@ -767,3 +767,45 @@ async fn the_rate_limit_is_lowered_as_the_daily_allowance_runs_out() {
     assert_eq!(rate(&sf), 250);
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn sosl_finds_records_by_a_literal_term() {
+    use connector_salesforce::soql::{SearchScope, Sosl};
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::Newest { max: None })
+        .await
+        .unwrap();
+    sf.create(
+        "Account",
+        &json!({"Name": "Smith & Wesson (Legal) *Group*"}),
+    )
+    .await
+    .unwrap();
+    sf.create(
+        "Contact",
+        &json!({"LastName": "Wesson-Smith", "Email": "w@example.com"}),
+    )
+    .await
+    .unwrap();
+    let q = Sosl::find("Wesson (Legal) *Group")
+        .in_scope(SearchScope::Name)
+        .returning("Account", ["Id", "Name"])
+        .returning("Contact", ["Id", "LastName"])
+        .build()
+        .unwrap();
+    let found = sf.search(&q).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["attributes"]["type"], "Account");
+    assert_eq!(found[0]["Name"], "Smith & Wesson (Legal) *Group*");
+    let q = Sosl::find("wesson")
+        .returning("Account", ["Id"])
+        .returning("Contact", ["Id"])
+        .build()
+        .unwrap();
+    assert_eq!(
+        sf.search(&q).await.unwrap().len(),
+        2,
+        "case-insensitive, both objects"
+    );
+    sb.stop().await;
+}

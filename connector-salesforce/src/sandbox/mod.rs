@@ -31,6 +31,7 @@ mod eval;
 pub mod org;
 mod server;
 pub mod soql;
+pub mod sosl;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -227,6 +227,7 @@ fn api_routes() -> Router<Arc<Shared>> {
             get(retrieve_by).patch(upsert),
         )
         .route("/limits", get(limits))
+        .route("/search", get(search))
         .route(
             "/composite/sobjects",
             post(collection_create)
@@ -1082,4 +1083,22 @@ async fn collection_retrieve(
         })
         .collect();
     Ok(axum::Json(out).into_response())
+}
+
+async fn search(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<Q>,
+) -> Reply {
+    let text = q.q.ok_or_else(|| {
+        Failure::bad(ApiError::new(
+            "MALFORMED_SEARCH",
+            "A search string has to be specified",
+        ))
+    })?;
+    let parsed = super::sosl::parse(&text).map_err(Failure::bad)?;
+    let org = s.org();
+    let found =
+        super::sosl::run(&org, &parsed, &version_of(&p["version"])).map_err(Failure::bad)?;
+    Ok(axum::Json(found).into_response())
 }

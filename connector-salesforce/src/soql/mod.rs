@@ -24,8 +24,10 @@
 //! ```
 
 mod escape;
+mod sosl;
 
 pub use escape::{escape_like, escape_string, quote};
+pub use sosl::{SOSL_RESERVED, SearchScope, Sosl, escape_sosl};
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
