@@ -809,3 +809,169 @@ async fn sosl_finds_records_by_a_literal_term() {
     );
     sb.stop().await;
 }
+
+fn web_server_app(sb: &RunningSandbox, secret: Option<&str>) -> OAuthClient {
+    let base = sb.url();
+    let provider = Provider {
+        name: "sandbox".into(),
+        issuer: base.to_owned(),
+        authorization_endpoint: Some(format!("{base}/services/oauth2/authorize").parse().unwrap()),
+        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
+        revocation_endpoint: Some(format!("{base}/services/oauth2/revoke").parse().unwrap()),
+        jwks_uri: None,
+        client_auth: ClientAuth::Body,
+    };
+    OAuthClient::new(provider, "sandbox-client", secret.map(SecretString::from)).unwrap()
+}
+
+/// Where the authorization endpoint sends the browser for `url` (no redirect followed).
+async fn consent(url: &url::Url) -> (reqwest::StatusCode, Option<url::Url>) {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = browser.get(url.clone()).send().await.unwrap();
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| l.to_str().unwrap().parse().unwrap());
+    (response.status(), location)
+}
+
+fn param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test]
+async fn the_web_server_flow_with_pkce_logs_in_through_a_loopback_redirect_and_refreshes() {
+    use moodbridge_auth::oauth::login_with_loopback;
+    use moodbridge_auth::token_manager::RefreshSource;
+    let sb = sandbox(2_000).await;
+    // A public client (no secret): PKCE is what proves the exchange is ours.
+    let app = Arc::new(web_server_app(&sb, None));
+    // The "browser": follows the authorization endpoint's redirect to our listener.
+    let tokens = login_with_loopback(
+        &app,
+        &["api", "refresh_token"],
+        std::time::Duration::from_secs(30),
+        |url| {
+            let url = url.clone();
+            tokio::spawn(
+                async move { reqwest::get(url).await.unwrap().error_for_status().unwrap() },
+            );
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(tokens.refresh_token.is_some(), "a refresh token is issued");
+    assert_eq!(tokens.instance_url.as_deref(), Some(sb.url()));
+
+    let manager = TokenManager::new();
+    manager.register(
+        "sandbox",
+        "jane",
+        Arc::new(RefreshSource {
+            client: app.clone(),
+        }),
+    );
+    manager.seed("sandbox", "jane", tokens).await.unwrap();
+    let sf = SalesforceClient::builder("salesforce:sandbox", manager, "sandbox", "jane")
+        .allow_instances(InstanceAllowList::default().with_loopback())
+        .connect()
+        .await
+        .unwrap();
+    let q = Soql::select(["Id"]).from("Account").build().unwrap();
+    assert_eq!(
+        sf.query(&q).try_collect::<Vec<_>>().await.unwrap().len(),
+        60
+    );
+    // The session ends: the refresh token gets a new one, and the call goes through.
+    sb.expire_tokens();
+    assert_eq!(
+        sf.query(&q).try_collect::<Vec<_>>().await.unwrap().len(),
+        60
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn the_web_server_flow_refuses_a_wrong_verifier_a_replayed_code_and_a_foreign_callback() {
+    let sb = sandbox(2_000).await;
+    let app = web_server_app(&sb, None);
+    let redirect = "http://127.0.0.1:4999/callback";
+
+    // A code exchanged with another flow's verifier is refused, and is spent.
+    let (url, pending) = app.authorize_url(redirect, &["api"]).unwrap();
+    let (status, location) = consent(&url).await;
+    assert_eq!(status, reqwest::StatusCode::FOUND);
+    let location = location.unwrap();
+    assert!(location.as_str().starts_with(redirect), "{location}");
+    assert_eq!(
+        param(&location, "state").as_deref(),
+        Some(pending.state.as_str())
+    );
+    let code = param(&location, "code").unwrap();
+    let (_, other) = app.authorize_url(redirect, &["api"]).unwrap();
+    let state = other.state.clone();
+    let err = app.exchange_code(other, &code, &state).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+    let state = pending.state.clone();
+    let err = app
+        .exchange_code(pending.clone(), &code, &state)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "a code works once: {err}");
+
+    // The right verifier: tokens; but the same code a second time: refused.
+    let (url, pending) = app.authorize_url(redirect, &["api"]).unwrap();
+    let code = param(&consent(&url).await.1.unwrap(), "code").unwrap();
+    let state = pending.state.clone();
+    let tokens = app
+        .exchange_code(pending.clone(), &code, &state)
+        .await
+        .unwrap();
+    assert!(
+        tokens.refresh_token.is_none(),
+        "no refresh token without the scope"
+    );
+    let err = app.exchange_code(pending, &code, &state).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+
+    // A callback the connected app does not list: an error page, no redirect anywhere.
+    let mut foreign = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "redirect_uri" {
+                "https://evil.example/cb".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    foreign.query_pairs_mut().clear().extend_pairs(pairs);
+    let (status, location) = consent(&foreign).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(location.is_none());
+
+    // Without a code challenge (PKCE required): the error goes back to the callback.
+    let mut plain = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !k.starts_with("code_challenge"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    plain.query_pairs_mut().clear().extend_pairs(pairs);
+    let location = consent(&plain).await.1.unwrap();
+    assert_eq!(
+        param(&location, "error").as_deref(),
+        Some("invalid_request")
+    );
+    assert!(param(&location, "code").is_none());
+    sb.stop().await;
+}

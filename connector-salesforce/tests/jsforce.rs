@@ -1,7 +1,8 @@
 //! Conformance: jsforce 3 (npm), an independent and widely used Salesforce client, runs
 //! unchanged against the sandbox — query + queryMore, autoFetch with relationships,
 //! queryAll, CRUD, upsert by external id, describeGlobal / describe, collections,
-//! composite, limits, the error format, and 401 → refresh → retry. `scripts/test.sh`
+//! composite, limits, the error format, 401 → refresh → retry, and the web-server flow
+//! with PKCE (authorize, code exchange, refresh, a replayed code refused). `scripts/test.sh`
 //! installs jsforce (`npm ci` in `tests/jsforce`).
 
 #![allow(

@@ -28,6 +28,7 @@
 
 mod composite;
 mod eval;
+mod oauth;
 pub mod org;
 mod server;
 pub mod soql;
@@ -58,8 +59,16 @@ pub struct SandboxConfig {
     pub client_secret: String,
     /// The connected app's certificate public key (PEM), for the JWT bearer grant.
     pub jwt_public_key_pem: Option<String>,
-    /// Users the connected app is approved for (the JWT bearer grant's `sub`).
+    /// Users the connected app is approved for (the JWT bearer grant's `sub`; the first
+    /// is the one who consents in the web-server flow).
     pub users: Vec<String>,
+    /// The connected app's callback URLs for the web-server flow. A loopback callback
+    /// (`http://127.0.0.1/…`, `http://localhost/…`) matches on any port, as RFC 8252
+    /// asks for native apps.
+    pub callback_urls: Vec<String>,
+    /// Whether the web-server flow requires PKCE (`code_challenge`, S256), as a
+    /// connected app with "Require PKCE" does.
+    pub require_pkce: bool,
 }
 
 impl Default for SandboxConfig {
@@ -73,6 +82,11 @@ impl Default for SandboxConfig {
             client_secret: "sandbox-secret".into(),
             jwt_public_key_pem: None,
             users: vec!["integration@moodbridge.test".into()],
+            callback_urls: vec![
+                "http://127.0.0.1/callback".into(),
+                "http://localhost:1717/OauthRedirect".into(),
+            ],
+            require_pkce: true,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::{Form, Path, Query as UrlQuery, Request, State};
+use axum::extract::{Path, Query as UrlQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +28,7 @@ pub(crate) struct Shared {
     pub(crate) base_url: String,
     tokens: Mutex<HashMap<String, Instant>>,
     refresh_tokens: Mutex<HashMap<String, ()>>,
+    codes: Mutex<HashMap<String, super::oauth::IssuedCode>>,
     cursors: Mutex<HashMap<String, Cursor>>,
     api_used: Mutex<u64>,
     next: Mutex<u64>,
@@ -121,6 +122,7 @@ impl Shared {
             base_url,
             tokens: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
+            codes: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             api_used: Mutex::new(0),
             next: Mutex::new(0),
@@ -159,6 +161,53 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(token.clone(), ());
         token
+    }
+
+    /// Whether `token` is a live refresh token.
+    pub(crate) fn refresh_token_known(&self, token: &str) -> bool {
+        self.refresh_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(token)
+    }
+
+    /// A new one-time authorization code for `issued`.
+    pub(crate) fn issue_code(&self, issued: super::oauth::IssuedCode) -> String {
+        let code = format!(
+            "aPrx{:016x}{:08x}==",
+            self.counter() ^ 0x3c3c_c3c3_2468_ace0,
+            std::process::id()
+        );
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(code.clone(), issued);
+        code
+    }
+
+    /// Redeem an authorization code: it works once.
+    pub(crate) fn take_code(&self, code: &str) -> Option<super::oauth::IssuedCode> {
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(code)
+    }
+
+    /// Revoke an access or refresh token; `false` when it was neither.
+    pub(crate) fn revoke(&self, token: &str) -> bool {
+        let access = self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token)
+            .is_some();
+        let refresh = self
+            .refresh_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(token)
+            .is_some();
+        access || refresh
     }
 
     /// End every access token now (as a session timeout would).
@@ -255,7 +304,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
-        .route("/services/oauth2/token", post(token))
+        .route("/services/oauth2/authorize", get(super::oauth::authorize))
+        .route("/services/oauth2/token", post(super::oauth::token))
+        .route("/services/oauth2/revoke", post(super::oauth::revoke))
         .nest("/services/data/{version}", api)
         .with_state(shared)
 }
@@ -268,111 +319,6 @@ async fn versions(State(s): State<Arc<Shared>>) -> Response {
         .map(|v| json!({"label": format!("API {v}"), "url": format!("/services/data/v{v}"), "version": v}))
         .collect();
     axum::Json(list).into_response()
-}
-
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: String,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    refresh_token: Option<String>,
-    assertion: Option<String>,
-}
-
-/// Check a JWT bearer assertion as Salesforce does: RS256 signed by the connected app's
-/// certificate key, `iss` the client id, `aud` the login server, `sub` an approved user,
-/// `exp` not passed.
-fn check_assertion(s: &Shared, assertion: &str) -> Result<(), (&'static str, &'static str)> {
-    #[derive(Deserialize)]
-    struct Claims {
-        sub: String,
-    }
-    let Some(pem) = &s.config.jwt_public_key_pem else {
-        return Err((
-            "invalid_client",
-            "the connected app has no certificate for the JWT bearer flow",
-        ));
-    };
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
-        (
-            "invalid_client",
-            "the connected app's certificate is not an RSA key",
-        )
-    })?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_issuer(&[s.config.client_id.as_str()]);
-    validation.set_audience(&[
-        s.base_url.as_str(),
-        "https://login.salesforce.com",
-        "https://test.salesforce.com",
-    ]);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(assertion, &key, &validation).map_err(|e| {
-        let description = match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired assertion",
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => "audience is invalid",
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "client identifier invalid",
-            _ => "invalid assertion",
-        };
-        ("invalid_grant", description)
-    })?;
-    if !s.config.users.contains(&data.claims.sub) {
-        return Err(("invalid_grant", "user hasn't approved this consumer"));
-    }
-    Ok(())
-}
-
-fn oauth_error(error: &str, description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
-}
-
-async fn token(State(s): State<Arc<Shared>>, Form(form): Form<TokenForm>) -> Response {
-    let client_ok = form.client_id.as_deref() == Some(s.config.client_id.as_str())
-        && form.client_secret.as_deref() == Some(s.config.client_secret.as_str());
-    match form.grant_type.as_str() {
-        "client_credentials" if client_ok => {}
-        "client_credentials" => return oauth_error("invalid_client", "invalid client credentials"),
-        "refresh_token" => {
-            let known = form.refresh_token.as_deref().is_some_and(|t| {
-                s.refresh_tokens
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .contains_key(t)
-            });
-            if !known {
-                return oauth_error("invalid_grant", "expired access/refresh token");
-            }
-        }
-        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
-            if let Err((error, description)) =
-                check_assertion(&s, form.assertion.as_deref().unwrap_or_default())
-            {
-                return oauth_error(error, description);
-            }
-        }
-        other => {
-            return oauth_error(
-                "unsupported_grant_type",
-                &format!("grant type not supported: {other}"),
-            );
-        }
-    }
-    let issued_at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let body = json!({
-        "access_token": s.issue_token(),
-        "instance_url": s.base_url,
-        "id": format!("{}/id/00D8d0000000001EAA/0058d000000001AAAA", s.base_url),
-        "token_type": "Bearer",
-        "issued_at": issued_at.to_string(),
-        "scope": "api refresh_token",
-    });
-    axum::Json(body).into_response()
 }
 
 /// Checks the bearer token and the API version, counts the call against the daily

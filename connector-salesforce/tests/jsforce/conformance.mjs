@@ -133,4 +133,30 @@ await check('error format', async () => {
   await assert.rejects(conn.query('SELECT Nope FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');
 });
 
+await check('web-server flow with PKCE, then refresh', async () => {
+  const oauth2 = new jsforce.OAuth2({
+    loginUrl: url,
+    clientId,
+    clientSecret,
+    redirectUri: 'http://localhost:1717/OauthRedirect',
+    useVerifier: true,
+  });
+  // The "browser": the sandbox's user consents at once and is redirected with a code.
+  const res = await fetch(oauth2.getAuthorizationUrl({ scope: 'api refresh_token', state: 'st-1' }), { redirect: 'manual' });
+  assert.equal(res.status, 302, 'authorize redirects');
+  const back = new URL(res.headers.get('location'));
+  assert.equal(back.origin + back.pathname, 'http://localhost:1717/OauthRedirect');
+  assert.equal(back.searchParams.get('state'), 'st-1');
+  const user = new jsforce.Connection({ oauth2, version: '62.0' });
+  await user.authorize(back.searchParams.get('code'));
+  assert.equal(user.instanceUrl, url);
+  assert.ok(user.refreshToken, 'a refresh token');
+  const got = await user.query('SELECT Id FROM Account LIMIT 3');
+  assert.equal(got.records.length, 3);
+  const refreshed = await oauth2.refreshToken(user.refreshToken);
+  assert.ok(refreshed.access_token);
+  // The code worked once.
+  await assert.rejects(oauth2.requestToken(back.searchParams.get('code')), /invalid_grant|invalid authorization code/);
+});
+
 console.log('jsforce conformance: all checks passed');
