@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,6 +36,7 @@ use url::Url;
 
 use crate::error::map_error;
 use crate::instance::{InstanceAllowList, join};
+use crate::soql::Soql;
 
 /// Which REST API version to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -963,6 +964,48 @@ impl SalesforceClient {
                 .insert(object.to_owned(), (lm, value.clone()));
         }
         Ok(value)
+    }
+
+    /// Build `soql` after checking every field it names — selected, filtered, sorted,
+    /// through relationship paths — against the org's describes (fetched as needed, and
+    /// cached like [`describe`](Self::describe)). Unknown names come back as one
+    /// `InvalidInput` error naming each, with the closest existing name as a suggestion;
+    /// an unknown object as `InvalidInput` too. Costs one (conditional) describe call per
+    /// object the query reaches; [`Soql::build`] alone costs none.
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use connector_salesforce::soql::Soql;
+    /// let q = sf.check_query(&Soql::select(["Id", "Account.Name"]).from("Contact")).await?;
+    /// # let _ = q; Ok(()) }
+    /// ```
+    pub async fn check_query(&self, soql: &Soql) -> Result<String> {
+        use crate::soql::check::{Outcome, unknown_fields};
+        let text = soql.build()?;
+        let mut describes: HashMap<String, Arc<Value>> = HashMap::new();
+        loop {
+            let outcome =
+                soql.check_with(&|o: &str| describes.get(&o.to_ascii_lowercase()).map(|d| &**d));
+            match outcome {
+                Outcome::Valid => return Ok(text),
+                Outcome::Unknown(problems) => {
+                    return Err(unknown_fields(soql.object(), &problems)
+                        .with_platform(self.inner.id.clone()));
+                }
+                Outcome::NeedDescribe(object) => {
+                    let describe = self.describe(&object).await.map_err(|e| {
+                        if e.kind() == ErrorKind::NotFound {
+                            Error::invalid_input(format!("the org has no sObject {object:?}"))
+                                .with_hint("check the object's API name (custom objects end in __c) and that the user may see it")
+                                .with_source(e)
+                        } else {
+                            e
+                        }
+                    })?;
+                    describes.insert(object.to_ascii_lowercase(), describe);
+                }
+            }
+        }
     }
 
     /// The core catalog of `objects`, from their describes: fields with their types,

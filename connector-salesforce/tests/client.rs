@@ -975,3 +975,51 @@ async fn the_web_server_flow_refuses_a_wrong_verifier_a_replayed_code_and_a_fore
     assert!(param(&location, "code").is_none());
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn a_query_can_be_checked_against_describe_before_it_is_sent() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::newest_up_to("62.0"))
+        .await
+        .unwrap();
+    let good = Soql::select(["Id", "lastname", "Account.Name"])
+        .from("Contact")
+        .filter(field("Account.Industry").ne(connector_salesforce::soql::Value::Null));
+    let text = sf.check_query(&good).await.unwrap();
+    assert_eq!(text, good.build().unwrap());
+    assert_eq!(
+        sf.query(&text).try_collect::<Vec<_>>().await.unwrap().len(),
+        120
+    );
+
+    let calls = sb.api_calls();
+    let bad = Soql::select(["Id", "LastNme", "Acount.Name"]).from("Contact");
+    let err = sf.check_query(&bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("\"LastNme\" (did you mean LastName?)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"Acount\" (in Acount.Name) (did you mean Account?)"),
+        "{text}"
+    );
+    // Only describes were asked (cached: conditional), never the query itself.
+    assert_eq!(
+        sb.api_calls() - calls,
+        1,
+        "one describe of Contact, no query"
+    );
+
+    let err = sf
+        .check_query(&Soql::select(["Id"]).from("Matter__c"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string().contains("no sObject \"Matter__c\""),
+        "{err}"
+    );
+    sb.stop().await;
+}

@@ -151,7 +151,7 @@ fn merge(into: &mut Map<String, Value>, k: String, v: Value) {
 }
 
 /// `AccountId` → `Account`; `Matter__c` → `Matter__r`.
-fn relationship_name(reference_field: &str) -> String {
+pub(crate) fn relationship_name(reference_field: &str) -> String {
     if let Some(base) = reference_field.strip_suffix("__c") {
         format!("{base}__r")
     } else {

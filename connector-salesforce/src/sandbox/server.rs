@@ -757,7 +757,7 @@ async fn describe(
                 "type": f.field_type, "nillable": f.nillable, "externalId": f.external_id,
                 "createable": !f.system, "updateable": !f.system, "custom": f.name.ends_with("__c"),
                 "length": f.length.unwrap_or(0), "referenceTo": f.reference_to,
-                "relationshipName": if f.field_type == "reference" { Value::String(f.name.trim_end_matches("Id").to_owned()) } else { Value::Null },
+                "relationshipName": if f.field_type == "reference" { Value::String(eval::relationship_name(&f.name)) } else { Value::Null },
             })
         })
         .collect();

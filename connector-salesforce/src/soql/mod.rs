@@ -23,6 +23,7 @@
 //! );
 //! ```
 
+pub(crate) mod check;
 mod escape;
 mod sosl;
 
