@@ -4,11 +4,14 @@
 //!    client process's peak RSS (`VmHWM`);
 //! 2. per-call overhead: `SalesforceClient::limits()` (policy, token manager, allow-list,
 //!    error mapping, `Sforce-Limit-Info` parsing) against a raw `reqwest` GET of the same
-//!    endpoint with the same connection pool settings, sequential calls, medians.
+//!    endpoint with the same client settings: sequential calls in rotating order inside a
+//!    runtime task, the median of the paired differences (each SDK call minus the raw call
+//!    of the same round), for the default policy and a passthrough one.
 //!
 //! Run: `cargo bench -p connector-salesforce --features sandbox --bench query_stream`
-//! (records: `-- 1000000`). Without cargo bench's `--bench` flag (as under `cargo test
-//! --benches`) it makes a short smoke run. Results are in docs/performance.md.
+//! (records: `-- 1000000`; rounds: `MB_BENCH_CALLS=10000`). Without cargo bench's
+//! `--bench` flag (as under `cargo test --benches`) it makes a short smoke run. Results are
+//! in docs/performance.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "bench binary")]
 
@@ -47,7 +50,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn median(mut v: Vec<u128>) -> u128 {
+fn median(mut v: Vec<i128>) -> i128 {
     v.sort_unstable();
     v[v.len() / 2]
 }
@@ -60,7 +63,10 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
-    let calls = if smoke { 50 } else { 2_000 };
+    let calls = std::env::var("MB_BENCH_CALLS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(if smoke { 50 } else { 2_000 });
 
     // The sandbox in its own process: the example binary built next to this bench.
     let exe = std::env::current_exe().unwrap();
@@ -103,10 +109,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    // Everything runs in a task on the runtime's workers, as an application's calls do
+    // (a `block_on` future lives outside the workers: each wake-up crosses threads).
+    rt.block_on(rt.spawn(async move {
         let tokens = TokenManager::new();
         tokens.register("sandbox", "bench", Arc::new(Fixed(token.clone(), url.clone())));
-        let sf = SalesforceClient::builder("salesforce:bench", tokens, "sandbox", "bench")
+        let sf = SalesforceClient::builder("salesforce:bench", tokens.clone(), "sandbox", "bench")
             .allow_instances(InstanceAllowList::default().with_loopback())
             .connect()
             .await
@@ -129,31 +137,65 @@ fn main() {
             rss_before
         );
 
-        // Per-call overhead.
+        // Per-call overhead: the SDK (default policy), the SDK with a passthrough policy
+        // (no retry, no timer), and a raw reqwest GET of the same endpoint with the same
+        // client settings; sequential calls in rotating order, each SDK call compared with
+        // the raw call of the same round (same moment, same machine load).
+        let bare_sf = SalesforceClient::builder("salesforce:bench-bare", tokens.clone(), "sandbox", "bench")
+            .allow_instances(InstanceAllowList::default().with_loopback())
+            .policy(moodbridge_core::Policy::passthrough("salesforce:bench-bare"))
+            .connect()
+            .await
+            .unwrap();
         let raw = moodbridge_auth::http::client().unwrap();
         let limits_url = format!("{url}/services/data/v{}/limits", sf.api_version());
-        for _ in 0..20 {
-            sf.limits().await.unwrap();
-            raw.get(&limits_url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
-        }
-        let (mut sdk, mut bare) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-        for _ in 0..calls {
-            let t = Instant::now();
-            std::hint::black_box(sf.limits().await.unwrap());
-            sdk.push(t.elapsed().as_nanos());
+        let raw_call = || async {
             let t = Instant::now();
             let body = raw.get(&limits_url).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
             std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
-            bare.push(t.elapsed().as_nanos());
+            t.elapsed().as_nanos() as i128
+        };
+        let sdk_call = |c: &SalesforceClient| {
+            let c = c.clone();
+            async move {
+                let t = Instant::now();
+                std::hint::black_box(c.limits().await.unwrap());
+                t.elapsed().as_nanos() as i128
+            }
+        };
+        for _ in 0..20 {
+            sdk_call(&sf).await;
+            sdk_call(&bare_sf).await;
+            raw_call().await;
         }
-        let (s, b) = (median(sdk), median(bare));
-        println!(
-            "call_overhead: {calls} calls each, median SDK {:.1} µs vs raw reqwest {:.1} µs: {:+.1} %",
-            s as f64 / 1e3,
-            b as f64 / 1e3,
-            (s as f64 / b as f64 - 1.0) * 100.0
-        );
-    });
+        let (mut sdk, mut pass, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..calls {
+            let (mut s, mut p, mut r) = (0, 0, 0);
+            for step in 0..3 {
+                match (i + step) % 3 {
+                    0 => s = sdk_call(&sf).await,
+                    1 => p = sdk_call(&bare_sf).await,
+                    _ => r = raw_call().await,
+                }
+            }
+            sdk.push(s - r);
+            pass.push(p - r);
+            bare.push(r);
+        }
+        let raw_median = median(bare) as f64;
+        let report = |name: &str, diffs: Vec<i128>| {
+            let d = median(diffs) as f64;
+            println!(
+                "call_overhead: {name}: median paired difference {:+.1} µs = {:+.1} % of the raw call's median {:.1} µs ({calls} rounds)",
+                d / 1e3,
+                d / raw_median * 100.0,
+                raw_median / 1e3
+            );
+        };
+        report("SDK, default policy", sdk);
+        report("SDK, passthrough policy", pass);
+    }))
+    .unwrap();
     drop(server.stdin.take());
     let _ = server.kill();
     let _ = server.wait();

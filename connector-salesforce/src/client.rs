@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::Stream;
 use moodbridge_auth::oauth::TokenSet;
 use moodbridge_auth::token_manager::TokenManager;
@@ -144,10 +145,10 @@ impl ClientBuilder {
 
     /// Get a token, check its instance, and discover the API version.
     pub async fn connect(self) -> Result<SalesforceClient> {
-        let http = moodbridge_auth::http::client()?;
         let usage_gauge =
             metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.id.clone());
         let policy = self.policy.unwrap_or_else(|| default_policy(&self.id));
+        let http = http_client(&policy)?;
         let base_quota = policy.rate_limiter().map(|l| (l.clone(), l.quota()));
         let mut client = SalesforceClient {
             inner: Arc::new(Inner {
@@ -185,6 +186,22 @@ impl ClientBuilder {
     }
 }
 
+/// The HTTP client: rustls, no redirects (one could carry the bearer token elsewhere),
+/// a connect timeout. A call's time limit is the policy's per-attempt timeout — one
+/// timer per call; only a policy without one gets a client-level limit instead.
+fn http_client(policy: &Policy) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("moodbridge-salesforce/", env!("CARGO_PKG_VERSION")));
+    if policy.attempt_timeout().is_none() {
+        builder = builder.timeout(Duration::from_secs(120));
+    }
+    builder
+        .build()
+        .map_err(|e| Error::internal("cannot build the HTTP client").with_source(e))
+}
+
 struct Inner {
     id: String,
     http: reqwest::Client,
@@ -205,8 +222,9 @@ struct Inner {
     )>,
     /// 0 normal, 1 half rate, 2 quarter rate.
     throttle_tier: std::sync::atomic::AtomicU8,
-    /// The last instance URL seen and its checked, parsed form.
-    instance_cache: std::sync::Mutex<Option<(String, Url)>>,
+    /// The last instance URL seen, its checked, parsed form, and its origin as text
+    /// (`https://host[:port]`, what paths are appended to).
+    instance_cache: std::sync::Mutex<Option<(String, Url, Arc<str>)>>,
     /// The org's API usage share (handle taken at connect: install the metrics recorder
     /// before connecting).
     usage_gauge: metrics::Gauge,
@@ -332,7 +350,22 @@ impl SalesforceClient {
         &self.inner.policy
     }
 
-    fn instance(&self, token: &TokenSet) -> Result<Url> {
+    /// The URL of `target` (a path, or an absolute URL that must stay on the instance)
+    /// on the token's instance. A path is appended to the checked origin as text — it
+    /// cannot change the host, and reqwest parses the result once.
+    fn target_url(&self, token: &TokenSet, target: &str) -> Result<String> {
+        let (instance, origin) = self.instance(token)?;
+        if target.starts_with('/') && !target.starts_with("//") {
+            let mut url = String::with_capacity(origin.len() + target.len());
+            url.push_str(&origin);
+            url.push_str(target);
+            Ok(url)
+        } else {
+            Ok(join(&instance, target)?.into())
+        }
+    }
+
+    fn instance(&self, token: &TokenSet) -> Result<(Url, Arc<str>)> {
         let url = token.instance_url.as_deref().ok_or_else(|| {
             Error::new(ErrorKind::Auth, "the token has no instance_url")
                 .with_platform(crate::error::PLATFORM)
@@ -344,14 +377,15 @@ impl SalesforceClient {
             .instance_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((text, parsed)) = cache.as_ref()
+        if let Some((text, parsed, origin)) = cache.as_ref()
             && text == url
         {
-            return Ok(parsed.clone());
+            return Ok((parsed.clone(), origin.clone()));
         }
         let parsed = self.inner.allow.check(url)?;
-        *cache = Some((url.to_owned(), parsed.clone()));
-        Ok(parsed)
+        let origin: Arc<str> = parsed.origin().ascii_serialization().into();
+        *cache = Some((url.to_owned(), parsed.clone(), origin.clone()));
+        Ok((parsed, origin))
     }
 
     /// One call: policy outside, token (refreshed and retried once on an expired session)
@@ -363,7 +397,7 @@ impl SalesforceClient {
         target: &str,
         body: Option<&Value>,
         idempotent: bool,
-    ) -> Result<(u16, Vec<u8>)> {
+    ) -> Result<(u16, Bytes)> {
         self.send_full(op, method, target, body, idempotent, None)
             .await
             .map(|(status, _, bytes)| (status, bytes))
@@ -379,7 +413,7 @@ impl SalesforceClient {
         body: Option<&Value>,
         idempotent: bool,
         if_modified_since: Option<&str>,
-    ) -> Result<(u16, Option<String>, Vec<u8>)> {
+    ) -> Result<(u16, Option<String>, Bytes)> {
         let inner = &self.inner;
         let mut operation = Operation::new(op);
         if !idempotent {
@@ -393,7 +427,7 @@ impl SalesforceClient {
                     .with_token(&inner.provider, &inner.principal, |token| {
                         let method = method.clone();
                         async move {
-                            let url = join(&self.instance(&token)?, target)?;
+                            let url = self.target_url(&token, target)?;
                             let mut request = inner
                                 .http
                                 .request(method, url)
@@ -419,7 +453,7 @@ impl SalesforceClient {
                                 .map(str::to_owned);
                             let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
                             if (200..300).contains(&status) || status == 304 {
-                                Ok((status, last_modified, bytes.to_vec()))
+                                Ok((status, last_modified, bytes))
                             } else {
                                 Err(map_error(status, wait, &bytes, op))
                             }
@@ -502,12 +536,17 @@ impl SalesforceClient {
                         let Some(target) = next.take() else {
                             return Ok(None);
                         };
-                        let page = client
+                        let mut page = client
                             .json("query", Method::GET, &target, None, true)
                             .await?;
-                        let records = page["records"].as_array().cloned().ok_or_else(|| {
-                            Error::new(ErrorKind::Protocol, "a query page without records")
-                        })?;
+                        // Taken out of the page, not copied.
+                        let Some(Value::Array(records)) = page.get_mut("records").map(Value::take)
+                        else {
+                            return Err(Error::new(
+                                ErrorKind::Protocol,
+                                "a query page without records",
+                            ));
+                        };
                         buffer.extend(records);
                         next = match (&page["done"], page["nextRecordsUrl"].as_str()) {
                             (Value::Bool(false), Some(url)) => Some(url.to_owned()),

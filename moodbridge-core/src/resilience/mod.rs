@@ -387,6 +387,19 @@ impl Policy {
         self.inner.breaker.as_ref()
     }
 
+    /// The timeout of one attempt, if any (connectors with their own transport timeouts
+    /// use it to avoid a second timer per call).
+    ///
+    /// ```
+    /// use moodbridge_core::Policy;
+    /// use std::time::Duration;
+    /// let p = Policy::builder("crm").attempt_timeout(Duration::from_secs(5)).build();
+    /// assert_eq!(p.attempt_timeout(), Some(Duration::from_secs(5)));
+    /// ```
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.inner.attempt_timeout
+    }
+
     /// The rate limiter, if any (connectors adjust its quota from platform headers).
     pub fn rate_limiter(&self) -> Option<&RateLimiter> {
         self.inner.limiter.as_ref()
