@@ -26,6 +26,7 @@
 //! # });
 //! ```
 
+mod bulk;
 mod composite;
 mod eval;
 mod oauth;
@@ -69,6 +70,11 @@ pub struct SandboxConfig {
     /// Whether the web-server flow requires PKCE (`code_challenge`, S256), as a
     /// connected app with "Require PKCE" does.
     pub require_pkce: bool,
+    /// Records per Bulk API 2.0 query result page when the client sends no `maxRecords`.
+    pub bulk_query_page_size: usize,
+    /// How long a Bulk API 2.0 job waits before it is processed (to make `UploadComplete`
+    /// / `InProgress` observable in tests; Salesforce queues jobs for seconds to minutes).
+    pub bulk_processing_delay: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -87,6 +93,8 @@ impl Default for SandboxConfig {
                 "http://localhost:1717/OauthRedirect".into(),
             ],
             require_pkce: true,
+            bulk_query_page_size: 50_000,
+            bulk_processing_delay: Duration::ZERO,
         }
     }
 }

@@ -41,7 +41,19 @@ fn yes() -> bool {
 }
 
 impl FieldDef {
-    fn new(name: &str, field_type: &str) -> Self {
+    /// A nillable, writable field of `field_type` (text types get Salesforce's default
+    /// lengths: 255, or 32,000 for `textarea`).
+    ///
+    /// ```
+    /// use connector_salesforce::sandbox::org::{FieldDef, ObjectDef};
+    /// let matter = ObjectDef::new("Matter__c", "a01", vec![
+    ///     FieldDef::new("Name", "string").required(),
+    ///     FieldDef::new("Client__c", "reference").reference("Account"),
+    ///     FieldDef::new("Docket__c", "string").external(),
+    /// ]);
+    /// assert!(matter.field("docket__c").is_some_and(|f| f.external_id));
+    /// ```
+    pub fn new(name: &str, field_type: &str) -> Self {
         FieldDef {
             name: name.into(),
             field_type: field_type.into(),
@@ -56,7 +68,9 @@ impl FieldDef {
             system: false,
         }
     }
-    fn required(mut self) -> Self {
+    /// Required on create (not nillable).
+    #[must_use]
+    pub fn required(mut self) -> Self {
         self.nillable = false;
         self
     }
@@ -64,11 +78,15 @@ impl FieldDef {
         self.system = true;
         self
     }
-    fn reference(mut self, to: &str) -> Self {
+    /// A reference to `to` (its relationship name drops `Id`, or `__c` becomes `__r`).
+    #[must_use]
+    pub fn reference(mut self, to: &str) -> Self {
         self.reference_to = vec![to.into()];
         self
     }
-    fn external(mut self) -> Self {
+    /// An external id (unique; usable for upserts).
+    #[must_use]
+    pub fn external(mut self) -> Self {
         self.external_id = true;
         self
     }
@@ -512,6 +530,21 @@ impl Org {
             }
             None => Err(self.missing(&def.name, id)),
         }
+    }
+
+    /// Delete a record for good (Bulk API `hardDelete`: no recycle bin, queryAll no longer
+    /// sees it).
+    pub fn hard_delete(&mut self, object: &str, id: &str) -> Result<(), ApiError> {
+        let def = self.object_or_err(object)?;
+        let id = normalize_id(id);
+        if self.get(&def.name, &id).is_none() {
+            return Err(self.missing(&def.name, &id));
+        }
+        self.index_external(&def.name, &id, true);
+        if let Some(table) = self.records.get_mut(&def.name) {
+            table.remove(&id);
+        }
+        Ok(())
     }
 
     /// Insert or update by external id: `(id, created)`.

@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     tokens: Mutex<HashMap<String, Instant>>,
     refresh_tokens: Mutex<HashMap<String, ()>>,
     codes: Mutex<HashMap<String, super::oauth::IssuedCode>>,
+    pub(crate) bulk: Mutex<super::bulk::Jobs>,
     cursors: Mutex<HashMap<String, Cursor>>,
     api_used: Mutex<u64>,
     next: Mutex<u64>,
@@ -123,6 +124,7 @@ impl Shared {
             tokens: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
+            bulk: Mutex::new(super::bulk::Jobs::default()),
             cursors: Mutex::new(HashMap::new()),
             api_used: Mutex::new(0),
             next: Mutex::new(0),
@@ -135,6 +137,11 @@ impl Shared {
         let mut n = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         *n += 1;
         *n
+    }
+
+    /// The next number of the sandbox's counter (ids of jobs, cursors, tokens).
+    pub(crate) fn next_number(&self) -> u64 {
+        self.counter()
     }
 
     /// A new access token, valid for the configured time.
@@ -288,6 +295,37 @@ fn api_routes() -> Router<Arc<Shared>> {
             "/composite/sobjects/{object}/{field}",
             axum::routing::patch(collection_upsert),
         )
+        .route(
+            "/jobs/ingest",
+            post(super::bulk::create_ingest).get(super::bulk::list_ingest),
+        )
+        .route(
+            "/jobs/ingest/{id}",
+            get(super::bulk::get_ingest)
+                .patch(super::bulk::patch_ingest)
+                .delete(super::bulk::delete_job),
+        )
+        .route(
+            "/jobs/ingest/{id}/batches",
+            axum::routing::put(super::bulk::upload).layer(axum::extract::DefaultBodyLimit::max(
+                super::bulk::MAX_UPLOAD,
+            )),
+        )
+        .route(
+            "/jobs/ingest/{id}/{which}",
+            get(super::bulk::ingest_results),
+        )
+        .route(
+            "/jobs/query",
+            post(super::bulk::create_query).get(super::bulk::list_query),
+        )
+        .route(
+            "/jobs/query/{id}",
+            get(super::bulk::get_query)
+                .patch(super::bulk::patch_query)
+                .delete(super::bulk::delete_job),
+        )
+        .route("/jobs/query/{id}/results", get(super::bulk::query_results))
         .route("/composite", post(super::composite::composite))
         .route("/composite/batch", post(super::composite::batch))
         .route("/composite/tree/{object}", post(super::composite::tree))

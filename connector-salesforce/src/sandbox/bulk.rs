@@ -1,0 +1,1149 @@
+//! Bulk API 2.0 in the sandbox, after Salesforce's reference: ingest jobs (create, one CSV
+//! upload, `UploadComplete`, processing in the background in chunks of 10,000 records,
+//! successful / failed / unprocessed results as CSV, abort, delete) and query jobs
+//! (create, background evaluation, result pages with `Sforce-Locator` /
+//! `Sforce-NumberOfRecords`, `null` locator on the last page).
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::org::{Fields, ObjectDef, sf_datetime};
+use super::server::{Failure, Reply, Shared};
+use super::{eval, soql};
+use crate::error::ApiError;
+
+/// Records processed under one hold of the org lock (Salesforce's internal batch size).
+const CHUNK: usize = 10_000;
+/// Largest upload accepted: 150 MB (Salesforce's limit, counted after base64 there; the
+/// sandbox takes the raw size, so it is more lenient by the encoding's third).
+pub(crate) const MAX_UPLOAD: usize = 150 * 1024 * 1024;
+
+/// A job's state, as Salesforce spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobState {
+    Open,
+    UploadComplete,
+    InProgress,
+    JobComplete,
+    Failed,
+    Aborted,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Open => "Open",
+            JobState::UploadComplete => "UploadComplete",
+            JobState::InProgress => "InProgress",
+            JobState::JobComplete => "JobComplete",
+            JobState::Failed => "Failed",
+            JobState::Aborted => "Aborted",
+        }
+    }
+
+    fn finished(self) -> bool {
+        matches!(
+            self,
+            JobState::JobComplete | JobState::Failed | JobState::Aborted
+        )
+    }
+}
+
+/// What an ingest job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Insert,
+    Update,
+    Upsert,
+    Delete,
+    HardDelete,
+}
+
+impl Operation {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "insert" => Operation::Insert,
+            "update" => Operation::Update,
+            "upsert" => Operation::Upsert,
+            "delete" => Operation::Delete,
+            "hardDelete" => Operation::HardDelete,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Upsert => "upsert",
+            Operation::Delete => "delete",
+            Operation::HardDelete => "hardDelete",
+        }
+    }
+}
+
+fn delimiter(name: &str) -> Option<u8> {
+    Some(match name {
+        "COMMA" => b',',
+        "TAB" => b'\t',
+        "SEMICOLON" => b';',
+        "PIPE" => b'|',
+        "CARET" => b'^',
+        "BACKQUOTE" => b'`',
+        _ => return None,
+    })
+}
+
+/// The settings every job has.
+#[derive(Debug, Clone)]
+struct Common {
+    id: String,
+    object: String,
+    created: String,
+    modstamp: String,
+    state: JobState,
+    api_version: String,
+    line_ending: String,
+    column_delimiter: String,
+    processed: u64,
+    error_message: Option<String>,
+    started: Option<std::time::Instant>,
+    took_ms: u64,
+}
+
+impl Common {
+    fn new(id: String, object: String, version: &str, line_ending: String, delim: String) -> Self {
+        let now = sf_datetime(SystemTime::now());
+        Common {
+            id,
+            object,
+            created: now.clone(),
+            modstamp: now,
+            state: JobState::Open,
+            api_version: version.to_owned(),
+            line_ending,
+            column_delimiter: delim,
+            processed: 0,
+            error_message: None,
+            started: None,
+            took_ms: 0,
+        }
+    }
+
+    fn set_state(&mut self, state: JobState) {
+        self.state = state;
+        self.modstamp = sf_datetime(SystemTime::now());
+        match state {
+            JobState::InProgress => self.started = Some(std::time::Instant::now()),
+            s if s.finished() => {
+                self.took_ms = self.started.map_or(0, |t| {
+                    t.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn delim(&self) -> u8 {
+        delimiter(&self.column_delimiter).unwrap_or(b',')
+    }
+
+    fn terminator(&self) -> csv::Terminator {
+        if self.line_ending == "CRLF" {
+            csv::Terminator::CRLF
+        } else {
+            csv::Terminator::Any(b'\n')
+        }
+    }
+}
+
+/// An ingest job and its results.
+pub(crate) struct IngestJob {
+    common: Common,
+    operation: Operation,
+    external_id: Option<String>,
+    data: Option<Bytes>,
+    failed: u64,
+    successful_csv: Vec<u8>,
+    failed_csv: Vec<u8>,
+    unprocessed_csv: Vec<u8>,
+    abort: bool,
+}
+
+/// A query job and its result rows (CSV lines, without the header).
+pub(crate) struct QueryJob {
+    common: Common,
+    operation: &'static str,
+    header: Vec<String>,
+    rows: Arc<Vec<Vec<String>>>,
+}
+
+/// Every Bulk API 2.0 job of the sandbox.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    ingest: HashMap<String, IngestJob>,
+    query: HashMap<String, QueryJob>,
+}
+
+fn bulk_error(code: &str, message: impl Into<String>) -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, ApiError::new(code, message))
+}
+
+fn not_found_job() -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        ApiError::new("NOT_FOUND", "The requested resource does not exist"),
+    )
+}
+
+fn jobs(s: &Shared) -> std::sync::MutexGuard<'_, Jobs> {
+    s.bulk.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn version(p: &HashMap<String, String>) -> String {
+    p.get("version")
+        .map(|v| v.trim_start_matches('v').to_owned())
+        .unwrap_or_default()
+}
+
+fn ingest_info(j: &IngestJob, detail: bool) -> Value {
+    let c = &j.common;
+    let mut v = json!({
+        "id": c.id, "operation": j.operation.as_str(), "object": c.object,
+        "createdById": "0058d000000001AAAA", "createdDate": c.created, "systemModstamp": c.modstamp,
+        "state": c.state.as_str(), "externalIdFieldName": j.external_id,
+        "concurrencyMode": "Parallel", "contentType": "CSV",
+        "apiVersion": c.api_version.parse::<f64>().unwrap_or(0.0), "jobType": "V2Ingest",
+        "contentUrl": format!("services/data/v{}/jobs/ingest/{}/batches", c.api_version, c.id),
+        "lineEnding": c.line_ending, "columnDelimiter": c.column_delimiter,
+    });
+    if detail {
+        v["retries"] = json!(0);
+        v["numberRecordsProcessed"] = json!(c.processed);
+        v["numberRecordsFailed"] = json!(j.failed);
+        v["totalProcessingTime"] = json!(c.took_ms);
+        v["apiActiveProcessingTime"] = json!(c.took_ms);
+        v["apexProcessingTime"] = json!(0);
+        if let Some(m) = &c.error_message {
+            v["errorMessage"] = json!(m);
+        }
+    }
+    v
+}
+
+fn query_info(j: &QueryJob, detail: bool) -> Value {
+    let c = &j.common;
+    let mut v = json!({
+        "id": c.id, "operation": j.operation, "object": c.object,
+        "createdById": "0058d000000001AAAA", "createdDate": c.created, "systemModstamp": c.modstamp,
+        "state": c.state.as_str(), "concurrencyMode": "Parallel", "contentType": "CSV",
+        "apiVersion": c.api_version.parse::<f64>().unwrap_or(0.0), "jobType": "V2Query",
+        "lineEnding": c.line_ending, "columnDelimiter": c.column_delimiter,
+    });
+    if detail {
+        v["numberRecordsProcessed"] = json!(c.processed);
+        v["retries"] = json!(0);
+        v["totalProcessingTime"] = json!(c.took_ms);
+        if let Some(m) = &c.error_message {
+            v["errorMessage"] = json!(m);
+        }
+    }
+    v
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateIngest {
+    object: Option<String>,
+    operation: Option<String>,
+    external_id_field_name: Option<String>,
+    content_type: Option<String>,
+    line_ending: Option<String>,
+    column_delimiter: Option<String>,
+}
+
+/// `POST /jobs/ingest`.
+pub(crate) async fn create_ingest(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    axum::Json(req): axum::Json<CreateIngest>,
+) -> Reply {
+    let operation = req
+        .operation
+        .as_deref()
+        .and_then(Operation::parse)
+        .ok_or_else(|| {
+            bulk_error(
+                "INVALIDJOB",
+                format!(
+                    "InvalidJob : Invalid operation: {}",
+                    req.operation.as_deref().unwrap_or("(none)")
+                ),
+            )
+        })?;
+    let object = req.object.unwrap_or_default();
+    let def = s.org().object(&object).cloned().ok_or_else(|| {
+        bulk_error(
+            "INVALIDJOB",
+            format!("InvalidJob : Invalid object: {object}"),
+        )
+    })?;
+    if req.content_type.as_deref().is_some_and(|c| c != "CSV") {
+        return Err(bulk_error(
+            "INVALIDJOB",
+            "InvalidJob : Bulk API 2.0 takes CSV only",
+        ));
+    }
+    let line_ending = req.line_ending.unwrap_or_else(|| "LF".into());
+    if line_ending != "LF" && line_ending != "CRLF" {
+        return Err(bulk_error(
+            "INVALIDJOB",
+            format!("InvalidJob : Invalid lineEnding: {line_ending}"),
+        ));
+    }
+    let delim = req.column_delimiter.unwrap_or_else(|| "COMMA".into());
+    if delimiter(&delim).is_none() {
+        return Err(bulk_error(
+            "INVALIDJOB",
+            format!("InvalidJob : Invalid columnDelimiter: {delim}"),
+        ));
+    }
+    let external_id = match operation {
+        Operation::Upsert => {
+            let name = req.external_id_field_name.unwrap_or_default();
+            let field = def
+                .field(&name)
+                .filter(|f| f.external_id || f.name == "Id")
+                .ok_or_else(|| {
+                    bulk_error(
+                        "INVALIDJOB",
+                        format!(
+                            "InvalidJob : Field name provided, {name} is not an External ID or indexed field for {}",
+                            def.name
+                        ),
+                    )
+                })?;
+            Some(field.name.clone())
+        }
+        _ => None,
+    };
+    let id = format!("7508d{:010}", s.next_number());
+    let job = IngestJob {
+        common: Common::new(
+            id.clone(),
+            def.name.clone(),
+            &version(&p),
+            line_ending,
+            delim,
+        ),
+        operation,
+        external_id,
+        data: None,
+        failed: 0,
+        successful_csv: Vec::new(),
+        failed_csv: Vec::new(),
+        unprocessed_csv: Vec::new(),
+        abort: false,
+    };
+    let info = ingest_info(&job, false);
+    jobs(&s).ingest.insert(id, job);
+    Ok(json_reply(StatusCode::OK, &info))
+}
+
+/// `PUT /jobs/ingest/{id}/batches`: the job's one upload.
+pub(crate) async fn upload(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let mut all = jobs(&s);
+    let job = all.ingest.get_mut(&id).ok_or_else(not_found_job)?;
+    if job.common.state != JobState::Open {
+        return Err(bulk_error(
+            "INVALIDJOBSTATE",
+            format!(
+                "Job with id {id} is in state {}; data can be uploaded only to an Open job",
+                job.common.state.as_str()
+            ),
+        ));
+    }
+    if job.data.is_some() {
+        return Err(bulk_error(
+            "BULK_API_ERROR",
+            format!(
+                "Found multiple contents for job: <{id}>, please 'Close' / 'Abort' / 'Delete' the current Job then create a new Job and make sure you only do 'PUT' once on a given Job."
+            ),
+        ));
+    }
+    job.data = Some(body);
+    Ok(StatusCode::CREATED.into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StateChange {
+    state: String,
+}
+
+/// `PATCH /jobs/ingest/{id}`: `UploadComplete` (processing starts) or `Aborted`.
+pub(crate) async fn patch_ingest(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    axum::Json(change): axum::Json<StateChange>,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let info = {
+        let mut all = jobs(&s);
+        let job = all.ingest.get_mut(&id).ok_or_else(not_found_job)?;
+        let from = job.common.state;
+        match (change.state.as_str(), from) {
+            ("UploadComplete", JobState::Open) => {
+                if job.data.is_none() {
+                    // Salesforce fails a job closed without data.
+                    job.common.error_message = Some("InvalidBatch : No data was uploaded".into());
+                    job.common.set_state(JobState::Failed);
+                } else {
+                    job.common.set_state(JobState::UploadComplete);
+                    let shared = s.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move { process_ingest(shared, id).await });
+                }
+            }
+            ("Aborted", JobState::Open | JobState::UploadComplete | JobState::InProgress) => {
+                job.abort = true;
+                job.common.set_state(JobState::Aborted);
+            }
+            (to, from) => {
+                return Err(bulk_error(
+                    "INVALIDJOBSTATE",
+                    format!(
+                        "Cannot change the state of job {id} from {} to {to}",
+                        from.as_str()
+                    ),
+                ));
+            }
+        }
+        ingest_info(job, false)
+    };
+    Ok(json_reply(StatusCode::OK, &info))
+}
+
+/// `GET /jobs/ingest/{id}`.
+pub(crate) async fn get_ingest(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Reply {
+    let all = jobs(&s);
+    let job = all
+        .ingest
+        .get(p.get("id").map_or("", String::as_str))
+        .ok_or_else(not_found_job)?;
+    Ok(json_reply(StatusCode::OK, &ingest_info(job, true)))
+}
+
+/// `GET /jobs/ingest`: every ingest job.
+pub(crate) async fn list_ingest(State(s): State<Arc<Shared>>) -> Reply {
+    let all = jobs(&s);
+    let records: Vec<Value> = all.ingest.values().map(|j| ingest_info(j, false)).collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"done": true, "records": records, "nextRecordsUrl": null}),
+    ))
+}
+
+/// `DELETE /jobs/ingest/{id}` and `DELETE /jobs/query/{id}`: only a closed job.
+pub(crate) async fn delete_job(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let mut all = jobs(&s);
+    let state = all
+        .ingest
+        .get(&id)
+        .map(|j| j.common.state)
+        .or_else(|| all.query.get(&id).map(|j| j.common.state))
+        .ok_or_else(not_found_job)?;
+    if matches!(state, JobState::Open | JobState::InProgress) {
+        return Err(bulk_error(
+            "INVALIDJOBSTATE",
+            format!(
+                "Job {id} is {}; only a closed, completed, aborted or failed job can be deleted",
+                state.as_str()
+            ),
+        ));
+    }
+    all.ingest.remove(&id);
+    all.query.remove(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /jobs/ingest/{id}/{successfulResults|failedResults|unprocessedrecords}` (the
+/// name is matched ignoring case: jsforce writes `unprocessedrecords`, the documentation
+/// `unprocessedRecords`).
+pub(crate) async fn ingest_results(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let which = p
+        .get("which")
+        .map(|w| w.to_ascii_lowercase())
+        .unwrap_or_default();
+    let all = jobs(&s);
+    let job = all.ingest.get(&id).ok_or_else(not_found_job)?;
+    if !job.common.state.finished() {
+        return Err(bulk_error(
+            "INVALIDJOBSTATE",
+            format!(
+                "Job {id} is not finished yet: {}",
+                job.common.state.as_str()
+            ),
+        ));
+    }
+    let body = match which.as_str() {
+        "successfulresults" => job.successful_csv.clone(),
+        "failedresults" => job.failed_csv.clone(),
+        "unprocessedrecords" => job.unprocessed_csv.clone(),
+        _ => return Err(not_found_job()),
+    };
+    Ok(csv_response(body, None, None))
+}
+
+fn csv_response(body: Vec<u8>, locator: Option<&str>, count: Option<usize>) -> Response {
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "text/csv")], body).into_response();
+    if let Some(l) = locator
+        && let Ok(v) = HeaderValue::from_str(l)
+    {
+        r.headers_mut().insert("sforce-locator", v);
+    }
+    if let Some(n) = count
+        && let Ok(v) = HeaderValue::from_str(&n.to_string())
+    {
+        r.headers_mut().insert("sforce-numberofrecords", v);
+    }
+    r
+}
+
+/// A CSV value into the field's JSON type: empty = leave as is (`None`), `#N/A` = null.
+fn convert(def: &ObjectDef, column: &str, text: &str) -> Result<Option<Value>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text == "#N/A" {
+        return Ok(Some(Value::Null));
+    }
+    let field_type = def
+        .field(column)
+        .map_or("string", |f| f.field_type.as_str());
+    let bad = || ApiError {
+        message: format!("{column}: value not of required type: {text}"),
+        error_code: "INVALID_TYPE_ON_FIELD_IN_RECORD".into(),
+        fields: vec![column.to_owned()],
+    };
+    Ok(Some(match field_type {
+        "boolean" => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        "int" => Value::from(text.trim().parse::<i64>().map_err(|_| bad())?),
+        "double" | "currency" | "percent" => {
+            let n = text.trim().parse::<f64>().map_err(|_| bad())?;
+            serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .ok_or_else(bad)?
+        }
+        _ => Value::String(text.to_owned()),
+    }))
+}
+
+/// `REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --`
+fn sf_error(e: &ApiError) -> String {
+    format!("{}:{}:{} --", e.error_code, e.message, e.fields.join(","))
+}
+
+fn writer(common: &Common) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .delimiter(common.delim())
+        .terminator(common.terminator())
+        .from_writer(Vec::new())
+}
+
+/// Process an ingest job in the background, a chunk of records per hold of the org lock.
+async fn process_ingest(s: Arc<Shared>, id: String) {
+    let delay = s.config.bulk_processing_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (common, operation, external_id, data) = {
+        let mut all = jobs(&s);
+        let Some(job) = all.ingest.get_mut(&id) else {
+            return;
+        };
+        if job.common.state != JobState::UploadComplete {
+            return;
+        }
+        job.common.set_state(JobState::InProgress);
+        (
+            job.common.clone(),
+            job.operation,
+            job.external_id.clone(),
+            job.data.clone().unwrap_or_default(),
+        )
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(common.delim())
+        .has_headers(true)
+        .from_reader(data.as_ref());
+    let def = s.org().object(&common.object).cloned();
+    let header: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_owned).collect(),
+        Err(e) => {
+            return fail_job(
+                &s,
+                &id,
+                &format!("InvalidBatch : Failed to parse CSV header: {e}"),
+            );
+        }
+    };
+    let Some(def) = def else {
+        return fail_job(&s, &id, "InvalidBatch : the object no longer exists");
+    };
+    // Column checks, as Salesforce does them before any record is processed.
+    for column in &header {
+        if def.field(column).is_none() {
+            return fail_job(
+                &s,
+                &id,
+                &format!("InvalidBatch : Field name not found : {column}"),
+            );
+        }
+    }
+    let needs_id = matches!(
+        operation,
+        Operation::Update | Operation::Delete | Operation::HardDelete
+    );
+    if needs_id && !header.iter().any(|c| c.eq_ignore_ascii_case("Id")) {
+        return fail_job(&s, &id, "InvalidBatch : Field name not found : Id");
+    }
+    if let Some(key) = &external_id
+        && !header.iter().any(|c| c.eq_ignore_ascii_case(key))
+    {
+        return fail_job(
+            &s,
+            &id,
+            &format!("InvalidBatch : Field name not found : {key}"),
+        );
+    }
+    let mut ok = writer(&common);
+    let mut failed = writer(&common);
+    let mut unprocessed = writer(&common);
+    let _ = ok.write_record(
+        ["sf__Id", "sf__Created"]
+            .iter()
+            .copied()
+            .chain(header.iter().map(String::as_str)),
+    );
+    let _ = failed.write_record(
+        ["sf__Id", "sf__Error"]
+            .iter()
+            .copied()
+            .chain(header.iter().map(String::as_str)),
+    );
+    let _ = unprocessed.write_record(&header);
+    let (mut processed, mut failures) = (0u64, 0u64);
+    let mut records = reader.into_records();
+    let mut aborted = false;
+    loop {
+        let chunk: Vec<Result<csv::StringRecord, csv::Error>> =
+            records.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        if !aborted {
+            aborted = jobs(&s).ingest.get(&id).is_none_or(|j| j.abort);
+        }
+        if aborted {
+            for row in chunk.into_iter().flatten() {
+                let _ = unprocessed.write_record(&row);
+            }
+            continue;
+        }
+        {
+            let mut org = s.org();
+            for row in chunk {
+                let row = match row {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures += 1;
+                        processed += 1;
+                        let _ = failed
+                            .write_record(["", &format!("INVALID_FIELD:bad CSV row: {e}: --")]);
+                        continue;
+                    }
+                };
+                let outcome = apply(
+                    &mut org,
+                    &def,
+                    operation,
+                    external_id.as_deref(),
+                    &header,
+                    &row,
+                );
+                processed += 1;
+                match outcome {
+                    Ok((record_id, created)) => {
+                        let created = if created { "true" } else { "false" };
+                        let _ = ok.write_record(
+                            [record_id.as_str(), created].into_iter().chain(row.iter()),
+                        );
+                    }
+                    Err((record_id, e)) => {
+                        failures += 1;
+                        let message = sf_error(&e);
+                        let _ = failed.write_record(
+                            [record_id.as_str(), message.as_str()]
+                                .into_iter()
+                                .chain(row.iter()),
+                        );
+                    }
+                }
+            }
+        }
+        // Let the world in between chunks (polls, aborts, other jobs).
+        tokio::task::yield_now().await;
+    }
+    let mut all = jobs(&s);
+    if let Some(job) = all.ingest.get_mut(&id) {
+        job.common.processed = processed;
+        job.failed = failures;
+        job.successful_csv = ok.into_inner().unwrap_or_default();
+        job.failed_csv = failed.into_inner().unwrap_or_default();
+        job.unprocessed_csv = unprocessed.into_inner().unwrap_or_default();
+        if job.common.state == JobState::InProgress {
+            job.common.set_state(JobState::JobComplete);
+        } else {
+            job.common.set_state(job.common.state);
+        }
+    }
+}
+
+/// One record of an ingest job: `(id, created)`, or `(id or "", error)`.
+fn apply(
+    org: &mut super::org::Org,
+    def: &ObjectDef,
+    operation: Operation,
+    external_id: Option<&str>,
+    header: &[String],
+    row: &csv::StringRecord,
+) -> Result<(String, bool), (String, ApiError)> {
+    let mut fields = Fields::new();
+    let mut record_id = String::new();
+    let mut key_value = None;
+    for (column, text) in header.iter().zip(row.iter()) {
+        let name = def
+            .field(column)
+            .map_or(column.as_str(), |f| f.name.as_str());
+        if name == "Id" {
+            record_id = text.to_owned();
+            continue;
+        }
+        if external_id.is_some_and(|k| k == name) {
+            key_value = Some(text.to_owned());
+            continue;
+        }
+        match convert(def, name, text) {
+            Ok(Some(v)) => {
+                fields.insert(name.to_owned(), v);
+            }
+            Ok(None) => {}
+            Err(e) => return Err((record_id, e)),
+        }
+    }
+    let object = def.name.as_str();
+    let missing_id = || ApiError::new("MISSING_ARGUMENT", "Id not specified in an update call");
+    match operation {
+        Operation::Insert => org
+            .create(object, &fields)
+            .map(|id| (id, true))
+            .map_err(|e| (String::new(), e)),
+        Operation::Update if record_id.is_empty() => Err((record_id, missing_id())),
+        Operation::Update => org
+            .update(object, &record_id, &fields)
+            .map(|()| (super::org::normalize_id(&record_id), false))
+            .map_err(|e| (record_id.clone(), e)),
+        Operation::Upsert => {
+            let key = external_id.unwrap_or("Id");
+            let value = if key == "Id" {
+                record_id.clone()
+            } else {
+                key_value.unwrap_or_default()
+            };
+            if value.is_empty() {
+                return Err((
+                    String::new(),
+                    ApiError {
+                        message: format!("{key} not specified"),
+                        error_code: "MISSING_ARGUMENT".into(),
+                        fields: vec![key.to_owned()],
+                    },
+                ));
+            }
+            org.upsert(object, key, &value, &fields)
+                .map_err(|e| (String::new(), e))
+        }
+        Operation::Delete | Operation::HardDelete if record_id.is_empty() => {
+            Err((record_id, missing_id()))
+        }
+        Operation::Delete => org
+            .delete(object, &record_id)
+            .map(|()| (super::org::normalize_id(&record_id), false))
+            .map_err(|e| (record_id.clone(), e)),
+        Operation::HardDelete => org
+            .hard_delete(object, &record_id)
+            .map(|()| (super::org::normalize_id(&record_id), false))
+            .map_err(|e| (record_id.clone(), e)),
+    }
+}
+
+fn fail_job(s: &Shared, id: &str, message: &str) {
+    let mut all = jobs(s);
+    if let Some(job) = all.ingest.get_mut(id) {
+        // Every record is unprocessed when the job fails before processing.
+        let mut unprocessed = writer(&job.common);
+        if let Some(data) = &job.data {
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(job.common.delim())
+                .has_headers(false)
+                .from_reader(data.as_ref());
+            for row in reader.records().flatten() {
+                let _ = unprocessed.write_record(&row);
+            }
+        }
+        job.unprocessed_csv = unprocessed.into_inner().unwrap_or_default();
+        job.common.error_message = Some(message.to_owned());
+        job.common.set_state(JobState::Failed);
+    }
+    if let Some(job) = all.query.get_mut(id) {
+        job.common.error_message = Some(message.to_owned());
+        job.common.set_state(JobState::Failed);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateQuery {
+    operation: Option<String>,
+    query: Option<String>,
+    content_type: Option<String>,
+    line_ending: Option<String>,
+    column_delimiter: Option<String>,
+}
+
+/// `POST /jobs/query`: the query is checked now and run in the background.
+pub(crate) async fn create_query(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    axum::Json(req): axum::Json<CreateQuery>,
+) -> Reply {
+    let operation = match req.operation.as_deref() {
+        Some("query") => "query",
+        Some("queryAll") => "queryAll",
+        other => {
+            return Err(bulk_error(
+                "INVALIDJOB",
+                format!(
+                    "InvalidJob : Invalid operation: {}",
+                    other.unwrap_or("(none)")
+                ),
+            ));
+        }
+    };
+    if req.content_type.as_deref().is_some_and(|c| c != "CSV") {
+        return Err(bulk_error(
+            "INVALIDJOB",
+            "InvalidJob : Bulk API 2.0 takes CSV only",
+        ));
+    }
+    let text = req.query.unwrap_or_default();
+    let parsed = soql::parse(&text)
+        .map_err(|e| Failure::bad(ApiError::new("MALFORMED_QUERY", e.to_string())))?;
+    if parsed.offset.is_some() {
+        return Err(bulk_error(
+            "FeatureNotEnabled",
+            "OFFSET clause is not supported in Bulk API 2.0 query",
+        ));
+    }
+    let v = version(&p);
+    // Field errors are reported now, as Salesforce validates the query at creation.
+    {
+        let org = s.org();
+        let mut probe = parsed.clone();
+        probe.limit = Some(0);
+        eval::run(&org, &probe, &v).map_err(Failure::bad)?;
+    }
+    let line_ending = req.line_ending.unwrap_or_else(|| "LF".into());
+    let delim = req.column_delimiter.unwrap_or_else(|| "COMMA".into());
+    if delimiter(&delim).is_none() {
+        return Err(bulk_error(
+            "INVALIDJOB",
+            format!("InvalidJob : Invalid columnDelimiter: {delim}"),
+        ));
+    }
+    let id = format!("7508d{:010}", s.next_number());
+    let mut common = Common::new(id.clone(), parsed.object.clone(), &v, line_ending, delim);
+    common.set_state(JobState::UploadComplete);
+    let job = QueryJob {
+        common,
+        operation,
+        header: parsed.fields.clone(),
+        rows: Arc::new(Vec::new()),
+    };
+    let info = query_info(&job, false);
+    jobs(&s).query.insert(id.clone(), job);
+    let shared = s.clone();
+    tokio::spawn(async move { process_query(shared, id, parsed, v).await });
+    Ok(json_reply(StatusCode::OK, &info))
+}
+
+async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query, version: String) {
+    let delay = s.config.bulk_processing_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    {
+        let mut all = jobs(&s);
+        match all.query.get_mut(&id) {
+            Some(j) if j.common.state == JobState::UploadComplete => {
+                j.common.set_state(JobState::InProgress);
+                parsed.all_rows |= j.operation == "queryAll";
+            }
+            _ => return,
+        }
+    }
+    let shared = s.clone();
+    let fields = parsed.fields.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let org = shared.org();
+        eval::run(&org, &parsed, &version).map(|records| {
+            records
+                .iter()
+                .map(|r| fields.iter().map(|f| cell(r, f)).collect::<Vec<String>>())
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    let mut all = jobs(&s);
+    let Some(job) = all.query.get_mut(&id) else {
+        return;
+    };
+    match result {
+        Ok(Ok(rows)) if job.common.state == JobState::InProgress => {
+            job.common.processed = rows.len() as u64;
+            job.rows = Arc::new(rows);
+            job.common.set_state(JobState::JobComplete);
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            job.common.error_message = Some(format!("{}: {}", e.error_code, e.message));
+            job.common.set_state(JobState::Failed);
+        }
+        Err(e) => {
+            job.common.error_message = Some(format!("internal error: {e}"));
+            job.common.set_state(JobState::Failed);
+        }
+    }
+}
+
+/// The CSV text of `path` (`Name`, `Account.Name`) in a REST-shaped record: empty for
+/// null.
+fn cell(record: &Value, path: &str) -> String {
+    let mut v = record;
+    for segment in path.split('.') {
+        let found = v.as_object().and_then(|o| {
+            o.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(segment))
+                .map(|(_, v)| v)
+        });
+        match found {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /jobs/query/{id}`.
+pub(crate) async fn get_query(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Reply {
+    let all = jobs(&s);
+    let job = all
+        .query
+        .get(p.get("id").map_or("", String::as_str))
+        .ok_or_else(not_found_job)?;
+    Ok(json_reply(StatusCode::OK, &query_info(job, true)))
+}
+
+/// `GET /jobs/query`: every query job.
+pub(crate) async fn list_query(State(s): State<Arc<Shared>>) -> Reply {
+    let all = jobs(&s);
+    let records: Vec<Value> = all.query.values().map(|j| query_info(j, false)).collect();
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"done": true, "records": records, "nextRecordsUrl": null}),
+    ))
+}
+
+/// `PATCH /jobs/query/{id}`: `Aborted`.
+pub(crate) async fn patch_query(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    axum::Json(change): axum::Json<StateChange>,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let mut all = jobs(&s);
+    let job = all.query.get_mut(&id).ok_or_else(not_found_job)?;
+    match (change.state.as_str(), job.common.state) {
+        ("Aborted", JobState::UploadComplete | JobState::InProgress) => {
+            job.common.set_state(JobState::Aborted);
+            Ok(json_reply(StatusCode::OK, &query_info(job, false)))
+        }
+        (to, from) => Err(bulk_error(
+            "INVALIDJOBSTATE",
+            format!(
+                "Cannot change the state of job {id} from {} to {to}",
+                from.as_str()
+            ),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResultsParams {
+    locator: Option<String>,
+    max_records: Option<usize>,
+}
+
+/// `GET /jobs/query/{id}/results?locator=&maxRecords=`: one page of CSV.
+pub(crate) async fn query_results(
+    State(s): State<Arc<Shared>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(params): UrlQuery<ResultsParams>,
+) -> Reply {
+    let id = p.get("id").cloned().unwrap_or_default();
+    let (common, header, rows) = {
+        let all = jobs(&s);
+        let job = all.query.get(&id).ok_or_else(not_found_job)?;
+        if job.common.state != JobState::JobComplete {
+            return Err(bulk_error(
+                "INVALIDJOBSTATE",
+                format!(
+                    "Job {id} is {}; results are available once it is JobComplete",
+                    job.common.state.as_str()
+                ),
+            ));
+        }
+        (job.common.clone(), job.header.clone(), job.rows.clone())
+    };
+    let start = match params.locator.as_deref().filter(|l| !l.is_empty()) {
+        None => 0,
+        Some(l) => base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(l.trim_end_matches('='))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|n| *n <= rows.len())
+            .ok_or_else(|| bulk_error("INVALIDLOCATOR", format!("Invalid locator: {l}")))?,
+    };
+    let size = params
+        .max_records
+        .filter(|n| *n > 0)
+        .unwrap_or(s.config.bulk_query_page_size)
+        .max(1);
+    let end = (start + size).min(rows.len());
+    let body = tokio::task::spawn_blocking(move || {
+        let mut w = writer(&common);
+        let _ = w.write_record(&header);
+        for row in &rows[start..end] {
+            let _ = w.write_record(row);
+        }
+        w.into_inner().unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    let locator = if end < rows_len(&s, &id) {
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(end.to_string())
+    } else {
+        "null".to_owned()
+    };
+    Ok(csv_response(body, Some(&locator), Some(end - start)))
+}
+
+fn rows_len(s: &Shared, id: &str) -> usize {
+    jobs(s).query.get(id).map_or(0, |j| j.rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use super::*;
+    use crate::sandbox::org::{FieldDef, ObjectDef};
+
+    #[test]
+    fn csv_text_becomes_the_field_type_and_na_is_null() {
+        let def = ObjectDef::new(
+            "Thing__c",
+            "a01",
+            vec![
+                FieldDef::new("Flag__c", "boolean"),
+                FieldDef::new("Count__c", "int"),
+                FieldDef::new("Amount__c", "currency"),
+                FieldDef::new("Note__c", "string"),
+            ],
+        );
+        assert_eq!(convert(&def, "Flag__c", "TRUE").unwrap(), Some(json!(true)));
+        assert_eq!(convert(&def, "Count__c", "42").unwrap(), Some(json!(42)));
+        assert_eq!(convert(&def, "Amount__c", "1.5").unwrap(), Some(json!(1.5)));
+        assert_eq!(convert(&def, "Note__c", "").unwrap(), None);
+        assert_eq!(convert(&def, "Note__c", "#N/A").unwrap(), Some(Value::Null));
+        let e = convert(&def, "Count__c", "many").unwrap_err();
+        assert_eq!(e.error_code, "INVALID_TYPE_ON_FIELD_IN_RECORD");
+    }
+
+    #[test]
+    fn paths_reach_into_parent_records() {
+        let r = json!({"Name": "Ann", "Account": {"Name": "Acme", "Rating": null}, "N": 3});
+        assert_eq!(cell(&r, "Name"), "Ann");
+        assert_eq!(cell(&r, "account.name"), "Acme");
+        assert_eq!(cell(&r, "Account.Rating"), "");
+        assert_eq!(cell(&r, "Owner.Name"), "");
+        assert_eq!(cell(&r, "N"), "3");
+    }
+}
