@@ -186,6 +186,54 @@ impl ClientBuilder {
     }
 }
 
+/// What a call sends.
+#[derive(Clone, Copy)]
+pub(crate) enum RequestBody<'a> {
+    /// Nothing.
+    None,
+    /// A JSON document.
+    Json(&'a Value),
+    /// A CSV file, streamed from disk (re-opened for every attempt).
+    CsvFile(&'a std::path::Path),
+}
+
+impl RequestBody<'_> {
+    fn accept(self) -> &'static str {
+        "application/json"
+    }
+
+    async fn attach(self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+        Ok(match self {
+            RequestBody::None => request,
+            RequestBody::Json(v) => request.json(v),
+            RequestBody::CsvFile(path) => {
+                let file = tokio::fs::File::open(path).await.map_err(|e| {
+                    Error::internal("the bulk upload's spool file cannot be read").with_source(e)
+                })?;
+                let len = file.metadata().await.map(|m| m.len()).ok();
+                let mut request = request
+                    .header(reqwest::header::CONTENT_TYPE, "text/csv")
+                    .body(reqwest::Body::wrap_stream(
+                        tokio_util::io::ReaderStream::new(file),
+                    ));
+                if let Some(len) = len {
+                    request = request.header(reqwest::header::CONTENT_LENGTH, len);
+                }
+                request
+            }
+        })
+    }
+}
+
+/// What a call got back: status, the headers the connector reads, and the body.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) last_modified: Option<String>,
+    /// `Sforce-Locator` (Bulk API 2.0 query results).
+    pub(crate) locator: Option<String>,
+    pub(crate) body: Bytes,
+}
+
 /// The HTTP client: rustls, no redirects (one could carry the bearer token elsewhere),
 /// a connect timeout. A call's time limit is the policy's per-attempt timeout — one
 /// timer per call; only a policy without one gets a client-level limit instead.
@@ -414,6 +462,23 @@ impl SalesforceClient {
         idempotent: bool,
         if_modified_since: Option<&str>,
     ) -> Result<(u16, Option<String>, Bytes)> {
+        let body = body.map_or(RequestBody::None, RequestBody::Json);
+        self.send(op, method, target, body, idempotent, if_modified_since)
+            .await
+            .map(|r| (r.status, r.last_modified, r.body))
+    }
+
+    /// One call: policy outside, token (refreshed and retried once on an expired
+    /// session) inside; the body is rebuilt for every attempt.
+    pub(crate) async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: RequestBody<'_>,
+        idempotent: bool,
+        if_modified_since: Option<&str>,
+    ) -> Result<Reply> {
         let inner = &self.inner;
         let mut operation = Operation::new(op);
         if !idempotent {
@@ -435,10 +500,8 @@ impl SalesforceClient {
                                     reqwest::header::AUTHORIZATION,
                                     format!("Bearer {}", token.access_token.expose_secret()),
                                 )
-                                .header(reqwest::header::ACCEPT, "application/json");
-                            if let Some(b) = body {
-                                request = request.json(b);
-                            }
+                                .header(reqwest::header::ACCEPT, body.accept());
+                            request = body.attach(request).await?;
                             if let Some(since) = if_modified_since {
                                 request = request.header(reqwest::header::IF_MODIFIED_SINCE, since);
                             }
@@ -447,13 +510,22 @@ impl SalesforceClient {
                             let headers = response.headers();
                             self.record_limits(headers.get("sforce-limit-info"));
                             let wait = retry_after(headers);
-                            let last_modified = headers
-                                .get(reqwest::header::LAST_MODIFIED)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
+                            let text = |name: &str| {
+                                headers
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned)
+                            };
+                            let last_modified = text("last-modified");
+                            let locator = text("sforce-locator");
                             let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
                             if (200..300).contains(&status) || status == 304 {
-                                Ok((status, last_modified, bytes))
+                                Ok(Reply {
+                                    status,
+                                    last_modified,
+                                    locator,
+                                    body: bytes,
+                                })
                             } else {
                                 Err(map_error(status, wait, &bytes, op))
                             }

@@ -6,11 +6,13 @@
 //! - [`client`] — the REST client: token manager, instance allow-list, API version
 //!   discovery, query streams that follow `nextRecordsUrl` lazily, sObject CRUD and
 //!   upsert, limits — every call through a core `Policy`;
+//! - [`bulk`] — Bulk API 2.0: ingest of record streams of any size (spooled to disk,
+//!   split across parallel jobs, per-record outcomes) and streamed query results;
 //! - [`instance`] — where a bearer token may be sent (SSRF guard);
 //! - [`error`] — Salesforce's error arrays mapped into the SDK's one error model;
 //! - [`soql`] — a typed SOQL builder whose every value is escaped and every name checked;
-//! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server, starting with
-//!   its SOQL parser.
+//! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server (REST, OAuth,
+//!   composite, describe, limits, Bulk API 2.0, fault injection).
 //!
 //! ```
 //! use connector_salesforce::soql::{Soql, field};
@@ -18,6 +20,7 @@
 //! assert_eq!(q, "SELECT Id FROM Account WHERE Name = 'Acme'");
 //! ```
 
+pub mod bulk;
 pub mod client;
 pub mod error;
 pub mod instance;

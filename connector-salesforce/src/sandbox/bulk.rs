@@ -194,6 +194,22 @@ pub(crate) struct Jobs {
     query: HashMap<String, QueryJob>,
 }
 
+impl Shared {
+    /// Every job's `(id, state)`.
+    pub(crate) fn bulk_jobs(&self) -> Vec<(String, String)> {
+        let all = jobs(self);
+        let mut out: Vec<(String, String)> = all
+            .ingest
+            .values()
+            .map(|j| &j.common)
+            .chain(all.query.values().map(|j| &j.common))
+            .map(|c| (c.id.clone(), c.state.as_str().to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 fn bulk_error(code: &str, message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, ApiError::new(code, message))
 }

@@ -235,6 +235,11 @@ impl RunningSandbox {
         self.shared.expire_tokens();
     }
 
+    /// Every Bulk API 2.0 job: `(id, state)`, ingest and query jobs alike.
+    pub fn bulk_jobs(&self) -> Vec<(String, String)> {
+        self.shared.bulk_jobs()
+    }
+
     /// The org, to inspect or change it directly.
     pub fn with_org<T>(&self, f: impl FnOnce(&mut Org) -> T) -> T {
         let mut org = self

@@ -1,0 +1,1075 @@
+//! Bulk API 2.0: ingest (insert / update / upsert / delete / hardDelete) of record streams
+//! of any size, and queries whose results stream page by page.
+//!
+//! **Ingest.** Records are written as CSV to a spool file on disk — never the whole data
+//! set in memory — and a job is sealed whenever the next record would take it over
+//! [`IngestOptions::max_job_bytes`] (Salesforce takes at most 150 MB base64, i.e. ~100 MB
+//! of CSV, per job). Sealed jobs run in parallel (at most
+//! [`IngestOptions::parallel_jobs`]; reading the input waits while they are busy): create,
+//! upload (streamed from the spool, retried under the client's policy), `UploadComplete`,
+//! poll with backoff, then the successful, failed and unprocessed results are downloaded
+//! and matched back to the input records, so every input record gets exactly one
+//! [`RecordOutcome`]. Dropping the ingest future aborts the jobs still open or running.
+//!
+//! ```no_run
+//! # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+//! use connector_salesforce::bulk::{IngestOperation, IngestOptions};
+//! use serde_json::json;
+//!
+//! let records = futures::stream::iter((0..250_000).map(|i| json!({"Name": format!("Client {i}"), "Docket__c": format!("D-{i}")})));
+//! let report = sf
+//!     .bulk_ingest("Account", IngestOperation::Upsert { external_id: "Docket__c".into() }, records, &IngestOptions::default())
+//!     .await?;
+//! println!("{} ok, {} failed", report.succeeded, report.failed);
+//! for o in report.outcomes.iter().filter(|o| o.error.is_some()) {
+//!     println!("record {}: {}", o.index, o.error.as_deref().unwrap_or_default());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! **Query.** [`SalesforceClient::bulk_query`] creates a query job, polls it, and streams
+//! the result pages (`Sforce-Locator`) lazily: one page in memory at a time, records typed
+//! by the object's describe (booleans and numbers as JSON), relationship paths
+//! (`Account.Name`) nested as the REST API nests them, empty cells as null.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use moodbridge_core::{Error, ErrorKind, Result};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::client::{RequestBody, SalesforceClient};
+
+/// What an ingest job does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOperation {
+    /// Create records.
+    Insert,
+    /// Update records by `Id`.
+    Update,
+    /// Create or update by an external id field.
+    Upsert {
+        /// The external id field (or `Id`).
+        external_id: String,
+    },
+    /// Soft-delete records by `Id` (to the recycle bin).
+    Delete,
+    /// Delete records by `Id` for good (needs the "Bulk API Hard Delete" permission).
+    HardDelete,
+}
+
+impl IngestOperation {
+    fn as_str(&self) -> &'static str {
+        match self {
+            IngestOperation::Insert => "insert",
+            IngestOperation::Update => "update",
+            IngestOperation::Upsert { .. } => "upsert",
+            IngestOperation::Delete => "delete",
+            IngestOperation::HardDelete => "hardDelete",
+        }
+    }
+}
+
+/// How job states are polled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollOptions {
+    /// First wait between polls.
+    pub initial: Duration,
+    /// Longest wait between polls (the wait grows by half each time).
+    pub max: Duration,
+    /// How long to wait for a job at most. When it passes, the job is *not* failed: the
+    /// call returns a `Timeout` error naming the job, which is still running at Salesforce.
+    pub timeout: Duration,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        PollOptions {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Options of [`SalesforceClient::bulk_ingest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOptions {
+    /// Largest CSV upload per job (default 100 MB: Salesforce's 150 MB limit counts the
+    /// data after base64 encoding).
+    pub max_job_bytes: u64,
+    /// Jobs running at once (default 3).
+    pub parallel_jobs: usize,
+    /// Polling of the jobs' states.
+    pub poll: PollOptions,
+    /// The CSV columns. `None`: the fields of the first record (`attributes` left out).
+    /// A later record with a field outside the columns gets a failed outcome, and is not
+    /// sent.
+    pub columns: Option<Vec<String>>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_job_bytes: 100 * 1000 * 1000,
+            parallel_jobs: 3,
+            poll: PollOptions::default(),
+            columns: None,
+        }
+    }
+}
+
+/// What became of one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordState {
+    /// Salesforce processed it.
+    Succeeded,
+    /// Salesforce (or the SDK, before sending) refused it; see `error`.
+    Failed,
+    /// Not processed: its job was aborted or failed as a whole. Safe to send again.
+    Unprocessed,
+}
+
+/// The outcome of one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Its position in the input (0-based).
+    pub index: u64,
+    /// What happened.
+    pub state: RecordState,
+    /// The job it went in (`None` when refused before sending).
+    pub job_id: Option<String>,
+    /// The record's id (created or affected), when Salesforce gave one.
+    pub id: Option<String>,
+    /// Whether a record was created (insert, or an upsert that inserted).
+    pub created: bool,
+    /// Why it failed: Salesforce's `sf__Error` (`CODE:message:fields --`) or the SDK's.
+    pub error: Option<String>,
+}
+
+/// A Bulk API 2.0 job's information, as `GET /jobs/ingest/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInfo {
+    /// The job id (`750…`).
+    pub id: String,
+    /// `Open`, `UploadComplete`, `InProgress`, `JobComplete`, `Failed` or `Aborted`.
+    pub state: String,
+    /// The sObject.
+    #[serde(default)]
+    pub object: String,
+    /// The operation (`insert`, `query`, …).
+    #[serde(default)]
+    pub operation: String,
+    /// Records processed so far (failed ones included).
+    #[serde(default)]
+    pub number_records_processed: u64,
+    /// Records that failed.
+    #[serde(default)]
+    pub number_records_failed: u64,
+    /// Why a job failed as a whole.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+impl JobInfo {
+    /// Whether the job will not change any more.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "JobComplete" | "Failed" | "Aborted")
+    }
+}
+
+/// The result of [`SalesforceClient::bulk_ingest`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IngestReport {
+    /// Each job's final information.
+    pub jobs: Vec<JobInfo>,
+    /// One outcome per input record, in input order.
+    pub outcomes: Vec<RecordOutcome>,
+    /// Records processed by Salesforce.
+    pub succeeded: u64,
+    /// Records refused (by Salesforce or before sending).
+    pub failed: u64,
+    /// Records not processed (aborted or failed jobs).
+    pub unprocessed: u64,
+}
+
+/// Options of [`SalesforceClient::bulk_query`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BulkQueryOptions {
+    /// Include deleted and archived records (`queryAll`).
+    pub all_rows: bool,
+    /// Records per result page (`maxRecords`); `None` lets Salesforce choose.
+    pub max_records: Option<u64>,
+    /// Polling of the job's state.
+    pub poll: PollOptions,
+}
+
+/// A CSV cell for a JSON value: null is `#N/A` (Salesforce's "set to null").
+fn cell(value: &Value) -> std::result::Result<String, &'static str> {
+    Ok(match value {
+        Value::Null => "#N/A".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(_) | Value::Object(_) => return Err("a nested value"),
+    })
+}
+
+fn csv_writer<W: std::io::Write>(w: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(w)
+}
+
+/// A row's CSV bytes (what is uploaded, and what the results echo back).
+fn row_bytes<'a>(cells: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut w = csv_writer(Vec::with_capacity(128));
+    let _ = w.write_record(cells);
+    w.into_inner().unwrap_or_default()
+}
+
+/// One job being filled: its spool file and which input rows it holds.
+struct Spool {
+    file: tempfile::NamedTempFile,
+    bytes: u64,
+    rows: u64,
+    /// Row hash → input indices, in input order (identical rows are interchangeable).
+    by_row: HashMap<u64, VecDeque<u64>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Spool {
+    fn new(header: &[u8]) -> Result<Self> {
+        let mut file = tempfile::NamedTempFile::new().map_err(|e| {
+            Error::unavailable("cannot create a spool file for the bulk upload")
+                .with_hint("check that the temporary directory is writable and has space")
+                .with_source(e)
+        })?;
+        file.write_all(header).map_err(spool_error)?;
+        Ok(Spool {
+            file,
+            bytes: header.len() as u64,
+            rows: 0,
+            by_row: HashMap::new(),
+            hasher: std::hash::RandomState::new(),
+        })
+    }
+
+    fn push(&mut self, index: u64, row: &[u8]) -> Result<()> {
+        self.file.write_all(row).map_err(spool_error)?;
+        self.bytes += row.len() as u64;
+        self.rows += 1;
+        self.by_row
+            .entry(self.hasher.hash_one(row))
+            .or_default()
+            .push_back(index);
+        Ok(())
+    }
+}
+
+fn spool_error(e: std::io::Error) -> Error {
+    Error::unavailable("cannot write the bulk upload's spool file")
+        .with_hint("check that the temporary directory has space")
+        .with_source(e)
+}
+
+/// Jobs to abort if the ingest is dropped before it finishes.
+struct AbortGuard {
+    client: SalesforceClient,
+    open: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        let open: Vec<String> = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(jobs = ?open, "bulk ingest dropped outside a runtime: its jobs were not aborted");
+            return;
+        };
+        let client = self.client.clone();
+        runtime.spawn(async move {
+            for id in open {
+                match client.bulk_abort(&id).await {
+                    Ok(()) => tracing::info!(job = %id, "bulk ingest cancelled: job aborted"),
+                    Err(e) => tracing::warn!(job = %id, error = %e, "bulk ingest cancelled: job not aborted"),
+                }
+            }
+        });
+    }
+}
+
+impl SalesforceClient {
+    fn jobs_path(&self, rest: &str) -> String {
+        format!("/services/data/v{}/jobs{rest}", self.api_version())
+    }
+
+    /// Load `records` into `object` with Bulk API 2.0; see the [module docs](crate::bulk).
+    ///
+    /// Returns one outcome per input record once every job has finished. A job-level
+    /// problem (a column Salesforce does not know, a job failed as a whole) shows as
+    /// failed or unprocessed outcomes and in [`IngestReport::jobs`], not as an `Err`;
+    /// `Err` is for what stopped the ingest itself (the org unreachable after retries,
+    /// a poll timeout — with the still-running job's id in the error's context).
+    pub async fn bulk_ingest<S>(
+        &self,
+        object: &str,
+        operation: IngestOperation,
+        records: S,
+        options: &IngestOptions,
+    ) -> Result<IngestReport>
+    where
+        S: Stream<Item = Value> + Send,
+    {
+        check_api_name(object)?;
+        if let IngestOperation::Upsert { external_id } = &operation {
+            check_api_name(external_id)?;
+        }
+        let id_only = matches!(
+            operation,
+            IngestOperation::Delete | IngestOperation::HardDelete
+        );
+        let guard = AbortGuard {
+            client: self.clone(),
+            open: Arc::new(Mutex::new(HashSet::new())),
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(options.parallel_jobs.max(1)));
+        let mut running = tokio::task::JoinSet::new();
+        let mut report = IngestReport::default();
+        let mut columns: Option<Vec<String>> = if id_only {
+            Some(vec!["Id".to_owned()])
+        } else {
+            options.columns.clone()
+        };
+        let mut header = Vec::new();
+        let mut spool: Option<Spool> = None;
+        let mut index = 0u64;
+        let mut records = std::pin::pin!(records);
+        let seal = |spool: Spool, running: &mut tokio::task::JoinSet<Result<JobResult>>, permit| {
+            let client = self.clone();
+            let object = object.to_owned();
+            let operation = operation.clone();
+            let poll = options.poll.clone();
+            let open = guard.open.clone();
+            running.spawn(async move {
+                let _permit = permit;
+                client
+                    .run_ingest_job(&object, &operation, spool, &poll, &open)
+                    .await
+            });
+        };
+        while let Some(record) = records.next().await {
+            let i = index;
+            index += 1;
+            let Value::Object(map) = record else {
+                report
+                    .outcomes
+                    .push(refused(i, "the record is not a JSON object"));
+                continue;
+            };
+            let cols = columns.get_or_insert_with(|| {
+                map.keys().filter(|k| *k != "attributes").cloned().collect()
+            });
+            if header.is_empty() {
+                header = row_bytes(cols.iter().map(String::as_str));
+            }
+            let row = match row_of(&map, cols, id_only) {
+                Ok(row) => row,
+                Err(reason) => {
+                    report.outcomes.push(refused(i, &reason));
+                    continue;
+                }
+            };
+            if let Some(s) = &spool
+                && s.rows > 0
+                && s.bytes + row.len() as u64 > options.max_job_bytes
+            {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::internal("the bulk job limiter was closed"))?;
+                if let Some(full) = spool.take() {
+                    seal(full, &mut running, permit);
+                }
+            }
+            let s = match &mut spool {
+                Some(s) => s,
+                None => spool.insert(Spool::new(&header)?),
+            };
+            s.push(i, &row)?;
+        }
+        if let Some(last) = spool.take().filter(|s| s.rows > 0) {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::internal("the bulk job limiter was closed"))?;
+            seal(last, &mut running, permit);
+        }
+        // Every job runs to its end, even when another failed: its outcomes are then in
+        // the error's `completed_jobs` context (fetch them with `bulk_job`).
+        let mut first_error: Option<Error> = None;
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok(Ok(job)) => {
+                    report.jobs.push(job.info);
+                    report.outcomes.extend(job.outcomes);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(
+                        Error::internal("a bulk ingest job task failed").with_source(e),
+                    );
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            // The guard aborts whatever of ours is still open (created, not yet closed).
+            let completed: Vec<&str> = report.jobs.iter().map(|j| j.id.as_str()).collect();
+            return Err(if completed.is_empty() {
+                e
+            } else {
+                e.with_context("completed_jobs", completed.join(","))
+            });
+        }
+        guard
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        report.outcomes.sort_by_key(|o| o.index);
+        for o in &report.outcomes {
+            match o.state {
+                RecordState::Succeeded => report.succeeded += 1,
+                RecordState::Failed => report.failed += 1,
+                RecordState::Unprocessed => report.unprocessed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// One sealed job: create, upload, close, poll, collect the results.
+    async fn run_ingest_job(
+        &self,
+        object: &str,
+        operation: &IngestOperation,
+        spool: Spool,
+        poll: &PollOptions,
+        open: &Mutex<HashSet<String>>,
+    ) -> Result<JobResult> {
+        let Spool {
+            file,
+            rows,
+            mut by_row,
+            hasher,
+            ..
+        } = spool;
+        let file = file.into_temp_path();
+        let mut body = json!({"object": object, "operation": operation.as_str(), "contentType": "CSV", "lineEnding": "LF", "columnDelimiter": "COMMA"});
+        if let IngestOperation::Upsert { external_id } = operation {
+            body["externalIdFieldName"] = json!(external_id);
+        }
+        // Retried like a read: a job created twice (its first answer lost) is an empty
+        // Open job that Salesforce removes after a day — no record is written twice.
+        let created: JobInfo = self
+            .call_json(
+                "bulk.create",
+                Method::POST,
+                &self.jobs_path("/ingest"),
+                Some(&body),
+                true,
+            )
+            .await?;
+        let id = created.id.clone();
+        open.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        let job_path = self.jobs_path(&format!("/ingest/{id}"));
+        let uploaded = self
+            .send(
+                "bulk.upload",
+                Method::PUT,
+                &format!("{job_path}/batches"),
+                RequestBody::CsvFile(&file),
+                true,
+                None,
+            )
+            .await;
+        match uploaded {
+            Ok(_) => {}
+            // A retried upload whose first attempt had arrived: the data is there.
+            Err(e)
+                if e.context_value("error_code") == Some("BULK_API_ERROR")
+                    && e.message().contains("multiple contents") => {}
+            Err(e) => return Err(e.with_context("job_id", &id)),
+        }
+        drop(file);
+        let _: JobInfo = self
+            .call_json(
+                "bulk.close",
+                Method::PATCH,
+                &job_path,
+                Some(&json!({"state": "UploadComplete"})),
+                true,
+            )
+            .await?;
+        let waited = self.wait_for_job(&job_path, &id, poll).await;
+        if waited.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout) {
+            // Still running at Salesforce, and left to run: it is reported, not aborted.
+            open.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        }
+        let info = waited?;
+        open.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+
+        let mut outcomes = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+        let mut unmatched = 0u64;
+        for (which, state, skip) in [
+            ("successfulResults", RecordState::Succeeded, 2),
+            ("failedResults", RecordState::Failed, 2),
+            ("unprocessedrecords", RecordState::Unprocessed, 0),
+        ] {
+            let reply = self
+                .send(
+                    "bulk.results",
+                    Method::GET,
+                    &format!("{job_path}/{which}"),
+                    RequestBody::None,
+                    true,
+                    None,
+                )
+                .await?;
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(reply.body.as_ref());
+            for row in reader.records() {
+                let row = row.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!("a bulk {which} file is not CSV: {e}"),
+                    )
+                })?;
+                let echo = row_bytes(row.iter().skip(skip));
+                let index = by_row
+                    .get_mut(&hasher.hash_one(&echo))
+                    .and_then(VecDeque::pop_front);
+                let Some(index) = index else {
+                    unmatched += 1;
+                    continue;
+                };
+                let first = row.get(0).filter(|s| !s.is_empty()).map(str::to_owned);
+                outcomes.push(match state {
+                    RecordState::Succeeded => RecordOutcome {
+                        index,
+                        state: RecordState::Succeeded,
+                        job_id: Some(id.clone()),
+                        id: first,
+                        created: row.get(1) == Some("true"),
+                        error: None,
+                    },
+                    RecordState::Failed => RecordOutcome {
+                        index,
+                        state: RecordState::Failed,
+                        job_id: Some(id.clone()),
+                        id: first,
+                        created: false,
+                        error: row.get(1).map(str::to_owned),
+                    },
+                    RecordState::Unprocessed => RecordOutcome {
+                        index,
+                        state: RecordState::Unprocessed,
+                        job_id: Some(id.clone()),
+                        id: None,
+                        created: false,
+                        error: info.error_message.clone(),
+                    },
+                });
+            }
+        }
+        // Every input row gets an outcome, even one Salesforce's results did not echo.
+        let missing: Vec<u64> = by_row.into_values().flatten().collect();
+        if !missing.is_empty() || unmatched > 0 {
+            tracing::warn!(job = %id, missing = missing.len(), unmatched, "bulk results did not echo every uploaded row");
+        }
+        outcomes.extend(missing.into_iter().map(|index| RecordOutcome {
+            index,
+            state: RecordState::Unprocessed,
+            job_id: Some(id.clone()),
+            id: None,
+            created: false,
+            error: Some(
+                "not in the job's results; its state is unknown: check before sending again".into(),
+            ),
+        }));
+        Ok(JobResult { info, outcomes })
+    }
+
+    /// Poll `job_path` with backoff until the job finishes or `poll.timeout` passes.
+    async fn wait_for_job(&self, job_path: &str, id: &str, poll: &PollOptions) -> Result<JobInfo> {
+        let started = tokio::time::Instant::now();
+        let mut wait = poll.initial;
+        loop {
+            let info: JobInfo = self
+                .call_json("bulk.poll", Method::GET, job_path, None, true)
+                .await?;
+            if info.is_finished() {
+                return Ok(info);
+            }
+            if started.elapsed() + wait > poll.timeout {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "bulk job {id} is still {} after {}s: not failed, still running at Salesforce",
+                        info.state,
+                        poll.timeout.as_secs()
+                    ),
+                )
+                .with_context("job_id", id)
+                .with_hint("check it later with SalesforceClient::bulk_job, or raise PollOptions::timeout"));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait + wait / 2).min(poll.max);
+        }
+    }
+
+    /// An ingest job's current information.
+    pub async fn bulk_job(&self, id: &str) -> Result<JobInfo> {
+        check_api_name(id)?;
+        self.call_json(
+            "bulk.poll",
+            Method::GET,
+            &self.jobs_path(&format!("/ingest/{id}")),
+            None,
+            true,
+        )
+        .await
+    }
+
+    /// Abort an ingest job (records not yet processed stay unprocessed).
+    pub async fn bulk_abort(&self, id: &str) -> Result<()> {
+        check_api_name(id)?;
+        let _: JobInfo = self
+            .call_json(
+                "bulk.abort",
+                Method::PATCH,
+                &self.jobs_path(&format!("/ingest/{id}")),
+                Some(&json!({"state": "Aborted"})),
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: Option<&Value>,
+        idempotent: bool,
+    ) -> Result<T> {
+        let body = body.map_or(RequestBody::None, RequestBody::Json);
+        let reply = self
+            .send(op, method, target, body, idempotent, None)
+            .await?;
+        serde_json::from_slice(&reply.body).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("Salesforce's {op} answer has an unexpected shape: {e}"),
+            )
+            .with_platform(crate::error::PLATFORM)
+        })
+    }
+
+    /// Run `soql` as a Bulk API 2.0 query job; records arrive as a stream that fetches the
+    /// next result page only when the previous one is consumed. See the
+    /// [module docs](crate::bulk).
+    pub fn bulk_query(
+        &self,
+        soql: &str,
+        options: BulkQueryOptions,
+    ) -> impl Stream<Item = Result<Value>> + Send + 'static {
+        let client = self.clone();
+        let soql = soql.to_owned();
+        let state = QueryState::Start { soql, options };
+        futures::stream::try_unfold(
+            (state, VecDeque::<Value>::new()),
+            move |(state, mut buffer)| {
+                let client = client.clone();
+                async move {
+                    let mut state = state;
+                    loop {
+                        if let Some(record) = buffer.pop_front() {
+                            return Ok(Some((record, (state, buffer))));
+                        }
+                        state = match state {
+                            QueryState::Start { soql, options } => {
+                                client.start_bulk_query(&soql, options).await?
+                            }
+                            QueryState::Pages {
+                                job_path,
+                                locator,
+                                types,
+                                max_records,
+                            } => {
+                                let Some(locator) = locator else {
+                                    return Ok(None);
+                                };
+                                let mut target = format!("{job_path}/results");
+                                let mut sep = '?';
+                                if !locator.is_empty() {
+                                    target.push_str(&format!("{sep}locator={locator}"));
+                                    sep = '&';
+                                }
+                                if let Some(n) = max_records {
+                                    target.push_str(&format!("{sep}maxRecords={n}"));
+                                }
+                                let reply = client
+                                    .send(
+                                        "bulk.results",
+                                        Method::GET,
+                                        &target,
+                                        RequestBody::None,
+                                        true,
+                                        None,
+                                    )
+                                    .await?;
+                                parse_page(&reply.body, &types, &mut buffer)?;
+                                let next = reply.locator.filter(|l| !l.is_empty() && l != "null");
+                                QueryState::Pages {
+                                    job_path,
+                                    locator: next,
+                                    types,
+                                    max_records,
+                                }
+                            }
+                        };
+                    }
+                }
+            },
+        )
+    }
+
+    async fn start_bulk_query(&self, soql: &str, options: BulkQueryOptions) -> Result<QueryState> {
+        let body = json!({
+            "operation": if options.all_rows { "queryAll" } else { "query" },
+            "query": soql,
+            "contentType": "CSV",
+            "lineEnding": "LF",
+            "columnDelimiter": "COMMA",
+        });
+        // Retried like a read: a query job created twice only costs the org some work.
+        let created: JobInfo = self
+            .call_json(
+                "bulk.query",
+                Method::POST,
+                &self.jobs_path("/query"),
+                Some(&body),
+                true,
+            )
+            .await?;
+        let job_path = self.jobs_path(&format!("/query/{}", created.id));
+        let info = self
+            .wait_for_job(&job_path, &created.id, &options.poll)
+            .await?;
+        if info.state != "JobComplete" {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "bulk query job {} ended {}: {}",
+                    info.id,
+                    info.state,
+                    info.error_message.as_deref().unwrap_or("no reason given")
+                ),
+            )
+            .with_context("job_id", &info.id)
+            .permanent());
+        }
+        let types = match self.describe(&info.object).await {
+            Ok(d) => field_types(&d),
+            Err(e) => {
+                tracing::debug!(object = %info.object, error = %e, "no describe: bulk query values stay text");
+                HashMap::new()
+            }
+        };
+        Ok(QueryState::Pages {
+            job_path,
+            locator: Some(String::new()),
+            types,
+            max_records: options.max_records,
+        })
+    }
+}
+
+struct JobResult {
+    info: JobInfo,
+    outcomes: Vec<RecordOutcome>,
+}
+
+enum QueryState {
+    Start {
+        soql: String,
+        options: BulkQueryOptions,
+    },
+    Pages {
+        job_path: String,
+        /// `Some("")` before the first page; `None` after the last.
+        locator: Option<String>,
+        types: HashMap<String, &'static str>,
+        max_records: Option<u64>,
+    },
+}
+
+fn refused(index: u64, reason: &str) -> RecordOutcome {
+    RecordOutcome {
+        index,
+        state: RecordState::Failed,
+        job_id: None,
+        id: None,
+        created: false,
+        error: Some(format!("refused before sending: {reason}")),
+    }
+}
+
+/// The CSV row of `map` under `columns`: missing fields are empty (left unchanged).
+fn row_of(
+    map: &Map<String, Value>,
+    columns: &[String],
+    id_only: bool,
+) -> std::result::Result<Vec<u8>, String> {
+    if !id_only
+        && let Some(extra) = map
+            .keys()
+            .find(|k| *k != "attributes" && !columns.iter().any(|c| c == *k))
+    {
+        return Err(format!(
+            "field {extra:?} is not one of this ingest's columns ({}); set IngestOptions::columns to every field the records use",
+            columns.join(", ")
+        ));
+    }
+    let mut cells = Vec::with_capacity(columns.len());
+    for c in columns {
+        cells.push(match map.get(c) {
+            None => String::new(),
+            Some(v) => cell(v).map_err(|what| format!("field {c:?} holds {what}"))?,
+        });
+    }
+    if id_only && cells.first().is_none_or(String::is_empty) {
+        return Err("a delete needs the record's Id".into());
+    }
+    Ok(row_bytes(cells.iter().map(String::as_str)))
+}
+
+/// Field name (lowercase) → JSON kind, from a describe.
+fn field_types(describe: &Value) -> HashMap<String, &'static str> {
+    describe
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let name = f.get("name")?.as_str()?.to_ascii_lowercase();
+            let kind = match f.get("type")?.as_str()? {
+                "boolean" => "bool",
+                "int" => "int",
+                "double" | "currency" | "percent" => "number",
+                _ => return None,
+            };
+            Some((name, kind))
+        })
+        .collect()
+}
+
+/// Parse one result page into records.
+fn parse_page(
+    bytes: &[u8],
+    types: &HashMap<String, &'static str>,
+    out: &mut VecDeque<Value>,
+) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("a bulk result page has no CSV header: {e}"),
+            )
+        })?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let kinds: Vec<Option<&'static str>> = header
+        .iter()
+        .map(|h| types.get(&h.to_ascii_lowercase()).copied())
+        .collect();
+    for row in reader.records() {
+        let row = row.map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("a bulk result page is not CSV: {e}"),
+            )
+        })?;
+        let mut record = Map::with_capacity(header.len());
+        for ((name, kind), text) in header.iter().zip(&kinds).zip(row.iter()) {
+            let value = typed(text, *kind);
+            match name.split_once('.') {
+                None => {
+                    record.insert(name.clone(), value);
+                }
+                Some(_) => insert_path(&mut record, name, value),
+            }
+        }
+        out.push_back(Value::Object(record));
+    }
+    Ok(())
+}
+
+fn typed(text: &str, kind: Option<&str>) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    let parsed = match kind {
+        Some("bool") => match text {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        Some("int") => text.parse::<i64>().ok().map(Value::from),
+        Some("number") => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+/// `Account.Owner.Name` = v → `{"Account": {"Owner": {"Name": v}}}`.
+fn insert_path(record: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut segments = path.split('.').peekable();
+    let mut at = record;
+    while let Some(segment) = segments.next() {
+        if segments.peek().is_none() {
+            at.insert(segment.to_owned(), value);
+            return;
+        }
+        let slot = at
+            .entry(segment.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(next) = slot else { return };
+        at = next;
+    }
+}
+
+fn check_api_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    if matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{name:?} is not a valid Salesforce API name or id"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn csv_cells_escape_quotes_commas_newlines_and_nulls() {
+        let cols: Vec<String> = ["Name", "Note__c", "Flag__c", "Gone__c", "Unset__c"]
+            .map(String::from)
+            .to_vec();
+        let map = json!({"Name": "Ann \"The\" Lawyer, Esq.", "Note__c": "two\nlines — ünïcode", "Flag__c": true, "Gone__c": null})
+            .as_object()
+            .unwrap()
+            .clone();
+        let row = String::from_utf8(row_of(&map, &cols, false).unwrap()).unwrap();
+        assert_eq!(
+            row,
+            "\"Ann \"\"The\"\" Lawyer, Esq.\",\"two\nlines — ünïcode\",true,#N/A,\n"
+        );
+        // Read back by a CSV reader: exactly the values.
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(row.as_bytes());
+        let back = r.records().next().unwrap().unwrap();
+        assert_eq!(&back[0], "Ann \"The\" Lawyer, Esq.");
+        assert_eq!(&back[1], "two\nlines — ünïcode");
+        assert_eq!(&back[3], "#N/A");
+        assert_eq!(&back[4], "");
+    }
+
+    #[test]
+    fn a_field_outside_the_columns_or_a_nested_value_is_refused_with_the_fix() {
+        let cols = vec!["Name".to_owned()];
+        let extra = json!({"Name": "a", "Phone": "1"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let e = row_of(&extra, &cols, false).unwrap_err();
+        assert!(
+            e.contains("\"Phone\"") && e.contains("IngestOptions::columns"),
+            "{e}"
+        );
+        let nested = json!({"Name": {"x": 1}}).as_object().unwrap().clone();
+        assert!(
+            row_of(&nested, &cols, false)
+                .unwrap_err()
+                .contains("nested")
+        );
+    }
+
+    #[test]
+    fn result_pages_are_typed_by_describe_and_relationships_nest() {
+        let types = field_types(&json!({"fields": [
+            {"name": "IsActive__c", "type": "boolean"},
+            {"name": "NumberOfEmployees", "type": "int"},
+            {"name": "AnnualRevenue", "type": "currency"},
+            {"name": "Name", "type": "string"},
+        ]}));
+        let page = "Id,Name,IsActive__c,NumberOfEmployees,AnnualRevenue,Owner.Name,Owner.Manager.Name\n\
+                    001A,\"Acme, Inc.\",true,12,1.5,Ann,\n";
+        let mut out = VecDeque::new();
+        parse_page(page.as_bytes(), &types, &mut out).unwrap();
+        assert_eq!(
+            out[0],
+            json!({"Id": "001A", "Name": "Acme, Inc.", "IsActive__c": true, "NumberOfEmployees": 12,
+                   "AnnualRevenue": 1.5, "Owner": {"Name": "Ann", "Manager": {"Name": null}}})
+        );
+    }
+}
