@@ -531,7 +531,10 @@ impl SalesforceClient {
             )
             .await?;
         let waited = self.wait_for_job(&job_path, &id, poll).await;
-        if waited.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout) {
+        if waited
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
+        {
             // Still running at Salesforce, and left to run: it is reported, not aborted.
             open.lock()
                 .unwrap_or_else(PoisonError::into_inner)

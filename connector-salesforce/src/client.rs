@@ -630,6 +630,29 @@ impl SalesforceClient {
         )
     }
 
+    /// How many records a `SELECT COUNT() …` query ([`Soql::count`]) matches.
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use connector_salesforce::soql::{Soql, field};
+    /// let open = sf.count(&Soql::count().from("Case").filter(field("IsClosed").eq(false)).build()?).await?;
+    /// # let _ = open; Ok(()) }
+    /// ```
+    pub async fn count(&self, soql: &str) -> Result<u64> {
+        let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
+        url.query_pairs_mut().append_pair("q", soql);
+        let target = format!(
+            "{}?{}",
+            self.path("/query"),
+            url.query().unwrap_or_default()
+        );
+        let answer = self.json("query", Method::GET, &target, None, true).await?;
+        answer["totalSize"].as_u64().ok_or_else(|| {
+            Error::new(ErrorKind::Protocol, "a COUNT() answer without totalSize")
+                .with_platform(crate::error::PLATFORM)
+        })
+    }
+
     /// Run a SOSL search (see [`Sosl`](crate::soql::Sosl)); the records found, each with
     /// its `attributes.type`.
     pub async fn search(&self, sosl: &str) -> Result<Vec<Value>> {

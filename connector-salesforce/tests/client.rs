@@ -1023,3 +1023,31 @@ async fn a_query_can_be_checked_against_describe_before_it_is_sent() {
     );
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn count_queries_answer_the_number_of_matches() {
+    let sb = sandbox(2_000).await;
+    let sf = connect(&sb, ApiVersion::newest_up_to("62.0"))
+        .await
+        .unwrap();
+    let all = Soql::count().from("Contact").build().unwrap();
+    assert_eq!(sf.count(&all).await.unwrap(), 120);
+    let first = sf
+        .query(
+            &Soql::select(["Id"])
+                .from("Contact")
+                .limit(1)
+                .build()
+                .unwrap(),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let one = Soql::count()
+        .from("Contact")
+        .filter(field("Id").eq(first[0]["Id"].as_str().unwrap()))
+        .build()
+        .unwrap();
+    assert_eq!(sf.count(&one).await.unwrap(), 1);
+    sb.stop().await;
+}

@@ -497,6 +497,10 @@ fn run_query(s: &Shared, version: &str, text: Option<&str>, all_rows: bool) -> R
         let org = s.org();
         eval::run(&org, &parsed, version).map_err(Failure::bad)?
     };
+    if parsed.count {
+        let body = json!({"totalSize": records.len(), "done": true, "records": []});
+        return Ok(axum::Json(body).into_response());
+    }
     Ok(page(s, records, 0, version))
 }
 

@@ -17,6 +17,8 @@ use std::fmt;
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
+    /// `SELECT COUNT()`: only the number of matching records is wanted.
+    pub count: bool,
     /// The selected fields, as written (`Account.Name` for relationships).
     pub fields: Vec<String>,
     /// The sObject.
@@ -356,9 +358,23 @@ impl Parser {
 
     fn query(&mut self) -> Result<Query, ParseError> {
         self.expect_keyword("SELECT")?;
-        let mut fields = vec![self.name()?];
-        while self.punct(",") {
+        // `SELECT COUNT() FROM …`: the number of matches only.
+        let count = matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case("COUNT"))
+            && {
+                let at = self.i;
+                self.i += 1;
+                let empty_parens = self.punct("(") && self.punct(")");
+                if !empty_parens {
+                    self.i = at;
+                }
+                empty_parens
+            };
+        let mut fields = Vec::new();
+        if !count {
             fields.push(self.name()?);
+            while self.punct(",") {
+                fields.push(self.name()?);
+            }
         }
         self.expect_keyword("FROM")?;
         let object = self.name()?;
@@ -398,6 +414,7 @@ impl Parser {
             None
         };
         let mut q = Query {
+            count,
             fields,
             object,
             filter,

@@ -505,6 +505,7 @@ pub enum Scope {
 /// A query being built; see the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Soql {
+    count: bool,
     fields: Vec<String>,
     object: String,
     filter: Option<Condition>,
@@ -518,6 +519,7 @@ impl Soql {
     /// `SELECT fields`.
     pub fn select<S: Into<String>>(fields: impl IntoIterator<Item = S>) -> Soql {
         Soql {
+            count: false,
             fields: fields.into_iter().map(Into::into).collect(),
             object: String::new(),
             filter: None,
@@ -526,6 +528,20 @@ impl Soql {
             offset: None,
             scope: None,
         }
+    }
+
+    /// `SELECT COUNT()`: the query answers only how many records match (the REST answer's
+    /// `totalSize`).
+    ///
+    /// ```
+    /// use connector_salesforce::soql::{Soql, field};
+    /// let q = Soql::count().from("Case").filter(field("IsClosed").eq(false)).build().unwrap();
+    /// assert_eq!(q, "SELECT COUNT() FROM Case WHERE IsClosed = false");
+    /// ```
+    pub fn count() -> Soql {
+        let mut q = Soql::select(Vec::<String>::new());
+        q.count = true;
+        q
     }
 
     /// `FROM object`.
@@ -576,13 +592,16 @@ impl Soql {
     /// The query text, or an `InvalidInput` error naming what is wrong (a bad name, an
     /// empty list, an offset over 2,000, `FOR UPDATE` with `ORDER BY`).
     pub fn build(&self) -> Result<String> {
-        if self.fields.is_empty() {
+        if self.fields.is_empty() && !self.count {
             return Err(Error::invalid_input(
                 "a SOQL query needs at least one field",
             ));
         }
         check_object(&self.object)?;
         let mut out = String::from("SELECT ");
+        if self.count {
+            out.push_str("COUNT()");
+        }
         for (i, f) in self.fields.iter().enumerate() {
             check_field(f)?;
             if i > 0 {
