@@ -1257,7 +1257,7 @@ fn results(answer: Value, expected: usize) -> Result<Vec<RecordResult>> {
 }
 
 /// A describe turned into a stream descriptor.
-fn stream_of(describe: &Value) -> Result<moodbridge_core::StreamDescriptor> {
+pub(crate) fn stream_of(describe: &Value) -> Result<moodbridge_core::StreamDescriptor> {
     use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor};
     let name = describe["name"]
         .as_str()

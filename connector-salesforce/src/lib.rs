@@ -11,6 +11,8 @@
 //! - [`instance`] — where a bearer token may be sent (SSRF guard);
 //! - [`error`] — Salesforce's error arrays mapped into the SDK's one error model;
 //! - [`soql`] — a typed SOQL builder whose every value is escaped and every name checked;
+//! - [`sync`] — Salesforce objects as the sync engine's `SyncSource` / `SyncSink`
+//!   (REST below the bulk threshold, Bulk API 2.0 above it);
 //! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server (REST, OAuth,
 //!   composite, describe, limits, Bulk API 2.0, fault injection).
 //!
@@ -27,3 +29,4 @@ pub mod instance;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod soql;
+pub mod sync;

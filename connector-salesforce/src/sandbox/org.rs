@@ -532,6 +532,23 @@ impl Org {
         }
     }
 
+    /// Set a field of a record directly — no checks, no `SystemModstamp` change — to stage
+    /// test data (records sharing a timestamp, a stale value). `false` when there is no
+    /// such record.
+    pub fn set_raw(&mut self, object: &str, id: &str, field: &str, value: Value) -> bool {
+        let id = normalize_id(id);
+        self.index_external(object, &id, true);
+        let found = match self.records.get_mut(object).and_then(|t| t.get_mut(&id)) {
+            Some(r) => {
+                r.insert(field.to_owned(), value);
+                true
+            }
+            None => false,
+        };
+        self.index_external(object, &id, false);
+        found
+    }
+
     /// Delete a record for good (Bulk API `hardDelete`: no recycle bin, queryAll no longer
     /// sees it).
     pub fn hard_delete(&mut self, object: &str, id: &str) -> Result<(), ApiError> {

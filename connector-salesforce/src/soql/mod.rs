@@ -57,7 +57,8 @@ pub enum Value {
         /// Day, 1–31.
         day: u8,
     },
-    /// A point in time, rendered `YYYY-MM-DDThh:mm:ssZ` (UTC).
+    /// A point in time, rendered `YYYY-MM-DDThh:mm:ssZ` (UTC), with `.sss` milliseconds
+    /// when it has a fraction of a second.
     DateTime(SystemTime),
     /// A relative date such as `LAST_N_DAYS:30`.
     DateLiteral(DateLiteral),
@@ -90,7 +91,15 @@ impl Value {
                 let _ = write!(out, "{year:04}-{month:02}-{day:02}");
             }
             Value::DateTime(t) => {
-                let _ = write!(out, "{}", humantime::format_rfc3339_seconds(*t));
+                // Milliseconds when there are any: cursors such as SystemModstamp carry them.
+                let whole = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .is_ok_and(|d| d.subsec_nanos() == 0);
+                if whole {
+                    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(*t));
+                } else {
+                    let _ = write!(out, "{}", humantime::format_rfc3339_millis(*t));
+                }
             }
             Value::DateLiteral(d) => d.render(out),
         }

@@ -1,0 +1,494 @@
+//! The sync engine with Salesforce at either end, against the sandbox: sandbox → SQLite
+//! table sink (full, incremental with timestamp ties, bulk above the threshold, faults
+//! injected), SQLite-shaped records → sandbox (upsert by external id and by Id, per-record
+//! failures as dead letters), and a bidirectional run with conflicts on both sides.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector_salesforce::bulk::PollOptions;
+use connector_salesforce::client::SalesforceClient;
+use connector_salesforce::instance::InstanceAllowList;
+use connector_salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
+use connector_salesforce::sync::{SalesforceSink, SalesforceSource};
+use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
+use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
+use moodbridge_core::engine::{MemorySource, Pipeline, SqliteTableSink, SyncEngine};
+use moodbridge_core::state::{SqliteStateStore, StateStore};
+use moodbridge_core::{
+    FieldDescriptor, FieldType, Policy, ReadRequest, Record, RetryConfig, StreamDescriptor,
+    SyncMode, SyncSource,
+};
+use serde_json::{Value, json};
+
+async fn connect(sb: &RunningSandbox) -> SalesforceClient {
+    let base = sb.url();
+    let provider = Provider {
+        name: "sandbox".into(),
+        issuer: base.to_owned(),
+        authorization_endpoint: None,
+        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
+        revocation_endpoint: None,
+        jwks_uri: None,
+        client_auth: ClientAuth::Body,
+    };
+    let client = OAuthClient::new(
+        provider,
+        "sandbox-client",
+        Some(secrecy::SecretString::from("sandbox-secret")),
+    )
+    .unwrap();
+    let tokens = TokenManager::new();
+    tokens.register(
+        "sandbox",
+        "integration",
+        Arc::new(ClientCredentialsSource {
+            client: Arc::new(client),
+            scopes: Vec::new(),
+            resource: None,
+        }),
+    );
+    SalesforceClient::builder("salesforce:sandbox", tokens, "sandbox", "integration")
+        .allow_instances(InstanceAllowList::default().with_loopback())
+        .policy(patient())
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn patient() -> Policy {
+    Policy::builder("salesforce:sandbox")
+        .retry(RetryConfig {
+            max_attempts: 12,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(10),
+            max_elapsed: Duration::from_secs(30),
+            budget: None,
+        })
+        .attempt_timeout(Duration::from_secs(10))
+        .build()
+}
+
+fn fast_poll() -> PollOptions {
+    PollOptions {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+        timeout: Duration::from_secs(60),
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    engine: SyncEngine,
+    state: Arc<dyn StateStore>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let state: Arc<dyn StateStore> = Arc::new(
+        SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let fast = RetryConfig {
+        max_attempts: 8,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_elapsed: Duration::from_secs(30),
+        budget: None,
+    };
+    let engine = SyncEngine::new(state.clone()).with_policies(
+        Policy::builder("src").retry(fast.clone()).build(),
+        Policy::builder("dst").retry(fast).build(),
+    );
+    Env { dir, engine, state }
+}
+
+const TO_WAREHOUSE: &str = r#"
+name = "sf-to-warehouse"
+[[streams]]
+name = "Account"
+batch_size = 700
+[[streams]]
+name = "Contact"
+batch_size = 700
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_org_lands_in_the_warehouse_fully_then_incrementally_with_ties_and_faults() {
+    let sb = Sandbox::new(SandboxConfig::default())
+        .seed(1_500, 2, 21)
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb).await;
+    let e = env().await;
+    let warehouse = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
+        .await
+        .unwrap();
+    // Accounts (1,500) go through REST; Contacts (3,000) through Bulk API 2.0.
+    let source = SalesforceSource::new(sf.clone(), ["Account", "Contact"])
+        .bulk_threshold(2_000)
+        .bulk_page_size(1_000)
+        .poll(fast_poll());
+    let pipeline = Pipeline::from_toml(TO_WAREHOUSE).unwrap();
+    sb.set_faults(Faults {
+        error_rate: 0.1,
+        drop_rate: 0.05,
+        seed: 4,
+        ..Faults::default()
+    });
+    let first = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    sb.set_faults(Faults::default());
+    assert_eq!(
+        (first.counts.read, first.counts.written, first.counts.failed),
+        (4_500, 4_500, 0)
+    );
+    assert_eq!(warehouse.count("Account").await.unwrap(), 1_500);
+    assert_eq!(warehouse.count("Contact").await.unwrap(), 3_000);
+    let rows = warehouse.rows("Contact").await.unwrap();
+    let sample = rows.iter().find(|r| r.get("LastName").is_some()).unwrap();
+    assert!(
+        sample
+            .get("Id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with("003"))
+    );
+
+    // Changes in Salesforce: 3 Accounts updated at once (same SystemModstamp second or
+    // not), 1 created; the next run reads exactly those.
+    let ids: Vec<String> = rows_ids(&warehouse, "Account").await[..3].to_vec();
+    for id in &ids {
+        sf.update("Account", id, &json!({"Name": format!("Renamed {id}")}))
+            .await
+            .unwrap();
+    }
+    let created = sf
+        .create("Account", &json!({"Name": "Fresh Firm"}))
+        .await
+        .unwrap();
+    let second = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(
+        second.counts.read, 4,
+        "only the changes: {:?}",
+        second.counts
+    );
+    assert_eq!(warehouse.count("Account").await.unwrap(), 1_501);
+    let rows = warehouse.rows("Account").await.unwrap();
+    let renamed = rows
+        .iter()
+        .find(|r| r.get("Id") == Some(&json!(ids[0])))
+        .unwrap();
+    assert_eq!(
+        renamed.get("Name"),
+        Some(&json!(format!("Renamed {}", ids[0])))
+    );
+    assert!(rows.iter().any(|r| r.get("Id") == Some(&json!(created))));
+    let third = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(third.counts.read, 0, "nothing new");
+    drop(e.state);
+    sb.stop().await;
+}
+
+async fn rows_ids(sink: &SqliteTableSink, table: &str) -> Vec<String> {
+    sink.rows(table)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_checkpoints_split_records_sharing_a_timestamp_without_loss_or_repeat() {
+    let sb = Sandbox::new(SandboxConfig::default())
+        .seed(30, 0, 2)
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb).await;
+    // Every Account gets the very same SystemModstamp: only the Id breaks the tie.
+    sb.with_org(|org| {
+        let ids: Vec<String> = org
+            .rows("Account", false)
+            .iter()
+            .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+            .collect();
+        for id in ids {
+            org.set_raw(
+                "Account",
+                &id,
+                "SystemModstamp",
+                json!("2026-11-20T10:00:00.000+0000"),
+            );
+        }
+    });
+    let source = SalesforceSource::new(sf, ["Account"]).bulk_threshold(u64::MAX);
+    let mut seen = Vec::new();
+    let mut checkpoint = None;
+    // Read 7 at a time, resuming from each checkpoint as a restarted engine would.
+    loop {
+        let mut req = ReadRequest::new("Account", SyncMode::Incremental).batch_size(7);
+        if let Some(cp) = checkpoint.take() {
+            req = req.resume_from(cp);
+        }
+        let mut stream = source.read(req).await.unwrap();
+        use futures::StreamExt;
+        let mut got = 0;
+        let mut last_cp = None;
+        while let Some(m) = stream.next().await {
+            match m.unwrap() {
+                moodbridge_core::SourceMessage::Records(b) => {
+                    got += b.len();
+                    seen.extend(
+                        b.records
+                            .iter()
+                            .map(|r| r.get("Id").unwrap().as_str().unwrap().to_owned()),
+                    );
+                }
+                moodbridge_core::SourceMessage::Checkpoint(cp) => {
+                    last_cp = Some(cp);
+                    break; // "crash" after the first checkpoint
+                }
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        checkpoint = last_cp;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (30, 30), "each record once");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_flow_back_into_the_org_by_external_id_and_failures_become_dead_letters() {
+    let sb = Sandbox::new(SandboxConfig::default())
+        .seed(10, 0, 3)
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb).await;
+    let e = env().await;
+    // The host's contacts (as a warehouse table would give them), keyed by external id.
+    let source = MemorySource::new();
+    source.add_stream(
+        StreamDescriptor::new("Contact")
+            .field(FieldDescriptor::new("External_Id__c", FieldType::String))
+            .primary_key(["External_Id__c"]),
+    );
+    let contacts: Vec<Record> = (0..2_500)
+        .map(|i| {
+            let last = if i % 500 == 250 { Value::Null } else { json!(format!("Client {i}")) };
+            Record::from_json(json!({"External_Id__c": format!("MB-{i}"), "LastName": last, "Email": format!("c{i}@firm.test")})).unwrap()
+        })
+        .collect();
+    for c in contacts {
+        source.put("Contact", c);
+    }
+    let pipeline = Pipeline::from_toml(
+        "name = \"warehouse-to-sf\"\n[[streams]]\nname = \"Contact\"\nmode = \"full_refresh\"\nbatch_size = 2500\nwrite = { mode = \"upsert\", key = [\"External_Id__c\"] }\n",
+    )
+    .unwrap();
+    // Batches of 2,500 > the sink's threshold: Bulk API 2.0 ingest.
+    let sink = SalesforceSink::new(sf.clone())
+        .bulk_threshold(2_000)
+        .ingest_options(connector_salesforce::bulk::IngestOptions {
+            poll: fast_poll(),
+            ..Default::default()
+        });
+    let first = e.engine.run(&pipeline, &source, &sink).await.unwrap();
+    assert_eq!((first.counts.written, first.counts.failed), (2_495, 5));
+    let letters = e
+        .state
+        .dead_letters("warehouse-to-sf", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 5);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason.contains("REQUIRED_FIELD_MISSING")),
+        "{letters:?}"
+    );
+    assert_eq!(sb.with_org(|org| org.rows("Contact", false).len()), 2_495);
+
+    // The same again, smaller batches (sObject Collections): updates, no duplicates.
+    let small = Pipeline::from_toml(
+        "name = \"warehouse-to-sf-2\"\n[[streams]]\nname = \"Contact\"\nmode = \"full_refresh\"\nbatch_size = 400\nwrite = { mode = \"upsert\", key = [\"External_Id__c\"] }\n",
+    )
+    .unwrap();
+    let second = e.engine.run(&small, &source, &sink).await.unwrap();
+    assert_eq!((second.counts.written, second.counts.failed), (2_495, 5));
+    assert_eq!(sb.with_org(|org| org.rows("Contact", false).len()), 2_495);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_run_syncs_both_ways_drops_echoes_and_resolves_conflicts() {
+    use moodbridge_core::engine::{BidirectionalConfig, ConflictPolicy, MemorySystem, Side};
+    let sb = Sandbox::new(SandboxConfig::default())
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb).await;
+    let e = env().await;
+    for i in 0..20 {
+        sf.create(
+            "Contact",
+            &json!({"LastName": format!("Org {i}"), "External_Id__c": format!("K-{i}")}),
+        )
+        .await
+        .unwrap();
+    }
+    // The host's side: its own contacts, keyed by the same external id.
+    let host = MemorySystem::new();
+    host.add_stream(
+        StreamDescriptor::new("Contact")
+            .primary_key(["External_Id__c"])
+            .cursor("SystemModstamp"),
+    );
+    for i in 0..5 {
+        host.edit(
+            "Contact",
+            Record::from_json(json!({"External_Id__c": format!("M-{i}"), "LastName": format!("Host {i}"), "Email": format!("h{i}@firm.test")})).unwrap(),
+        );
+    }
+    let source = SalesforceSource::new(sf.clone(), ["Contact"]);
+    let sink = SalesforceSink::new(sf.clone());
+    let config = |conflicts| BidirectionalConfig {
+        name: "contacts-two-way".into(),
+        stream: "Contact".into(),
+        key: vec!["External_Id__c".into()],
+        ignore: [
+            "Id",
+            "SystemModstamp",
+            "CreatedDate",
+            "LastModifiedDate",
+            "IsDeleted",
+        ]
+        .map(String::from)
+        .to_vec(),
+        conflicts,
+        batch_size: None,
+    };
+    let org = Side {
+        source: &source,
+        sink: &sink,
+    };
+    let mine = Side {
+        source: &host,
+        sink: &host,
+    };
+    let first = e
+        .engine
+        .run_bidirectional(&config(ConflictPolicy::SourceWins), org, mine)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.left_to_right, first.right_to_left, first.failed),
+        (20, 5, 0)
+    );
+    assert_eq!(host.records("Contact").len(), 25);
+    assert_eq!(sb.with_org(|o| o.rows("Contact", false).len()), 25);
+    // Settles: own writes come back as echoes (the org fills in nulls once), then quiet.
+    for _ in 0..3 {
+        e.engine
+            .run_bidirectional(&config(ConflictPolicy::SourceWins), org, mine)
+            .await
+            .unwrap();
+    }
+    let quiet = e
+        .engine
+        .run_bidirectional(&config(ConflictPolicy::SourceWins), org, mine)
+        .await
+        .unwrap();
+    assert_eq!(
+        (quiet.left_to_right, quiet.right_to_left, quiet.conflicts),
+        (0, 0, 0)
+    );
+
+    // K-1 changed on both sides (the org wins), K-2 only on the host, K-3 only in the org.
+    let id_of = |key: &str| {
+        sb.with_org(|o| {
+            o.rows("Contact", false)
+                .iter()
+                .find(|r| r["External_Id__c"] == json!(key))
+                .and_then(|r| r["Id"].as_str().map(str::to_owned))
+                .unwrap()
+        })
+    };
+    sf.update("Contact", &id_of("K-1"), &json!({"LastName": "Org edit"}))
+        .await
+        .unwrap();
+    sf.update("Contact", &id_of("K-3"), &json!({"Email": "k3@org.test"}))
+        .await
+        .unwrap();
+    host.edit(
+        "Contact",
+        Record::from_json(json!({"External_Id__c": "K-1", "LastName": "Host edit"})).unwrap(),
+    );
+    host.edit(
+        "Contact",
+        Record::from_json(json!({"External_Id__c": "K-2", "LastName": "Host only"})).unwrap(),
+    );
+    let third = e
+        .engine
+        .run_bidirectional(&config(ConflictPolicy::SourceWins), org, mine)
+        .await
+        .unwrap();
+    assert_eq!(third.conflicts, 1, "{third:?}");
+    let host_name = |key: &str| {
+        host.get("Contact", key)
+            .unwrap()
+            .get("LastName")
+            .cloned()
+            .unwrap()
+    };
+    // The id first: `with_org` holds the org's lock, and `id_of` takes it too.
+    let org_field = |key: &str, f: &str| {
+        let id = id_of(key);
+        sb.with_org(|o| o.get("Contact", &id).unwrap()[f].clone())
+    };
+    assert_eq!(host_name("K-1"), json!("Org edit"));
+    assert_eq!(org_field("K-1", "LastName"), json!("Org edit"));
+    assert_eq!(org_field("K-2", "LastName"), json!("Host only"));
+    assert_eq!(
+        host.get("Contact", "K-3").unwrap().get("Email"),
+        Some(&json!("k3@org.test"))
+    );
+
+    // The same with parking: both sides keep their edit, the conflict waits for a person.
+    sf.update("Contact", &id_of("K-4"), &json!({"LastName": "Org again"}))
+        .await
+        .unwrap();
+    host.edit(
+        "Contact",
+        Record::from_json(json!({"External_Id__c": "K-4", "LastName": "Host again"})).unwrap(),
+    );
+    let parked = e
+        .engine
+        .run_bidirectional(&config(ConflictPolicy::Park), org, mine)
+        .await
+        .unwrap();
+    assert_eq!((parked.conflicts, parked.parked), (1, 1));
+    assert_eq!(host_name("K-4"), json!("Host again"));
+    assert_eq!(org_field("K-4", "LastName"), json!("Org again"));
+    assert_eq!(
+        e.state
+            .conflicts("contacts-two-way", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    sb.stop().await;
+}
