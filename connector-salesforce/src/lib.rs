@@ -11,6 +11,8 @@
 //! - [`instance`] — where a bearer token may be sent (SSRF guard);
 //! - [`error`] — Salesforce's error arrays mapped into the SDK's one error model;
 //! - [`soql`] — a typed SOQL builder whose every value is escaped and every name checked;
+//! - [`streaming`] — Change Data Capture and PushTopic events over CometD long polling,
+//!   with replay ids persisted in the state store;
 //! - [`sync`] — Salesforce objects as the sync engine's `SyncSource` / `SyncSink`
 //!   (REST below the bulk threshold, Bulk API 2.0 above it);
 //! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server (REST, OAuth,
@@ -29,4 +31,5 @@ pub mod instance;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod soql;
+pub mod streaming;
 pub mod sync;

@@ -27,6 +27,7 @@
 //! ```
 
 mod bulk;
+mod cdc;
 mod composite;
 mod eval;
 mod oauth;
@@ -75,6 +76,12 @@ pub struct SandboxConfig {
     /// How long a Bulk API 2.0 job waits before it is processed (to make `UploadComplete`
     /// / `InProgress` observable in tests; Salesforce queues jobs for seconds to minutes).
     pub bulk_processing_delay: Duration,
+    /// How long a Streaming API `/meta/connect` is held when no event arrives
+    /// (Salesforce: 110 s).
+    pub cometd_timeout: Duration,
+    /// Change events kept for replay (Salesforce keeps 72 hours' worth); a replay id
+    /// older than the window is refused as Salesforce refuses it.
+    pub cdc_retention: usize,
 }
 
 impl Default for SandboxConfig {
@@ -95,6 +102,8 @@ impl Default for SandboxConfig {
             require_pkce: true,
             bulk_query_page_size: 50_000,
             bulk_processing_delay: Duration::ZERO,
+            cometd_timeout: Duration::from_secs(110),
+            cdc_retention: cdc::DEFAULT_RETENTION,
         }
     }
 }
@@ -161,7 +170,9 @@ impl Sandbox {
             .local_addr()
             .map_err(|e| Error::internal("the sandbox has no address").with_source(e))?;
         let url = format!("http://{addr}");
-        let shared = Arc::new(server::Shared::new(self.org, self.config, url.clone()));
+        let mut org = self.org;
+        org.changes.set_retention(self.config.cdc_retention);
+        let shared = Arc::new(server::Shared::new(org, self.config, url.clone()));
         let app = server::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -238,6 +249,12 @@ impl RunningSandbox {
     /// Every Bulk API 2.0 job: `(id, state)`, ingest and query jobs alike.
     pub fn bulk_jobs(&self) -> Vec<(String, String)> {
         self.shared.bulk_jobs()
+    }
+
+    /// Forget every Streaming API client (as a server restart would): their next connect
+    /// is told to handshake again.
+    pub fn drop_streaming_clients(&self) {
+        self.shared.drop_streaming_clients();
     }
 
     /// The org, to inspect or change it directly.

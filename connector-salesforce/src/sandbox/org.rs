@@ -207,6 +207,8 @@ pub struct Org {
     /// Live records by (object, external id field, value): upserts and duplicate checks
     /// without a scan.
     external: HashMap<(String, String, String), String>,
+    /// Change Data Capture events of every create, update and delete.
+    pub(crate) changes: super::cdc::ChangeLog,
 }
 
 fn err(code: &str, message: impl Into<String>, fields: &[&str]) -> ApiError {
@@ -266,6 +268,7 @@ impl Org {
             last_stamp_ms: 0,
             schema_changed: SystemTime::now(),
             external: HashMap::new(),
+            changes: super::cdc::ChangeLog::default(),
         }
     }
 
@@ -462,6 +465,8 @@ impl Org {
         fields.insert("CreatedDate".into(), json!(stamp));
         fields.insert("LastModifiedDate".into(), json!(stamp));
         fields.insert("SystemModstamp".into(), json!(stamp));
+        self.changes
+            .record(&def.name, &id, super::cdc::ChangeType::Create, &fields);
         self.records
             .entry(def.name.clone())
             .or_default()
@@ -501,12 +506,19 @@ impl Org {
             .get_mut(&def.name)
             .and_then(|t| t.get_mut(&id))
             .ok_or_else(|| err("NOT_FOUND", "The requested resource does not exist", &[]))?;
+        let mut changed = Map::new();
         for (k, v) in fields {
+            if record.get(&k) != Some(&v) {
+                changed.insert(k.clone(), v.clone());
+            }
             record.insert(k, v);
         }
         record.insert("LastModifiedDate".into(), json!(stamp));
         record.insert("SystemModstamp".into(), json!(stamp));
+        changed.insert("LastModifiedDate".into(), json!(stamp));
         self.index_external(&def.name, &id, false);
+        self.changes
+            .record(&def.name, &id, super::cdc::ChangeType::Update, &changed);
         Ok(())
     }
 
@@ -526,6 +538,12 @@ impl Org {
                 r.insert("IsDeleted".into(), json!(true));
                 r.insert("SystemModstamp".into(), json!(stamp));
                 self.index_external(&def.name, &normalize_id(id), true);
+                self.changes.record(
+                    &def.name,
+                    &normalize_id(id),
+                    super::cdc::ChangeType::Delete,
+                    &Map::new(),
+                );
                 Ok(())
             }
             None => Err(self.missing(&def.name, id)),
@@ -561,6 +579,8 @@ impl Org {
         if let Some(table) = self.records.get_mut(&def.name) {
             table.remove(&id);
         }
+        self.changes
+            .record(&def.name, &id, super::cdc::ChangeType::Delete, &Map::new());
         Ok(())
     }
 
@@ -667,6 +687,13 @@ impl Org {
     /// Seed `accounts` Accounts, each with `per_account` Contacts and Cases,
     /// deterministically from `seed`.
     pub fn seed(&mut self, accounts: u32, per_account: u32, seed: u64) {
+        // Seeded data is the starting point, not a change: no change events.
+        let recording = std::mem::replace(&mut self.changes.recording, false);
+        self.seed_records(accounts, per_account, seed);
+        self.changes.recording = recording;
+    }
+
+    fn seed_records(&mut self, accounts: u32, per_account: u32, seed: u64) {
         const INDUSTRIES: [&str; 6] = [
             "Legal",
             "Banking",

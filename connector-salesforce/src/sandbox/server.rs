@@ -30,6 +30,7 @@ pub(crate) struct Shared {
     refresh_tokens: Mutex<HashMap<String, ()>>,
     codes: Mutex<HashMap<String, super::oauth::IssuedCode>>,
     pub(crate) bulk: Mutex<super::bulk::Jobs>,
+    pub(crate) cometd: Mutex<super::cdc::Clients>,
     cursors: Mutex<HashMap<String, Cursor>>,
     api_used: Mutex<u64>,
     next: Mutex<u64>,
@@ -125,6 +126,7 @@ impl Shared {
             refresh_tokens: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             bulk: Mutex::new(super::bulk::Jobs::default()),
+            cometd: Mutex::new(super::cdc::Clients::default()),
             cursors: Mutex::new(HashMap::new()),
             api_used: Mutex::new(0),
             next: Mutex::new(0),
@@ -168,6 +170,24 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(token.clone(), ());
         token
+    }
+
+    /// Whether the request's `Authorization: Bearer|OAuth <token>` is a live session.
+    pub(crate) fn session_valid(&self, headers: &HeaderMap) -> bool {
+        let session = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("OAuth "))
+            });
+        session.is_some_and(|t| {
+            self.tokens
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(t)
+                .is_some_and(|until| *until > Instant::now())
+        })
     }
 
     /// Whether `token` is a live refresh token.
@@ -342,6 +362,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
+        .route("/cometd/{version}", post(super::cdc::cometd))
         .route("/services/oauth2/authorize", get(super::oauth::authorize))
         .route("/services/oauth2/token", post(super::oauth::token))
         .route("/services/oauth2/revoke", post(super::oauth::revoke))
@@ -394,21 +415,7 @@ async fn authorize(
             return Response::new(axum::body::Body::from_stream(broken));
         }
     }
-    let session = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("OAuth "))
-        });
-    let valid = session.is_some_and(|t| {
-        s.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(t)
-            .is_some_and(|until| *until > Instant::now())
-    });
-    if !valid {
+    if !s.session_valid(&headers) {
         return Failure::new(
             StatusCode::UNAUTHORIZED,
             ApiError::new("INVALID_SESSION_ID", "Session expired or invalid"),
