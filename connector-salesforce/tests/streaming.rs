@@ -111,7 +111,7 @@ async fn creates_updates_and_deletes_arrive_in_order_on_their_channels() {
         (created.entity.as_str(), &created.change_type),
         ("Account", &ChangeType::Create)
     );
-    assert_eq!(created.record_ids, [id.clone()]);
+    assert_eq!(created.record_ids, std::slice::from_ref(&id));
     assert_eq!(created.fields.get("Name"), Some(&json!("Acme")));
     assert!(created.commit_timestamp.is_some());
     let updated = next(&mut accounts).await;
