@@ -15,40 +15,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "bench binary")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use connector_salesforce::client::SalesforceClient;
 use connector_salesforce::instance::InstanceAllowList;
 use futures::TryStreamExt;
-use moodbridge_auth::oauth::TokenSet;
-use moodbridge_auth::token_manager::{TokenManager, TokenSource};
-use secrecy::SecretString;
 
-struct Fixed(String, String);
-
-#[async_trait::async_trait]
-impl TokenSource for Fixed {
-    async fn fetch(&self, _: Option<&TokenSet>) -> moodbridge_core::Result<TokenSet> {
-        let mut t = TokenSet::bearer(
-            SecretString::from(self.0.clone()),
-            Some(Duration::from_secs(86_400)),
-        );
-        t.instance_url = Some(self.1.clone());
-        Ok(t)
-    }
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+mod common;
+use common::{Server, peak_rss_mib};
 
 fn median(mut v: Vec<i128>) -> i128 {
     v.sort_unstable();
@@ -56,53 +30,13 @@ fn median(mut v: Vec<i128>) -> i128 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let records: u64 = args
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .next()
-        .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
+    let (smoke, records) = common::args(1_000_000, 2_000);
     let calls = std::env::var("MB_BENCH_CALLS")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(if smoke { 50 } else { 2_000 });
-
-    // The sandbox in its own process: the example binary built next to this bench.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .join("examples")
-        .join("sandbox");
-    let mut server = Command::new(&dir)
-        .args([records.to_string(), "0".into()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "start {} (build it with --example sandbox --features sandbox): {e}",
-                dir.display()
-            )
-        });
-    let mut first = String::new();
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    out.read_line(&mut first).unwrap();
-    // Keep reading what the server prints, so it never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let mut parts = first.split_whitespace();
-    let url = parts
-        .next()
-        .unwrap()
-        .trim_start_matches("SANDBOX_URL=")
-        .to_owned();
-    let token = parts
-        .next()
-        .unwrap()
-        .trim_start_matches("TOKEN=")
-        .to_owned();
+    let server = Server::start(records, 0);
+    let (url, token) = (server.url.clone(), server.token.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -112,8 +46,7 @@ fn main() {
     // Everything runs in a task on the runtime's workers, as an application's calls do
     // (a `block_on` future lives outside the workers: each wake-up crosses threads).
     rt.block_on(rt.spawn(async move {
-        let tokens = TokenManager::new();
-        tokens.register("sandbox", "bench", Arc::new(Fixed(token.clone(), url.clone())));
+        let tokens = common::Fixed::manager(&token, &url);
         let sf = SalesforceClient::builder("salesforce:bench", tokens.clone(), "sandbox", "bench")
             .allow_instances(InstanceAllowList::default().with_loopback())
             .connect()
@@ -196,7 +129,5 @@ fn main() {
         report("SDK, passthrough policy", pass);
     }))
     .unwrap();
-    drop(server.stdin.take());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
