@@ -12,3 +12,4 @@ cargo bench --locked -p moodbridge-auth --bench token_cache
 # The Salesforce benches start the sandbox example as a separate process.
 cargo build --locked --release -p connector-salesforce --features sandbox --example sandbox
 cargo bench --locked -p connector-salesforce --features sandbox --bench query_stream
+cargo bench --locked -p connector-salesforce --features sandbox --bench bulk_sync
