@@ -341,7 +341,7 @@ async fn describe_is_cached_with_if_modified_since_and_limits_count_down() {
         .iter()
         .map(|o| o["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Account", "Case", "Contact"]);
+    assert_eq!(names, ["Account", "Case", "Contact", "PushTopic"]);
 
     let (status, headers, describe) = c
         .call(

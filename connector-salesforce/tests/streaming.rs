@@ -269,3 +269,57 @@ async fn a_replay_id_older_than_the_window_is_refused_with_the_way_out() {
     assert_eq!(first.fields["Name"], json!("A 7"));
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_topic_notifies_about_the_records_its_query_selects() {
+    let sb = sandbox(1_000).await;
+    let sf = connect(&sb).await;
+    sf.create(
+        "PushTopic",
+        &json!({"Name": "NewCases", "Query": "SELECT Id, Subject, Status FROM Case WHERE Status = 'New'",
+                "ApiVersion": 62.0, "NotifyForOperationCreate": true, "NotifyForOperationUpdate": true,
+                "NotifyForOperationDelete": true, "NotifyForFields": "All"}),
+    )
+    .await
+    .unwrap();
+    let mut topic = sf
+        .subscribe("/topic/NewCases", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let wanted = sf
+        .create("Case", &json!({"Subject": "Help", "Status": "New"}))
+        .await
+        .unwrap();
+    sf.create("Case", &json!({"Subject": "Done", "Status": "Closed"}))
+        .await
+        .unwrap();
+    sf.update("Case", &wanted, &json!({"Subject": "Help!"}))
+        .await
+        .unwrap();
+    sf.delete("Case", &wanted).await.unwrap();
+    let created = next(&mut topic).await;
+    assert_eq!(created.change_type, ChangeType::Create);
+    assert_eq!(created.record_ids, std::slice::from_ref(&wanted));
+    assert_eq!(created.fields["Subject"], json!("Help"));
+    let updated = next(&mut topic).await;
+    assert_eq!(
+        (updated.change_type, updated.fields["Subject"].clone()),
+        (ChangeType::Update, json!("Help!"))
+    );
+    let deleted = next(&mut topic).await;
+    assert_eq!(deleted.change_type, ChangeType::Delete);
+    assert_eq!(deleted.record_ids, std::slice::from_ref(&wanted));
+    // The closed case never showed up.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), topic.next())
+            .await
+            .is_err()
+    );
+
+    let err = sf
+        .subscribe("/topic/Nope", SubscribeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    sb.stop().await;
+}

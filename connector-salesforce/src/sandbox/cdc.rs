@@ -34,6 +34,8 @@ pub(crate) struct ChangeLog {
 struct Event {
     replay_id: i64,
     entity: String,
+    /// `Some("/topic/<Name>")` for a PushTopic event; `None` for a change event.
+    topic: Option<String>,
     message: Value,
 }
 
@@ -136,10 +138,39 @@ impl ChangeLog {
         self.events.push_back(Event {
             replay_id,
             entity: entity.to_owned(),
+            topic: None,
             message: json!({
                 "schema": format!("sandbox-{entity}-schema"),
                 "payload": payload,
                 "event": {"replayId": replay_id},
+            }),
+        });
+        self.trim();
+    }
+
+    /// Record a PushTopic notification on `channel` (`/topic/<Name>`).
+    pub(crate) fn record_topic(
+        &mut self,
+        channel: &str,
+        entity: &str,
+        change: ChangeType,
+        sobject: Map<String, Value>,
+    ) {
+        let replay_id = self.next_replay;
+        self.next_replay += 1;
+        let kind = match change {
+            ChangeType::Create => "created",
+            ChangeType::Update => "updated",
+            ChangeType::Delete => "deleted",
+        };
+        let created = super::org::sf_datetime(SystemTime::now());
+        self.events.push_back(Event {
+            replay_id,
+            entity: entity.to_owned(),
+            topic: Some(channel.to_owned()),
+            message: json!({
+                "event": {"type": kind, "createdDate": created, "replayId": replay_id},
+                "sobject": sobject,
             }),
         });
         self.trim();
@@ -277,7 +308,24 @@ fn unknown_client(channel: &str, client_id: &str) -> Value {
 fn subscribe(s: &Shared, client_id: &str, m: &Value) -> Value {
     let subscription = m["subscription"].as_str().unwrap_or_default().to_owned();
     let fail = |error: String| json!({"channel": "/meta/subscribe", "clientId": client_id, "subscription": subscription, "successful": false, "error": error});
-    let Ok(entity) = channel_entity(&subscription) else {
+    if let Some(name) = subscription.strip_prefix("/topic/") {
+        let exists = s
+            .org()
+            .rows("PushTopic", false)
+            .iter()
+            .any(|t| t.get("Name").and_then(Value::as_str) == Some(name));
+        if !exists {
+            return fail(format!(
+                "400::The channel you requested to subscribe to does not exist {{{subscription}}}"
+            ));
+        }
+    }
+    let entity = if subscription.starts_with("/topic/") {
+        Ok(None)
+    } else {
+        channel_entity(&subscription)
+    };
+    let Ok(entity) = entity else {
         return fail(format!(
             "400::The channel you requested to subscribe to does not exist {{{subscription}}}"
         ));
@@ -343,7 +391,14 @@ async fn connect(s: &Shared, client_id: &str) -> (Vec<Value>, Value) {
                     if out.len() >= MAX_EVENTS {
                         break;
                     }
-                    if entity.as_deref().is_none_or(|x| x == e.entity) {
+                    let wanted = match &e.topic {
+                        Some(topic) => topic == channel,
+                        None => {
+                            !channel.starts_with("/topic/")
+                                && entity.as_deref().is_none_or(|x| x == e.entity)
+                        }
+                    };
+                    if wanted {
                         out.push(json!({"channel": channel, "data": e.message}));
                     }
                     *after = e.replay_id;

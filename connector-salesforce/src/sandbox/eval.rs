@@ -216,7 +216,12 @@ fn resolve(org: &Org, def: &ObjectDef, path: &str, r: Option<&Fields>) -> Result
     }
 }
 
-fn matches(org: &Org, def: &ObjectDef, r: &Fields, p: &Predicate) -> Result<bool, ApiError> {
+pub(crate) fn matches(
+    org: &Org,
+    def: &ObjectDef,
+    r: &Fields,
+    p: &Predicate,
+) -> Result<bool, ApiError> {
     Ok(match p {
         Predicate::And(all) => {
             for q in all {

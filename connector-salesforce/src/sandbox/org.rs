@@ -188,6 +188,24 @@ pub fn standard_objects() -> Vec<ObjectDef> {
                 s("External_Id__c", "string").external(),
             ],
         ),
+        // Streaming API PushTopics: a record per topic (`/topic/<Name>`).
+        ObjectDef::new(
+            "PushTopic",
+            "0IF",
+            vec![
+                s("Name", "string").required(),
+                FieldDef {
+                    length: Some(1_300),
+                    ..s("Query", "string").required()
+                },
+                s("ApiVersion", "double"),
+                s("NotifyForOperationCreate", "boolean"),
+                s("NotifyForOperationUpdate", "boolean"),
+                s("NotifyForOperationDelete", "boolean"),
+                s("NotifyForFields", "picklist"),
+                s("IsActive", "boolean"),
+            ],
+        ),
     ]
 }
 
@@ -465,13 +483,13 @@ impl Org {
         fields.insert("CreatedDate".into(), json!(stamp));
         fields.insert("LastModifiedDate".into(), json!(stamp));
         fields.insert("SystemModstamp".into(), json!(stamp));
-        self.changes
-            .record(&def.name, &id, super::cdc::ChangeType::Create, &fields);
+        let created = fields.clone();
         self.records
             .entry(def.name.clone())
             .or_default()
             .insert(id.clone(), fields);
         self.index_external(&def.name, &id, false);
+        self.publish(&def.name, &id, super::cdc::ChangeType::Create, &created);
         Ok(id)
     }
 
@@ -517,8 +535,7 @@ impl Org {
         record.insert("SystemModstamp".into(), json!(stamp));
         changed.insert("LastModifiedDate".into(), json!(stamp));
         self.index_external(&def.name, &id, false);
-        self.changes
-            .record(&def.name, &id, super::cdc::ChangeType::Update, &changed);
+        self.publish(&def.name, &id, super::cdc::ChangeType::Update, &changed);
         Ok(())
     }
 
@@ -538,7 +555,7 @@ impl Org {
                 r.insert("IsDeleted".into(), json!(true));
                 r.insert("SystemModstamp".into(), json!(stamp));
                 self.index_external(&def.name, &normalize_id(id), true);
-                self.changes.record(
+                self.publish(
                     &def.name,
                     &normalize_id(id),
                     super::cdc::ChangeType::Delete,
@@ -547,6 +564,67 @@ impl Org {
                 Ok(())
             }
             None => Err(self.missing(&def.name, id)),
+        }
+    }
+
+    /// Record a change: its Change Data Capture event, and an event on every active
+    /// PushTopic whose query selects the record (`NotifyForFields` is treated as `All`).
+    fn publish(&mut self, entity: &str, id: &str, change: super::cdc::ChangeType, fields: &Fields) {
+        use super::cdc::ChangeType;
+        if !self.changes.recording {
+            return;
+        }
+        self.changes.record(entity, id, change, fields);
+        let mut topics = Vec::new();
+        for topic in self.rows("PushTopic", false) {
+            let flag = |f: &str| topic.get(f).and_then(Value::as_bool).unwrap_or(true);
+            let wanted = match change {
+                ChangeType::Create => flag("NotifyForOperationCreate"),
+                ChangeType::Update => flag("NotifyForOperationUpdate"),
+                ChangeType::Delete => flag("NotifyForOperationDelete"),
+            };
+            let (Some(name), Some(query)) = (
+                topic.get("Name").and_then(Value::as_str),
+                topic.get("Query").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let Ok(q) = super::soql::parse(query) else {
+                continue;
+            };
+            if !wanted || !flag("IsActive") || !q.object.eq_ignore_ascii_case(entity) {
+                continue;
+            }
+            let record = self.records.get(entity).and_then(|t| t.get(id));
+            let sobject: Map<String, Value> = match (change, record) {
+                (ChangeType::Delete, _) | (_, None) => {
+                    std::iter::once(("Id".to_owned(), json!(id))).collect()
+                }
+                (_, Some(r)) => {
+                    let Some(def) = self.objects.get(entity) else {
+                        continue;
+                    };
+                    let selected = match &q.filter {
+                        Some(p) => super::eval::matches(self, def, r, p).unwrap_or(false),
+                        None => true,
+                    };
+                    if !selected {
+                        continue;
+                    }
+                    q.fields
+                        .iter()
+                        .filter_map(|f| {
+                            let v = r.iter().find(|(k, _)| k.eq_ignore_ascii_case(f))?;
+                            Some((v.0.clone(), v.1.clone()))
+                        })
+                        .chain(std::iter::once(("Id".to_owned(), json!(id))))
+                        .collect()
+                }
+            };
+            topics.push((format!("/topic/{name}"), sobject));
+        }
+        for (channel, sobject) in topics {
+            self.changes.record_topic(&channel, entity, change, sobject);
         }
     }
 
@@ -579,8 +657,7 @@ impl Org {
         if let Some(table) = self.records.get_mut(&def.name) {
             table.remove(&id);
         }
-        self.changes
-            .record(&def.name, &id, super::cdc::ChangeType::Delete, &Map::new());
+        self.publish(&def.name, &id, super::cdc::ChangeType::Delete, &Map::new());
         Ok(())
     }
 

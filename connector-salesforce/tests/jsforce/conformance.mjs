@@ -99,7 +99,7 @@ await check('delete and queryAll', async () => {
 
 await check('describeGlobal / describe', async () => {
   const global = await conn.describeGlobal();
-  assert.deepEqual(global.sobjects.map((o) => o.name), ['Account', 'Case', 'Contact']);
+  assert.deepEqual(global.sobjects.map((o) => o.name), ['Account', 'Case', 'Contact', 'PushTopic']);
   const contact = await conn.sobject('Contact').describe();
   const accountId = contact.fields.find((f) => f.name === 'AccountId');
   assert.deepEqual(accountId.referenceTo, ['Account']);
