@@ -32,7 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -46,6 +46,7 @@ use serde_json::{Map, Value, json};
 use crate::bulk::{BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState};
 use crate::client::{RecordResult, SalesforceClient};
 use crate::soql::{Order, Soql, field};
+use crate::streaming::{ChangeStream, ChangeType, ReplayFrom, SubscribeOptions};
 
 /// Salesforce's guidance: above this many records, use Bulk API 2.0.
 pub const DEFAULT_BULK_THRESHOLD: u64 = 2_000;
@@ -62,6 +63,9 @@ pub struct SalesforceSource {
     bulk_threshold: u64,
     poll: PollOptions,
     bulk_page: Option<u64>,
+    /// CDC-driven incremental reads: how long the change channel must stay quiet to end
+    /// a read, and the most events one read takes.
+    cdc: Option<(Duration, usize)>,
 }
 
 impl SalesforceSource {
@@ -77,6 +81,7 @@ impl SalesforceSource {
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
             poll: PollOptions::default(),
             bulk_page: None,
+            cdc: None,
         }
     }
 
@@ -99,6 +104,20 @@ impl SalesforceSource {
     #[must_use]
     pub fn bulk_page_size(mut self, records: u64) -> Self {
         self.bulk_page = Some(records);
+        self
+    }
+
+    /// Drive incremental reads by Change Data Capture: after a first read by query (with
+    /// the object's change channel already subscribed from the oldest retained event, so
+    /// nothing changed meanwhile is missed and the next read has a replay id), each read takes the change events after the checkpoint's replay id until
+    /// the channel has been quiet for `quiet` (or `max_events` arrived), and reads the
+    /// changed records' current state by `Id`. If the stored replay id has left
+    /// Salesforce's retention window, the read falls back to `SystemModstamp` for that
+    /// run — nothing is lost. The object must be selected for Change Data Capture.
+    /// Deletes are not passed on (the sync contract has no tombstones).
+    #[must_use]
+    pub fn cdc_incremental(mut self, quiet: Duration, max_events: usize) -> Self {
+        self.cdc = Some((quiet, max_events.max(1)));
         self
     }
 
@@ -177,6 +196,7 @@ impl SalesforceSource {
             select,
             count,
             cursor: order_cursor,
+            fields,
         })
     }
 }
@@ -186,6 +206,35 @@ struct Plan {
     count: Soql,
     /// The cursor field of an incremental read.
     cursor: Option<String>,
+    fields: Vec<String>,
+}
+
+impl Plan {
+    fn select_fields(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+}
+
+fn subscribe_options(replay: ReplayFrom) -> SubscribeOptions {
+    SubscribeOptions {
+        replay,
+        buffer: 1_024,
+        ..SubscribeOptions::default()
+    }
+}
+
+/// Records in batches, then a checkpoint with `state`.
+fn emit(stream: &str, records: Vec<Record>, batch_size: usize, state: Value) -> SourceStream {
+    let mut messages: Vec<Result<SourceMessage>> = Vec::new();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let batch: Vec<Record> = records.by_ref().take(batch_size.max(1)).collect();
+        messages.push(Ok(SourceMessage::Records(RecordBatch::new(stream, batch))));
+    }
+    messages.push(Ok(SourceMessage::Checkpoint(Checkpoint::new(
+        stream, state,
+    ))));
+    futures::stream::iter(messages).boxed()
 }
 
 /// Where a read stands: after `(cursor, id)` (incremental) or after `id` (full refresh).
@@ -271,6 +320,156 @@ impl SyncSource for SalesforceSource {
     }
 
     async fn read(&self, request: ReadRequest) -> Result<SourceStream> {
+        match self.cdc {
+            Some((quiet, max)) if request.mode == SyncMode::Incremental => {
+                self.read_by_cdc(request, quiet, max).await
+            }
+            _ => self.read_by_query(request).await,
+        }
+    }
+}
+
+/// `/data/AccountChangeEvent`; custom `Matter__c` → `/data/Matter__ChangeEvent`.
+fn change_channel(object: &str) -> String {
+    match object.strip_suffix("__c") {
+        Some(base) => format!("/data/{base}__ChangeEvent"),
+        None => format!("/data/{object}ChangeEvent"),
+    }
+}
+
+impl SalesforceSource {
+    /// A CDC-driven incremental read; see [`SalesforceSource::cdc_incremental`].
+    async fn read_by_cdc(
+        &self,
+        request: ReadRequest,
+        quiet: Duration,
+        max: usize,
+    ) -> Result<SourceStream> {
+        let channel = change_channel(&request.stream);
+        let previous = request.checkpoint.as_ref().map(|c| c.state.clone());
+        let stored = previous
+            .as_ref()
+            .and_then(|s| s.get("replay_id"))
+            .and_then(Value::as_i64);
+        if let Some(replay) = stored {
+            match self
+                .client
+                .subscribe(&channel, subscribe_options(ReplayFrom::After(replay)))
+                .await
+            {
+                Ok(changes) => {
+                    let plan = self.plan(&request).await?;
+                    let fields = plan.select_fields();
+                    let (records, last) = self
+                        .drain(changes, &request.stream, &fields, quiet, max, None)
+                        .await?;
+                    let mut state = previous.unwrap_or_else(|| json!({}));
+                    state["replay_id"] = json!(last.unwrap_or(replay));
+                    return Ok(emit(&request.stream, records, request.batch_size, state));
+                }
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    tracing::warn!(object = %request.stream, error = %e, "CDC replay window passed: this read falls back to SystemModstamp");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Subscribe first — to everything retained, which gives the next read its replay
+        // id — then read by query: changes made during the read are kept, and retained
+        // events the query already covered are skipped.
+        let changes = self
+            .client
+            .subscribe(&channel, subscribe_options(ReplayFrom::AllRetained))
+            .await?;
+        let plan = self.plan(&request).await?;
+        let fields = plan.select_fields();
+        let snapshot = self.read_by_query(request.clone()).await?;
+        let last_state = Arc::new(Mutex::new(previous.map(|mut p| {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("replay_id");
+            }
+            p
+        })));
+        let seen = last_state.clone();
+        let snapshot = snapshot.map_ok(move |m| {
+            if let SourceMessage::Checkpoint(cp) = &m {
+                *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(cp.state.clone());
+            }
+            m
+        });
+        let source = self.clone();
+        let stream = request.stream.clone();
+        let batch = request.batch_size;
+        let tail = futures::stream::once(async move {
+            let mut state = last_state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or_else(|| json!({"id": null}));
+            let covered = state["cursor"].as_str().and_then(parse_datetime);
+            let (records, last) = source
+                .drain(changes, &stream, &fields, quiet, max, covered)
+                .await?;
+            if let Some(last) = last {
+                state["replay_id"] = json!(last);
+            }
+            Ok::<_, Error>(emit(&stream, records, batch, state))
+        })
+        .try_flatten();
+        Ok(snapshot.chain(tail).boxed())
+    }
+
+    /// Take change events until the channel is quiet; the changed records' current state
+    /// and the last replay id. Events committed at or before `covered` (the newest
+    /// `SystemModstamp` a query just read) only advance the replay id.
+    async fn drain(
+        &self,
+        mut changes: ChangeStream,
+        object: &str,
+        fields: &[String],
+        quiet: Duration,
+        max: usize,
+        covered: Option<SystemTime>,
+    ) -> Result<(Vec<Record>, Option<i64>)> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut last = None;
+        let mut taken = 0;
+        while taken < max {
+            match tokio::time::timeout(quiet, changes.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(event)) => {
+                    let event = event?;
+                    taken += 1;
+                    last = Some(event.replay_id);
+                    let already = covered
+                        .zip(event.commit_timestamp)
+                        .is_some_and(|(c, t)| t <= c);
+                    if event.change_type != ChangeType::Delete && !already {
+                        for id in event.record_ids {
+                            if !ids.contains(&id) {
+                                ids.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(changes);
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let q = Soql::select(fields.to_vec())
+                .from(object)
+                .filter(field("Id").is_in(chunk.iter().map(String::as_str)))
+                .build()?;
+            let found: Vec<Value> = self.client.query(&q).try_collect().await?;
+            for v in found {
+                records.push(to_record(v)?);
+            }
+        }
+        Ok((records, last))
+    }
+
+    /// A read by query (REST below the bulk threshold, Bulk API 2.0 above).
+    async fn read_by_query(&self, request: ReadRequest) -> Result<SourceStream> {
         let plan = self.plan(&request).await?;
         let total = self.client.count(&plan.count.build()?).await?;
         let soql = plan.select.build()?;

@@ -492,3 +492,101 @@ async fn a_bidirectional_run_syncs_both_ways_drops_echoes_and_resolves_conflicts
     );
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when_the_window_passed()
+{
+    let sb = Sandbox::new(SandboxConfig {
+        cometd_timeout: Duration::from_millis(100),
+        cdc_retention: 20,
+        ..SandboxConfig::default()
+    })
+    .seed(200, 0, 8)
+    .start()
+    .await
+    .unwrap();
+    let sf = connect(&sb).await;
+    let e = env().await;
+    let warehouse = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
+        .await
+        .unwrap();
+    let source = SalesforceSource::new(sf.clone(), ["Account"])
+        .cdc_incremental(Duration::from_millis(400), 10_000);
+    let pipeline = Pipeline::from_toml(
+        "name = \"cdc\"\n[[streams]]\nname = \"Account\"\nmode = \"incremental\"\nbatch_size = 100\n",
+    )
+    .unwrap();
+    let first = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(first.counts.read, 200, "the first read is by query");
+
+    // Three changes: read from the change events, then quiet.
+    let ids = rows_ids(&warehouse, "Account").await;
+    sf.update("Account", &ids[0], &json!({"Name": "Changed Zero"}))
+        .await
+        .unwrap();
+    sf.update("Account", &ids[1], &json!({"Name": "Changed One"}))
+        .await
+        .unwrap();
+    let fresh = sf
+        .create("Account", &json!({"Name": "Brand New"}))
+        .await
+        .unwrap();
+    let second = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(second.counts.read, 3, "{:?}", second.counts);
+    let stored = e.state.checkpoint("cdc", "Account").await.unwrap().unwrap();
+    assert!(
+        stored.checkpoint.state["replay_id"].as_i64().is_some(),
+        "{:?}",
+        stored.checkpoint.state
+    );
+    let rows = warehouse.rows("Account").await.unwrap();
+    assert!(rows.iter().any(|r| r.get("Id") == Some(&json!(fresh))));
+    assert!(
+        rows.iter()
+            .any(|r| r.get("Name") == Some(&json!("Changed One")))
+    );
+    let quiet = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(quiet.counts.read, 0);
+
+    // Proof the change events drive the read: a change whose SystemModstamp is then set
+    // back (a query by cursor would miss it) still arrives.
+    sf.update("Account", &ids[2], &json!({"Name": "Via CDC"}))
+        .await
+        .unwrap();
+    sb.with_org(|o| {
+        o.set_raw(
+            "Account",
+            &ids[2],
+            "SystemModstamp",
+            json!("2020-01-01T00:00:00.000+0000"),
+        )
+    });
+    let by_event = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(by_event.counts.read, 1);
+    let rows = warehouse.rows("Account").await.unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.get("Name") == Some(&json!("Via CDC")))
+    );
+
+    // More changes than the window keeps: the stored replay id is gone, and the run falls
+    // back to SystemModstamp — every change still arrives.
+    for (i, id) in ids[10..40].iter().enumerate() {
+        sf.update("Account", id, &json!({"Name": format!("Burst {i}")}))
+            .await
+            .unwrap();
+    }
+    let caught_up = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(caught_up.counts.read, 30, "{:?}", caught_up.counts);
+    let rows = warehouse.rows("Account").await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r
+                .get("Name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("Burst")))
+            .count(),
+        30
+    );
+    sb.stop().await;
+}

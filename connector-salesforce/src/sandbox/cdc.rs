@@ -90,6 +90,7 @@ impl ChangeLog {
         id: &str,
         change: ChangeType,
         fields: &Map<String, Value>,
+        commit_ms: u64,
     ) {
         if !self.recording {
             return;
@@ -98,9 +99,11 @@ impl ChangeLog {
         self.next_replay += 1;
         let commit = self.next_commit;
         self.next_commit += 1;
+        // The commit is when the change's SystemModstamp was given (or later).
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .max(commit_ms);
         let mut changed: Vec<&str> = Vec::new();
         let mut nulled: Vec<&str> = Vec::new();
         let mut payload = Map::new();
@@ -442,11 +445,12 @@ mod tests {
                 &format!("001{i}"),
                 ChangeType::Create,
                 &Map::new(),
+                0,
             );
         }
         assert_eq!((log.oldest(), log.latest()), (Some(3), 5));
         log.recording = false;
-        log.record("Account", "0019", ChangeType::Delete, &Map::new());
+        log.record("Account", "0019", ChangeType::Delete, &Map::new(), 0);
         assert_eq!(log.latest(), 5);
     }
 }

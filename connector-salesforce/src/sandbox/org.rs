@@ -574,7 +574,8 @@ impl Org {
         if !self.changes.recording {
             return;
         }
-        self.changes.record(entity, id, change, fields);
+        self.changes
+            .record(entity, id, change, fields, self.last_stamp_ms);
         let mut topics = Vec::new();
         for topic in self.rows("PushTopic", false) {
             let flag = |f: &str| topic.get(f).and_then(Value::as_bool).unwrap_or(true);
