@@ -773,6 +773,37 @@ impl SalesforceClient {
         )
     }
 
+    /// As [`bulk_query`](Self::bulk_query), each record deserialized into `T` (its fields
+    /// typed by describe first, so numbers and booleans deserialize as such).
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use futures::TryStreamExt;
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(rename_all = "PascalCase")]
+    /// struct Account { id: String, name: String, annual_revenue: Option<f64> }
+    /// let accounts: Vec<Account> = sf
+    ///     .bulk_query_as("SELECT Id, Name, AnnualRevenue FROM Account", Default::default())
+    ///     .try_collect()
+    ///     .await?;
+    /// # let _ = accounts; Ok(()) }
+    /// ```
+    pub fn bulk_query_as<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        soql: &str,
+        options: BulkQueryOptions,
+    ) -> impl Stream<Item = Result<T>> + Send + 'static {
+        self.bulk_query(soql, options).map(|r| {
+            r.and_then(|v| {
+                serde_json::from_value(v).map_err(|e| {
+                    Error::invalid_input(format!(
+                        "a bulk query record does not match the type: {e}"
+                    ))
+                })
+            })
+        })
+    }
+
     async fn start_bulk_query(&self, soql: &str, options: BulkQueryOptions) -> Result<QueryState> {
         let body = json!({
             "operation": if options.all_rows { "queryAll" } else { "query" },

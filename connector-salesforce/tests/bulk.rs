@@ -402,6 +402,29 @@ async fn a_bulk_query_streams_typed_pages_and_query_all_sees_deleted_records() {
     assert_eq!(contacts.len(), 2_500);
     assert!(contacts.iter().all(|c| c["Account"]["Name"].is_string()));
 
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Account {
+        id: String,
+        annual_revenue: Option<f64>,
+        number_of_employees: Option<i64>,
+    }
+    let typed: Vec<Account> = sf
+        .bulk_query_as(
+            "SELECT Id, AnnualRevenue, NumberOfEmployees FROM Account",
+            opts(false),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(typed.len(), 2_500);
+    assert!(
+        typed
+            .iter()
+            .any(|a| a.annual_revenue.is_some() && a.number_of_employees.is_some())
+    );
+    assert!(typed.iter().all(|a| a.id.starts_with("001")));
+
     let gone = accounts[0]["Id"].as_str().unwrap().to_owned();
     sf.delete("Account", &gone).await.unwrap();
     let live: Vec<Value> = sf
