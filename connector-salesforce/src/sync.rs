@@ -51,6 +51,11 @@ use crate::streaming::{ChangeStream, ChangeType, ReplayFrom, SubscribeOptions};
 /// Salesforce's guidance: above this many records, use Bulk API 2.0.
 pub const DEFAULT_BULK_THRESHOLD: u64 = 2_000;
 
+/// Records per Bulk API 2.0 result page the source asks for: a page is parsed in memory
+/// at once, so this bounds the read's footprint (50,000-record pages measured ~600 MiB
+/// peak in the client, 5,000-record pages ~250 MiB; docs/performance.md).
+pub const DEFAULT_BULK_PAGE: u64 = 10_000;
+
 /// Field types Bulk API 2.0 queries cannot select (compound and binary fields); the
 /// source leaves them out of reads that select all fields.
 const UNSELECTABLE: &[&str] = &["address", "location", "complexvalue", "base64"];
@@ -80,7 +85,7 @@ impl SalesforceSource {
             objects: objects.into_iter().map(Into::into).collect(),
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
             poll: PollOptions::default(),
-            bulk_page: None,
+            bulk_page: Some(DEFAULT_BULK_PAGE),
             cdc: None,
         }
     }
@@ -100,7 +105,7 @@ impl SalesforceSource {
         self
     }
 
-    /// Records per bulk result page (`maxRecords`; default: Salesforce's choice).
+    /// Records per bulk result page (`maxRecords`; default [`DEFAULT_BULK_PAGE`]).
     #[must_use]
     pub fn bulk_page_size(mut self, records: u64) -> Self {
         self.bulk_page = Some(records);
