@@ -1,12 +1,15 @@
 //! Bulk API 2.0 benchmarks against the sandbox in its own process:
 //! 1. N Accounts (default 1,000,000) from the sandbox into a SQLite table through the sync
-//!    engine — `SalesforceSource` above its bulk threshold reads a Bulk 2.0 query job page
-//!    by page — records/s and the client's peak RSS;
+//!    engine (batches of 2,000, the engine's default) — `SalesforceSource` above its bulk
+//!    threshold reads a Bulk 2.0 query job page by page — records/s and the client's peak
+//!    RSS;
 //! 2. a Bulk 2.0 ingest of N new Accounts (spooled CSV, parallel jobs, per-record
 //!    outcomes) — records/s and the client's peak RSS (reset between phases).
 //!
 //! Run: `cargo bench -p connector-salesforce --features sandbox --bench bulk_sync`
-//! (records: `-- 1000000`). Without cargo bench's `--bench` flag it makes a smoke run.
+//! (records: `-- 1000000`; `MALLOC_ARENA_MAX=1` in the environment limits glibc to one
+//! arena, see docs/performance.md). Without cargo bench's `--bench` flag it makes a smoke
+//! run.
 //! Results are in docs/performance.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "bench binary")]
@@ -45,7 +48,7 @@ fn main() {
             .unwrap();
         let source = SalesforceSource::new(sf.clone(), ["Account"]).poll(poll.clone());
         let pipeline = Pipeline::from_toml(
-            "name = \"bench\"\n[[streams]]\nname = \"Account\"\nmode = \"full_refresh\"\nbatch_size = 10000\n",
+            "name = \"bench\"\n[[streams]]\nname = \"Account\"\nmode = \"full_refresh\"\nbatch_size = 2000\n",
         )
         .unwrap();
         let engine = SyncEngine::new(state);
