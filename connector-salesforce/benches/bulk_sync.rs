@@ -3,6 +3,7 @@
 //!    engine (batches of 2,000, the engine's default) — `SalesforceSource` above its bulk
 //!    threshold reads a Bulk 2.0 query job page by page — records/s and the client's peak
 //!    RSS;
+//!    (and, before it, the bulk query stream alone, without the engine);
 //! 2. a Bulk 2.0 ingest of N new Accounts (spooled CSV, parallel jobs, per-record
 //!    outcomes) — records/s and the client's peak RSS (reset between phases).
 //!
@@ -52,6 +53,29 @@ fn main() {
         )
         .unwrap();
         let engine = SyncEngine::new(state);
+        // The source side alone: the Bulk 2.0 query job and its pages, parsed and typed.
+        {
+            use futures::TryStreamExt;
+            let start = Instant::now();
+            let mut n = 0u64;
+            let mut pages = std::pin::pin!(sf.bulk_query(
+                "SELECT Id, Name, Industry, BillingCity, AnnualRevenue, SystemModstamp FROM Account",
+                connector_salesforce::bulk::BulkQueryOptions {
+                    max_records: Some(connector_salesforce::sync::DEFAULT_BULK_PAGE),
+                    poll: poll.clone(),
+                    ..Default::default()
+                },
+            ));
+            while let Some(r) = pages.try_next().await.unwrap() {
+                std::hint::black_box(r);
+                n += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "bulk_query_stream: {n} records in {secs:.2} s = {:.0} records/s (job + pages, no engine)",
+                n as f64 / secs
+            );
+        }
         reset_peak_rss();
         let start = Instant::now();
         let report = engine.run(&pipeline, &source, &warehouse).await.unwrap();
