@@ -44,7 +44,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::client::{RequestBody, SalesforceClient};
+use crate::client::{RequestBody, SalesforceClient, check_id, check_name};
 
 /// What an ingest job does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,9 +335,9 @@ impl SalesforceClient {
     where
         S: Stream<Item = Value> + Send,
     {
-        check_api_name(object)?;
+        check_name(object)?;
         if let IngestOperation::Upsert { external_id } = &operation {
-            check_api_name(external_id)?;
+            check_name(external_id)?;
         }
         let id_only = matches!(
             operation,
@@ -657,7 +657,7 @@ impl SalesforceClient {
 
     /// An ingest job's current information.
     pub async fn bulk_job(&self, id: &str) -> Result<JobInfo> {
-        check_api_name(id)?;
+        check_id(id)?;
         self.call_json(
             "bulk.poll",
             Method::GET,
@@ -670,7 +670,7 @@ impl SalesforceClient {
 
     /// Abort an ingest job (records not yet processed stay unprocessed).
     pub async fn bulk_abort(&self, id: &str) -> Result<()> {
-        check_api_name(id)?;
+        check_id(id)?;
         let _: JobInfo = self
             .call_json(
                 "bulk.abort",
@@ -1018,19 +1018,6 @@ fn insert_path(record: &mut Map<String, Value>, path: &str, value: Value) {
         }
         let Value::Object(next) = slot else { return };
         at = next;
-    }
-}
-
-fn check_api_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    if matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(format!(
-            "{name:?} is not a valid Salesforce API name or id"
-        )))
     }
 }
 

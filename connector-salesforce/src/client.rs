@@ -1375,7 +1375,7 @@ fn transport(op: &str, e: &reqwest::Error) -> Error {
         .with_platform(crate::error::PLATFORM)
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
     if matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -1388,7 +1388,7 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-fn check_id(id: &str) -> Result<()> {
+pub(crate) fn check_id(id: &str) -> Result<()> {
     if (id.len() == 15 || id.len() == 18) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(())
     } else {

@@ -30,7 +30,7 @@
 //! # let _ = (catalog, sink); Ok(()) }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -563,8 +563,11 @@ pub struct SalesforceSink {
     client: SalesforceClient,
     bulk_threshold: usize,
     ingest: IngestOptions,
-    writable: Arc<Mutex<HashMap<String, Arc<HashSet<String>>>>>,
+    fields: Arc<Mutex<HashMap<String, Arc<FieldMap>>>>,
 }
+
+/// An object's fields: lowercase name → writable (createable or updateable).
+type FieldMap = HashMap<String, bool>;
 
 impl SalesforceSink {
     /// A sink writing through `client`.
@@ -573,7 +576,7 @@ impl SalesforceSink {
             client,
             bulk_threshold: usize::try_from(DEFAULT_BULK_THRESHOLD).unwrap_or(usize::MAX),
             ingest: IngestOptions::default(),
-            writable: Arc::default(),
+            fields: Arc::default(),
         }
     }
 
@@ -591,64 +594,53 @@ impl SalesforceSink {
         self
     }
 
-    /// The names (lowercase) of the fields of `object` that can be created or updated.
-    async fn writable(&self, object: &str) -> Result<Arc<HashSet<String>>> {
-        if let Some(w) = self
-            .writable
+    /// The fields of `object` (lowercase name → writable), from its describe, asked once
+    /// per object and kept.
+    async fn fields(&self, object: &str) -> Result<Arc<FieldMap>> {
+        if let Some(f) = self
+            .fields
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(object)
         {
-            return Ok(w.clone());
+            return Ok(f.clone());
         }
         let describe = self.client.describe(object).await?;
-        let set: HashSet<String> = describe["fields"]
+        let fields: FieldMap = describe["fields"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|f| {
-                f["createable"] == Value::Bool(true) || f["updateable"] == Value::Bool(true)
+            .filter_map(|f| {
+                let writable =
+                    f["createable"] == Value::Bool(true) || f["updateable"] == Value::Bool(true);
+                Some((f["name"].as_str()?.to_ascii_lowercase(), writable))
             })
-            .filter_map(|f| f["name"].as_str().map(str::to_ascii_lowercase))
             .collect();
-        let set = Arc::new(set);
-        self.writable
+        let fields = Arc::new(fields);
+        self.fields
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(object.to_owned(), set.clone());
-        Ok(set)
+            .insert(object.to_owned(), fields.clone());
+        Ok(fields)
     }
 
     /// The body of `record`: writable fields, plus fields describe does not list (for
     /// Salesforce to name in its answer), plus `keep` (`Id` for updates).
-    fn body(
-        record: &Record,
-        writable: &HashSet<String>,
-        known: &HashSet<String>,
-        keep: &str,
-    ) -> Value {
+    fn body(record: &Record, fields: &FieldMap, keep: &str) -> Value {
         let mut out = Map::new();
         for (k, v) in record.fields() {
-            let lower = k.to_ascii_lowercase();
             if k == "attributes" || v.is_object() {
                 continue;
             }
-            if k.eq_ignore_ascii_case(keep) || writable.contains(&lower) || !known.contains(&lower)
-            {
+            let send = k.eq_ignore_ascii_case(keep)
+                || fields
+                    .get(&k.to_ascii_lowercase())
+                    .is_none_or(|writable| *writable);
+            if send {
                 out.insert(k.clone(), v.clone());
             }
         }
         Value::Object(out)
-    }
-
-    async fn known(&self, object: &str) -> Result<HashSet<String>> {
-        let describe = self.client.describe(object).await?;
-        Ok(describe["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["name"].as_str().map(str::to_ascii_lowercase))
-            .collect())
     }
 
     /// Write `bodies` (indices into the batch) with one operation.
@@ -845,8 +837,7 @@ impl SyncSink for SalesforceSink {
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
         let object = batch.stream.as_str();
         let key = key_field(mode)?;
-        let writable = self.writable(object).await?;
-        let known = self.known(object).await?;
+        let fields = self.fields(object).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         match key {
             Some(k) if !k.eq_ignore_ascii_case("Id") => {
@@ -854,7 +845,7 @@ impl SyncSink for SalesforceSink {
                     .records
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| (i, Self::body(r, &writable, &known, k)))
+                    .map(|(i, r)| (i, Self::body(r, &fields, k)))
                     .collect();
                 let op = IngestOperation::Upsert {
                     external_id: k.to_owned(),
@@ -871,9 +862,9 @@ impl SyncSink for SalesforceSink {
                         .and_then(Value::as_str)
                         .is_some_and(|s| !s.is_empty());
                     if by_id && has_id {
-                        updates.push((i, Self::body(r, &writable, &known, "Id")));
+                        updates.push((i, Self::body(r, &fields, "Id")));
                     } else {
-                        let mut body = Self::body(r, &writable, &known, "");
+                        let mut body = Self::body(r, &fields, "");
                         if let Value::Object(m) = &mut body {
                             m.remove("Id");
                         }

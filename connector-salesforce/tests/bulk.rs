@@ -8,64 +8,16 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::sync::Arc;
+mod support;
+use support::{connect, fast_poll, patient};
+
 use std::time::Duration;
 
-use connector_salesforce::bulk::{
-    BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState,
-};
-use connector_salesforce::client::SalesforceClient;
-use connector_salesforce::instance::InstanceAllowList;
+use connector_salesforce::bulk::{BulkQueryOptions, IngestOperation, IngestOptions, RecordState};
 use connector_salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use futures::TryStreamExt;
-use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
-use moodbridge_core::{ErrorKind, Policy, RetryConfig};
-use secrecy::SecretString;
+use moodbridge_core::ErrorKind;
 use serde_json::{Value, json};
-
-async fn connect(sb: &RunningSandbox, policy: Option<Policy>) -> SalesforceClient {
-    let base = sb.url();
-    let provider = Provider {
-        name: "sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: None,
-        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
-        revocation_endpoint: None,
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    let client = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(SecretString::from("sandbox-secret")),
-    )
-    .unwrap();
-    let tokens = TokenManager::new();
-    tokens.register(
-        "sandbox",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(client),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
-    let mut b = SalesforceClient::builder("salesforce:sandbox", tokens, "sandbox", "integration")
-        .allow_instances(InstanceAllowList::default().with_loopback());
-    if let Some(p) = policy {
-        b = b.policy(p);
-    }
-    b.connect().await.unwrap()
-}
-
-fn fast_poll() -> PollOptions {
-    PollOptions {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-        timeout: Duration::from_secs(60),
-    }
-}
 
 fn options(max_job_bytes: u64, parallel_jobs: usize) -> IngestOptions {
     IngestOptions {
@@ -323,16 +275,7 @@ async fn a_poll_timeout_reports_the_job_as_still_running_and_a_dropped_ingest_ab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailability_and_dropped_connections_are_retried_to_the_exact_result() {
     let sb = start(SandboxConfig::default()).await;
-    let patient = Policy::builder("salesforce:sandbox")
-        .retry(RetryConfig {
-            max_attempts: 12,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(10),
-            max_elapsed: Duration::from_secs(30),
-            budget: None,
-        })
-        .attempt_timeout(Duration::from_secs(10))
-        .build();
+    let patient = patient();
     let sf = connect(&sb, Some(patient)).await;
     sb.set_faults(Faults {
         error_rate: 0.25,

@@ -7,6 +7,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod support;
+
 use std::sync::Arc;
 
 use connector_salesforce::client::{ApiVersion, SalesforceClient};
@@ -15,39 +17,13 @@ use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use connector_salesforce::soql::{Soql, field};
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
+use moodbridge_auth::token_manager::TokenManager;
 use moodbridge_core::ErrorKind;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
 fn tokens_for(sb: &RunningSandbox) -> TokenManager {
-    let base = sb.url();
-    let provider = Provider {
-        name: "sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: None,
-        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
-        revocation_endpoint: None,
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    let client = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(SecretString::from("sandbox-secret")),
-    )
-    .unwrap();
-    let tokens = TokenManager::new();
-    tokens.register(
-        "sandbox",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(client),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
-    tokens
+    support::tokens(sb)
 }
 
 async fn connect(
@@ -817,17 +793,12 @@ async fn sosl_finds_records_by_a_literal_term() {
 }
 
 fn web_server_app(sb: &RunningSandbox, secret: Option<&str>) -> OAuthClient {
-    let base = sb.url();
-    let provider = Provider {
-        name: "sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: Some(format!("{base}/services/oauth2/authorize").parse().unwrap()),
-        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
-        revocation_endpoint: Some(format!("{base}/services/oauth2/revoke").parse().unwrap()),
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    OAuthClient::new(provider, "sandbox-client", secret.map(SecretString::from)).unwrap()
+    OAuthClient::new(
+        support::provider(sb),
+        "sandbox-client",
+        secret.map(SecretString::from),
+    )
+    .unwrap()
 }
 
 /// Where the authorization endpoint sends the browser for `url` (no redirect followed).

@@ -9,55 +9,20 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod support;
+use support::connect;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_salesforce::client::SalesforceClient;
-use connector_salesforce::instance::InstanceAllowList;
 use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use connector_salesforce::streaming::{
     ChangeEvent, ChangeStream, ChangeType, ReplayFrom, SubscribeOptions,
 };
 use futures::StreamExt;
-use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge_core::ErrorKind;
 use moodbridge_core::state::{SqliteStateStore, StateStore};
 use serde_json::json;
-
-async fn connect(sb: &RunningSandbox) -> SalesforceClient {
-    let base = sb.url();
-    let provider = Provider {
-        name: "sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: None,
-        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
-        revocation_endpoint: None,
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    let client = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(secrecy::SecretString::from("sandbox-secret")),
-    )
-    .unwrap();
-    let tokens = TokenManager::new();
-    tokens.register(
-        "sandbox",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(client),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
-    SalesforceClient::builder("salesforce:sandbox", tokens, "sandbox", "integration")
-        .allow_instances(InstanceAllowList::default().with_loopback())
-        .connect()
-        .await
-        .unwrap()
-}
 
 async fn sandbox(retention: usize) -> RunningSandbox {
     Sandbox::new(SandboxConfig {
@@ -81,7 +46,7 @@ async fn next(stream: &mut ChangeStream) -> ChangeEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_updates_and_deletes_arrive_in_order_on_their_channels() {
     let sb = sandbox(1_000).await;
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, None).await;
     let mut accounts = sf
         .subscribe("/data/AccountChangeEvent", SubscribeOptions::default())
         .await
@@ -147,7 +112,7 @@ async fn creates_updates_and_deletes_arrive_in_order_on_their_channels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_after_the_last_acknowledged_event_and_nothing_is_lost() {
     let sb = sandbox(1_000).await;
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, None).await;
     let dir = tempfile::tempdir().unwrap();
     let state: Arc<dyn StateStore> = Arc::new(
         SqliteStateStore::open(&dir.path().join("state.db"))
@@ -237,7 +202,7 @@ async fn a_restart_resumes_after_the_last_acknowledged_event_and_nothing_is_lost
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_id_older_than_the_window_is_refused_with_the_way_out() {
     let sb = sandbox(5).await;
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, None).await;
     for i in 0..12 {
         sf.create("Account", &json!({"Name": format!("A {i}")}))
             .await
@@ -273,7 +238,7 @@ async fn a_replay_id_older_than_the_window_is_refused_with_the_way_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_topic_notifies_about_the_records_its_query_selects() {
     let sb = sandbox(1_000).await;
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, None).await;
     sf.create(
         "PushTopic",
         &json!({"Name": "NewCases", "Query": "SELECT Id, Subject, Status FROM Case WHERE Status = 'New'",

@@ -8,16 +8,14 @@
     reason = "test code: a panic is the failure report"
 )]
 
+mod support;
+use support::{connect, fast_poll, patient};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_salesforce::bulk::PollOptions;
-use connector_salesforce::client::SalesforceClient;
-use connector_salesforce::instance::InstanceAllowList;
-use connector_salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
+use connector_salesforce::sandbox::{Faults, Sandbox, SandboxConfig};
 use connector_salesforce::sync::{SalesforceSink, SalesforceSource};
-use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge_core::engine::{MemorySource, Pipeline, SqliteTableSink, SyncEngine};
 use moodbridge_core::state::{SqliteStateStore, StateStore};
 use moodbridge_core::{
@@ -25,62 +23,6 @@ use moodbridge_core::{
     SyncMode, SyncSource,
 };
 use serde_json::{Value, json};
-
-async fn connect(sb: &RunningSandbox) -> SalesforceClient {
-    let base = sb.url();
-    let provider = Provider {
-        name: "sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: None,
-        token_endpoint: format!("{base}/services/oauth2/token").parse().unwrap(),
-        revocation_endpoint: None,
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    let client = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(secrecy::SecretString::from("sandbox-secret")),
-    )
-    .unwrap();
-    let tokens = TokenManager::new();
-    tokens.register(
-        "sandbox",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(client),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
-    SalesforceClient::builder("salesforce:sandbox", tokens, "sandbox", "integration")
-        .allow_instances(InstanceAllowList::default().with_loopback())
-        .policy(patient())
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn patient() -> Policy {
-    Policy::builder("salesforce:sandbox")
-        .retry(RetryConfig {
-            max_attempts: 12,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(10),
-            max_elapsed: Duration::from_secs(30),
-            budget: None,
-        })
-        .attempt_timeout(Duration::from_secs(10))
-        .build()
-}
-
-fn fast_poll() -> PollOptions {
-    PollOptions {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-        timeout: Duration::from_secs(60),
-    }
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -126,7 +68,7 @@ async fn the_org_lands_in_the_warehouse_fully_then_incrementally_with_ties_and_f
         .start()
         .await
         .unwrap();
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, Some(patient())).await;
     let e = env().await;
     let warehouse = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
         .await
@@ -211,7 +153,7 @@ async fn incremental_checkpoints_split_records_sharing_a_timestamp_without_loss_
         .start()
         .await
         .unwrap();
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, Some(patient())).await;
     // Every Account gets the very same SystemModstamp: only the Id breaks the tie.
     sb.with_org(|org| {
         let ids: Vec<String> = org
@@ -276,7 +218,7 @@ async fn records_flow_back_into_the_org_by_external_id_and_failures_become_dead_
         .start()
         .await
         .unwrap();
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, Some(patient())).await;
     let e = env().await;
     // The host's contacts (as a warehouse table would give them), keyed by external id.
     let source = MemorySource::new();
@@ -339,7 +281,7 @@ async fn a_bidirectional_run_syncs_both_ways_drops_echoes_and_resolves_conflicts
         .start()
         .await
         .unwrap();
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, Some(patient())).await;
     let e = env().await;
     for i in 0..20 {
         sf.create(
@@ -505,7 +447,7 @@ async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when
     .start()
     .await
     .unwrap();
-    let sf = connect(&sb).await;
+    let sf = connect(&sb, Some(patient())).await;
     let e = env().await;
     let warehouse = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
         .await
