@@ -46,6 +46,19 @@ for npm_dir in moodbridge-auth/tests/oidc connector-salesforce/tests/jsforce; do
   fi
 done
 
+# Python services (moto for S3) in a venv kept beside the target dir, pinned by
+# scripts/requirements-test.txt; reinstalled when that file changes.
+VENV="${MOODBRIDGE_VENV:-$HOME/.cache/moodbridge/venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! cmp -s scripts/requirements-test.txt "$VENV/.requirements-test.txt"; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt "$VENV/.requirements-test.txt"
+fi
+export MOODBRIDGE_MOTO_SERVER="$VENV/bin/moto_server"
+"$MOODBRIDGE_MOTO_SERVER" --help >/dev/null || { echo "moto_server does not run"; exit 1; }
+
 # PostgreSQL 15 for the state store tests: a throwaway cluster on 127.0.0.1 at a free
 # port (fsync off: speed matters here, durability does not); each test creates its own
 # database in it. Stopped and deleted on exit.

@@ -25,6 +25,10 @@ pub use moodbridge_auth as auth;
 #[cfg(feature = "salesforce")]
 pub use connector_salesforce as salesforce;
 
+/// AWS (feature `aws`): S3 object storage ([`aws::s3::S3ObjectStore`]).
+#[cfg(feature = "aws")]
+pub use connector_aws as aws;
+
 /// A [`Registry`] holding the factory of every connector this build enables.
 ///
 /// ```

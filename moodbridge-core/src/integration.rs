@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::CredentialStore;
 use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
 use crate::sync::{SyncSink, SyncSource};
 
 /// One thing an integration can do.
@@ -209,6 +210,11 @@ pub trait PlatformIntegration: Send + Sync {
 
     /// This integration as a [`CredentialStore`], if it is one.
     fn as_credential_store(self: Arc<Self>) -> Option<Arc<dyn CredentialStore>> {
+        None
+    }
+
+    /// This integration as an [`ObjectStore`], if it is one.
+    fn as_object_store(self: Arc<Self>) -> Option<Arc<dyn ObjectStore>> {
         None
     }
 }

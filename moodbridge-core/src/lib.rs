@@ -18,6 +18,8 @@
 //!   audit log (SQLite backend with the default `sqlite` feature);
 //! - [`engine`] — the sync engine: source → mapping → validation → sink per stream, with
 //!   checkpoints, dead letters, audit and rollback, progress events;
+//! - [`storage`] — the [`ObjectStore`] capability (S3, Azure Blob, local filesystem) and
+//!   the embedded [`LocalObjectStore`](storage::LocalObjectStore);
 //! - [`observe`] — correlation ids and the metric names (see `docs/telemetry.md`).
 //!
 //! ```
@@ -45,6 +47,7 @@ pub mod record;
 pub mod registry;
 pub mod resilience;
 pub mod state;
+pub mod storage;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -60,6 +63,7 @@ pub use resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, Operation, Policy, PolicyConfig,
     RetryConfig, SlowCallConfig,
 };
+pub use storage::{ObjectKey, ObjectStore, ObjectStoreExt};
 pub use sync::{
     Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,
     SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,

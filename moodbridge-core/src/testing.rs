@@ -10,6 +10,12 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+mod storage;
+pub use storage::{
+    ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
+    pattern_sha256, pattern_stream,
+};
+
 use crate::credential::{CredentialStore, SecretVersion};
 use crate::error::ErrorKind;
 use crate::state::{

@@ -1,0 +1,24 @@
+//! # connector-aws
+//!
+//! The AWS connector of MoodBridge Integrations. Feature `s3` (on by default):
+//! [`S3ObjectStore`](s3::S3ObjectStore), Amazon S3 and S3-compatible stores behind the
+//! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
+//! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
+//! cancellation, parallel ranged downloads, SHA-256 checksums verified by the service,
+//! server-side encryption, storage classes, presigned URLs, and credentials from the
+//! standard AWS chain or from a MoodBridge [`CredentialStore`](moodbridge_core::CredentialStore).
+//!
+//! ```no_run
+//! use connector_aws::s3::S3ObjectStore;
+//! use moodbridge_core::storage::{ObjectKey, ObjectStoreExt, PutOptions};
+//!
+//! # async fn run() -> moodbridge_core::Result<()> {
+//! let store = S3ObjectStore::builder("moodbridge-documents").region("eu-west-1").build().await?;
+//! let key = ObjectKey::new("cases/500Ax/complaint.pdf")?;
+//! let file = tokio::fs::File::open("complaint.pdf").await.expect("file");
+//! store.put_reader(&key, file, PutOptions::new().content_type("application/pdf")).await?;
+//! # Ok(()) }
+//! ```
+
+#[cfg(feature = "s3")]
+pub mod s3;
