@@ -39,3 +39,8 @@ pub use connector_aws as aws;
 pub fn registry() -> Registry {
     Registry::new()
 }
+
+/// The Rust examples of the guides in `docs/` are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/storage.md")]
+struct StorageGuide;

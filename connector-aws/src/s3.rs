@@ -212,6 +212,7 @@ pub struct S3Builder {
     storage_class: Option<StorageClass>,
     max_attempts: u32,
     copy_threshold: u64,
+    parallel_downloads: bool,
 }
 
 impl S3Builder {
@@ -282,6 +283,15 @@ impl S3Builder {
     /// Storage class of written objects (`STANDARD_IA`, `GLACIER_IR`, …).
     pub fn storage_class(mut self, class: impl AsRef<str>) -> Self {
         self.storage_class = Some(StorageClass::from(class.as_ref()));
+        self
+    }
+
+    /// Whether whole objects larger than one part are downloaded as `concurrency` parallel
+    /// ranged `GET`s (default, and what S3 recommends for throughput) or as one stream.
+    /// Turn off for servers whose ranged reads cost as much as whole ones (moto reads the
+    /// whole object for every range).
+    pub fn parallel_downloads(mut self, yes: bool) -> Self {
+        self.parallel_downloads = yes;
         self
     }
 
@@ -720,6 +730,7 @@ impl S3ObjectStore {
             storage_class: None,
             max_attempts: 3,
             copy_threshold: MAX_COPY_OBJECT,
+            parallel_downloads: true,
         }
     }
 
@@ -1171,7 +1182,7 @@ impl ObjectStore for S3ObjectStore {
         }
         let meta = self.head_if(key, options.if_match.clone()).await?;
         let size = meta.size;
-        if size <= part || concurrency == 1 {
+        if size <= part || concurrency == 1 || !self.inner.settings.parallel_downloads {
             let (_, body) = self.get_one(key, None, meta.etag.clone()).await?;
             let body = with_progress(
                 sdk_body_stream(body, key.as_str().to_owned()),
@@ -1204,12 +1215,13 @@ impl ObjectStore for S3ObjectStore {
                         )
                         .with_platform(PLATFORM)
                     })?;
-                    Ok::<Bytes, Error>(data.into_bytes())
+                    // The received segments as they are: no second copy of the part.
+                    Ok::<Vec<Bytes>, Error>(data.into_segments().collect())
                 });
                 let task = tokio_util::task::AbortOnDropHandle::new(task);
                 async move {
                     match task.await {
-                        Ok(Ok(bytes)) => Ok(bytes),
+                        Ok(Ok(segments)) => Ok(futures::stream::iter(segments.into_iter().map(Ok))),
                         Ok(Err(e)) => Err(std::io::Error::other(e)),
                         Err(e) => Err(std::io::Error::other(format!(
                             "S3 ranged download task: {e}"
@@ -1217,7 +1229,8 @@ impl ObjectStore for S3ObjectStore {
                     }
                 }
             })
-            .buffered(concurrency);
+            .buffered(concurrency)
+            .try_flatten();
         let body = with_progress(byte_stream(parts), options.progress.clone(), Some(size));
         Ok(GetResult {
             meta,

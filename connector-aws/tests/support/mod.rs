@@ -47,7 +47,11 @@ impl Moto {
             let mut child = Command::new(&binary)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(if std::env::var_os("MOODBRIDGE_MOTO_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {binary}: {e}"));
             let deadline = Instant::now() + Duration::from_secs(20);
