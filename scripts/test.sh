@@ -39,8 +39,9 @@ cargo clippy --version
 step "local services"
 # OpenID provider for moodbridge-auth: oidc-provider (npm), pinned by its package-lock.
 command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
-for npm_dir in moodbridge-auth/tests/oidc connector-salesforce/tests/jsforce; do
-  # oidc-provider for the auth tests; jsforce for the Salesforce sandbox conformance run.
+for npm_dir in moodbridge-auth/tests/oidc connector-salesforce/tests/jsforce connector-azure/tests/azurite; do
+  # oidc-provider for the auth tests; jsforce for the Salesforce sandbox conformance run;
+  # Azurite (the Azure Storage emulator) for the Blob tests.
   if ! npm ci --prefix "$npm_dir" --no-audit --no-fund --loglevel=error; then
     echo "npm ci failed for $npm_dir"; exit 1
   fi

@@ -29,6 +29,10 @@ pub use connector_salesforce as salesforce;
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
+/// Azure (feature `azure`): Blob Storage ([`azure::blob::AzureBlobStore`]).
+#[cfg(feature = "azure")]
+pub use connector_azure as azure;
+
 /// A [`Registry`] holding the factory of every connector this build enables.
 ///
 /// ```

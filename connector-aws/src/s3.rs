@@ -41,14 +41,14 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
-    ObjectStore, PresignMethod, PresignedRequest, PutOptions, PutResult, StreamDigest,
-    TransferProgress, body_error, byte_stream, sha256, with_progress,
+    ObjectStore, PartReader, PresignMethod, PresignedRequest, PutOptions, PutResult,
+    TransferProgress, byte_stream, sha256, with_progress,
 };
 use moodbridge_core::{CredentialStore, Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -617,55 +617,6 @@ pub fn part_size_for(configured: u64, size: Option<u64>) -> u64 {
     part.min(MAX_PART_SIZE)
 }
 
-/// Cuts a body into parts of exactly `part_size` bytes (the last may be shorter),
-/// hashing everything that passes.
-struct PartReader<'k> {
-    key: &'k ObjectKey,
-    body: ByteStream,
-    leftover: Option<Bytes>,
-    part_size: usize,
-    digest: StreamDigest,
-}
-
-impl PartReader<'_> {
-    async fn next_part(&mut self) -> Result<Option<Bytes>> {
-        let mut buf: Option<BytesMut> = None;
-        loop {
-            let chunk = match self.leftover.take() {
-                Some(c) => c,
-                None => match self
-                    .body
-                    .try_next()
-                    .await
-                    .map_err(|e| body_error(self.key, e))?
-                {
-                    Some(c) => {
-                        self.digest.update(&c);
-                        c
-                    }
-                    None => return Ok(buf.map(BytesMut::freeze).filter(|b| !b.is_empty())),
-                },
-            };
-            let have = buf.as_ref().map_or(0, BytesMut::len);
-            let room = self.part_size - have;
-            if have == 0 && chunk.len() == self.part_size {
-                return Ok(Some(chunk));
-            }
-            let buf_ref = buf.get_or_insert_with(|| BytesMut::with_capacity(self.part_size));
-            if chunk.len() >= room {
-                let mut chunk = chunk;
-                let rest = chunk.split_off(room);
-                buf_ref.extend_from_slice(&chunk);
-                if !rest.is_empty() {
-                    self.leftover = Some(rest);
-                }
-                return Ok(buf.map(BytesMut::freeze));
-            }
-            buf_ref.extend_from_slice(&chunk);
-        }
-    }
-}
-
 /// Aborts a multipart upload unless disarmed: on failure, and when the upload future is
 /// dropped (cancellation) — then from a task on the current runtime.
 struct AbortGuard {
@@ -867,8 +818,7 @@ impl S3ObjectStore {
                 return Err(e);
             }
         };
-        let size = reader.digest.bytes();
-        let digest = match std::mem::take(&mut reader.digest).finish(key, options) {
+        let (size, digest) = match reader.finish(options) {
             Ok(d) => d,
             Err(e) => {
                 guard.abort_now().await;
@@ -935,7 +885,7 @@ impl S3ObjectStore {
                 if next_number as u64 > MAX_PARTS {
                     return Err(Error::invalid_input(format!(
                         "upload of {key} needs more than {MAX_PARTS} parts of {} bytes",
-                        reader.part_size
+                        reader.part_size()
                     ))
                     .with_platform(PLATFORM)
                     .with_hint("give the body's size in PutOptions::size (the part size is then chosen to fit) or raise the part size"));
@@ -1107,13 +1057,7 @@ impl ObjectStore for S3ObjectStore {
             .with_platform(PLATFORM));
         }
         let part_size = part_size_for(self.inner.settings.part_size, options.size);
-        let mut reader = PartReader {
-            key,
-            body,
-            leftover: None,
-            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
-            digest: StreamDigest::new(),
-        };
+        let mut reader = PartReader::new(key, body, part_size);
         let first = reader.next_part().await?.unwrap_or_default();
         let second = if first.len() as u64 == part_size {
             reader.next_part().await?
@@ -1122,8 +1066,7 @@ impl ObjectStore for S3ObjectStore {
         };
         match second {
             None => {
-                let digest = std::mem::take(&mut reader.digest);
-                digest.finish(key, &options)?;
+                reader.finish(&options)?;
                 self.put_single(key, first, &options).await
             }
             Some(second) => {

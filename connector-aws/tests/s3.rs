@@ -363,7 +363,7 @@ async fn large_objects_are_copied_part_by_part() {
             pattern_stream(size, 8, 1 << 20),
             PutOptions::new()
                 .content_type("image/tiff")
-                .metadata("case-id", "500A"),
+                .metadata("case_id", "500A"),
         )
         .await
         .unwrap();
@@ -384,7 +384,7 @@ async fn large_objects_are_copied_part_by_part() {
         (size, Some("image/tiff"))
     );
     assert_eq!(
-        meta.metadata.get("case-id").map(String::as_str),
+        meta.metadata.get("case_id").map(String::as_str),
         Some("500A")
     );
     let copy = store.get_bytes(&to).await.unwrap();

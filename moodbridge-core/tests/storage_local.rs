@@ -150,6 +150,7 @@ async fn bad_metadata_is_rejected_before_writing() {
     let key = ObjectKey::new("x").unwrap();
     for options in [
         PutOptions::new().metadata("Case Id", "1"),
+        PutOptions::new().metadata("case-id", "1"),
         PutOptions::new().metadata("case", "naïve"),
         PutOptions::new().content_type("text/plain\n"),
     ] {

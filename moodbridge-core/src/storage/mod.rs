@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -226,7 +226,8 @@ pub type ProgressFn = Arc<dyn Fn(TransferProgress) + Send + Sync>;
 pub struct PutOptions {
     /// The `Content-Type` stored with the object.
     pub content_type: Option<String>,
-    /// User metadata (names are lower-cased ASCII letters, digits, `-` and `_`).
+    /// User metadata (names of lower-case ASCII letters, digits and `_`, starting with a
+    /// letter — what S3 and Azure both accept).
     pub metadata: BTreeMap<String, String>,
     /// The body's length, when known: lets backends pick a part size and report
     /// progress totals. A body of another length fails the upload.
@@ -290,13 +291,13 @@ impl PutOptions {
     pub fn check(&self) -> Result<()> {
         for (name, value) in &self.metadata {
             let ok = !name.is_empty()
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                })
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 && name.as_bytes()[0].is_ascii_lowercase();
             if !ok {
                 return Err(Error::invalid_input(format!("metadata name {name:?} is not allowed"))
-                    .with_hint("use lower-case ASCII letters, digits, '-' and '_', starting with a letter"));
+                    .with_hint("use lower-case ASCII letters, digits and '_', starting with a letter (Azure allows no '-')"));
             }
             if value.chars().any(|c| !(' '..='~').contains(&c)) {
                 return Err(Error::invalid_input(format!(
@@ -718,5 +719,99 @@ pub fn with_progress(
                 progress(TransferProgress { bytes: done, total });
             }))
         }
+    }
+}
+
+/// Cuts a body into parts of exactly `part_size` bytes (the last may be shorter),
+/// counting and hashing everything that passes: for backends that upload in parts (S3
+/// multipart, Azure blocks). Holds at most one part.
+///
+/// ```
+/// use bytes::Bytes;
+/// use moodbridge_core::storage::{byte_stream, ObjectKey, PartReader, PutOptions};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let key = ObjectKey::new("k")?;
+/// let body = byte_stream(futures::stream::iter([Ok(Bytes::from_static(b"abcde")), Ok(Bytes::from_static(b"fg"))]));
+/// let mut parts = PartReader::new(&key, body, 3);
+/// let mut seen = Vec::new();
+/// while let Some(part) = parts.next_part().await? {
+///     seen.push(part);
+/// }
+/// assert_eq!(seen, ["abc", "def", "g"]);
+/// let (size, _sha256) = parts.finish(&PutOptions::new())?;
+/// assert_eq!(size, 7);
+/// # Ok::<_, moodbridge_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct PartReader<'k> {
+    key: &'k ObjectKey,
+    body: ByteStream,
+    leftover: Option<Bytes>,
+    part_size: usize,
+    digest: StreamDigest,
+}
+
+impl<'k> PartReader<'k> {
+    /// Reads `body` (the body of `key`) in parts of `part_size` bytes (at least 1).
+    pub fn new(key: &'k ObjectKey, body: ByteStream, part_size: u64) -> Self {
+        PartReader {
+            key,
+            body,
+            leftover: None,
+            part_size: usize::try_from(part_size.max(1)).unwrap_or(usize::MAX),
+            digest: StreamDigest::new(),
+        }
+    }
+
+    /// The part size.
+    pub fn part_size(&self) -> u64 {
+        self.part_size as u64
+    }
+
+    /// The next part; `None` at the end of the body (an empty body has no part). A body
+    /// error is reported as [`body_error`].
+    pub async fn next_part(&mut self) -> Result<Option<Bytes>> {
+        let mut buf: Option<BytesMut> = None;
+        loop {
+            let chunk = match self.leftover.take() {
+                Some(c) => c,
+                None => match self
+                    .body
+                    .try_next()
+                    .await
+                    .map_err(|e| body_error(self.key, e))?
+                {
+                    Some(c) => {
+                        self.digest.update(&c);
+                        c
+                    }
+                    None => return Ok(buf.map(BytesMut::freeze).filter(|b| !b.is_empty())),
+                },
+            };
+            let have = buf.as_ref().map_or(0, BytesMut::len);
+            if have == 0 && chunk.len() == self.part_size {
+                return Ok(Some(chunk));
+            }
+            let room = self.part_size - have;
+            let target = buf.get_or_insert_with(|| BytesMut::with_capacity(self.part_size));
+            if chunk.len() >= room {
+                let mut chunk = chunk;
+                let rest = chunk.split_off(room);
+                target.extend_from_slice(&chunk);
+                if !rest.is_empty() {
+                    self.leftover = Some(rest);
+                }
+                return Ok(buf.map(BytesMut::freeze));
+            }
+            target.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Bytes read so far, and their SHA-256, after checking the length and checksum
+    /// `options` declare ([`StreamDigest::finish`]). Call it once the last part is read.
+    pub fn finish(self, options: &PutOptions) -> Result<(u64, [u8; 32])> {
+        let size = self.digest.bytes();
+        let sha = self.digest.finish(self.key, options)?;
+        Ok((size, sha))
     }
 }

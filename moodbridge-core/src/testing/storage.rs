@@ -194,7 +194,7 @@ pub async fn object_store_contract(
                 body.clone().into_bytes(),
                 PutOptions::new()
                     .content_type("text/plain; charset=utf-8")
-                    .metadata("case-id", format!("500-{i}"))
+                    .metadata("case_id", format!("500-{i}"))
                     .metadata("uploaded_by", "contract suite"),
             )
             .await
@@ -211,7 +211,7 @@ pub async fn object_store_contract(
             "content type round trip"
         );
         assert_eq!(
-            meta.metadata.get("case-id").map(String::as_str),
+            meta.metadata.get("case_id").map(String::as_str),
             Some(format!("500-{i}").as_str()),
             "metadata round trip: {:?}",
             meta.metadata

@@ -1,0 +1,373 @@
+//! Azure Storage authorization the official crate leaves out: connection strings, the
+//! Shared Key signing policy, and service SAS tokens.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{Context, Request, Url};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use moodbridge_core::{Error, Result};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The storage emulator's well-known development account (Azurite), published by
+/// Microsoft: not a secret.
+pub const DEV_ACCOUNT: &str = "devstoreaccount1";
+/// The development account's published key.
+pub const DEV_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A storage account name and its Shared Key. `Debug` hides the key.
+#[derive(Clone)]
+pub struct SharedKey {
+    /// Account name.
+    pub account: String,
+    /// The account key (base64, as the portal shows it).
+    pub key: SecretString,
+}
+
+impl fmt::Debug for SharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedKey")
+            .field("account", &self.account)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl SharedKey {
+    /// Checks the key is base64 and returns its bytes.
+    fn key_bytes(&self) -> Result<Vec<u8>> {
+        B64.decode(self.key.expose_secret().trim()).map_err(|_| {
+            Error::config(format!(
+                "the account key of storage account {:?} is not valid base64",
+                self.account
+            ))
+            .with_hint("copy the key (key1 or key2) from the storage account's Access keys page")
+        })
+    }
+
+    /// HMAC-SHA256 of `text` with the account key, base64.
+    pub fn sign(&self, text: &str) -> Result<String> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key_bytes()?)
+            .map_err(|e| Error::internal(format!("HMAC key: {e}")))?;
+        mac.update(text.as_bytes());
+        Ok(B64.encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// A parsed Azure Storage connection string. `Debug` hides the key and SAS.
+///
+/// ```
+/// use connector_azure::auth::ConnectionString;
+/// let cs = ConnectionString::parse(
+///     "DefaultEndpointsProtocol=https;AccountName=moodbridge;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+/// )?;
+/// assert_eq!(cs.blob_endpoint.as_str(), "https://moodbridge.blob.core.windows.net/");
+/// assert!(!format!("{cs:?}").contains("a2V5"));
+/// let dev = ConnectionString::parse("UseDevelopmentStorage=true")?;
+/// assert_eq!(dev.blob_endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1");
+/// # Ok::<_, moodbridge_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ConnectionString {
+    /// Account name.
+    pub account: String,
+    /// Account key, when given.
+    pub key: Option<SecretString>,
+    /// SAS token (without `?`), when given.
+    pub sas: Option<SecretString>,
+    /// The Blob service endpoint.
+    pub blob_endpoint: Url,
+}
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionString")
+            .field("account", &self.account)
+            .field("key", &self.key.as_ref().map(|_| "[REDACTED]"))
+            .field("sas", &self.sas.as_ref().map(|_| "[REDACTED]"))
+            .field("blob_endpoint", &self.blob_endpoint.as_str())
+            .finish()
+    }
+}
+
+impl ConnectionString {
+    /// Parses `Name=value;…` (names case-insensitive). Errors never repeat the string
+    /// (it holds a secret); they name the missing or bad part.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut account = None;
+        let mut key = None;
+        let mut sas = None;
+        let mut protocol = "https".to_owned();
+        let mut suffix = "core.windows.net".to_owned();
+        let mut blob_endpoint = None;
+        let mut dev = false;
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = part.split_once('=') else {
+                return Err(Error::config("connection string has a part without '='")
+                    .with_hint("use Name=value pairs separated by ';' as the portal shows them"));
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "accountname" => account = Some(value.trim().to_owned()),
+                "accountkey" => key = Some(SecretString::from(value.trim().to_owned())),
+                "sharedaccesssignature" => {
+                    sas = Some(SecretString::from(
+                        value.trim().trim_start_matches('?').to_owned(),
+                    ))
+                }
+                "defaultendpointsprotocol" => protocol = value.trim().to_owned(),
+                "endpointsuffix" => suffix = value.trim().to_owned(),
+                "blobendpoint" => blob_endpoint = Some(value.trim().to_owned()),
+                "usedevelopmentstorage" => dev = value.trim().eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        if dev {
+            return Ok(ConnectionString {
+                account: DEV_ACCOUNT.to_owned(),
+                key: Some(SecretString::from(DEV_ACCOUNT_KEY.to_owned())),
+                sas: None,
+                blob_endpoint: Url::parse("http://127.0.0.1:10000/devstoreaccount1")
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            });
+        }
+        let account = account.ok_or_else(|| {
+            Error::config("connection string has no AccountName")
+                .with_hint("copy the whole connection string from the portal")
+        })?;
+        if key.is_none() && sas.is_none() {
+            return Err(Error::config(format!("connection string of account {account:?} has neither AccountKey nor SharedAccessSignature"))
+                .with_hint("copy a connection string with a key, or use Entra ID credentials instead"));
+        }
+        let endpoint =
+            blob_endpoint.unwrap_or_else(|| format!("{protocol}://{account}.blob.{suffix}/"));
+        let blob_endpoint = Url::parse(&endpoint).map_err(|e| {
+            Error::config(format!("connection string of account {account:?}: blob endpoint {endpoint:?} is not a URL: {e}"))
+        })?;
+        Ok(ConnectionString {
+            account,
+            key,
+            sas,
+            blob_endpoint,
+        })
+    }
+}
+
+/// Signs every try with Shared Key (`Authorization: SharedKey account:signature`), as a
+/// per-try policy of the official client's pipeline.
+#[derive(Debug)]
+pub struct SharedKeyPolicy {
+    key: SharedKey,
+}
+
+impl SharedKeyPolicy {
+    /// A policy signing with `key`.
+    pub fn new(key: SharedKey) -> Arc<Self> {
+        Arc::new(SharedKeyPolicy { key })
+    }
+}
+
+/// RFC 1123 date, as `x-ms-date` wants it.
+fn http_date(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// The Shared Key string to sign for a request (the documented 2009-09-19+ format).
+pub fn string_to_sign(account: &str, request: &Request) -> String {
+    let headers = request.headers();
+    let get = |name: &'static str| {
+        headers
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut length = get("content-length");
+    if length.is_empty()
+        && let Some(len) = request.body().len()
+    {
+        length = len.to_string();
+    }
+    if length == "0" {
+        length.clear();
+    }
+    let mut canonical_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-ms-"))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_ascii_lowercase(),
+                value.as_str().trim().to_owned(),
+            )
+        })
+        .collect();
+    canonical_headers.sort();
+    let url = request.url();
+    let mut resource = format!("/{account}{}", url.path());
+    let mut params: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+        .collect();
+    params.sort();
+    let mut i = 0;
+    while i < params.len() {
+        let name = params[i].0.clone();
+        let mut values = Vec::new();
+        while i < params.len() && params[i].0 == name {
+            values.push(params[i].1.clone());
+            i += 1;
+        }
+        values.sort();
+        resource.push_str(&format!("\n{name}:{}", values.join(",")));
+    }
+    let mut out = String::new();
+    out.push_str(request.method().as_str());
+    out.push('\n');
+    for part in [
+        get("content-encoding"),
+        get("content-language"),
+        length,
+        get("content-md5"),
+        get("content-type"),
+        String::new(), // Date: x-ms-date is used instead
+        get("if-modified-since"),
+        get("if-match"),
+        get("if-none-match"),
+        get("if-unmodified-since"),
+        get("range"),
+    ] {
+        out.push_str(&part);
+        out.push('\n');
+    }
+    for (name, value) in canonical_headers {
+        out.push_str(&format!("{name}:{value}\n"));
+    }
+    out.push_str(&resource);
+    out
+}
+
+#[async_trait]
+impl Policy for SharedKeyPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        request.insert_header("x-ms-date", http_date(SystemTime::now()));
+        let signature = self
+            .key
+            .sign(&string_to_sign(&self.key.account, request))
+            .map_err(|e| {
+                azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    e.to_string(),
+                )
+            })?;
+        request.insert_header(
+            "authorization",
+            format!("SharedKey {}:{signature}", self.key.account),
+        );
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// Permissions of a service SAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SasPermission {
+    /// Read (download, properties).
+    Read,
+    /// Create and write (upload).
+    Write,
+}
+
+/// A service SAS query string (no leading `?`) for one blob, signed with the account
+/// key, valid until `expiry`. It is a bearer secret: log it never.
+pub fn blob_sas(
+    key: &SharedKey,
+    container: &str,
+    blob: &str,
+    permission: SasPermission,
+    expiry: SystemTime,
+    version: &str,
+) -> Result<SecretString> {
+    let permissions = match permission {
+        SasPermission::Read => "r",
+        SasPermission::Write => "cw",
+    };
+    let expiry = chrono::DateTime::<chrono::Utc>::from(expiry)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let resource = format!("/blob/{}/{container}/{blob}", key.account);
+    // signedPermissions, signedStart, signedExpiry, canonicalizedResource, signedIdentifier,
+    // signedIP, signedProtocol, signedVersion, signedResource, signedSnapshotTime,
+    // signedEncryptionScope, rscc, rscd, rsce, rscl, rsct
+    let to_sign = [
+        permissions,
+        "",
+        &expiry,
+        &resource,
+        "",
+        "",
+        "",
+        version,
+        "b",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n");
+    let signature = key.sign(&to_sign)?;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("sv", version)
+        .append_pair("se", &expiry)
+        .append_pair("sr", "b")
+        .append_pair("sp", permissions)
+        .append_pair("sig", &signature)
+        .finish();
+    Ok(SecretString::from(query))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_parse_and_hide_secrets() {
+        let cs = ConnectionString::parse(
+            "AccountName=acct;AccountKey=c2VjcmV0;BlobEndpoint=http://127.0.0.1:10000/acct",
+        )
+        .unwrap();
+        assert_eq!(cs.account, "acct");
+        assert_eq!(cs.blob_endpoint.as_str(), "http://127.0.0.1:10000/acct");
+        assert!(!format!("{cs:?}").contains("c2VjcmV0"));
+        let err = ConnectionString::parse("AccountKey=c2VjcmV0").unwrap_err();
+        assert!(err.to_string().contains("AccountName"));
+        assert!(!err.to_string().contains("c2VjcmV0"));
+        let err = ConnectionString::parse("AccountName=a").unwrap_err();
+        assert!(err.to_string().contains("AccountKey"));
+    }
+
+    #[test]
+    fn a_bad_key_is_a_config_error_without_the_key() {
+        let key = SharedKey {
+            account: "a".into(),
+            key: SecretString::from("not base64!!".to_owned()),
+        };
+        let err = key.sign("x").unwrap_err();
+        assert_eq!(err.kind(), moodbridge_core::ErrorKind::Config);
+        assert!(!err.to_string().contains("not base64"));
+    }
+}

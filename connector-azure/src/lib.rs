@@ -1,0 +1,25 @@
+//! # connector-azure
+//!
+//! The Azure connector of MoodBridge Integrations. Feature `blob` (on by default):
+//! [`AzureBlobStore`](blob::AzureBlobStore), Azure Blob Storage behind the core
+//! [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
+//! `azure_storage_blob` crate — with what that crate leaves out added here ([`auth`]):
+//! connection strings, the Shared Key signing policy and service SAS URLs.
+//!
+//! ```no_run
+//! use connector_azure::auth::ConnectionString;
+//! use connector_azure::blob::AzureBlobStore;
+//! use moodbridge_core::storage::{ObjectKey, ObjectStoreExt, PutOptions};
+//!
+//! # async fn run(connection_string: &str) -> moodbridge_core::Result<()> {
+//! let cs = ConnectionString::parse(connection_string)?;
+//! let store = AzureBlobStore::builder("case-documents").connection_string(&cs).build()?;
+//! let key = ObjectKey::new("cases/500Ax/complaint.pdf")?;
+//! store.put_bytes(&key, b"%PDF-1.7".to_vec(), PutOptions::new().content_type("application/pdf")).await?;
+//! # Ok(()) }
+//! ```
+
+#[cfg(feature = "blob")]
+pub mod auth;
+#[cfg(feature = "blob")]
+pub mod blob;

@@ -1,0 +1,314 @@
+//! Azure Blob Storage against Azurite (the official emulator, started per test on
+//! 127.0.0.1 with in-memory persistence): the shared object-store contract plus Shared
+//! Key signing, connection strings, SAS URLs used by a plain HTTP client, uncommitted
+//! blocks after a cancelled upload, and the container name check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connector_azure::auth::{ConnectionString, DEV_ACCOUNT, DEV_ACCOUNT_KEY, SharedKey};
+use connector_azure::blob::{AzureBlobStore, AzureCredentials};
+use moodbridge_core::storage::{ObjectKey, ObjectStore, ObjectStoreExt, PresignMethod, PutOptions};
+use moodbridge_core::testing::{
+    ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
+};
+use moodbridge_core::{ErrorKind, PlatformIntegration};
+use secrecy::SecretString;
+
+const BLOCK: u64 = 1024 * 1024;
+
+struct Azurite {
+    child: Child,
+    endpoint: String,
+}
+
+impl Azurite {
+    fn start() -> Azurite {
+        let bin = std::env::var("MOODBRIDGE_AZURITE_BLOB").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/azurite/node_modules/.bin/azurite-blob"
+            )
+            .to_owned()
+        });
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} not found: run ./scripts/test.sh (it installs Azurite with npm ci)"
+        );
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(&bin)
+                .args([
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    &port.to_string(),
+                    "--inMemoryPersistence",
+                    "--skipApiVersionCheck",
+                    "--disableTelemetry",
+                    "--silent",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Azurite {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Azurite did not start");
+    }
+
+    fn key() -> SharedKey {
+        SharedKey {
+            account: DEV_ACCOUNT.into(),
+            key: SecretString::from(DEV_ACCOUNT_KEY.to_owned()),
+        }
+    }
+
+    async fn store(&self, container: &str, block: u64) -> AzureBlobStore {
+        let store = AzureBlobStore::builder(container)
+            .endpoint(&self.endpoint)
+            .credentials(AzureCredentials::SharedKey(Self::key()))
+            .block_size(block)
+            .build()
+            .unwrap();
+        store.create_container().await.unwrap();
+        store
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_meets_the_contract() {
+    let azurite = Azurite::start();
+    let store = azurite.store("contract", BLOCK).await;
+    object_store_contract(
+        &store,
+        "suite",
+        &ObjectStoreContract {
+            part_size: BLOCK,
+            list_keys: 1001,
+        },
+    )
+    .await;
+    assert_eq!(
+        store.health_check().await.status,
+        moodbridge_core::integration::HealthStatus::Up
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_string_works_and_a_wrong_key_is_an_auth_error() {
+    let azurite = Azurite::start();
+    let cs = ConnectionString::parse(&format!(
+        "DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};BlobEndpoint={}",
+        azurite.endpoint
+    ))
+    .unwrap();
+    let store = AzureBlobStore::builder("conn")
+        .connection_string(&cs)
+        .build()
+        .unwrap();
+    store.create_container().await.unwrap();
+    let key = ObjectKey::new("a.txt").unwrap();
+    store
+        .put_bytes(&key, b"hello".to_vec(), PutOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(store.get_bytes(&key).await.unwrap(), b"hello");
+
+    let wrong = AzureBlobStore::builder("conn")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::SharedKey(SharedKey {
+            account: DEV_ACCOUNT.into(),
+            key: SecretString::from("d3Jvbmcga2V5".to_owned()),
+        }))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let err = wrong.head(&key).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Auth | ErrorKind::Forbidden),
+        "{err}"
+    );
+    assert!(!format!("{wrong:?}").contains(DEV_ACCOUNT_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sas_urls_work_with_a_plain_http_client() {
+    let azurite = Azurite::start();
+    let store = azurite.store("sas", BLOCK).await;
+    let key = ObjectKey::new("shared/retainer agreement+v2.pdf").unwrap();
+    let http = reqwest::Client::new();
+    let put = store
+        .presign(&key, PresignMethod::Put, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let mut request = http.put(&put.url).body("uploaded with a SAS");
+    for (name, value) in &put.headers {
+        request = request.header(name, value);
+    }
+    let answer = request.send().await.unwrap();
+    assert!(
+        answer.status().is_success(),
+        "SAS PUT: {} {}",
+        answer.status(),
+        answer.text().await.unwrap()
+    );
+    assert_eq!(store.get_bytes(&key).await.unwrap(), b"uploaded with a SAS");
+    let get = store
+        .presign(&key, PresignMethod::Get, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let answer = http.get(&get.url).send().await.unwrap();
+    assert!(answer.status().is_success(), "SAS GET: {}", answer.status());
+    assert_eq!(
+        answer.bytes().await.unwrap(),
+        b"uploaded with a SAS".as_slice()
+    );
+    // A tampered signature is refused.
+    let tampered = get.url.replace("sp=r", "sp=rw");
+    assert!(
+        !http
+            .get(&tampered)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_upload_leaves_nothing_visible() {
+    let azurite = Azurite::start();
+    let store = azurite.store("cancel", BLOCK).await;
+    let key = ObjectKey::new("scans/cancelled.tiff").unwrap();
+    cancel_midway(&store, &key, BLOCK).await;
+    assert_eq!(
+        store.head(&key).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(store.list_keys("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_settings_are_rejected_before_any_request() {
+    for name in ["Case_Docs", "ab", "a--b", "-abc"] {
+        let err = AzureBlobStore::builder(name)
+            .endpoint("http://127.0.0.1:9/devstoreaccount1")
+            .credentials(AzureCredentials::SharedKey(Azurite::key()))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{name}: {err}");
+    }
+    let err = AzureBlobStore::builder("docs")
+        .endpoint("http://127.0.0.1:9/x")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("credentials"), "{err}");
+}
+
+/// 1 GiB streamed up (staged blocks) and down (ranges) with SHA-256 compared end to
+/// end; MOODBRIDGE_TEST_BIG_OBJECT_MIB lowers the size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gibibyte_round_trip() {
+    let mib: u64 = std::env::var("MOODBRIDGE_TEST_BIG_OBJECT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let azurite = Azurite::start();
+    let store = azurite.store("big", 8 * BLOCK).await;
+    let key = ObjectKey::new("scans/big scan.tiff").unwrap();
+    object_store_round_trip(&store, &key, mib << 20, 42).await;
+    store.delete(&key).await.unwrap();
+}
+
+/// Blob Storage checks the transactional MD5 each block carries: bytes that do not match
+/// are refused. Azure answers `Md5Mismatch` (the store maps it to `ErrorKind::Integrity`);
+/// Azurite 3.35 checks the same but answers `400 InvalidOperation` "Provided contentMD5
+/// doesn't match.".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_refuses_a_block_whose_md5_does_not_match() {
+    use azure_storage_blob::models::BlockBlobClientStageBlockOptions;
+    use md5::Digest;
+    let azurite = Azurite::start();
+    let store = azurite.store("md5", BLOCK).await;
+    let client = store
+        .container_client()
+        .blob_client("x")
+        .block_blob_client();
+    let options = BlockBlobClientStageBlockOptions {
+        transactional_content_md5: Some(vec![0u8; 16]),
+        ..Default::default()
+    };
+    let err = client
+        .stage_block(
+            b"block-0001",
+            5,
+            azure_core::http::RequestContent::from(b"hello".to_vec()),
+            Some(options),
+        )
+        .await
+        .unwrap_err();
+    match err.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            assert_eq!(u16::from(*status), 400);
+            assert!(
+                matches!(
+                    error_code.as_deref(),
+                    Some("Md5Mismatch" | "InvalidOperation")
+                ),
+                "{error_code:?}"
+            );
+            assert!(
+                err.to_string().contains("MD5")
+                    || err.to_string().contains("contentMD5")
+                    || error_code.as_deref() == Some("Md5Mismatch"),
+                "{err}"
+            );
+        }
+        other => panic!("expected an MD5 refusal, got {other:?}"),
+    }
+    // With the right MD5 the same block is accepted.
+    let options = BlockBlobClientStageBlockOptions {
+        transactional_content_md5: Some(md5::Md5::digest(b"hello").to_vec()),
+        ..Default::default()
+    };
+    client
+        .stage_block(
+            b"block-0001",
+            5,
+            azure_core::http::RequestContent::from(b"hello".to_vec()),
+            Some(options),
+        )
+        .await
+        .unwrap();
+}
