@@ -14,3 +14,4 @@ cargo build --locked --release -p connector-salesforce --features sandbox --exam
 cargo bench --locked -p connector-salesforce --features sandbox --bench query_stream
 cargo bench --locked -p connector-salesforce --features sandbox --bench bulk_sync
 cargo bench --locked -p connector-aws --bench s3_transfer
+cargo bench --locked -p connector-azure --bench blob_transfer

@@ -4,9 +4,7 @@
 //! blocks after a cancelled upload, and the container name check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connector_azure::auth::{ConnectionString, DEV_ACCOUNT, DEV_ACCOUNT_KEY, SharedKey};
 use connector_azure::blob::{AzureBlobStore, AzureCredentials};
@@ -16,92 +14,11 @@ use moodbridge_core::testing::{
 };
 use moodbridge_core::{ErrorKind, PlatformIntegration};
 use secrecy::SecretString;
+use support::Azurite;
+
+mod support;
 
 const BLOCK: u64 = 1024 * 1024;
-
-struct Azurite {
-    child: Child,
-    endpoint: String,
-}
-
-impl Azurite {
-    fn start() -> Azurite {
-        let bin = std::env::var("MOODBRIDGE_AZURITE_BLOB").unwrap_or_else(|_| {
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/azurite/node_modules/.bin/azurite-blob"
-            )
-            .to_owned()
-        });
-        assert!(
-            std::path::Path::new(&bin).exists(),
-            "{bin} not found: run ./scripts/test.sh (it installs Azurite with npm ci)"
-        );
-        for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(&bin)
-                .args([
-                    "--blobHost",
-                    "127.0.0.1",
-                    "--blobPort",
-                    &port.to_string(),
-                    "--inMemoryPersistence",
-                    "--skipApiVersionCheck",
-                    "--disableTelemetry",
-                    "--silent",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Azurite {
-                        child,
-                        endpoint: format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"),
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("Azurite did not start");
-    }
-
-    fn key() -> SharedKey {
-        SharedKey {
-            account: DEV_ACCOUNT.into(),
-            key: SecretString::from(DEV_ACCOUNT_KEY.to_owned()),
-        }
-    }
-
-    async fn store(&self, container: &str, block: u64) -> AzureBlobStore {
-        let store = AzureBlobStore::builder(container)
-            .endpoint(&self.endpoint)
-            .credentials(AzureCredentials::SharedKey(Self::key()))
-            .block_size(block)
-            .build()
-            .unwrap();
-        store.create_container().await.unwrap();
-        store
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_meets_the_contract() {
