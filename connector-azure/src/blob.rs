@@ -116,6 +116,7 @@ pub struct AzureBlobBuilder {
     concurrency: usize,
     api_version: String,
     max_attempts: u32,
+    policies: Vec<Arc<dyn azure_core::http::policies::Policy>>,
 }
 
 impl AzureBlobBuilder {
@@ -169,6 +170,14 @@ impl AzureBlobBuilder {
     /// newest).
     pub fn api_version(mut self, version: impl Into<String>) -> Self {
         self.api_version = version.into();
+        self
+    }
+
+    /// Adds a policy to every try of every request (custom headers, tracing, fault
+    /// injection in tests …). It runs before the Shared Key signature, so headers it sets
+    /// are signed.
+    pub fn per_try_policy(mut self, policy: Arc<dyn azure_core::http::policies::Policy>) -> Self {
+        self.policies.push(policy);
         self
     }
 
@@ -231,6 +240,9 @@ impl AzureBlobBuilder {
             ..Default::default()
         };
         let mut token = None;
+        client_options
+            .per_try_policies
+            .extend(self.policies.iter().cloned());
         match &credentials {
             AzureCredentials::SharedKey(key) => {
                 key.sign("check").map(|_| ())?;
@@ -394,6 +406,7 @@ impl AzureBlobStore {
             concurrency: DEFAULT_CONCURRENCY,
             api_version: DEFAULT_API_VERSION.to_owned(),
             max_attempts: 3,
+            policies: Vec::new(),
         }
     }
 

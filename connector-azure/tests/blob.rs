@@ -11,6 +11,7 @@ use connector_azure::blob::{AzureBlobStore, AzureCredentials};
 use moodbridge_core::storage::{ObjectKey, ObjectStore, ObjectStoreExt, PresignMethod, PutOptions};
 use moodbridge_core::testing::{
     ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
+    pattern_sha256, pattern_stream,
 };
 use moodbridge_core::{ErrorKind, PlatformIntegration};
 use secrecy::SecretString;
@@ -228,4 +229,121 @@ async fn the_service_refuses_a_block_whose_md5_does_not_match() {
         )
         .await
         .unwrap();
+}
+
+/// Fails the first try of chosen `Put Block` requests with `503 ServerBusy` (or every try
+/// when `always`), counting what it sees; a per-try policy of the client's pipeline.
+#[derive(Debug, Default)]
+struct BusyBlocks {
+    always: bool,
+    block_puts: std::sync::atomic::AtomicUsize,
+    injected: std::sync::atomic::AtomicUsize,
+    failed_once: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::policies::Policy for BusyBlocks {
+    async fn send(
+        &self,
+        ctx: &azure_core::http::Context,
+        request: &mut azure_core::http::Request,
+        next: &[std::sync::Arc<dyn azure_core::http::policies::Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        use std::sync::atomic::Ordering;
+        let url = request.url().to_string();
+        if url.contains("comp=block&") || url.ends_with("comp=block") {
+            self.block_puts.fetch_add(1, Ordering::SeqCst);
+            // Block ids are 16 hex digits and an 8-digit counter (24 bytes; the counter's
+            // last 6 digits are the last 8 base64 characters): fail blocks 1 and 2.
+            let id = request
+                .url()
+                .query_pairs()
+                .find(|(k, _)| k == "blockid")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let chosen = id.ends_with("MDAwMDAx") || id.ends_with("MDAwMDAy");
+            if self.always || (chosen && self.failed_once.lock().unwrap().insert(url.clone())) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                let mut headers = azure_core::http::headers::Headers::new();
+                headers.insert("x-ms-error-code", "ServerBusy");
+                return Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                    azure_core::http::StatusCode::ServiceUnavailable,
+                    headers,
+                    "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code><Message>injected</Message></Error>",
+                ));
+            }
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_block_failures_are_retried() {
+    use std::sync::atomic::Ordering;
+    let azurite = Azurite::start();
+    azurite.store("faults", BLOCK).await;
+    let faults = std::sync::Arc::new(BusyBlocks::default());
+    let store = AzureBlobStore::builder("faults")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::SharedKey(Azurite::key()))
+        .block_size(BLOCK)
+        .per_try_policy(faults.clone())
+        .build()
+        .unwrap();
+    let key = ObjectKey::new("retried.bin").unwrap();
+    let size = 3 * BLOCK + 17;
+    let put = store
+        .put(
+            &key,
+            pattern_stream(size, 5, 100_000),
+            PutOptions::new().size(size),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.sha256, pattern_sha256(size, 5).await);
+    assert_eq!(
+        faults.injected.load(Ordering::SeqCst),
+        2,
+        "blocks 1 and 2 failed once"
+    );
+    assert_eq!(
+        faults.block_puts.load(Ordering::SeqCst),
+        4 + 2,
+        "4 blocks, 2 of them sent twice"
+    );
+    let got = store.get_bytes(&key).await.unwrap();
+    assert_eq!(moodbridge_core::storage::sha256(&got), put.sha256);
+
+    // Failing for good: the upload fails as temporary and nothing becomes visible.
+    let always = std::sync::Arc::new(BusyBlocks {
+        always: true,
+        ..Default::default()
+    });
+    let store = AzureBlobStore::builder("faults")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::SharedKey(Azurite::key()))
+        .block_size(BLOCK)
+        .max_attempts(2)
+        .per_try_policy(always.clone())
+        .build()
+        .unwrap();
+    let never = ObjectKey::new("never.bin").unwrap();
+    let err = store
+        .put(
+            &never,
+            pattern_stream(2 * BLOCK + 1, 6, 1 << 20),
+            PutOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::RateLimited { retry_after: None },
+        "ServerBusy is throttling: {err}"
+    );
+    assert_eq!(
+        store.head(&never).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
