@@ -36,13 +36,17 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-const PHASES: [(&str, &str); 4] = [
+const PHASES: [(&str, &str); 5] = [
     ("put", "moodbridge put (staged blocks, 8 MiB x 4)"),
     (
         "raw-put",
         "official client upload (whole body in memory, one Put Blob)",
     ),
     ("get", "moodbridge get (ranges, 8 MiB x 4)"),
+    (
+        "get-stream",
+        "moodbridge get (parallel_downloads(false): one stream)",
+    ),
     ("raw-get", "official client download (one stream)"),
 ];
 
@@ -52,6 +56,7 @@ async fn phase(name: &str, endpoint: &str, path: &std::path::Path, size: u64) ->
         .credentials(connector_azure::blob::AzureCredentials::SharedKey(
             support::Azurite::key(),
         ))
+        .parallel_downloads(name != "get-stream")
         .build()
         .unwrap();
     let ours = ObjectKey::new("bench/ours.bin").unwrap();
@@ -77,7 +82,7 @@ async fn phase(name: &str, endpoint: &str, path: &std::path::Path, size: u64) ->
                 .unwrap();
             size
         }
-        "get" => {
+        "get" | "get-stream" => {
             let mut body = store.get(&ours, GetOptions::new()).await.unwrap().body;
             let mut n = 0u64;
             while let Some(chunk) = body.try_next().await.unwrap() {

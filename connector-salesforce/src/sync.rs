@@ -365,8 +365,15 @@ impl SalesforceSource {
                 Ok(changes) => {
                     let plan = self.plan(&request).await?;
                     let fields = plan.select_fields();
+                    // Retained events the last query already covered (a previous drain
+                    // may have stopped before reaching them) only advance the replay id.
+                    let covered = previous
+                        .as_ref()
+                        .and_then(|s| s.get("cursor"))
+                        .and_then(Value::as_str)
+                        .and_then(parse_datetime);
                     let (records, last) = self
-                        .drain(changes, &request.stream, &fields, quiet, max, None)
+                        .drain(changes, &request.stream, &fields, quiet, max, covered)
                         .await?;
                     let mut state = previous.unwrap_or_else(|| json!({}));
                     state["replay_id"] = json!(last.unwrap_or(replay));
