@@ -347,3 +347,76 @@ async fn injected_block_failures_are_retried() {
         ErrorKind::NotFound
     );
 }
+
+/// An account SAS made from the key authorizes a store that never sees the key; its
+/// permissions are enforced by the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_sas_authorizes_a_store_without_the_key() {
+    use connector_azure::auth::account_sas;
+    let azurite = Azurite::start();
+    let owner = azurite.store("shared", BLOCK).await;
+    let key = ObjectKey::new("docs/a.txt").unwrap();
+    owner
+        .put_bytes(&key, b"from the owner".to_vec(), PutOptions::new())
+        .await
+        .unwrap();
+    let expiry = std::time::SystemTime::now() + Duration::from_secs(600);
+    let read_list = account_sas(&Azurite::key(), "rl", expiry, true, "2025-11-05").unwrap();
+    let reader = AzureBlobStore::builder("shared")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::Sas(read_list))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    assert_eq!(reader.get_bytes(&key).await.unwrap(), b"from the owner");
+    assert_eq!(reader.list_keys("docs/").await.unwrap(), ["docs/a.txt"]);
+    let err = reader
+        .put_bytes(
+            &ObjectKey::new("docs/b.txt").unwrap(),
+            b"x".to_vec(),
+            PutOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Forbidden | ErrorKind::Auth),
+        "a read-only SAS cannot write: {err}"
+    );
+    // Widening the permissions by hand breaks the signature.
+    let forged = secrecy::ExposeSecret::expose_secret(
+        &account_sas(&Azurite::key(), "rl", expiry, true, "2025-11-05").unwrap(),
+    )
+    .replace("sp=rl", "sp=rcwl");
+    let forger = AzureBlobStore::builder("shared")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::Sas(SecretString::from(forged)))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let err = forger.get_bytes(&key).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Forbidden | ErrorKind::Auth),
+        "a forged SAS is refused: {err}"
+    );
+    let writer_sas = account_sas(&Azurite::key(), "rcwl", expiry, true, "2025-11-05").unwrap();
+    let writer = AzureBlobStore::builder("shared")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::Sas(writer_sas))
+        .build()
+        .unwrap();
+    writer
+        .put_bytes(
+            &ObjectKey::new("docs/b.txt").unwrap(),
+            b"via SAS".to_vec(),
+            PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        owner
+            .get_bytes(&ObjectKey::new("docs/b.txt").unwrap())
+            .await
+            .unwrap(),
+        b"via SAS"
+    );
+}
