@@ -48,11 +48,10 @@ use moodbridge_core::integration::{Capabilities, Capability, HealthReport, Platf
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
     ObjectStore, PartReader, PresignMethod, PresignedRequest, PutOptions, PutResult,
-    TransferProgress, byte_stream, sha256, with_progress,
+    TransferProgress, byte_stream, ranged_download, sha256, upload_parts, with_progress,
 };
 use moodbridge_core::{CredentialStore, Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::task::JoinSet;
 
 /// Sets the store's storage class and server-side encryption on a write request (the
 /// SDK's request builders share these method names but no trait).
@@ -628,6 +627,38 @@ struct AbortGuard {
 }
 
 impl AbortGuard {
+    /// Completes the upload with `parts`; on failure aborts it.
+    async fn complete(
+        mut self,
+        parts: Vec<CompletedPart>,
+    ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput>
+    {
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match done {
+            Ok(out) => {
+                self.armed = false;
+                Ok(out)
+            }
+            Err(e) => {
+                let key = self.key.clone();
+                self.abort_now().await;
+                Err(map_err("CompleteMultipartUpload", Some(&key), e))
+            }
+        }
+    }
+
     async fn abort_now(mut self) {
         self.armed = false;
         let result = self
@@ -802,8 +833,6 @@ impl S3ObjectStore {
         first: [Bytes; 2],
         options: &PutOptions,
     ) -> Result<PutResult> {
-        let s = &self.inner.settings;
-        let client = &self.inner.client;
         let guard = self
             .begin_upload(key, options.content_type.clone(), &options.metadata, true)
             .await?;
@@ -825,34 +854,13 @@ impl S3ObjectStore {
                 return Err(e);
             }
         };
-        let completed = client
-            .complete_multipart_upload()
-            .bucket(&s.bucket)
-            .key(key.as_str())
-            .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match completed {
-            Ok(out) => {
-                let mut guard = guard;
-                guard.armed = false;
-                Ok(PutResult {
-                    key: key.clone(),
-                    size,
-                    etag: out.e_tag,
-                    sha256: digest,
-                })
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(map_err("CompleteMultipartUpload", Some(key.as_str()), e))
-            }
-        }
+        let out = guard.complete(parts).await?;
+        Ok(PutResult {
+            key: key.clone(),
+            size,
+            etag: out.e_tag,
+            sha256: digest,
+        })
     }
 
     async fn upload_parts(
@@ -864,48 +872,27 @@ impl S3ObjectStore {
         options: &PutOptions,
     ) -> Result<Vec<CompletedPart>> {
         let s = &self.inner.settings;
-        let mut tasks: JoinSet<Result<(CompletedPart, u64)>> = JoinSet::new();
-        let mut pending: std::collections::VecDeque<Bytes> = first.into_iter().collect();
-        let mut next_number: i32 = 1;
-        let mut completed = Vec::new();
-        let mut done_bytes = 0u64;
-        let mut exhausted = false;
-        loop {
-            while tasks.len() < s.concurrency && !exhausted {
-                let part = match pending.pop_front() {
-                    Some(p) => p,
-                    None => match reader.next_part().await? {
-                        Some(p) => p,
-                        None => {
-                            exhausted = true;
-                            break;
-                        }
-                    },
-                };
-                if next_number as u64 > MAX_PARTS {
-                    return Err(Error::invalid_input(format!(
-                        "upload of {key} needs more than {MAX_PARTS} parts of {} bytes",
-                        reader.part_size()
-                    ))
-                    .with_platform(PLATFORM)
-                    .with_hint("give the body's size in PutOptions::size (the part size is then chosen to fit) or raise the part size"));
-                }
-                let number = next_number;
-                next_number += 1;
-                let client = self.inner.client.clone();
-                let bucket = s.bucket.clone();
+        upload_parts(
+            reader,
+            first.into(),
+            s.concurrency,
+            MAX_PARTS,
+            options,
+            |index, part| {
+                let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                let request = self
+                    .inner
+                    .client
+                    .upload_part()
+                    .bucket(&s.bucket)
+                    .key(key.as_str())
+                    .upload_id(upload_id);
                 let key_text = key.as_str().to_owned();
-                let upload_id = upload_id.to_owned();
-                tasks.spawn(async move {
-                    let len = part.len() as u64;
+                async move {
                     let checksum = b64(sha256(&part));
-                    let out = client
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(&key_text)
-                        .upload_id(upload_id)
+                    let out = request
                         .part_number(number)
-                        .content_length(len as i64)
+                        .content_length(part.len() as i64)
                         .checksum_algorithm(ChecksumAlgorithm::Sha256)
                         .checksum_sha256(checksum.clone())
                         .body(SdkBody::from(part))
@@ -914,32 +901,15 @@ impl S3ObjectStore {
                         .map_err(|e| {
                             map_err("UploadPart", Some(&key_text), e).with_context("part", number)
                         })?;
-                    let completed = CompletedPart::builder()
+                    Ok(CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(out.e_tag)
                         .checksum_sha256(out.checksum_sha256.unwrap_or(checksum))
-                        .build();
-                    Ok((completed, len))
-                });
-            }
-            match tasks.join_next().await {
-                None => break,
-                Some(joined) => {
-                    let (part, len) = joined
-                        .map_err(|e| Error::internal(format!("S3 part upload task: {e}")))??;
-                    completed.push(part);
-                    done_bytes += len;
-                    if let Some(progress) = &options.progress {
-                        progress(TransferProgress {
-                            bytes: done_bytes,
-                            total: options.size,
-                        });
-                    }
+                        .build())
                 }
-            }
-        }
-        completed.sort_by_key(|p| p.part_number);
-        Ok(completed)
+            },
+        )
+        .await
     }
 
     fn head_meta(
@@ -1142,39 +1112,23 @@ impl ObjectStore for S3ObjectStore {
         let store = self.clone();
         let etag = meta.etag.clone();
         let owned_key = key.clone();
-        let ranges = (0..size.div_ceil(part)).map(move |i| (i * part, ((i + 1) * part).min(size)));
-        let parts = futures::stream::iter(ranges)
-            .map(move |(start, end)| {
-                let store = store.clone();
-                let key = owned_key.clone();
-                let etag = etag.clone();
-                let task = tokio::spawn(async move {
-                    let range = ByteRange::Bounded { start, end }.http_header();
-                    let (_, body) = store.get_one(&key, Some(range), etag).await?;
-                    let data = body.collect().await.map_err(|e| {
-                        Error::new(
-                            ErrorKind::Unavailable,
-                            format!("S3 download of {key:?} (bytes {start}..{end}) failed: {e}"),
-                        )
-                        .with_platform(PLATFORM)
-                    })?;
-                    // The received segments as they are: no second copy of the part.
-                    Ok::<Vec<Bytes>, Error>(data.into_segments().collect())
-                });
-                let task = tokio_util::task::AbortOnDropHandle::new(task);
-                async move {
-                    match task.await {
-                        Ok(Ok(segments)) => Ok(futures::stream::iter(segments.into_iter().map(Ok))),
-                        Ok(Err(e)) => Err(std::io::Error::other(e)),
-                        Err(e) => Err(std::io::Error::other(format!(
-                            "S3 ranged download task: {e}"
-                        ))),
-                    }
-                }
-            })
-            .buffered(concurrency)
-            .try_flatten();
-        let body = with_progress(byte_stream(parts), options.progress.clone(), Some(size));
+        let parts = ranged_download(0, size, part, concurrency, move |start, end| {
+            let (store, key, etag) = (store.clone(), owned_key.clone(), etag.clone());
+            async move {
+                let range = ByteRange::Bounded { start, end }.http_header();
+                let (_, body) = store.get_one(&key, Some(range), etag).await?;
+                let data = body.collect().await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!("S3 download of {key:?} (bytes {start}..{end}) failed: {e}"),
+                    )
+                    .with_platform(PLATFORM)
+                })?;
+                // The received segments as they are: no second copy of the part.
+                Ok(data.into_segments().collect())
+            }
+        });
+        let body = with_progress(parts, options.progress.clone(), Some(size));
         Ok(GetResult {
             meta,
             range: (0, size),
@@ -1398,29 +1352,8 @@ impl S3ObjectStore {
             start = end;
             number += 1;
         }
-        let done = client
-            .complete_multipart_upload()
-            .bucket(&s.bucket)
-            .key(to.as_str())
-            .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match done {
-            Ok(_) => {
-                let mut guard = guard;
-                guard.armed = false;
-                Ok(())
-            }
-            Err(e) => {
-                guard.abort_now().await;
-                Err(map_err("CompleteMultipartUpload", Some(to.as_str()), e))
-            }
-        }
+        guard.complete(parts).await?;
+        Ok(())
     }
 }
 

@@ -37,11 +37,10 @@ use moodbridge_core::integration::{Capabilities, Capability, HealthReport, Platf
 use moodbridge_core::storage::{
     ByteRange, ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PartReader,
     PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress, byte_stream,
-    with_progress,
+    ranged_download, upload_parts, with_progress,
 };
 use moodbridge_core::{Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::task::JoinSet;
 
 use crate::auth::{ConnectionString, SasPermission, SharedKey, SharedKeyPolicy, blob_sas};
 
@@ -461,66 +460,33 @@ impl AzureBlobStore {
     ) -> Result<Vec<Vec<u8>>> {
         let client = Arc::new(self.blob(key)?.block_blob_client());
         let prefix = format!("{:016x}", rand::random::<u64>());
-        let mut tasks: JoinSet<Result<u64>> = JoinSet::new();
-        let mut pending: std::collections::VecDeque<Bytes> = first.into_iter().collect();
-        let mut ids = Vec::new();
-        let mut done = 0u64;
-        let mut exhausted = false;
-        loop {
-            while tasks.len() < self.inner.settings.concurrency && !exhausted {
-                let block = match pending.pop_front() {
-                    Some(b) => b,
-                    None => match reader.next_part().await? {
-                        Some(b) => b,
-                        None => {
-                            exhausted = true;
-                            break;
-                        }
-                    },
-                };
-                if ids.len() as u64 >= MAX_BLOCKS {
-                    return Err(Error::invalid_input(format!("upload of {key} needs more than {MAX_BLOCKS} blocks"))
-                        .with_platform(PLATFORM)
-                        .with_hint("give the body's size in PutOptions::size (the block size is then chosen to fit) or raise the block size"));
-                }
-                let id = format!("{prefix}{:08}", ids.len()).into_bytes();
-                ids.push(id.clone());
+        let concurrency = self.inner.settings.concurrency;
+        upload_parts(
+            reader,
+            first.into(),
+            concurrency,
+            MAX_BLOCKS,
+            options,
+            |index, block| {
+                let id = format!("{prefix}{index:08}").into_bytes();
                 let client = client.clone();
                 let key_text = key.as_str().to_owned();
-                tasks.spawn(async move {
-                    let len = block.len() as u64;
-                    let options = BlockBlobClientStageBlockOptions {
+                async move {
+                    let stage = BlockBlobClientStageBlockOptions {
                         transactional_content_md5: Some(md5(&block)),
                         ..Default::default()
                     };
+                    let len = block.len() as u64;
+                    let content = <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(block);
                     client
-                        .stage_block(
-                            &id,
-                            len,
-                            <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(block),
-                            Some(options),
-                        )
+                        .stage_block(&id, len, content, Some(stage))
                         .await
                         .map_err(|e| map_err("Put Block", Some(&key_text), e))?;
-                    Ok(len)
-                });
-            }
-            match tasks.join_next().await {
-                None => break,
-                Some(joined) => {
-                    let len = joined
-                        .map_err(|e| Error::internal(format!("Azure block upload task: {e}")))??;
-                    done += len;
-                    if let Some(progress) = &options.progress {
-                        progress(TransferProgress {
-                            bytes: done,
-                            total: options.size,
-                        });
-                    }
+                    Ok(id)
                 }
-            }
-        }
-        Ok(ids)
+            },
+        )
+        .await
     }
 }
 
@@ -662,51 +628,30 @@ impl ObjectStore for AzureBlobStore {
         let block = self.inner.settings.block_size;
         let concurrency = self.inner.settings.concurrency;
         let owned_key = key.clone();
-        let ranges = (0..(end - start).div_ceil(block))
-            .map(move |i| (start + i * block, (start + (i + 1) * block).min(end)));
-        let parts = futures::stream::iter(ranges)
-            .map(move |(a, b)| {
-                let client = client.clone();
-                let etag = etag.clone();
-                let key = owned_key.clone();
-                let task = tokio::spawn(async move {
-                    let options = BlobClientDownloadOptions {
-                        range: Some(HttpRange::from(
-                            usize::try_from(a).unwrap_or(usize::MAX)
-                                ..usize::try_from(b).unwrap_or(usize::MAX),
-                        )),
-                        if_match: etag.map(azure_core::http::Etag::from),
-                        parallel: std::num::NonZero::new(1),
-                        ..Default::default()
-                    };
-                    let out = client
-                        .download(Some(options))
-                        .await
-                        .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
-                    // The received chunks as they are: no second copy of the block.
-                    let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(out.body)
-                        .await
-                        .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
-                    Ok::<Vec<Bytes>, Error>(chunks)
-                });
-                let task = tokio_util::task::AbortOnDropHandle::new(task);
-                async move {
-                    match task.await {
-                        Ok(Ok(chunks)) => Ok(futures::stream::iter(chunks.into_iter().map(Ok))),
-                        Ok(Err(e)) => Err(std::io::Error::other(e)),
-                        Err(e) => Err(std::io::Error::other(format!(
-                            "Azure ranged download task: {e}"
-                        ))),
-                    }
-                }
-            })
-            .buffered(concurrency)
-            .try_flatten();
-        let body = with_progress(
-            byte_stream(parts),
-            options.progress.clone(),
-            Some(end - start),
-        );
+        let parts = ranged_download(start, end, block, concurrency, move |a, b| {
+            let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
+            async move {
+                let options = BlobClientDownloadOptions {
+                    range: Some(HttpRange::from(
+                        usize::try_from(a).unwrap_or(usize::MAX)
+                            ..usize::try_from(b).unwrap_or(usize::MAX),
+                    )),
+                    if_match: etag.map(azure_core::http::Etag::from),
+                    parallel: std::num::NonZero::new(1),
+                    ..Default::default()
+                };
+                let out = client
+                    .download(Some(options))
+                    .await
+                    .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
+                // The received chunks as they are: no second copy of the block.
+                out.body
+                    .try_collect()
+                    .await
+                    .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
+            }
+        });
+        let body = with_progress(parts, options.progress.clone(), Some(end - start));
         Ok(GetResult {
             meta,
             range: (start, end),

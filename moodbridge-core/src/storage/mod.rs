@@ -815,3 +815,108 @@ impl<'k> PartReader<'k> {
         Ok((size, sha))
     }
 }
+
+/// Uploads a body part by part with at most `concurrency` parts in flight, for backends
+/// that upload in parts (S3 multipart, Azure blocks): `first` are parts already read
+/// (the caller's look-ahead), the rest come from `reader`. `upload(index, part)` (index
+/// from 0) runs as its own task; progress is reported as parts finish. The results come
+/// back in part order. More than `max_parts` parts is an error before the extra part is
+/// sent. Dropping the returned future aborts the part tasks.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_parts<T, F, Fut>(
+    reader: &mut PartReader<'_>,
+    first: Vec<Bytes>,
+    concurrency: usize,
+    max_parts: u64,
+    options: &PutOptions,
+    mut upload: F,
+) -> Result<Vec<T>>
+where
+    F: FnMut(u64, Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending: std::collections::VecDeque<Bytes> = first.into();
+    let mut next = 0u64;
+    let mut done = Vec::new();
+    let mut bytes = 0u64;
+    let mut exhausted = false;
+    loop {
+        while tasks.len() < concurrency.max(1) && !exhausted {
+            let part = match pending.pop_front() {
+                Some(p) => p,
+                None => match reader.next_part().await? {
+                    Some(p) => p,
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                },
+            };
+            if next >= max_parts {
+                return Err(Error::invalid_input(format!(
+                    "upload of {} needs more than {max_parts} parts of {} bytes",
+                    reader.key,
+                    reader.part_size()
+                ))
+                .with_hint("give the body's size in PutOptions::size (the part size is then chosen to fit) or raise the part size"));
+            }
+            let len = part.len() as u64;
+            let index = next;
+            let task = upload(index, part);
+            tasks.spawn(async move { task.await.map(|out| (index, len, out)) });
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (index, len, out) =
+            joined.map_err(|e| Error::internal(format!("part upload task: {e}")))??;
+        done.push((index, out));
+        bytes += len;
+        if let Some(progress) = &options.progress {
+            progress(TransferProgress {
+                bytes,
+                total: options.size,
+            });
+        }
+    }
+    done.sort_by_key(|(index, _)| *index);
+    Ok(done.into_iter().map(|(_, out)| out).collect())
+}
+
+/// Reads bytes `start..end` of an object as ranges of `part` bytes fetched by
+/// `concurrency` tasks in parallel and yielded in order, for backends that download in
+/// ranges. `fetch(a, b)` returns the chunks of bytes `a..b`; memory is bounded by `part` ×
+/// `concurrency`. Dropping the stream aborts the fetches in flight.
+pub fn ranged_download<F, Fut>(
+    start: u64,
+    end: u64,
+    part: u64,
+    concurrency: usize,
+    fetch: F,
+) -> ByteStream
+where
+    F: Fn(u64, u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Bytes>>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let part = part.max(1);
+    let ranges = (0..(end - start).div_ceil(part))
+        .map(move |i| (start + i * part, (start + (i + 1) * part).min(end)));
+    let parts = futures::stream::iter(ranges)
+        .map(move |(a, b)| {
+            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fetch(a, b)));
+            async move {
+                match task.await {
+                    Ok(Ok(chunks)) => Ok(futures::stream::iter(chunks.into_iter().map(Ok))),
+                    Ok(Err(e)) => Err(std::io::Error::other(e)),
+                    Err(e) => Err(std::io::Error::other(format!("ranged download task: {e}"))),
+                }
+            }
+        })
+        .buffered(concurrency.max(1))
+        .try_flatten();
+    byte_stream(parts)
+}
