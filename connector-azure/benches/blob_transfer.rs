@@ -4,6 +4,11 @@
 //! in the same run. Each transfer runs in a child process of its own, so its peak RSS
 //! (VmHWM) is its own, baseline included.
 //!
+//! Each client also downloads the other's blob: Azurite serves a blob committed from
+//! staged blocks much slower than one written by a single Put Blob, whoever reads it.
+//! Phases run interleaved for `MOODBRIDGE_BENCH_ROUNDS` rounds (3; 1 in the smoke run)
+//! and the median is printed.
+//!
 //! Run: `cargo bench -p connector-azure --bench blob_transfer` (`-- 256` for 256 MiB).
 //! Without cargo bench's `--bench` flag it makes a 16 MiB smoke run. Results:
 //! docs/performance.md.
@@ -36,7 +41,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-const PHASES: [(&str, &str); 5] = [
+const PHASES: [(&str, &str); 7] = [
     ("put", "moodbridge put (staged blocks, 8 MiB x 4)"),
     (
         "raw-put",
@@ -48,6 +53,14 @@ const PHASES: [(&str, &str); 5] = [
         "moodbridge get (parallel_downloads(false): one stream)",
     ),
     ("raw-get", "official client download (one stream)"),
+    (
+        "raw-get-blocks",
+        "official client download (one stream) of the block-staged blob",
+    ),
+    (
+        "get-stream-single",
+        "moodbridge get (one stream) of the single-Put-Blob blob",
+    ),
 ];
 
 async fn phase(name: &str, endpoint: &str, path: &std::path::Path, size: u64) -> u64 {
@@ -56,7 +69,7 @@ async fn phase(name: &str, endpoint: &str, path: &std::path::Path, size: u64) ->
         .credentials(connector_azure::blob::AzureCredentials::SharedKey(
             support::Azurite::key(),
         ))
-        .parallel_downloads(name != "get-stream")
+        .parallel_downloads(!name.starts_with("get-stream"))
         .build()
         .unwrap();
     let ours = ObjectKey::new("bench/ours.bin").unwrap();
@@ -82,15 +95,25 @@ async fn phase(name: &str, endpoint: &str, path: &std::path::Path, size: u64) ->
                 .unwrap();
             size
         }
-        "get" | "get-stream" => {
-            let mut body = store.get(&ours, GetOptions::new()).await.unwrap().body;
+        "get" | "get-stream" | "get-stream-single" => {
+            let key = if name == "get-stream-single" {
+                ObjectKey::new("bench/raw.bin").unwrap()
+            } else {
+                ours
+            };
+            let mut body = store.get(&key, GetOptions::new()).await.unwrap().body;
             let mut n = 0u64;
             while let Some(chunk) = body.try_next().await.unwrap() {
                 n += chunk.len() as u64;
             }
             n
         }
-        "raw-get" => {
+        "raw-get" | "raw-get-blocks" => {
+            let raw = if name == "raw-get-blocks" {
+                store.container_client().blob_client("bench/ours.bin")
+            } else {
+                raw
+            };
             let options = BlobClientDownloadOptions {
                 parallel: std::num::NonZero::new(1),
                 ..Default::default()
@@ -148,33 +171,60 @@ fn main() {
         "blob_transfer: {mib} MiB object, Azurite 3.35.0 (in memory) at {}; each line a child process",
         azurite.endpoint
     );
+    let rounds: usize = std::env::var("MOODBRIDGE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if smoke { 1 } else { 3 });
+    println!("{rounds} rounds, phases interleaved; median throughput (min-max), highest peak RSS");
     let exe = std::env::current_exe().unwrap();
-    for (name, label) in PHASES {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "--phase",
-                name,
-                &azurite.endpoint,
-                path.to_str().unwrap(),
-                &size.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "phase {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let fields: Vec<f64> = text
-            .split_whitespace()
-            .map(|f| f.parse().unwrap())
-            .collect();
-        let (bytes, secs, rss) = (fields[0], fields[1], fields[2]);
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); PHASES.len()];
+    for _ in 0..rounds {
+        for (i, (name, _)) in PHASES.iter().enumerate() {
+            results[i].push(run_phase(&exe, name, &azurite.endpoint, &path, size));
+        }
+    }
+    for ((_, label), mut runs) in PHASES.iter().zip(results) {
+        let bytes = runs[0].0;
+        let rss = runs.iter().map(|r| r.2).fold(0.0, f64::max);
+        let mut rates: Vec<f64> = runs.drain(..).map(|r| bytes / 1048576.0 / r.1).collect();
+        rates.sort_by(f64::total_cmp);
         println!(
-            "{label}: {} MiB in {secs:.2} s = {:.1} MiB/s; peak RSS {rss:.1} MiB",
+            "{label}: {} MiB at {:.1} MiB/s ({:.1}-{:.1}); peak RSS {rss:.1} MiB",
             bytes as u64 >> 20,
-            bytes / 1048576.0 / secs
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1],
         );
     }
+}
+
+/// One transfer in a child process: (bytes, seconds, peak RSS MiB).
+fn run_phase(
+    exe: &std::path::Path,
+    name: &str,
+    endpoint: &str,
+    path: &std::path::Path,
+    size: u64,
+) -> (f64, f64, f64) {
+    let out = std::process::Command::new(exe)
+        .args([
+            "--phase",
+            name,
+            endpoint,
+            path.to_str().unwrap(),
+            &size.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "phase {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let fields: Vec<f64> = text
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    (fields[0], fields[1], fields[2])
 }
