@@ -39,6 +39,8 @@ cargo clippy --version
 step "local services"
 # OpenID provider for moodbridge-auth: oidc-provider (npm), pinned by its package-lock.
 command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
+# openssl (CLI) makes the throwaway certificate of the https Azurite (Entra ID tests).
+command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 for npm_dir in moodbridge-auth/tests/oidc connector-salesforce/tests/jsforce connector-azure/tests/azurite; do
   # oidc-provider for the auth tests; jsforce for the Salesforce sandbox conformance run;
   # Azurite (the Azure Storage emulator) for the Blob tests.

@@ -11,6 +11,8 @@
 //! - Auth: Shared Key (account key or connection string; a signing policy of ours in the
 //!   client's pipeline), a SAS token, or Entra ID through any `azure_core`
 //!   `TokenCredential` (`azure_identity`).
+//! - Presigned URLs: a service SAS signed with the account key, or with Entra ID a user
+//!   delegation SAS signed with a user delegation key fetched from the service (cached).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,7 +44,10 @@ use moodbridge_core::storage::{
 use moodbridge_core::{Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::auth::{ConnectionString, SasPermission, SharedKey, SharedKeyPolicy, blob_sas};
+use crate::auth::{
+    ConnectionString, SasPermission, SharedKey, SharedKeyPolicy, UserDelegationKey, blob_sas,
+    sas_time, user_delegation_sas,
+};
 
 const PLATFORM: &str = "azure-blob";
 /// Default block size (8 MiB).
@@ -117,6 +122,7 @@ pub struct AzureBlobBuilder {
     max_attempts: u32,
     policies: Vec<Arc<dyn azure_core::http::policies::Policy>>,
     parallel_downloads: bool,
+    http_client: Option<Arc<dyn azure_core::http::HttpClient>>,
 }
 
 impl AzureBlobBuilder {
@@ -182,9 +188,18 @@ impl AzureBlobBuilder {
     }
 
     /// Whether reads larger than one block are parallel ranged `GET`s (default) or one
-    /// streamed `GET` (faster on a single-threaded server such as Azurite).
+    /// streamed `GET` on one connection (least memory: one network buffer).
     pub fn parallel_downloads(mut self, yes: bool) -> Self {
         self.parallel_downloads = yes;
+        self
+    }
+
+    /// The HTTP client every request goes through (default: a `reqwest` client with
+    /// automatic decompression off, shared by all the store's blob clients). Give your own
+    /// for a proxy, a private CA or custom timeouts — e.g. a `reqwest::Client` wrapped in
+    /// an `Arc`.
+    pub fn http_client(mut self, client: Arc<dyn azure_core::http::HttpClient>) -> Self {
+        self.http_client = Some(client);
         self
     }
 
@@ -234,9 +249,11 @@ impl AzureBlobBuilder {
             // One HTTP client (and connection pool) for every blob client this store
             // makes; automatic decompression off, as the official clients configure it.
             transport: Some(azure_core::http::Transport::new(
-                azure_core::http::new_http_client(Some(azure_core::http::HttpClientOptions {
-                    automatic_decompression: false,
-                })),
+                self.http_client.clone().unwrap_or_else(|| {
+                    azure_core::http::new_http_client(Some(azure_core::http::HttpClientOptions {
+                        automatic_decompression: false,
+                    }))
+                }),
             )),
             retry: azure_core::http::RetryOptions::exponential(
                 azure_core::http::ExponentialRetryOptions {
@@ -287,6 +304,7 @@ impl AzureBlobBuilder {
                 token,
                 settings: self,
                 credentials,
+                delegation_key: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -309,6 +327,9 @@ struct Inner {
     token: Option<Arc<dyn TokenCredential>>,
     settings: AzureBlobBuilder,
     credentials: AzureCredentials,
+    /// The last user delegation key fetched (Entra ID credentials), reused while it
+    /// outlives the SAS asked for.
+    delegation_key: std::sync::Mutex<Option<UserDelegationKey>>,
 }
 
 impl fmt::Debug for AzureBlobStore {
@@ -338,7 +359,7 @@ fn map_err(operation: &'static str, key: Option<&str>, err: azure_core::Error) -
             )
         }
         azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-            (ErrorKind::Unavailable, err.to_string(), None)
+            (ErrorKind::Unavailable, causes(&err), None)
         }
         azure_core::error::ErrorKind::Credential => (ErrorKind::Auth, err.to_string(), None),
         _ => (ErrorKind::Protocol, err.to_string(), None),
@@ -350,6 +371,22 @@ fn map_err(operation: &'static str, key: Option<&str>, err: azure_core::Error) -
         out = out.with_context("http_status", status);
     }
     out.with_source(err)
+}
+
+/// An error's message followed by its causes' (a retry that gave up says why: the TLS or
+/// connection error underneath).
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
@@ -415,6 +452,7 @@ impl AzureBlobStore {
             max_attempts: 3,
             policies: Vec::new(),
             parallel_downloads: true,
+            http_client: None,
         }
     }
 
@@ -747,24 +785,51 @@ impl ObjectStore for AzureBlobStore {
         method: PresignMethod,
         expires_in: Duration,
     ) -> Result<PresignedRequest> {
-        let AzureCredentials::SharedKey(shared) = &self.inner.credentials else {
-            return Err(Error::new(ErrorKind::Unsupported, "Azure SAS URLs need the account key (Shared Key credentials)")
-                .with_platform(PLATFORM)
-                .with_hint("build the store with a connection string or account key; user delegation SAS is not supported yet"));
-        };
         let expires_at = SystemTime::now() + expires_in;
         let permission = match method {
             PresignMethod::Get => SasPermission::Read,
             PresignMethod::Put => SasPermission::Write,
         };
-        let sas = blob_sas(
-            shared,
-            &self.inner.settings.container,
-            key.as_str(),
-            permission,
-            expires_at,
-            &self.inner.settings.api_version,
-        )?;
+        let settings = &self.inner.settings;
+        let sas = match &self.inner.credentials {
+            AzureCredentials::SharedKey(shared) => blob_sas(
+                shared,
+                &settings.container,
+                key.as_str(),
+                permission,
+                expires_at,
+                &settings.api_version,
+            )?,
+            AzureCredentials::Entra(_) => {
+                if expires_in > MAX_DELEGATION {
+                    return Err(Error::invalid_input(format!(
+                        "a user delegation SAS lives at most 7 days; {expires_in:?} was asked for"
+                    ))
+                    .with_platform(PLATFORM)
+                    .with_hint("ask for 7 days or less"));
+                }
+                let delegation = self.delegation_key(expires_at).await?;
+                user_delegation_sas(
+                    &delegation,
+                    &self.account_name()?,
+                    &settings.container,
+                    key.as_str(),
+                    permission,
+                    expires_at,
+                    &settings.api_version,
+                )?
+            }
+            AzureCredentials::Sas(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "a store authorized by a SAS token cannot sign new SAS URLs",
+                )
+                .with_platform(PLATFORM)
+                .with_hint(
+                    "build the store with the account key (Shared Key) or Entra ID credentials",
+                ));
+            }
+        };
         let mut url = self.blob_url(key);
         url.set_query(Some(sas.expose_secret()));
         let headers = match method {
@@ -780,7 +845,120 @@ impl ObjectStore for AzureBlobStore {
     }
 }
 
+/// The longest a user delegation key (and so a SAS it signs) is valid.
+const MAX_DELEGATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl AzureBlobStore {
+    /// The storage account's name: the first label of the host
+    /// (`<account>.blob.core.windows.net`), or the first path segment on an IP or
+    /// `localhost` endpoint (emulators: `http://127.0.0.1:10000/<account>`).
+    fn account_name(&self) -> Result<String> {
+        let base = &self.inner.base;
+        let path_style = match base.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(_) => true,
+            None => false,
+        };
+        let name = if path_style {
+            base.path_segments().and_then(|mut s| s.next())
+        } else {
+            base.host_str().and_then(|h| h.split('.').next())
+        };
+        name.filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::config(format!("cannot tell the storage account from {base}"))
+                    .with_platform(PLATFORM)
+                    .with_hint("use https://<account>.blob.core.windows.net or http(s)://<ip>:<port>/<account>")
+            })
+    }
+
+    /// A user delegation key valid until at least `until`: the cached one, or a new one
+    /// from the service (valid from 5 minutes ago, for clock skew, until `until` or at
+    /// least an hour from now, at most 7 days).
+    async fn delegation_key(&self, until: SystemTime) -> Result<UserDelegationKey> {
+        let until_text = sas_time(until);
+        if let Ok(cached) = self.inner.delegation_key.lock()
+            && let Some(key) = cached.as_ref()
+            && key.expiry >= until_text
+        {
+            return Ok(key.clone());
+        }
+        let now = SystemTime::now();
+        let start = now - Duration::from_secs(300);
+        let expiry = until
+            .max(now + Duration::from_secs(3600))
+            .min(now + MAX_DELEGATION);
+        let to_offset = |t: SystemTime| {
+            let secs = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+                .map_err(|e| Error::internal(format!("time out of range: {e}")))
+        };
+        let info = azure_storage_blob::models::KeyInfo {
+            start: Some(to_offset(start)?),
+            expiry: Some(to_offset(expiry)?),
+            ..Default::default()
+        };
+        let mut service_url = self.inner.base.clone();
+        service_url
+            .path_segments_mut()
+            .map_err(|()| Error::internal("endpoint URL has no path"))?
+            .pop();
+        service_url.set_query(None);
+        let service = azure_storage_blob::BlobServiceClient::new(
+            service_url,
+            self.inner.token.clone(),
+            Some(azure_storage_blob::BlobServiceClientOptions {
+                client_options: self.inner.blob_options.client_options.clone(),
+                version: self.inner.settings.api_version.clone(),
+            }),
+        )
+        .map_err(|e| map_err("create client", None, e))?;
+        let content = azure_core::http::RequestContent::try_from(info)
+            .map_err(|e| map_err("Get User Delegation Key", None, e))?;
+        let key = service
+            .get_user_delegation_key(content, None)
+            .await
+            .and_then(|r| r.into_model())
+            .map_err(|e| map_err("Get User Delegation Key", None, e))?;
+        let missing = |what: &str| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("the user delegation key the service returned has no {what}"),
+            )
+            .with_platform(PLATFORM)
+        };
+        let time_text = |t: Option<time::OffsetDateTime>, what: &str| {
+            t.map(|t| {
+                sas_time(
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(t.unix_timestamp().max(0).cast_unsigned()),
+                )
+            })
+            .ok_or_else(|| missing(what))
+        };
+        let key = UserDelegationKey {
+            object_id: key.signed_oid.ok_or_else(|| missing("SignedOid"))?,
+            tenant_id: key.signed_tid.ok_or_else(|| missing("SignedTid"))?,
+            start: time_text(key.signed_start, "SignedStart")?,
+            expiry: time_text(key.signed_expiry, "SignedExpiry")?,
+            service: key.signed_service.unwrap_or_else(|| "b".to_owned()),
+            version: key.signed_version.ok_or_else(|| missing("SignedVersion"))?,
+            value: SecretString::from(
+                key.value
+                    .map(|v| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v))
+                    .ok_or_else(|| missing("Value"))?,
+            ),
+        };
+        if let Ok(mut cached) = self.inner.delegation_key.lock() {
+            *cached = Some(key.clone());
+        }
+        Ok(key)
+    }
+
     async fn head_if(&self, key: &ObjectKey, if_match: Option<String>) -> Result<ObjectMeta> {
         let options = BlobClientGetPropertiesOptions {
             if_match: if_match.map(azure_core::http::Etag::from),

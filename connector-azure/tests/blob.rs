@@ -420,3 +420,147 @@ async fn an_account_sas_authorizes_a_store_without_the_key() {
         b"via SAS"
     );
 }
+
+/// An Entra ID credential as Azurite's `--oauth basic` checks it: a JWT with Azure
+/// Storage's audience, an Entra issuer and valid times (Azurite does not check the
+/// signature, so it is signed with a throwaway HMAC key). Counts the tokens asked for.
+#[derive(Debug, Default)]
+struct TestEntra {
+    asked: std::sync::atomic::AtomicU32,
+}
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const OBJECT_ID: &str = "0b2f2a7e-5c1d-4c4e-9d8a-3f3c1b2a1e10";
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for TestEntra {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        assert_eq!(scopes, ["https://storage.azure.com/.default"]);
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "aud": "https://storage.azure.com",
+            "iss": format!("https://sts.windows.net/{TENANT}/"),
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "oid": OBJECT_ID,
+            "tid": TENANT,
+        });
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"azurite does not check signatures"),
+        )
+        .unwrap();
+        Ok(azure_core::credentials::AccessToken::new(
+            token,
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
+    }
+}
+
+/// A reqwest client that trusts the https Azurite's certificate (and nothing else).
+fn trusting(azurite: &Azurite) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(azurite.cert_pem.as_ref().unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_credentials_authorize_the_store_and_sign_user_delegation_sas() {
+    let azurite = Azurite::start_https();
+    let http = trusting(&azurite);
+    let entra = std::sync::Arc::new(TestEntra::default());
+    let store = AzureBlobStore::builder("entra")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::Entra(entra.clone()))
+        .http_client(std::sync::Arc::new(http.clone()))
+        .block_size(BLOCK)
+        .build()
+        .unwrap();
+    store.create_container().await.unwrap();
+
+    // Every operation of the store on a bearer token: staged blocks, ranges, list, copy.
+    let key = ObjectKey::new("cases/500A/brief.pdf").unwrap();
+    let size = 2 * BLOCK + 17;
+    let put = store
+        .put(
+            &key,
+            pattern_stream(size, 5, 64 * 1024),
+            PutOptions::new().size(size),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.sha256, pattern_sha256(size, 5).await);
+    let body = store.get_bytes(&key).await.unwrap();
+    assert_eq!(body.len() as u64, size);
+    assert!(entra.asked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // A user delegation SAS (signed with a key fetched with the token) works for a plain
+    // HTTP client with no credential of its own, both ways.
+    let get = store
+        .presign(&key, PresignMethod::Get, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(get.url.contains("skoid=") && get.url.contains(OBJECT_ID));
+    let fetched = http.get(&get.url).send().await.unwrap();
+    assert_eq!(fetched.status(), 200, "{:?}", fetched.text().await);
+    assert_eq!(fetched.bytes().await.unwrap().len() as u64, size);
+
+    let upload_key = ObjectKey::new("incoming/scan.tif").unwrap();
+    let put = store
+        .presign(&upload_key, PresignMethod::Put, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let mut request = http.put(&put.url).body(b"scanned".to_vec());
+    for (name, value) in &put.headers {
+        request = request.header(name, value);
+    }
+    let uploaded = request.send().await.unwrap();
+    assert_eq!(uploaded.status(), 201, "{:?}", uploaded.text().await);
+    assert_eq!(store.get_bytes(&upload_key).await.unwrap(), b"scanned");
+
+    // The read SAS does not write; a tampered one is refused.
+    let refused = http
+        .put(&get.url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let tampered = get.url.replace("sp=r", "sp=rw");
+    assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
+
+    // A SAS may not outlive the 7 days a user delegation key can live.
+    let err = store
+        .presign(&key, PresignMethod::Get, Duration::from_secs(8 * 24 * 3600))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    // Without a token the same endpoint refuses the store.
+    let anonymous = AzureBlobStore::builder("entra")
+        .endpoint(&azurite.endpoint)
+        .credentials(AzureCredentials::Sas(SecretString::from(
+            "sv=2025-11-05".to_owned(),
+        )))
+        .http_client(std::sync::Arc::new(http))
+        .build()
+        .unwrap();
+    let err = anonymous.head(&key).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Auth | ErrorKind::Forbidden),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
 //! What the Azure tests and benches share: an Azurite blob service of their own on
-//! 127.0.0.1 (in-memory, killed when dropped).
+//! 127.0.0.1 (in-memory, killed when dropped), over http, or over https with Entra ID
+//! (OAuth) accepted.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
@@ -14,10 +15,62 @@ use secrecy::SecretString;
 pub struct Azurite {
     child: Child,
     pub endpoint: String,
+    /// With `start_https`: the self-signed certificate it serves (PEM), and the
+    /// directory holding it.
+    pub cert_pem: Option<Vec<u8>>,
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Self::launch(None)
+    }
+
+    /// Azurite on https (a throwaway self-signed certificate for 127.0.0.1, made with
+    /// the `openssl` CLI) with `--oauth basic`: bearer tokens are accepted when their
+    /// issuer, audience and times are right (their signature is not checked), and Get
+    /// User Delegation Key works.
+    pub fn start_https() -> Azurite {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            // An end-entity certificate (webpki refuses a CA certificate as a server's).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl CLI is needed for the https Azurite (apt-get install openssl)");
+        assert!(status.success(), "openssl could not make a certificate");
+        let tls = [
+            "--cert".to_owned(),
+            cert.to_str().unwrap().to_owned(),
+            "--key".to_owned(),
+            key.to_str().unwrap().to_owned(),
+            "--oauth".to_owned(),
+            "basic".to_owned(),
+        ];
+        let mut azurite = Self::launch(Some(&tls));
+        azurite.cert_pem = Some(std::fs::read(&cert).unwrap());
+        azurite._tls_dir = Some(dir);
+        azurite
+    }
+
+    fn launch(tls: Option<&[String]>) -> Azurite {
         let bin = std::env::var("MOODBRIDGE_AZURITE_BLOB").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -46,6 +99,7 @@ impl Azurite {
                     "--disableTelemetry",
                     "--silent",
                 ])
+                .args(tls.unwrap_or_default())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -56,9 +110,12 @@ impl Azurite {
                     break;
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let scheme = if tls.is_some() { "https" } else { "http" };
                     return Azurite {
                         child,
-                        endpoint: format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"),
+                        endpoint: format!("{scheme}://127.0.0.1:{port}/{DEV_ACCOUNT}"),
+                        cert_pem: None,
+                        _tls_dir: None,
                     };
                 }
                 std::thread::sleep(Duration::from_millis(50));
