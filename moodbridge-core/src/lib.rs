@@ -41,6 +41,8 @@ pub mod config;
 pub mod credential;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod integration;
 pub mod observe;
 pub mod record;

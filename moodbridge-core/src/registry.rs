@@ -236,6 +236,12 @@ pub struct Integrations {
 }
 
 impl Integrations {
+    /// Adds an integration built in code (not from config), replacing one with the same
+    /// id; returns the one replaced.
+    pub fn insert(&mut self, built: Built) -> Option<Built> {
+        self.built.insert(built.integration.id().to_owned(), built)
+    }
+
     /// The integration with this id.
     pub fn get(&self, id: &str) -> Option<&Built> {
         self.built.get(id)
