@@ -15,3 +15,4 @@ cargo bench --locked -p connector-salesforce --features sandbox --bench query_st
 cargo bench --locked -p connector-salesforce --features sandbox --bench bulk_sync
 cargo bench --locked -p connector-aws --bench s3_transfer
 cargo bench --locked -p connector-azure --bench blob_transfer
+./scripts/measure_ops_server.sh 5

@@ -127,4 +127,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --lock
 step "main example runs"
 cargo run --locked --example quickstart
 
+step "examples run"
+# ops_server --check serves on a free loopback port, reads every page and exits.
+cargo run --locked --example ops_server -- --check
+
 step "all checks passed"
