@@ -13,18 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moodbridge::auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge::auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge::engine::{Pipeline, SqliteTableSink, SyncEngine};
 use moodbridge::http::{Ops, install_prometheus};
 use moodbridge::registry::{Built, Integrations};
-use moodbridge::salesforce::client::SalesforceClient;
-use moodbridge::salesforce::instance::InstanceAllowList;
-use moodbridge::salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use moodbridge::salesforce::sandbox::{Sandbox, SandboxConfig};
 use moodbridge::salesforce::sync::SalesforceSource;
 use moodbridge::state::SqliteStateStore;
 use moodbridge::{Error, PlatformIntegration, Result};
-use secrecy::SecretString;
 
 const PIPELINE: &str =
     "name = \"accounts\"\n[[streams]]\nname = \"Account\"\ntarget = \"accounts\"\n";
@@ -45,7 +40,10 @@ async fn main() -> Result<()> {
         .seed(50, 1, 7)
         .start()
         .await?;
-    let salesforce = connect(&sandbox).await?;
+    let salesforce = sandbox
+        .client_builder("salesforce:sandbox")?
+        .connect()
+        .await?;
     let mut integrations = Integrations::default();
     integrations.insert(Built {
         integration: Arc::new(salesforce.clone()) as Arc<dyn PlatformIntegration>,
@@ -133,42 +131,4 @@ async fn read_every_page(url: &str) -> Result<()> {
         println!("GET {path}: {status} ({} bytes)", body.len());
     }
     Ok(())
-}
-
-/// A client of the sandbox through OAuth client credentials (see the quickstart).
-async fn connect(sandbox: &RunningSandbox) -> Result<SalesforceClient> {
-    let base = sandbox.url();
-    let endpoint = |path: &str| {
-        format!("{base}{path}")
-            .parse()
-            .map_err(|e| Error::config(format!("bad sandbox URL: {e}")))
-    };
-    let provider = Provider {
-        name: "salesforce-sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: None,
-        token_endpoint: endpoint("/services/oauth2/token")?,
-        revocation_endpoint: None,
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    let app = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(SecretString::from("sandbox-secret")),
-    )?;
-    let tokens = TokenManager::new();
-    tokens.register(
-        "salesforce",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(app),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
-    SalesforceClient::builder("salesforce:sandbox", tokens, "salesforce", "integration")
-        .allow_instances(InstanceAllowList::default().with_loopback())
-        .connect()
-        .await
 }

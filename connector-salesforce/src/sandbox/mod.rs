@@ -213,6 +213,65 @@ impl RunningSandbox {
         &self.url
     }
 
+    /// The sandbox as an OAuth provider: its authorize, token and revoke endpoints.
+    pub fn provider(&self) -> Result<moodbridge_auth::oauth::Provider> {
+        let endpoint = |path: &str| {
+            format!("{}{path}", self.url)
+                .parse()
+                .map_err(|e| Error::internal(format!("sandbox URL {}: {e}", self.url)))
+        };
+        Ok(moodbridge_auth::oauth::Provider {
+            name: "salesforce-sandbox".into(),
+            issuer: self.url.clone(),
+            authorization_endpoint: Some(endpoint("/services/oauth2/authorize")?),
+            token_endpoint: endpoint("/services/oauth2/token")?,
+            revocation_endpoint: Some(endpoint("/services/oauth2/revoke")?),
+            jwks_uri: None,
+            client_auth: moodbridge_auth::oauth::ClientAuth::Body,
+        })
+    }
+
+    /// A client builder for integration `id` wired to the sandbox: tokens from its
+    /// connected app by the client-credentials grant (kept by a new token manager under
+    /// `("salesforce-sandbox", "integration")`), loopback instances allowed. Set a policy
+    /// on it and `connect()`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> moodbridge_core::Result<()> {
+    /// use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+    /// let sandbox = Sandbox::new(SandboxConfig::default()).seed(10, 1, 1).start().await?;
+    /// let client = sandbox.client_builder("salesforce:dev")?.connect().await?;
+    /// assert_eq!(client.api_version(), "62.0");
+    /// # Ok(()) }
+    /// ```
+    pub fn client_builder(&self, id: &str) -> Result<crate::client::ClientBuilder> {
+        use moodbridge_auth::oauth::OAuthClient;
+        use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
+        let config = &self.shared.config;
+        let app = OAuthClient::new(
+            self.provider()?,
+            &config.client_id,
+            Some(secrecy::SecretString::from(config.client_secret.clone())),
+        )?;
+        let tokens = TokenManager::new();
+        tokens.register(
+            "salesforce-sandbox",
+            "integration",
+            Arc::new(ClientCredentialsSource {
+                client: Arc::new(app),
+                scopes: Vec::new(),
+                resource: None,
+            }),
+        );
+        Ok(crate::client::SalesforceClient::builder(
+            id,
+            tokens,
+            "salesforce-sandbox",
+            "integration",
+        )
+        .allow_instances(crate::instance::InstanceAllowList::default().with_loopback()))
+    }
+
     /// A valid access token, without going through the token endpoint.
     pub fn issue_token(&self) -> String {
         self.shared.issue_token()
