@@ -130,5 +130,9 @@ cargo run --locked --example quickstart
 step "examples run"
 # ops_server --check serves on a free loopback port, reads every page and exits.
 cargo run --locked --example ops_server -- --check
+cargo run --locked --example salesforce_sync
+for strategy in source-wins target-wins park; do
+  cargo run --locked --example bidirectional -- --conflicts "$strategy"
+done
 
 step "all checks passed"
