@@ -100,7 +100,22 @@ stop_postgres() {
   fi
 }
 
-cleanup() { stop_postgres; }
+# moto and Azurite for the upload examples (the tests start their own): on free loopback
+# ports, stopped on exit.
+EXAMPLE_PIDS=()
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1"; return 1
+}
+stop_example_services() {
+  for pid in "${EXAMPLE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+
+cleanup() { stop_example_services; stop_postgres; }
 trap cleanup EXIT
 start_postgres
 
@@ -134,5 +149,21 @@ cargo run --locked --example salesforce_sync
 for strategy in source-wins target-wins park; do
   cargo run --locked --example bidirectional -- --conflicts "$strategy"
 done
+MOTO_PORT=$(free_port)
+"$MOODBRIDGE_MOTO_SERVER" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
+EXAMPLE_PIDS+=($!)
+AZURITE_PORT=$(free_port)
+connector-azure/tests/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+  --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent >/dev/null 2>&1 &
+EXAMPLE_PIDS+=($!)
+wait_port "$MOTO_PORT"
+wait_port "$AZURITE_PORT"
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  cargo run --locked --features aws --example s3_upload -- \
+  --endpoint "http://127.0.0.1:$MOTO_PORT" --path-style --create-bucket --bucket examples --size-mib 64
+# The well-known Azurite development account (published by Microsoft, not a secret).
+AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
+  cargo run --locked --features azure --example azure_upload -- --create-container --size-mib 64
+stop_example_services
 
 step "all checks passed"
