@@ -164,6 +164,19 @@ AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 # The well-known Azurite development account (published by Microsoft, not a secret).
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
   cargo run --locked --features azure --example azure_upload -- --create-container --size-mib 64
+# oauth_login against a real OpenID provider (oidc-provider, the auth tests' one), with
+# curl as the "browser": it follows the login redirects, keeping cookies, to the
+# example's loopback listener.
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+OIDC_OUT=$(mktemp)
+node moodbridge-auth/tests/oidc/provider.mjs >"$OIDC_OUT" 2>/dev/null &
+EXAMPLE_PIDS+=($!)
+for _ in $(seq 100); do [ -s "$OIDC_OUT" ] && break; sleep 0.1; done
+OIDC_ISSUER=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["issuer"])' "$OIDC_OUT")
+WEB_SECRET=web-secret cargo run --locked --example oauth_login -- --issuer "$OIDC_ISSUER" \
+  --client-id web --client-secret-env WEB_SECRET --scopes "openid offline_access api:read" \
+  --open-with "curl -sSL -b /dev/null -o /dev/null"
+rm -f "$OIDC_OUT"
 stop_example_services
 
 step "all checks passed"
