@@ -21,8 +21,8 @@ mod transfer;
 
 use moodbridge::azure::auth::ConnectionString;
 use moodbridge::azure::blob::AzureBlobStore;
-use moodbridge::{Error, ObjectKey, Result};
-use transfer::{file_to_send, flag, round_trip, switch};
+use moodbridge::{Error, Result};
+use transfer::{file_to_send, flag, key_for, round_trip, switch};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -41,19 +41,11 @@ async fn main() -> Result<()> {
         store.create_container().await?;
     }
     let (path, _guard) = file_to_send().await?;
-    let key = match flag("--key", "MOODBRIDGE_UPLOAD_KEY") {
-        Some(key) => key,
-        None => format!(
-            "examples/{}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("upload.bin")
-        ),
-    };
+    let key = key_for(&path)?;
     println!(
         "{}/{container}/{key} <- {}",
         connection.blob_endpoint.as_str().trim_end_matches('/'),
         path.display()
     );
-    round_trip(&store, &ObjectKey::new(key)?, &path).await
+    round_trip(&store, &key, &path).await
 }

@@ -4,8 +4,8 @@
 //! 1. Start the embedded Salesforce sandbox (a local server speaking Salesforce's OAuth,
 //!    REST and Bulk API 2.0) seeded with law firms: 2,500 Accounts, 7,500 Contacts and
 //!    7,500 Cases. It fails 2 % of API calls with 503 / 429, as a busy org does.
-//! 2. Connect to it as a host connects to a real org: an OAuth client-credentials token
-//!    manager, a Salesforce client with a retry policy and an instance allow-list.
+//! 2. Connect to it as a host connects to a real org: OAuth client-credentials tokens, a
+//!    Salesforce client with a retry policy and an instance allow-list.
 //! 3. Sync Accounts, Contacts and Cases into the embedded SQLite warehouse through a
 //!    pipeline (sanitising, validation), with a progress bar per stream. Above 2,000
 //!    records a stream is read through Bulk API 2.0; checkpoints land in the state store
@@ -25,20 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use moodbridge::auth::oauth::{ClientAuth, OAuthClient, Provider};
-use moodbridge::auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge::engine::{
     Pipeline, ProgressEvent, RunReport, SqliteTableSink, StreamProgress, SyncEngine,
 };
 use moodbridge::salesforce::bulk::PollOptions;
 use moodbridge::salesforce::client::SalesforceClient;
-use moodbridge::salesforce::instance::InstanceAllowList;
 use moodbridge::salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use moodbridge::salesforce::sync::SalesforceSource;
 use moodbridge::state::SqliteStateStore;
 use moodbridge::storage::{LocalObjectStore, PutOptions};
-use moodbridge::{Error, ObjectKey, ObjectStore, ObjectStoreExt, Policy, Result, RetryConfig};
-use secrecy::SecretString;
+use moodbridge::{Error, ObjectKey, ObjectStoreExt, Policy, Result, RetryConfig};
 use serde_json::{Value, json};
 
 /// Law firms in the seeded org; each has 3 Contacts and 3 Cases.
@@ -152,10 +148,9 @@ async fn main() -> Result<()> {
                 .metadata("case_id", &case_id),
         )
         .await?;
-    let meta = documents.head(&key).await?;
     println!(
         "== stored {key} ({} bytes, sha256 {})",
-        meta.size,
+        stored.size,
         hex(&stored.sha256)
     );
 
@@ -213,7 +208,7 @@ async fn main() -> Result<()> {
         && full.counts.failed == 0
         && incremental.counts.read == expected_changes
         && incremental.counts.written == expected_changes
-        && documents.get_bytes(&key).await?.len() as u64 == meta.size;
+        && documents.get_bytes(&key).await?.len() as u64 == stored.size;
     sandbox.stop().await;
     if !ok {
         return Err(Error::internal(format!(
@@ -228,41 +223,11 @@ async fn main() -> Result<()> {
 }
 
 /// A client of the sandbox, wired as for a real org: a token manager holding the
-/// connected app's client-credentials grant, a policy that retries temporary failures
-/// with backoff, and an allow-list of the instances the client may be sent to (a real
-/// org's would be `*.my.salesforce.com`; the sandbox is on loopback).
+/// connected app's client-credentials grant (the sandbox's builder registers it; for a
+/// real org see `connect` in examples/salesforce_sync.rs), a policy that retries
+/// temporary failures with backoff, and an allow-list of the instances the client may be
+/// sent to (a real org's are `*.my.salesforce.com`; the sandbox is on loopback).
 async fn connect(sandbox: &RunningSandbox) -> Result<SalesforceClient> {
-    let base = sandbox.url();
-    let endpoint = |path: &str| {
-        format!("{base}{path}")
-            .parse()
-            .map_err(|e| Error::config(format!("bad sandbox URL: {e}")))
-    };
-    let provider = Provider {
-        name: "salesforce-sandbox".into(),
-        issuer: base.to_owned(),
-        authorization_endpoint: Some(endpoint("/services/oauth2/authorize")?),
-        token_endpoint: endpoint("/services/oauth2/token")?,
-        revocation_endpoint: Some(endpoint("/services/oauth2/revoke")?),
-        jwks_uri: None,
-        client_auth: ClientAuth::Body,
-    };
-    // The sandbox's connected app; a real org's secret would come from a CredentialStore.
-    let app = OAuthClient::new(
-        provider,
-        "sandbox-client",
-        Some(SecretString::from("sandbox-secret")),
-    )?;
-    let tokens = TokenManager::new();
-    tokens.register(
-        "salesforce",
-        "integration",
-        Arc::new(ClientCredentialsSource {
-            client: Arc::new(app),
-            scopes: Vec::new(),
-            resource: None,
-        }),
-    );
     let policy = Policy::builder("salesforce:sandbox")
         .retry(RetryConfig {
             max_attempts: 8,
@@ -272,8 +237,8 @@ async fn connect(sandbox: &RunningSandbox) -> Result<SalesforceClient> {
         })
         .attempt_timeout(Duration::from_secs(30))
         .build();
-    SalesforceClient::builder("salesforce:sandbox", tokens, "salesforce", "integration")
-        .allow_instances(InstanceAllowList::default().with_loopback())
+    sandbox
+        .client_builder("salesforce:sandbox")?
         .policy(policy)
         .connect()
         .await

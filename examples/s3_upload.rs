@@ -19,8 +19,8 @@
 mod transfer;
 
 use moodbridge::aws::s3::S3ObjectStore;
-use moodbridge::{Error, ObjectKey, Result};
-use transfer::{file_to_send, flag, round_trip, switch};
+use moodbridge::{Error, Result};
+use transfer::{file_to_send, flag, key_for, round_trip, switch};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -38,15 +38,7 @@ async fn main() -> Result<()> {
         store.create_bucket().await?;
     }
     let (path, _guard) = file_to_send().await?;
-    let key = match flag("--key", "MOODBRIDGE_UPLOAD_KEY") {
-        Some(key) => key,
-        None => format!(
-            "examples/{}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("upload.bin")
-        ),
-    };
+    let key = key_for(&path)?;
     println!("s3://{bucket}/{key} <- {}", path.display());
-    round_trip(&store, &ObjectKey::new(key)?, &path).await
+    round_trip(&store, &key, &path).await
 }

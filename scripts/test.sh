@@ -167,7 +167,7 @@ AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM
 # oauth_login against a real OpenID provider (oidc-provider, the auth tests' one), with
 # curl as the "browser": it follows the login redirects, keeping cookies, to the
 # example's loopback listener.
-command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 OIDC_OUT=$(mktemp)
 node moodbridge-auth/tests/oidc/provider.mjs >"$OIDC_OUT" 2>/dev/null &
 EXAMPLE_PIDS+=($!)

@@ -22,17 +22,8 @@ use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use bytes::Buf;
 use futures::TryStreamExt;
 use moodbridge_core::storage::{GetOptions, ObjectKey, ObjectStore, ObjectStoreExt, PutOptions};
-use moodbridge_core::testing::pattern_stream;
+use moodbridge_core::testing::{pattern_stream, peak_rss_mib};
 use tokio::io::AsyncWriteExt;
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 const PHASES: [(&str, &str); 6] = [
     ("put", "moodbridge put (multipart, 8 MiB x 4)"),

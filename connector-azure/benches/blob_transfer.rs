@@ -29,17 +29,8 @@ use azure_core::http::RequestContent;
 use azure_storage_blob::models::{BlobClientDownloadOptions, BlockBlobClientUploadOptions};
 use futures::TryStreamExt;
 use moodbridge_core::storage::{GetOptions, ObjectKey, ObjectStore, ObjectStoreExt, PutOptions};
-use moodbridge_core::testing::pattern_stream;
+use moodbridge_core::testing::{pattern_stream, peak_rss_mib};
 use tokio::io::AsyncWriteExt;
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 const PHASES: [(&str, &str); 7] = [
     ("put", "moodbridge put (staged blocks, 8 MiB x 4)"),

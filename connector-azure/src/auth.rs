@@ -56,11 +56,17 @@ impl SharedKey {
 
     /// HMAC-SHA256 of `text` with the account key, base64.
     pub fn sign(&self, text: &str) -> Result<String> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key_bytes()?)
-            .map_err(|e| Error::internal(format!("HMAC key: {e}")))?;
-        mac.update(text.as_bytes());
-        Ok(B64.encode(mac.finalize().into_bytes()))
+        hmac_sha256_b64(&self.key_bytes()?, text)
     }
+}
+
+/// HMAC-SHA256 of `text` with `key`, base64: the signature of Shared Key requests and of
+/// every kind of SAS.
+fn hmac_sha256_b64(key: &[u8], text: &str) -> Result<String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .map_err(|e| Error::internal(format!("HMAC key: {e}")))?;
+    mac.update(text.as_bytes());
+    Ok(B64.encode(mac.finalize().into_bytes()))
 }
 
 /// A parsed Azure Storage connection string. `Debug` hides the key and SAS.
@@ -290,6 +296,16 @@ pub enum SasPermission {
     Write,
 }
 
+impl SasPermission {
+    /// The `sp` letters it grants.
+    fn letters(self) -> &'static str {
+        match self {
+            SasPermission::Read => "r",
+            SasPermission::Write => "cw",
+        }
+    }
+}
+
 /// A service SAS query string (no leading `?`) for one blob, signed with the account
 /// key, valid until `expiry`. It is a bearer secret: log it never.
 pub fn blob_sas(
@@ -300,13 +316,8 @@ pub fn blob_sas(
     expiry: SystemTime,
     version: &str,
 ) -> Result<SecretString> {
-    let permissions = match permission {
-        SasPermission::Read => "r",
-        SasPermission::Write => "cw",
-    };
-    let expiry = chrono::DateTime::<chrono::Utc>::from(expiry)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let permissions = permission.letters();
+    let expiry = sas_time(expiry);
     let resource = format!("/blob/{}/{container}/{blob}", key.account);
     // signedPermissions, signedStart, signedExpiry, canonicalizedResource, signedIdentifier,
     // signedIP, signedProtocol, signedVersion, signedResource, signedSnapshotTime,
@@ -376,9 +387,7 @@ pub fn account_sas(
         .chars()
         .filter(|c| permissions.contains(*c))
         .collect();
-    let expiry = chrono::DateTime::<chrono::Utc>::from(expiry)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let expiry = sas_time(expiry);
     let protocol = if allow_http { "https,http" } else { "https" };
     // accountname, signedpermissions, signedservice, signedresourcetype, signedstart,
     // signedexpiry, signedIP, signedProtocol, signedversion, signedEncryptionScope, and a
@@ -503,10 +512,7 @@ pub fn user_delegation_sas(
             "ask for a shorter expiry, or a user delegation key valid longer (7 days at most)",
         ));
     }
-    let permissions = match permission {
-        SasPermission::Read => "r",
-        SasPermission::Write => "cw",
-    };
+    let permissions = permission.letters();
     let resource = format!("/blob/{account}/{container}/{blob}");
     // signedPermissions, signedStart, signedExpiry, canonicalizedResource,
     // signedKeyObjectId, signedKeyTenantId, signedKeyStart, signedKeyExpiry,
@@ -548,10 +554,7 @@ pub fn user_delegation_sas(
         Error::invalid_input("the user delegation key's value is not valid base64")
             .with_hint("pass the Value the service returned, unchanged")
     })?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&bytes)
-        .map_err(|e| Error::internal(format!("HMAC key: {e}")))?;
-    mac.update(to_sign.as_bytes());
-    let signature = B64.encode(mac.finalize().into_bytes());
+    let signature = hmac_sha256_b64(&bytes, &to_sign)?;
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("sv", version)
         .append_pair("se", &expiry)

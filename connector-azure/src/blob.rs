@@ -37,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
 use moodbridge_core::storage::{
-    ByteRange, ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PartReader,
+    ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PartReader,
     PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress, byte_stream,
     ranged_download, upload_parts, with_progress,
 };
@@ -617,20 +617,10 @@ impl ObjectStore for AzureBlobStore {
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
         options.check()?;
         let meta = self.head_if(key, options.if_match.clone()).await?;
-        let Some((start, end)) = options.range.resolve(meta.size) else {
-            if meta.size == 0 && options.range == ByteRange::All {
-                return Ok(GetResult {
-                    meta,
-                    range: (0, 0),
-                    body: byte_stream(futures::stream::empty()),
-                });
-            }
-            return Err(Error::invalid_input(format!(
-                "range {:?} is outside {key} ({} bytes)",
-                options.range, meta.size
-            ))
-            .with_platform(PLATFORM));
-        };
+        let (start, end) = options
+            .range
+            .resolve_in(key, meta.size)
+            .map_err(|e| e.with_platform(PLATFORM))?;
         if meta.size == 0 {
             return Ok(GetResult {
                 meta,

@@ -24,7 +24,8 @@ use moodbridge_core::state::SqliteStateStore;
 use serde_json::json;
 
 mod common;
-use common::{Server, peak_rss_mib, reset_peak_rss};
+use common::Server;
+use moodbridge_core::testing::{peak_rss_mib, reset_peak_rss};
 
 fn main() {
     let (_smoke, records) = common::args(1_000_000, 3_000);

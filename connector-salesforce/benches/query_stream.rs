@@ -22,7 +22,8 @@ use connector_salesforce::instance::InstanceAllowList;
 use futures::TryStreamExt;
 
 mod common;
-use common::{Server, peak_rss_mib};
+use common::Server;
+use moodbridge_core::testing::peak_rss_mib;
 
 fn median(mut v: Vec<i128>) -> i128 {
     v.sort_unstable();

@@ -58,6 +58,19 @@ pub async fn file_to_send() -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     Ok((path, Some(dir)))
 }
 
+/// The object key: `--key`, else `examples/<file name>`.
+pub fn key_for(path: &Path) -> Result<ObjectKey> {
+    let key = flag("--key", "MOODBRIDGE_UPLOAD_KEY").unwrap_or_else(|| {
+        format!(
+            "examples/{}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("upload.bin")
+        )
+    });
+    ObjectKey::new(key)
+}
+
 fn bar(total: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(

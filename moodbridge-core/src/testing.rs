@@ -16,6 +16,23 @@ pub use storage::{
     pattern_sha256, pattern_stream,
 };
 
+/// This process's peak resident set (`VmHWM` in `/proc/self/status`), MiB; NaN where
+/// there is no procfs. For benchmarks that report memory.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Resets the peak resident set to the current one (Linux 4.0 and later), so the next
+/// phase of a benchmark measures its own peak.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 use crate::credential::{CredentialStore, SecretVersion};
 use crate::error::ErrorKind;
 use crate::state::{

@@ -42,21 +42,6 @@ impl Fixed {
     }
 }
 
-/// This process's peak resident set (`VmHWM`), MiB.
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Reset `VmHWM` to the current RSS (Linux ≥ 4.0), so the next phase's peak is its own.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// The sandbox process; killed when dropped.
 pub struct Server {
     child: Child,

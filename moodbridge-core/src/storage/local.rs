@@ -403,13 +403,7 @@ impl ObjectStore for LocalObjectStore {
             )
             .with_hint("read the object again from the start"));
         }
-        let Some((start, end)) = options.range.resolve(sidecar.size) else {
-            return Err(Error::invalid_input(format!(
-                "range {:?} is outside {key} ({} bytes)",
-                options.range, sidecar.size
-            ))
-            .with_hint("ask for bytes inside the object (head gives its size)"));
-        };
+        let (start, end) = options.range.resolve_in(key, sidecar.size)?;
         let mut file = tokio::fs::File::open(dir.join(&sidecar.data))
             .await
             .map_err(|e| {

@@ -181,6 +181,23 @@ impl ByteRange {
         }
     }
 
+    /// As [`resolve`](Self::resolve), with the error a store answers for a range that
+    /// selects no byte of `key`.
+    ///
+    /// ```
+    /// use moodbridge_core::storage::{ByteRange, ObjectKey};
+    /// let key = ObjectKey::new("a.pdf")?;
+    /// assert_eq!(ByteRange::Last(4).resolve_in(&key, 10)?, (6, 10));
+    /// assert!(ByteRange::From(10).resolve_in(&key, 10).is_err());
+    /// # Ok::<_, moodbridge_core::Error>(())
+    /// ```
+    pub fn resolve_in(self, key: &ObjectKey, size: u64) -> Result<(u64, u64)> {
+        self.resolve(size).ok_or_else(|| {
+            Error::invalid_input(format!("range {self:?} is outside {key} ({size} bytes)"))
+                .with_hint("ask for bytes inside the object (head gives its size)")
+        })
+    }
+
     /// The HTTP `Range` header value (`bytes=a-b`, `bytes=a-`, `bytes=-n`); `All` gives
     /// `bytes=0-`.
     pub fn http_header(self) -> String {
