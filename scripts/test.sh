@@ -38,6 +38,7 @@ cargo clippy --version
 # ---------------------------------------------------------------------------------------
 step "local services"
 # OpenID provider for moodbridge-auth: oidc-provider (npm), pinned by its package-lock.
+command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; } || true
 command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
 # openssl (CLI) makes the throwaway certificate of the https Azurite (Entra ID tests).
 command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
