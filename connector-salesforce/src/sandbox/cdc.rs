@@ -99,11 +99,17 @@ impl ChangeLog {
         self.next_replay += 1;
         let commit = self.next_commit;
         self.next_commit += 1;
-        // The commit is when the change's SystemModstamp was given (or later).
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .max(commit_ms);
+        // The commit is the change's transaction time: the SystemModstamp it was given, to
+        // the millisecond (as in Salesforce, where both are the commit time). A clock read
+        // here instead could land a millisecond later under load, and a reader comparing
+        // the two would take the change for a newer one.
+        let now_ms = if commit_ms > 0 {
+            commit_ms
+        } else {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
         let mut changed: Vec<&str> = Vec::new();
         let mut nulled: Vec<&str> = Vec::new();
         let mut payload = Map::new();
