@@ -184,7 +184,29 @@ pub(crate) struct QueryJob {
     common: Common,
     operation: &'static str,
     header: Vec<String>,
-    rows: Arc<Vec<Vec<String>>>,
+    rows: Arc<Rendered>,
+}
+
+/// A query job's result rows, rendered once as CSV in the job's dialect: a page is the
+/// header and a slice of `body`.
+#[derive(Default)]
+pub(crate) struct Rendered {
+    body: Vec<u8>,
+    /// Where each row ends in `body`.
+    ends: Vec<usize>,
+}
+
+impl Rendered {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Rows `start..end` (in range), as CSV bytes.
+    fn slice(&self, start: usize, end: usize) -> &[u8] {
+        let from = if start == 0 { 0 } else { self.ends[start - 1] };
+        let to = if end == 0 { 0 } else { self.ends[end - 1] };
+        &self.body[from..to]
+    }
 }
 
 /// Every Bulk API 2.0 job of the sandbox.
@@ -910,7 +932,7 @@ pub(crate) async fn create_query(
         let org = s.org();
         let mut probe = parsed.clone();
         probe.limit = Some(0);
-        eval::run(&org, &probe, &v).map_err(Failure::bad)?;
+        eval::select(&org, &probe).map_err(Failure::bad)?;
     }
     let line_ending = req.line_ending.unwrap_or_else(|| "LF".into());
     let delim = req.column_delimiter.unwrap_or_else(|| "COMMA".into());
@@ -927,16 +949,16 @@ pub(crate) async fn create_query(
         common,
         operation,
         header: parsed.fields.clone(),
-        rows: Arc::new(Vec::new()),
+        rows: Arc::new(Rendered::default()),
     };
     let info = query_info(&job, false);
     jobs(&s).query.insert(id.clone(), job);
     let shared = s.clone();
-    tokio::spawn(async move { process_query(shared, id, parsed, v).await });
+    tokio::spawn(async move { process_query(shared, id, parsed).await });
     Ok(json_reply(StatusCode::OK, &info))
 }
 
-async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query, version: String) {
+async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query) {
     let delay = s.config.bulk_processing_delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -952,14 +974,29 @@ async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query, vers
         }
     }
     let shared = s.clone();
-    let fields = parsed.fields.clone();
+    let Some(common) = jobs(&s).query.get(&id).map(|j| j.common.clone()) else {
+        return;
+    };
     let result = tokio::task::spawn_blocking(move || {
         let org = shared.org();
-        eval::run(&org, &parsed, &version).map(|records| {
-            records
-                .iter()
-                .map(|r| fields.iter().map(|f| cell(r, f)).collect::<Vec<String>>())
-                .collect::<Vec<_>>()
+        eval::select(&org, &parsed).map(|(def, records)| {
+            let columns = eval::Column::plan(&def, &parsed.fields);
+            let mut w = writer(&common);
+            let mut ends = Vec::with_capacity(records.len());
+            let mut cells: Vec<String> = vec![String::new(); columns.len()];
+            for r in records {
+                for (cell, column) in cells.iter_mut().zip(&columns) {
+                    cell.clear();
+                    write_cell(cell, &column.value(&org, &def, r));
+                }
+                let _ = w.write_record(&cells);
+                let _ = w.flush();
+                ends.push(w.get_ref().len());
+            }
+            Rendered {
+                body: w.into_inner().unwrap_or_default(),
+                ends,
+            }
         })
     })
     .await;
@@ -985,27 +1022,19 @@ async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query, vers
     }
 }
 
-/// The CSV text of `path` (`Name`, `Account.Name`) in a REST-shaped record: empty for
-/// null.
-fn cell(record: &Value, path: &str) -> String {
-    let mut v = record;
-    for segment in path.split('.') {
-        let found = v.as_object().and_then(|o| {
-            o.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(segment))
-                .map(|(_, v)| v)
-        });
-        match found {
-            Some(next) => v = next,
-            None => return String::new(),
-        }
-    }
+/// The CSV text of a value, appended to `out`: nothing for null.
+fn write_cell(out: &mut String, v: &Value) {
+    use std::fmt::Write as _;
     match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        other => other.to_string(),
+        Value::Null => {}
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
@@ -1100,16 +1129,10 @@ pub(crate) async fn query_results(
         .unwrap_or(s.config.bulk_query_page_size)
         .max(1);
     let end = (start + size).min(rows.len());
-    let body = tokio::task::spawn_blocking(move || {
-        let mut w = writer(&common);
-        let _ = w.write_record(&header);
-        for row in &rows[start..end] {
-            let _ = w.write_record(row);
-        }
-        w.into_inner().unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+    let mut w = writer(&common);
+    let _ = w.write_record(&header);
+    let mut body = w.into_inner().unwrap_or_default();
+    body.extend_from_slice(rows.slice(start, end));
     let locator = if end < rows_len(&s, &id) {
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(end.to_string())
     } else {
@@ -1153,13 +1176,53 @@ mod tests {
         assert_eq!(e.error_code, "INVALID_TYPE_ON_FIELD_IN_RECORD");
     }
 
+    /// The cells of every row `soql` selects, as the query job renders them.
+    fn cells(org: &crate::sandbox::org::Org, soql: &str) -> Vec<Vec<String>> {
+        let q = crate::sandbox::soql::parse(soql).unwrap();
+        let (def, rows) = eval::select(org, &q).unwrap();
+        let columns = eval::Column::plan(&def, &q.fields);
+        rows.into_iter()
+            .map(|r| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        let mut text = String::new();
+                        write_cell(&mut text, &c.value(org, &def, r));
+                        text
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     #[test]
-    fn paths_reach_into_parent_records() {
-        let r = json!({"Name": "Ann", "Account": {"Name": "Acme", "Rating": null}, "N": 3});
-        assert_eq!(cell(&r, "Name"), "Ann");
-        assert_eq!(cell(&r, "account.name"), "Acme");
-        assert_eq!(cell(&r, "Account.Rating"), "");
-        assert_eq!(cell(&r, "Owner.Name"), "");
-        assert_eq!(cell(&r, "N"), "3");
+    fn cells_reach_into_parent_records_by_any_case() {
+        use crate::sandbox::org::{Org, standard_objects};
+        let mut org = Org::new(standard_objects());
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let acme = org
+            .create(
+                "Account",
+                &obj(json!({"Name": "Acme", "NumberOfEmployees": 3})),
+            )
+            .unwrap();
+        org.create(
+            "Contact",
+            &obj(json!({"LastName": "Ann", "AccountId": acme})),
+        )
+        .unwrap();
+        org.create("Contact", &obj(json!({"LastName": "Bo"})))
+            .unwrap();
+        let rows = cells(
+            &org,
+            "SELECT lastname, account.name, Account.BillingCity, Account.NumberOfEmployees FROM Contact ORDER BY LastName",
+        );
+        assert_eq!(
+            rows,
+            vec![
+                vec!["Ann".to_owned(), "Acme".into(), String::new(), "3".into()],
+                vec!["Bo".to_owned(), String::new(), String::new(), String::new()],
+            ]
+        );
     }
 }

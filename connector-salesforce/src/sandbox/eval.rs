@@ -27,6 +27,22 @@ fn invalid_field(object: &str, field: &str) -> ApiError {
 
 /// The records a query selects, in order, shaped as the REST API returns them.
 pub fn run(org: &Org, q: &Query, version: &str) -> Result<Vec<Value>, ApiError> {
+    let (def, rows) = select(org, q)?;
+    rows.into_iter()
+        .map(|r| shape(org, &def, r, &q.fields, version))
+        .collect()
+}
+
+/// How many records a query selects (its filter, offset and limit; nothing shaped).
+pub fn count(org: &Org, q: &Query) -> Result<usize, ApiError> {
+    let mut unordered = q.clone();
+    unordered.order.clear();
+    Ok(select(org, &unordered)?.1.len())
+}
+
+/// A query's object and the records it selects, in order: filter, order, offset, limit,
+/// with every selected and ordering field checked first.
+pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>), ApiError> {
     let def = org
         .object(&q.object)
         .ok_or_else(|| {
@@ -46,6 +62,9 @@ pub fn run(org: &Org, q: &Query, version: &str) -> Result<Vec<Value>, ApiError> 
         ));
     }
     let mut rows: Vec<&Fields> = Vec::new();
+    if q.limit == Some(0) {
+        return Ok((def, rows));
+    }
     for r in org.rows(&def.name, q.all_rows) {
         let keep = match &q.filter {
             Some(p) => matches(org, &def, r, p)?,
@@ -84,11 +103,47 @@ pub fn run(org: &Org, q: &Query, version: &str) -> Result<Vec<Value>, ApiError> 
     let limit = q
         .limit
         .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    rows.into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|r| shape(org, &def, r, &q.fields, version))
-        .collect()
+    let rows = rows.into_iter().skip(offset).take(limit).collect();
+    Ok((def, rows))
+}
+
+/// One selected column, resolved once for every row: a field of the record itself (by
+/// its API name) or a path through parent relationships.
+#[derive(Debug, Clone)]
+pub enum Column {
+    /// A field of the queried object.
+    Own(String),
+    /// `Parent.Field` (any depth).
+    Path(String),
+}
+
+impl Column {
+    /// The columns of `fields` on `def` (already checked by [`select`]).
+    pub fn plan(def: &ObjectDef, fields: &[String]) -> Vec<Column> {
+        fields
+            .iter()
+            .map(|f| match (f.contains('.'), def.field(f)) {
+                (false, Some(d)) => Column::Own(d.name.clone()),
+                _ => Column::Path(f.clone()),
+            })
+            .collect()
+    }
+
+    /// The column's value on `r`.
+    pub fn value<'r>(
+        &self,
+        org: &Org,
+        def: &ObjectDef,
+        r: &'r Fields,
+    ) -> std::borrow::Cow<'r, Value> {
+        const NULL: &Value = &Value::Null;
+        match self {
+            Column::Own(name) => std::borrow::Cow::Borrowed(r.get(name).unwrap_or(NULL)),
+            Column::Path(path) => {
+                std::borrow::Cow::Owned(resolve(org, def, path, Some(r)).unwrap_or(Value::Null))
+            }
+        }
+    }
 }
 
 /// A record as the REST API returns it: `attributes` first, then the selected fields;

@@ -500,14 +500,15 @@ fn run_query(s: &Shared, version: &str, text: Option<&str>, all_rows: bool) -> R
     let mut parsed = soql::parse(text)
         .map_err(|e| Failure::bad(ApiError::new("MALFORMED_QUERY", e.to_string())))?;
     parsed.all_rows |= all_rows;
+    if parsed.count {
+        let n = eval::count(&s.org(), &parsed).map_err(Failure::bad)?;
+        let body = json!({"totalSize": n, "done": true, "records": []});
+        return Ok(axum::Json(body).into_response());
+    }
     let records = {
         let org = s.org();
         eval::run(&org, &parsed, version).map_err(Failure::bad)?
     };
-    if parsed.count {
-        let body = json!({"totalSize": records.len(), "done": true, "records": []});
-        return Ok(axum::Json(body).into_response());
-    }
     Ok(page(s, records, 0, version))
 }
 
