@@ -107,6 +107,17 @@ impl Record {
         &mut self.fields
     }
 
+    /// The record as its map of fields (no copy).
+    ///
+    /// ```
+    /// use moodbridge_core::Record;
+    /// let r = Record::from_json(serde_json::json!({"Id": "001"})).unwrap();
+    /// assert_eq!(r.into_fields()["Id"], "001");
+    /// ```
+    pub fn into_fields(self) -> Map<String, Value> {
+        self.fields
+    }
+
     /// The record's key for the given primary-key fields, or `None` when a key field is
     /// missing or null (such a record cannot be upserted).
     pub fn key(&self, primary_key: &[String]) -> Option<RecordKey> {

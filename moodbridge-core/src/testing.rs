@@ -322,4 +322,31 @@ pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
         ChainStatus::Intact { entries } => assert!(entries >= 4),
         broken => panic!("a fresh chain must verify: {broken:?}"),
     }
+
+    // A large append (a store may split it into several statements) stays one chain.
+    let large: Vec<AuditEntry> = (0..1_203)
+        .map(|i| {
+            entry(
+                &format!("500L{i}"),
+                AuditOperation::Create,
+                None,
+                Some(serde_json::json!({"Subject": format!("Case {i}"), "N": i})),
+            )
+        })
+        .collect();
+    let seqs = store.append_audit(&large).await.expect("large append");
+    assert_eq!(seqs.len(), large.len());
+    assert_eq!(
+        seqs[0],
+        more[0] + 1,
+        "the chain goes on from the last entry"
+    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    let records = store.audit(second).await.expect("read audit");
+    assert_eq!(records.len(), 4 + large.len());
+    assert_eq!(records[4 + 700].entry, large[700]);
+    match store.verify_audit().await.expect("verify") {
+        ChainStatus::Intact { entries } => assert!(entries >= 4 + 1_203),
+        broken => panic!("a chain appended in one large batch must verify: {broken:?}"),
+    }
 }

@@ -226,6 +226,7 @@ impl SyncEngine {
                 progress: StreamProgress::default(),
                 counts: report.counts,
                 source_key: descriptor.primary_key.clone(),
+                audit_in_flight: None,
             };
             let outcome = run.execute(descriptor).await;
             report.counts = run.counts;
@@ -251,10 +252,34 @@ struct StreamRun<'a> {
     counts: RunCounts,
     /// The source's primary key: what names a record in a dead letter.
     source_key: Vec<String>,
+    /// The audit append of the last batch written, running while the next batch is
+    /// written; settled before any checkpoint is committed and before the stream ends.
+    audit_in_flight: Option<tokio::task::JoinHandle<Result<Vec<i64>>>>,
 }
 
 impl StreamRun<'_> {
     async fn execute(&mut self, descriptor: &StreamDescriptor) -> Result<()> {
+        let result = self.execute_stream(descriptor).await;
+        // Whatever happened, the audit of what was written is appended before the
+        // stream is over.
+        let settled = self.settle_audit().await;
+        result.and(settled)
+    }
+
+    /// Wait for the audit append in flight, if any.
+    async fn settle_audit(&mut self) -> Result<()> {
+        if let Some(task) = self.audit_in_flight.take() {
+            task.await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("the audit append task did not finish: {e}"),
+                )
+            })??;
+        }
+        Ok(())
+    }
+
+    async fn execute_stream(&mut self, descriptor: &StreamDescriptor) -> Result<()> {
         let engine = self.engine;
         let name = self.plan.config.name.clone();
         let mode = match self.plan.config.mode {
@@ -343,6 +368,7 @@ impl StreamRun<'_> {
             self.sink.commit_stream(&target_name, &write_mode)
         })
         .await?;
+        self.settle_audit().await?;
         if mode == SyncMode::FullRefresh {
             // The pass is complete: the next run starts from the beginning.
             engine
@@ -387,10 +413,12 @@ impl StreamRun<'_> {
         self.engine.sink_policy.call_as(operation, f).await
     }
 
-    /// Flush the sink, then commit the checkpoint: never the other way round.
+    /// Flush the sink (and finish the audit), then commit the checkpoint: never the
+    /// other way round.
     async fn commit(&mut self, cp: &Checkpoint, target: &StreamDescriptor) -> Result<()> {
         self.sink_call("flush", true, || self.sink.flush(&target.name))
             .await?;
+        self.settle_audit().await?;
         let sequence = self
             .engine
             .state
@@ -445,13 +473,18 @@ impl StreamRun<'_> {
 
         let mut audit = Vec::new();
         let key_fields = mode_key(mode, target);
-        for outcome in &report.outcomes {
-            let written = &out.records[outcome.index];
+        // Each index appears once (checked above): a written record moves into its audit
+        // entry or dead letter, never copied.
+        let mut written_records = out.records;
+        let mut originals = originals;
+        let written = report.succeeded() as u64;
+        for outcome in report.outcomes {
+            let written = std::mem::take(&mut written_records[outcome.index]);
             match &outcome.result {
                 Ok(action) => {
                     if self.pipeline.config().audit
                         && let Some(entry) =
-                            self.audit_entry(*action, written, outcome.before.as_ref(), &key_fields)
+                            self.audit_entry(*action, written, outcome.before, &key_fields)
                     {
                         audit.push(entry);
                     }
@@ -459,9 +492,9 @@ impl StreamRun<'_> {
                 Err(failure) => {
                     failed += 1;
                     let original = if keep_originals {
-                        originals[outcome.index].clone()
+                        std::mem::take(&mut originals[outcome.index])
                     } else {
-                        written.clone()
+                        written
                     };
                     self.dead_letter(
                         &source_key,
@@ -474,9 +507,13 @@ impl StreamRun<'_> {
             }
         }
         if !audit.is_empty() {
-            self.engine.state.append_audit(&audit).await?;
+            // One append at a time, in order: the chain is sequential.
+            self.settle_audit().await?;
+            let state = self.engine.state.clone();
+            self.audit_in_flight = Some(tokio::spawn(
+                async move { state.append_audit(&audit).await },
+            ));
         }
-        let written = report.succeeded() as u64;
         for (outcome, n) in [("read", read), ("written", written), ("failed", failed)] {
             if n > 0 {
                 metrics::counter!(
@@ -498,19 +535,19 @@ impl StreamRun<'_> {
     fn audit_entry(
         &self,
         action: WriteAction,
-        written: &Record,
-        before: Option<&Record>,
+        written: Record,
+        before: Option<Record>,
         key_fields: &[String],
     ) -> Option<AuditEntry> {
         let operation = audit_op(action)?;
         Some(AuditEntry {
             run: self.run,
             stream: self.plan.target().to_owned(),
-            record_key: key_of(written, key_fields),
+            record_key: key_of(&written, key_fields),
             operation,
-            before: before.map(|b| Value::Object(b.fields().clone())),
+            before: before.map(|b| Value::Object(b.into_fields())),
             after: (operation != AuditOperation::Delete)
-                .then(|| Value::Object(written.fields().clone())),
+                .then(|| Value::Object(written.into_fields())),
             actor: self.pipeline.config().actor.clone(),
         })
     }

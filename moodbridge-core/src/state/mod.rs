@@ -233,40 +233,160 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// The hash of an audit entry: SHA-256 over the previous hash, the sequence number, the
 /// time and the entry's fields (JSON, fixed field order), in hex.
+///
+/// ```
+/// use moodbridge_core::state::{AuditEntry, AuditOperation, GENESIS_HASH, RunId, audit_hash};
+/// let entry = AuditEntry {
+///     run: RunId(1),
+///     stream: "Case".into(),
+///     record_key: "500A".into(),
+///     operation: AuditOperation::Create,
+///     before: None,
+///     after: Some(serde_json::json!({"Id": "500A"})),
+///     actor: "engine".into(),
+/// };
+/// let hash = audit_hash(GENESIS_HASH, 1, 1_700_000_000_000, &entry);
+/// assert_eq!(hash.len(), 64);
+/// assert_ne!(hash, audit_hash(GENESIS_HASH, 2, 1_700_000_000_000, &entry));
+/// ```
 pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> String {
-    #[derive(Serialize)]
-    struct Hashed<'a> {
-        run: i64,
-        stream: &'a str,
-        record_key: &'a str,
-        operation: &'a str,
-        before: &'a Option<serde_json::Value>,
-        after: &'a Option<serde_json::Value>,
-        actor: &'a str,
-        at_ms: i64,
-    }
-    let body = serde_json::to_vec(&Hashed {
-        run: entry.run.0,
-        stream: &entry.stream,
-        record_key: &entry.record_key,
-        operation: entry.operation.as_str(),
-        before: &entry.before,
-        after: &entry.after,
-        actor: &entry.actor,
+    let image = |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
+    let (before, after) = (image(&entry.before), image(&entry.after));
+    audit_hash_of_images(
+        prev_hash,
+        seq,
         at_ms,
-    })
-    .unwrap_or_default();
+        entry,
+        before.as_deref(),
+        after.as_deref(),
+        &mut Vec::new(),
+    )
+}
+
+/// [`audit_hash`] with the before and after images already serialized (as the log
+/// stores them), so that an append serializes each image once. `scratch` is reused
+/// between calls. The hashed bytes are exactly those of the serde serialization of
+/// the entry's fields in their fixed order (the test below holds the two together).
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "used by the SQL state stores")
+)]
+pub(crate) fn audit_hash_of_images(
+    prev_hash: &str,
+    seq: i64,
+    at_ms: i64,
+    entry: &AuditEntry,
+    before: Option<&str>,
+    after: Option<&str>,
+    scratch: &mut Vec<u8>,
+) -> String {
+    use std::fmt::Write as _;
+    fn text(out: &mut Vec<u8>, s: &str) {
+        // A JSON string literal; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+    let out = scratch;
+    out.clear();
+    out.extend_from_slice(b"{\"run\":");
+    out.extend_from_slice(entry.run.0.to_string().as_bytes());
+    out.extend_from_slice(b",\"stream\":");
+    text(out, &entry.stream);
+    out.extend_from_slice(b",\"record_key\":");
+    text(out, &entry.record_key);
+    out.extend_from_slice(b",\"operation\":");
+    text(out, entry.operation.as_str());
+    out.extend_from_slice(b",\"before\":");
+    out.extend_from_slice(before.unwrap_or("null").as_bytes());
+    out.extend_from_slice(b",\"after\":");
+    out.extend_from_slice(after.unwrap_or("null").as_bytes());
+    out.extend_from_slice(b",\"actor\":");
+    text(out, &entry.actor);
+    out.extend_from_slice(b",\"at_ms\":");
+    out.extend_from_slice(at_ms.to_string().as_bytes());
+    out.push(b'}');
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
     hasher.update(seq.to_string().as_bytes());
     hasher.update(b"\n");
-    hasher.update(&body);
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.update(&*out);
+    let mut hex = String::with_capacity(64);
+    for b in hasher.finalize() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The hash as it was first defined: serde over a struct of the entry's fields.
+    fn reference_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            run: i64,
+            stream: &'a str,
+            record_key: &'a str,
+            operation: &'a str,
+            before: &'a Option<serde_json::Value>,
+            after: &'a Option<serde_json::Value>,
+            actor: &'a str,
+            at_ms: i64,
+        }
+        let body = serde_json::to_vec(&Hashed {
+            run: entry.run.0,
+            stream: &entry.stream,
+            record_key: &entry.record_key,
+            operation: entry.operation.as_str(),
+            before: &entry.before,
+            after: &entry.after,
+            actor: &entry.actor,
+            at_ms,
+        })
+        .unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(seq.to_string().as_bytes());
+        hasher.update(b"\n");
+        hasher.update(&body);
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_hash_is_the_serde_serialization_hashed(
+            run in any::<i64>(),
+            stream in ".*",
+            key in ".*",
+            actor in ".*",
+            name in ".*",
+            value in ".*",
+            number in any::<i64>(),
+            seq in any::<i64>(),
+            at in any::<i64>(),
+            op in 0..3usize,
+            has_before in any::<bool>(),
+        ) {
+            let image = serde_json::json!({name.clone(): value, "n": number, "f": 1.5, "b": true, "z": null});
+            let entry = AuditEntry {
+                run: RunId(run),
+                stream,
+                record_key: key,
+                operation: [AuditOperation::Create, AuditOperation::Update, AuditOperation::Delete][op],
+                before: has_before.then(|| image.clone()),
+                after: Some(image),
+                actor,
+            };
+            prop_assert_eq!(audit_hash("prev", seq, at, &entry), reference_hash("prev", seq, at, &entry));
+        }
+    }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -17,8 +17,10 @@ pub(crate) mod prelude {
         AuditEntry, AuditRecord, ChainStatus, ChainVerifier, Conflict, DeadLetter, GENESIS_HASH,
         IntegrationEntry, Lease, NewConflict, NewDeadLetter, PlatformConfig, PurgeReport,
         RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
-        audit_hash,
+        audit_hash_of_images,
     };
+    /// Audit rows per `INSERT` statement.
+    pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 500;
     pub(crate) use crate::error::{Error, ErrorKind, Result};
     pub(crate) use crate::record::Record;
     pub(crate) use crate::sync::Checkpoint;
@@ -175,30 +177,49 @@ macro_rules! sql_state_store {
                 };
                 let at = now_ms();
                 let mut seqs = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    seq += 1;
-                    let hash = audit_hash(&prev, seq, at, entry);
-                    let image = |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
-                    sqlx::query(
-                        "INSERT INTO audit_log (seq, run_id, stream, record_key, operation, before_image,
-                         after_image, actor, at, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(seq)
-                    .bind(entry.run.0)
-                    .bind(&entry.stream)
-                    .bind(&entry.record_key)
-                    .bind(entry.operation.as_str())
-                    .bind(image(&entry.before))
-                    .bind(image(&entry.after))
-                    .bind(&entry.actor)
-                    .bind(at)
-                    .bind(&prev)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db_err(e))?;
-                    seqs.push(seq);
-                    prev = hash;
+                let mut scratch = Vec::new();
+                // Rows per INSERT: 11 values each, well inside both backends' bind limits.
+                for chunk in entries.chunks(AUDIT_ROWS_PER_INSERT) {
+                    let mut rows = Vec::with_capacity(chunk.len());
+                    for entry in chunk {
+                        seq += 1;
+                        let image =
+                            |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
+                        let (before, after) = (image(&entry.before), image(&entry.after));
+                        let hash = audit_hash_of_images(
+                            &prev,
+                            seq,
+                            at,
+                            entry,
+                            before.as_deref(),
+                            after.as_deref(),
+                            &mut scratch,
+                        );
+                        let link = std::mem::replace(&mut prev, hash.clone());
+                        rows.push((seq, entry, before, after, link, hash));
+                        seqs.push(seq);
+                    }
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO audit_log (seq, run_id, stream, record_key, operation, before_image, after_image, actor, at, prev_hash, hash) ",
+                    );
+                    insert.push_values(rows, |mut row, (seq, entry, before, after, link, hash)| {
+                        row.push_bind(seq)
+                            .push_bind(entry.run.0)
+                            .push_bind(entry.stream.as_str())
+                            .push_bind(entry.record_key.as_str())
+                            .push_bind(entry.operation.as_str())
+                            .push_bind(before)
+                            .push_bind(after)
+                            .push_bind(entry.actor.as_str())
+                            .push_bind(at)
+                            .push_bind(link)
+                            .push_bind(hash);
+                    });
+                    insert
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db_err(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db_err(e))?;
                 Ok(seqs)
