@@ -317,78 +317,6 @@ pub(crate) fn audit_hash_of_images(
     hex
 }
 
-#[cfg(test)]
-mod hash_tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// The hash as it was first defined: serde over a struct of the entry's fields.
-    fn reference_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> String {
-        #[derive(Serialize)]
-        struct Hashed<'a> {
-            run: i64,
-            stream: &'a str,
-            record_key: &'a str,
-            operation: &'a str,
-            before: &'a Option<serde_json::Value>,
-            after: &'a Option<serde_json::Value>,
-            actor: &'a str,
-            at_ms: i64,
-        }
-        let body = serde_json::to_vec(&Hashed {
-            run: entry.run.0,
-            stream: &entry.stream,
-            record_key: &entry.record_key,
-            operation: entry.operation.as_str(),
-            before: &entry.before,
-            after: &entry.after,
-            actor: &entry.actor,
-            at_ms,
-        })
-        .unwrap_or_default();
-        let mut hasher = Sha256::new();
-        hasher.update(prev_hash.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(seq.to_string().as_bytes());
-        hasher.update(b"\n");
-        hasher.update(&body);
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    proptest! {
-        #[test]
-        fn the_hash_is_the_serde_serialization_hashed(
-            run in any::<i64>(),
-            stream in ".*",
-            key in ".*",
-            actor in ".*",
-            name in ".*",
-            value in ".*",
-            number in any::<i64>(),
-            seq in any::<i64>(),
-            at in any::<i64>(),
-            op in 0..3usize,
-            has_before in any::<bool>(),
-        ) {
-            let image = serde_json::json!({name.clone(): value, "n": number, "f": 1.5, "b": true, "z": null});
-            let entry = AuditEntry {
-                run: RunId(run),
-                stream,
-                record_key: key,
-                operation: [AuditOperation::Create, AuditOperation::Update, AuditOperation::Delete][op],
-                before: has_before.then(|| image.clone()),
-                after: Some(image),
-                actor,
-            };
-            prop_assert_eq!(audit_hash("prev", seq, at, &entry), reference_hash("prev", seq, at, &entry));
-        }
-    }
-}
-
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Checks the audit chain one record at a time (records in `seq` order, from 1), so a
 /// log of any length is verified in constant memory.
@@ -570,5 +498,77 @@ pub trait StateStore: Send + Sync {
     /// Purge rows older than the policy allows.
     async fn purge(&self, policy: &RetentionPolicy) -> Result<PurgeReport> {
         self.purge_as_of(policy, SystemTime::now()).await
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The hash as it was first defined: serde over a struct of the entry's fields.
+    fn reference_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            run: i64,
+            stream: &'a str,
+            record_key: &'a str,
+            operation: &'a str,
+            before: &'a Option<serde_json::Value>,
+            after: &'a Option<serde_json::Value>,
+            actor: &'a str,
+            at_ms: i64,
+        }
+        let body = serde_json::to_vec(&Hashed {
+            run: entry.run.0,
+            stream: &entry.stream,
+            record_key: &entry.record_key,
+            operation: entry.operation.as_str(),
+            before: &entry.before,
+            after: &entry.after,
+            actor: &entry.actor,
+            at_ms,
+        })
+        .unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(seq.to_string().as_bytes());
+        hasher.update(b"\n");
+        hasher.update(&body);
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_hash_is_the_serde_serialization_hashed(
+            run in any::<i64>(),
+            stream in ".*",
+            key in ".*",
+            actor in ".*",
+            name in ".*",
+            value in ".*",
+            number in any::<i64>(),
+            seq in any::<i64>(),
+            at in any::<i64>(),
+            op in 0..3usize,
+            has_before in any::<bool>(),
+        ) {
+            let image = serde_json::json!({name.clone(): value, "n": number, "f": 1.5, "b": true, "z": null});
+            let entry = AuditEntry {
+                run: RunId(run),
+                stream,
+                record_key: key,
+                operation: [AuditOperation::Create, AuditOperation::Update, AuditOperation::Delete][op],
+                before: has_before.then(|| image.clone()),
+                after: Some(image),
+                actor,
+            };
+            prop_assert_eq!(audit_hash("prev", seq, at, &entry), reference_hash("prev", seq, at, &entry));
+        }
     }
 }
