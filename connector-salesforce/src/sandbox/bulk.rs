@@ -1196,6 +1196,30 @@ mod tests {
     }
 
     #[test]
+    fn order_by_id_sorts_either_way() {
+        use crate::sandbox::org::{Org, standard_objects};
+        let mut org = Org::new(standard_objects());
+        org.seed(40, 0, 0);
+        let ids = |soql: &str| -> Vec<String> {
+            cells(&org, soql)
+                .into_iter()
+                .map(|mut r| r.remove(0))
+                .collect()
+        };
+        // Text sorts case-insensitively, as in Salesforce.
+        let ascending = ids("SELECT Id FROM Account ORDER BY id");
+        let mut sorted = ascending.clone();
+        sorted.sort_by_key(|id| id.to_lowercase());
+        assert_eq!(ascending.len(), 40);
+        assert_eq!(ascending, sorted);
+        let mut descending = ids("SELECT Id FROM Account ORDER BY Id DESC");
+        descending.reverse();
+        assert_eq!(descending, ascending);
+        let by_name = ids("SELECT Id FROM Account ORDER BY Name DESC, Id");
+        assert_eq!(by_name.len(), 40);
+    }
+
+    #[test]
     fn cells_reach_into_parent_records_by_any_case() {
         use crate::sandbox::org::{Org, standard_objects};
         let mut org = Org::new(standard_objects());

@@ -75,13 +75,14 @@ pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>
         }
     }
     if !q.order.is_empty() {
+        let order: Vec<String> = q.order.iter().map(|(f, _)| f.clone()).collect();
+        let columns = Column::plan(&def, &order);
         let mut keyed: Vec<(Vec<Value>, &Fields)> = rows
             .into_iter()
             .map(|r| {
-                let keys = q
-                    .order
+                let keys = columns
                     .iter()
-                    .map(|(f, _)| resolve(org, &def, f, Some(r)).unwrap_or(Value::Null))
+                    .map(|c| c.value(org, &def, r).into_owned())
                     .collect();
                 (keys, r)
             })
