@@ -37,8 +37,10 @@ pub fn main(allocator: &str) {
     let allocator = allocator.to_owned();
     rt.block_on(rt.spawn(async move {
         let sf = server.client("salesforce:bench").await;
+        // The sandbox is local: poll often, so the job wait is the job's, not the back-off's.
         let poll = PollOptions {
             initial: std::time::Duration::from_millis(50),
+            max: std::time::Duration::from_millis(250),
             ..PollOptions::default()
         };
         let phases = std::env::var("MOODBRIDGE_BENCH_PHASES")

@@ -429,6 +429,10 @@ fn cmp(a: &Value, b: &Value) -> Ordering {
             .partial_cmp(&y.as_f64())
             .unwrap_or(Ordering::Equal),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::String(x), Value::String(y)) if x.is_ascii() && y.is_ascii() => x
+            .bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(y.bytes().map(|c| c.to_ascii_lowercase())),
         (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
         _ => a.to_string().cmp(&b.to_string()),
     }
