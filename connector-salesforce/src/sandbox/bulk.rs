@@ -1133,16 +1133,12 @@ pub(crate) async fn query_results(
     let _ = w.write_record(&header);
     let mut body = w.into_inner().unwrap_or_default();
     body.extend_from_slice(rows.slice(start, end));
-    let locator = if end < rows_len(&s, &id) {
+    let locator = if end < rows.len() {
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(end.to_string())
     } else {
         "null".to_owned()
     };
     Ok(csv_response(body, Some(&locator), Some(end - start)))
-}
-
-fn rows_len(s: &Shared, id: &str) -> usize {
-    jobs(s).query.get(id).map_or(0, |j| j.rows.len())
 }
 
 #[cfg(test)]
