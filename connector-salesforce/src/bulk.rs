@@ -954,25 +954,29 @@ fn parse_page(
         .iter()
         .map(str::to_owned)
         .collect();
-    let kinds: Vec<Option<&'static str>> = header
+    // Per column: its type, and whether it is a path through parent relationships.
+    let columns: Vec<(Option<&'static str>, bool)> = header
         .iter()
-        .map(|h| types.get(&h.to_ascii_lowercase()).copied())
+        .map(|h| (types.get(&h.to_ascii_lowercase()).copied(), h.contains('.')))
         .collect();
-    for row in reader.records() {
-        let row = row.map_err(|e| {
+    let mut row = csv::StringRecord::new();
+    loop {
+        let more = reader.read_record(&mut row).map_err(|e| {
             Error::new(
                 ErrorKind::Protocol,
                 format!("a bulk result page is not CSV: {e}"),
             )
         })?;
+        if !more {
+            break;
+        }
         let mut record = Map::with_capacity(header.len());
-        for ((name, kind), text) in header.iter().zip(&kinds).zip(row.iter()) {
+        for ((name, (kind, path)), text) in header.iter().zip(&columns).zip(row.iter()) {
             let value = typed(text, *kind);
-            match name.split_once('.') {
-                None => {
-                    record.insert(name.clone(), value);
-                }
-                Some(_) => insert_path(&mut record, name, value),
+            if *path {
+                insert_path(&mut record, name, value);
+            } else {
+                record.insert(name.clone(), value);
             }
         }
         out.push_back(Value::Object(record));

@@ -76,18 +76,21 @@ pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>
     }
     if !q.order.is_empty() {
         let order: Vec<String> = q.order.iter().map(|(f, _)| f.clone()).collect();
-        let columns = Column::plan(&def, &order);
-        let mut keyed: Vec<(Vec<Value>, &Fields)> = rows
-            .into_iter()
-            .map(|r| {
-                let keys = columns
-                    .iter()
-                    .map(|c| c.value(org, &def, r).into_owned())
-                    .collect();
-                (keys, r)
-            })
-            .collect();
-        keyed.sort_by(|(a, _), (b, _)| {
+        let mut reader = RowReader::new(Column::plan(&def, &order));
+        // Every row's keys, borrowed, side by side in one vector (`width` per row); the
+        // sort permutes row numbers, stably.
+        let width = order.len();
+        let mut keys = Vec::with_capacity(rows.len() * width);
+        for r in &rows {
+            reader.read(org, &def, r, &mut keys);
+        }
+        if let Some(encoded) = SortKeys::encode(&keys, &q.order) {
+            rows = encoded.sorted().into_iter().map(|i| rows[i]).collect();
+            return Ok((def, window(rows, q)));
+        }
+        let mut sorted: Vec<usize> = (0..rows.len()).collect();
+        sorted.sort_by(|&a, &b| {
+            let (a, b) = (&keys[a * width..][..width], &keys[b * width..][..width]);
             for (i, (_, asc)) in q.order.iter().enumerate() {
                 // Nulls first ascending, last descending (Salesforce's default).
                 let o = cmp(&a[i], &b[i]);
@@ -98,14 +101,118 @@ pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>
             }
             Ordering::Equal
         });
-        rows = keyed.into_iter().map(|(_, r)| r).collect();
+        rows = sorted.into_iter().map(|i| rows[i]).collect();
     }
+    Ok((def, window(rows, q)))
+}
+
+/// The rows within the query's offset and limit.
+fn window<'o>(rows: Vec<&'o Fields>, q: &Query) -> Vec<&'o Fields> {
     let offset = usize::try_from(q.offset.unwrap_or(0)).unwrap_or(usize::MAX);
     let limit = q
         .limit
         .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    let rows = rows.into_iter().skip(offset).take(limit).collect();
-    Ok((def, rows))
+    rows.into_iter().skip(offset).take(limit).collect()
+}
+
+/// Rows' ORDER BY keys as byte strings that sort as [`cmp`] orders the values (nulls
+/// first, text case-insensitively, a descending column's bytes inverted), side by side
+/// in one buffer. Sorting them compares bytes that sit together, not values scattered
+/// over the org's records.
+struct SortKeys {
+    bytes: Vec<u8>,
+    /// Where each row's key ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+/// How many leading bytes of a key the sort holds inline.
+const INLINE_KEY: usize = 24;
+
+impl SortKeys {
+    /// The keys of rows whose `order.len()` values each sit side by side in `keys`, or
+    /// `None` when a value has no encoding here (non-ASCII text, a column mixing types,
+    /// arrays or objects): the caller compares the values instead.
+    fn encode(keys: &[std::borrow::Cow<'_, Value>], order: &[(String, bool)]) -> Option<Self> {
+        let width = order.len();
+        let rows = keys.len() / width.max(1);
+        let mut kinds: Vec<Option<u8>> = vec![None; width];
+        let mut bytes = Vec::with_capacity(rows * 32);
+        let mut ends = Vec::with_capacity(rows);
+        for row in keys.chunks(width) {
+            for ((value, (_, asc)), kind) in row.iter().zip(order).zip(&mut kinds) {
+                let start = bytes.len();
+                let this = match &**value {
+                    Value::Null => {
+                        bytes.push(0);
+                        None
+                    }
+                    Value::Bool(b) => {
+                        bytes.extend([1, u8::from(*b)]);
+                        Some(0)
+                    }
+                    Value::Number(n) => {
+                        // IEEE 754 bits made to sort as the numbers do (-0 as 0).
+                        let f = n.as_f64()?;
+                        let bits = if f == 0.0 { 0.0f64 } else { f }.to_bits();
+                        let bits = if bits >> 63 == 1 {
+                            !bits
+                        } else {
+                            bits | 1 << 63
+                        };
+                        bytes.push(1);
+                        bytes.extend(bits.to_be_bytes());
+                        Some(1)
+                    }
+                    Value::String(text) if text.is_ascii() => {
+                        // Lowercased; a NUL escaped as 00 FF, the end marked 00 00, so a
+                        // prefix sorts first and no key is a prefix of another.
+                        bytes.push(1);
+                        for b in text.bytes() {
+                            match b {
+                                0 => bytes.extend([0, 0xFF]),
+                                b => bytes.push(b.to_ascii_lowercase()),
+                            }
+                        }
+                        bytes.extend([0, 0]);
+                        Some(2)
+                    }
+                    _ => return None,
+                };
+                match (this, *kind) {
+                    (Some(t), None) => *kind = Some(t),
+                    (Some(t), Some(k)) if t != k => return None,
+                    _ => {}
+                }
+                if !asc {
+                    bytes[start..].iter_mut().for_each(|b| *b = !*b);
+                }
+            }
+            ends.push(bytes.len());
+        }
+        Some(SortKeys { bytes, ends })
+    }
+
+    /// The key of row `i`.
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Row numbers in key order; rows with equal keys keep their order.
+    fn sorted(&self) -> Vec<usize> {
+        let mut entries: Vec<([u8; INLINE_KEY], usize)> = (0..self.ends.len())
+            .map(|i| {
+                let key = self.key(i);
+                let mut inline = [0u8; INLINE_KEY];
+                let n = key.len().min(INLINE_KEY);
+                inline[..n].copy_from_slice(&key[..n]);
+                (inline, i)
+            })
+            .collect();
+        // Zero padding cannot misorder: no row's key is a prefix of another's.
+        entries.sort_by(|(a, i), (b, j)| a.cmp(b).then_with(|| self.key(*i).cmp(self.key(*j))));
+        entries.into_iter().map(|(_, i)| i).collect()
+    }
 }
 
 /// One selected column, resolved once for every row: a field of the record itself (by
@@ -142,6 +249,72 @@ impl Column {
             Column::Own(name) => std::borrow::Cow::Borrowed(r.get(name).unwrap_or(NULL)),
             Column::Path(path) => {
                 std::borrow::Cow::Owned(resolve(org, def, path, Some(r)).unwrap_or(Value::Null))
+            }
+        }
+    }
+}
+
+/// Reads rows' columns. A row's own fields are found by walking the row once, with what
+/// the rows before it taught about where each field sits (rows mostly share one layout):
+/// a key compared instead of a key hashed and looked up per column.
+#[derive(Debug)]
+pub struct RowReader {
+    columns: Vec<Column>,
+    /// Per position in a row: the field name seen there last, and the column it fills
+    /// (`None`: not selected).
+    layout: Vec<(String, Option<usize>)>,
+    /// Which columns the walk of the current row filled.
+    filled: Vec<bool>,
+}
+
+impl RowReader {
+    /// A reader of `columns` (from [`Column::plan`]).
+    pub fn new(columns: Vec<Column>) -> Self {
+        RowReader {
+            filled: vec![false; columns.len()],
+            columns,
+            layout: Vec::new(),
+        }
+    }
+
+    /// Appends the values of row `r`'s columns, in column order, to `out`.
+    pub fn read<'r>(
+        &mut self,
+        org: &Org,
+        def: &ObjectDef,
+        r: &'r Fields,
+        out: &mut Vec<std::borrow::Cow<'r, Value>>,
+    ) {
+        const NULL: &Value = &Value::Null;
+        let base = out.len();
+        out.extend(std::iter::repeat_n(NULL, self.columns.len()).map(std::borrow::Cow::Borrowed));
+        for (i, (name, value)) in r.iter().enumerate() {
+            let known = self.layout.get(i).filter(|(seen, _)| seen == name);
+            let column = match known {
+                Some((_, column)) => *column,
+                None => {
+                    let column = self
+                        .columns
+                        .iter()
+                        .position(|c| matches!(c, Column::Own(own) if own == name));
+                    let entry = (name.clone(), column);
+                    match self.layout.get_mut(i) {
+                        Some(slot) => *slot = entry,
+                        None => self.layout.push(entry),
+                    }
+                    column
+                }
+            };
+            if let Some(c) = column {
+                out[base + c] = std::borrow::Cow::Borrowed(value);
+                self.filled[c] = true;
+            }
+        }
+        for (c, column) in self.columns.iter().enumerate() {
+            // Not filled by the walk: a path, a field the row lacks (null), or the same
+            // field selected a second time.
+            if !std::mem::take(&mut self.filled[c]) {
+                out[base + c] = column.value(org, def, r);
             }
         }
     }
@@ -429,11 +602,144 @@ fn cmp(a: &Value, b: &Value) -> Ordering {
             .partial_cmp(&y.as_f64())
             .unwrap_or(Ordering::Equal),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::String(x), Value::String(y)) if x == y => Ordering::Equal,
         (Value::String(x), Value::String(y)) if x.is_ascii() && y.is_ascii() => x
             .bytes()
             .map(|c| c.to_ascii_lowercase())
             .cmp(y.bytes().map(|c| c.to_ascii_lowercase())),
         (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
         _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use serde_json::{Value, json};
+
+    use proptest::prelude::*;
+
+    use super::{Column, RowReader, SortKeys, cmp};
+    use crate::sandbox::org::{Fields, Org, standard_objects};
+
+    /// Rows whose fields come in different orders, lack fields, or carry extra ones read
+    /// the same as looking every column up by name.
+    #[test]
+    fn the_row_reader_reads_any_layout_like_a_lookup_by_name() {
+        let org = Org::new(standard_objects());
+        let def = org.object("Account").unwrap().clone();
+        let fields: Vec<String> = ["Id", "Name", "Industry", "Id", "Parent.Name"]
+            .map(String::from)
+            .to_vec();
+        let columns = Column::plan(&def, &fields);
+        let rows: Vec<Fields> = [
+            json!({"Id": "001A", "Name": "Acme", "Industry": "Legal", "Phone": "1"}),
+            json!({"Id": "001B", "Name": "Bolt", "Industry": "Tech", "Phone": "2"}),
+            json!({"Industry": "Energy", "Id": "001C", "Name": "Cog"}),
+            json!({"Name": "Dune"}),
+            json!({"Phone": "5", "Fax": "6", "Id": "001E", "Name": "Elm", "Industry": null}),
+            json!({"Id": "001F", "Name": "Fir", "Industry": "Legal", "Phone": "7"}),
+        ]
+        .into_iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect();
+        let mut reader = RowReader::new(columns.clone());
+        let mut read = Vec::new();
+        for r in &rows {
+            reader.read(&org, &def, r, &mut read);
+        }
+        let by_name: Vec<Cow<'_, Value>> = rows
+            .iter()
+            .flat_map(|r| columns.iter().map(|c| c.value(&org, &def, r)))
+            .collect();
+        assert_eq!(read, by_name);
+        assert_eq!(read[2 * 5 + 1], Cow::Borrowed(&json!("Cog")));
+        assert_eq!(read[3 * 5 + 3], Cow::Borrowed(&Value::Null));
+        assert_eq!(read[4 * 5 + 3], Cow::Borrowed(&json!("001E")));
+    }
+
+    /// Values of one type per column (as a field's are), with the edge cases of the
+    /// encoding: nulls, case variants, NULs, prefixes, negative numbers and zeros.
+    fn column() -> impl Strategy<Value = Vec<Value>> {
+        let text = prop::collection::vec(
+            prop::option::of(prop::sample::select(vec![
+                "", "a", "A", "ab", "aB", "a\0", "a\0b", "b", "Zed", "zed ", "001A", "001a",
+            ])),
+            40,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|t| t.map_or(Value::Null, |t| json!(t)))
+                .collect()
+        });
+        let number = prop::collection::vec(
+            prop::option::of(prop::sample::select(vec![
+                -1e300, -2.5, -1.0, -0.0, 0.0, 0.5, 1.0, 3.0, 1e300,
+            ])),
+            40,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|n| n.map_or(Value::Null, |n| json!(n)))
+                .collect()
+        });
+        let integer = prop::collection::vec(prop::option::of(-3i64..3), 40).prop_map(|v| {
+            v.into_iter()
+                .map(|n| n.map_or(Value::Null, |n| json!(n)))
+                .collect()
+        });
+        let boolean = prop::collection::vec(prop::option::of(any::<bool>()), 40).prop_map(|v| {
+            v.into_iter()
+                .map(|b| b.map_or(Value::Null, |b| json!(b)))
+                .collect()
+        });
+        prop_oneof![text, number, integer, boolean]
+    }
+
+    proptest! {
+        /// Sorting by the encoded keys gives exactly the order (stable, ties kept in
+        /// place) that comparing the values gives.
+        #[test]
+        fn encoded_sort_keys_order_rows_as_comparing_values_does(
+            columns in prop::collection::vec((column(), any::<bool>()), 1..4),
+        ) {
+            let rows = 40;
+            let order: Vec<(String, bool)> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, (_, asc))| (format!("F{i}"), *asc))
+                .collect();
+            let keys: Vec<Cow<'_, Value>> = (0..rows)
+                .flat_map(|r| columns.iter().map(move |(values, _)| Cow::Borrowed(&values[r])))
+                .collect();
+            let width = order.len();
+            let mut expected: Vec<usize> = (0..rows).collect();
+            expected.sort_by(|&a, &b| {
+                for (i, (_, asc)) in order.iter().enumerate() {
+                    let o = cmp(&keys[a * width + i], &keys[b * width + i]);
+                    let o = if *asc { o } else { o.reverse() };
+                    if o.is_ne() {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            let encoded = SortKeys::encode(&keys, &order).expect("encodable");
+            prop_assert_eq!(encoded.sorted(), expected);
+        }
+    }
+
+    #[test]
+    fn keys_without_an_encoding_are_left_to_the_value_comparison() {
+        let order = vec![("F".to_owned(), true)];
+        for values in [
+            vec![json!("é"), json!("e")],
+            vec![json!("1"), json!(1)],
+            vec![json!([1]), json!([2])],
+        ] {
+            let keys: Vec<Cow<'_, Value>> = values.iter().map(Cow::Borrowed).collect();
+            assert!(SortKeys::encode(&keys, &order).is_none(), "{values:?}");
+        }
     }
 }

@@ -319,6 +319,60 @@ fn row_values<'a>(cols: &[&String], record: &'a Record, null: &'a Value) -> Vec<
         .collect()
 }
 
+/// Finds a record's values for the table's columns by walking its fields once, with
+/// what the records before it taught about where each field sits (a batch's records
+/// mostly share one layout): a name compared instead of hashed and looked up per column.
+struct RowLayout<'c> {
+    cols: &'c [&'c String],
+    /// Per position in a record: the field name seen there last and its column, if any.
+    seen: Vec<(String, Option<usize>)>,
+    /// Which columns the walk of the current record filled.
+    filled: Vec<bool>,
+}
+
+impl<'c> RowLayout<'c> {
+    fn new(cols: &'c [&'c String]) -> Self {
+        RowLayout {
+            cols,
+            seen: Vec::new(),
+            filled: vec![false; cols.len()],
+        }
+    }
+
+    /// The record's values in column order (null where it has none), as parameters.
+    fn values<'a>(&mut self, record: &'a Record, null: &'a Value) -> Vec<Sql<'a>> {
+        let mut out: Vec<Sql<'a>> = (0..self.cols.len()).map(|_| sql(null)).collect();
+        for (i, (name, value)) in record.fields().iter().enumerate() {
+            let column = match self.seen.get(i) {
+                Some((seen, column)) if seen == name => *column,
+                _ => {
+                    let column = self.cols.iter().position(|c| *c == name);
+                    let entry = (name.clone(), column);
+                    match self.seen.get_mut(i) {
+                        Some(slot) => *slot = entry,
+                        None => self.seen.push(entry),
+                    }
+                    column
+                }
+            };
+            if let Some(c) = column {
+                out[c] = sql(value);
+                self.filled[c] = true;
+            }
+        }
+        for (c, col) in self.cols.iter().enumerate() {
+            // A column the walk did not fill: the record lacks it, or the table names
+            // it twice.
+            if !std::mem::take(&mut self.filled[c])
+                && let Some(v) = record.get(col.as_str())
+            {
+                out[c] = sql(v);
+            }
+        }
+        out
+    }
+}
+
 fn sql(v: &Value) -> Sql<'_> {
     Sql::Borrowed(match v {
         Value::Null => ValueRef::Null,
@@ -561,6 +615,7 @@ impl SqliteTableSink {
         let mut update = None;
 
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut layout = RowLayout::new(&cols);
         for (i, record) in batch.records.iter().enumerate() {
             let key: Option<Vec<&Value>> = key_fields
                 .iter()
@@ -579,7 +634,7 @@ impl SqliteTableSink {
                 ));
                 continue;
             };
-            if insert.execute(params_from_iter(row_values(&cols, record, &null)))? == 1 {
+            if insert.execute(params_from_iter(layout.values(record, &null)))? == 1 {
                 outcomes.push(RecordOutcome::ok(i, WriteAction::Created));
                 continue;
             }
@@ -851,6 +906,32 @@ mod tests {
             "booleans come back as booleans"
         );
         assert_eq!(s.rows("Case").await.unwrap(), vec![a2, b]);
+    }
+
+    #[tokio::test]
+    async fn records_with_their_fields_in_any_order_or_missing_land_in_the_right_columns() {
+        let (_d, s) = sink().await;
+        s.begin_stream(&cases(), &upsert()).await.unwrap();
+        let records = vec![
+            rec(json!({"Id": "500A", "Subject": "a", "IsEscalated": true, "Hours": 1.5})),
+            rec(json!({"Id": "500B", "Subject": "b", "IsEscalated": false, "Hours": 2.5})),
+            rec(json!({"Hours": 3.5, "Subject": "c", "Id": "500C"})),
+            rec(json!({"Id": "500D", "Extra": "x", "Subject": "d"})),
+            rec(json!({"Subject": "e", "Id": "500E", "IsEscalated": true, "Tags": [1]})),
+            rec(json!({"Id": "500F", "Subject": "f", "IsEscalated": false, "Hours": 6.5})),
+        ];
+        s.write(&RecordBatch::new("Case", records.clone()), &upsert())
+            .await
+            .unwrap();
+        let mut rows = s.rows("Case").await.unwrap();
+        rows.sort_by_key(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned));
+        assert_eq!(rows.len(), records.len());
+        for (row, record) in rows.iter().zip(&records) {
+            assert_eq!(row.len(), record.len(), "{row:?}");
+            for (field, value) in record.fields() {
+                assert_eq!(row.get(field), Some(value), "{field} of {record:?}");
+            }
+        }
     }
 
     #[tokio::test]
