@@ -183,8 +183,10 @@ macro_rules! sql_state_store {
                     let mut rows = Vec::with_capacity(chunk.len());
                     for entry in chunk {
                         seq += 1;
-                        let image =
-                            |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
+                        // Compact JSON, as `Display` writes it, without the formatter.
+                        let image = |v: &Option<serde_json::Value>| {
+                            v.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default())
+                        };
                         let (before, after) = (image(&entry.before), image(&entry.after));
                         let hash = audit_hash_of_images(
                             &prev,
