@@ -313,12 +313,6 @@ impl rusqlite::ToSql for Sql<'_> {
 }
 
 /// The values of `record` in column order (null for a missing field).
-fn row_values<'a>(cols: &[&String], record: &'a Record, null: &'a Value) -> Vec<Sql<'a>> {
-    cols.iter()
-        .map(|c| sql(record.get(c.as_str()).unwrap_or(null)))
-        .collect()
-}
-
 /// Finds a record's values for the table's columns by walking its fields once, with
 /// what the records before it taught about where each field sits (a batch's records
 /// mostly share one layout): a name compared instead of hashed and looked up per column.
@@ -699,7 +693,7 @@ impl SqliteTableSink {
                     )
                 }
             };
-            let mut params = row_values(&cols, record, &null);
+            let mut params = layout.values(record, &null);
             params.extend(key.iter().map(|v| sql(v)));
             update.execute(params_from_iter(params))?;
             outcomes.push(RecordOutcome::ok(i, WriteAction::Updated).with_before(image));
