@@ -28,7 +28,8 @@
 //! ```
 //!
 //! **Query.** [`SalesforceClient::bulk_query`] creates a query job, polls it, and streams
-//! the result pages (`Sforce-Locator`) lazily: one page in memory at a time, records typed
+//! the result pages (`Sforce-Locator`): the next page is fetched and parsed while the
+//! current one is consumed (two pages in memory at most, whatever the result's size), records typed
 //! by the object's describe (booleans and numbers as JSON), relationship paths
 //! (`Account.Name`) nested as the REST API nests them, empty cells as null.
 
@@ -704,9 +705,10 @@ impl SalesforceClient {
         })
     }
 
-    /// Run `soql` as a Bulk API 2.0 query job; records arrive as a stream that fetches the
-    /// next result page only when the previous one is consumed. See the
-    /// [module docs](crate::bulk).
+    /// Run `soql` as a Bulk API 2.0 query job; records arrive as a stream. While one
+    /// result page is consumed, the next is fetched and parsed in the background (at
+    /// most two pages in memory), so the wait for Salesforce overlaps the consumer's work.
+    /// Dropping the stream cancels the fetch in flight. See the [module docs](crate::bulk).
     pub fn bulk_query(
         &self,
         soql: &str,
@@ -729,42 +731,20 @@ impl SalesforceClient {
                             QueryState::Start { soql, options } => {
                                 client.start_bulk_query(&soql, options).await?
                             }
-                            QueryState::Pages {
-                                job_path,
-                                locator,
-                                types,
-                                max_records,
-                            } => {
-                                let Some(locator) = locator else {
+                            QueryState::Pages { pages, next } => {
+                                let Some(next) = next else {
                                     return Ok(None);
                                 };
-                                let mut target = format!("{job_path}/results");
-                                let mut sep = '?';
-                                if !locator.is_empty() {
-                                    target.push_str(&format!("{sep}locator={locator}"));
-                                    sep = '&';
-                                }
-                                if let Some(n) = max_records {
-                                    target.push_str(&format!("{sep}maxRecords={n}"));
-                                }
-                                let reply = client
-                                    .send(
-                                        "bulk.results",
-                                        Method::GET,
-                                        &target,
-                                        RequestBody::None,
-                                        true,
-                                        None,
+                                let page = next.await.map_err(|e| {
+                                    Error::new(
+                                        ErrorKind::Internal,
+                                        format!("fetching a bulk query result page failed: {e}"),
                                     )
-                                    .await?;
-                                parse_page(&reply.body, &types, &mut buffer)?;
-                                let next = reply.locator.filter(|l| !l.is_empty() && l != "null");
-                                QueryState::Pages {
-                                    job_path,
-                                    locator: next,
-                                    types,
-                                    max_records,
-                                }
+                                })??;
+                                buffer = page.records;
+                                // The next page is fetched while this one is consumed.
+                                let next = page.locator.map(|l| pages.fetch(&client, l));
+                                QueryState::Pages { pages, next }
                             }
                         };
                     }
@@ -846,12 +826,68 @@ impl SalesforceClient {
                 HashMap::new()
             }
         };
-        Ok(QueryState::Pages {
+        let pages = Arc::new(ResultPages {
             job_path,
-            locator: Some(String::new()),
             types,
             max_records: options.max_records,
+        });
+        let first = pages.fetch(self, String::new());
+        Ok(QueryState::Pages {
+            pages,
+            next: Some(first),
         })
+    }
+}
+
+/// Where a query job's result pages are and how their values are typed.
+struct ResultPages {
+    job_path: String,
+    types: HashMap<String, &'static str>,
+    max_records: Option<u64>,
+}
+
+/// One parsed result page and the locator of the next (`None` after the last).
+struct ResultPage {
+    records: VecDeque<Value>,
+    locator: Option<String>,
+}
+
+impl ResultPages {
+    /// Fetch and parse the page at `locator` (`""` for the first) in a task of its own,
+    /// cancelled when the handle is dropped.
+    fn fetch(
+        self: &Arc<Self>,
+        client: &SalesforceClient,
+        locator: String,
+    ) -> tokio_util::task::AbortOnDropHandle<Result<ResultPage>> {
+        let (pages, client) = (self.clone(), client.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut target = format!("{}/results", pages.job_path);
+            let mut sep = '?';
+            if !locator.is_empty() {
+                target.push_str(&format!("{sep}locator={locator}"));
+                sep = '&';
+            }
+            if let Some(n) = pages.max_records {
+                target.push_str(&format!("{sep}maxRecords={n}"));
+            }
+            let reply = client
+                .send(
+                    "bulk.results",
+                    Method::GET,
+                    &target,
+                    RequestBody::None,
+                    true,
+                    None,
+                )
+                .await?;
+            let mut records = VecDeque::new();
+            parse_page(&reply.body, &pages.types, &mut records)?;
+            Ok(ResultPage {
+                records,
+                locator: reply.locator.filter(|l| !l.is_empty() && l != "null"),
+            })
+        }))
     }
 }
 
@@ -866,11 +902,9 @@ enum QueryState {
         options: BulkQueryOptions,
     },
     Pages {
-        job_path: String,
-        /// `Some("")` before the first page; `None` after the last.
-        locator: Option<String>,
-        types: HashMap<String, &'static str>,
-        max_records: Option<u64>,
+        pages: Arc<ResultPages>,
+        /// The page being fetched; `None` after the last.
+        next: Option<tokio_util::task::AbortOnDropHandle<Result<ResultPage>>>,
     },
 }
 

@@ -324,6 +324,28 @@ async fn a_bulk_query_streams_typed_pages_and_query_all_sees_deleted_records() {
         .await
         .unwrap();
     assert_eq!(accounts.len(), 2_500);
+    // One page ahead at most: while the first page is consumed the second is fetched,
+    // the third only once the first is done.
+    let mut pages = std::pin::pin!(sf.bulk_query("SELECT Id FROM Account", opts(false)));
+    pages.try_next().await.unwrap().unwrap();
+    let at_first = sb.api_calls();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ahead = sb.api_calls();
+    assert!(
+        ahead - at_first <= 1,
+        "at most the next page is fetched ahead"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sb.api_calls(),
+        ahead,
+        "no third page while the first is consumed"
+    );
+    let mut rest_of_it = 1;
+    while pages.try_next().await.unwrap().is_some() {
+        rest_of_it += 1;
+    }
+    assert_eq!(rest_of_it, 2_500);
     let rest: Vec<Value> = sf
         .query("SELECT Id, Name, AnnualRevenue, NumberOfEmployees FROM Account ORDER BY Name")
         .try_collect()

@@ -48,6 +48,8 @@ pub mod observe;
 pub mod record;
 pub mod registry;
 pub mod resilience;
+#[cfg(feature = "sqlite")]
+mod sqlite_wal;
 pub mod state;
 pub mod storage;
 pub mod sync;

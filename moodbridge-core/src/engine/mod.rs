@@ -479,17 +479,21 @@ impl StreamRun<'_> {
         let mut originals = originals;
         let written = report.succeeded() as u64;
         for outcome in report.outcomes {
-            let written = std::mem::take(&mut written_records[outcome.index]);
             match &outcome.result {
                 Ok(action) => {
                     if self.pipeline.config().audit
-                        && let Some(entry) =
-                            self.audit_entry(*action, written, outcome.before, &key_fields)
+                        && let Some(entry) = self.audit_entry(
+                            *action,
+                            std::mem::take(&mut written_records[outcome.index]),
+                            outcome.before,
+                            &key_fields,
+                        )
                     {
                         audit.push(entry);
                     }
                 }
                 Err(failure) => {
+                    let written = std::mem::take(&mut written_records[outcome.index]);
                     failed += 1;
                     let original = if keep_originals {
                         std::mem::take(&mut originals[outcome.index])
@@ -505,6 +509,11 @@ impl StreamRun<'_> {
                     .await?;
                 }
             }
+        }
+        // The records not kept are freed off the write path: the next batch need not
+        // wait for a batch's worth of deallocations.
+        if written_records.iter().any(|r| !r.is_empty()) {
+            drop(tokio::task::spawn_blocking(move || drop(written_records)));
         }
         if !audit.is_empty() {
             // One append at a time, in order: the chain is sequential.

@@ -90,6 +90,10 @@ impl PostgresStateStore {
         err(e)
     }
 
+    fn audit_appended(&self) {
+        // PostgreSQL checkpoints on its own.
+    }
+
     async fn begin_audit(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -5,7 +5,9 @@
 //! for a backend type that provides a `pool` field and two methods:
 //! - `fn db_err(&self, e: sqlx::Error) -> Error` — the backend's error mapping;
 //! - `async fn begin_audit(&self) -> Result<sqlx::Transaction<'_, DB>>` — a transaction
-//!   holding the backend's lock on the audit chain head.
+//!   holding the backend's lock on the audit chain head;
+//! - `fn audit_appended(&self)` — called after an audit append commits (SQLite wakes its
+//!   background WAL checkpoint).
 
 /// Everything the expanded SQL refers to; each backend imports it whole.
 pub(crate) mod prelude {
@@ -224,6 +226,7 @@ macro_rules! sql_state_store {
                         .map_err(|e| self.db_err(e))?;
                 }
                 tx.commit().await.map_err(|e| self.db_err(e))?;
+                self.audit_appended();
                 Ok(seqs)
             }
 

@@ -1,14 +1,17 @@
 //! The SQLite state store: the embedded default. WAL mode, a busy timeout, full
-//! synchronous commits (a committed checkpoint survives a power cut), migrations embedded.
+//! synchronous commits (a committed checkpoint survives a power cut), migrations embedded;
+//! the WAL is checkpointed after audit appends by a thread of its own, off the appender.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::sql::sql_state_store;
+use crate::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
 
 use super::sql::prelude::*;
 
@@ -31,6 +34,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStateStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// Checkpoints the WAL after audit appends, off the appender's path.
+    checkpointer: Arc<Checkpointer>,
 }
 
 /// Connections in the pool by default: one writer at a time in SQLite, a few readers.
@@ -51,7 +56,8 @@ impl SqliteStateStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.max(1))
             .connect_with(options)
@@ -65,9 +71,15 @@ impl SqliteStateStore {
             .with_hint("it may be corrupt, or written by a newer SDK version")
             .with_source(e)
         })?;
+        // Opening a connection and starting a thread: brief, like the pool's own connect.
+        let checkpointer = Checkpointer::start(path, "FULL").map_err(|e| {
+            Error::unavailable(format!("state store {} cannot be opened", path.display()))
+                .with_source(e)
+        })?;
         Ok(SqliteStateStore {
             pool,
             path: path.to_owned(),
+            checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -187,6 +199,11 @@ impl SqliteStateStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.db_err(e))
+    }
+
+    fn audit_appended(&self) {
+        // An append writes a batch of images: copy them into the file off this path.
+        self.checkpointer.nudge();
     }
 }
 
