@@ -52,9 +52,10 @@ use crate::streaming::{ChangeStream, ChangeType, ReplayFrom, SubscribeOptions};
 pub const DEFAULT_BULK_THRESHOLD: u64 = 2_000;
 
 /// Records per Bulk API 2.0 result page the source asks for: a page is parsed in memory
-/// at once, so this bounds the read's footprint (50,000-record pages measured ~600 MiB
-/// peak in the client, 5,000-record pages ~250 MiB; docs/performance.md).
-pub const DEFAULT_BULK_PAGE: u64 = 10_000;
+/// at once, and the next one is fetched while it is consumed, so this bounds the read's
+/// footprint (two pages; 1M records into SQLite measured 84–87 MiB peak in the client
+/// with 5,000-record pages and glibc held to one arena; docs/performance.md).
+pub const DEFAULT_BULK_PAGE: u64 = 5_000;
 
 /// Field types Bulk API 2.0 queries cannot select (compound and binary fields); the
 /// source leaves them out of reads that select all fields.
