@@ -209,16 +209,20 @@ impl SqliteTableSink {
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let out = blocking(|| {
+        let (out, wrote) = blocking(|| {
             let mut conn = self
                 .inner
                 .conn
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
+            let changes = conn.total_changes();
+            let out = f(&mut conn);
+            (out, conn.total_changes() != changes)
         });
-        // Whatever it committed is copied into the database file off this thread.
-        self.inner.checkpointer.nudge();
+        if wrote {
+            // What it committed is copied into the database file off this thread.
+            self.inner.checkpointer.nudge();
+        }
         out
     }
 

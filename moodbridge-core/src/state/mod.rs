@@ -250,8 +250,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// assert_ne!(hash, audit_hash(GENESIS_HASH, 2, 1_700_000_000_000, &entry));
 /// ```
 pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> String {
-    let image = |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
-    let (before, after) = (image(&entry.before), image(&entry.after));
+    let (before, after) = (image_text(&entry.before), image_text(&entry.after));
     audit_hash_of_images(
         prev_hash,
         seq,
@@ -261,6 +260,13 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> 
         after.as_deref(),
         &mut Vec::new(),
     )
+}
+
+/// An audit image as the log stores and hashes it: compact JSON.
+pub(crate) fn image_text(image: &Option<serde_json::Value>) -> Option<String> {
+    image
+        .as_ref()
+        .map(|v| serde_json::to_string(v).unwrap_or_default())
 }
 
 /// [`audit_hash`] with the before and after images already serialized (as the log

@@ -19,7 +19,7 @@ pub(crate) mod prelude {
         AuditEntry, AuditRecord, ChainStatus, ChainVerifier, Conflict, DeadLetter, GENESIS_HASH,
         IntegrationEntry, Lease, NewConflict, NewDeadLetter, PlatformConfig, PurgeReport,
         RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
-        audit_hash_of_images,
+        audit_hash_of_images, image_text,
     };
     /// Audit rows per `INSERT` statement.
     pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 500;
@@ -185,11 +185,7 @@ macro_rules! sql_state_store {
                     let mut rows = Vec::with_capacity(chunk.len());
                     for entry in chunk {
                         seq += 1;
-                        // Compact JSON, as `Display` writes it, without the formatter.
-                        let image = |v: &Option<serde_json::Value>| {
-                            v.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default())
-                        };
-                        let (before, after) = (image(&entry.before), image(&entry.after));
+                        let (before, after) = (image_text(&entry.before), image_text(&entry.after));
                         let hash = audit_hash_of_images(
                             &prev,
                             seq,
