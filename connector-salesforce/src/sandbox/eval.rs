@@ -76,17 +76,21 @@ pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>
     }
     if !q.order.is_empty() {
         let order: Vec<String> = q.order.iter().map(|(f, _)| f.clone()).collect();
-        let mut reader = RowReader::new(Column::plan(&def, &order));
+        let columns = Column::plan(&def, &order);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if let Some(encoded) =
+            SortKeys::of_rows(org, &def, &columns, &rows, &q.order, KEY_PART, threads)
+        {
+            rows = encoded.sorted().into_iter().map(|i| rows[i]).collect();
+            return Ok((def, window(rows, q)));
+        }
         // Every row's keys, borrowed, side by side in one vector (`width` per row); the
         // sort permutes row numbers, stably.
+        let mut reader = RowReader::new(columns);
         let width = order.len();
         let mut keys = Vec::with_capacity(rows.len() * width);
         for r in &rows {
             reader.read(org, &def, r, &mut keys);
-        }
-        if let Some(encoded) = SortKeys::encode(&keys, &q.order) {
-            rows = encoded.sorted().into_iter().map(|i| rows[i]).collect();
-            return Ok((def, window(rows, q)));
         }
         let mut sorted: Vec<usize> = (0..rows.len()).collect();
         sorted.sort_by(|&a, &b| {
@@ -123,12 +127,75 @@ struct SortKeys {
     bytes: Vec<u8>,
     /// Where each row's key ends in `bytes`.
     ends: Vec<usize>,
+    /// Each column's kind of value (none while only nulls were seen): a column mixing
+    /// kinds has no encoding.
+    kinds: Vec<Option<u8>>,
 }
+
+/// Rows per part when the sort keys of many rows are read and encoded on several threads.
+const KEY_PART: usize = 50_000;
 
 /// How many leading bytes of a key the sort holds inline.
 const INLINE_KEY: usize = 24;
 
 impl SortKeys {
+    /// The encoded ORDER BY keys of `rows` (`columns` planned from the ORDER BY fields),
+    /// read and encoded in parts of at least `part_rows` rows, on up to `threads` threads;
+    /// `None` when a value has no encoding (see [`SortKeys::encode`]).
+    fn of_rows(
+        org: &Org,
+        def: &ObjectDef,
+        columns: &[Column],
+        rows: &[&Fields],
+        order: &[(String, bool)],
+        part_rows: usize,
+        threads: usize,
+    ) -> Option<Self> {
+        let part = |rows: &[&Fields]| {
+            let mut reader = RowReader::new(columns.to_vec());
+            let mut keys = Vec::with_capacity(rows.len() * columns.len());
+            for r in rows {
+                reader.read(org, def, r, &mut keys);
+            }
+            SortKeys::encode(&keys, order)
+        };
+        let parts = threads.min(rows.len() / part_rows.max(1)).max(1);
+        if parts == 1 {
+            return part(rows);
+        }
+        let chunk = rows.len().div_ceil(parts);
+        let encoded: Vec<Option<SortKeys>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .map(|rows| scope.spawn(move || part(rows)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut all: Option<SortKeys> = None;
+        for keys in encoded {
+            let keys = keys?;
+            match &mut all {
+                None => all = Some(keys),
+                Some(all) => {
+                    for (kind, other) in all.kinds.iter_mut().zip(&keys.kinds) {
+                        match (*kind, *other) {
+                            (Some(a), Some(b)) if a != b => return None,
+                            (None, Some(b)) => *kind = Some(b),
+                            _ => {}
+                        }
+                    }
+                    let base = all.bytes.len();
+                    all.bytes.extend_from_slice(&keys.bytes);
+                    all.ends.extend(keys.ends.into_iter().map(|e| e + base));
+                }
+            }
+        }
+        all
+    }
+
     /// The keys of rows whose `order.len()` values each sit side by side in `keys`, or
     /// `None` when a value has no encoding here (non-ASCII text, a column mixing types,
     /// arrays or objects): the caller compares the values instead.
@@ -167,11 +234,17 @@ impl SortKeys {
                         // Lowercased; a NUL escaped as 00 FF, the end marked 00 00, so a
                         // prefix sorts first and no key is a prefix of another.
                         bytes.push(1);
-                        for b in text.bytes() {
-                            match b {
-                                0 => bytes.extend([0, 0xFF]),
-                                b => bytes.push(b.to_ascii_lowercase()),
+                        if text.as_bytes().contains(&0) {
+                            for b in text.bytes() {
+                                match b {
+                                    0 => bytes.extend([0, 0xFF]),
+                                    b => bytes.push(b.to_ascii_lowercase()),
+                                }
                             }
+                        } else {
+                            let from = bytes.len();
+                            bytes.extend_from_slice(text.as_bytes());
+                            bytes[from..].make_ascii_lowercase();
                         }
                         bytes.extend([0, 0]);
                         Some(2)
@@ -189,7 +262,7 @@ impl SortKeys {
             }
             ends.push(bytes.len());
         }
-        Some(SortKeys { bytes, ends })
+        Some(SortKeys { bytes, ends, kinds })
     }
 
     /// The key of row `i`.
@@ -741,5 +814,53 @@ mod tests {
             let keys: Vec<Cow<'_, Value>> = values.iter().map(Cow::Borrowed).collect();
             assert!(SortKeys::encode(&keys, &order).is_none(), "{values:?}");
         }
+    }
+
+    /// Keys read and encoded in parts on several threads are the keys encoded in one
+    /// pass; a column whose kind differs between parts has no encoding, as in one pass.
+    #[test]
+    fn sort_keys_encoded_in_parts_are_the_keys_encoded_whole() {
+        let org = Org::new(standard_objects());
+        let def = org.object("Account").unwrap().clone();
+        let order = vec![
+            ("AnnualRevenue".to_owned(), false),
+            ("Name".to_owned(), true),
+        ];
+        let names: Vec<String> = order.iter().map(|(f, _)| f.clone()).collect();
+        let columns = Column::plan(&def, &names);
+        let whole = |rows: &[&Fields]| {
+            let mut reader = RowReader::new(columns.clone());
+            let mut keys = Vec::new();
+            for r in rows {
+                reader.read(&org, &def, r, &mut keys);
+            }
+            SortKeys::encode(&keys, &order).map(|k| (k.bytes.clone(), k.ends.clone(), k.sorted()))
+        };
+        let mut rows: Vec<Fields> = (0..23)
+            .map(|i| {
+                let revenue = if i % 5 == 0 {
+                    Value::Null
+                } else {
+                    json!(i % 4)
+                };
+                json!({"Name": format!("Firm {}", 23 - i), "AnnualRevenue": revenue})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let refs: Vec<&Fields> = rows.iter().collect();
+        let parts = SortKeys::of_rows(&org, &def, &columns, &refs, &order, 3, 3)
+            .map(|k| (k.bytes.clone(), k.ends.clone(), k.sorted()));
+        assert!(parts.is_some());
+        assert_eq!(parts, whole(&refs));
+        // Text revenues in the last part (rows 16 to 22) only: the column mixes kinds
+        // across parts, while each part is of one kind.
+        for row in &mut rows[16..] {
+            row.insert("AnnualRevenue".into(), json!("many"));
+        }
+        let refs: Vec<&Fields> = rows.iter().collect();
+        assert!(whole(&refs).is_none());
+        assert!(SortKeys::of_rows(&org, &def, &columns, &refs, &order, 3, 3).is_none());
     }
 }

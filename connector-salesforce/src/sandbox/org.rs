@@ -2,7 +2,7 @@
 //! records in memory, Salesforce-shaped ids, system fields maintained on every write,
 //! soft deletes, and a deterministic seed of realistic data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -217,6 +217,9 @@ pub type Fields = Map<String, Value>;
 pub struct Org {
     objects: BTreeMap<String, ObjectDef>,
     records: HashMap<String, BTreeMap<String, Fields>>,
+    /// The ids of each object's soft-deleted records (`IsDeleted` true): live records are
+    /// told apart by id, without reading every record's fields (a scan of 1M records).
+    deleted: HashMap<String, HashSet<String>>,
     next_id: u64,
     /// Milliseconds since the epoch of the last stamp given (stamps strictly increase).
     last_stamp_ms: u64,
@@ -282,6 +285,7 @@ impl Org {
         Org {
             objects: objects.into_iter().map(|o| (o.name.clone(), o)).collect(),
             records: HashMap::new(),
+            deleted: HashMap::new(),
             next_id: 1,
             last_stamp_ms: 0,
             schema_changed: SystemTime::now(),
@@ -338,14 +342,38 @@ impl Org {
 
     /// Every live (or, with `all_rows`, also deleted) record of `object`.
     pub fn rows(&self, object: &str, all_rows: bool) -> Vec<&Fields> {
-        self.records
+        let Some(table) = self.records.get(object) else {
+            return Vec::new();
+        };
+        match self
+            .deleted
             .get(object)
-            .map(|t| {
-                t.values()
-                    .filter(|r| all_rows || r.get("IsDeleted") != Some(&Value::Bool(true)))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .filter(|d| !all_rows && !d.is_empty())
+        {
+            None => table.values().collect(),
+            Some(deleted) => table
+                .iter()
+                .filter(|(id, _)| !deleted.contains(*id))
+                .map(|(_, r)| r)
+                .collect(),
+        }
+    }
+
+    /// Whether record `id` (normalized) of `object` is soft-deleted.
+    fn is_deleted(&self, object: &str, id: &str) -> bool {
+        self.deleted.get(object).is_some_and(|d| d.contains(id))
+    }
+
+    /// Note record `id` (normalized) of `object` as soft-deleted or not.
+    fn mark_deleted(&mut self, object: &str, id: &str, deleted: bool) {
+        if deleted {
+            self.deleted
+                .entry(object.to_owned())
+                .or_default()
+                .insert(id.to_owned());
+        } else if let Some(d) = self.deleted.get_mut(object) {
+            d.remove(id);
+        }
     }
 
     /// The live record `id` of `object`.
@@ -354,7 +382,7 @@ impl Org {
         self.records
             .get(object)?
             .get(&id)
-            .filter(|r| r.get("IsDeleted") != Some(&Value::Bool(true)))
+            .filter(|_| !self.is_deleted(object, &id))
     }
 
     /// Any record by id, whatever its object (for relationship lookups).
@@ -554,6 +582,7 @@ impl Org {
             Some(r) => {
                 r.insert("IsDeleted".into(), json!(true));
                 r.insert("SystemModstamp".into(), json!(stamp));
+                self.mark_deleted(&def.name, &normalize_id(id), true);
                 self.index_external(&def.name, &normalize_id(id), true);
                 self.publish(
                     &def.name,
@@ -637,7 +666,11 @@ impl Org {
         self.index_external(object, &id, true);
         let found = match self.records.get_mut(object).and_then(|t| t.get_mut(&id)) {
             Some(r) => {
+                let deleted = (field == "IsDeleted").then(|| value == Value::Bool(true));
                 r.insert(field.to_owned(), value);
+                if let Some(deleted) = deleted {
+                    self.mark_deleted(object, &id, deleted);
+                }
                 true
             }
             None => false,
@@ -658,6 +691,7 @@ impl Org {
         if let Some(table) = self.records.get_mut(&def.name) {
             table.remove(&id);
         }
+        self.mark_deleted(&def.name, &id, false);
         self.publish(&def.name, &id, super::cdc::ChangeType::Delete, &Map::new());
         Ok(())
     }
