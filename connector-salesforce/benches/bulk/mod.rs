@@ -9,7 +9,12 @@
 //! - `engine-noaudit`: the same into a fresh table with `audit = false` (a warehouse
 //!   load that needs no rollback);
 //! - `ingest`: a Bulk 2.0 ingest of N new Accounts (spooled CSV, parallel jobs,
-//!   per-record outcomes); records/s and peak RSS.
+//!   per-record outcomes); records/s and peak RSS;
+//! - `floor`: what SQLite alone takes to store N rows of the `engine` phase's shape (the
+//!   17 Account columns, text, primary key `Id`, WAL, `synchronous = FULL`) through one
+//!   prepared statement, 2,000 rows per transaction, with no engine, no parsing and no
+//!   sandbox: the bound below which the table sink cannot go on this machine (only the
+//!   inserts and commits are timed, not making the rows).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,7 +49,7 @@ pub fn main(allocator: &str) {
             ..PollOptions::default()
         };
         let phases = std::env::var("MOODBRIDGE_BENCH_PHASES")
-            .unwrap_or_else(|_| "stream,engine,engine-noaudit,ingest".to_owned());
+            .unwrap_or_else(|_| "stream,engine,engine-noaudit,ingest,floor".to_owned());
         let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
         let dir = tempfile::tempdir().unwrap();
         if phase("stream") {
@@ -66,6 +71,9 @@ pub fn main(allocator: &str) {
         }
         if phase("ingest") {
             ingest(&sf, poll, records, &allocator).await;
+        }
+        if phase("floor") {
+            floor(&dir.path().join("floor.db"), records);
         }
         drop(server);
     }))
@@ -173,5 +181,86 @@ async fn ingest(sf: &SalesforceClient, poll: PollOptions, records: u64, allocato
         records as f64 / secs,
         ingest.jobs.len(),
         peak_rss_mib()
+    );
+}
+
+/// SQLite alone: `records` Account-shaped rows through one prepared statement.
+fn floor(path: &std::path::Path, records: u64) {
+    const COLUMNS: [&str; 17] = [
+        "Id",
+        "IsDeleted",
+        "CreatedDate",
+        "LastModifiedDate",
+        "SystemModstamp",
+        "Name",
+        "Type",
+        "Industry",
+        "BillingCity",
+        "BillingState",
+        "BillingCountry",
+        "Phone",
+        "Website",
+        "AnnualRevenue",
+        "NumberOfEmployees",
+        "Description",
+        "External_Id__c",
+    ];
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+        .unwrap();
+    let columns = COLUMNS.map(|c| format!("\"{c}\""));
+    conn.execute_batch(&format!(
+        "CREATE TABLE accounts ({}, PRIMARY KEY (\"Id\"))",
+        columns.join(", ")
+    ))
+    .unwrap();
+    let insert = format!(
+        "INSERT INTO accounts VALUES ({}) ON CONFLICT DO NOTHING",
+        vec!["?"; COLUMNS.len()].join(", ")
+    );
+    let stamp = "2026-11-22T10:00:00.000Z";
+    let mut timed = std::time::Duration::ZERO;
+    let mut next = 0u64;
+    while next < records {
+        let rows: Vec<[String; 17]> = (next..records.min(next + 2_000))
+            .map(|i| {
+                [
+                    format!("001{i:015}"),
+                    "false".into(),
+                    stamp.into(),
+                    stamp.into(),
+                    stamp.into(),
+                    format!("Bench Firm {i}"),
+                    "Customer".into(),
+                    "Legal".into(),
+                    "Chicago".into(),
+                    "IL".into(),
+                    "USA".into(),
+                    "(312) 555-0100".into(),
+                    "https://example.com".into(),
+                    (i % 1_000_000).to_string(),
+                    (i % 1_000).to_string(),
+                    "A firm of the bench".into(),
+                    String::new(),
+                ]
+            })
+            .collect();
+        next += rows.len() as u64;
+        let start = Instant::now();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut statement = tx.prepare_cached(&insert).unwrap();
+            for row in &rows {
+                statement.execute(rusqlite::params_from_iter(row)).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        timed += start.elapsed();
+    }
+    let secs = timed.as_secs_f64();
+    println!(
+        "sqlite_floor: {records} rows in {secs:.2} s = {:.0} rows/s ({:.2} us a row; SQLite alone, no engine)",
+        records as f64 / secs,
+        secs * 1e6 / records as f64
     );
 }

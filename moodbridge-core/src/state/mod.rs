@@ -286,7 +286,6 @@ pub(crate) fn audit_hash_of_images(
     after: Option<&str>,
     scratch: &mut Vec<u8>,
 ) -> String {
-    use std::fmt::Write as _;
     fn text(out: &mut Vec<u8>, s: &str) {
         // A JSON string literal; writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
@@ -316,11 +315,7 @@ pub(crate) fn audit_hash_of_images(
     hasher.update(seq.to_string().as_bytes());
     hasher.update(b"\n");
     hasher.update(&*out);
-    let mut hex = String::with_capacity(64);
-    for b in hasher.finalize() {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    format!("{:x}", hasher.finalize())
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
