@@ -5,7 +5,7 @@
 //! `Sforce-NumberOfRecords`, `null` locator on the last page).
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -184,7 +184,7 @@ pub(crate) struct QueryJob {
     common: Common,
     operation: &'static str,
     header: Vec<String>,
-    rows: Arc<Rendered>,
+    rows: Arc<Results>,
 }
 
 /// A query job's result rows, rendered once as CSV in the job's dialect: a page is the
@@ -206,6 +206,93 @@ impl Rendered {
         let from = if start == 0 { 0 } else { self.ends[start - 1] };
         let to = if end == 0 { 0 } else { self.ends[end - 1] };
         &self.body[from..to]
+    }
+}
+
+/// A query job's results as they are rendered: the job is `JobComplete` once its rows are
+/// chosen and ordered, and their CSV is rendered behind it in parts (in row order, on the
+/// cores, the org held throughout, so the results are the org as it was when the job
+/// ran). A page waits for the parts it spans.
+pub(crate) struct Results {
+    /// How many rows.
+    rows: usize,
+    /// Rows per part (the last may hold fewer).
+    part_rows: usize,
+    parts: Mutex<Parts>,
+    /// Bumped whenever a part is rendered or rendering fails.
+    progress: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Parts {
+    rendered: Vec<Option<Arc<Rendered>>>,
+    failed: Option<String>,
+}
+
+impl Results {
+    /// Results of `rows` rows, none rendered yet, in parts of `part_rows`.
+    fn new(rows: usize, part_rows: usize) -> Self {
+        let part_rows = part_rows.max(1);
+        Results {
+            rows,
+            part_rows,
+            parts: Mutex::new(Parts {
+                rendered: vec![None; rows.div_ceil(part_rows)],
+                failed: None,
+            }),
+            progress: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn parts(&self) -> std::sync::MutexGuard<'_, Parts> {
+        self.parts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Part `index` is rendered.
+    fn put(&self, index: usize, part: Rendered) {
+        if let Some(slot) = self.parts().rendered.get_mut(index) {
+            *slot = Some(Arc::new(part));
+        }
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Rendering stopped: pages not yet served fail with `reason`.
+    fn fail(&self, reason: String) {
+        self.parts().failed = Some(reason);
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Rows `start..end` (in range) as CSV bytes, once rendered.
+    async fn slice(&self, start: usize, end: usize) -> Result<Vec<u8>, String> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (start / self.part_rows, (end - 1) / self.part_rows);
+        let mut progress = self.progress.subscribe();
+        let parts = loop {
+            {
+                let parts = self.parts();
+                if let Some(reason) = &parts.failed {
+                    return Err(reason.clone());
+                }
+                let ready: Option<Vec<Arc<Rendered>>> =
+                    parts.rendered[first..=last].iter().cloned().collect();
+                if let Some(ready) = ready {
+                    break ready;
+                }
+            }
+            if progress.changed().await.is_err() {
+                return Err("the results are no longer being rendered".into());
+            }
+        };
+        let mut out = Vec::new();
+        for (k, part) in (first..=last).zip(parts) {
+            let base = k * self.part_rows;
+            let from = start.max(base) - base;
+            let to = end.min(base + part.len()) - base;
+            out.extend_from_slice(part.slice(from, to));
+        }
+        Ok(out)
     }
 }
 
@@ -954,7 +1041,7 @@ pub(crate) async fn create_query(
         common,
         operation,
         header: parsed.fields.clone(),
-        rows: Arc::new(Rendered::default()),
+        rows: Arc::new(Results::new(0, 1)),
     };
     let info = query_info(&job, false);
     jobs(&s).query.insert(id.clone(), job);
@@ -982,79 +1069,84 @@ async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query) {
     let Some(common) = jobs(&s).query.get(&id).map(|j| j.common.clone()) else {
         return;
     };
+    let job_id = id.clone();
     let result = tokio::task::spawn_blocking(move || {
         let org = shared.org();
-        eval::select(&org, &parsed).map(|(def, records)| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            render_in_parts(
-                &org,
-                &def,
-                &parsed.fields,
-                &common,
-                &records,
-                10_000,
-                threads,
-            )
-        })
+        let (def, records) = eval::select(&org, &parsed)?;
+        let results = Arc::new(Results::new(records.len(), RESULT_PART));
+        {
+            let mut all = jobs(&shared);
+            match all.query.get_mut(&job_id) {
+                Some(job) if job.common.state == JobState::InProgress => {
+                    job.common.processed = records.len() as u64;
+                    job.rows = results.clone();
+                    job.common.set_state(JobState::JobComplete);
+                }
+                // Aborted or deleted meanwhile: nothing to render.
+                _ => return Ok::<(), ApiError>(()),
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        render_in_parts(
+            &org,
+            &def,
+            &parsed.fields,
+            &common,
+            &records,
+            &results,
+            threads,
+        );
+        Ok(())
     })
     .await;
-    let mut all = jobs(&s);
-    let Some(job) = all.query.get_mut(&id) else {
-        return;
+    let failure = match result {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("{}: {}", e.error_code, e.message),
+        Err(e) => format!("internal error: {e}"),
     };
-    match result {
-        Ok(Ok(rows)) if job.common.state == JobState::InProgress => {
-            job.common.processed = rows.len() as u64;
-            job.rows = Arc::new(rows);
-            job.common.set_state(JobState::JobComplete);
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            job.common.error_message = Some(format!("{}: {}", e.error_code, e.message));
-            job.common.set_state(JobState::Failed);
-        }
-        Err(e) => {
-            job.common.error_message = Some(format!("internal error: {e}"));
-            job.common.set_state(JobState::Failed);
-        }
+    let mut all = jobs(&s);
+    if let Some(job) = all.query.get_mut(&id)
+        && job.common.state == JobState::InProgress
+    {
+        job.common.error_message = Some(failure);
+        job.common.set_state(JobState::Failed);
     }
 }
 
-/// [`render`] in up to `threads` parts of at least `part` rows, each on a thread of its
-/// own (Salesforce processes its jobs in parallel too), joined in order.
+/// Rows per rendered part of a query job's results.
+const RESULT_PART: usize = 10_000;
+
+/// [`render`] of `results`' parts, in row order, on up to `threads` threads (thread `t`
+/// renders parts `t`, `t + threads`, …: the first pages are ready first). A part that
+/// panics fails the pages not yet served (never a page with rows missing).
 fn render_in_parts(
     org: &Org,
     def: &ObjectDef,
     fields: &[String],
     common: &Common,
     records: &[&Fields],
-    part: usize,
+    results: &Results,
     threads: usize,
-) -> Rendered {
-    let parts = threads.min(records.len() / part.max(1)).max(1);
-    let chunk = records.len().div_ceil(parts).max(1);
-    let rendered: Vec<Rendered> = std::thread::scope(|scope| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|rows| scope.spawn(move || render(org, def, fields, common, rows)))
+) {
+    let parts = records.len().div_ceil(results.part_rows);
+    let threads = threads.clamp(1, parts.max(1));
+    let panicked = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    for k in (t..parts).step_by(threads) {
+                        let start = k * results.part_rows;
+                        let end = (start + results.part_rows).min(records.len());
+                        results.put(k, render(org, def, fields, common, &records[start..end]));
+                    }
+                })
+            })
             .collect();
-        handles
-            .into_iter()
-            // A part that panicked fails the job (never a result with rows missing).
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        handles.into_iter().any(|h| h.join().is_err())
     });
-    let mut all = Rendered::default();
-    for part in rendered {
-        if all.ends.is_empty() {
-            all = part;
-        } else {
-            let base = all.body.len();
-            all.body.extend_from_slice(&part.body);
-            all.ends.extend(part.ends.into_iter().map(|e| e + base));
-        }
+    if panicked {
+        results.fail("internal error: rendering the results failed".into());
     }
-    all
 }
 
 /// Rows of a query job rendered as CSV in the job's dialect.
@@ -1202,7 +1294,7 @@ pub(crate) async fn query_results(
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| t.parse::<usize>().ok())
-            .filter(|n| *n <= rows.len())
+            .filter(|n| *n <= rows.rows)
             .ok_or_else(|| bulk_error("INVALIDLOCATOR", format!("Invalid locator: {l}")))?,
     };
     let size = params
@@ -1210,12 +1302,18 @@ pub(crate) async fn query_results(
         .filter(|n| *n > 0)
         .unwrap_or(s.config.bulk_query_page_size)
         .max(1);
-    let end = (start + size).min(rows.len());
+    let end = (start + size).min(rows.rows);
+    let page = rows.slice(start, end).await.map_err(|reason| {
+        Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            vec![ApiError::new("UNKNOWN_EXCEPTION", reason)],
+        )
+    })?;
     let mut w = writer(&common);
     let _ = w.write_record(&header);
     let mut body = w.into_inner().unwrap_or_default();
-    body.extend_from_slice(rows.slice(start, end));
-    let locator = if end < rows.len() {
+    body.extend_from_slice(&page);
+    let locator = if end < rows.rows {
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(end.to_string())
     } else {
         "null".to_owned()
@@ -1294,20 +1392,83 @@ mod tests {
         );
         let whole = render(&org, &def, &q.fields, &common, &rows);
         assert_eq!(whole.len(), 41);
-        for (part, threads) in [(7, 3), (10, 4), (41, 2), (100, 4)] {
-            let parts = render_in_parts(&org, &def, &q.fields, &common, &rows, part, threads);
-            assert_eq!(
-                parts.body, whole.body,
-                "parts of {part} on {threads} threads"
-            );
-            assert_eq!(
-                parts.ends, whole.ends,
-                "parts of {part} on {threads} threads"
-            );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (part, threads) in [(7, 3), (10, 4), (41, 2), (100, 4), (1, 1)] {
+            let results = Results::new(rows.len(), part);
+            render_in_parts(&org, &def, &q.fields, &common, &rows, &results, threads);
+            // Pages within a part, across parts, the whole, and empty.
+            for (start, end) in [
+                (0, 41),
+                (0, 5),
+                (3, 17),
+                (7, 14),
+                (40, 41),
+                (41, 41),
+                (12, 12),
+            ] {
+                let page = rt.block_on(results.slice(start, end)).unwrap();
+                assert_eq!(
+                    page,
+                    whole.slice(start, end),
+                    "rows {start}..{end}, parts of {part} on {threads} threads"
+                );
+            }
         }
         // Page slices still fall on row boundaries.
         let page = String::from_utf8(whole.slice(10, 20).to_vec()).unwrap();
         assert_eq!(page.matches("\r\n").count(), 10);
+    }
+
+    /// A page waits for the parts it spans, whatever order they are rendered in; when
+    /// rendering fails, a waiting page fails with the reason.
+    #[test]
+    fn a_page_waits_for_its_parts_and_fails_when_rendering_does() {
+        let part = |rows: std::ops::Range<usize>| {
+            let mut body = Vec::new();
+            let mut ends = Vec::new();
+            for r in rows {
+                body.extend_from_slice(format!("row{r}\n").as_bytes());
+                ends.push(body.len());
+            }
+            Rendered { body, ends }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let results = Arc::new(Results::new(25, 10));
+        let renderer = {
+            let results = results.clone();
+            std::thread::spawn(move || {
+                for (k, rows) in [(2, 20..25), (1, 10..20), (0, 0..10)] {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    results.put(k, part(rows));
+                }
+            })
+        };
+        let page = rt.block_on(results.slice(8, 23)).unwrap();
+        renderer.join().unwrap();
+        let expected: String = (8..23).map(|r| format!("row{r}\n")).collect();
+        assert_eq!(String::from_utf8(page).unwrap(), expected);
+
+        let results = Arc::new(Results::new(25, 10));
+        results.put(0, part(0..10));
+        let failing = {
+            let results = results.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                results.fail("rendering broke".into());
+            })
+        };
+        assert_eq!(
+            rt.block_on(results.slice(5, 15)),
+            Err("rendering broke".to_owned())
+        );
+        failing.join().unwrap();
+        // Rows already rendered are not served once rendering failed either.
+        assert!(rt.block_on(results.slice(0, 5)).is_err());
     }
 
     #[test]
