@@ -187,9 +187,8 @@ pub(crate) struct QueryJob {
     rows: Arc<Results>,
 }
 
-/// A query job's result rows, rendered once as CSV in the job's dialect: a page is the
-/// header and a slice of `body`.
-#[derive(Default)]
+/// Result rows rendered as CSV in the job's dialect (a part of [`Results`]): a page is
+/// the header and slices of parts' `body`.
 pub(crate) struct Rendered {
     body: Vec<u8>,
     /// Where each row ends in `body`.
@@ -223,7 +222,6 @@ pub(crate) struct Results {
     progress: tokio::sync::watch::Sender<u64>,
 }
 
-#[derive(Default)]
 struct Parts {
     rendered: Vec<Option<Arc<Rendered>>>,
     failed: Option<String>,
@@ -1086,7 +1084,6 @@ async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query) {
                 _ => return Ok::<(), ApiError>(()),
             }
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         render_in_parts(
             &org,
             &def,
@@ -1094,7 +1091,7 @@ async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query) {
             &common,
             &records,
             &results,
-            threads,
+            eval::worker_threads(),
         );
         Ok(())
     })
@@ -1435,40 +1432,30 @@ mod tests {
             Rendered { body, ends }
         };
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
             .build()
             .unwrap();
-        let results = Arc::new(Results::new(25, 10));
-        let renderer = {
-            let results = results.clone();
-            std::thread::spawn(move || {
-                for (k, rows) in [(2, 20..25), (1, 10..20), (0, 0..10)] {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    results.put(k, part(rows));
-                }
-            })
-        };
-        let page = rt.block_on(results.slice(8, 23)).unwrap();
-        renderer.join().unwrap();
-        let expected: String = (8..23).map(|r| format!("row{r}\n")).collect();
-        assert_eq!(String::from_utf8(page).unwrap(), expected);
+        rt.block_on(async {
+            let results = Results::new(25, 10);
+            let mut page = std::pin::pin!(results.slice(8, 23));
+            // Parts 2 and 1 rendered: the page still waits for part 0.
+            assert!(futures::poll!(page.as_mut()).is_pending());
+            results.put(2, part(20..25));
+            assert!(futures::poll!(page.as_mut()).is_pending());
+            results.put(1, part(10..20));
+            assert!(futures::poll!(page.as_mut()).is_pending());
+            results.put(0, part(0..10));
+            let expected: String = (8..23).map(|r| format!("row{r}\n")).collect();
+            assert_eq!(String::from_utf8(page.await.unwrap()).unwrap(), expected);
 
-        let results = Arc::new(Results::new(25, 10));
-        results.put(0, part(0..10));
-        let failing = {
-            let results = results.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                results.fail("rendering broke".into());
-            })
-        };
-        assert_eq!(
-            rt.block_on(results.slice(5, 15)),
-            Err("rendering broke".to_owned())
-        );
-        failing.join().unwrap();
-        // Rows already rendered are not served once rendering failed either.
-        assert!(rt.block_on(results.slice(0, 5)).is_err());
+            let results = Results::new(25, 10);
+            results.put(0, part(0..10));
+            let mut page = std::pin::pin!(results.slice(5, 15));
+            assert!(futures::poll!(page.as_mut()).is_pending());
+            results.fail("rendering broke".into());
+            assert_eq!(page.await, Err("rendering broke".to_owned()));
+            // Rows already rendered are not served once rendering failed either.
+            assert!(results.slice(0, 5).await.is_err());
+        });
     }
 
     #[test]

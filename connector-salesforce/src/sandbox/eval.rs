@@ -77,7 +77,7 @@ pub fn select<'o>(org: &'o Org, q: &Query) -> Result<(ObjectDef, Vec<&'o Fields>
     if !q.order.is_empty() {
         let order: Vec<String> = q.order.iter().map(|(f, _)| f.clone()).collect();
         let columns = Column::plan(&def, &order);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let threads = worker_threads();
         if let Some(encoded) =
             SortKeys::of_rows(org, &def, &columns, &rows, &q.order, KEY_PART, threads)
         {
@@ -130,6 +130,12 @@ struct SortKeys {
     /// Each column's kind of value (none while only nulls were seen): a column mixing
     /// kinds has no encoding.
     kinds: Vec<Option<u8>>,
+}
+
+/// Threads for work a query job splits over the cores (sort keys, the CSV render): as
+/// many as there are cores, at most 4.
+pub(crate) fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// Rows per part when the sort keys of many rows are read and encoded on several threads.
