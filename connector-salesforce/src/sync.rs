@@ -10,7 +10,9 @@
 //! `(SystemModstamp, Id)`, with a checkpoint after every batch; above it, a Bulk API 2.0
 //! query job streams the result pages, and the checkpoint — the largest
 //! `(SystemModstamp, Id)` read — comes at the end of the job (bulk results carry no order
-//! to resume within).
+//! to resume within). The job's query has no ORDER BY: it would buy nothing, and
+//! Salesforce turns off PK chunking for an ordered Bulk API 2.0 query, which makes large
+//! jobs slow and can time them out.
 //!
 //! **Writing** ([`SalesforceSink`]): `Upsert { key: [external id] }` upserts by that
 //! field, `Upsert { key: ["Id"] }` updates records that carry an `Id` and creates the
@@ -193,6 +195,11 @@ impl SalesforceSource {
             select = select.filter(f.clone());
             count = count.filter(f.clone());
         }
+        // A Bulk API 2.0 job gets the query without ORDER BY: its results carry no order
+        // the read could resume within (the checkpoint comes at the end), and an ORDER BY
+        // turns off Salesforce's PK chunking of the job, which makes large jobs slow and
+        // can time them out.
+        let unordered = select.clone();
         let order_cursor = cursor.clone().filter(|_| incremental);
         if let Some(c) = &order_cursor {
             select = select.order_by(c, Order::Asc);
@@ -200,6 +207,7 @@ impl SalesforceSource {
         select = select.order_by("Id", Order::Asc);
         Ok(Plan {
             select,
+            unordered,
             count,
             cursor: order_cursor,
             fields,
@@ -208,7 +216,10 @@ impl SalesforceSource {
 }
 
 struct Plan {
+    /// The query, ordered by `(cursor, Id)`: for REST pages.
     select: Soql,
+    /// The same query without ORDER BY: for a Bulk API 2.0 job.
+    unordered: Soql,
     count: Soql,
     /// The cursor field of an incremental read.
     cursor: Option<String>,
@@ -485,14 +496,13 @@ impl SalesforceSource {
     async fn read_by_query(&self, request: ReadRequest) -> Result<SourceStream> {
         let plan = self.plan(&request).await?;
         let total = self.client.count(&plan.count.build()?).await?;
-        let soql = plan.select.build()?;
         let stream_name = request.stream.clone();
         let batch_size = request.batch_size.max(1);
         let cursor = plan.cursor.clone();
         tracing::debug!(object = %stream_name, total, bulk = total > self.bulk_threshold, "Salesforce read planned");
         if total > self.bulk_threshold {
             let records = self.client.bulk_query(
-                &soql,
+                &plan.unordered.build()?,
                 BulkQueryOptions {
                     all_rows: false,
                     max_records: self.bulk_page,
@@ -541,7 +551,7 @@ impl SalesforceSource {
         let name = stream_name.clone();
         let batches = self
             .client
-            .query(&soql)
+            .query(&plan.select.build()?)
             .try_chunks(batch_size)
             .map_err(|e| e.1)
             .map(move |chunk| -> Result<Vec<SourceMessage>> {

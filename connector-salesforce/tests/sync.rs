@@ -93,6 +93,17 @@ async fn the_org_lands_in_the_warehouse_fully_then_incrementally_with_ties_and_f
     );
     assert_eq!(warehouse.count("Account").await.unwrap(), 1_500);
     assert_eq!(warehouse.count("Contact").await.unwrap(), 3_000);
+    // The Contacts' Bulk API 2.0 job went without ORDER BY (which would turn off
+    // Salesforce's PK chunking); Accounts, under the threshold, needed no job.
+    let jobs = sb.bulk_queries();
+    assert!(
+        !jobs.is_empty(),
+        "the Contacts were read by a bulk query job"
+    );
+    for soql in &jobs {
+        assert!(soql.contains("FROM Contact"), "{soql}");
+        assert!(!soql.to_ascii_uppercase().contains("ORDER BY"), "{soql}");
+    }
     let rows = warehouse.rows("Contact").await.unwrap();
     let sample = rows.iter().find(|r| r.get("LastName").is_some()).unwrap();
     assert!(

@@ -183,6 +183,8 @@ pub(crate) struct IngestJob {
 pub(crate) struct QueryJob {
     common: Common,
     operation: &'static str,
+    /// The job's SOQL as the client sent it.
+    soql: String,
     header: Vec<String>,
     rows: Arc<Results>,
 }
@@ -210,8 +212,8 @@ impl Rendered {
 
 /// A query job's results as they are rendered: the job is `JobComplete` once its rows are
 /// chosen and ordered, and their CSV is rendered behind it in parts (in row order, on the
-/// cores, the org held throughout, so the results are the org as it was when the job
-/// ran). A page waits for the parts it spans.
+/// cores, the org read-locked throughout — other reads go on, writes wait — so the
+/// results are the org as it was when the job ran). A page waits for the parts it spans.
 pub(crate) struct Results {
     /// How many rows.
     rows: usize,
@@ -314,6 +316,19 @@ impl Shared {
             .collect();
         out.sort();
         out
+    }
+
+    /// The SOQL of every Bulk API 2.0 query job, oldest first.
+    pub(crate) fn bulk_queries(&self) -> Vec<String> {
+        let all = jobs(self);
+        let mut out: Vec<(&String, &String)> = all
+            .query
+            .values()
+            .map(|j| (&j.common.id, &j.soql))
+            .collect();
+        // Job ids are numbered in creation order, zero-padded.
+        out.sort();
+        out.into_iter().map(|(_, soql)| soql.clone()).collect()
     }
 }
 
@@ -812,7 +827,7 @@ async fn process_ingest(s: Arc<Shared>, id: String) {
             continue;
         }
         {
-            let mut org = s.org();
+            let mut org = s.org_mut();
             for row in chunk {
                 let row = match row {
                     Ok(r) => r,
@@ -1038,6 +1053,7 @@ pub(crate) async fn create_query(
     let job = QueryJob {
         common,
         operation,
+        soql: text,
         header: parsed.fields.clone(),
         rows: Arc::new(Results::new(0, 1)),
     };

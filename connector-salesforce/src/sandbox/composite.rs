@@ -194,7 +194,7 @@ pub(crate) async fn composite(
         out.push(json!({"body": if body.is_null() { Value::Null } else { body }, "httpHeaders": {}, "httpStatusCode": status, "referenceId": r.reference_id}));
     }
     if failed && let Some(before) = before {
-        *s.org() = before;
+        *s.org_mut() = before;
         // Everything that had succeeded was rolled back.
         for entry in &mut out {
             if entry["httpStatusCode"].as_u64().is_some_and(|c| c < 400) {
@@ -292,7 +292,7 @@ pub(crate) async fn tree(
             format!("at most {TREE_LIMIT} records in one tree"),
         )));
     }
-    let mut org = s.org();
+    let mut org = s.org_mut();
     let before = org.clone();
     let mut created: Vec<Value> = Vec::new();
     let mut errors: Vec<Value> = Vec::new();

@@ -310,6 +310,19 @@ impl RunningSandbox {
         self.shared.bulk_jobs()
     }
 
+    /// The SOQL of every Bulk API 2.0 query job, oldest first, as the client sent it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> moodbridge_core::Result<()> {
+    /// use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+    /// let sb = Sandbox::new(SandboxConfig::default()).start().await?;
+    /// assert!(sb.bulk_queries().is_empty());
+    /// # sb.stop().await; Ok(()) }
+    /// ```
+    pub fn bulk_queries(&self) -> Vec<String> {
+        self.shared.bulk_queries()
+    }
+
     /// Forget every Streaming API client (as a server restart would): their next connect
     /// is told to handshake again.
     pub fn drop_streaming_clients(&self) {
@@ -321,7 +334,7 @@ impl RunningSandbox {
         let mut org = self
             .shared
             .org
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut org)
     }
@@ -345,5 +358,53 @@ impl Drop for RunningSandbox {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Sandbox, SandboxConfig};
+
+    /// A query job's render holds the org for reading; describes and queries are
+    /// answered meanwhile (under an exclusive lock they would wait for the render).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_are_answered_while_the_org_is_held_for_reading() {
+        let sb = Sandbox::new(SandboxConfig::default())
+            .seed(3, 0, 1)
+            .start()
+            .await
+            .unwrap();
+        let token = sb.issue_token();
+        let http = reqwest::Client::new();
+        // Held on a thread of its own, as the render holds it.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let shared = sb.shared.clone();
+        let holder = std::thread::spawn(move || {
+            let _org = shared.org();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        for path in [
+            "/services/data/v62.0/sobjects/Account/describe",
+            "/services/data/v62.0/query?q=SELECT+Id+FROM+Account",
+        ] {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(30),
+                http.get(format!("{}{path}", sb.url()))
+                    .bearer_auth(&token)
+                    .send(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{path} waited for the org"))
+            .unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+        }
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        sb.stop().await;
     }
 }

@@ -5,7 +5,7 @@
 //! header, and Salesforce's error format.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
@@ -23,7 +23,8 @@ use crate::error::ApiError;
 
 /// Shared state of a running sandbox.
 pub(crate) struct Shared {
-    pub(crate) org: Mutex<Org>,
+    /// Read by many requests at once (a query job's render among them); written by one.
+    pub(crate) org: RwLock<Org>,
     pub(crate) config: SandboxConfig,
     pub(crate) base_url: String,
     tokens: Mutex<HashMap<String, Instant>>,
@@ -119,7 +120,7 @@ struct Cursor {
 impl Shared {
     pub(crate) fn new(org: Org, config: SandboxConfig, base_url: String) -> Self {
         Shared {
-            org: Mutex::new(org),
+            org: RwLock::new(org),
             config,
             base_url,
             tokens: Mutex::new(HashMap::new()),
@@ -245,8 +246,14 @@ impl Shared {
             .clear();
     }
 
-    pub(crate) fn org(&self) -> std::sync::MutexGuard<'_, Org> {
-        self.org.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The org, to read (shared with other readers).
+    pub(crate) fn org(&self) -> std::sync::RwLockReadGuard<'_, Org> {
+        self.org.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The org, to change (alone).
+    pub(crate) fn org_mut(&self) -> std::sync::RwLockWriteGuard<'_, Org> {
+        self.org.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -580,7 +587,7 @@ async fn create(
 ) -> Reply {
     let fields = body_fields(&body)?;
     let id = s
-        .org()
+        .org_mut()
         .create(&p["object"], &fields)
         .map_err(Failure::bad)?;
     Ok((
@@ -715,7 +722,7 @@ async fn update(
         .object(&p["object"])
         .map(|d| d.name.clone())
         .unwrap_or_else(|| p["object"].clone());
-    s.org()
+    s.org_mut()
         .update(&object, &p["id"], &fields)
         .map_err(Failure::bad)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -727,7 +734,9 @@ async fn delete(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, Stri
         .object(&p["object"])
         .map(|d| d.name.clone())
         .unwrap_or_else(|| p["object"].clone());
-    s.org().delete(&object, &p["id"]).map_err(Failure::bad)?;
+    s.org_mut()
+        .delete(&object, &p["id"])
+        .map_err(Failure::bad)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -738,7 +747,7 @@ async fn upsert(
 ) -> Reply {
     let fields = body_fields(&body)?;
     let (id, created) = s
-        .org()
+        .org_mut()
         .upsert(&p["object"], &p["field"], &p["value"], &fields)
         .map_err(Failure::bad)?;
     let status = if created {
@@ -898,7 +907,7 @@ fn apply_each(
     all_or_none: bool,
     op: impl Fn(&mut Org, &Fields) -> Result<(String, Option<bool>), ApiError>,
 ) -> Vec<Value> {
-    let mut org = s.org();
+    let mut org = s.org_mut();
     let before = all_or_none.then(|| org.clone());
     let mut results: Vec<Result<(String, Option<bool>), ApiError>> =
         Vec::with_capacity(records.len());
