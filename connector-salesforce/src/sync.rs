@@ -286,12 +286,24 @@ impl Position {
     }
 
     fn of(record: &Map<String, Value>, cursor: Option<&str>) -> Option<Position> {
-        let id = record.get("Id")?.as_str()?.to_owned();
+        let (cursor, id) = Position::key_of(record, cursor)?;
+        Some(Position {
+            cursor,
+            id: id.to_owned(),
+        })
+    }
+
+    /// A record's position borrowed from it, ordered as [`Position`]s are.
+    fn key_of<'r>(
+        record: &'r Map<String, Value>,
+        cursor: Option<&str>,
+    ) -> Option<(Option<SystemTime>, &'r str)> {
+        let id = record.get("Id")?.as_str()?;
         let cursor = match cursor {
             Some(c) => Some(record.get(c)?.as_str().and_then(parse_datetime)?),
             None => None,
         };
-        Some(Position { cursor, id })
+        Some((cursor, id))
     }
 
     fn state(&self) -> Value {
@@ -520,16 +532,31 @@ impl SalesforceSource {
                 .map_err(|e| e.1)
                 .map(move |chunk| {
                     let chunk = chunk?;
-                    let mut out = Vec::with_capacity(chunk.len());
-                    let mut top = tracked.lock().unwrap_or_else(PoisonError::into_inner);
-                    for value in chunk {
-                        let record = to_record(value)?;
-                        if let Some(p) = Position::of(record.fields(), cursor.as_deref())
-                            && top.as_ref().is_none_or(|t| p > *t)
+                    // Bulk CSV rows are flat maps without `attributes`: nothing to strip.
+                    let out = chunk
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Object(map) => Ok(Record::from(map)),
+                            other => to_record(other),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    // The batch's furthest position, borrowed; copied only when it is the
+                    // furthest read yet.
+                    let furthest = out
+                        .iter()
+                        .filter_map(|r| Position::key_of(r.fields(), cursor.as_deref()))
+                        .max();
+                    if let Some((at, id)) = furthest {
+                        let mut top = tracked.lock().unwrap_or_else(PoisonError::into_inner);
+                        if top
+                            .as_ref()
+                            .is_none_or(|t| (at, id) > (t.cursor, t.id.as_str()))
                         {
-                            *top = Some(p);
+                            *top = Some(Position {
+                                cursor: at,
+                                id: id.to_owned(),
+                            });
                         }
-                        out.push(record);
                     }
                     Ok(SourceMessage::Records(RecordBatch::new(&name, out)))
                 });
@@ -962,6 +989,29 @@ mod tests {
             id: "001A".into(),
         };
         assert!(a < b && b < c);
+        // Borrowed from records, positions order the same way.
+        let record = |at: &str, id: &str| -> Map<String, Value> {
+            let Value::Object(m) = json!({"Id": id, "SystemModstamp": at}) else {
+                unreachable!()
+            };
+            m
+        };
+        let records = [
+            record("2026-01-01T00:00:00.000Z", "001B"),
+            record("2026-01-01T00:00:00.000Z", "001C"),
+            record("2026-01-01T00:00:00.001Z", "001A"),
+        ];
+        let keys: Vec<_> = records
+            .iter()
+            .map(|r| Position::key_of(r, Some("SystemModstamp")).unwrap())
+            .collect();
+        assert!(keys[0] < keys[1] && keys[1] < keys[2]);
+        assert_eq!(
+            Position::of(&records[2], Some("SystemModstamp")),
+            Some(c.clone())
+        );
+        // Without a cursor (a full read), the id alone.
+        assert!(Position::key_of(&records[2], None) < Position::key_of(&records[0], None));
         assert_eq!(Position::from_state(&c.state()).unwrap(), Some(c));
         assert!(Position::from_state(&json!({"cursor": 5, "id": "x"})).is_err());
     }
