@@ -314,31 +314,19 @@ async fn ceiling(server: &Server, path: &std::path::Path, records: u64) {
     let http = reqwest::Client::new();
     let jobs = format!("{}/services/data/v62.0/jobs/query", server.url);
     let start = Instant::now();
-    let created: serde_json::Value = http
-        .post(&jobs)
-        .bearer_auth(&server.token)
-        .json(&json!({
-            "operation": "query",
-            "query": format!("SELECT {} FROM Account", COLUMNS.join(", ")),
-            "contentType": "CSV",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = |request: reqwest::RequestBuilder| async move {
+        let reply = request.bearer_auth(&server.token).send().await.unwrap();
+        reply.json::<serde_json::Value>().await.unwrap()
+    };
+    let created = answer(http.post(&jobs).json(&json!({
+        "operation": "query",
+        "query": format!("SELECT {} FROM Account", COLUMNS.join(", ")),
+        "contentType": "CSV",
+    })))
+    .await;
     let job = format!("{jobs}/{}", created["id"].as_str().unwrap());
     loop {
-        let info: serde_json::Value = http
-            .get(&job)
-            .bearer_auth(&server.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info = answer(http.get(&job)).await;
         if info["state"] == "JobComplete" {
             break;
         }
