@@ -532,13 +532,9 @@ impl SalesforceSource {
                 .map_err(|e| e.1)
                 .map(move |chunk| {
                     let chunk = chunk?;
-                    // Bulk CSV rows are flat maps without `attributes`: nothing to strip.
                     let out = chunk
                         .into_iter()
-                        .map(|v| match v {
-                            Value::Object(map) => Ok(Record::from(map)),
-                            other => to_record(other),
-                        })
+                        .map(to_record)
                         .collect::<Result<Vec<_>>>()?;
                     // The batch's furthest position, borrowed; copied only when it is the
                     // furthest read yet.
