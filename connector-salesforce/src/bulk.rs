@@ -39,8 +39,8 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use moodbridge_core::{Error, ErrorKind, Result};
+use futures::{Stream, StreamExt, TryStreamExt};
+use moodbridge_core::{Column, ColumnKind, Error, ErrorKind, Result, Row, RowBatch};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -714,43 +714,70 @@ impl SalesforceClient {
         soql: &str,
         options: BulkQueryOptions,
     ) -> impl Stream<Item = Result<Value>> + Send + 'static {
+        self.bulk_query_rows(soql, options)
+            .map(|page| {
+                page.map(|rows| {
+                    // The page stays compact; each record is built as it is taken.
+                    futures::stream::iter(
+                        (0..rows.len())
+                            .map(move |i| Ok(rows.row(i).map_or(Value::Null, row_value))),
+                    )
+                })
+            })
+            .try_flatten()
+    }
+
+    /// As [`bulk_query`](Self::bulk_query), a result page at a time: each page's rows
+    /// share its columns (named as in the CSV header, `Owner.Name` for a parent's field),
+    /// typed by describe. Nothing is allocated per record, so this is the way to move a
+    /// large result into a table.
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use futures::TryStreamExt;
+    /// let mut pages = std::pin::pin!(sf.bulk_query_rows("SELECT Id, Name FROM Account", Default::default()));
+    /// while let Some(page) = pages.try_next().await? {
+    ///     for row in page.rows() {
+    ///         println!("{:?}", row.text(0));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn bulk_query_rows(
+        &self,
+        soql: &str,
+        options: BulkQueryOptions,
+    ) -> impl Stream<Item = Result<RowBatch>> + Send + 'static {
         let client = self.clone();
         let soql = soql.to_owned();
         let state = QueryState::Start { soql, options };
-        futures::stream::try_unfold(
-            (state, VecDeque::<Value>::new()),
-            move |(state, mut buffer)| {
-                let client = client.clone();
-                async move {
-                    let mut state = state;
-                    loop {
-                        if let Some(record) = buffer.pop_front() {
-                            return Ok(Some((record, (state, buffer))));
+        futures::stream::try_unfold(state, move |state| {
+            let client = client.clone();
+            async move {
+                let mut state = state;
+                loop {
+                    state = match state {
+                        QueryState::Start { soql, options } => {
+                            client.start_bulk_query(&soql, options).await?
                         }
-                        state = match state {
-                            QueryState::Start { soql, options } => {
-                                client.start_bulk_query(&soql, options).await?
-                            }
-                            QueryState::Pages { pages, next } => {
-                                let Some(next) = next else {
-                                    return Ok(None);
-                                };
-                                let page = next.await.map_err(|e| {
-                                    Error::new(
-                                        ErrorKind::Internal,
-                                        format!("fetching a bulk query result page failed: {e}"),
-                                    )
-                                })??;
-                                buffer = page.records;
-                                // The next page is fetched while this one is consumed.
-                                let next = page.locator.map(|l| pages.fetch(&client, l));
-                                QueryState::Pages { pages, next }
-                            }
-                        };
-                    }
+                        QueryState::Pages { pages, next } => {
+                            let Some(next) = next else {
+                                return Ok(None);
+                            };
+                            let page = next.await.map_err(|e| {
+                                Error::new(
+                                    ErrorKind::Internal,
+                                    format!("fetching a bulk query result page failed: {e}"),
+                                )
+                            })??;
+                            // The next page is fetched while this one is consumed.
+                            let next = page.locator.map(|l| pages.fetch(&client, l));
+                            return Ok(Some((page.rows, QueryState::Pages { pages, next })));
+                        }
+                    };
                 }
-            },
-        )
+            }
+        })
     }
 
     /// As [`bulk_query`](Self::bulk_query), each record deserialized into `T` (its fields
@@ -832,6 +859,7 @@ impl SalesforceClient {
         };
         let pages = Arc::new(ResultPages {
             job_path,
+            object: info.object.clone(),
             types,
             max_records: options.max_records,
         });
@@ -846,13 +874,15 @@ impl SalesforceClient {
 /// Where a query job's result pages are and how their values are typed.
 struct ResultPages {
     job_path: String,
+    /// The queried object (the rows' stream).
+    object: String,
     types: HashMap<String, &'static str>,
     max_records: Option<u64>,
 }
 
 /// One parsed result page and the locator of the next (`None` after the last).
 struct ResultPage {
-    records: VecDeque<Value>,
+    rows: RowBatch,
     locator: Option<String>,
 }
 
@@ -885,10 +915,8 @@ impl ResultPages {
                     None,
                 )
                 .await?;
-            let mut records = VecDeque::new();
-            parse_page(&reply.body, &pages.types, &mut records)?;
             Ok(ResultPage {
-                records,
+                rows: parse_page(&reply.body, &pages.object, &pages.types)?,
                 locator: reply.locator.filter(|l| !l.is_empty() && l != "null"),
             })
         }))
@@ -972,16 +1000,16 @@ fn field_types(describe: &Value) -> HashMap<String, &'static str> {
         .collect()
 }
 
-/// Parse one result page into records.
+/// Parse one result page into rows of `object`, typed by `types` (an empty cell is null).
 fn parse_page(
     bytes: &[u8],
+    object: &str,
     types: &HashMap<String, &'static str>,
-    out: &mut VecDeque<Value>,
-) -> Result<()> {
+) -> Result<RowBatch> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes);
-    let header: Vec<String> = reader
+    let columns: Vec<Column> = reader
         .headers()
         .map_err(|e| {
             Error::new(
@@ -990,13 +1018,17 @@ fn parse_page(
             )
         })?
         .iter()
-        .map(str::to_owned)
+        .map(|h| {
+            let kind = match types.get(&h.to_ascii_lowercase()).copied() {
+                Some("bool") => ColumnKind::Boolean,
+                Some("int") => ColumnKind::Integer,
+                Some("number") => ColumnKind::Number,
+                _ => ColumnKind::Text,
+            };
+            Column::new(h, kind)
+        })
         .collect();
-    // Per column: its type, and whether it is a path through parent relationships.
-    let columns: Vec<(Option<&'static str>, bool)> = header
-        .iter()
-        .map(|h| (types.get(&h.to_ascii_lowercase()).copied(), h.contains('.')))
-        .collect();
+    let mut rows = RowBatch::with_capacity(object, columns, 0, bytes.len());
     let mut row = csv::StringRecord::new();
     loop {
         let more = reader.read_record(&mut row).map_err(|e| {
@@ -1008,39 +1040,30 @@ fn parse_page(
         if !more {
             break;
         }
-        let mut record = Map::with_capacity(header.len());
-        for ((name, (kind, path)), text) in header.iter().zip(&columns).zip(row.iter()) {
-            let value = typed(text, *kind);
-            if *path {
-                insert_path(&mut record, name, value);
-            } else {
-                record.insert(name.clone(), value);
-            }
-        }
-        out.push_back(Value::Object(record));
+        rows.push_row(row.iter().map(|t| (!t.is_empty()).then_some(t)))?;
     }
-    Ok(())
+    Ok(rows)
 }
 
-fn typed(text: &str, kind: Option<&str>) -> Value {
-    if text.is_empty() {
-        return Value::Null;
+/// A result row as a JSON object; a column through parent relationships
+/// (`Owner.Manager.Name`) nests.
+fn row_value(row: Row<'_>) -> Value {
+    Value::Object(row_map(row))
+}
+
+/// A result row's fields, as [`row_value`].
+pub(crate) fn row_map(row: Row<'_>) -> Map<String, Value> {
+    let columns = row.columns();
+    let mut record = Map::with_capacity(columns.len());
+    for (column, cell) in columns.iter().zip(row.cells()) {
+        let value = cell.to_value();
+        if column.name.contains('.') {
+            insert_path(&mut record, &column.name, value);
+        } else {
+            record.insert(column.name.clone(), value);
+        }
     }
-    let parsed = match kind {
-        Some("bool") => match text {
-            "true" => Some(Value::Bool(true)),
-            "false" => Some(Value::Bool(false)),
-            _ => None,
-        },
-        Some("int") => text.parse::<i64>().ok().map(Value::from),
-        Some("number") => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number),
-        _ => None,
-    };
-    parsed.unwrap_or_else(|| Value::String(text.to_owned()))
+    record
 }
 
 /// `Account.Owner.Name` = v → `{"Account": {"Owner": {"Name": v}}}`.
@@ -1127,10 +1150,10 @@ mod tests {
         ]}));
         let page = "Id,Name,IsActive__c,NumberOfEmployees,AnnualRevenue,Owner.Name,Owner.Manager.Name\n\
                     001A,\"Acme, Inc.\",true,12,1.5,Ann,\n";
-        let mut out = VecDeque::new();
-        parse_page(page.as_bytes(), &types, &mut out).unwrap();
+        let rows = parse_page(page.as_bytes(), "Account", &types).unwrap();
+        assert_eq!(rows.stream, "Account");
         assert_eq!(
-            out[0],
+            row_value(rows.row(0).unwrap()),
             json!({"Id": "001A", "Name": "Acme, Inc.", "IsActive__c": true, "NumberOfEmployees": 12,
                    "AnnualRevenue": 1.5, "Owner": {"Name": "Ann", "Manager": {"Name": null}}})
         );

@@ -40,12 +40,14 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::{
     Catalog, Checkpoint, Error, ErrorKind, FailureKind, ReadRequest, Record, RecordBatch,
-    RecordFailure, RecordKey, RecordOutcome, Result, SourceMessage, SourceStream, StreamDescriptor,
-    SyncMode, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
+    RecordFailure, RecordKey, RecordOutcome, Result, RowBatch, SourceMessage, SourceStream,
+    StreamDescriptor, SyncMode, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
 };
 use serde_json::{Map, Value, json};
 
-use crate::bulk::{BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState};
+use crate::bulk::{
+    BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState, row_map,
+};
 use crate::client::{RecordResult, SalesforceClient};
 use crate::soql::{Order, Soql, field};
 use crate::streaming::{ChangeStream, ChangeType, ReplayFrom, SubscribeOptions};
@@ -254,6 +256,29 @@ fn emit(stream: &str, records: Vec<Record>, batch_size: usize, state: Value) -> 
     futures::stream::iter(messages).boxed()
 }
 
+/// A bulk result page as a source's messages of at most `batch_size` records: rows as
+/// they are, unless a column reaches through a parent relationship (`Owner.Name`), whose
+/// value nests, as in REST results.
+fn page_messages(page: RowBatch, batch_size: usize) -> Vec<SourceMessage> {
+    if page.columns().iter().any(|c| c.name.contains('.')) {
+        let mut records = page.rows().map(|r| Record::from(row_map(r))).peekable();
+        let mut out = Vec::new();
+        while records.peek().is_some() {
+            let batch: Vec<Record> = records.by_ref().take(batch_size.max(1)).collect();
+            out.push(SourceMessage::Records(RecordBatch::new(
+                &page.stream,
+                batch,
+            )));
+        }
+        return out;
+    }
+    page.into_chunks(batch_size)
+        .into_iter()
+        .filter(|b| !b.is_empty())
+        .map(SourceMessage::Rows)
+        .collect()
+}
+
 /// Where a read stands: after `(cursor, id)` (incremental) or after `id` (full refresh).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Position {
@@ -304,6 +329,27 @@ impl Position {
             None => None,
         };
         Some((cursor, id))
+    }
+
+    /// The furthest position among a result page's rows, borrowed from it.
+    fn furthest_row<'r>(
+        rows: &'r RowBatch,
+        cursor: Option<&str>,
+    ) -> Option<(Option<SystemTime>, &'r str)> {
+        let id = rows.column_index("Id")?;
+        let at = match cursor {
+            Some(c) => Some(rows.column_index(c)?),
+            None => None,
+        };
+        rows.rows()
+            .filter_map(|row| {
+                let cursor = match at {
+                    Some(c) => Some(row.text(c).and_then(parse_datetime)?),
+                    None => None,
+                };
+                Some((cursor, row.text(id)?))
+            })
+            .max()
     }
 
     fn state(&self) -> Value {
@@ -513,7 +559,7 @@ impl SalesforceSource {
         let cursor = plan.cursor.clone();
         tracing::debug!(object = %stream_name, total, bulk = total > self.bulk_threshold, "Salesforce read planned");
         if total > self.bulk_threshold {
-            let records = self.client.bulk_query(
+            let pages = self.client.bulk_query_rows(
                 &plan.unordered.build()?,
                 BulkQueryOptions {
                     all_rows: false,
@@ -527,22 +573,10 @@ impl SalesforceSource {
             let best: Arc<Mutex<Option<Position>>> = Arc::new(Mutex::new(None));
             let name = stream_name.clone();
             let tracked = best.clone();
-            let batches = records
-                .try_chunks(batch_size)
-                .map_err(|e| e.1)
-                .map(move |chunk| {
-                    let chunk = chunk?;
-                    let out = chunk
-                        .into_iter()
-                        .map(to_record)
-                        .collect::<Result<Vec<_>>>()?;
-                    // The batch's furthest position, borrowed; copied only when it is the
-                    // furthest read yet.
-                    let furthest = out
-                        .iter()
-                        .filter_map(|r| Position::key_of(r.fields(), cursor.as_deref()))
-                        .max();
-                    if let Some((at, id)) = furthest {
+            let batches = pages
+                .map_ok(move |mut page| {
+                    page.stream.clone_from(&name);
+                    if let Some((at, id)) = Position::furthest_row(&page, cursor.as_deref()) {
                         let mut top = tracked.lock().unwrap_or_else(PoisonError::into_inner);
                         if top
                             .as_ref()
@@ -554,8 +588,9 @@ impl SalesforceSource {
                             });
                         }
                     }
-                    Ok(SourceMessage::Records(RecordBatch::new(&name, out)))
-                });
+                    futures::stream::iter(page_messages(page, batch_size).into_iter().map(Ok))
+                })
+                .try_flatten();
             let end = futures::stream::once(async move {
                 let last = best.lock().unwrap_or_else(PoisonError::into_inner).take();
                 let previous = state.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -1010,6 +1045,57 @@ mod tests {
         assert!(Position::key_of(&records[2], None) < Position::key_of(&records[0], None));
         assert_eq!(Position::from_state(&c.state()).unwrap(), Some(c));
         assert!(Position::from_state(&json!({"cursor": 5, "id": "x"})).is_err());
+    }
+
+    #[test]
+    fn bulk_pages_go_as_rows_unless_a_column_nests_and_their_furthest_position_counts() {
+        use moodbridge_core::{Column, ColumnKind};
+        let page = |names: &[&str], rows: &[[&str; 3]]| {
+            let columns: Vec<Column> = names
+                .iter()
+                .map(|n| Column::new(*n, ColumnKind::Text))
+                .collect();
+            let mut batch = RowBatch::new("Contact", columns);
+            for r in rows {
+                batch
+                    .push_row(r.iter().map(|t| (!t.is_empty()).then_some(*t)))
+                    .unwrap();
+            }
+            batch
+        };
+        let rows = [
+            ["003B", "2026-01-01T00:00:00.000Z", "Ann"],
+            ["003C", "2026-01-01T00:00:00.000Z", ""],
+            ["003A", "2026-01-01T00:00:00.001Z", "Bob"],
+            ["003D", "", "no cursor"],
+        ];
+        let plain = page(&["Id", "SystemModstamp", "Name"], &rows);
+        assert_eq!(
+            Position::furthest_row(&plain, Some("SystemModstamp")),
+            Some((parse_datetime("2026-01-01T00:00:00.001Z"), "003A"))
+        );
+        assert_eq!(Position::furthest_row(&plain, None), Some((None, "003D")));
+        let messages = page_messages(plain.clone(), 3);
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|m| match m {
+                SourceMessage::Rows(r) => r.len(),
+                other => panic!("rows expected, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [3, 1]);
+
+        let nested = page(&["Id", "SystemModstamp", "Owner.Name"], &rows);
+        let messages = page_messages(nested, 3);
+        let SourceMessage::Records(first) = &messages[0] else {
+            panic!("records expected, got {:?}", messages[0]);
+        };
+        assert_eq!(
+            first.records[0].get("Owner"),
+            Some(&json!({"Name": "Ann"})),
+            "a parent's field nests, as in REST results"
+        );
+        assert_eq!(messages.len(), 2);
     }
 
     #[test]

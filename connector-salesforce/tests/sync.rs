@@ -208,6 +208,7 @@ async fn incremental_checkpoints_split_records_sharing_a_timestamp_without_loss_
                     last_cp = Some(cp);
                     break; // "crash" after the first checkpoint
                 }
+                other => panic!("a REST read yields records, got {other:?}"),
             }
         }
         if got == 0 {

@@ -48,6 +48,7 @@ pub mod observe;
 pub mod record;
 pub mod registry;
 pub mod resilience;
+pub mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite_wal;
 pub mod state;
@@ -67,6 +68,7 @@ pub use resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, Operation, Policy, PolicyConfig,
     RetryConfig, SlowCallConfig,
 };
+pub use rows::{Cell, Column, ColumnKind, Row, RowBatch};
 pub use storage::{ObjectKey, ObjectStore, ObjectStoreExt};
 pub use sync::{
     Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, StreamDescriptor, SyncMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{Record, RecordBatch, RecordKey};
+use crate::rows::RowBatch;
 
 /// A resumption point in a stream, made by the source.
 ///
@@ -126,6 +127,9 @@ impl ReadRequest {
 pub enum SourceMessage {
     /// Records, in source order.
     Records(RecordBatch),
+    /// Records sharing one set of columns, in source order: what a table-shaped result
+    /// yields without a map per record (see [`RowBatch`]).
+    Rows(RowBatch),
     /// A resumption point after every record yielded so far.
     Checkpoint(Checkpoint),
 }
@@ -435,6 +439,34 @@ pub trait SyncSink: Send + Sync {
     /// and nothing of it was written.
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport>;
 
+    /// Write rows that share their columns; one outcome per row, as
+    /// [`write`](Self::write). The default turns them into records and calls `write`; a
+    /// sink that binds values by position (a table) can write from the rows directly.
+    ///
+    /// ```
+    /// # use async_trait::async_trait;
+    /// # use moodbridge_core::{RecordBatch, Result, SyncSink, WriteMode, WriteReport, RecordOutcome, WriteAction};
+    /// use moodbridge_core::{Column, ColumnKind, RowBatch};
+    /// struct Count;
+    /// #[async_trait]
+    /// impl SyncSink for Count {
+    ///     async fn write(&self, batch: &RecordBatch, _: &WriteMode) -> Result<WriteReport> {
+    ///         Ok(WriteReport::new(
+    ///             (0..batch.len()).map(|i| RecordOutcome::ok(i, WriteAction::Created)).collect(),
+    ///         ))
+    ///     }
+    /// }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut rows = RowBatch::new("Case", vec![Column::new("Id", ColumnKind::Text)]);
+    /// rows.push_row([Some("500A")]).unwrap();
+    /// let report = Count.write_rows(&rows, &WriteMode::Append).await.unwrap();
+    /// assert_eq!(report.succeeded(), 1);
+    /// # });
+    /// ```
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        self.write(&rows.to_records(), mode).await
+    }
+
     /// Make everything written so far durable. The default is for sinks whose writes are
     /// durable when `write` returns.
     async fn flush(&self, stream: &str) -> Result<()> {
@@ -486,6 +518,10 @@ impl<T: SyncSink + ?Sized> SyncSink for std::sync::Arc<T> {
 
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
         (**self).write(batch, mode).await
+    }
+
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        (**self).write_rows(rows, mode).await
     }
 
     async fn flush(&self, stream: &str) -> Result<()> {

@@ -344,20 +344,23 @@ impl SyncEngine {
         let mut out = HashMap::new();
         let mut last = None;
         while let Some(m) = messages.next().await {
-            match m? {
-                SourceMessage::Records(batch) => {
-                    for r in batch.records {
-                        let key = r.key(&config.key).ok_or_else(|| {
-                            Error::invalid_input(format!(
-                                "a {side} record of {} has no value for key {}",
-                                config.stream,
-                                config.key.join(", ")
-                            ))
-                        })?;
-                        out.insert(key.to_string(), r);
-                    }
+            let batch = match m? {
+                SourceMessage::Records(batch) => batch,
+                SourceMessage::Rows(rows) => rows.to_records(),
+                SourceMessage::Checkpoint(cp) => {
+                    last = Some(cp);
+                    continue;
                 }
-                SourceMessage::Checkpoint(cp) => last = Some(cp),
+            };
+            for r in batch.records {
+                let key = r.key(&config.key).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "a {side} record of {} has no value for key {}",
+                        config.stream,
+                        config.key.join(", ")
+                    ))
+                })?;
+                out.insert(key.to_string(), r);
             }
         }
         Ok((out, last))

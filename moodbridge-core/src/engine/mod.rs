@@ -68,7 +68,9 @@ use crate::catalog::{StreamDescriptor, SyncMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::metric;
 use crate::record::{Record, RecordBatch};
+use crate::resilience::layer::write_operation;
 use crate::resilience::{Operation, Policy, RetryConfig};
+use crate::rows::RowBatch;
 use crate::state::{
     AuditEntry, AuditOperation, FailureStage, NewDeadLetter, RunCounts, RunId, RunStatus,
     StateStore,
@@ -463,19 +465,36 @@ impl StreamRun<'_> {
             self.dead_letter(&source_key, original, stage, reason)
                 .await?;
         }
-        let out = RecordBatch::new(&target.name, records);
-        let report = if out.is_empty() {
-            WriteReport::default()
-        } else {
-            write_through(self.engine, self.sink, &out, mode).await?
+        let (report, mut written_records) = match records {
+            Body::Records(records) => {
+                let out = RecordBatch::new(&target.name, records);
+                let report = if out.is_empty() {
+                    WriteReport::default()
+                } else {
+                    write_through(self.engine, self.sink, &out, mode).await?
+                };
+                (report, Body::Records(out.records))
+            }
+            Body::Rows(mut rows) => {
+                rows.stream.clone_from(&target.name);
+                let report = if rows.is_empty() {
+                    WriteReport::default()
+                } else {
+                    let op = write_operation(mode);
+                    self.engine
+                        .sink_policy
+                        .call_as(op, || self.sink.write_rows(&rows, mode))
+                        .await?
+                };
+                (report, Body::Rows(rows))
+            }
         };
-        report.check_complete(out.len())?;
+        report.check_complete(written_records.len())?;
 
         let mut audit = Vec::new();
         let key_fields = mode_key(mode, target);
         // Each index appears once (checked above): a written record moves into its audit
         // entry or dead letter, never copied.
-        let mut written_records = out.records;
         let mut originals = originals;
         let written = report.succeeded() as u64;
         for outcome in report.outcomes {
@@ -484,7 +503,7 @@ impl StreamRun<'_> {
                     if self.pipeline.config().audit
                         && let Some(entry) = self.audit_entry(
                             *action,
-                            std::mem::take(&mut written_records[outcome.index]),
+                            written_records.take(outcome.index),
                             outcome.before,
                             &key_fields,
                         )
@@ -493,7 +512,7 @@ impl StreamRun<'_> {
                     }
                 }
                 Err(failure) => {
-                    let written = std::mem::take(&mut written_records[outcome.index]);
+                    let written = written_records.take(outcome.index);
                     failed += 1;
                     let original = if keep_originals {
                         std::mem::take(&mut originals[outcome.index])
@@ -512,8 +531,10 @@ impl StreamRun<'_> {
         }
         // The records not kept are freed off the write path: the next batch need not
         // wait for a batch's worth of deallocations.
-        if written_records.iter().any(|r| !r.is_empty()) {
-            drop(tokio::task::spawn_blocking(move || drop(written_records)));
+        if let Body::Records(records) = written_records
+            && records.iter().any(|r| !r.is_empty())
+        {
+            drop(tokio::task::spawn_blocking(move || drop(records)));
         }
         if !audit.is_empty() {
             // One append at a time, in order: the chain is sequential.
@@ -594,13 +615,9 @@ pub(crate) async fn write_through(
     batch: &RecordBatch,
     mode: &WriteMode,
 ) -> Result<WriteReport> {
-    let mut op = Operation::new("write");
-    if !mode.is_idempotent() {
-        op = op.non_idempotent();
-    }
     engine
         .sink_policy
-        .call_as(op, || sink.write(batch, mode))
+        .call_as(write_operation(mode), || sink.write(batch, mode))
         .await
 }
 
@@ -652,6 +669,30 @@ fn describe(failure: &RecordFailure) -> String {
 /// Batches read ahead of the sink, at most.
 const READ_AHEAD: usize = 2;
 
+/// What a batch writes: records (a map each), or rows passed through as the source
+/// gave them.
+enum Body {
+    Records(Vec<Record>),
+    Rows(RowBatch),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Records(r) => r.len(),
+            Body::Rows(r) => r.len(),
+        }
+    }
+
+    /// Record `index`, moved out (records) or built (rows); empty past the end.
+    fn take(&mut self, index: usize) -> Record {
+        match self {
+            Body::Records(r) => r.get_mut(index).map(std::mem::take).unwrap_or_default(),
+            Body::Rows(r) => r.row(index).map(|row| row.to_record()).unwrap_or_default(),
+        }
+    }
+}
+
 /// A batch read and transformed, ready for the sink.
 struct Prepared {
     /// Records read.
@@ -659,7 +700,7 @@ struct Prepared {
     /// Their approximate size.
     bytes: u64,
     /// The records that passed mapping and validation, transformed.
-    records: Vec<Record>,
+    records: Body,
     /// Their originals, in the same order, when the transform rewrites records (a
     /// record failing at the sink is dead-lettered as the source gave it); else empty.
     originals: Vec<Record>,
@@ -684,7 +725,10 @@ impl Reader {
         let task = tokio::spawn(async move {
             while let Some(message) = messages.next().await {
                 let item = match message {
-                    Ok(SourceMessage::Records(batch)) => Ok(Item::Batch(prepare(&plan, batch))),
+                    Ok(SourceMessage::Records(batch)) => {
+                        Ok(Item::Batch(prepare(&plan, batch.records)))
+                    }
+                    Ok(SourceMessage::Rows(rows)) => Ok(Item::Batch(prepare_rows(&plan, rows))),
                     Ok(SourceMessage::Checkpoint(cp)) => Ok(Item::Checkpoint(cp)),
                     Err(e) => Err(e),
                 };
@@ -708,15 +752,33 @@ impl Drop for Reader {
     }
 }
 
+/// Rows pass through as they are when the stream neither rewrites nor validates records;
+/// else they become records and are prepared as such.
+fn prepare_rows(plan: &StreamPlan, rows: RowBatch) -> Prepared {
+    if plan.rewrites() || !plan.rules.is_empty() {
+        return prepare(plan, rows.to_records().records);
+    }
+    // As `approx_size` counts a record: names, values as text, a few bytes a field.
+    let names: usize = rows.columns().iter().map(|c| c.name.len() + 5).sum();
+    let bytes = (rows.len() * names + rows.text_len()) as u64;
+    Prepared {
+        read: rows.len() as u64,
+        bytes,
+        records: Body::Rows(rows),
+        originals: Vec::new(),
+        rejected: Vec::new(),
+    }
+}
+
 /// Map, sanitise and validate a batch.
-fn prepare(plan: &StreamPlan, batch: RecordBatch) -> Prepared {
+fn prepare(plan: &StreamPlan, batch: Vec<Record>) -> Prepared {
     let read = batch.len() as u64;
-    let bytes = batch.records.iter().map(approx_size).sum();
+    let bytes = batch.iter().map(approx_size).sum();
     let keep_originals = plan.rewrites();
     let mut originals = Vec::new();
-    let mut records = Vec::with_capacity(batch.records.len());
+    let mut records = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
-    for mut record in batch.records {
+    for mut record in batch {
         let original = keep_originals.then(|| record.clone());
         match plan.transform(&mut record) {
             Ok(()) => {
@@ -731,7 +793,7 @@ fn prepare(plan: &StreamPlan, batch: RecordBatch) -> Prepared {
     Prepared {
         read,
         bytes,
-        records,
+        records: Body::Records(records),
         originals,
         rejected,
     }

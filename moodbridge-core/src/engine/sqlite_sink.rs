@@ -46,6 +46,7 @@ use serde_json::{Map, Number, Value};
 use crate::catalog::{FieldType, StreamDescriptor};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{Record, RecordBatch};
+use crate::rows::{Cell, RowBatch};
 use crate::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
 use crate::sync::{
     FailureKind, RecordFailure, RecordOutcome, SyncSink, WriteAction, WriteMode, WriteReport,
@@ -597,120 +598,250 @@ impl SqliteTableSink {
         batch: &RecordBatch,
         mode: &WriteMode,
     ) -> rusqlite::Result<Vec<RecordOutcome>> {
-        let upsert = matches!(mode, WriteMode::Upsert { .. });
-        let key_fields = &table.key;
         let null = Value::Null;
         let cols: Vec<&String> = table.columns.iter().map(|(c, _)| c).collect();
-        let target = quote(&table.writing_to);
-        let key_cond = key_fields
-            .iter()
-            .map(|k| format!("{} = ?", quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO {target} ({}) VALUES ({}){}",
-            quoted_list(cols.iter().copied()),
-            vec!["?"; cols.len()].join(", "),
-            if key_fields.is_empty() {
-                ""
-            } else {
-                " ON CONFLICT DO NOTHING"
-            }
-        ))?;
-        let mut select = None;
-        let mut update = None;
-
+        let mut insert = tx.prepare_cached(&insert_sql(table))?;
+        let mut conflicts = Conflicts::new(tx, table, mode);
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut layout = RowLayout::new(&cols);
         for (i, record) in batch.records.iter().enumerate() {
-            let key: Option<Vec<&Value>> = key_fields
+            let key: Option<Vec<&Value>> = table
+                .key
                 .iter()
                 .map(|k| record.get(k).filter(|v| !v.is_null()))
                 .collect();
             let Some(key) = key else {
-                outcomes.push(RecordOutcome::failed(
-                    i,
-                    RecordFailure::new(
-                        FailureKind::InvalidInput,
-                        format!(
-                            "the record has no value for key field(s) {}",
-                            key_fields.join(", ")
-                        ),
-                    ),
-                ));
+                outcomes.push(no_key(i, table));
                 continue;
             };
             if insert.execute(params_from_iter(layout.values(record, &null)))? == 1 {
                 outcomes.push(RecordOutcome::ok(i, WriteAction::Created));
                 continue;
             }
-            if !upsert {
-                let k = key_text(key.iter().copied());
-                outcomes.push(RecordOutcome::failed(
-                    i,
-                    RecordFailure {
-                        kind: FailureKind::Conflict,
-                        message: format!("a row with key {k} already exists"),
-                        code: Some("DUPLICATE_VALUE".into()),
-                        fields: key_fields.clone(),
-                    },
-                ));
-                continue;
-            }
-            let select = match &mut select {
-                Some(s) => s,
-                None => select.insert(tx.prepare_cached(&format!(
-                    "SELECT {} FROM {target} WHERE {key_cond}",
-                    column_list(table)
-                ))?),
-            };
-            let old = {
-                let mut rows = select.query(params_from_iter(key.iter().map(|v| sql(v))))?;
-                match rows.next()? {
-                    Some(row) => decode(row, table)?,
-                    // The conflict was on another unique column than the key.
-                    None => {
-                        outcomes.push(RecordOutcome::failed(
-                            i,
-                            RecordFailure::new(
-                                FailureKind::Conflict,
-                                "the row conflicts with another row on a unique column",
-                            ),
-                        ));
-                        continue;
-                    }
-                }
-            };
-            let same = cols.iter().all(|c| {
-                same_value(
-                    record.get(c.as_str()).unwrap_or(&null),
-                    old.get(c.as_str()).unwrap_or(&null),
-                )
-            });
-            let image = Record::from(old);
-            if same {
-                outcomes.push(RecordOutcome::ok(i, WriteAction::Unchanged).with_before(image));
-                continue;
-            }
-            let update = match &mut update {
-                Some(u) => u,
-                None => {
-                    let set = cols
-                        .iter()
-                        .map(|c| format!("{} = ?", quote(c)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    update.insert(
-                        tx.prepare_cached(&format!("UPDATE {target} SET {set} WHERE {key_cond}"))?,
-                    )
-                }
-            };
-            let mut params = layout.values(record, &null);
-            params.extend(key.iter().map(|v| sql(v)));
-            update.execute(params_from_iter(params))?;
-            outcomes.push(RecordOutcome::ok(i, WriteAction::Updated).with_before(image));
+            outcomes.push(conflicts.resolve(i, record, &key, &mut layout)?);
         }
         Ok(outcomes)
+    }
+
+    /// As [`write_rows`](Self::write_rows), binding each row's cells by position; only a
+    /// row whose key exists becomes a record (to be compared with the old row).
+    fn write_cells(
+        tx: &rusqlite::Transaction<'_>,
+        table: &Table,
+        rows: &RowBatch,
+        mode: &WriteMode,
+    ) -> rusqlite::Result<Vec<RecordOutcome>> {
+        let cols: Vec<&String> = table.columns.iter().map(|(c, _)| c).collect();
+        // Per table column, the rows' column holding it.
+        let at: Vec<Option<usize>> = cols.iter().map(|c| rows.column_index(c)).collect();
+        let key_at: Option<Vec<usize>> = table.key.iter().map(|k| rows.column_index(k)).collect();
+        let mut insert = tx.prepare_cached(&insert_sql(table))?;
+        let mut conflicts = Conflicts::new(tx, table, mode);
+        let mut layout = RowLayout::new(&cols);
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows.rows() {
+            let i = row.index();
+            let keyed = key_at
+                .as_ref()
+                .is_some_and(|k| k.iter().all(|&c| row.text(c).is_some()));
+            if !keyed {
+                outcomes.push(no_key(i, table));
+                continue;
+            }
+            let values = at.iter().map(|c| match c.and_then(|c| row.cell(c)) {
+                None | Some(Cell::Null) => Sql::Borrowed(ValueRef::Null),
+                Some(cell) => cell_sql(cell),
+            });
+            if insert.execute(params_from_iter(values))? == 1 {
+                outcomes.push(RecordOutcome::ok(i, WriteAction::Created));
+                continue;
+            }
+            let record = row.to_record();
+            let key: Vec<&Value> = table
+                .key
+                .iter()
+                .map(|k| record.get(k).unwrap_or(&Value::Null))
+                .collect();
+            outcomes.push(conflicts.resolve(i, &record, &key, &mut layout)?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Look up the stream's table, run `write` on it in one transaction (after adding the
+    /// columns `sample`'s fields need), and keep what it learnt of the table.
+    fn write_in_transaction(
+        &self,
+        stream: &str,
+        sample: &RecordBatch,
+        write: impl FnOnce(&rusqlite::Transaction<'_>, &Table) -> rusqlite::Result<Vec<RecordOutcome>>,
+    ) -> Result<WriteReport> {
+        let mut table = self.tables().get(stream).cloned().ok_or_else(|| {
+            Error::invalid_input(format!("stream {stream} was not begun"))
+                .with_hint("call begin_stream before write")
+        })?;
+        let outcomes = self.with_conn(|conn| {
+            let run = || -> rusqlite::Result<Vec<RecordOutcome>> {
+                let tx = conn.transaction()?;
+                Self::evolve(&tx, &mut table, sample)?;
+                let outcomes = write(&tx, &table)?;
+                tx.commit()?;
+                Ok(outcomes)
+            };
+            run().map_err(|e| self.err(e))
+        })?;
+        self.tables().insert(stream.to_owned(), table);
+        Ok(WriteReport::new(outcomes))
+    }
+}
+
+/// `INSERT` of every column of `table`, doing nothing on a key conflict.
+fn insert_sql(table: &Table) -> String {
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}){}",
+        quote(&table.writing_to),
+        quoted_list(table.columns.iter().map(|(c, _)| c)),
+        vec!["?"; table.columns.len()].join(", "),
+        if table.key.is_empty() {
+            ""
+        } else {
+            " ON CONFLICT DO NOTHING"
+        }
+    )
+}
+
+/// The outcome of a record without a value for a key field.
+fn no_key(index: usize, table: &Table) -> RecordOutcome {
+    RecordOutcome::failed(
+        index,
+        RecordFailure::new(
+            FailureKind::InvalidInput,
+            format!(
+                "the record has no value for key field(s) {}",
+                table.key.join(", ")
+            ),
+        ),
+    )
+}
+
+/// A cell as an SQL value, borrowing text.
+fn cell_sql(cell: Cell<'_>) -> Sql<'_> {
+    Sql::Borrowed(match cell {
+        Cell::Null => ValueRef::Null,
+        Cell::Bool(b) => ValueRef::Integer(i64::from(b)),
+        Cell::Integer(i) => ValueRef::Integer(i),
+        Cell::Number(f) => ValueRef::Real(f),
+        Cell::Text(t) => ValueRef::Text(t.as_bytes()),
+    })
+}
+
+/// What happens to a record whose insert met an existing key: its statements, prepared
+/// when first needed.
+struct Conflicts<'t, 'c> {
+    tx: &'t rusqlite::Transaction<'c>,
+    table: &'t Table,
+    upsert: bool,
+    /// The table written to, quoted.
+    target: String,
+    /// `key1 = ? AND …`.
+    key_cond: String,
+    select: Option<rusqlite::CachedStatement<'t>>,
+    update: Option<rusqlite::CachedStatement<'t>>,
+}
+
+impl<'t, 'c> Conflicts<'t, 'c> {
+    fn new(tx: &'t rusqlite::Transaction<'c>, table: &'t Table, mode: &WriteMode) -> Self {
+        Conflicts {
+            tx,
+            table,
+            upsert: matches!(mode, WriteMode::Upsert { .. }),
+            target: quote(&table.writing_to),
+            key_cond: table
+                .key
+                .iter()
+                .map(|k| format!("{} = ?", quote(k)))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+            select: None,
+            update: None,
+        }
+    }
+
+    /// Record `i` (with key values `key`) met an existing row: a conflict when not
+    /// upserting; else read the old row (the before-image), compare, update if it differs.
+    fn resolve(
+        &mut self,
+        i: usize,
+        record: &Record,
+        key: &[&Value],
+        layout: &mut RowLayout<'_>,
+    ) -> rusqlite::Result<RecordOutcome> {
+        let table = self.table;
+        if !self.upsert {
+            let k = key_text(key.iter().copied());
+            return Ok(RecordOutcome::failed(
+                i,
+                RecordFailure {
+                    kind: FailureKind::Conflict,
+                    message: format!("a row with key {k} already exists"),
+                    code: Some("DUPLICATE_VALUE".into()),
+                    fields: table.key.clone(),
+                },
+            ));
+        }
+        let (target, key_cond) = (&self.target, &self.key_cond);
+        let select = match &mut self.select {
+            Some(s) => s,
+            None => self.select.insert(self.tx.prepare_cached(&format!(
+                "SELECT {} FROM {target} WHERE {key_cond}",
+                column_list(table)
+            ))?),
+        };
+        let old = {
+            let mut rows = select.query(params_from_iter(key.iter().map(|v| sql(v))))?;
+            match rows.next()? {
+                Some(row) => decode(row, table)?,
+                // The conflict was on another unique column than the key.
+                None => {
+                    return Ok(RecordOutcome::failed(
+                        i,
+                        RecordFailure::new(
+                            FailureKind::Conflict,
+                            "the row conflicts with another row on a unique column",
+                        ),
+                    ));
+                }
+            }
+        };
+        let null = Value::Null;
+        let same = table.columns.iter().all(|(c, _)| {
+            same_value(
+                record.get(c.as_str()).unwrap_or(&null),
+                old.get(c.as_str()).unwrap_or(&null),
+            )
+        });
+        let image = Record::from(old);
+        if same {
+            return Ok(RecordOutcome::ok(i, WriteAction::Unchanged).with_before(image));
+        }
+        let update = match &mut self.update {
+            Some(u) => u,
+            None => {
+                let set = table
+                    .columns
+                    .iter()
+                    .map(|(c, _)| format!("{} = ?", quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.update.insert(
+                    self.tx
+                        .prepare_cached(&format!("UPDATE {target} SET {set} WHERE {key_cond}"))?,
+                )
+            }
+        };
+        let mut params = layout.values(record, &null);
+        params.extend(key.iter().map(|v| sql(v)));
+        update.execute(params_from_iter(params))?;
+        Ok(RecordOutcome::ok(i, WriteAction::Updated).with_before(image))
     }
 }
 
@@ -733,22 +864,21 @@ impl SyncSink for SqliteTableSink {
     }
 
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
-        let mut table = self.tables().get(&batch.stream).cloned().ok_or_else(|| {
-            Error::invalid_input(format!("stream {} was not begun", batch.stream))
-                .with_hint("call begin_stream before write")
-        })?;
-        let outcomes = self.with_conn(|conn| {
-            let mut run = || -> rusqlite::Result<Vec<RecordOutcome>> {
-                let tx = conn.transaction()?;
-                Self::evolve(&tx, &mut table, batch)?;
-                let outcomes = Self::write_rows(&tx, &table, batch, mode)?;
-                tx.commit()?;
-                Ok(outcomes)
-            };
-            run().map_err(|e| self.err(e))
-        })?;
-        self.tables().insert(batch.stream.clone(), table);
-        Ok(WriteReport::new(outcomes))
+        self.write_in_transaction(&batch.stream, batch, |tx, table| {
+            Self::write_rows(tx, table, batch, mode)
+        })
+    }
+
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        // The rows share their fields: the first, as a record, tells which columns the
+        // table lacks and of what type.
+        let sample = RecordBatch::new(
+            &rows.stream,
+            rows.row(0).map(|r| r.to_record()).into_iter().collect(),
+        );
+        self.write_in_transaction(&rows.stream, &sample, |tx, table| {
+            Self::write_cells(tx, table, rows, mode)
+        })
     }
 
     async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
@@ -912,6 +1042,77 @@ mod tests {
             "booleans come back as booleans"
         );
         assert_eq!(s.rows("Case").await.unwrap(), vec![a2, b]);
+    }
+
+    #[tokio::test]
+    async fn rows_land_as_their_records_would_and_conflicts_resolve_the_same() {
+        use crate::rows::{Column, ColumnKind};
+        let columns = vec![
+            Column::new("Id", ColumnKind::Text),
+            Column::new("Subject", ColumnKind::Text),
+            Column::new("IsEscalated", ColumnKind::Boolean),
+            Column::new("Hours", ColumnKind::Number),
+            Column::new("Extra", ColumnKind::Integer),
+        ];
+        let mut rows = RowBatch::new("Case", columns.clone());
+        rows.push_row([
+            Some("500A"),
+            Some("One"),
+            Some("true"),
+            Some("1.5"),
+            Some("7"),
+        ])
+        .unwrap();
+        rows.push_row([Some("500B"), None, Some("false"), Some("n/a"), None])
+            .unwrap();
+        rows.push_row([None, Some("keyless"), None, None, None])
+            .unwrap();
+        let (_d, by_rows) = sink().await;
+        let (_e, by_records) = sink().await;
+        for s in [&by_rows, &by_records] {
+            s.begin_stream(&cases(), &upsert()).await.unwrap();
+        }
+        let from_rows = by_rows.write_rows(&rows, &upsert()).await.unwrap();
+        let from_records = by_records
+            .write(&rows.to_records(), &upsert())
+            .await
+            .unwrap();
+        assert_eq!(format!("{from_rows:?}"), format!("{from_records:?}"));
+        assert_eq!(from_rows.succeeded(), 2);
+        let landed = by_rows.rows("Case").await.unwrap();
+        assert_eq!(landed, by_records.rows("Case").await.unwrap());
+        assert_eq!(landed[0].get("Extra"), Some(&json!(7)), "a new column");
+        assert_eq!(landed[1].get("Hours"), Some(&json!("n/a")));
+
+        let mut again = RowBatch::new("Case", columns);
+        again
+            .push_row([
+                Some("500A"),
+                Some("One, edited"),
+                Some("true"),
+                Some("1.5"),
+                Some("7"),
+            ])
+            .unwrap();
+        again
+            .push_row([Some("500B"), None, Some("false"), Some("n/a"), None])
+            .unwrap();
+        let r = by_rows.write_rows(&again, &upsert()).await.unwrap();
+        assert_eq!(actions(&r), [WriteAction::Updated, WriteAction::Unchanged]);
+        let before = r.outcomes[0].before.clone().unwrap();
+        assert_eq!(before.get("Subject"), Some(&json!("One")));
+        assert_eq!(
+            by_rows.rows("Case").await.unwrap()[0].get("Subject"),
+            Some(&json!("One, edited"))
+        );
+        let r = by_rows
+            .write_rows(&again, &WriteMode::Append)
+            .await
+            .unwrap();
+        for o in &r.outcomes {
+            let failure = o.result.as_ref().unwrap_err();
+            assert_eq!(failure.code.as_deref(), Some("DUPLICATE_VALUE"));
+        }
     }
 
     #[tokio::test]

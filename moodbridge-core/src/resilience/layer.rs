@@ -34,6 +34,7 @@ use crate::credential::{CredentialStore, Secret, SecretMetadata, SecretVersion};
 use crate::error::Result;
 use crate::integration::{Capabilities, HealthReport, HealthStatus, PlatformIntegration};
 use crate::record::RecordBatch;
+use crate::rows::RowBatch;
 use crate::sync::{ReadRequest, SourceStream, SyncSink, SyncSource, WriteMode, WriteReport};
 
 /// Something that wraps a `T` into a decorated `T`.
@@ -145,6 +146,17 @@ impl<T: SyncSource> SyncSource for Guarded<T> {
     }
 }
 
+/// A sink write as a policy sees it: not retried after a timeout unless `mode` is
+/// idempotent (the sink may have written).
+pub(crate) fn write_operation(mode: &WriteMode) -> Operation {
+    let op = Operation::new("write");
+    if mode.is_idempotent() {
+        op
+    } else {
+        op.non_idempotent()
+    }
+}
+
 #[async_trait]
 impl<T: SyncSink> SyncSink for Guarded<T> {
     async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
@@ -154,12 +166,14 @@ impl<T: SyncSink> SyncSink for Guarded<T> {
     }
 
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
-        let mut op = Operation::new("write");
-        if !mode.is_idempotent() {
-            op = op.non_idempotent();
-        }
         self.policy
-            .call_as(op, || self.inner.write(batch, mode))
+            .call_as(write_operation(mode), || self.inner.write(batch, mode))
+            .await
+    }
+
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        self.policy
+            .call_as(write_operation(mode), || self.inner.write_rows(rows, mode))
             .await
     }
 
