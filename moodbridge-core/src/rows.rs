@@ -153,6 +153,7 @@ const NULL: u32 = 1 << 31;
 /// assert_eq!(rows.to_records().records[0].get("Name"), Some(&serde_json::json!("Acme")));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "RowsData", try_from = "RowsData")]
 pub struct RowBatch {
     /// The stream (object, table) the rows belong to.
     pub stream: String,
@@ -335,6 +336,45 @@ impl RowBatch {
     }
 }
 
+/// A [`RowBatch`] as serialized: its cells as strings or nulls, row by row (checked,
+/// row by row, when read back).
+#[derive(Serialize, Deserialize)]
+struct RowsData {
+    stream: String,
+    columns: Vec<Column>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl From<RowBatch> for RowsData {
+    fn from(batch: RowBatch) -> Self {
+        let rows = batch
+            .rows()
+            .map(|r| {
+                (0..batch.columns.len())
+                    .map(|c| r.text(c).map(str::to_owned))
+                    .collect()
+            })
+            .collect();
+        RowsData {
+            columns: batch.columns.to_vec(),
+            stream: batch.stream,
+            rows,
+        }
+    }
+}
+
+impl TryFrom<RowsData> for RowBatch {
+    type Error = Error;
+
+    fn try_from(data: RowsData) -> Result<Self> {
+        let mut batch = RowBatch::new(data.stream, data.columns);
+        for row in &data.rows {
+            batch.push_row(row.iter().map(Option::as_deref))?;
+        }
+        Ok(batch)
+    }
+}
+
 fn offset(end: u32) -> usize {
     (end & !NULL) as usize
 }
@@ -493,10 +533,14 @@ mod tests {
     }
 
     #[test]
-    fn serializes_and_back() {
+    fn serializes_as_cells_and_back_checking_each_row() {
         let rows = sample();
-        let text = serde_json::to_string(&rows).unwrap();
-        let back: RowBatch = serde_json::from_str(&text).unwrap();
+        let text = serde_json::to_value(&rows).unwrap();
+        assert_eq!(text["rows"][1], json!(["", null, "x", "inf"]));
+        let back: RowBatch = serde_json::from_value(text).unwrap();
         assert_eq!(back, rows);
+        let short = json!({"stream": "T", "columns": [{"name": "a", "kind": "text"}], "rows": [["x", "y"]]});
+        let err = serde_json::from_value::<RowBatch>(short).unwrap_err();
+        assert!(err.to_string().contains("2 cells"), "{err}");
     }
 }

@@ -450,7 +450,7 @@ impl StreamRun<'_> {
         let Prepared {
             read,
             bytes,
-            records,
+            body,
             originals,
             rejected,
         } = prepared;
@@ -465,7 +465,7 @@ impl StreamRun<'_> {
             self.dead_letter(&source_key, original, stage, reason)
                 .await?;
         }
-        let (report, mut written_records) = match records {
+        let (report, mut written_records) = match body {
             Body::Records(records) => {
                 let out = RecordBatch::new(&target.name, records);
                 let report = if out.is_empty() {
@@ -700,7 +700,7 @@ struct Prepared {
     /// Their approximate size.
     bytes: u64,
     /// The records that passed mapping and validation, transformed.
-    records: Body,
+    body: Body,
     /// Their originals, in the same order, when the transform rewrites records (a
     /// record failing at the sink is dead-lettered as the source gave it); else empty.
     originals: Vec<Record>,
@@ -764,7 +764,7 @@ fn prepare_rows(plan: &StreamPlan, rows: RowBatch) -> Prepared {
     Prepared {
         read: rows.len() as u64,
         bytes,
-        records: Body::Rows(rows),
+        body: Body::Rows(rows),
         originals: Vec::new(),
         rejected: Vec::new(),
     }
@@ -793,7 +793,7 @@ fn prepare(plan: &StreamPlan, batch: Vec<Record>) -> Prepared {
     Prepared {
         read,
         bytes,
-        records: Body::Records(records),
+        body: Body::Records(records),
         originals,
         rejected,
     }
