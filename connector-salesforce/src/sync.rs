@@ -244,16 +244,29 @@ fn subscribe_options(replay: ReplayFrom) -> SubscribeOptions {
 
 /// Records in batches, then a checkpoint with `state`.
 fn emit(stream: &str, records: Vec<Record>, batch_size: usize, state: Value) -> SourceStream {
-    let mut messages: Vec<Result<SourceMessage>> = Vec::new();
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let batch: Vec<Record> = records.by_ref().take(batch_size.max(1)).collect();
-        messages.push(Ok(SourceMessage::Records(RecordBatch::new(stream, batch))));
-    }
+    let mut messages: Vec<Result<SourceMessage>> = record_batches(stream, records, batch_size)
+        .into_iter()
+        .map(Ok)
+        .collect();
     messages.push(Ok(SourceMessage::Checkpoint(Checkpoint::new(
         stream, state,
     ))));
     futures::stream::iter(messages).boxed()
+}
+
+/// `records` of `stream` as messages of at most `batch_size` records each.
+fn record_batches(
+    stream: &str,
+    records: impl IntoIterator<Item = Record>,
+    batch_size: usize,
+) -> Vec<SourceMessage> {
+    let mut records = records.into_iter().peekable();
+    let mut out = Vec::new();
+    while records.peek().is_some() {
+        let batch: Vec<Record> = records.by_ref().take(batch_size.max(1)).collect();
+        out.push(SourceMessage::Records(RecordBatch::new(stream, batch)));
+    }
+    out
 }
 
 /// A bulk result page as a source's messages of at most `batch_size` records: rows as
@@ -261,16 +274,8 @@ fn emit(stream: &str, records: Vec<Record>, batch_size: usize, state: Value) -> 
 /// value nests, as in REST results.
 fn page_messages(page: RowBatch, batch_size: usize) -> Vec<SourceMessage> {
     if page.columns().iter().any(|c| c.name.contains('.')) {
-        let mut records = page.rows().map(|r| Record::from(row_map(r))).peekable();
-        let mut out = Vec::new();
-        while records.peek().is_some() {
-            let batch: Vec<Record> = records.by_ref().take(batch_size.max(1)).collect();
-            out.push(SourceMessage::Records(RecordBatch::new(
-                &page.stream,
-                batch,
-            )));
-        }
-        return out;
+        let records = page.rows().map(|r| Record::from(row_map(r)));
+        return record_batches(&page.stream, records, batch_size);
     }
     page.into_chunks(batch_size)
         .into_iter()

@@ -242,11 +242,6 @@ impl RowBatch {
         &self.columns
     }
 
-    /// The columns, shared (for batches cut from this one).
-    pub fn shared_columns(&self) -> Arc<[Column]> {
-        self.columns.clone()
-    }
-
     /// The position of the column named `name` (the last, should two share the name: as
     /// in a record, the later field wins).
     pub fn column_index(&self, name: &str) -> Option<usize> {

@@ -648,10 +648,9 @@ impl SqliteTableSink {
                 outcomes.push(no_key(i, table));
                 continue;
             }
-            let values = at.iter().map(|c| match c.and_then(|c| row.cell(c)) {
-                None | Some(Cell::Null) => Sql::Borrowed(ValueRef::Null),
-                Some(cell) => cell_sql(cell),
-            });
+            let values = at
+                .iter()
+                .map(|c| cell_sql(c.and_then(|c| row.cell(c)).unwrap_or(Cell::Null)));
             if insert.execute(params_from_iter(values))? == 1 {
                 outcomes.push(RecordOutcome::ok(i, WriteAction::Created));
                 continue;
