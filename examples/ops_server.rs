@@ -45,10 +45,10 @@ async fn main() -> Result<()> {
         .connect()
         .await?;
     let mut integrations = Integrations::default();
-    integrations.insert(Built {
-        integration: Arc::new(salesforce.clone()) as Arc<dyn PlatformIntegration>,
-        policy: salesforce.policy().clone(),
-    });
+    integrations.insert(Built::new(
+        Arc::new(salesforce.clone()) as Arc<dyn PlatformIntegration>,
+        salesforce.policy().clone(),
+    ));
 
     // Sync runs for the page: one now, then one a minute.
     let state = Arc::new(SqliteStateStore::open(&dir.join("state.db")).await?);

@@ -6,8 +6,21 @@
 //!
 //! This is the umbrella crate a host adds. It re-exports [`moodbridge_core`] (the
 //! contracts, errors, policies and configuration) at its root, [`moodbridge_auth`] as
-//! [`auth`], and each connector behind a cargo feature named after it as the connector
-//! crates land.
+//! [`auth`], and each connector behind a cargo feature named after it. [`registry()`]
+//! holds the factory of every kind the build enables, and [`build()`] turns a config file
+//! — integrations, pipelines naming them by id, the state store — into a running
+//! [`host::Host`].
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `sqlite` (default) | the embedded SQLite state store and the `sqlite-warehouse` kind |
+//! | `postgres` | the PostgreSQL state store (several workers share it) |
+//! | `salesforce` | `salesforce`: kind `salesforce` |
+//! | `sandbox` | the local Salesforce sandbox server (`salesforce::sandbox`) |
+//! | `aws` | `aws`: kind `s3` |
+//! | `azure` | `azure`: kind `azure-blob` |
+//! | `http` | `http`: the operations router (health, metrics, status page) |
+//! | `full` | `salesforce`, `aws`, `azure` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -18,33 +31,97 @@
 
 pub use moodbridge_core::*;
 
-/// Tokens and secrets: credential stores (in-memory, environment, encrypted SQLite).
+/// Tokens and secrets: OAuth2 flows, the token manager, JWT validation, credential stores
+/// (in-memory, environment, encrypted SQLite).
 pub use moodbridge_auth as auth;
 
-/// Salesforce (feature `salesforce`): SOQL builder, error mapping.
+/// Salesforce (feature `salesforce`): REST, SOQL, composite, Bulk API 2.0, streaming,
+/// source and sink; the local sandbox with feature `sandbox`.
 #[cfg(feature = "salesforce")]
 pub use connector_salesforce as salesforce;
 
-/// AWS (feature `aws`): S3 object storage ([`aws::s3::S3ObjectStore`]).
+/// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
-/// Azure (feature `azure`): Blob Storage ([`azure::blob::AzureBlobStore`]).
+/// Azure (feature `azure`): Blob Storage ([`azure::AzureBlobStore`]).
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
 
-/// A [`Registry`] holding the factory of every connector this build enables.
+/// A [`Registry`] holding the factory of every kind this build enables:
+///
+/// | kind | built as | cargo feature |
+/// |---|---|---|
+/// | `local-objects` | `storage::local_objects::LocalObjects` (an [`ObjectStore`]) | always |
+/// | `sqlite-warehouse` | `engine::sqlite_warehouse::SqliteWarehouse` (a [`SyncSink`]) | `sqlite` (default) |
+/// | `memory`, `env`, `encrypted-sqlite` | credential stores ([`auth::store::kinds`]) | always |
+/// | `salesforce` | `salesforce::SalesforceIntegration` (source and sink) | `salesforce` |
+/// | `s3` | `aws::S3ObjectStore` | `aws` |
+/// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
+///
+/// A host adds its own factories with [`Registry::register`].
 ///
 /// ```
 /// let registry = moodbridge::registry();
-/// // With no connector feature enabled, no kind is registered.
-/// assert_eq!(registry.kinds().count(), 0);
+/// let kinds: Vec<&str> = registry.kinds().collect();
+/// assert!(kinds.contains(&"local-objects"));
+/// assert!(kinds.contains(&"encrypted-sqlite"));
 /// ```
 pub fn registry() -> Registry {
-    Registry::new()
+    let mut registry = Registry::new();
+    let mut add = |factory: std::sync::Arc<dyn IntegrationFactory>| {
+        // Kinds are distinct constants of distinct crates: registering cannot collide.
+        let _ = registry.register(factory);
+    };
+    add(std::sync::Arc::new(
+        storage::local_objects::LocalObjectsFactory,
+    ));
+    #[cfg(feature = "sqlite")]
+    add(std::sync::Arc::new(
+        engine::sqlite_warehouse::SqliteWarehouseFactory,
+    ));
+    for store in auth::store::kinds::StoreFactory::all() {
+        add(std::sync::Arc::new(store));
+    }
+    #[cfg(feature = "salesforce")]
+    add(std::sync::Arc::new(salesforce::SalesforceFactory));
+    #[cfg(feature = "aws")]
+    add(std::sync::Arc::new(aws::S3Factory));
+    #[cfg(feature = "azure")]
+    add(std::sync::Arc::new(azure::AzureBlobFactory));
+    registry
+}
+
+/// Check and build a host config file with [`registry()`]: integrations, pipelines and
+/// the state store ([`host::Host::build`]).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = moodbridge::host::HostConfig::from_toml(&format!(r#"
+///     [state]
+///     backend = "sqlite"
+///     path = "{0}/state.db"
+///
+///     [[integration]]
+///     id = "documents"
+///     kind = "local-objects"
+///     settings = {{ root = "{0}/documents" }}
+/// "#, dir.path().display())).unwrap();
+/// let host = moodbridge::build(&config).await.unwrap();
+/// assert!(host.integrations().get_as::<dyn moodbridge::ObjectStore>("documents").is_ok());
+/// # });
+/// ```
+pub async fn build(config: &host::HostConfig) -> Result<host::Host> {
+    host::Host::build(config, &registry()).await
 }
 
 /// The Rust examples of the guides in `docs/` are compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/storage.md")]
 struct StorageGuide;
+
+/// The README's config example builds and runs against the local sandbox.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct Readme;

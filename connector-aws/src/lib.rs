@@ -21,4 +21,15 @@
 //! ```
 
 #[cfg(feature = "s3")]
+pub mod config;
+#[cfg(feature = "s3")]
+pub mod integration;
+#[cfg(feature = "s3")]
 pub mod s3;
+
+#[cfg(feature = "s3")]
+pub use config::S3Settings;
+#[cfg(feature = "s3")]
+pub use integration::{KIND, S3Factory};
+#[cfg(feature = "s3")]
+pub use s3::S3ObjectStore;

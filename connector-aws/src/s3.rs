@@ -18,8 +18,11 @@
 //! Errors map to core kinds: `NoSuchKey`/404 → NotFound, `SlowDown`/503 → RateLimited
 //! (temporary), `AccessDenied` → Forbidden, `InvalidAccessKeyId`/`SignatureDoesNotMatch` →
 //! Auth, `PreconditionFailed`/412 → Conflict, `BadDigest` and checksum mismatches →
-//! Integrity. Temporary failures are retried by the SDK's standard retry strategy
-//! (`max_attempts`, default 3) before they reach the caller.
+//! Integrity. Every request goes through the store's [`Policy`] (the integration's, when
+//! built from config): the SDK's own retries are off, so retries, the circuit breaker, the
+//! rate limiter, the `remote_call` span and the call metrics are the SDK-wide ones.
+//! Operation names are `s3.<operation>` (`s3.put_object`, `s3.upload_part` …). The
+//! default policy ([`default_policy_config`]) retries temporary errors up to 3 attempts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -45,6 +48,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
+use moodbridge_core::resilience::{Operation, Policy, PolicyConfig, RetryConfig};
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
     ObjectStore, PartReader, PresignMethod, PresignedRequest, PutOptions, PutResult,
@@ -83,7 +87,40 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 /// Largest single `CopyObject` (5 GiB); larger copies go part by part.
 pub const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 
+/// The connector kind, the `connector` of every error.
 const PLATFORM: &str = "s3";
+
+/// Operation names: `s3.<operation>`, the `operation` of spans, metrics and errors.
+pub mod op {
+    /// `PutObject`.
+    pub const PUT_OBJECT: &str = "s3.put_object";
+    /// `CreateMultipartUpload`.
+    pub const CREATE_MULTIPART_UPLOAD: &str = "s3.create_multipart_upload";
+    /// `UploadPart`.
+    pub const UPLOAD_PART: &str = "s3.upload_part";
+    /// `UploadPartCopy`.
+    pub const UPLOAD_PART_COPY: &str = "s3.upload_part_copy";
+    /// `CompleteMultipartUpload`.
+    pub const COMPLETE_MULTIPART_UPLOAD: &str = "s3.complete_multipart_upload";
+    /// `AbortMultipartUpload`.
+    pub const ABORT_MULTIPART_UPLOAD: &str = "s3.abort_multipart_upload";
+    /// `HeadObject`.
+    pub const HEAD_OBJECT: &str = "s3.head_object";
+    /// `GetObject` (up to the response headers; the body streams after).
+    pub const GET_OBJECT: &str = "s3.get_object";
+    /// `ListObjectsV2`, one page.
+    pub const LIST_OBJECTS: &str = "s3.list_objects";
+    /// `DeleteObject`.
+    pub const DELETE_OBJECT: &str = "s3.delete_object";
+    /// `DeleteObjects`, up to 1,000 keys.
+    pub const DELETE_OBJECTS: &str = "s3.delete_objects";
+    /// `CopyObject`.
+    pub const COPY_OBJECT: &str = "s3.copy_object";
+    /// `CreateBucket`.
+    pub const CREATE_BUCKET: &str = "s3.create_bucket";
+    /// `HeadBucket` (the health check).
+    pub const HEAD_BUCKET: &str = "s3.head_bucket";
+}
 
 /// Server-side encryption of written objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +249,7 @@ pub struct S3Builder {
     max_attempts: u32,
     copy_threshold: u64,
     parallel_downloads: bool,
+    policy: Option<Policy>,
 }
 
 impl S3Builder {
@@ -301,9 +339,17 @@ impl S3Builder {
         self
     }
 
-    /// Attempts per request of the SDK's standard retry strategy (default 3).
+    /// Attempts per request of the default policy's retry (default 3); ignored when a
+    /// [`policy`](Self::policy) is given.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// The policy every request goes through (default: [`default_policy_config`] with
+    /// [`max_attempts`](Self::max_attempts), under the store's id).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -383,25 +429,51 @@ impl S3Builder {
             }
         }
         let sdk = loader.load().await;
+        // Retries are the policy's: one attempt per SDK call.
         let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(self.path_style)
-            .retry_config(
-                aws_smithy_types::retry::RetryConfig::standard()
-                    .with_max_attempts(self.max_attempts),
-            );
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled());
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint_url(endpoint.clone());
         }
         let client = Client::from_conf(config.build());
         let name = format!("s3:{}", self.bucket);
+        let policy = match &self.policy {
+            Some(policy) => policy.clone(),
+            None => {
+                let mut config = default_policy_config();
+                if let Some(retry) = &mut config.retry {
+                    retry.max_attempts = self.max_attempts;
+                }
+                Policy::from_config(id.clone(), &config)?
+            }
+        };
         Ok(S3ObjectStore {
             inner: Arc::new(Inner {
                 id,
                 name,
                 client,
+                policy,
                 settings: self,
             }),
         })
+    }
+}
+
+/// The default policy of S3 requests: up to 3 attempts (S3's own SDK default) with
+/// backoff from 100 ms within 30 s, temporary errors only (5xx, `SlowDown`, timeouts,
+/// connection failures); 5 minutes per attempt (a part of up to 5 GiB).
+pub fn default_policy_config() -> PolicyConfig {
+    PolicyConfig {
+        retry: Some(RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(30),
+            budget: None,
+        }),
+        attempt_timeout: Some(Duration::from_secs(300)),
+        ..Default::default()
     }
 }
 
@@ -442,7 +514,7 @@ pub fn check_bucket_name(name: &str) -> Result<()> {
     match problem {
         None => Ok(()),
         Some(why) => Err(Error::config(format!("S3 bucket name {name:?} {why}"))
-            .with_platform(PLATFORM)
+            .with_connector(PLATFORM)
             .with_hint("see S3's bucket naming rules; e.g. \"moodbridge-documents\"")),
     }
 }
@@ -458,6 +530,7 @@ struct Inner {
     id: String,
     name: String,
     client: Client,
+    policy: Policy,
     settings: S3Builder,
 }
 
@@ -521,7 +594,7 @@ where
         _ => "",
     };
     let mut out = Error::new(kind, format!("{what} failed: {detail}"))
-        .with_platform(PLATFORM)
+        .with_connector(PLATFORM)
         .with_operation(operation)
         .with_source(err);
     if let Some(status) = status {
@@ -620,6 +693,7 @@ pub fn part_size_for(configured: u64, size: Option<u64>) -> u64 {
 /// dropped (cancellation) — then from a task on the current runtime.
 struct AbortGuard {
     client: Client,
+    policy: Policy,
     bucket: String,
     key: String,
     upload_id: String,
@@ -633,7 +707,7 @@ impl AbortGuard {
         parts: Vec<CompletedPart>,
     ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput>
     {
-        let done = self
+        let request = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -643,8 +717,18 @@ impl AbortGuard {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
-            )
-            .send()
+            );
+        let done = self
+            .policy
+            .call_as(op::COMPLETE_MULTIPART_UPLOAD, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("CompleteMultipartUpload", Some(&self.key), e))
+                }
+            })
             .await;
         match done {
             Ok(out) => {
@@ -652,25 +736,34 @@ impl AbortGuard {
                 Ok(out)
             }
             Err(e) => {
-                let key = self.key.clone();
                 self.abort_now().await;
-                Err(map_err("CompleteMultipartUpload", Some(&key), e))
+                Err(e)
             }
         }
     }
 
     async fn abort_now(mut self) {
         self.armed = false;
-        let result = self
+        let request = self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
-            .send()
+            .upload_id(&self.upload_id);
+        let result = self
+            .policy
+            .call_as(op::ABORT_MULTIPART_UPLOAD, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("AbortMultipartUpload", Some(&self.key), e))
+                }
+            })
             .await;
         if let Err(e) = result {
-            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %DisplayErrorContext(&e), "aborting a failed multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) will remove its parts");
+            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "aborting a failed multipart upload failed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) will remove its parts");
         }
     }
 }
@@ -686,6 +779,7 @@ impl Drop for AbortGuard {
         };
         let guard = AbortGuard {
             client: self.client.clone(),
+            policy: self.policy.clone(),
             bucket: std::mem::take(&mut self.bucket),
             key: std::mem::take(&mut self.key),
             upload_id: std::mem::take(&mut self.upload_id),
@@ -713,6 +807,7 @@ impl S3ObjectStore {
             max_attempts: 3,
             copy_threshold: MAX_COPY_OBJECT,
             parallel_downloads: true,
+            policy: None,
         }
     }
 
@@ -730,22 +825,24 @@ impl S3ObjectStore {
     /// Creates the bucket (for tests, examples and first-time setup); an existing bucket
     /// owned by the caller is not an error.
     pub async fn create_bucket(&self) -> Result<()> {
-        match self
-            .inner
-            .client
-            .create_bucket()
-            .bucket(self.bucket())
-            .send()
+        let request = self.inner.client.create_bucket().bucket(self.bucket());
+        self.inner
+            .policy
+            .call_as(op::CREATE_BUCKET, || {
+                let request = request.clone();
+                async {
+                    match request.send().await {
+                        Ok(_) => Ok(()),
+                        Err(SdkError::ServiceError(ctx))
+                            if matches!(ctx.err().code(), Some("BucketAlreadyOwnedByYou")) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(map_err("CreateBucket", None, e)),
+                    }
+                }
+            })
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(ctx))
-                if matches!(ctx.err().code(), Some("BucketAlreadyOwnedByYou")) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(map_err("CreateBucket", None, e)),
-        }
     }
 
     async fn put_single(
@@ -757,23 +854,31 @@ impl S3ObjectStore {
         let digest = sha256(&data);
         let s = &self.inner.settings;
         let size = data.len() as u64;
-        let req = self
+        // A request with a body cannot be cloned: each attempt builds its own.
+        let out = self
             .inner
-            .client
-            .put_object()
-            .bucket(&s.bucket)
-            .key(key.as_str())
-            .content_length(size as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(b64(digest))
-            .set_content_type(options.content_type.clone())
-            .set_metadata(Some(options.metadata.clone().into_iter().collect()))
-            .body(SdkBody::from(data));
-        let req = write_settings!(req, s);
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err("PutObject", Some(key.as_str()), e))?;
+            .policy
+            .call_as(op::PUT_OBJECT, || {
+                let req = self
+                    .inner
+                    .client
+                    .put_object()
+                    .bucket(&s.bucket)
+                    .key(key.as_str())
+                    .content_length(size as i64)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .checksum_sha256(b64(digest))
+                    .set_content_type(options.content_type.clone())
+                    .set_metadata(Some(options.metadata.clone().into_iter().collect()))
+                    .body(SdkBody::from(data.clone()));
+                let req = write_settings!(req, s);
+                async {
+                    req.send()
+                        .await
+                        .map_err(|e| map_err("PutObject", Some(key.as_str()), e))
+                }
+            })
+            .await?;
         if let Some(progress) = &options.progress {
             progress(TransferProgress {
                 bytes: size,
@@ -806,19 +911,33 @@ impl S3ObjectStore {
             .set_checksum_algorithm(sha256_parts.then_some(ChecksumAlgorithm::Sha256))
             .set_content_type(content_type)
             .set_metadata(Some(metadata.clone().into_iter().collect()));
-        let created = write_settings!(create, s)
-            .send()
-            .await
-            .map_err(|e| map_err("CreateMultipartUpload", Some(key.as_str()), e))?;
+        let create = write_settings!(create, s);
+        // Not retried after a timeout: a second upload would be left behind unaborted.
+        let created =
+            self.inner
+                .policy
+                .call_as(
+                    Operation::new(op::CREATE_MULTIPART_UPLOAD).non_idempotent(),
+                    || {
+                        let create = create.clone();
+                        async {
+                            create.send().await.map_err(|e| {
+                                map_err("CreateMultipartUpload", Some(key.as_str()), e)
+                            })
+                        }
+                    },
+                )
+                .await?;
         let upload_id = created.upload_id.ok_or_else(|| {
             Error::new(
                 ErrorKind::Protocol,
                 format!("S3 CreateMultipartUpload of {key:?} returned no upload id"),
             )
-            .with_platform(PLATFORM)
+            .with_connector(PLATFORM)
         })?;
         Ok(AbortGuard {
             client: self.inner.client.clone(),
+            policy: self.inner.policy.clone(),
             bucket: s.bucket.clone(),
             key: key.as_str().to_owned(),
             upload_id,
@@ -880,27 +999,34 @@ impl S3ObjectStore {
             options,
             |index, part| {
                 let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-                let request = self
-                    .inner
-                    .client
-                    .upload_part()
-                    .bucket(&s.bucket)
-                    .key(key.as_str())
-                    .upload_id(upload_id);
+                let client = self.inner.client.clone();
+                let bucket = s.bucket.clone();
+                let upload_id = upload_id.to_owned();
                 let key_text = key.as_str().to_owned();
+                let policy = self.inner.policy.clone();
                 async move {
                     let checksum = b64(sha256(&part));
-                    let out = request
-                        .part_number(number)
-                        .content_length(part.len() as i64)
-                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                        .checksum_sha256(checksum.clone())
-                        .body(SdkBody::from(part))
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            map_err("UploadPart", Some(&key_text), e).with_context("part", number)
-                        })?;
+                    let out = policy
+                        .call_as(op::UPLOAD_PART, || {
+                            let request = client
+                                .upload_part()
+                                .bucket(&bucket)
+                                .key(&key_text)
+                                .upload_id(&upload_id)
+                                .part_number(number)
+                                .content_length(part.len() as i64)
+                                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                                .checksum_sha256(checksum.clone())
+                                .body(SdkBody::from(part.clone()));
+                            let key_text = &key_text;
+                            async move {
+                                request.send().await.map_err(|e| {
+                                    map_err("UploadPart", Some(key_text), e)
+                                        .with_context("part", number)
+                                })
+                            }
+                        })
+                        .await?;
                     Ok(CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(out.e_tag)
@@ -935,16 +1061,26 @@ impl S3ObjectStore {
     }
 
     async fn head_if(&self, key: &ObjectKey, if_match: Option<String>) -> Result<ObjectMeta> {
-        let out = self
+        let request = self
             .inner
             .client
             .head_object()
             .bucket(self.bucket())
             .key(key.as_str())
-            .set_if_match(if_match)
-            .send()
-            .await
-            .map_err(|e| map_err("HeadObject", Some(key.as_str()), e))?;
+            .set_if_match(if_match);
+        let out = self
+            .inner
+            .policy
+            .call_as(op::HEAD_OBJECT, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("HeadObject", Some(key.as_str()), e))
+                }
+            })
+            .await?;
         Ok(Self::head_meta(key.as_str(), &out))
     }
 
@@ -955,17 +1091,29 @@ impl S3ObjectStore {
         range: Option<String>,
         if_match: Option<String>,
     ) -> Result<(aws_sdk_s3::operation::get_object::GetObjectOutput, SdkBody)> {
-        let mut out = self
+        let request = self
             .inner
             .client
             .get_object()
             .bucket(self.bucket())
             .key(key.as_str())
             .set_range(range)
-            .set_if_match(if_match)
-            .send()
-            .await
-            .map_err(|e| map_err("GetObject", Some(key.as_str()), e))?;
+            .set_if_match(if_match);
+        // The policy covers the request up to the response's headers; the body then
+        // streams to the caller.
+        let mut out = self
+            .inner
+            .policy
+            .call_as(op::GET_OBJECT, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("GetObject", Some(key.as_str()), e))
+                }
+            })
+            .await?;
         let body = std::mem::replace(
             &mut out.body,
             SdkBody::new(aws_smithy_types::body::SdkBody::empty()),
@@ -1024,7 +1172,7 @@ impl ObjectStore for S3ObjectStore {
             return Err(Error::invalid_input(format!(
                 "{key} is {size} bytes; S3 objects are at most 5 TiB"
             ))
-            .with_platform(PLATFORM));
+            .with_connector(PLATFORM));
         }
         let part_size = part_size_for(self.inner.settings.part_size, options.size);
         let mut reader = PartReader::new(key, body, part_size);
@@ -1067,7 +1215,7 @@ impl ObjectStore for S3ObjectStore {
                         ErrorKind::Protocol,
                         format!("S3 GetObject of {key:?}: ranged answer without a Content-Range"),
                     )
-                    .with_platform(PLATFORM)
+                    .with_connector(PLATFORM)
                 })?;
             let meta = ObjectMeta {
                 key: key.as_str().to_owned(),
@@ -1122,7 +1270,7 @@ impl ObjectStore for S3ObjectStore {
                         ErrorKind::Unavailable,
                         format!("S3 download of {key:?} (bytes {start}..{end}) failed: {e}"),
                     )
-                    .with_platform(PLATFORM)
+                    .with_connector(PLATFORM)
                 })?;
                 // The received segments as they are: no second copy of the part.
                 Ok(data.into_segments().collect())
@@ -1141,19 +1289,41 @@ impl ObjectStore for S3ObjectStore {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
-        let pages = self
+        let request = self
             .inner
             .client
             .list_objects_v2()
             .bucket(self.bucket())
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        futures::stream::unfold(pages, |mut pages| async move {
-            let page = pages.next().await?;
-            Some((page, pages))
+            .prefix(prefix);
+        // Page by page, each page one call through the policy; `None` once the last
+        // page (no continuation token) has been read.
+        futures::stream::try_unfold(Some(None::<String>), move |token| {
+            let request = request.clone();
+            async move {
+                let Some(token) = token else {
+                    return Ok::<_, Error>(None);
+                };
+                let page = self
+                    .inner
+                    .policy
+                    .call_as(op::LIST_OBJECTS, || {
+                        let request = request.clone().set_continuation_token(token.clone());
+                        async {
+                            request
+                                .send()
+                                .await
+                                .map_err(|e| map_err("ListObjectsV2", None, e))
+                        }
+                    })
+                    .await?;
+                let next = page
+                    .next_continuation_token
+                    .clone()
+                    .filter(|_| page.is_truncated == Some(true))
+                    .map(Some);
+                Ok(Some((page, next)))
+            }
         })
-        .map(|page| page.map_err(|e| map_err("ListObjectsV2", None, e)))
         .map_ok(|page| {
             futures::stream::iter(page.contents.unwrap_or_default().into_iter().map(|o| {
                 Ok(ObjectMeta {
@@ -1171,14 +1341,24 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.inner
+        let request = self
+            .inner
             .client
             .delete_object()
             .bucket(self.bucket())
-            .key(key.as_str())
-            .send()
-            .await
-            .map_err(|e| map_err("DeleteObject", Some(key.as_str()), e))?;
+            .key(key.as_str());
+        self.inner
+            .policy
+            .call_as(op::DELETE_OBJECT, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("DeleteObject", Some(key.as_str()), e))
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -1199,15 +1379,25 @@ impl ObjectStore for S3ObjectStore {
                 .quiet(true)
                 .build()
                 .map_err(|e| Error::internal(format!("S3 DeleteObjects: {e}")))?;
-            let out = self
+            let request = self
                 .inner
                 .client
                 .delete_objects()
                 .bucket(self.bucket())
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| map_err("DeleteObjects", None, e))?;
+                .delete(delete);
+            let out = self
+                .inner
+                .policy
+                .call_as(op::DELETE_OBJECTS, || {
+                    let request = request.clone();
+                    async {
+                        request
+                            .send()
+                            .await
+                            .map_err(|e| map_err("DeleteObjects", None, e))
+                    }
+                })
+                .await?;
             for err in out.errors.unwrap_or_default() {
                 let key_text = err.key.clone().unwrap_or_default();
                 let Ok(key) = ObjectKey::new(key_text) else {
@@ -1222,7 +1412,7 @@ impl ObjectStore for S3ObjectStore {
                         err.message.unwrap_or_default()
                     ),
                 )
-                .with_platform(PLATFORM);
+                .with_connector(PLATFORM);
                 failures.push(DeleteFailure { key, error });
             }
         }
@@ -1241,10 +1431,18 @@ impl ObjectStore for S3ObjectStore {
                 .bucket(&s.bucket)
                 .key(to.as_str())
                 .copy_source(&source);
-            write_settings!(req, s)
-                .send()
-                .await
-                .map_err(|e| map_err("CopyObject", Some(to.as_str()), e))?;
+            let req = write_settings!(req, s);
+            self.inner
+                .policy
+                .call_as(op::COPY_OBJECT, || {
+                    let req = req.clone();
+                    async {
+                        req.send()
+                            .await
+                            .map_err(|e| map_err("CopyObject", Some(to.as_str()), e))
+                    }
+                })
+                .await?;
             return Ok(());
         }
         self.copy_multipart(to, &meta, &source).await
@@ -1258,7 +1456,7 @@ impl ObjectStore for S3ObjectStore {
     ) -> Result<PresignedRequest> {
         let config = PresigningConfig::expires_in(expires_in).map_err(|e| {
             Error::invalid_input(format!("presigned URL expiry {expires_in:?}: {e}"))
-                .with_platform(PLATFORM)
+                .with_connector(PLATFORM)
                 .with_hint("S3 presigned URLs last at most 7 days")
         })?;
         let s = &self.inner.settings;
@@ -1325,7 +1523,7 @@ impl S3ObjectStore {
         let mut number = 1;
         while start < meta.size {
             let end = (start + part).min(meta.size);
-            let out = client
+            let request = client
                 .upload_part_copy()
                 .bucket(&s.bucket)
                 .key(to.as_str())
@@ -1333,14 +1531,25 @@ impl S3ObjectStore {
                 .part_number(number)
                 .copy_source(source)
                 .copy_source_range(format!("bytes={start}-{}", end - 1))
-                .set_copy_source_if_match(meta.etag.clone())
-                .send()
+                .set_copy_source_if_match(meta.etag.clone());
+            let out = self
+                .inner
+                .policy
+                .call_as(op::UPLOAD_PART_COPY, || {
+                    let request = request.clone();
+                    async {
+                        request
+                            .send()
+                            .await
+                            .map_err(|e| map_err("UploadPartCopy", Some(to.as_str()), e))
+                    }
+                })
                 .await;
             let out = match out {
                 Ok(out) => out,
                 Err(e) => {
                     guard.abort_now().await;
-                    return Err(map_err("UploadPartCopy", Some(to.as_str()), e));
+                    return Err(e);
                 }
             };
             parts.push(
@@ -1374,19 +1583,25 @@ impl PlatformIntegration for S3ObjectStore {
     /// `HeadBucket`: reachable, credentials valid, bucket present and accessible.
     async fn health_check(&self) -> HealthReport {
         let start = std::time::Instant::now();
+        let request = self.inner.client.head_bucket().bucket(self.bucket());
         let result = self
             .inner
-            .client
-            .head_bucket()
-            .bucket(self.bucket())
-            .send()
-            .await
-            .map_err(|e| map_err("HeadBucket", None, e));
+            .policy
+            .call_as(op::HEAD_BUCKET, || {
+                let request = request.clone();
+                async {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| map_err("HeadBucket", None, e))
+                }
+            })
+            .await;
         HealthReport::from_result(start.elapsed(), result)
     }
 
-    fn as_object_store(self: Arc<Self>) -> Option<Arc<dyn ObjectStore>> {
-        Some(self)
+    fn interfaces(self: Arc<Self>) -> moodbridge_core::integration::Interfaces {
+        moodbridge_core::integration::Interfaces::new().with::<dyn ObjectStore>(self)
     }
 }
 

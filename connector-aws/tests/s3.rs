@@ -276,7 +276,12 @@ async fn errors_map_to_core_kinds() {
             err.to_string().contains(key),
             "the error names the key: {err}"
         );
-        assert_eq!(err.platform(), Some("s3"));
+        assert_eq!(
+            err.platform(),
+            Some(store.id()),
+            "platform is the integration id"
+        );
+        assert_eq!(err.connector(), Some("s3"));
     }
     let missing_bucket = builder_at(&moto.endpoint, "no-such-bucket")
         .build()

@@ -104,7 +104,7 @@ pub fn check_container_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::config(format!("Azure container name {name:?} is not valid"))
-            .with_platform(PLATFORM)
+            .with_connector(PLATFORM)
             .with_hint("use 3 to 63 lower-case letters, digits and single hyphens, starting and ending with a letter or digit"))
     }
 }
@@ -217,7 +217,7 @@ impl AzureBlobBuilder {
                 "Azure block size {} is outside 1 byte .. 4000 MiB",
                 self.block_size
             ))
-            .with_platform(PLATFORM));
+            .with_connector(PLATFORM));
         }
         if self.concurrency == 0 {
             return Err(Error::config("Azure concurrency is 0")
@@ -231,12 +231,12 @@ impl AzureBlobBuilder {
             Error::config(format!(
                 "Azure Blob endpoint {endpoint:?} is not a URL: {e}"
             ))
-            .with_platform(PLATFORM)
+            .with_connector(PLATFORM)
         })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(
                 Error::config(format!("Azure Blob endpoint {endpoint:?} is not http(s)"))
-                    .with_platform(PLATFORM),
+                    .with_connector(PLATFORM),
             );
         }
         let credentials = self.credentials.clone().ok_or_else(|| {
@@ -365,7 +365,7 @@ fn map_err(operation: &'static str, key: Option<&str>, err: azure_core::Error) -
         _ => (ErrorKind::Protocol, err.to_string(), None),
     };
     let mut out = Error::new(kind, format!("{what} failed: {detail}"))
-        .with_platform(PLATFORM)
+        .with_connector(PLATFORM)
         .with_operation(operation);
     if let Some(status) = status {
         out = out.with_context("http_status", status);
@@ -620,7 +620,7 @@ impl ObjectStore for AzureBlobStore {
         let (start, end) = options
             .range
             .resolve_in(key, meta.size)
-            .map_err(|e| e.with_platform(PLATFORM))?;
+            .map_err(|e| e.with_connector(PLATFORM))?;
         if meta.size == 0 {
             return Ok(GetResult {
                 meta,
@@ -758,7 +758,7 @@ impl ObjectStore for AzureBlobStore {
                         ErrorKind::Unavailable,
                         format!("Azure Blob copy of {from:?} to {to:?} ended {other:?}"),
                     )
-                    .with_platform(PLATFORM));
+                    .with_connector(PLATFORM));
                 }
             }
         }
@@ -766,7 +766,7 @@ impl ObjectStore for AzureBlobStore {
             ErrorKind::Timeout,
             format!("Azure Blob copy of {from:?} to {to:?} still pending after 2 minutes"),
         )
-        .with_platform(PLATFORM))
+        .with_connector(PLATFORM))
     }
 
     async fn presign(
@@ -795,7 +795,7 @@ impl ObjectStore for AzureBlobStore {
                     return Err(Error::invalid_input(format!(
                         "a user delegation SAS lives at most 7 days; {expires_in:?} was asked for"
                     ))
-                    .with_platform(PLATFORM)
+                    .with_connector(PLATFORM)
                     .with_hint("ask for 7 days or less"));
                 }
                 let delegation = self.delegation_key(expires_at).await?;
@@ -814,7 +814,7 @@ impl ObjectStore for AzureBlobStore {
                     ErrorKind::Unsupported,
                     "a store authorized by a SAS token cannot sign new SAS URLs",
                 )
-                .with_platform(PLATFORM)
+                .with_connector(PLATFORM)
                 .with_hint(
                     "build the store with the account key (Shared Key) or Entra ID credentials",
                 ));
@@ -858,7 +858,7 @@ impl AzureBlobStore {
             .map(str::to_owned)
             .ok_or_else(|| {
                 Error::config(format!("cannot tell the storage account from {base}"))
-                    .with_platform(PLATFORM)
+                    .with_connector(PLATFORM)
                     .with_hint("use https://<account>.blob.core.windows.net or http(s)://<ip>:<port>/<account>")
             })
     }
@@ -919,7 +919,7 @@ impl AzureBlobStore {
                 ErrorKind::Protocol,
                 format!("the user delegation key the service returned has no {what}"),
             )
-            .with_platform(PLATFORM)
+            .with_connector(PLATFORM)
         };
         let time_text = |t: Option<time::OffsetDateTime>, what: &str| {
             t.map(|t| {
@@ -996,7 +996,7 @@ impl PlatformIntegration for AzureBlobStore {
         HealthReport::from_result(start.elapsed(), result)
     }
 
-    fn as_object_store(self: Arc<Self>) -> Option<Arc<dyn ObjectStore>> {
-        Some(self)
+    fn interfaces(self: Arc<Self>) -> moodbridge_core::integration::Interfaces {
+        moodbridge_core::integration::Interfaces::new().with::<dyn ObjectStore>(self)
     }
 }

@@ -23,3 +23,14 @@
 pub mod auth;
 #[cfg(feature = "blob")]
 pub mod blob;
+#[cfg(feature = "blob")]
+pub mod config;
+#[cfg(feature = "blob")]
+pub mod integration;
+
+#[cfg(feature = "blob")]
+pub use blob::AzureBlobStore;
+#[cfg(feature = "blob")]
+pub use config::AzureBlobSettings;
+#[cfg(feature = "blob")]
+pub use integration::{AzureBlobFactory, KIND};

@@ -701,7 +701,7 @@ impl SalesforceClient {
                 ErrorKind::Protocol,
                 format!("Salesforce's {op} answer has an unexpected shape: {e}"),
             )
-            .with_platform(crate::error::PLATFORM)
+            .with_connector(crate::error::PLATFORM)
         })
     }
 

@@ -98,16 +98,24 @@ fn choose_version(offered: &[String], wanted: &ApiVersion) -> Result<String> {
 /// within 60 s (temporary errors only: 5xx, 429, `UNABLE_TO_LOCK_ROW`; never the daily
 /// `REQUEST_LIMIT_EXCEEDED`), 2 minutes per attempt.
 pub fn default_policy(id: &str) -> Policy {
-    Policy::builder(id.to_owned())
-        .retry(RetryConfig {
+    Policy::from_config(id.to_owned(), &default_policy_config())
+        .unwrap_or_else(|_| Policy::builder(id.to_owned()).build())
+}
+
+/// [`default_policy`] as config: what a `salesforce` integration's `policy` table
+/// overrides part by part.
+pub fn default_policy_config() -> moodbridge_core::PolicyConfig {
+    moodbridge_core::PolicyConfig {
+        retry: Some(RetryConfig {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             max_elapsed: Duration::from_secs(60),
             budget: None,
-        })
-        .attempt_timeout(Duration::from_secs(120))
-        .build()
+        }),
+        attempt_timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    }
 }
 
 /// Builds a [`SalesforceClient`].
@@ -298,7 +306,7 @@ fn protocol(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Er
         ErrorKind::Protocol,
         format!("Salesforce sent {what} in an unexpected shape"),
     )
-    .with_platform(crate::error::PLATFORM)
+    .with_connector(crate::error::PLATFORM)
     .with_source(e)
 }
 
@@ -416,7 +424,7 @@ impl SalesforceClient {
     fn instance(&self, token: &TokenSet) -> Result<(Url, Arc<str>)> {
         let url = token.instance_url.as_deref().ok_or_else(|| {
             Error::new(ErrorKind::Auth, "the token has no instance_url")
-                .with_platform(crate::error::PLATFORM)
+                .with_connector(crate::error::PLATFORM)
                 .with_hint("use a Salesforce token endpoint, which returns the org's instance_url")
         })?;
         // Parsed and checked once per instance URL, not per call.
@@ -649,7 +657,7 @@ impl SalesforceClient {
         let answer = self.json("query", Method::GET, &target, None, true).await?;
         answer["totalSize"].as_u64().ok_or_else(|| {
             Error::new(ErrorKind::Protocol, "a COUNT() answer without totalSize")
-                .with_platform(crate::error::PLATFORM)
+                .with_connector(crate::error::PLATFORM)
         })
     }
 
@@ -1320,8 +1328,8 @@ impl moodbridge_core::PlatformIntegration for SalesforceClient {
         "salesforce"
     }
 
-    /// Read, write, incremental (by `SystemModstamp`) and SOQL; bulk and change streams
-    /// arrive with Bulk API 2.0 and CDC.
+    /// Read, write, incremental (by `SystemModstamp`), SOQL, bulk (Bulk API 2.0) and
+    /// change streams (Change Data Capture, PushTopics).
     async fn capabilities(&self) -> Result<moodbridge_core::Capabilities> {
         use moodbridge_core::Capability;
         Ok([
@@ -1329,6 +1337,8 @@ impl moodbridge_core::PlatformIntegration for SalesforceClient {
             Capability::Write,
             Capability::Incremental,
             Capability::Query,
+            Capability::Bulk,
+            Capability::ChangeStream,
         ]
         .into_iter()
         .collect())
@@ -1372,7 +1382,7 @@ fn transport(op: &str, e: &reqwest::Error) -> Error {
     };
     // reqwest's Display can include the URL, never the Authorization header.
     Error::new(kind, format!("Salesforce {op} did not complete: {e}"))
-        .with_platform(crate::error::PLATFORM)
+        .with_connector(crate::error::PLATFORM)
 }
 
 pub(crate) fn check_name(name: &str) -> Result<()> {

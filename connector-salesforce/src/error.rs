@@ -150,7 +150,7 @@ pub fn map_error(
         }
     };
     let mut err = Error::new(kind, message)
-        .with_platform(PLATFORM)
+        .with_connector(PLATFORM)
         .with_operation(operation.to_owned())
         .with_context("http_status", status);
     if let Some(e) = first {

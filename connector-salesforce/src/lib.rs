@@ -3,6 +3,8 @@
 //! The Salesforce connector of MoodBridge Integrations. Hosts enable it through the
 //! umbrella crate's `salesforce` feature (`moodbridge::salesforce`).
 //!
+//! - [`config`] and [`integration`] — kind `salesforce`: typed settings, and the factory
+//!   that builds an org from them as one integration (source and sink);
 //! - [`client`] — the REST client: token manager, instance allow-list, API version
 //!   discovery, query streams that follow `nextRecordsUrl` lazily, sObject CRUD and
 //!   upsert, limits — every call through a core `Policy`;
@@ -18,6 +20,9 @@
 //! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server (REST, OAuth,
 //!   composite, describe, limits, Bulk API 2.0, fault injection).
 //!
+//! Hosts name the few types they use from the crate root: [`SalesforceClient`],
+//! [`SalesforceFactory`], [`SalesforceSettings`], [`KIND`].
+//!
 //! ```
 //! use connector_salesforce::soql::{Soql, field};
 //! let q = Soql::select(["Id"]).from("Account").filter(field("Name").eq("Acme")).build().unwrap();
@@ -26,10 +31,16 @@
 
 pub mod bulk;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod instance;
+pub mod integration;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod soql;
 pub mod streaming;
 pub mod sync;
+
+pub use client::SalesforceClient;
+pub use config::SalesforceSettings;
+pub use integration::{KIND, SalesforceFactory, SalesforceIntegration};

@@ -310,7 +310,7 @@ impl SalesforceClient {
                 ErrorKind::Protocol,
                 format!("a Streaming API answer is not Bayeux JSON: {e}"),
             )
-            .with_platform(crate::error::PLATFORM)
+            .with_connector(crate::error::PLATFORM)
         })
     }
 
@@ -356,7 +356,7 @@ impl SalesforceClient {
             };
             return Err(e
                 .with_context("channel", channel)
-                .with_platform(crate::error::PLATFORM));
+                .with_connector(crate::error::PLATFORM));
         }
         Ok(client_id)
     }

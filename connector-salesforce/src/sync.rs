@@ -79,7 +79,8 @@ pub struct SalesforceSource {
 }
 
 impl SalesforceSource {
-    /// A source offering `objects` (API names: `Account`, `Matter__c`).
+    /// A source offering `objects` (API names: `Account`, `Matter__c`); none: any object
+    /// of the org that a read names.
     pub fn new<I, S>(client: SalesforceClient, objects: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -131,8 +132,12 @@ impl SalesforceSource {
         self
     }
 
+    /// With no objects given, any object may be read (its name is still checked and it
+    /// must exist); otherwise only those.
     fn check_object(&self, name: &str) -> Result<()> {
-        if self.objects.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+        if self.objects.is_empty() {
+            crate::client::check_name(name)
+        } else if self.objects.iter().any(|o| o.eq_ignore_ascii_case(name)) {
             Ok(())
         } else {
             Err(
@@ -392,6 +397,23 @@ impl SyncSource for SalesforceSource {
     async fn discover(&self) -> Result<Catalog> {
         let names: Vec<&str> = self.objects.iter().map(String::as_str).collect();
         self.client.catalog(&names).await
+    }
+
+    /// Describes just the objects named (of those the source offers, when it was given
+    /// a list); an object the org does not have is left out (the engine names it).
+    async fn discover_streams(&self, names: &[&str]) -> Result<Catalog> {
+        let mut streams = Vec::with_capacity(names.len());
+        for name in names {
+            if self.check_object(name).is_err() {
+                continue;
+            }
+            match self.client.catalog(&[name]).await {
+                Ok(catalog) => streams.extend(catalog.streams),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Catalog::new(streams))
     }
 
     async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {

@@ -8,7 +8,9 @@
 //! - a [`ErrorKind`] — what class of failure this is;
 //! - an [`ErrorStatus`] — temporary (worth retrying), permanent (not), or persistent
 //!   (was temporary, but still failing after the retries the policy allowed);
-//! - the platform (`"salesforce:prod"`) and operation (`"query"`) it came from;
+//! - the platform — the integration id (`"salesforce:prod"`), so a host with two orgs
+//!   knows which one failed — the connector kind (`"salesforce"`) and the operation
+//!   (`"salesforce.query"`) it came from;
 //! - key-value context (the input that failed: object name, record id, field names …);
 //! - a hint saying what to do about it;
 //! - the source chain.
@@ -240,6 +242,7 @@ struct ErrorInner {
     message: Cow<'static, str>,
     hint: Option<Cow<'static, str>>,
     platform: Option<Cow<'static, str>>,
+    connector: Option<&'static str>,
     operation: Option<Cow<'static, str>>,
     context: Vec<(&'static str, String)>,
     // Shared, so that an error can be cloned: one failed token refresh is reported to
@@ -280,6 +283,7 @@ impl Error {
                 message: message.into(),
                 hint: None,
                 platform: None,
+                connector: None,
                 operation: None,
                 context: Vec::new(),
                 source: None,
@@ -361,6 +365,11 @@ impl Error {
         self.inner.platform.as_deref()
     }
 
+    /// The connector kind the error came from (`"salesforce"`, `"s3"`), if known.
+    pub fn connector(&self) -> Option<&'static str> {
+        self.inner.connector
+    }
+
     /// The operation that failed, if known.
     pub fn operation(&self) -> Option<&str> {
         self.inner.operation.as_deref()
@@ -379,6 +388,29 @@ impl Error {
             .rev()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Set the connector kind (`"s3"`) if not already set. Connectors tag their errors
+    /// with it at the edge; the platform (the integration id) is the policy's to set.
+    ///
+    /// ```
+    /// use moodbridge_core::{Error, Policy};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let policy = Policy::builder("s3:documents").build();
+    /// let err = policy
+    ///     .call_as("s3.get_object", || async { Err::<(), _>(Error::not_found("no such key").with_connector("s3")) })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.platform(), Some("s3:documents"));
+    /// assert_eq!(err.connector(), Some("s3"));
+    /// # });
+    /// ```
+    pub fn with_connector(mut self, connector: &'static str) -> Self {
+        if self.inner.connector.is_none() {
+            self.inner.connector = Some(connector);
+        }
+        self
     }
 
     /// Set the platform (integration id) if not already set. The first edge to name the
@@ -488,6 +520,9 @@ impl fmt::Debug for Error {
             .field("message", &self.inner.message);
         if let Some(p) = &self.inner.platform {
             d.field("platform", p);
+        }
+        if let Some(c) = &self.inner.connector {
+            d.field("connector", c);
         }
         if let Some(o) = &self.inner.operation {
             d.field("operation", o);

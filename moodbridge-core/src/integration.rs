@@ -2,10 +2,18 @@
 //! capabilities, and a health check.
 //!
 //! Callers check [`Capabilities`], not concrete types (as OpenDAL callers check an
-//! operator's capability). A connector that is also a [`SyncSource`], [`SyncSink`] or
-//! [`CredentialStore`] says so through the `as_*` methods, so a registry of
-//! `Arc<dyn PlatformIntegration>` can hand out the right contract.
+//! operator's capability). The contracts an integration implements — [`SyncSource`],
+//! [`SyncSink`], [`CredentialStore`], [`ObjectStore`](crate::ObjectStore), or any trait a
+//! connector defines later — are handed out by a typed lookup: the integration lists them
+//! in [`PlatformIntegration::interfaces`], and a caller asks for one by its trait object
+//! type (`interfaces.get::<dyn SyncSource>()`). Core does not change when a new contract
+//! appears.
+//!
+//! [`SyncSource`]: crate::SyncSource
+//! [`SyncSink`]: crate::SyncSink
+//! [`CredentialStore`]: crate::CredentialStore
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -14,10 +22,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::credential::CredentialStore;
 use crate::error::{Error, Result};
-use crate::storage::ObjectStore;
-use crate::sync::{SyncSink, SyncSource};
 
 /// One thing an integration can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -198,25 +203,97 @@ pub trait PlatformIntegration: Send + Sync {
     /// [`HealthStatus::Down`] or [`HealthStatus::Degraded`] with a detail.
     async fn health_check(&self) -> HealthReport;
 
-    /// This integration as a [`SyncSource`], if it is one.
-    fn as_sync_source(self: Arc<Self>) -> Option<Arc<dyn SyncSource>> {
-        None
+    /// The contracts this integration implements, for a typed lookup
+    /// ([`Interfaces::get`]). The default is none.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use async_trait::async_trait;
+    /// use moodbridge_core::integration::Interfaces;
+    /// use moodbridge_core::{Capabilities, HealthReport, HealthStatus, ObjectStore, PlatformIntegration, Result, SyncSink};
+    /// use moodbridge_core::engine::MemorySink;
+    /// # use std::time::Duration;
+    ///
+    /// struct Warehouse { sink: Arc<MemorySink> }
+    ///
+    /// #[async_trait]
+    /// impl PlatformIntegration for Warehouse {
+    ///     fn id(&self) -> &str { "warehouse:main" }
+    ///     fn kind(&self) -> &str { "warehouse" }
+    ///     async fn capabilities(&self) -> Result<Capabilities> { Ok(Capabilities::none()) }
+    ///     async fn health_check(&self) -> HealthReport { HealthReport::new(HealthStatus::Up, Duration::ZERO, "ok") }
+    ///     fn interfaces(self: Arc<Self>) -> Interfaces {
+    ///         Interfaces::new().with::<dyn SyncSink>(self.sink.clone())
+    ///     }
+    /// }
+    ///
+    /// let warehouse = Arc::new(Warehouse { sink: Arc::new(MemorySink::new()) });
+    /// let interfaces = warehouse.interfaces();
+    /// assert!(interfaces.get::<dyn SyncSink>().is_some());
+    /// assert!(interfaces.get::<dyn ObjectStore>().is_none());
+    /// ```
+    fn interfaces(self: Arc<Self>) -> Interfaces {
+        Interfaces::new()
+    }
+}
+
+/// The contracts an integration implements, looked up by their trait object type.
+///
+/// Each entry is an `Arc<dyn Trait>` (or an `Arc` of any `'static` type); a lookup by
+/// another type finds nothing. See [`PlatformIntegration::interfaces`].
+#[derive(Default, Clone)]
+pub struct Interfaces {
+    entries: Vec<(TypeId, &'static str, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl Interfaces {
+    /// No interfaces.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// This integration as a [`SyncSink`], if it is one.
-    fn as_sync_sink(self: Arc<Self>) -> Option<Arc<dyn SyncSink>> {
-        None
+    /// Add `value` as an implementation of `T` (replacing an earlier one).
+    #[must_use]
+    pub fn with<T: ?Sized + Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        let id = TypeId::of::<Arc<T>>();
+        self.entries.retain(|(t, _, _)| *t != id);
+        self.entries
+            .push((id, std::any::type_name::<T>(), Arc::new(value)));
+        self
     }
 
-    /// This integration as a [`CredentialStore`], if it is one.
-    fn as_credential_store(self: Arc<Self>) -> Option<Arc<dyn CredentialStore>> {
-        None
+    /// The implementation of `T`, if there is one.
+    pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let id = TypeId::of::<Arc<T>>();
+        self.entries
+            .iter()
+            .find(|(t, _, _)| *t == id)
+            .and_then(|(_, _, v)| v.downcast_ref::<Arc<T>>())
+            .cloned()
     }
 
-    /// This integration as an [`ObjectStore`], if it is one.
-    fn as_object_store(self: Arc<Self>) -> Option<Arc<dyn ObjectStore>> {
-        None
+    /// Whether there is an implementation of `T`.
+    pub fn has<T: ?Sized + Send + Sync + 'static>(&self) -> bool {
+        let id = TypeId::of::<Arc<T>>();
+        self.entries.iter().any(|(t, _, _)| *t == id)
     }
+
+    /// The type names of the interfaces (for messages), in the order added.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|(_, n, _)| short_type_name(n))
+    }
+}
+
+impl fmt::Debug for Interfaces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// `dyn moodbridge_core::sync::SyncSink` → `SyncSink`.
+fn short_type_name(name: &'static str) -> &'static str {
+    let name = name.strip_prefix("dyn ").unwrap_or(name);
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 /// A shared integration is an integration.
@@ -237,16 +314,24 @@ impl<T: PlatformIntegration + ?Sized> PlatformIntegration for Arc<T> {
     async fn health_check(&self) -> HealthReport {
         (**self).health_check().await
     }
+
+    fn interfaces(self: Arc<Self>) -> Interfaces {
+        Arc::clone(&*self).interfaces()
+    }
 }
 
-/// Check an integration id: `"<kind>:<name>"` where both parts are non-empty and use only
-/// ASCII letters, digits, `-`, `_` and `.`, and the kind part equals `kind`.
+/// Check an integration id: a name (`"warehouse"`) or `"<kind>:<name>"`
+/// (`"salesforce:prod"`), using only ASCII letters, digits, `-`, `_` and `.` in each part.
+/// When the id has a kind prefix it must be the integration's kind, so a copied block
+/// whose kind was changed but whose id was not is caught.
 ///
 /// ```
 /// use moodbridge_core::integration::check_id;
 /// assert!(check_id("salesforce:prod", "salesforce").is_ok());
-/// assert!(check_id("prod", "salesforce").is_err());
+/// assert!(check_id("warehouse", "sqlite-warehouse").is_ok());
 /// assert!(check_id("s3:prod", "salesforce").is_err());
+/// assert!(check_id("salesforce:", "salesforce").is_err());
+/// assert!(check_id("sales force", "salesforce").is_err());
 /// ```
 pub fn check_id(id: &str, kind: &str) -> Result<()> {
     let valid_part = |s: &str| {
@@ -254,22 +339,22 @@ pub fn check_id(id: &str, kind: &str) -> Result<()> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    let Some((prefix, name)) = id.split_once(':') else {
-        return Err(
-            Error::config(format!("integration id {id:?} has no kind prefix"))
-                .with_hint(format!("name it \"{kind}:<name>\", e.g. \"{kind}:prod\"")),
-        );
+    let (prefix, name) = match id.split_once(':') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, id),
     };
-    if prefix != kind {
+    if let Some(prefix) = prefix
+        && prefix != kind
+    {
         return Err(Error::config(format!(
             "integration id {id:?} starts with {prefix:?} but its kind is {kind:?}"
         ))
-        .with_hint(format!("name it \"{kind}:{name}\"")));
+        .with_hint(format!("name it \"{kind}:{name}\" or drop the prefix")));
     }
     if !valid_part(name) {
         return Err(
             Error::config(format!("integration id {id:?} has an invalid name part"))
-                .with_hint("use only ASCII letters, digits, '-', '_' and '.' after the colon"),
+                .with_hint("use only ASCII letters, digits, '-', '_' and '.' in an id, e.g. \"salesforce:prod\""),
         );
     }
     Ok(())

@@ -13,7 +13,8 @@
 //!   also usable as a layer over the contracts ([`resilience`]);
 //! - [`SdkConfig`] and [`Registry`] — integrations built by kind from TOML, with validation
 //!   that reports every problem at once and secrets only as references ([`config`],
-//!   [`registry`]);
+//!   [`registry`]); [`host::Host`] builds a whole config file — integrations, pipelines
+//!   named by integration id, the state store — and runs its pipelines;
 //! - [`state`] — the durable state of the sync engine: runs, checkpoints, a hash-chained
 //!   audit log (SQLite backend with the default `sqlite` feature);
 //! - [`engine`] — the sync engine: source → mapping → validation → sink per stream, with
@@ -41,6 +42,7 @@ pub mod config;
 pub mod credential;
 pub mod engine;
 pub mod error;
+pub mod host;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod integration;

@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{IntegrationConfig, SdkConfig, Validate, Validator};
+use secrecy::SecretString;
+
+use crate::config::{IntegrationConfig, SdkConfig, SecretRef, Validate, Validator};
 use crate::credential::CredentialStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::integration::{HealthReport, PlatformIntegration};
-use crate::resilience::Policy;
+use crate::integration::{HealthReport, Interfaces, PlatformIntegration};
+use crate::resilience::{Policy, PolicyConfig};
 
 /// What a factory gets to build an integration.
 #[derive(Clone)]
@@ -27,6 +29,39 @@ pub struct BuildContext {
     pub policy: Policy,
     /// Where `secret:` references are resolved, if the host gave a store.
     pub credentials: Option<Arc<dyn CredentialStore>>,
+}
+
+impl BuildContext {
+    /// A context for `config` with the policy its `policy` table describes and no
+    /// credential store (what a test or a host building one integration by hand needs).
+    pub fn new(config: IntegrationConfig) -> Result<Self> {
+        let policy = Policy::from_config(config.id.clone(), &config.policy)?;
+        Ok(BuildContext {
+            config,
+            policy,
+            credentials: None,
+        })
+    }
+
+    /// Resolve a secret reference of the settings through the credential store (or the
+    /// environment, for `env:` references).
+    pub async fn resolve(&self, secret: &SecretRef) -> Result<SecretString> {
+        secret.resolve(self.credentials.as_deref()).await
+    }
+
+    /// The settings as the connector's typed struct, checked by its [`Validate`]: every
+    /// problem at once, as one [`ErrorKind::Config`] error.
+    pub fn settings<T>(&self) -> Result<T>
+    where
+        T: serde::de::DeserializeOwned + Validate,
+    {
+        let mut v = Validator::new();
+        let settings = v.nested(format!("integration {:?}", self.config.id), |v| {
+            self.config.check_settings::<T>(v)
+        });
+        v.finish().map_err(Error::from)?;
+        settings.ok_or_else(|| Error::internal("settings neither parsed nor reported"))
+    }
 }
 
 impl fmt::Debug for BuildContext {
@@ -83,6 +118,13 @@ impl fmt::Debug for BuildContext {
 pub trait IntegrationFactory: Send + Sync {
     /// The kind this factory builds (`"salesforce"`).
     fn kind(&self) -> &'static str;
+
+    /// The policy of this kind's integrations where their config's `policy` table is
+    /// silent ([`PolicyConfig::overlay`]): a connector's tested retry and timeouts. The
+    /// default is no policy at all.
+    fn default_policy(&self) -> PolicyConfig {
+        PolicyConfig::default()
+    }
 
     /// Check the connector-specific settings, adding every problem to `v` (paths are
     /// relative to the integration: use `"settings.instance_url"`).
@@ -143,24 +185,78 @@ impl Registry {
     /// settings. `Err` lists every problem.
     pub fn validate(&self, config: &SdkConfig) -> Result<()> {
         let mut v = Validator::new();
-        config.validate_into(&mut v);
-        for (i, integration) in config.integrations.iter().enumerate() {
+        self.validate_into(&config.integrations, &mut v);
+        v.finish().map_err(Error::from)
+    }
+
+    /// Add every problem of `integrations` to `v` (ids unique, policies, known kinds,
+    /// each connector's settings), under `integration[i]` paths.
+    pub fn validate_into(&self, integrations: &[IntegrationConfig], v: &mut Validator) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, integration) in integrations.iter().enumerate() {
             v.nested(format!("integration[{i}]"), |v| {
+                integration.validate_into(v);
+                if !seen.insert(integration.id.as_str()) {
+                    v.problem(
+                        "id",
+                        format!("{:?} is used by more than one integration", integration.id),
+                        "give every integration a unique id",
+                    );
+                }
                 match self.factories.get(integration.kind.as_str()) {
-                Some(f) => f.validate(integration, v),
-                None if integration.kind.is_empty() => {}
-                None => v.problem(
-                    "kind",
-                    format!("unknown kind {:?}", integration.kind),
-                    format!(
-                        "use one of [{}], or enable the moodbridge cargo feature of that connector",
-                        self.kinds().collect::<Vec<_>>().join(", ")
+                    Some(f) => f.validate(integration, v),
+                    None if integration.kind.is_empty() => {}
+                    None => v.problem(
+                        "kind",
+                        format!("unknown kind {:?}", integration.kind),
+                        format!(
+                            "use one of [{}], or enable the moodbridge cargo feature of that connector",
+                            self.kinds().collect::<Vec<_>>().join(", ")
+                        ),
                     ),
-                ),
-            }
+                }
             });
         }
-        v.finish().map_err(Error::from)
+    }
+
+    /// Build one integration from its config (already validated).
+    pub async fn build_one(
+        &self,
+        config: &IntegrationConfig,
+        credentials: Option<Arc<dyn CredentialStore>>,
+    ) -> Result<Built> {
+        let factory = self.factories.get(config.kind.as_str()).ok_or_else(|| {
+            Error::config(format!("unknown kind {:?}", config.kind)).with_hint(format!(
+                "use one of [{}], or enable the moodbridge cargo feature of that connector",
+                self.kinds().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let policy_config = factory.default_policy().overlay(&config.policy);
+        let policy = Policy::from_config(config.id.clone(), &policy_config)?;
+        let ctx = BuildContext {
+            config: config.clone(),
+            policy: policy.clone(),
+            credentials,
+        };
+        let integration = factory.build(ctx).await.map_err(|e| {
+            let kind = e.kind();
+            let err = e.with_platform(config.id.clone());
+            if kind == ErrorKind::Config {
+                err.with_context("integration", &config.id)
+            } else {
+                err
+            }
+        })?;
+        if integration.id() != config.id {
+            return Err(Error::internal(format!(
+                "factory {:?} built {:?} for config {:?}",
+                config.kind,
+                integration.id(),
+                config.id
+            )));
+        }
+        tracing::info!(integration = %config.id, kind = %config.kind, "integration built");
+        Ok(Built::new(integration, policy))
     }
 
     /// Validate `config`, then build every enabled integration.
@@ -170,54 +266,35 @@ impl Registry {
         credentials: Option<Arc<dyn CredentialStore>>,
     ) -> Result<Integrations> {
         self.validate(config)?;
-        let mut built = BTreeMap::new();
+        let mut built = Integrations::default();
         for cfg in config.integrations.iter().filter(|c| c.enabled) {
-            let factory = self.factories.get(cfg.kind.as_str()).ok_or_else(|| {
-                Error::internal(format!("kind {:?} vanished after validation", cfg.kind))
-            })?;
-            let policy = Policy::from_config(cfg.id.clone(), &cfg.policy)?;
-            let ctx = BuildContext {
-                config: cfg.clone(),
-                policy: policy.clone(),
-                credentials: credentials.clone(),
-            };
-            let integration = factory.build(ctx).await.map_err(|e| {
-                let kind = e.kind();
-                let err = e.with_platform(cfg.id.clone());
-                if kind == ErrorKind::Config {
-                    err.with_context("integration", &cfg.id)
-                } else {
-                    err
-                }
-            })?;
-            if integration.id() != cfg.id {
-                return Err(Error::internal(format!(
-                    "factory {:?} built {:?} for config {:?}",
-                    cfg.kind,
-                    integration.id(),
-                    cfg.id
-                )));
-            }
-            tracing::info!(integration = %cfg.id, kind = %cfg.kind, "integration built");
-            built.insert(
-                cfg.id.clone(),
-                Built {
-                    integration,
-                    policy,
-                },
-            );
+            built.insert(self.build_one(cfg, credentials.clone()).await?);
         }
-        Ok(Integrations { built })
+        Ok(built)
     }
 }
 
-/// One built integration and its policy.
+/// One built integration, its policy and the contracts it implements.
 #[derive(Clone)]
 pub struct Built {
     /// The integration.
     pub integration: Arc<dyn PlatformIntegration>,
     /// The policy its calls go through (its breaker state feeds health reports).
     pub policy: Policy,
+    /// The contracts it implements ([`PlatformIntegration::interfaces`], asked once).
+    pub interfaces: Interfaces,
+}
+
+impl Built {
+    /// `integration` with its `policy`; its interfaces are asked for here.
+    pub fn new(integration: Arc<dyn PlatformIntegration>, policy: Policy) -> Self {
+        let interfaces = Arc::clone(&integration).interfaces();
+        Built {
+            integration,
+            policy,
+            interfaces,
+        }
+    }
 }
 
 impl fmt::Debug for Built {
@@ -225,6 +302,7 @@ impl fmt::Debug for Built {
         f.debug_struct("Built")
             .field("id", &self.integration.id())
             .field("policy", &self.policy)
+            .field("interfaces", &self.interfaces)
             .finish()
     }
 }
@@ -245,6 +323,62 @@ impl Integrations {
     /// The integration with this id.
     pub fn get(&self, id: &str) -> Option<&Built> {
         self.built.get(id)
+    }
+
+    /// The contract `T` of integration `id` (`get_as::<dyn SyncSource>("salesforce:prod")`).
+    /// A missing id or an integration that does not implement `T` is a
+    /// [`ErrorKind::Config`] error naming both and what the integration does implement.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use moodbridge_core::registry::{Built, Integrations};
+    /// use moodbridge_core::{ErrorKind, Policy, SyncSink, SyncSource};
+    /// # use async_trait::async_trait;
+    /// # use moodbridge_core::integration::Interfaces;
+    /// # use moodbridge_core::{Capabilities, HealthReport, HealthStatus, PlatformIntegration, Result};
+    /// # use moodbridge_core::engine::MemorySink;
+    /// # struct Warehouse(Arc<MemorySink>);
+    /// # #[async_trait]
+    /// # impl PlatformIntegration for Warehouse {
+    /// #     fn id(&self) -> &str { "warehouse" }
+    /// #     fn kind(&self) -> &str { "memory-warehouse" }
+    /// #     async fn capabilities(&self) -> Result<Capabilities> { Ok(Capabilities::none()) }
+    /// #     async fn health_check(&self) -> HealthReport { HealthReport::new(HealthStatus::Up, std::time::Duration::ZERO, "ok") }
+    /// #     fn interfaces(self: Arc<Self>) -> Interfaces { Interfaces::new().with::<dyn SyncSink>(self.0.clone()) }
+    /// # }
+    ///
+    /// let mut all = Integrations::default();
+    /// all.insert(Built::new(Arc::new(Warehouse(Arc::new(MemorySink::new()))), Policy::builder("warehouse").build()));
+    /// assert!(all.get_as::<dyn SyncSink>("warehouse").is_ok());
+    /// let err = all.get_as::<dyn SyncSource>("warehouse").err().unwrap();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.message().contains("is not a SyncSource"), "{err}");
+    /// ```
+    pub fn get_as<T: ?Sized + Send + Sync + 'static>(&self, id: &str) -> Result<Arc<T>> {
+        let built = self.built.get(id).ok_or_else(|| {
+            Error::config(format!("no integration has the id {id:?}")).with_hint(format!(
+                "use one of [{}], or add an [[integration]] with that id",
+                self.built.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        built.interfaces.get::<T>().ok_or_else(|| {
+            let wanted = std::any::type_name::<T>();
+            let wanted = wanted.strip_prefix("dyn ").unwrap_or(wanted);
+            let wanted = wanted.rsplit("::").next().unwrap_or(wanted);
+            let offers: Vec<_> = built.interfaces.names().collect();
+            Error::config(format!(
+                "integration {id:?} (kind {:?}) is not a {wanted}",
+                built.integration.kind()
+            ))
+            .with_hint(if offers.is_empty() {
+                "name an integration that implements it".to_owned()
+            } else {
+                format!(
+                    "it implements [{}]; name an integration that implements {wanted}",
+                    offers.join(", ")
+                )
+            })
+        })
     }
 
     /// Every integration, sorted by id.

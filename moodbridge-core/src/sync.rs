@@ -169,6 +169,16 @@ pub trait SyncSource: Send + Sync {
     /// The streams this source offers.
     async fn discover(&self) -> Result<Catalog>;
 
+    /// The catalog of the streams named (what a pipeline moves). The default discovers
+    /// everything and keeps those; a source with many streams (every object of an org)
+    /// describes only the ones asked for. A name the source does not offer is left out,
+    /// and the caller reports it.
+    async fn discover_streams(&self, names: &[&str]) -> Result<Catalog> {
+        let mut catalog = self.discover().await?;
+        catalog.streams.retain(|s| names.contains(&s.name.as_str()));
+        Ok(catalog)
+    }
+
     /// Read one stream, resuming from the request's checkpoint.
     async fn read(&self, request: ReadRequest) -> Result<SourceStream>;
 
@@ -498,6 +508,10 @@ pub trait SyncSink: Send + Sync {
 impl<T: SyncSource + ?Sized> SyncSource for std::sync::Arc<T> {
     async fn discover(&self) -> Result<Catalog> {
         (**self).discover().await
+    }
+
+    async fn discover_streams(&self, names: &[&str]) -> Result<Catalog> {
+        (**self).discover_streams(names).await
     }
 
     async fn read(&self, request: ReadRequest) -> Result<SourceStream> {

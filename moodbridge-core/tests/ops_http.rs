@@ -50,10 +50,7 @@ impl PlatformIntegration for Fake {
 }
 
 fn built(fake: Fake, policy: Policy) -> Built {
-    Built {
-        integration: Arc::new(fake),
-        policy,
-    }
+    Built::new(Arc::new(fake), policy)
 }
 
 async fn serve(ops: Ops) -> (String, tokio::task::JoinHandle<()>) {

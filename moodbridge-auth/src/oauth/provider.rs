@@ -63,6 +63,20 @@ impl Provider {
         })
     }
 
+    /// A Salesforce login host given by its base URL (`https://login.salesforce.com`,
+    /// `https://acme.my.salesforce.com`, or a local sandbox on loopback), its OAuth
+    /// endpoints under `/services/oauth2/`. Plain http is accepted only on loopback.
+    ///
+    /// ```
+    /// use moodbridge_auth::oauth::Provider;
+    /// let p = Provider::salesforce_at("salesforce-prod", "https://acme.my.salesforce.com/").unwrap();
+    /// assert_eq!(p.token_endpoint.as_str(), "https://acme.my.salesforce.com/services/oauth2/token");
+    /// assert!(Provider::salesforce_at("x", "http://acme.example.com").is_err());
+    /// ```
+    pub fn salesforce_at(name: &str, base_url: &str) -> Result<Self> {
+        Self::salesforce(name, base_url.trim_end_matches('/'))
+    }
+
     /// Salesforce production orgs: `login.salesforce.com`.
     pub fn salesforce_production() -> Self {
         // The URL is a constant; parsing it cannot fail.

@@ -5,10 +5,13 @@
 //! - [`EncryptedStore`] — AES-256-GCM on SQLite, the embedded default, with versioned
 //!   secrets and interruptible master-key rotation.
 //!
-//! Cloud stores (AWS Secrets Manager, Azure Key Vault) come with their connectors.
+//! Each is also a kind built from config ([`kinds`]: `memory`, `env`,
+//! `encrypted-sqlite`). Cloud stores (AWS Secrets Manager, Azure Key Vault) come with
+//! their connectors.
 
 mod encrypted;
 mod env;
+pub mod kinds;
 mod memory;
 
 pub use encrypted::{

@@ -92,8 +92,21 @@ impl Validate for SdkConfig {
 
 /// One integration: its id, kind, resilience policy and connector-specific settings.
 ///
-/// `Debug` is safe to log: settings may only hold secret *references*, never secrets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` is safe to log: it prints numbers, booleans and secret *references*
+/// (`secret:…`, `env:…`) of the settings, and of any other text only its length — a
+/// literal secret put where a reference belongs is never printed.
+///
+/// ```
+/// use moodbridge_core::IntegrationConfig;
+///
+/// let mut cfg = IntegrationConfig::new("salesforce:prod", "salesforce");
+/// cfg.settings.insert("client_secret".into(), "hunter2-literal".into());
+/// cfg.settings.insert("token_ref".into(), "secret:salesforce/prod/token".into());
+/// let debug = format!("{cfg:?}");
+/// assert!(!debug.contains("hunter2"));
+/// assert!(debug.contains("secret:salesforce/prod/token"));
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationConfig {
     /// Unique id, `"<kind>:<name>"`.
@@ -115,6 +128,48 @@ pub struct IntegrationConfig {
 
 fn enabled_default() -> bool {
     true
+}
+
+impl std::fmt::Debug for IntegrationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegrationConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("enabled", &self.enabled)
+            .field("policy", &self.policy)
+            .field("settings", &SafeTable(&self.settings))
+            .finish()
+    }
+}
+
+/// Settings as `Debug` shows them: no text that is not a secret reference.
+struct SafeTable<'a>(&'a toml::Table);
+
+struct SafeValue<'a>(&'a toml::Value);
+
+impl std::fmt::Debug for SafeTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, SafeValue(v))))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SafeValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            toml::Value::String(s) if s.parse::<SecretRef>().is_ok() => write!(f, "{s:?}"),
+            toml::Value::String(s) => write!(f, "<text, {} chars>", s.chars().count()),
+            toml::Value::Integer(i) => write!(f, "{i}"),
+            toml::Value::Float(x) => write!(f, "{x}"),
+            toml::Value::Boolean(b) => write!(f, "{b}"),
+            toml::Value::Datetime(d) => write!(f, "{d}"),
+            toml::Value::Array(items) => {
+                f.debug_list().entries(items.iter().map(SafeValue)).finish()
+            }
+            toml::Value::Table(t) => SafeTable(t).fmt(f),
+        }
+    }
 }
 
 impl IntegrationConfig {
@@ -151,6 +206,67 @@ impl IntegrationConfig {
                     .with_hint("see the connector's setup guide in docs/ for the settings it takes")
             })
     }
+
+    /// Check the settings against the connector's typed settings `T`: a shape error (an
+    /// unknown or missing field, a wrong type, a literal where a secret reference belongs)
+    /// and every problem `T`'s own [`Validate`] finds are added to `v` under `settings`.
+    /// Returns the settings when they parsed.
+    ///
+    /// ```
+    /// use moodbridge_core::config::{Validate, Validator};
+    /// use moodbridge_core::{IntegrationConfig, SecretRef};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct DemoSettings { endpoint: String, password: SecretRef }
+    /// impl Validate for DemoSettings {
+    ///     fn validate_into(&self, v: &mut Validator) {
+    ///         if !self.endpoint.starts_with("https://") {
+    ///             v.problem("endpoint", "is not https", "use an https:// URL");
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut cfg = IntegrationConfig::new("demo:a", "demo");
+    /// cfg.settings.insert("endpoint".into(), "https://example.com".into());
+    /// cfg.settings.insert("password".into(), "hunter2".into());
+    /// let mut v = Validator::new();
+    /// assert!(cfg.check_settings::<DemoSettings>(&mut v).is_none());
+    /// let problems = v.finish().unwrap_err();
+    /// let problem = problems.iter().next().unwrap();
+    /// assert_eq!(problem.path, "settings");
+    /// assert!(problem.problem.contains("reference"), "{problem}");
+    /// assert!(!problem.to_string().contains("hunter2"));
+    /// ```
+    pub fn check_settings<T>(&self, v: &mut Validator) -> Option<T>
+    where
+        T: serde::de::DeserializeOwned + Validate,
+    {
+        match toml::Value::Table(self.settings.clone()).try_into::<T>() {
+            Ok(settings) => {
+                v.nested("settings", |v| settings.validate_into(v));
+                Some(settings)
+            }
+            Err(e) => {
+                v.problem(
+                    "settings",
+                    settings_problem(&e),
+                    format!(
+                        "see the settings of kind {:?} in its setup guide (docs/)",
+                        self.kind
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A settings shape error as a problem line. A literal in a secret field is reported by
+/// `SecretRef`'s own message, which never repeats the value; toml's messages only name
+/// fields and types.
+fn settings_problem(e: &toml::de::Error) -> String {
+    e.message().trim().to_owned()
 }
 
 impl Validate for IntegrationConfig {
@@ -192,7 +308,7 @@ mod tests {
         let cfg = SdkConfig::from_toml(
             r#"
             [[integration]]
-            id = "prod"
+            id = "sales force"
             kind = "salesforce"
             [integration.policy.retry]
             max_attempts = 0

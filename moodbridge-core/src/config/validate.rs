@@ -109,10 +109,15 @@ impl Validator {
     }
 
     /// Validate a nested part under `segment`.
-    pub fn nested(&mut self, segment: impl Into<String>, f: impl FnOnce(&mut Validator)) {
+    pub fn nested<R>(
+        &mut self,
+        segment: impl Into<String>,
+        f: impl FnOnce(&mut Validator) -> R,
+    ) -> R {
         self.path.push(segment.into());
-        f(self);
+        let r = f(self);
         self.path.pop();
+        r
     }
 
     /// `Ok` when no problem was found.

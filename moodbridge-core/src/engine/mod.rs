@@ -43,6 +43,8 @@ mod replay;
 mod schedule;
 #[cfg(feature = "sqlite")]
 mod sqlite_sink;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_warehouse;
 mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
@@ -203,21 +205,41 @@ impl SyncEngine {
         sink: &dyn SyncSink,
         report: &mut RunReport,
     ) -> Result<()> {
+        let names: Vec<&str> = pipeline
+            .plans()
+            .iter()
+            .map(|p| p.config.name.as_str())
+            .collect();
         let catalog = self
             .source_policy
-            .call_as("discover", || source.discover())
+            .call_as("discover", || source.discover_streams(&names))
             .await?;
+        if let Some(missing) = pipeline
+            .plans()
+            .iter()
+            .find(|p| catalog.stream(&p.config.name).is_none())
+        {
+            // Only on the error path: the whole catalog, to say what the source offers.
+            let offered = match source.discover().await {
+                Ok(all) => all
+                    .streams
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(_) => "unknown: its catalog could not be read".to_owned(),
+            };
+            return Err(Error::config(format!(
+                "pipeline {} names stream {}, which the source does not offer (it offers: {offered})",
+                pipeline.name(),
+                missing.config.name,
+            ))
+            .with_hint("fix the stream name in the pipeline"));
+        }
         for plan in pipeline.plans() {
-            let descriptor = catalog.stream(&plan.config.name).ok_or_else(|| {
-                let known: Vec<_> = catalog.streams.iter().map(|s| s.name.as_str()).collect();
-                Error::config(format!(
-                    "pipeline {} names stream {}, which the source does not offer (it offers: {})",
-                    pipeline.name(),
-                    plan.config.name,
-                    known.join(", ")
-                ))
-                .with_hint("fix the stream name in the pipeline")
-            })?;
+            let descriptor = catalog
+                .stream(&plan.config.name)
+                .ok_or_else(|| Error::internal("a stream left the catalog"))?;
             let mut run = StreamRun {
                 engine: self,
                 pipeline,

@@ -82,6 +82,14 @@ impl StreamConfig {
 pub struct PipelineConfig {
     /// Its name: the key of its runs, checkpoints, dead letters and lease.
     pub name: String,
+    /// The id of the integration it reads from (`"salesforce:prod"`), when the pipeline
+    /// is part of a host config ([`HostConfig`](crate::host::HostConfig)); a pipeline run
+    /// by hand with [`SyncEngine::run`](super::SyncEngine::run) is given its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The id of the integration it writes to (`"warehouse"`); see `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
     /// The streams, moved in this order.
     pub streams: Vec<StreamConfig>,
     /// Keep every write in the audit log with its before-image (default `true`): what
@@ -102,10 +110,20 @@ fn engine() -> String {
 }
 
 impl PipelineConfig {
+    /// The same pipeline, reading from integration `source` and writing to `sink`.
+    #[must_use]
+    pub fn between(mut self, source: impl Into<String>, sink: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self.sink = Some(sink.into());
+        self
+    }
+
     /// A pipeline of `streams` with the defaults.
     pub fn new(name: impl Into<String>, streams: Vec<StreamConfig>) -> Self {
         PipelineConfig {
             name: name.into(),
+            source: None,
+            sink: None,
             streams,
             audit: true,
             actor: engine(),

@@ -131,6 +131,12 @@ impl<T: SyncSource> SyncSource for Guarded<T> {
             .await
     }
 
+    async fn discover_streams(&self, names: &[&str]) -> Result<Catalog> {
+        self.policy
+            .call_as("discover", || self.inner.discover_streams(names))
+            .await
+    }
+
     /// Opening the read goes through the policy; the messages of the stream then flow
     /// unguarded (a source retries its own page fetches through its own policy).
     async fn read(&self, request: ReadRequest) -> Result<SourceStream> {

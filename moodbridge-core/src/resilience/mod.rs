@@ -153,6 +153,41 @@ pub struct PolicyConfig {
     pub max_concurrency_wait: Option<Duration>,
 }
 
+impl PolicyConfig {
+    /// This config with every part `overrides` sets replacing this one's: how a
+    /// connector's default policy and an integration's `policy` table combine (a table
+    /// that sets only `rate_limit` keeps the connector's retry and timeouts).
+    ///
+    /// ```
+    /// use moodbridge_core::{PolicyConfig, RetryConfig};
+    /// use std::time::Duration;
+    ///
+    /// let default = PolicyConfig { retry: Some(RetryConfig::default()), attempt_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    /// let mine = PolicyConfig { attempt_timeout: Some(Duration::from_secs(5)), ..Default::default() };
+    /// let both = default.overlay(&mine);
+    /// assert_eq!(both.retry, Some(RetryConfig::default()));
+    /// assert_eq!(both.attempt_timeout, Some(Duration::from_secs(5)));
+    /// ```
+    #[must_use]
+    pub fn overlay(&self, overrides: &PolicyConfig) -> PolicyConfig {
+        PolicyConfig {
+            timeout: overrides.timeout.or(self.timeout),
+            attempt_timeout: overrides.attempt_timeout.or(self.attempt_timeout),
+            retry: overrides.retry.clone().or_else(|| self.retry.clone()),
+            circuit_breaker: overrides
+                .circuit_breaker
+                .clone()
+                .or_else(|| self.circuit_breaker.clone()),
+            rate_limit: overrides
+                .rate_limit
+                .clone()
+                .or_else(|| self.rate_limit.clone()),
+            max_concurrency: overrides.max_concurrency.or(self.max_concurrency),
+            max_concurrency_wait: overrides.max_concurrency_wait.or(self.max_concurrency_wait),
+        }
+    }
+}
+
 impl Validate for PolicyConfig {
     fn validate_into(&self, v: &mut Validator) {
         if self.timeout.is_some_and(|d| d.is_zero()) {

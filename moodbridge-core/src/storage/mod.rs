@@ -28,6 +28,7 @@
 //! ```
 
 mod local;
+pub mod local_objects;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,234 @@
+//! Settings of an `s3` integration, read from its config's `settings` table.
+//!
+//! ```toml
+//! [[integration]]
+//! id = "s3:documents"
+//! kind = "s3"
+//!
+//! [integration.settings]
+//! bucket = "moodbridge-documents"
+//! region = "eu-west-1"                 # default: from the environment / profile
+//! # endpoint = "http://127.0.0.1:9000" # MinIO, moto …; with path_style = true
+//! encryption = "kms"                   # "s3" (SSE-S3) or "kms" (SSE-KMS, kms_key_id optional)
+//! kms_key_id = "alias/moodbridge"
+//! part_size_mib = 8
+//! concurrency = 4
+//! # credentials: the standard AWS chain when absent, or
+//! credentials = { source = "static", access_key_id = "AKIA…", secret_access_key = "secret:aws/prod/secret_access_key" }
+//! # credentials = { source = "store", prefix = "aws/prod", refresh = "5m" }   # keys in the host's credential store
+//! ```
+
+use std::time::Duration;
+
+use moodbridge_core::SecretRef;
+use moodbridge_core::config::{Validate, Validator};
+use serde::Deserialize;
+
+use crate::s3::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
+
+/// Settings of an `s3` integration. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// The bucket.
+    pub bucket: String,
+    /// The AWS region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A custom endpoint (S3-compatible stores, local emulators).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible stores need it).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Where the keys come from (default: the standard AWS chain).
+    #[serde(default)]
+    pub credentials: S3CredentialSettings,
+    /// Server-side encryption of written objects.
+    #[serde(default)]
+    pub encryption: Option<EncryptionSetting>,
+    /// The KMS key of `encryption = "kms"` (default: the account's `aws/s3` key).
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Storage class of written objects (`STANDARD_IA`, `GLACIER_IR`, …).
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// Part size of multipart transfers, MiB (5 to 5120; default 8).
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: u64,
+    /// Parts in flight per transfer (default 4).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Download large objects as parallel ranged GETs (default true).
+    #[serde(default = "yes")]
+    pub parallel_downloads: bool,
+}
+
+fn default_part_size_mib() -> u64 {
+    DEFAULT_PART_SIZE / (1024 * 1024)
+}
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Server-side encryption, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncryptionSetting {
+    /// SSE-S3.
+    S3,
+    /// SSE-KMS.
+    Kms,
+}
+
+/// Where an `s3` integration's keys come from, tagged by `source`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum S3CredentialSettings {
+    /// The standard AWS chain: environment, profile, SSO, web identity, ECS, IMDS.
+    #[default]
+    Chain,
+    /// Fixed keys.
+    Static {
+        /// The access key id (not a secret).
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: SecretRef,
+        /// The session token of temporary keys.
+        #[serde(default)]
+        session_token: Option<SecretRef>,
+    },
+    /// Keys in the host's credential store under `<prefix>/access_key_id`,
+    /// `<prefix>/secret_access_key` (and `<prefix>/session_token`), read again every
+    /// `refresh` so rotations are picked up.
+    Store {
+        /// The key prefix, e.g. `aws/prod`.
+        prefix: String,
+        /// How long keys are used before being read again (default 5 minutes).
+        #[serde(default = "default_refresh", with = "humantime_serde")]
+        refresh: Duration,
+    },
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Validate for S3Settings {
+    fn validate_into(&self, v: &mut Validator) {
+        if let Err(e) = crate::s3::check_bucket_name(&self.bucket) {
+            v.problem("bucket", e.message().to_owned(), e.hint().to_owned());
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            v.problem(
+                "endpoint",
+                format!("{endpoint:?} is not an http(s) URL"),
+                "give a URL such as \"https://s3.eu-west-1.amazonaws.com\" or \"http://127.0.0.1:9000\"",
+            );
+        }
+        let bytes = self.part_size_mib.saturating_mul(1024 * 1024);
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&bytes) {
+            v.problem(
+                "part_size_mib",
+                format!("{} is outside S3's part limits", self.part_size_mib),
+                "use 5 to 5120 (8 is the default)",
+            );
+        }
+        if self.concurrency == 0 {
+            v.problem("concurrency", "is 0", "use at least 1 (default 4)");
+        }
+        if self.kms_key_id.is_some() && self.encryption != Some(EncryptionSetting::Kms) {
+            v.problem(
+                "kms_key_id",
+                "is set but encryption is not \"kms\"",
+                "set encryption = \"kms\", or remove kms_key_id",
+            );
+        }
+        if let S3CredentialSettings::Store { prefix, refresh } = &self.credentials {
+            if prefix.trim().is_empty() {
+                v.problem(
+                    "credentials.prefix",
+                    "is empty",
+                    "name the credential store prefix, e.g. \"aws/prod\"",
+                );
+            }
+            if refresh.is_zero() {
+                v.problem("credentials.refresh", "is zero", "use e.g. \"5m\"");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+    use super::*;
+    use moodbridge_core::IntegrationConfig;
+
+    fn problems(settings: &str) -> Vec<String> {
+        let mut cfg = IntegrationConfig::new("s3:docs", "s3");
+        cfg.settings = toml::from_str(settings).unwrap();
+        let mut v = Validator::new();
+        cfg.check_settings::<S3Settings>(&mut v);
+        v.finish()
+            .err()
+            .map(|p| p.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        let found = problems(
+            r#"bucket = "Bad_Bucket"
+            endpoint = "127.0.0.1:9000"
+            part_size_mib = 1
+            concurrency = 0
+            kms_key_id = "alias/x"
+            credentials = { source = "store", prefix = "", refresh = "0s" }"#,
+        );
+        let paths: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "settings.bucket",
+                "settings.endpoint",
+                "settings.part_size_mib",
+                "settings.concurrency",
+                "settings.kms_key_id",
+                "settings.credentials.prefix",
+                "settings.credentials.refresh"
+            ],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_literal_secret_key_is_refused_unechoed() {
+        let found = problems(
+            r#"bucket = "docs"
+            credentials = { source = "static", access_key_id = "AKIA", secret_access_key = "wJalrXUtnFEMI" }"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].contains("wJalr"), "{found:?}");
+    }
+
+    #[test]
+    fn defaults_are_the_builders() {
+        let mut cfg = IntegrationConfig::new("s3:docs", "s3");
+        cfg.settings = toml::from_str(r#"bucket = "docs""#).unwrap();
+        let s: S3Settings = cfg.settings().unwrap();
+        assert_eq!(s.part_size_mib * 1024 * 1024, DEFAULT_PART_SIZE);
+        assert_eq!(s.credentials, S3CredentialSettings::Chain);
+        assert!(s.parallel_downloads);
+    }
+}

@@ -1,0 +1,177 @@
+//! Settings of an `azure-blob` integration, read from its config's `settings` table.
+//!
+//! ```toml
+//! [[integration]]
+//! id = "azure-blob:documents"
+//! kind = "azure-blob"
+//!
+//! [integration.settings]
+//! container = "documents"
+//! connection_string = "secret:azure/prod/storage_connection_string"
+//! # or an endpoint and credentials:
+//! # endpoint = "https://acme.blob.core.windows.net"
+//! # credentials = { source = "shared_key", account = "acme", key = "secret:azure/prod/account_key" }
+//! # credentials = { source = "sas", token = "env:AZURE_SAS" }
+//! block_size_mib = 8
+//! concurrency = 4
+//! ```
+//!
+//! Entra ID (managed identity, service principals) takes a `TokenCredential`, given in
+//! code with [`AzureBlobStore::builder`](crate::blob::AzureBlobStore::builder).
+
+use moodbridge_core::SecretRef;
+use moodbridge_core::config::{Validate, Validator};
+use serde::Deserialize;
+
+use crate::blob::{DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, MAX_BLOCK_SIZE};
+
+/// Settings of an `azure-blob` integration. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobSettings {
+    /// The container.
+    pub container: String,
+    /// A storage connection string (it holds the key or SAS: a reference only).
+    #[serde(default)]
+    pub connection_string: Option<SecretRef>,
+    /// The Blob service endpoint, when no connection string is given.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// How requests are authorized, with `endpoint`.
+    #[serde(default)]
+    pub credentials: Option<AzureCredentialSettings>,
+    /// Block size of staged uploads and ranged downloads, MiB (default 8).
+    #[serde(default = "default_block_size_mib")]
+    pub block_size_mib: u64,
+    /// Blocks in flight per transfer (default 4).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// The service API version sent.
+    #[serde(default)]
+    pub api_version: Option<String>,
+}
+
+fn default_block_size_mib() -> u64 {
+    DEFAULT_BLOCK_SIZE / (1024 * 1024)
+}
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+
+/// How an `azure-blob` integration authorizes, tagged by `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AzureCredentialSettings {
+    /// The storage account's Shared Key.
+    SharedKey {
+        /// The account name.
+        account: String,
+        /// The account key.
+        key: SecretRef,
+    },
+    /// A SAS token.
+    Sas {
+        /// The token (the query string, without `?`).
+        token: SecretRef,
+    },
+}
+
+impl Validate for AzureBlobSettings {
+    fn validate_into(&self, v: &mut Validator) {
+        if let Err(e) = crate::blob::check_container_name(&self.container) {
+            v.problem("container", e.message().to_owned(), e.hint().to_owned());
+        }
+        match (&self.connection_string, &self.endpoint, &self.credentials) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (None, None, _) => v.problem(
+                "connection_string",
+                "is missing, and so is endpoint",
+                "set connection_string = \"secret:…\", or endpoint and credentials",
+            ),
+            (None, Some(_), None) => v.problem(
+                "credentials",
+                "is missing",
+                "set credentials = { source = \"shared_key\", … } or { source = \"sas\", … }",
+            ),
+            (Some(_), _, _) => v.problem(
+                "connection_string",
+                "is set together with endpoint or credentials",
+                "keep the connection string, or endpoint and credentials",
+            ),
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            v.problem(
+                "endpoint",
+                format!("{endpoint:?} is not an http(s) URL"),
+                "use e.g. \"https://acme.blob.core.windows.net\"",
+            );
+        }
+        let bytes = self.block_size_mib.saturating_mul(1024 * 1024);
+        if bytes == 0 || bytes > MAX_BLOCK_SIZE {
+            v.problem(
+                "block_size_mib",
+                format!("{} is outside 1 to 4000", self.block_size_mib),
+                "use 8 (the default) or another size up to 4000",
+            );
+        }
+        if self.concurrency == 0 {
+            v.problem("concurrency", "is 0", "use at least 1 (default 4)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+    use super::*;
+    use moodbridge_core::IntegrationConfig;
+
+    fn problems(settings: &str) -> Vec<String> {
+        let mut cfg = IntegrationConfig::new("azure-blob:docs", "azure-blob");
+        cfg.settings = toml::from_str(settings).unwrap();
+        let mut v = Validator::new();
+        cfg.check_settings::<AzureBlobSettings>(&mut v);
+        v.finish()
+            .err()
+            .map(|p| p.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        let found = problems(
+            r#"container = "A"
+            endpoint = "blob.example"
+            block_size_mib = 0
+            concurrency = 0"#,
+        );
+        let paths: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "settings.container",
+                "settings.credentials",
+                "settings.endpoint",
+                "settings.block_size_mib",
+                "settings.concurrency"
+            ],
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_literal_connection_string_is_refused_unechoed() {
+        let found = problems(
+            r#"container = "docs"
+            connection_string = "AccountName=a;AccountKey=c2VjcmV0"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].contains("c2VjcmV0"), "{found:?}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The `azure-blob` kind: a container built from config ([`AzureBlobSettings`]) as an
+//! [`ObjectStore`](moodbridge_core::ObjectStore) integration.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use moodbridge_core::config::Validator;
+use moodbridge_core::registry::{BuildContext, IntegrationFactory};
+use moodbridge_core::{IntegrationConfig, PlatformIntegration, Result};
+use secrecy::ExposeSecret;
+
+use crate::auth::{ConnectionString, SharedKey};
+use crate::blob::{AzureBlobStore, AzureCredentials};
+use crate::config::{AzureBlobSettings, AzureCredentialSettings};
+
+/// The kind name.
+pub const KIND: &str = "azure-blob";
+
+/// Builds `azure-blob` integrations from [`AzureBlobSettings`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AzureBlobFactory;
+
+impl AzureBlobFactory {
+    /// The store `ctx` describes (no request is made).
+    pub async fn store(ctx: &BuildContext) -> Result<AzureBlobStore> {
+        let s: AzureBlobSettings = ctx.settings()?;
+        let mut builder = AzureBlobStore::builder(&s.container)
+            .id(&ctx.config.id)
+            .block_size(s.block_size_mib * 1024 * 1024)
+            .concurrency(s.concurrency);
+        if let Some(version) = &s.api_version {
+            builder = builder.api_version(version);
+        }
+        if let Some(r) = &s.connection_string {
+            let text = ctx.resolve(r).await?;
+            builder = builder.connection_string(&ConnectionString::parse(text.expose_secret())?);
+        }
+        if let Some(endpoint) = &s.endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        match &s.credentials {
+            None => {}
+            Some(AzureCredentialSettings::SharedKey { account, key }) => {
+                builder = builder.credentials(AzureCredentials::SharedKey(SharedKey {
+                    account: account.clone(),
+                    key: ctx.resolve(key).await?,
+                }));
+            }
+            Some(AzureCredentialSettings::Sas { token }) => {
+                builder = builder.credentials(AzureCredentials::Sas(ctx.resolve(token).await?));
+            }
+        }
+        builder.build()
+    }
+}
+
+#[async_trait]
+impl IntegrationFactory for AzureBlobFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn validate(&self, config: &IntegrationConfig, v: &mut Validator) {
+        config.check_settings::<AzureBlobSettings>(v);
+    }
+
+    async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
+        Ok(Arc::new(Self::store(&ctx).await?))
+    }
+}
