@@ -595,7 +595,6 @@ where
     };
     let mut out = Error::new(kind, format!("{what} failed: {detail}"))
         .with_connector(PLATFORM)
-        .with_operation(operation)
         .with_source(err);
     if let Some(status) = status {
         out = out.with_context("http_status", status);

@@ -149,7 +149,12 @@ async fn persistent_part_failures_abort_the_upload() {
         )
         .await
         .unwrap_err();
-    assert!(err.is_temporary(), "a 503 is temporary: {err}");
+    assert_eq!(
+        err.status(),
+        moodbridge_core::ErrorStatus::Persistent,
+        "a 503 is temporary, retried by the policy until it gave up: {err}"
+    );
+    assert_eq!(err.operation(), Some("s3.upload_part"), "{err:?}");
     assert!(err.to_string().contains("UploadPart"), "{err}");
     assert_eq!(err.context_value("part"), Some("2"), "{err:?}");
     assert_eq!(

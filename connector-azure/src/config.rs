@@ -169,7 +169,7 @@ mod tests {
     fn a_literal_connection_string_is_refused_unechoed() {
         let found = problems(
             r#"container = "docs"
-            connection_string = "AccountName=a;AccountKey=c2VjcmV0"#,
+            connection_string = "AccountName=a;AccountKey=c2VjcmV0""#,
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(!found[0].contains("c2VjcmV0"), "{found:?}");

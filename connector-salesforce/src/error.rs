@@ -215,7 +215,7 @@ mod tests {
             let err = map_error(status, None, &body(code, &[]), "sobject.create");
             assert_eq!(err.kind(), kind, "{code}");
             assert_eq!(err.context_value("error_code"), Some(code));
-            assert_eq!(err.platform(), Some("salesforce"));
+            assert_eq!(err.connector(), Some("salesforce"));
             assert_eq!(err.operation(), Some("sobject.create"));
         }
     }
