@@ -121,54 +121,47 @@ impl SalesforceFactory {
         let id = &ctx.config.id;
         let provider = Provider::salesforce_at(id, &settings.login_url)?;
         let secret = |r| ctx.resolve(r);
-        let (app, source): (_, Arc<dyn moodbridge_auth::token_manager::TokenSource>) =
-            match &settings.auth {
-                AuthSettings::ClientCredentials {
+        let source: Arc<dyn moodbridge_auth::token_manager::TokenSource> = match &settings.auth {
+            AuthSettings::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
+                let app = Arc::new(OAuthClient::new(
+                    provider,
                     client_id,
-                    client_secret,
-                } => {
-                    let app = Arc::new(OAuthClient::new(
-                        provider,
-                        client_id,
-                        Some(secret(client_secret).await?),
-                    )?);
-                    let source = Arc::new(ClientCredentialsSource {
-                        client: app.clone(),
-                        scopes: Vec::new(),
-                        resource: None,
-                    });
-                    (app, source)
-                }
-                AuthSettings::JwtBearer {
-                    client_id,
-                    username,
-                    private_key,
-                } => {
-                    let app = Arc::new(OAuthClient::new(provider, client_id, None)?);
-                    let source = Arc::new(JwtBearerSource {
-                        client: app.clone(),
-                        subject: username.clone(),
-                        private_key_pem: secret(private_key).await?,
-                    });
-                    (app, source)
-                }
-                AuthSettings::RefreshToken {
-                    client_id,
-                    client_secret,
-                    refresh_token: _,
-                } => {
-                    let client_secret = match client_secret {
-                        Some(r) => Some(secret(r).await?),
-                        None => None,
-                    };
-                    let app = Arc::new(OAuthClient::new(provider, client_id, client_secret)?);
-                    let source = Arc::new(RefreshSource {
-                        client: app.clone(),
-                    });
-                    (app, source)
-                }
-            };
-        let _ = app;
+                    Some(secret(client_secret).await?),
+                )?);
+                Arc::new(ClientCredentialsSource {
+                    client: app,
+                    scopes: Vec::new(),
+                    resource: None,
+                })
+            }
+            AuthSettings::JwtBearer {
+                client_id,
+                username,
+                private_key,
+            } => {
+                let app = Arc::new(OAuthClient::new(provider, client_id, None)?);
+                Arc::new(JwtBearerSource {
+                    client: app,
+                    subject: username.clone(),
+                    private_key_pem: secret(private_key).await?,
+                })
+            }
+            AuthSettings::RefreshToken {
+                client_id,
+                client_secret,
+                refresh_token: _,
+            } => {
+                let client_secret = match client_secret {
+                    Some(r) => Some(secret(r).await?),
+                    None => None,
+                };
+                let app = Arc::new(OAuthClient::new(provider, client_id, client_secret)?);
+                Arc::new(RefreshSource { client: app })
+            }
+        };
         let tokens = TokenManager::new();
         tokens.register(id, "integration", source);
         if let AuthSettings::RefreshToken { refresh_token, .. } = &settings.auth {

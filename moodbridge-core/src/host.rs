@@ -136,15 +136,7 @@ impl HostConfig {
     /// Parse TOML. Syntax and type errors name the line.
     pub fn from_toml(text: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or_else(
-                || "unknown position".to_owned(),
-                |r| {
-                    format!(
-                        "line {}",
-                        text[..r.start.min(text.len())].matches('\n').count() + 1
-                    )
-                },
-            );
+            let line = crate::config::span_of(text, e.span());
             Error::config(format!("invalid config: {}", e.message().trim()))
                 .with_context("at", line)
                 .with_hint("fix the TOML at the position shown")

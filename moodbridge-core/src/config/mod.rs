@@ -62,7 +62,7 @@ impl SdkConfig {
     }
 }
 
-fn span_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+pub(crate) fn span_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(r) => {
             let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
