@@ -1,4 +1,4 @@
-//! The `s3` kind: a bucket built from config ([`S3Settings`]) as an [`ObjectStore`]
+//! The `s3` kind: a bucket built from config ([`S3Settings`]) as an [`ObjectStore`](moodbridge_core::ObjectStore)
 //! integration, every request through the integration's `Policy`.
 
 use std::sync::Arc;

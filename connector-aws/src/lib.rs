@@ -1,7 +1,7 @@
 //! # connector-aws
 //!
 //! The AWS connector of MoodBridge Integrations. Feature `s3` (on by default):
-//! [`S3ObjectStore`](s3::S3ObjectStore), Amazon S3 and S3-compatible stores behind the
+//! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
 //! cancellation, parallel ranged downloads, SHA-256 checksums verified by the service,

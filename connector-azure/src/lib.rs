@@ -1,7 +1,7 @@
 //! # connector-azure
 //!
 //! The Azure connector of MoodBridge Integrations. Feature `blob` (on by default):
-//! [`AzureBlobStore`](blob::AzureBlobStore), Azure Blob Storage behind the core
+//! [`AzureBlobStore`], Azure Blob Storage behind the core
 //! [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `azure_storage_blob` crate — with what that crate leaves out added here ([`auth`]):
 //! connection strings, the Shared Key signing policy and service SAS URLs.
