@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use moodbridge::auth::store::MemoryStore;
 use moodbridge::host::{Host, HostConfig};
 use moodbridge::salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use moodbridge::{CredentialStore, ErrorKind};
+use moodbridge_core::testing::{Counters, MetricsCapture};
 
 #[tokio::test]
 async fn every_problem_of_a_config_is_reported_at_once_without_echoing_secrets() {
@@ -107,45 +107,23 @@ fn two_org_config(a: &RunningSandbox, b: &RunningSandbox, dir: &std::path::Path)
     .unwrap()
 }
 
-/// `(name, labels, value)` of every counter recorded.
-type Counters = Vec<(String, Vec<(String, String)>, u64)>;
-
-fn counters(snapshot: metrics_util::debugging::Snapshotter) -> Counters {
-    snapshot
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| match value {
-            DebugValue::Counter(n) => Some((
-                key.key().name().to_owned(),
-                key.key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect(),
-                n,
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-fn calls(counters: &Counters, platform: &str, outcome: &str) -> u64 {
-    counters
-        .iter()
-        .filter(|(name, labels, _)| {
-            name == "moodbridge_calls_total"
-                && labels.iter().any(|(k, v)| k == "platform" && v == platform)
-                && labels.iter().any(|(k, v)| k == "outcome" && v == outcome)
-        })
-        .map(|(_, _, n)| n)
-        .sum()
+/// `moodbridge_calls_total` of `platform` with `outcome`.
+fn calls(seen: &Counters, platform: &str, outcome: &str) -> u64 {
+    seen.sum(
+        "moodbridge_calls_total",
+        &[
+            ("platform", platform),
+            ("connector", "salesforce"),
+            ("outcome", outcome),
+        ],
+    )
 }
 
 #[test]
 fn two_orgs_errors_and_metrics_name_their_own_integration_id() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
+    let capture = MetricsCapture::new();
+    {
+        let _installed = capture.install();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -185,11 +163,11 @@ fn two_orgs_errors_and_metrics_name_their_own_integration_id() {
             a.stop().await;
             b.stop().await;
         });
-    });
-    let seen = counters(snapshotter);
-    assert!(calls(&seen, "salesforce:a", "ok") > 0, "{seen:?}");
-    assert_eq!(calls(&seen, "salesforce:a", "unavailable"), 0, "{seen:?}");
+    }
+    let seen = capture.take();
+    assert!(calls(&seen, "salesforce:a", "ok") > 0, "{seen}");
+    assert_eq!(calls(&seen, "salesforce:a", "unavailable"), 0, "{seen}");
     let b_failed =
         calls(&seen, "salesforce:b", "unavailable") + calls(&seen, "salesforce:b", "rate_limited");
-    assert!(b_failed > 0, "{seen:?}");
+    assert!(b_failed > 0, "{seen}");
 }

@@ -48,7 +48,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
-use moodbridge_core::resilience::{Operation, Policy, PolicyConfig, RetryConfig};
+use moodbridge_core::resilience::{Operation, Policy, PolicyConfig};
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
     ObjectStore, PartReader, PresignMethod, PresignedRequest, PutOptions, PutResult,
@@ -91,36 +91,7 @@ pub const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 const PLATFORM: &str = "s3";
 
 /// Operation names: `s3.<operation>`, the `operation` of spans, metrics and errors.
-pub mod op {
-    /// `PutObject`.
-    pub const PUT_OBJECT: &str = "s3.put_object";
-    /// `CreateMultipartUpload`.
-    pub const CREATE_MULTIPART_UPLOAD: &str = "s3.create_multipart_upload";
-    /// `UploadPart`.
-    pub const UPLOAD_PART: &str = "s3.upload_part";
-    /// `UploadPartCopy`.
-    pub const UPLOAD_PART_COPY: &str = "s3.upload_part_copy";
-    /// `CompleteMultipartUpload`.
-    pub const COMPLETE_MULTIPART_UPLOAD: &str = "s3.complete_multipart_upload";
-    /// `AbortMultipartUpload`.
-    pub const ABORT_MULTIPART_UPLOAD: &str = "s3.abort_multipart_upload";
-    /// `HeadObject`.
-    pub const HEAD_OBJECT: &str = "s3.head_object";
-    /// `GetObject` (up to the response headers; the body streams after).
-    pub const GET_OBJECT: &str = "s3.get_object";
-    /// `ListObjectsV2`, one page.
-    pub const LIST_OBJECTS: &str = "s3.list_objects";
-    /// `DeleteObject`.
-    pub const DELETE_OBJECT: &str = "s3.delete_object";
-    /// `DeleteObjects`, up to 1,000 keys.
-    pub const DELETE_OBJECTS: &str = "s3.delete_objects";
-    /// `CopyObject`.
-    pub const COPY_OBJECT: &str = "s3.copy_object";
-    /// `CreateBucket`.
-    pub const CREATE_BUCKET: &str = "s3.create_bucket";
-    /// `HeadBucket` (the health check).
-    pub const HEAD_BUCKET: &str = "s3.head_bucket";
-}
+pub use moodbridge_core::observe::op::s3 as op;
 
 /// Server-side encryption of written objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,13 +411,10 @@ impl S3Builder {
         let name = format!("s3:{}", self.bucket);
         let policy = match &self.policy {
             Some(policy) => policy.clone(),
-            None => {
-                let mut config = default_policy_config();
-                if let Some(retry) = &mut config.retry {
-                    retry.max_attempts = self.max_attempts;
-                }
-                Policy::from_config(id.clone(), &config)?
-            }
+            None => Policy::from_config(
+                id.clone(),
+                &moodbridge_core::storage::transfer_policy_config(self.max_attempts),
+            )?,
         };
         Ok(S3ObjectStore {
             inner: Arc::new(Inner {
@@ -464,17 +432,7 @@ impl S3Builder {
 /// backoff from 100 ms within 30 s, temporary errors only (5xx, `SlowDown`, timeouts,
 /// connection failures); 5 minutes per attempt (a part of up to 5 GiB).
 pub fn default_policy_config() -> PolicyConfig {
-    PolicyConfig {
-        retry: Some(RetryConfig {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(30),
-            budget: None,
-        }),
-        attempt_timeout: Some(Duration::from_secs(300)),
-        ..Default::default()
-    }
+    moodbridge_core::storage::transfer_policy_config(3)
 }
 
 /// Checks an S3 bucket name against S3's naming rules (general purpose buckets), so a
@@ -654,8 +612,10 @@ fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
         401 => ErrorKind::Auth,
         409 | 412 => ErrorKind::Conflict,
         416 => ErrorKind::InvalidInput,
-        429 | 503 => ErrorKind::RateLimited { retry_after: None },
-        408 | 500 | 502 | 504 => ErrorKind::Unavailable,
+        // Throttling is told by its error code (above); a bare 503 (no code: a HEAD
+        // answer, a gateway) is an outage.
+        429 => ErrorKind::RateLimited { retry_after: None },
+        408 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
         400..=499 => ErrorKind::InvalidInput,
         _ => ErrorKind::Protocol,
     }

@@ -576,3 +576,46 @@ async fn one_gibibyte_round_trip() {
     store.delete(&key).await.unwrap();
     wait_no_uploads(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_meets_the_resilience_contract() {
+    use moodbridge_core::observe::op;
+    use moodbridge_core::testing::{FaultPlan, ResilienceCase, resilience_contract};
+    let moto = Moto::start();
+    let setup = moto.store("resilience", MIN_PART_SIZE).await;
+    let key = ObjectKey::new("probe.txt").unwrap();
+    setup
+        .put_bytes(&key, b"probe".to_vec(), PutOptions::new())
+        .await
+        .unwrap();
+    // The proxy answers 503 `ServiceUnavailable` (S3's error body) when the plan says so.
+    let plan = Arc::new(FaultPlan::default());
+    let rule_plan = plan.clone();
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        Box::new(move |_, _, _| {
+            rule_plan
+                .should_fail()
+                .then_some((503, "ServiceUnavailable"))
+        }),
+    )
+    .await;
+    let case = ResilienceCase {
+        id: "s3:contract",
+        kind: "s3",
+        operation: op::s3::HEAD_OBJECT,
+    };
+    resilience_contract(
+        &case,
+        plan.as_ref(),
+        async |policy| {
+            builder_at(&proxy.endpoint, "resilience")
+                .id(case.id)
+                .policy(policy)
+                .build()
+                .await
+        },
+        async |store: &S3ObjectStore| store.head(&key).await.map(drop),
+    )
+    .await;
+}

@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, NoFormat, RequestContent, Url};
+use azure_core::http::{ClientOptions, NoFormat, RequestContent, Url, XmlFormat};
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesOptions,
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions,
-    BlockBlobClientUploadOptions, BlockLookupList, HttpRange,
+    BlockBlobClientUploadOptions, BlockLookupList, HttpRange, ListBlobsResponse,
 };
 use azure_storage_blob::{
     BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
@@ -36,6 +36,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
+use moodbridge_core::resilience::{Policy, PolicyConfig};
 use moodbridge_core::storage::{
     ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PartReader,
     PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress, byte_stream,
@@ -50,6 +51,9 @@ use crate::auth::{
 };
 
 const PLATFORM: &str = "azure-blob";
+
+/// Operation names: `azure_blob.<operation>`, the `operation` of spans, metrics and errors.
+pub use moodbridge_core::observe::op::azure_blob as op;
 /// Default block size (8 MiB).
 pub const DEFAULT_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
 /// Most blocks per blob.
@@ -120,6 +124,7 @@ pub struct AzureBlobBuilder {
     concurrency: usize,
     api_version: String,
     max_attempts: u32,
+    policy: Option<Policy>,
     policies: Vec<Arc<dyn azure_core::http::policies::Policy>>,
     parallel_downloads: bool,
     http_client: Option<Arc<dyn azure_core::http::HttpClient>>,
@@ -203,9 +208,18 @@ impl AzureBlobBuilder {
         self
     }
 
-    /// Attempts per request of the client's retry policy (default 3).
+    /// Attempts per request of the default policy's retry (default 3); ignored when a
+    /// [`policy`](Self::policy) is given.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// The policy every request goes through (default: [`default_policy_config`] with
+    /// [`max_attempts`](Self::max_attempts)). The client's own retry is off: retries,
+    /// breaking and limiting are the policy's.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -255,12 +269,8 @@ impl AzureBlobBuilder {
                     }))
                 }),
             )),
-            retry: azure_core::http::RetryOptions::exponential(
-                azure_core::http::ExponentialRetryOptions {
-                    max_retries: self.max_attempts.saturating_sub(1),
-                    ..Default::default()
-                },
-            ),
+            // Retries are the policy's: one attempt per SDK call.
+            retry: azure_core::http::RetryOptions::none(),
             ..Default::default()
         };
         let mut token = None;
@@ -291,8 +301,16 @@ impl AzureBlobBuilder {
             .clone()
             .unwrap_or_else(|| format!("{PLATFORM}:{}", self.container));
         moodbridge_core::integration::check_id(&id, PLATFORM)?;
+        let policy = match &self.policy {
+            Some(policy) => policy.clone(),
+            None => Policy::from_config(
+                id.clone(),
+                &moodbridge_core::storage::transfer_policy_config(self.max_attempts),
+            )?,
+        };
         Ok(AzureBlobStore {
             inner: Arc::new(Inner {
+                policy,
                 id,
                 name: format!("azure-blob:{}", self.container),
                 base,
@@ -310,6 +328,14 @@ impl AzureBlobBuilder {
     }
 }
 
+/// The default policy of Blob requests: up to 3 attempts (the official clients' default
+/// is more, with longer waits) with backoff from 100 ms within 30 s, temporary errors only
+/// (5xx, `ServerBusy`, timeouts, connection failures); 5 minutes per attempt (a block of up
+/// to 4,000 MiB).
+pub fn default_policy_config() -> PolicyConfig {
+    moodbridge_core::storage::transfer_policy_config(3)
+}
+
 /// Azure Blob Storage as an [`ObjectStore`] (and a [`PlatformIntegration`]). Cheap to
 /// clone.
 #[derive(Clone)]
@@ -318,6 +344,7 @@ pub struct AzureBlobStore {
 }
 
 struct Inner {
+    policy: Policy,
     id: String,
     name: String,
     /// The container's URL (with a SAS query when SAS-authorized).
@@ -337,14 +364,17 @@ impl fmt::Debug for AzureBlobStore {
         f.debug_struct("AzureBlobStore")
             .field("id", &self.inner.id)
             .field("settings", &self.inner.settings)
+            .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
     }
 }
 
-fn map_err(operation: &'static str, key: Option<&str>, err: azure_core::Error) -> Error {
+/// An SDK error as a core error; `request` names the REST operation (`Put Blob`) in the
+/// message. The operation name itself is set by the policy around the call.
+fn map_err(request: &'static str, key: Option<&str>, err: azure_core::Error) -> Error {
     let what = match key {
-        Some(key) => format!("Azure Blob {operation} of {key:?}"),
-        None => format!("Azure Blob {operation}"),
+        Some(key) => format!("Azure Blob {request} of {key:?}"),
+        None => format!("Azure Blob {request}"),
     };
     let (kind, detail, status) = match err.kind() {
         azure_core::error::ErrorKind::HttpResponse {
@@ -364,9 +394,7 @@ fn map_err(operation: &'static str, key: Option<&str>, err: azure_core::Error) -
         azure_core::error::ErrorKind::Credential => (ErrorKind::Auth, err.to_string(), None),
         _ => (ErrorKind::Protocol, err.to_string(), None),
     };
-    let mut out = Error::new(kind, format!("{what} failed: {detail}"))
-        .with_connector(PLATFORM)
-        .with_operation(operation);
+    let mut out = Error::new(kind, format!("{what} failed: {detail}")).with_connector(PLATFORM);
     if let Some(status) = status {
         out = out.with_context("http_status", status);
     }
@@ -414,8 +442,10 @@ fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
         401 => ErrorKind::Auth,
         409 | 412 => ErrorKind::Conflict,
         416 => ErrorKind::InvalidInput,
-        429 | 503 => ErrorKind::RateLimited { retry_after: None },
-        408 | 500 | 502 | 504 => ErrorKind::Unavailable,
+        // Throttling is told by its error code (above); a bare 503 (no code: a HEAD
+        // answer, a gateway) is an outage.
+        429 => ErrorKind::RateLimited { retry_after: None },
+        408 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
         400..=499 => ErrorKind::InvalidInput,
         _ => ErrorKind::Protocol,
     }
@@ -450,25 +480,37 @@ impl AzureBlobStore {
             concurrency: DEFAULT_CONCURRENCY,
             api_version: DEFAULT_API_VERSION.to_owned(),
             max_attempts: 3,
+            policy: None,
             policies: Vec::new(),
             parallel_downloads: true,
             http_client: None,
         }
     }
 
-    /// The official container client, for what the trait does not cover.
+    /// The official container client, for what the trait does not cover (its calls do
+    /// not go through the store's policy).
     pub fn container_client(&self) -> &BlobContainerClient {
         &self.inner.container
+    }
+
+    /// The policy every request of this store goes through.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     /// Creates the container (tests, examples, first-time setup); an existing one is not
     /// an error.
     pub async fn create_container(&self) -> Result<()> {
-        match self.inner.container.create(None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
-            Err(e) => Err(map_err("Create Container", None, e)),
-        }
+        self.inner
+            .policy
+            .call_as(op::CREATE_CONTAINER, || async {
+                match self.inner.container.create(None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
+                    Err(e) => Err(map_err("Create Container", None, e)),
+                }
+            })
+            .await
     }
 
     fn blob_url(&self, key: &ObjectKey) -> Url {
@@ -499,6 +541,7 @@ impl AzureBlobStore {
         let client = Arc::new(self.blob(key)?.block_blob_client());
         let prefix = format!("{:016x}", rand::random::<u64>());
         let concurrency = self.inner.settings.concurrency;
+        let policy = self.inner.policy.clone();
         upload_parts(
             reader,
             first.into(),
@@ -509,17 +552,30 @@ impl AzureBlobStore {
                 let id = format!("{prefix}{index:08}").into_bytes();
                 let client = client.clone();
                 let key_text = key.as_str().to_owned();
+                let policy = policy.clone();
                 async move {
-                    let stage = BlockBlobClientStageBlockOptions {
-                        transactional_content_md5: Some(md5(&block)),
-                        ..Default::default()
-                    };
+                    let digest = md5(&block);
                     let len = block.len() as u64;
-                    let content = <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(block);
-                    client
-                        .stage_block(&id, len, content, Some(stage))
-                        .await
-                        .map_err(|e| map_err("Put Block", Some(&key_text), e))?;
+                    // A request body cannot be reused: each attempt builds its own (the
+                    // block's bytes are shared, not copied).
+                    policy
+                        .call_as(op::PUT_BLOCK, || {
+                            let stage = BlockBlobClientStageBlockOptions {
+                                transactional_content_md5: Some(digest.clone()),
+                                ..Default::default()
+                            };
+                            let content = <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(
+                                block.clone(),
+                            );
+                            let (client, id, key_text) = (&client, &id, &key_text);
+                            async move {
+                                client
+                                    .stage_block(id, len, content, Some(stage))
+                                    .await
+                                    .map_err(|e| map_err("Put Block", Some(key_text), e))
+                            }
+                        })
+                        .await?;
                     Ok(id)
                 }
             },
@@ -558,20 +614,28 @@ impl ObjectStore for AzureBlobStore {
         let (size, sha) = match second {
             None => {
                 let (size, sha) = blocks.finish(&options)?;
-                let upload = BlockBlobClientUploadOptions {
-                    blob_content_type: options.content_type.clone(),
-                    blob_content_md5: Some(md5(&first)),
-                    metadata,
-                    parallel: std::num::NonZero::new(1),
-                    ..Default::default()
-                };
-                client
-                    .upload(
-                        <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(first),
-                        Some(upload),
-                    )
-                    .await
-                    .map_err(|e| map_err("Put Blob", Some(key.as_str()), e))?;
+                let digest = md5(&first);
+                self.inner
+                    .policy
+                    .call_as(op::PUT_BLOB, || {
+                        let upload = BlockBlobClientUploadOptions {
+                            blob_content_type: options.content_type.clone(),
+                            blob_content_md5: Some(digest.clone()),
+                            metadata: metadata.clone(),
+                            parallel: std::num::NonZero::new(1),
+                            ..Default::default()
+                        };
+                        let content =
+                            <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(first.clone());
+                        let client = &client;
+                        async move {
+                            client
+                                .upload(content, Some(upload))
+                                .await
+                                .map_err(|e| map_err("Put Blob", Some(key.as_str()), e))
+                        }
+                    })
+                    .await?;
                 if let Some(progress) = &options.progress {
                     progress(TransferProgress {
                         bytes: size,
@@ -589,17 +653,26 @@ impl ObjectStore for AzureBlobStore {
                     latest: Some(ids),
                     ..Default::default()
                 };
-                let commit = BlockBlobClientCommitBlockListOptions {
-                    blob_content_type: options.content_type.clone(),
-                    metadata,
-                    ..Default::default()
-                };
-                let content = RequestContent::try_from(list)
-                    .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))?;
-                client
-                    .commit_block_list(content, Some(commit))
-                    .await
-                    .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))?;
+                let content: RequestContent<BlockLookupList, XmlFormat> =
+                    RequestContent::try_from(list)
+                        .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))?;
+                self.inner
+                    .policy
+                    .call_as(op::PUT_BLOCK_LIST, || {
+                        let commit = BlockBlobClientCommitBlockListOptions {
+                            blob_content_type: options.content_type.clone(),
+                            metadata: metadata.clone(),
+                            ..Default::default()
+                        };
+                        let (client, content) = (&client, content.clone());
+                        async move {
+                            client
+                                .commit_block_list(content, Some(commit))
+                                .await
+                                .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))
+                        }
+                    })
+                    .await?;
                 (size, sha)
             }
         };
@@ -630,20 +703,30 @@ impl ObjectStore for AzureBlobStore {
         }
         let client = Arc::new(self.blob(key)?);
         if !self.inner.settings.parallel_downloads {
-            // One ranged GET, streamed as it arrives.
-            let download = BlobClientDownloadOptions {
-                range: Some(HttpRange::from(
-                    usize::try_from(start).unwrap_or(usize::MAX)
-                        ..usize::try_from(end).unwrap_or(usize::MAX),
-                )),
-                if_match: meta.etag.clone().map(azure_core::http::Etag::from),
-                parallel: std::num::NonZero::new(1),
-                ..Default::default()
-            };
-            let out = client
-                .download(Some(download))
-                .await
-                .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
+            // One ranged GET, streamed as it arrives: the policy covers the request up to
+            // the response's headers; the body then streams to the caller.
+            let out = self
+                .inner
+                .policy
+                .call_as(op::GET_BLOB, || {
+                    let download = BlobClientDownloadOptions {
+                        range: Some(HttpRange::from(
+                            usize::try_from(start).unwrap_or(usize::MAX)
+                                ..usize::try_from(end).unwrap_or(usize::MAX),
+                        )),
+                        if_match: meta.etag.clone().map(azure_core::http::Etag::from),
+                        parallel: std::num::NonZero::new(1),
+                        ..Default::default()
+                    };
+                    let client = &client;
+                    async move {
+                        client
+                            .download(Some(download))
+                            .await
+                            .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
+                    }
+                })
+                .await?;
             let body = byte_stream(out.body.map_err(std::io::Error::other));
             let body = with_progress(body, options.progress.clone(), Some(end - start));
             return Ok(GetResult {
@@ -656,27 +739,37 @@ impl ObjectStore for AzureBlobStore {
         let block = self.inner.settings.block_size;
         let concurrency = self.inner.settings.concurrency;
         let owned_key = key.clone();
+        let policy = self.inner.policy.clone();
         let parts = ranged_download(start, end, block, concurrency, move |a, b| {
             let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
+            let policy = policy.clone();
             async move {
-                let options = BlobClientDownloadOptions {
-                    range: Some(HttpRange::from(
-                        usize::try_from(a).unwrap_or(usize::MAX)
-                            ..usize::try_from(b).unwrap_or(usize::MAX),
-                    )),
-                    if_match: etag.map(azure_core::http::Etag::from),
-                    parallel: std::num::NonZero::new(1),
-                    ..Default::default()
-                };
-                let out = client
-                    .download(Some(options))
+                // One range is one call: a body cut off mid-way is fetched again.
+                policy
+                    .call_as(op::GET_BLOB, || {
+                        let options = BlobClientDownloadOptions {
+                            range: Some(HttpRange::from(
+                                usize::try_from(a).unwrap_or(usize::MAX)
+                                    ..usize::try_from(b).unwrap_or(usize::MAX),
+                            )),
+                            if_match: etag.clone().map(azure_core::http::Etag::from),
+                            parallel: std::num::NonZero::new(1),
+                            ..Default::default()
+                        };
+                        let (client, key) = (&client, &key);
+                        async move {
+                            let out = client
+                                .download(Some(options))
+                                .await
+                                .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
+                            // The received chunks as they are: no second copy of the block.
+                            out.body
+                                .try_collect::<Vec<Bytes>>()
+                                .await
+                                .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
+                        }
+                    })
                     .await
-                    .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
-                // The received chunks as they are: no second copy of the block.
-                out.body
-                    .try_collect()
-                    .await
-                    .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
             }
         });
         let body = with_progress(parts, options.progress.clone(), Some(end - start));
@@ -692,59 +785,91 @@ impl ObjectStore for AzureBlobStore {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, Result<ObjectMeta>> {
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
-            ..Default::default()
-        };
-        match self.inner.container.list_blobs(Some(options)) {
-            Err(e) => {
-                futures::stream::once(async move { Err(map_err("List Blobs", None, e)) }).boxed()
-            }
-            Ok(pager) => pager
-                .map(|item| {
-                    let item = item.map_err(|e| map_err("List Blobs", None, e))?;
-                    let props = item.properties.unwrap_or_default();
-                    Ok(ObjectMeta {
-                        key: item.name.unwrap_or_default(),
-                        size: props.content_length.unwrap_or(0),
-                        content_type: props.content_type,
-                        etag: props.etag.map(|e| e.to_string()),
-                        last_modified: system_time(props.last_modified),
-                        metadata: BTreeMap::new(),
-                    })
+        // Page by page, each page one call through the policy; `None` once the last page
+        // (no `NextMarker`) is read.
+        futures::stream::try_unfold(Some(None::<String>), move |marker| async move {
+            let Some(marker) = marker else {
+                return Ok::<_, Error>(None);
+            };
+            let page = self
+                .inner
+                .policy
+                .call_as(op::LIST_BLOBS, || {
+                    let options = BlobContainerClientListBlobsOptions {
+                        prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+                        marker: marker.clone(),
+                        ..Default::default()
+                    };
+                    async move {
+                        let pager = self
+                            .inner
+                            .container
+                            .list_blobs(Some(options))
+                            .map_err(|e| map_err("List Blobs", None, e))?;
+                        let Some(page) = pager.into_pages().next().await else {
+                            return Ok(ListBlobsResponse::default());
+                        };
+                        page.and_then(|r| r.into_model())
+                            .map_err(|e| map_err("List Blobs", None, e))
+                    }
                 })
-                .boxed(),
-        }
+                .await?;
+            let next = page.next_marker.filter(|m| !m.is_empty()).map(Some);
+            let items = page.blob_items.into_iter().map(|item| {
+                let props = item.properties.unwrap_or_default();
+                Ok(ObjectMeta {
+                    key: item.name.unwrap_or_default(),
+                    size: props.content_length.unwrap_or(0),
+                    content_type: props.content_type,
+                    etag: props.etag.map(|e| e.to_string()),
+                    last_modified: system_time(props.last_modified),
+                    metadata: BTreeMap::new(),
+                })
+            });
+            Ok(Some((futures::stream::iter(items), next)))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        match self
-            .blob(key)?
-            .delete(None::<BlobClientDeleteOptions>)
+        let blob = self.blob(key)?;
+        self.inner
+            .policy
+            .call_as(op::DELETE_BLOB, || async {
+                match blob.delete(None::<BlobClientDeleteOptions>).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(()),
+                    Err(e) => Err(map_err("Delete Blob", Some(key.as_str()), e)),
+                }
+            })
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(()),
-            Err(e) => Err(map_err("Delete Blob", Some(key.as_str()), e)),
-        }
     }
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
         self.head(from).await?;
         let source = self.blob_url(from);
         let target = self.blob(to)?;
-        let out = target
-            .start_copy_from_url(source.to_string(), None)
-            .await
-            .map_err(|e| map_err("Copy Blob", Some(to.as_str()), e))?;
-        let _ = out;
+        let policy = &self.inner.policy;
+        policy
+            .call_as(op::COPY_BLOB, || async {
+                target
+                    .start_copy_from_url(source.to_string(), None)
+                    .await
+                    .map_err(|e| map_err("Copy Blob", Some(to.as_str()), e))
+            })
+            .await?;
         // Copies inside one account complete synchronously on Azurite and usually on Azure;
         // otherwise wait for the copy status.
         for _ in 0..600 {
-            let props = target
-                .get_properties(None)
-                .await
-                .map_err(|e| map_err("Get Blob Properties", Some(to.as_str()), e))?;
+            let props = policy
+                .call_as(op::GET_BLOB_PROPERTIES, || async {
+                    target
+                        .get_properties(None)
+                        .await
+                        .map_err(|e| map_err("Get Blob Properties", Some(to.as_str()), e))
+                })
+                .await?;
             match props
                 .copy_status()
                 .map_err(|e| map_err("Get Blob Properties", Some(to.as_str()), e))?
@@ -907,13 +1032,23 @@ impl AzureBlobStore {
             }),
         )
         .map_err(|e| map_err("create client", None, e))?;
-        let content = azure_core::http::RequestContent::try_from(info)
-            .map_err(|e| map_err("Get User Delegation Key", None, e))?;
-        let key = service
-            .get_user_delegation_key(content, None)
-            .await
-            .and_then(|r| r.into_model())
-            .map_err(|e| map_err("Get User Delegation Key", None, e))?;
+        let content: RequestContent<azure_storage_blob::models::KeyInfo, XmlFormat> =
+            RequestContent::try_from(info)
+                .map_err(|e| map_err("Get User Delegation Key", None, e))?;
+        let key = self
+            .inner
+            .policy
+            .call_as(op::GET_USER_DELEGATION_KEY, || {
+                let (service, content) = (&service, content.clone());
+                async move {
+                    service
+                        .get_user_delegation_key(content, None)
+                        .await
+                        .and_then(|r| r.into_model())
+                        .map_err(|e| map_err("Get User Delegation Key", None, e))
+                }
+            })
+            .await?;
         let missing = |what: &str| {
             Error::new(
                 ErrorKind::Protocol,
@@ -950,15 +1085,23 @@ impl AzureBlobStore {
     }
 
     async fn head_if(&self, key: &ObjectKey, if_match: Option<String>) -> Result<ObjectMeta> {
-        let options = BlobClientGetPropertiesOptions {
-            if_match: if_match.map(azure_core::http::Etag::from),
-            ..Default::default()
-        };
+        let blob = self.blob(key)?;
         let props = self
-            .blob(key)?
-            .get_properties(Some(options))
-            .await
-            .map_err(|e| map_err("Get Blob Properties", Some(key.as_str()), e))?;
+            .inner
+            .policy
+            .call_as(op::GET_BLOB_PROPERTIES, || {
+                let options = BlobClientGetPropertiesOptions {
+                    if_match: if_match.clone().map(azure_core::http::Etag::from),
+                    ..Default::default()
+                };
+                let blob = &blob;
+                async move {
+                    blob.get_properties(Some(options))
+                        .await
+                        .map_err(|e| map_err("Get Blob Properties", Some(key.as_str()), e))
+                }
+            })
+            .await?;
         let h = |e| map_err("Get Blob Properties", Some(key.as_str()), e);
         Ok(ObjectMeta {
             key: key.as_str().to_owned(),
@@ -989,10 +1132,15 @@ impl PlatformIntegration for AzureBlobStore {
         let start = std::time::Instant::now();
         let result = self
             .inner
-            .container
-            .get_properties(None)
-            .await
-            .map_err(|e| map_err("Get Container Properties", None, e));
+            .policy
+            .call_as(op::GET_CONTAINER_PROPERTIES, || async {
+                self.inner
+                    .container
+                    .get_properties(None)
+                    .await
+                    .map_err(|e| map_err("Get Container Properties", None, e))
+            })
+            .await;
         HealthReport::from_result(start.elapsed(), result)
     }
 

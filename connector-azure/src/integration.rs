@@ -1,12 +1,13 @@
 //! The `azure-blob` kind: a container built from config ([`AzureBlobSettings`]) as an
-//! [`ObjectStore`](moodbridge_core::ObjectStore) integration.
+//! [`ObjectStore`](moodbridge_core::ObjectStore) integration, every request through the
+//! integration's `Policy`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use moodbridge_core::config::Validator;
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
-use moodbridge_core::{IntegrationConfig, PlatformIntegration, Result};
+use moodbridge_core::{IntegrationConfig, PlatformIntegration, PolicyConfig, Result};
 use secrecy::ExposeSecret;
 
 use crate::auth::{ConnectionString, SharedKey};
@@ -26,6 +27,7 @@ impl AzureBlobFactory {
         let s: AzureBlobSettings = ctx.settings()?;
         let mut builder = AzureBlobStore::builder(&s.container)
             .id(&ctx.config.id)
+            .policy(ctx.policy.clone())
             .block_size(s.block_size_mib * 1024 * 1024)
             .concurrency(s.concurrency);
         if let Some(version) = &s.api_version {
@@ -58,6 +60,10 @@ impl AzureBlobFactory {
 impl IntegrationFactory for AzureBlobFactory {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn default_policy(&self) -> PolicyConfig {
+        crate::blob::default_policy_config()
     }
 
     fn validate(&self, config: &IntegrationConfig, v: &mut Validator) {

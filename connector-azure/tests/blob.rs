@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use connector_azure::auth::{ConnectionString, DEV_ACCOUNT, DEV_ACCOUNT_KEY, SharedKey};
 use connector_azure::blob::{AzureBlobStore, AzureCredentials};
+use moodbridge_core::observe::op;
 use moodbridge_core::storage::{ObjectKey, ObjectStore, ObjectStoreExt, PresignMethod, PutOptions};
 use moodbridge_core::testing::{
     ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
@@ -336,7 +337,9 @@ async fn injected_block_failures_are_retried() {
         )
         .await
         .unwrap_err();
-    assert!(err.is_temporary(), "{err}");
+    assert!(!err.is_temporary(), "the policy's retries are spent: {err}");
+    assert_eq!(err.context_value("attempts"), Some("2"), "{err}");
+    assert_eq!(err.operation(), Some(op::azure_blob::PUT_BLOCK), "{err}");
     assert_eq!(
         err.kind(),
         ErrorKind::RateLimited { retry_after: None },
@@ -563,4 +566,62 @@ async fn entra_id_credentials_authorize_the_store_and_sign_user_delegation_sas()
         matches!(err.kind(), ErrorKind::Auth | ErrorKind::Forbidden),
         "{err}"
     );
+}
+
+/// Answers a try with a bare `503 Service Unavailable` (an outage in front of the
+/// service: no Blob Storage error code) when the plan says so; a per-try policy of the
+/// client's pipeline, so the request never reaches Azurite.
+#[derive(Debug, Default)]
+struct PlannedFaults(moodbridge_core::testing::FaultPlan);
+
+#[async_trait::async_trait]
+impl azure_core::http::policies::Policy for PlannedFaults {
+    async fn send(
+        &self,
+        ctx: &azure_core::http::Context,
+        request: &mut azure_core::http::Request,
+        next: &[std::sync::Arc<dyn azure_core::http::policies::Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        if self.0.should_fail() {
+            return Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                azure_core::http::StatusCode::ServiceUnavailable,
+                azure_core::http::headers::Headers::new(),
+                "Service Unavailable",
+            ));
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_meets_the_resilience_contract() {
+    use moodbridge_core::testing::{ResilienceCase, resilience_contract};
+    let azurite = Azurite::start();
+    let setup = azurite.store("resilience", BLOCK).await;
+    let key = ObjectKey::new("probe.txt").unwrap();
+    setup
+        .put_bytes(&key, b"probe".to_vec(), PutOptions::new())
+        .await
+        .unwrap();
+    let faults = std::sync::Arc::new(PlannedFaults::default());
+    let case = ResilienceCase {
+        id: "azure-blob:contract",
+        kind: "azure-blob",
+        operation: op::azure_blob::GET_BLOB_PROPERTIES,
+    };
+    resilience_contract(
+        &case,
+        &faults.0,
+        async |policy| {
+            AzureBlobStore::builder("resilience")
+                .id(case.id)
+                .endpoint(&azurite.endpoint)
+                .credentials(AzureCredentials::SharedKey(Azurite::key()))
+                .policy(policy)
+                .per_try_policy(faults.clone())
+                .build()
+        },
+        async |store: &AzureBlobStore| store.head(&key).await.map(drop),
+    )
+    .await;
 }

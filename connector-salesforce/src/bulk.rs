@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use moodbridge_core::observe::op::salesforce as op;
 use moodbridge_core::{Column, ColumnKind, Error, ErrorKind, Result, Row, RowBatch};
 use reqwest::Method;
 use serde::Deserialize;
@@ -491,7 +492,7 @@ impl SalesforceClient {
         // Open job that Salesforce removes after a day — no record is written twice.
         let created: JobInfo = self
             .call_json(
-                "bulk.create",
+                op::BULK_CREATE,
                 Method::POST,
                 &self.jobs_path("/ingest"),
                 Some(&body),
@@ -505,7 +506,7 @@ impl SalesforceClient {
         let job_path = self.jobs_path(&format!("/ingest/{id}"));
         let uploaded = self
             .send(
-                "bulk.upload",
+                op::BULK_UPLOAD,
                 Method::PUT,
                 &format!("{job_path}/batches"),
                 RequestBody::CsvFile(&file),
@@ -524,7 +525,7 @@ impl SalesforceClient {
         drop(file);
         let _: JobInfo = self
             .call_json(
-                "bulk.close",
+                op::BULK_CLOSE,
                 Method::PATCH,
                 &job_path,
                 Some(&json!({"state": "UploadComplete"})),
@@ -555,7 +556,7 @@ impl SalesforceClient {
         ] {
             let reply = self
                 .send(
-                    "bulk.results",
+                    op::BULK_RESULTS,
                     Method::GET,
                     &format!("{job_path}/{which}"),
                     RequestBody::None,
@@ -634,7 +635,7 @@ impl SalesforceClient {
         let mut wait = poll.initial;
         loop {
             let info: JobInfo = self
-                .call_json("bulk.poll", Method::GET, job_path, None, true)
+                .call_json(op::BULK_POLL, Method::GET, job_path, None, true)
                 .await?;
             if info.is_finished() {
                 return Ok(info);
@@ -660,7 +661,7 @@ impl SalesforceClient {
     pub async fn bulk_job(&self, id: &str) -> Result<JobInfo> {
         check_id(id)?;
         self.call_json(
-            "bulk.poll",
+            op::BULK_POLL,
             Method::GET,
             &self.jobs_path(&format!("/ingest/{id}")),
             None,
@@ -674,7 +675,7 @@ impl SalesforceClient {
         check_id(id)?;
         let _: JobInfo = self
             .call_json(
-                "bulk.abort",
+                op::BULK_ABORT,
                 Method::PATCH,
                 &self.jobs_path(&format!("/ingest/{id}")),
                 Some(&json!({"state": "Aborted"})),
@@ -822,7 +823,7 @@ impl SalesforceClient {
         // Retried like a read: a query job created twice only costs the org some work.
         let created: JobInfo = self
             .call_json(
-                "bulk.query",
+                op::BULK_QUERY,
                 Method::POST,
                 &self.jobs_path("/query"),
                 Some(&body),
@@ -907,7 +908,7 @@ impl ResultPages {
             }
             let reply = client
                 .send(
-                    "bulk.results",
+                    op::BULK_RESULTS,
                     Method::GET,
                     &target,
                     RequestBody::None,

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::Stream;
 use moodbridge_auth::oauth::TokenSet;
 use moodbridge_auth::token_manager::TokenManager;
+use moodbridge_core::observe::op::salesforce as op;
 use moodbridge_core::{Error, ErrorKind, Operation, Policy, Result, RetryConfig};
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -178,7 +179,7 @@ impl ClientBuilder {
             }),
         };
         let (_, body) = client
-            .send_raw("versions", Method::GET, "/services/data", None, true)
+            .send_raw(op::VERSIONS, Method::GET, "/services/data", None, true)
             .await?;
         let offered: Vec<String> = serde_json::from_slice::<Vec<Value>>(&body)
             .map_err(|e| protocol("the version list", e))?
@@ -617,7 +618,7 @@ impl SalesforceClient {
                             return Ok(None);
                         };
                         let mut page = client
-                            .json("query", Method::GET, &target, None, true)
+                            .json(op::QUERY, Method::GET, &target, None, true)
                             .await?;
                         // Taken out of the page, not copied.
                         let Some(Value::Array(records)) = page.get_mut("records").map(Value::take)
@@ -654,7 +655,9 @@ impl SalesforceClient {
             self.path("/query"),
             url.query().unwrap_or_default()
         );
-        let answer = self.json("query", Method::GET, &target, None, true).await?;
+        let answer = self
+            .json(op::QUERY, Method::GET, &target, None, true)
+            .await?;
         answer["totalSize"].as_u64().ok_or_else(|| {
             Error::new(ErrorKind::Protocol, "a COUNT() answer without totalSize")
                 .with_connector(crate::error::PLATFORM)
@@ -671,7 +674,9 @@ impl SalesforceClient {
             self.path("/search"),
             url.query().unwrap_or_default()
         );
-        let answer = self.json("search", Method::GET, &path, None, true).await?;
+        let answer = self
+            .json(op::SEARCH, Method::GET, &path, None, true)
+            .await?;
         Ok(answer["searchRecords"]
             .as_array()
             .cloned()
@@ -686,7 +691,7 @@ impl SalesforceClient {
         if !fields.is_empty() {
             path.push_str(&format!("?fields={}", fields.join(",")));
         }
-        self.json("sobject.retrieve", Method::GET, &path, None, true)
+        self.json(op::SOBJECT_RETRIEVE, Method::GET, &path, None, true)
             .await
     }
 
@@ -703,7 +708,7 @@ impl SalesforceClient {
             "/sobjects/{object}/{field}/{}",
             encode_segment(value)
         ));
-        self.json("sobject.retrieve", Method::GET, &path, None, true)
+        self.json(op::SOBJECT_RETRIEVE, Method::GET, &path, None, true)
             .await
     }
 
@@ -712,7 +717,7 @@ impl SalesforceClient {
         check_name(object)?;
         let answer = self
             .json(
-                "sobject.create",
+                op::SOBJECT_CREATE,
                 Method::POST,
                 &self.path(&format!("/sobjects/{object}")),
                 Some(fields),
@@ -730,7 +735,7 @@ impl SalesforceClient {
         check_name(object)?;
         check_id(id)?;
         self.send_raw(
-            "sobject.update",
+            op::SOBJECT_UPDATE,
             Method::PATCH,
             &self.path(&format!("/sobjects/{object}/{id}")),
             Some(fields),
@@ -755,7 +760,7 @@ impl SalesforceClient {
             encode_segment(value)
         ));
         let answer = self
-            .json("sobject.upsert", Method::PATCH, &path, Some(fields), true)
+            .json(op::SOBJECT_UPSERT, Method::PATCH, &path, Some(fields), true)
             .await?;
         Ok((
             answer["id"].as_str().unwrap_or_default().to_owned(),
@@ -768,7 +773,7 @@ impl SalesforceClient {
         check_name(object)?;
         check_id(id)?;
         self.send_raw(
-            "sobject.delete",
+            op::SOBJECT_DELETE,
             Method::DELETE,
             &self.path(&format!("/sobjects/{object}/{id}")),
             None,
@@ -792,7 +797,7 @@ impl SalesforceClient {
             object,
             records,
             all_or_none,
-            "collections.create",
+            op::COLLECTIONS_CREATE,
             Method::POST,
             self.path("/composite/sobjects"),
             |r| {
@@ -814,7 +819,7 @@ impl SalesforceClient {
             object,
             records,
             all_or_none,
-            "collections.update",
+            op::COLLECTIONS_UPDATE,
             Method::PATCH,
             self.path("/composite/sobjects"),
             |_| {},
@@ -838,7 +843,7 @@ impl SalesforceClient {
             object,
             records,
             all_or_none,
-            "collections.upsert",
+            op::COLLECTIONS_UPSERT,
             Method::PATCH,
             path,
             |_| {},
@@ -858,7 +863,7 @@ impl SalesforceClient {
                 chunk.join(",")
             ));
             let answer = self
-                .json("collections.delete", Method::DELETE, &path, None, true)
+                .json(op::COLLECTIONS_DELETE, Method::DELETE, &path, None, true)
                 .await?;
             out.extend(results(answer, chunk.len())?);
         }
@@ -881,7 +886,7 @@ impl SalesforceClient {
             // A POST that only reads: safe to retry.
             let answer = self
                 .json(
-                    "collections.retrieve",
+                    op::COLLECTIONS_RETRIEVE,
                     Method::POST,
                     &path,
                     Some(&body),
@@ -1005,7 +1010,7 @@ impl SalesforceClient {
         let body = serde_json::json!({"haltOnError": halt_on_error, "batchRequests": subs});
         let answer = self
             .json(
-                "composite.batch",
+                op::COMPOSITE_BATCH,
                 Method::POST,
                 &self.path("/composite/batch"),
                 Some(&body),
@@ -1037,7 +1042,7 @@ impl SalesforceClient {
         let body = serde_json::json!({"records": records});
         let answer = self
             .json(
-                "composite.tree",
+                op::COMPOSITE_TREE,
                 Method::POST,
                 &self.path(&format!("/composite/tree/{object}")),
                 Some(&body),
@@ -1060,7 +1065,7 @@ impl SalesforceClient {
     /// `describeGlobal`: every object of the org.
     pub async fn describe_global(&self) -> Result<Value> {
         self.json(
-            "describe.global",
+            op::DESCRIBE_GLOBAL,
             Method::GET,
             &self.path("/sobjects"),
             None,
@@ -1083,7 +1088,7 @@ impl SalesforceClient {
         let path = self.path(&format!("/sobjects/{object}/describe"));
         let (status, last_modified, bytes) = self
             .send_full(
-                "describe",
+                op::DESCRIBE,
                 Method::GET,
                 &path,
                 None,
@@ -1162,7 +1167,7 @@ impl SalesforceClient {
 
     /// `GET /limits`.
     pub async fn limits(&self) -> Result<Value> {
-        self.json("limits", Method::GET, &self.path("/limits"), None, true)
+        self.json(op::LIMITS, Method::GET, &self.path("/limits"), None, true)
             .await
     }
 }
@@ -1381,8 +1386,7 @@ fn transport(op: &str, e: &reqwest::Error) -> Error {
         ErrorKind::Unavailable
     };
     // reqwest's Display can include the URL, never the Authorization header.
-    Error::new(kind, format!("Salesforce {op} did not complete: {e}"))
-        .with_connector(crate::error::PLATFORM)
+    Error::new(kind, format!("{op} did not complete: {e}")).with_connector(crate::error::PLATFORM)
 }
 
 pub(crate) fn check_name(name: &str) -> Result<()> {

@@ -112,7 +112,7 @@ fn kind_of_status(status: u16) -> ErrorKind {
 /// use moodbridge_core::ErrorKind;
 ///
 /// let body = r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#;
-/// let err = map_error(401, None, body.as_bytes(), "query");
+/// let err = map_error(401, None, body.as_bytes(), "salesforce.query");
 /// assert_eq!(err.kind(), ErrorKind::AuthExpired);
 /// assert_eq!(err.context_value("error_code"), Some("INVALID_SESSION_ID"));
 /// ```
@@ -134,10 +134,7 @@ pub fn map_error(
     }
     let message = match first {
         Some(e) => {
-            let mut m = format!(
-                "Salesforce {operation} failed: {} ({})",
-                e.message, e.error_code
-            );
+            let mut m = format!("{operation} failed: {} ({})", e.message, e.error_code);
             if errors.len() > 1 {
                 m.push_str(&format!(" and {} more error(s)", errors.len() - 1));
             }
@@ -146,7 +143,7 @@ pub fn map_error(
         None => {
             let text = String::from_utf8_lossy(body);
             let text: String = text.chars().take(500).collect();
-            format!("Salesforce {operation} failed with HTTP {status}: {text}")
+            format!("{operation} failed with HTTP {status}: {text}")
         }
     };
     let mut err = Error::new(kind, message)
@@ -184,6 +181,7 @@ pub fn map_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moodbridge_core::observe::op::salesforce as op;
 
     fn body(code: &str, fields: &[&str]) -> Vec<u8> {
         serde_json::to_vec(&[ApiError {
@@ -212,11 +210,11 @@ mod tests {
             (503, "SERVER_UNAVAILABLE", ErrorKind::Unavailable),
         ];
         for (status, code, kind) in cases {
-            let err = map_error(status, None, &body(code, &[]), "sobject.create");
+            let err = map_error(status, None, &body(code, &[]), op::SOBJECT_CREATE);
             assert_eq!(err.kind(), kind, "{code}");
             assert_eq!(err.context_value("error_code"), Some(code));
             assert_eq!(err.connector(), Some("salesforce"));
-            assert_eq!(err.operation(), Some("sobject.create"));
+            assert_eq!(err.operation(), Some(op::SOBJECT_CREATE));
         }
     }
 
@@ -226,7 +224,7 @@ mod tests {
             400,
             None,
             &body("REQUIRED_FIELD_MISSING", &["LastName", "Email"]),
-            "sobject.create",
+            op::SOBJECT_CREATE,
         );
         assert_eq!(err.context_value("fields"), Some("LastName,Email"));
         assert!(err.hint().contains("fields"), "{}", err.hint());
@@ -234,14 +232,14 @@ mod tests {
 
     #[test]
     fn the_request_limit_is_rate_limited_but_not_retried() {
-        let err = map_error(403, None, &body("REQUEST_LIMIT_EXCEEDED", &[]), "query");
+        let err = map_error(403, None, &body("REQUEST_LIMIT_EXCEEDED", &[]), op::QUERY);
         assert!(matches!(err.kind(), ErrorKind::RateLimited { .. }));
         assert!(
             !err.is_temporary(),
             "a spent daily allowance must not be hammered"
         );
         // A plain 429 with Retry-After is temporary and carries the wait.
-        let err = map_error(429, Some(Duration::from_secs(3)), b"", "query");
+        let err = map_error(429, Some(Duration::from_secs(3)), b"", op::QUERY);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
         assert!(err.is_temporary());
     }
@@ -253,7 +251,7 @@ mod tests {
             "ConcurrentPerOrgLongTxn Limit exceeded",
         )])
         .unwrap_or_default();
-        let err = map_error(403, None, &body, "query");
+        let err = map_error(403, None, &body, op::QUERY);
         assert!(matches!(err.kind(), ErrorKind::RateLimited { .. }));
         assert!(err.is_temporary());
     }
@@ -277,7 +275,7 @@ mod tests {
             400,
             None,
             br#"{"message":"bad","errorCode":"MALFORMED_QUERY"}"#,
-            "query",
+            op::QUERY,
         );
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert_eq!(err.context_value("error_code"), Some("MALFORMED_QUERY"));

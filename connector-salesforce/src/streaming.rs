@@ -43,6 +43,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
+use moodbridge_core::observe::op::salesforce as op;
 use moodbridge_core::state::{RunId, RunStatus, StateStore};
 use moodbridge_core::{Checkpoint, Error, ErrorKind, Result};
 use reqwest::Method;
@@ -318,7 +319,7 @@ impl SalesforceClient {
     async fn bayeux_open(&self, channel: &str, replay: i64) -> Result<String> {
         let replies = self
             .bayeux(
-                "streaming.handshake",
+                op::STREAMING_HANDSHAKE,
                 json!([{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0",
                         "supportedConnectionTypes": ["long-polling"], "ext": {"replay": true}}]),
             )
@@ -336,7 +337,7 @@ impl SalesforceClient {
         let client_id = hs["clientId"].as_str().unwrap_or_default().to_owned();
         let replies = self
             .bayeux(
-                "streaming.subscribe",
+                op::STREAMING_SUBSCRIBE,
                 json!([{"channel": "/meta/subscribe", "clientId": client_id, "subscription": channel,
                         "ext": {"replay": {channel: replay}}}]),
             )
@@ -428,7 +429,7 @@ impl SalesforceClient {
                 }
             }
             let connect = json!([{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}]);
-            let replies = match self.bayeux("streaming.connect", connect).await {
+            let replies = match self.bayeux(op::STREAMING_CONNECT, connect).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(%channel, error = %e, "Streaming API: connect failed; reconnecting");

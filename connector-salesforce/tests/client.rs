@@ -1028,3 +1028,45 @@ async fn count_queries_answer_the_number_of_matches() {
     assert_eq!(sf.count(&one).await.unwrap(), 1);
     sb.stop().await;
 }
+
+/// The sandbox's fault switch as the contract's injector: `unavailable_first` answers the
+/// next calls 503 `SERVER_UNAVAILABLE`; `api_calls` counts the calls since.
+struct SandboxFaults<'a>(&'a RunningSandbox);
+
+impl moodbridge_core::testing::FaultInjector for SandboxFaults<'_> {
+    fn fail_next(&self, n: Option<u64>) {
+        self.0.set_faults(connector_salesforce::sandbox::Faults {
+            unavailable_first: n.unwrap_or(u64::MAX),
+            ..Default::default()
+        });
+    }
+
+    fn heal(&self) {
+        self.0
+            .set_faults(connector_salesforce::sandbox::Faults::default());
+    }
+
+    fn requests(&self) -> u64 {
+        self.0.api_calls()
+    }
+}
+
+#[tokio::test]
+async fn salesforce_meets_the_resilience_contract() {
+    use moodbridge_core::observe::op;
+    use moodbridge_core::testing::{ResilienceCase, resilience_contract};
+    let sb = sandbox(5).await;
+    let case = ResilienceCase {
+        id: "salesforce:contract",
+        kind: "salesforce",
+        operation: op::salesforce::LIMITS,
+    };
+    resilience_contract(
+        &case,
+        &SandboxFaults(&sb),
+        async |policy| sb.client_builder(case.id)?.policy(policy).connect().await,
+        async |sf: &SalesforceClient| sf.limits().await.map(drop),
+    )
+    .await;
+    sb.stop().await;
+}

@@ -216,7 +216,7 @@ type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>
 ///
 /// let err = Error::new(ErrorKind::InvalidInput, "required field missing")
 ///     .with_platform("salesforce:prod")
-///     .with_operation("sobject.create")
+///     .with_operation("salesforce.sobject_create")
 ///     .with_context("object", "Case")
 ///     .with_context("fields", "Subject")
 ///     .with_hint("set Case.Subject before creating the record");

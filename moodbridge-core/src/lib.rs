@@ -29,11 +29,11 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
 //! let policy = Policy::builder("salesforce:prod").retry(RetryConfig::default()).build();
 //! let err = policy
-//!     .call_as("sobject.retrieve", || async { Err::<(), _>(Error::not_found("no Case 500xx")) })
+//!     .call_as("salesforce.sobject_retrieve", || async { Err::<(), _>(Error::not_found("no Case 500xx")) })
 //!     .await
 //!     .unwrap_err();
 //! assert_eq!(err.kind(), ErrorKind::NotFound); // permanent: not retried
-//! assert_eq!(err.operation(), Some("sobject.retrieve"));
+//! assert_eq!(err.operation(), Some("salesforce.sobject_retrieve"));
 //! # });
 //! ```
 
@@ -56,7 +56,7 @@ mod sqlite_wal;
 pub mod state;
 pub mod storage;
 pub mod sync;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor, SyncMode};

@@ -117,6 +117,201 @@ pub(crate) fn scope_correlation_id<F: Future>(
     CORRELATION_ID.scope(id, fut)
 }
 
+/// Operation names of the connectors: `<kind>.<operation>`, snake case — the `operation`
+/// of `remote_call` spans, of call metrics and of errors. One call through a
+/// [`Policy`](crate::Policy) is one operation (a paged listing counts a call per page).
+///
+/// Capability-level wrappers that do not know the connector (the sync engine's
+/// source and sink policies, [`Guarded`](crate::resilience::Guarded)) name the capability
+/// verb instead: `read`, `write`, `discover`, `secret.get` ….
+///
+/// ```
+/// use moodbridge_core::observe::op;
+/// assert_eq!(op::s3::PUT_OBJECT, "s3.put_object");
+/// assert_eq!(op::azure_blob::PUT_BLOCK_LIST, "azure_blob.put_block_list");
+/// assert_eq!(op::salesforce::SOBJECT_RETRIEVE, "salesforce.sobject_retrieve");
+/// assert!(op::s3::ALL.contains(&op::s3::HEAD_OBJECT));
+/// ```
+pub mod op {
+    /// The `salesforce` kind (REST, Bulk API 2.0, Streaming API).
+    pub mod salesforce {
+        /// `GET /services/data`: the API versions the org offers.
+        pub const VERSIONS: &str = "salesforce.versions";
+        /// One page of a SOQL query (REST).
+        pub const QUERY: &str = "salesforce.query";
+        /// A SOSL search.
+        pub const SEARCH: &str = "salesforce.search";
+        /// The org's limits.
+        pub const LIMITS: &str = "salesforce.limits";
+        /// Describe of one object.
+        pub const DESCRIBE: &str = "salesforce.describe";
+        /// Describe of every object (global describe).
+        pub const DESCRIBE_GLOBAL: &str = "salesforce.describe_global";
+        /// Create one record.
+        pub const SOBJECT_CREATE: &str = "salesforce.sobject_create";
+        /// Retrieve one record.
+        pub const SOBJECT_RETRIEVE: &str = "salesforce.sobject_retrieve";
+        /// Update one record.
+        pub const SOBJECT_UPDATE: &str = "salesforce.sobject_update";
+        /// Upsert one record by external id.
+        pub const SOBJECT_UPSERT: &str = "salesforce.sobject_upsert";
+        /// Delete one record.
+        pub const SOBJECT_DELETE: &str = "salesforce.sobject_delete";
+        /// Create up to 200 records (sObject Collections).
+        pub const COLLECTIONS_CREATE: &str = "salesforce.collections_create";
+        /// Retrieve up to 2,000 records by id (sObject Collections).
+        pub const COLLECTIONS_RETRIEVE: &str = "salesforce.collections_retrieve";
+        /// Update up to 200 records (sObject Collections).
+        pub const COLLECTIONS_UPDATE: &str = "salesforce.collections_update";
+        /// Upsert up to 200 records by external id (sObject Collections).
+        pub const COLLECTIONS_UPSERT: &str = "salesforce.collections_upsert";
+        /// Delete up to 200 records (sObject Collections).
+        pub const COLLECTIONS_DELETE: &str = "salesforce.collections_delete";
+        /// A Composite Batch request (up to 25 subrequests).
+        pub const COMPOSITE_BATCH: &str = "salesforce.composite_batch";
+        /// A Composite sObject Tree request.
+        pub const COMPOSITE_TREE: &str = "salesforce.composite_tree";
+        /// Create a Bulk API 2.0 ingest job.
+        pub const BULK_CREATE: &str = "salesforce.bulk_create";
+        /// Upload a Bulk API 2.0 job's CSV data.
+        pub const BULK_UPLOAD: &str = "salesforce.bulk_upload";
+        /// Close a Bulk API 2.0 job (`UploadComplete`).
+        pub const BULK_CLOSE: &str = "salesforce.bulk_close";
+        /// Poll a Bulk API 2.0 job's state.
+        pub const BULK_POLL: &str = "salesforce.bulk_poll";
+        /// Abort a Bulk API 2.0 job.
+        pub const BULK_ABORT: &str = "salesforce.bulk_abort";
+        /// One page of a Bulk API 2.0 job's results.
+        pub const BULK_RESULTS: &str = "salesforce.bulk_results";
+        /// Create a Bulk API 2.0 query job.
+        pub const BULK_QUERY: &str = "salesforce.bulk_query";
+        /// Streaming API (CometD) handshake.
+        pub const STREAMING_HANDSHAKE: &str = "salesforce.streaming_handshake";
+        /// Streaming API subscribe.
+        pub const STREAMING_SUBSCRIBE: &str = "salesforce.streaming_subscribe";
+        /// One Streaming API long poll (`/meta/connect`).
+        pub const STREAMING_CONNECT: &str = "salesforce.streaming_connect";
+        /// Every operation of the kind.
+        pub const ALL: &[&str] = &[
+            VERSIONS,
+            QUERY,
+            SEARCH,
+            LIMITS,
+            DESCRIBE,
+            DESCRIBE_GLOBAL,
+            SOBJECT_CREATE,
+            SOBJECT_RETRIEVE,
+            SOBJECT_UPDATE,
+            SOBJECT_UPSERT,
+            SOBJECT_DELETE,
+            COLLECTIONS_CREATE,
+            COLLECTIONS_RETRIEVE,
+            COLLECTIONS_UPDATE,
+            COLLECTIONS_UPSERT,
+            COLLECTIONS_DELETE,
+            COMPOSITE_BATCH,
+            COMPOSITE_TREE,
+            BULK_CREATE,
+            BULK_UPLOAD,
+            BULK_CLOSE,
+            BULK_POLL,
+            BULK_ABORT,
+            BULK_RESULTS,
+            BULK_QUERY,
+            STREAMING_HANDSHAKE,
+            STREAMING_SUBSCRIBE,
+            STREAMING_CONNECT,
+        ];
+    }
+    /// The `s3` kind.
+    pub mod s3 {
+        /// `PutObject`.
+        pub const PUT_OBJECT: &str = "s3.put_object";
+        /// `CreateMultipartUpload`.
+        pub const CREATE_MULTIPART_UPLOAD: &str = "s3.create_multipart_upload";
+        /// `UploadPart`.
+        pub const UPLOAD_PART: &str = "s3.upload_part";
+        /// `UploadPartCopy`.
+        pub const UPLOAD_PART_COPY: &str = "s3.upload_part_copy";
+        /// `CompleteMultipartUpload`.
+        pub const COMPLETE_MULTIPART_UPLOAD: &str = "s3.complete_multipart_upload";
+        /// `AbortMultipartUpload`.
+        pub const ABORT_MULTIPART_UPLOAD: &str = "s3.abort_multipart_upload";
+        /// `HeadObject`.
+        pub const HEAD_OBJECT: &str = "s3.head_object";
+        /// `GetObject` (up to the response headers; the body streams after).
+        pub const GET_OBJECT: &str = "s3.get_object";
+        /// `ListObjectsV2`, one page.
+        pub const LIST_OBJECTS: &str = "s3.list_objects";
+        /// `DeleteObject`.
+        pub const DELETE_OBJECT: &str = "s3.delete_object";
+        /// `DeleteObjects`, up to 1,000 keys.
+        pub const DELETE_OBJECTS: &str = "s3.delete_objects";
+        /// `CopyObject`.
+        pub const COPY_OBJECT: &str = "s3.copy_object";
+        /// `CreateBucket`.
+        pub const CREATE_BUCKET: &str = "s3.create_bucket";
+        /// `HeadBucket` (the health check).
+        pub const HEAD_BUCKET: &str = "s3.head_bucket";
+        /// Every operation of the kind.
+        pub const ALL: &[&str] = &[
+            PUT_OBJECT,
+            CREATE_MULTIPART_UPLOAD,
+            UPLOAD_PART,
+            UPLOAD_PART_COPY,
+            COMPLETE_MULTIPART_UPLOAD,
+            ABORT_MULTIPART_UPLOAD,
+            HEAD_OBJECT,
+            GET_OBJECT,
+            LIST_OBJECTS,
+            DELETE_OBJECT,
+            DELETE_OBJECTS,
+            COPY_OBJECT,
+            CREATE_BUCKET,
+            HEAD_BUCKET,
+        ];
+    }
+    /// The `azure-blob` kind.
+    pub mod azure_blob {
+        /// `Put Blob`: a blob that fits in one block.
+        pub const PUT_BLOB: &str = "azure_blob.put_blob";
+        /// `Put Block`: one staged block.
+        pub const PUT_BLOCK: &str = "azure_blob.put_block";
+        /// `Put Block List`: commits the staged blocks.
+        pub const PUT_BLOCK_LIST: &str = "azure_blob.put_block_list";
+        /// `Get Blob`: one range (with its body; a single streamed download: up to the response headers).
+        pub const GET_BLOB: &str = "azure_blob.get_blob";
+        /// `Get Blob Properties`.
+        pub const GET_BLOB_PROPERTIES: &str = "azure_blob.get_blob_properties";
+        /// `List Blobs`, one page.
+        pub const LIST_BLOBS: &str = "azure_blob.list_blobs";
+        /// `Delete Blob`.
+        pub const DELETE_BLOB: &str = "azure_blob.delete_blob";
+        /// `Copy Blob` (start; its status is polled with `get_blob_properties`).
+        pub const COPY_BLOB: &str = "azure_blob.copy_blob";
+        /// `Create Container`.
+        pub const CREATE_CONTAINER: &str = "azure_blob.create_container";
+        /// `Get Container Properties` (the health check).
+        pub const GET_CONTAINER_PROPERTIES: &str = "azure_blob.get_container_properties";
+        /// `Get User Delegation Key` (Entra ID presigning).
+        pub const GET_USER_DELEGATION_KEY: &str = "azure_blob.get_user_delegation_key";
+        /// Every operation of the kind.
+        pub const ALL: &[&str] = &[
+            PUT_BLOB,
+            PUT_BLOCK,
+            PUT_BLOCK_LIST,
+            GET_BLOB,
+            GET_BLOB_PROPERTIES,
+            LIST_BLOBS,
+            DELETE_BLOB,
+            COPY_BLOB,
+            CREATE_CONTAINER,
+            GET_CONTAINER_PROPERTIES,
+            GET_USER_DELEGATION_KEY,
+        ];
+    }
+}
+
 /// Metric names. Labels and units are documented in `docs/telemetry.md`.
 pub mod metric {
     /// Counter: calls through a policy, by `platform`, `operation`, `outcome`
@@ -199,5 +394,41 @@ pub mod metric {
             "Checkpoints committed by the sync engine"
         );
         describe_counter!(SYNC_RUNS, Unit::Count, "Sync runs ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::op;
+
+    #[test]
+    fn operation_names_follow_the_rule_and_are_documented() {
+        let telemetry = include_str!("../../docs/telemetry.md");
+        let kinds = [
+            ("salesforce", op::salesforce::ALL),
+            ("s3", op::s3::ALL),
+            ("azure_blob", op::azure_blob::ALL),
+        ];
+        for (kind, names) in kinds {
+            let mut seen = std::collections::HashSet::new();
+            for name in names {
+                let rest = name
+                    .strip_prefix(kind)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .unwrap_or_else(|| panic!("{name} does not start with `{kind}.`"));
+                assert!(
+                    !rest.is_empty()
+                        && rest
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{name}: the operation is snake case"
+                );
+                assert!(seen.insert(name), "{name} twice");
+                assert!(
+                    telemetry.contains(&format!("| `{name}` |")),
+                    "{name} is missing from docs/telemetry.md"
+                );
+            }
+        }
     }
 }

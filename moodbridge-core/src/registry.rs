@@ -17,7 +17,7 @@ use crate::config::{IntegrationConfig, SdkConfig, SecretRef, Validate, Validator
 use crate::credential::CredentialStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::integration::{HealthReport, Interfaces, PlatformIntegration};
-use crate::resilience::{Policy, PolicyConfig};
+use crate::resilience::{Policy, PolicyBuilder, PolicyConfig};
 
 /// What a factory gets to build an integration.
 #[derive(Clone)]
@@ -232,7 +232,9 @@ impl Registry {
             ))
         })?;
         let policy_config = factory.default_policy().overlay(&config.policy);
-        let policy = Policy::from_config(config.id.clone(), &policy_config)?;
+        let policy = PolicyBuilder::from_config(config.id.clone(), &policy_config)?
+            .connector(factory.kind())
+            .build();
         let ctx = BuildContext {
             config: config.clone(),
             policy: policy.clone(),

@@ -10,7 +10,13 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+mod metrics;
+mod resilience;
 mod storage;
+pub use metrics::{CounterValue, Counters, MetricsCapture};
+pub use resilience::{
+    FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,
+};
 pub use storage::{
     ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
     pattern_sha256, pattern_stream,

@@ -114,7 +114,7 @@ async fn health_metrics_and_status_page() {
     // Something for the metrics and the status page: policy calls and a sync run.
     for _ in 0..3 {
         crm_policy
-            .call_as("sobject.retrieve", || async { Ok(()) })
+            .call_as("salesforce.sobject_retrieve", || async { Ok(()) })
             .await
             .unwrap();
     }
@@ -196,7 +196,7 @@ async fn health_metrics_and_status_page() {
         .find(|l| {
             l.starts_with("moodbridge_calls_total{")
                 && l.contains("platform=\"crm\"")
-                && l.contains("operation=\"sobject.retrieve\"")
+                && l.contains("operation=\"salesforce.sobject_retrieve\"")
         })
         .unwrap_or_else(|| panic!("no call counter in:\n{text}"));
     assert!(calls.ends_with(" 3"), "{calls}");

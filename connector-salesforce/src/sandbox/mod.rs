@@ -119,6 +119,9 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share of calls whose connection drops after the headers.
     pub drop_rate: f64,
+    /// The first this many calls are answered 503 `SERVER_UNAVAILABLE` (`u64::MAX`: every
+    /// call), before any other fault.
+    pub unavailable_first: u64,
     /// After this many calls, every call is refused with the daily
     /// `REQUEST_LIMIT_EXCEEDED`.
     pub request_limit_after: Option<u64>,

@@ -80,6 +80,15 @@ impl FaultState {
         if f.invalid_session_after == Some(self.calls) {
             *expire = true;
         }
+        if self.calls <= f.unavailable_first {
+            return (
+                f.latency,
+                Injected::Status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ApiError::new("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
+                ),
+            );
+        }
         if f.request_limit_after.is_some_and(|n| self.calls > n) {
             return (
                 f.latency,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, SharedString};
+use metrics::{Counter, Histogram, Label, SharedString};
 // Keys are our own operation names, not attacker input: a fast non-DoS-resistant hash is fine.
 use rustc_hash::FxHashMap;
 
@@ -33,15 +33,17 @@ struct OpHandles {
 
 pub(crate) struct CallMetrics {
     platform: SharedString,
+    connector: Option<&'static str>,
     // Copy-on-write: reads (every call) are lock-free; a write (an operation's first call)
     // clones the small map.
     ops: ArcSwap<FxHashMap<Cow<'static, str>, OpHandles>>,
 }
 
 impl CallMetrics {
-    pub(crate) fn new(platform: &Arc<str>) -> Self {
+    pub(crate) fn new(platform: &Arc<str>, connector: Option<&'static str>) -> Self {
         CallMetrics {
             platform: SharedString::from_shared(Arc::clone(platform)),
+            connector,
             ops: ArcSwap::from_pointee(FxHashMap::default()),
         }
     }
@@ -52,14 +54,27 @@ impl CallMetrics {
     )]
     fn register(&self, op: &Cow<'static, str>) -> OpHandles {
         OpHandles {
-            ok: metrics::counter!(metric::CALLS,
-                "platform" => self.platform.clone(),
-                "operation" => op.clone(),
-                "outcome" => "ok"),
-            duration: metrics::histogram!(metric::CALL_DURATION,
-                "platform" => self.platform.clone(),
-                "operation" => op.clone()),
+            ok: metrics::counter!(metric::CALLS, self.labels(op, Some("ok"))),
+            duration: metrics::histogram!(metric::CALL_DURATION, self.labels(op, None)),
         }
+    }
+
+    /// `platform`, `connector` (when set), `operation` and, for counters, `outcome`.
+    #[allow(
+        clippy::ptr_arg,
+        reason = "cloning a borrowed 'static Cow allocates nothing"
+    )]
+    fn labels(&self, op: &Cow<'static, str>, outcome: Option<&'static str>) -> Vec<Label> {
+        let mut labels = Vec::with_capacity(4);
+        labels.push(Label::new("platform", self.platform.clone()));
+        if let Some(kind) = self.connector {
+            labels.push(Label::new("connector", kind));
+        }
+        labels.push(Label::new("operation", op.clone()));
+        if let Some(outcome) = outcome {
+            labels.push(Label::new("outcome", outcome));
+        }
+        labels
     }
 
     /// Count one finished call of `op` with `outcome` (`"ok"` or an error kind).
@@ -86,14 +101,8 @@ impl CallMetrics {
             }
             return;
         }
-        metrics::counter!(metric::CALLS,
-            "platform" => self.platform.clone(),
-            "operation" => op.clone(),
-            "outcome" => outcome)
-        .increment(1);
-        metrics::histogram!(metric::CALL_DURATION,
-            "platform" => self.platform.clone(),
-            "operation" => op.clone())
-        .record(took.as_secs_f64());
+        metrics::counter!(metric::CALLS, self.labels(op, Some(outcome))).increment(1);
+        metrics::histogram!(metric::CALL_DURATION, self.labels(op, None))
+            .record(took.as_secs_f64());
     }
 }

@@ -55,9 +55,9 @@ use retry::{Decision, Retry};
 /// ```
 /// use moodbridge_core::Operation;
 ///
-/// let op = Operation::new("sobject.create").non_idempotent().keyed("00D000000000001");
+/// let op = Operation::new("salesforce.sobject_create").non_idempotent().keyed("00D000000000001");
 /// assert!(!op.is_idempotent());
-/// let read: Operation = "query".into();
+/// let read: Operation = "salesforce.query".into();
 /// assert!(read.is_idempotent());
 /// ```
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// An idempotent operation named `name` (e.g. `"query"`, `"s3.put_object"`).
+    /// An idempotent operation named `name` (`<kind>.<operation>`, e.g. `"s3.put_object"`; see [`observe::op`](crate::observe::op)).
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Operation {
             name: name.into(),
@@ -241,6 +241,7 @@ fn latency_clock() -> &'static quanta::Clock {
 
 struct Inner {
     platform: Arc<str>,
+    connector: Option<&'static str>,
     metrics: CallMetrics,
     timeout: Option<Duration>,
     retry: Option<Retry>,
@@ -284,6 +285,7 @@ impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("platform", &self.inner.platform)
+            .field("connector", &self.inner.connector)
             .field("timeout", &self.inner.timeout)
             .field("retry", &self.inner.retry.as_ref().map(|r| &r.config))
             .field("circuit_breaker", &self.inner.breaker)
@@ -298,6 +300,7 @@ impl std::fmt::Debug for Policy {
 #[derive(Debug)]
 pub struct PolicyBuilder {
     platform: Arc<str>,
+    connector: Option<&'static str>,
     timeout: Option<Duration>,
     retry: Option<RetryConfig>,
     breaker: Option<CircuitBreaker>,
@@ -307,6 +310,49 @@ pub struct PolicyBuilder {
 }
 
 impl PolicyBuilder {
+    /// The builder of a policy from its config (for steps a config cannot hold, such as
+    /// the [`connector`](Self::connector) kind). Invalid settings are a
+    /// [`ErrorKind::Config`] error listing every problem.
+    ///
+    /// ```
+    /// use moodbridge_core::resilience::PolicyBuilder;
+    /// use moodbridge_core::PolicyConfig;
+    /// let cfg: PolicyConfig = toml::from_str("[retry]\nmax_attempts = 3").unwrap();
+    /// let policy = PolicyBuilder::from_config("s3:docs", &cfg).unwrap().connector("s3").build();
+    /// assert_eq!((policy.platform(), policy.connector()), ("s3:docs", Some("s3")));
+    /// ```
+    pub fn from_config(platform: impl Into<Arc<str>>, config: &PolicyConfig) -> Result<Self> {
+        config.validate()?;
+        let platform: Arc<str> = platform.into();
+        let mut b = Policy::builder(Arc::clone(&platform));
+        b.timeout = config.timeout;
+        b.attempt_timeout = config.attempt_timeout;
+        b.retry = config.retry.clone();
+        if let Some(c) = &config.circuit_breaker {
+            b.breaker = Some(CircuitBreaker::new(Arc::clone(&platform), c.clone()));
+        }
+        if let Some(r) = &config.rate_limit {
+            b.limiter = Some(RateLimiter::new(Arc::clone(&platform), r.clone())?);
+        }
+        if let Some(n) = config.max_concurrency {
+            b.bulkhead = Some(Bulkhead::new(
+                Arc::clone(&platform),
+                n,
+                config.max_concurrency_wait,
+            ));
+        }
+        Ok(b)
+    }
+
+    /// The connector kind (`salesforce`, `s3` …) of the guarded integration: the
+    /// `connector` field of spans, the `connector` label of call metrics and the
+    /// [`Error::connector`] of errors that do not name one yet. The registry sets it
+    /// to the factory's kind.
+    pub fn connector(mut self, kind: &'static str) -> Self {
+        self.connector = Some(kind);
+        self
+    }
+
     /// Deadline of a whole call, retries included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -347,8 +393,9 @@ impl PolicyBuilder {
     pub fn build(self) -> Policy {
         Policy {
             inner: Arc::new(Inner {
-                metrics: CallMetrics::new(&self.platform),
+                metrics: CallMetrics::new(&self.platform, self.connector),
                 platform: self.platform,
+                connector: self.connector,
                 timeout: self.timeout,
                 retry: self.retry.map(Retry::new),
                 breaker: self.breaker,
@@ -366,6 +413,7 @@ impl Policy {
     pub fn builder(platform: impl Into<Arc<str>>) -> PolicyBuilder {
         PolicyBuilder {
             platform: platform.into(),
+            connector: None,
             timeout: None,
             retry: None,
             breaker: None,
@@ -390,31 +438,18 @@ impl Policy {
     /// assert_eq!(policy.platform(), "s3:docs");
     /// ```
     pub fn from_config(platform: impl Into<Arc<str>>, config: &PolicyConfig) -> Result<Self> {
-        config.validate()?;
-        let platform: Arc<str> = platform.into();
-        let mut b = Self::builder(Arc::clone(&platform));
-        b.timeout = config.timeout;
-        b.attempt_timeout = config.attempt_timeout;
-        b.retry = config.retry.clone();
-        if let Some(c) = &config.circuit_breaker {
-            b.breaker = Some(CircuitBreaker::new(Arc::clone(&platform), c.clone()));
-        }
-        if let Some(r) = &config.rate_limit {
-            b.limiter = Some(RateLimiter::new(Arc::clone(&platform), r.clone())?);
-        }
-        if let Some(n) = config.max_concurrency {
-            b.bulkhead = Some(Bulkhead::new(
-                Arc::clone(&platform),
-                n,
-                config.max_concurrency_wait,
-            ));
-        }
-        Ok(b.build())
+        Ok(PolicyBuilder::from_config(platform, config)?.build())
     }
 
     /// The platform this policy guards.
     pub fn platform(&self) -> &str {
         &self.inner.platform
+    }
+
+    /// The connector kind of the guarded integration, if set
+    /// ([`PolicyBuilder::connector`]).
+    pub fn connector(&self) -> Option<&'static str> {
+        self.inner.connector
     }
 
     /// The circuit breaker, if any (for health reports and manual control).
@@ -470,6 +505,7 @@ impl Policy {
         let span = tracing::info_span!(
             "remote_call",
             platform = %self.inner.platform,
+            connector = self.inner.connector.unwrap_or_default(),
             operation = %op.name,
             correlation_id = %correlation_id,
             attempts = tracing::field::Empty,
@@ -516,8 +552,13 @@ impl Policy {
             }
         };
         let result = result.map_err(|e| {
-            e.with_platform(inner.platform.to_string())
-                .with_operation(op.name.clone())
+            let e = e
+                .with_platform(inner.platform.to_string())
+                .with_operation(op.name.clone());
+            match inner.connector {
+                Some(kind) => e.with_connector(kind),
+                None => e,
+            }
         });
         let outcome = match &result {
             Ok(_) => "ok",
@@ -597,10 +638,8 @@ impl Policy {
                 Some(limit) => match Box::pin(tokio::time::timeout(limit, call)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        metrics::counter!(metric::ATTEMPT_TIMEOUTS,
-                            "platform" => inner.platform.to_string(),
-                            "operation" => op.name.clone())
-                        .increment(1);
+                        metrics::counter!(metric::ATTEMPT_TIMEOUTS, inner.labels(op, None))
+                            .increment(1);
                         Err(Error::new(
                             ErrorKind::Timeout,
                             format!("attempt took longer than {}ms", limit.as_millis()),
@@ -643,10 +682,10 @@ impl Policy {
                         reason = why.as_str(), error = %err,
                         "giving up retrying"
                     );
-                    metrics::counter!(metric::RETRY_EXHAUSTED,
-                        "platform" => inner.platform.to_string(),
-                        "operation" => op.name.clone(),
-                        "reason" => why.as_str())
+                    metrics::counter!(
+                        metric::RETRY_EXHAUSTED,
+                        inner.labels(op, Some(("reason", why.as_str().into())))
+                    )
                     .increment(1);
                     return Err(err.persist().with_context("attempts", attempt));
                 }
@@ -657,10 +696,10 @@ impl Policy {
                         error = %err,
                         "retry scheduled"
                     );
-                    metrics::counter!(metric::RETRIES,
-                        "platform" => inner.platform.to_string(),
-                        "operation" => op.name.clone(),
-                        "kind" => err.kind().as_str())
+                    metrics::counter!(
+                        metric::RETRIES,
+                        inner.labels(op, Some(("kind", err.kind().as_str().into())))
+                    )
                     .increment(1);
                     drop(err);
                     Box::pin(tokio::time::sleep(delay)).await;
@@ -675,12 +714,33 @@ impl Policy {
             platform = %self.inner.platform, operation = %op.name, by = %by,
             "call rejected"
         );
-        metrics::counter!(metric::REJECTED,
-            "platform" => self.inner.platform.to_string(),
-            "operation" => op.name.clone(),
-            "by" => by)
+        metrics::counter!(
+            metric::REJECTED,
+            self.inner.labels(op, Some(("by", by.into())))
+        )
         .increment(1);
         err
+    }
+}
+
+impl Inner {
+    /// The labels of an uncached call metric: `platform`, `connector` (when set),
+    /// `operation`, then `extra`.
+    fn labels(
+        &self,
+        op: &Operation,
+        extra: Option<(&'static str, metrics::SharedString)>,
+    ) -> Vec<metrics::Label> {
+        let mut labels = Vec::with_capacity(4);
+        labels.push(metrics::Label::new("platform", self.platform.to_string()));
+        if let Some(kind) = self.connector {
+            labels.push(metrics::Label::new("connector", kind));
+        }
+        labels.push(metrics::Label::new("operation", op.name.clone()));
+        if let Some((key, value)) = extra {
+            labels.push(metrics::Label::new(key, value));
+        }
+        labels
     }
 }
 

@@ -335,51 +335,22 @@ async fn a_call_without_a_correlation_id_gets_a_fresh_one() {
     assert_ne!(a, b);
 }
 
-/// A counter seen by the debugging recorder: name, labels, value.
-type SeenCounter = (String, Vec<(String, String)>, u64);
-
-/// Run `scenario` on a paused current-thread runtime with a debugging recorder; return
+/// Run `scenario` on a paused current-thread runtime with a metrics capture; return
 /// every counter it recorded.
 fn counters_of<F: std::future::Future<Output = ()>>(
     scenario: impl FnOnce() -> F,
-) -> Vec<SeenCounter> {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
+) -> crate::testing::Counters {
+    let capture = crate::testing::MetricsCapture::new();
+    {
+        let _installed = capture.install();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
             .build()
             .unwrap();
         rt.block_on(scenario());
-    });
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| match value {
-            DebugValue::Counter(n) => Some((
-                key.key().name().to_owned(),
-                key.key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect(),
-                n,
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-fn find<'a>(counters: &'a [SeenCounter], name: &str, label: (&str, &str)) -> &'a SeenCounter {
-    counters
-        .iter()
-        .find(|(n, labels, _)| {
-            n == name && labels.iter().any(|(k, v)| k == label.0 && v == label.1)
-        })
-        .unwrap_or_else(|| panic!("no {name} with {label:?} in {counters:?}"))
+    }
+    capture.take()
 }
 
 #[test]
@@ -389,15 +360,18 @@ fn retries_and_outcomes_are_counted_in_metrics() {
         let script = Script::new(vec![Error::unavailable("503"), Error::unavailable("503")]);
         policy.call_as("query", || script.run()).await.unwrap();
     });
-    let (_, labels, n) = find(
-        &counters,
-        crate::observe::metric::RETRIES,
-        ("kind", "unavailable"),
+    assert_eq!(
+        counters.sum(
+            crate::observe::metric::RETRIES,
+            &[("kind", "unavailable"), ("platform", "sf")]
+        ),
+        2,
+        "{counters}"
     );
-    assert_eq!(*n, 2);
-    assert!(labels.contains(&("platform".into(), "sf".into())));
-    let (_, _, n) = find(&counters, crate::observe::metric::CALLS, ("outcome", "ok"));
-    assert_eq!(*n, 1);
+    assert_eq!(
+        counters.sum(crate::observe::metric::CALLS, &[("outcome", "ok")]),
+        1
+    );
 }
 
 #[test]
@@ -422,18 +396,18 @@ fn breaker_transitions_rejections_and_give_ups_are_counted_in_metrics() {
     });
     use crate::observe::metric;
     assert_eq!(
-        find(&counters, metric::CIRCUIT_TRANSITIONS, ("to", "open")).2,
+        counters.sum(metric::CIRCUIT_TRANSITIONS, &[("to", "open")]),
         1
     );
     assert_eq!(
-        find(&counters, metric::RETRY_EXHAUSTED, ("reason", "attempts")).2,
+        counters.sum(metric::RETRY_EXHAUSTED, &[("reason", "attempts")]),
         1
     );
     assert_eq!(
-        find(&counters, metric::REJECTED, ("by", "circuit_breaker")).2,
+        counters.sum(metric::REJECTED, &[("by", "circuit_breaker")]),
         1
     );
-    assert_eq!(find(&counters, metric::CALLS, ("outcome", "rejected")).2, 1);
+    assert_eq!(counters.sum(metric::CALLS, &[("outcome", "rejected")]), 1);
 }
 
 #[test]

@@ -46,6 +46,29 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use local::LocalObjectStore;
 
+/// The default policy of a remote object store's requests: up to `max_attempts` attempts
+/// with backoff from 100 ms (at most 5 s between attempts) within 30 s, temporary errors
+/// only (5xx, throttling, timeouts, connection failures); 5 minutes per attempt (one part
+/// of a multipart transfer can be gigabytes).
+///
+/// ```
+/// let config = moodbridge_core::storage::transfer_policy_config(3);
+/// assert_eq!(config.retry.unwrap().max_attempts, 3);
+/// ```
+pub fn transfer_policy_config(max_attempts: u32) -> crate::resilience::PolicyConfig {
+    crate::resilience::PolicyConfig {
+        retry: Some(crate::resilience::RetryConfig {
+            max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(30),
+            budget: None,
+        }),
+        attempt_timeout: Some(Duration::from_secs(300)),
+        ..Default::default()
+    }
+}
+
 /// An object's body: a stream of byte chunks. Any `Stream<Item = io::Result<Bytes>>`
 /// boxed with [`byte_stream`], or an `AsyncRead` through [`ObjectStoreExt::put_reader`].
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
