@@ -544,3 +544,83 @@ async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when
     );
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salesforce_source_meets_the_source_contract() {
+    use moodbridge_core::record::RecordKey;
+    use moodbridge_core::testing::{SourceContract, sync_source_contract};
+    let sb = Sandbox::new(SandboxConfig::default())
+        .seed(7, 0, 5)
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb, None).await;
+    let source = SalesforceSource::new(sf.clone(), ["Account"]);
+    let case = SourceContract {
+        stream: "Account",
+        batch_size: 2,
+    };
+    sync_source_contract(&source, &case, async || {
+        let first: Vec<Value> = futures::TryStreamExt::try_collect(
+            sf.query("SELECT Id FROM Account ORDER BY Id LIMIT 1"),
+        )
+        .await?;
+        let id = first[0]["Id"].as_str().unwrap().to_owned();
+        // The clock of the sandbox stamps changes; a millisecond apart from the seed.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sf.update("Account", &id, &json!({"Name": "Renamed by the contract"}))
+            .await?;
+        let added = sf
+            .create("Account", &json!({"Name": "Added by the contract"}))
+            .await?;
+        Ok(vec![RecordKey::new(vec![id]), RecordKey::new(vec![added])])
+    })
+    .await;
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salesforce_sink_meets_the_sink_contract() {
+    use connector_salesforce::sandbox::org::{FieldDef, ObjectDef};
+    use moodbridge_core::testing::{SinkContract, sync_sink_contract};
+    let sb = Sandbox::new(SandboxConfig::default())
+        .define(ObjectDef::new(
+            "Matter__c",
+            "a01",
+            vec![
+                FieldDef::new("Name", "string").required(),
+                FieldDef::new("Docket__c", "string").external(),
+            ],
+        ))
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb, None).await;
+    let sink = SalesforceSink::new(sf.clone());
+    let matter = |i: u64, version: u32| {
+        Record::from_json(json!({
+            "Docket__c": format!("D-{i:04}"),
+            "Name": format!("Matter {i}, version {version}"),
+        }))
+        .unwrap()
+    };
+    let case = SinkContract {
+        stream: StreamDescriptor::new("Matter__c")
+            .field(FieldDescriptor::new("Docket__c", FieldType::String).required())
+            .field(FieldDescriptor::new("Name", FieldType::String).required())
+            .primary_key(["Docket__c"]),
+        record: &matter,
+        // Name is required: REQUIRED_FIELD_MISSING.
+        bad_record: Record::from_json(json!({"Docket__c": "D-BAD"})).unwrap(),
+        overwrite: false,
+    };
+    sync_sink_contract(&sink, &case, async |object: &str| {
+        let rows: Vec<Value> = futures::TryStreamExt::try_collect(
+            sf.query(&format!("SELECT Docket__c, Name FROM {object}")),
+        )
+        .await?;
+        rows.into_iter().map(Record::from_json).collect()
+    })
+    .await;
+    sb.stop().await;
+}

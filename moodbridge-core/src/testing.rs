@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 mod metrics;
 mod resilience;
 mod storage;
+mod sync;
 pub use metrics::{CounterValue, Counters, MetricsCapture};
 pub use resilience::{
     FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,
@@ -21,6 +22,7 @@ pub use storage::{
     ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
     pattern_sha256, pattern_stream,
 };
+pub use sync::{SinkContract, SourceContract, sync_sink_contract, sync_source_contract};
 
 /// This process's peak resident set (`VmHWM` in `/proc/self/status`), MiB; NaN where
 /// there is no procfs. For benchmarks that report memory.

@@ -548,6 +548,8 @@ type Rejector = Arc<dyn Fn(&Record) -> Option<String> + Send + Sync>;
 #[derive(Default)]
 struct SinkState {
     tables: HashMap<String, BTreeMap<String, Record>>,
+    /// Each stream's primary key, from `begin_stream`: appends keep records by it.
+    keys: HashMap<String, Vec<String>>,
     staged: HashMap<String, BTreeMap<String, Record>>,
     appended: u64,
     writes: u64,
@@ -625,6 +627,8 @@ impl SyncSink for MemorySink {
     async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
         let mut s = self.lock();
         s.tables.entry(stream.name.clone()).or_default();
+        s.keys
+            .insert(stream.name.clone(), stream.primary_key.clone());
         if *mode == WriteMode::Overwrite {
             s.staged.insert(stream.name.clone(), BTreeMap::new());
         }
@@ -683,13 +687,41 @@ impl SyncSink for MemorySink {
                     .with_key(k)
                 }
                 WriteMode::Append => {
-                    s.appended += 1;
-                    let k = format!("{:020}", s.appended);
-                    s.tables
-                        .entry(batch.stream.clone())
-                        .or_default()
-                        .insert(k, record.clone());
-                    RecordOutcome::ok(index, WriteAction::Created)
+                    // A keyed stream holds one record per key, as a table with a primary
+                    // key does; a stream without one keeps every record.
+                    let key = s.keys.get(&batch.stream).filter(|k| !k.is_empty());
+                    let k = match key.map(|k| record.key(k)) {
+                        Some(Some(k)) => k.to_string(),
+                        Some(None) => {
+                            outcomes.push(RecordOutcome::failed(
+                                index,
+                                RecordFailure::new(
+                                    FailureKind::InvalidInput,
+                                    "the record has no value for the stream's key",
+                                ),
+                            ));
+                            continue;
+                        }
+                        None => {
+                            s.appended += 1;
+                            format!("{:020}", s.appended)
+                        }
+                    };
+                    match s.tables.entry(batch.stream.clone()).or_default().entry(k) {
+                        std::collections::btree_map::Entry::Occupied(taken) => {
+                            RecordOutcome::failed(
+                                index,
+                                RecordFailure::new(
+                                    FailureKind::Conflict,
+                                    format!("a record with key {} already exists", taken.key()),
+                                ),
+                            )
+                        }
+                        std::collections::btree_map::Entry::Vacant(free) => {
+                            free.insert(record.clone());
+                            RecordOutcome::ok(index, WriteAction::Created)
+                        }
+                    }
                 }
                 WriteMode::Overwrite => {
                     s.appended += 1;

@@ -1,0 +1,96 @@
+//! The data-movement contracts, run by the SDK's own sources and sinks: the memory
+//! doubles and the SQLite warehouse table sink.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use moodbridge_core::catalog::{FieldDescriptor, FieldType, StreamDescriptor};
+use moodbridge_core::engine::{
+    MemorySink, MemorySource, SqliteTableSink, account, account_descriptor,
+};
+use moodbridge_core::record::RecordKey;
+use moodbridge_core::testing::{
+    SinkContract, SourceContract, sync_sink_contract, sync_source_contract,
+};
+use moodbridge_core::{Record, Result};
+use serde_json::{Value, json};
+
+/// A keyed stream of matters: `Docket` identifies one; `Title` changes with the version.
+fn matters() -> StreamDescriptor {
+    StreamDescriptor::new("Matter")
+        .field(FieldDescriptor::new("Docket", FieldType::String).required())
+        .field(FieldDescriptor::new("Title", FieldType::String))
+        .primary_key(["Docket"])
+}
+
+fn matter(i: u64, version: u32) -> Record {
+    Record::from_json(
+        json!({"Docket": format!("D-{i:04}"), "Title": format!("Matter {i}, version {version}")}),
+    )
+    .unwrap()
+}
+
+fn no_key() -> Record {
+    Record::from_json(json!({"Title": "a matter without a docket"})).unwrap()
+}
+
+#[tokio::test]
+async fn the_memory_source_meets_the_source_contract() {
+    let source = MemorySource::new();
+    source.add_stream(account_descriptor());
+    for i in 0..9 {
+        source.put("Account", account(i));
+    }
+    let case = SourceContract {
+        stream: "Account",
+        batch_size: 2,
+    };
+    sync_source_contract(&source, &case, async || -> Result<Vec<RecordKey>> {
+        // One account edited, one added, both after every existing modstamp.
+        let mut edited = account(4);
+        edited.set("Name", Value::from("Account 4, renamed"));
+        edited.set("SystemModstamp", Value::from("2030-01-01T00:00:00.000Z"));
+        let mut added = account(100);
+        added.set("SystemModstamp", Value::from("2030-01-01T00:00:01.000Z"));
+        source.put("Account", edited);
+        source.put("Account", added);
+        Ok(vec![
+            RecordKey::new(vec![format!("001{:015}", 4)]),
+            RecordKey::new(vec![format!("001{:015}", 100)]),
+        ])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_memory_sink_meets_the_sink_contract() {
+    let sink = MemorySink::new();
+    let case = SinkContract {
+        stream: matters(),
+        record: &matter,
+        bad_record: no_key(),
+        overwrite: true,
+    };
+    sync_sink_contract(&sink, &case, async |stream: &str| {
+        Ok(sink.snapshot(stream).into_values().collect())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sqlite_table_sink_meets_the_sink_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SqliteTableSink::open(&dir.path().join("warehouse.db"))
+        .await
+        .unwrap();
+    let case = SinkContract {
+        stream: matters(),
+        record: &matter,
+        bad_record: no_key(),
+        overwrite: true,
+    };
+    sync_sink_contract(&sink, &case, async |stream: &str| sink.rows(stream).await).await;
+}
