@@ -10,15 +10,16 @@
 //! expired (the token manager refreshes it), and re-subscribes from the last event it
 //! delivered, so nothing is skipped.
 //!
-//! **Replay ids.** With a [`StateStore`] in [`SubscribeOptions::store`], the stream
-//! resumes after the last event [`ChangeStream::ack`]ed — persisted as the checkpoint of
-//! the pipeline named by the subscription — so a restart loses nothing (events after the
-//! last ack may come again: handle them idempotently). Without a stored id it starts
+//! **Replay ids.** With a [`CursorStore`] in [`SubscribeOptions::store`] (every state
+//! store is one), the stream resumes after the last event [`ChangeStream::ack`]ed —
+//! persisted as the cursor of the subscription's consumer name in the channel — so a
+//! restart loses nothing (events after the last ack may come again: handle them
+//! idempotently). Without a stored id it starts
 //! from [`SubscribeOptions::replay`]: new events only (`-1`, the default) or everything
 //! retained (`-2`).
 //!
 //! ```no_run
-//! # async fn run(sf: connector_salesforce::client::SalesforceClient, state: std::sync::Arc<dyn moodbridge_core::state::StateStore>) -> moodbridge_core::Result<()> {
+//! # async fn run(sf: connector_salesforce::client::SalesforceClient, state: std::sync::Arc<dyn moodbridge_core::state::CursorStore>) -> moodbridge_core::Result<()> {
 //! use connector_salesforce::streaming::{ReplayFrom, SubscribeOptions};
 //! use futures::StreamExt;
 //!
@@ -44,8 +45,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use moodbridge_core::observe::op::salesforce as op;
-use moodbridge_core::state::{RunId, RunStatus, StateStore};
-use moodbridge_core::{Checkpoint, Error, ErrorKind, Result};
+use moodbridge_core::state::CursorStore;
+use moodbridge_core::{Error, ErrorKind, Result};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -79,9 +80,9 @@ impl ReplayFrom {
 pub struct SubscribeOptions {
     /// Where to start when no replay id is stored.
     pub replay: ReplayFrom,
-    /// Where acknowledged replay ids are kept: a state store and the subscription's
-    /// name (its pipeline name there).
-    pub store: Option<(Arc<dyn StateStore>, String)>,
+    /// Where acknowledged replay ids are kept: a cursor store (any state store) and the
+    /// subscription's consumer name (its cursor there, one per channel).
+    pub store: Option<(Arc<dyn CursorStore>, String)>,
     /// Events buffered ahead of the host (default 256); polling waits when it is full.
     pub buffer: usize,
     /// Longest wait between reconnect attempts after failures (default 30 s).
@@ -229,7 +230,7 @@ pub struct ChangeStream {
     rx: mpsc::Receiver<Result<ChangeEvent>>,
     task: tokio::task::JoinHandle<()>,
     channel: String,
-    store: Option<(Arc<dyn StateStore>, String, RunId)>,
+    store: Option<(Arc<dyn CursorStore>, String)>,
 }
 
 impl std::fmt::Debug for ChangeStream {
@@ -252,21 +253,17 @@ impl ChangeStream {
     /// `event` is handled: persist its replay id (when a store is configured), so a
     /// restart resumes after it.
     pub async fn ack(&self, event: &ChangeEvent) -> Result<()> {
-        if let Some((state, name, run)) = &self.store {
-            let cp = Checkpoint::new(&self.channel, json!({"replay_id": event.replay_id}));
-            state.commit_checkpoint(name, &cp, *run).await?;
+        if let Some((cursors, consumer)) = &self.store {
+            cursors
+                .commit_cursor(consumer, &self.channel, &event.replay_id.to_string())
+                .await?;
         }
         Ok(())
     }
 
-    /// Stop polling and mark the subscription's run finished in the store.
+    /// Stop polling. What was acknowledged stays stored.
     pub async fn close(self) -> Result<()> {
         self.task.abort();
-        if let Some((state, _, run)) = &self.store {
-            state
-                .finish_run(*run, RunStatus::Succeeded, Default::default(), None)
-                .await?;
-        }
         Ok(())
     }
 }
@@ -279,14 +276,22 @@ impl Drop for ChangeStream {
 
 /// The replay id to subscribe from: the stored one, or the configured start.
 async fn start_from(channel: &str, options: &SubscribeOptions) -> Result<i64> {
-    let Some((state, name)) = &options.store else {
+    let Some((cursors, consumer)) = &options.store else {
         return Ok(options.replay.id());
     };
-    Ok(state
-        .checkpoint(name, channel)
-        .await?
-        .and_then(|c| c.checkpoint.state["replay_id"].as_i64())
-        .unwrap_or(options.replay.id()))
+    match cursors.cursor(consumer, channel).await? {
+        None => Ok(options.replay.id()),
+        Some(stored) => stored.position.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "the stored position of {consumer:?} in {channel} is not a replay id: {:?}",
+                    stored.position
+                ),
+            )
+            .with_hint("reset the consumer's cursors to start over from its configured start")
+        }),
+    }
 }
 
 impl SalesforceClient {
@@ -370,12 +375,7 @@ impl SalesforceClient {
     ) -> Result<ChangeStream> {
         let replay = start_from(channel, &options).await?;
         let client_id = self.bayeux_open(channel, replay).await?;
-        let store = match &options.store {
-            Some((state, name)) => {
-                Some((state.clone(), name.clone(), state.start_run(name).await?))
-            }
-            None => None,
-        };
+        let store = options.store.clone();
         let (tx, rx) = mpsc::channel(options.buffer.max(1));
         let client = self.clone();
         let ch = channel.to_owned();

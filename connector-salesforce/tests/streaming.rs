@@ -21,7 +21,7 @@ use connector_salesforce::streaming::{
 };
 use futures::StreamExt;
 use moodbridge_core::ErrorKind;
-use moodbridge_core::state::{SqliteStateStore, StateStore};
+use moodbridge_core::state::{CursorStore, SqliteStateStore, StateStore};
 use serde_json::json;
 
 async fn sandbox(retention: usize) -> RunningSandbox {
@@ -120,7 +120,7 @@ async fn a_restart_resumes_after_the_last_acknowledged_event_and_nothing_is_lost
             .unwrap(),
     );
     let options = SubscribeOptions {
-        store: Some((state.clone(), "case-cdc".into())),
+        store: Some((state.clone() as Arc<dyn CursorStore>, "case-cdc".into())),
         replay: ReplayFrom::AllRetained,
         buffer: 1,
         ..SubscribeOptions::default()
@@ -191,11 +191,15 @@ async fn a_restart_resumes_after_the_last_acknowledged_event_and_nothing_is_lost
     }
     stream.close().await.unwrap();
     let stored = state
-        .checkpoint("case-cdc", "/data/CaseChangeEvent")
+        .cursor("case-cdc", "/data/CaseChangeEvent")
         .await
         .unwrap()
         .unwrap();
-    assert!(stored.checkpoint.state["replay_id"].as_i64().unwrap() > unacked.replay_id);
+    assert!(stored.position.parse::<i64>().unwrap() > unacked.replay_id);
+    assert!(
+        state.recent_runs("case-cdc", 10).await.unwrap().is_empty(),
+        "a subscription is not a sync run"
+    );
     sb.stop().await;
 }
 

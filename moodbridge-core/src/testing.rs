@@ -10,10 +10,12 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+mod cursor;
 mod metrics;
 mod resilience;
 mod storage;
 mod sync;
+pub use cursor::cursor_store_contract;
 pub use metrics::{CounterValue, Counters, MetricsCapture};
 pub use resilience::{
     FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,

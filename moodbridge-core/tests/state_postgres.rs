@@ -20,6 +20,7 @@ struct Postgres {
 
 impl Backend for Postgres {
     type Store = PostgresStateStore;
+    const CURSORS_MIGRATION: &'static str = include_str!("../migrations/postgres/0004_cursors.sql");
     const DROP_GUARDS: [&'static str; 2] = [
         "DROP TRIGGER audit_log_no_update ON audit_log",
         "DROP TRIGGER audit_log_no_delete ON audit_log",

@@ -17,6 +17,7 @@ struct Sqlite {
 
 impl Backend for Sqlite {
     type Store = SqliteStateStore;
+    const CURSORS_MIGRATION: &'static str = include_str!("../migrations/sqlite/0004_cursors.sql");
     const DROP_GUARDS: [&'static str; 2] = [
         "DROP TRIGGER audit_log_no_update",
         "DROP TRIGGER audit_log_no_delete",

@@ -11,6 +11,7 @@
 //! hash covers the previous entry's hash, its sequence number and its content, so
 //! [`StateStore::verify_audit`] finds any entry altered, removed or inserted after the fact.
 
+mod cursor;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod records;
@@ -19,10 +20,13 @@ mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_cursors;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_ops;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use cursor::{CursorStore, StoredCursor};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
 pub use records::{
@@ -364,9 +368,10 @@ impl ChainVerifier {
     }
 }
 
-/// Durable state of the sync engine. See the module docs.
+/// Durable state of the sync engine. See the module docs. Every state store is also the
+/// host's [`CursorStore`].
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait StateStore: CursorStore + Send + Sync {
     /// Record the start of a run of `pipeline`.
     async fn start_run(&self, pipeline: &str) -> Result<RunId>;
 

@@ -216,3 +216,16 @@ pub(crate) fn lease_from_row(row: &impl StateRowAny) -> Lease {
         expires_at_ms: row.int_any("expires_at"),
     }
 }
+
+pub(crate) fn cursor_from_row<R: StateRow>(row: &R) -> super::StoredCursor
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    super::StoredCursor {
+        consumer: row.text("consumer"),
+        partition: row.text("partition_key"),
+        position: row.text("position"),
+        sequence: row.int("sequence"),
+        committed_at: time(row.int("committed_at")),
+    }
+}

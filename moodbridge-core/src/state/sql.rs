@@ -12,8 +12,9 @@
 /// Everything the expanded SQL refers to; each backend imports it whole.
 pub(crate) mod prelude {
     pub(crate) use super::super::rows::{
-        AUDIT_COLUMNS, audit_from_row, conflict_from_row, count, dead_letter_from_row, json,
-        lease_from_row, ms_since_epoch, now_ms, run_from_row, time, ttl_ms,
+        AUDIT_COLUMNS, audit_from_row, conflict_from_row, count, cursor_from_row,
+        dead_letter_from_row, json, lease_from_row, ms_since_epoch, now_ms, run_from_row, time,
+        ttl_ms,
     };
     pub(crate) use super::super::{
         AuditEntry, AuditRecord, ChainStatus, ChainVerifier, Conflict, DeadLetter, GENESIS_HASH,
@@ -354,6 +355,7 @@ macro_rules! sql_state_store {
         }
 
         super::sql_ops::sql_operations!($store);
+        super::sql_cursors::sql_cursor_store!($store);
     };
 }
 

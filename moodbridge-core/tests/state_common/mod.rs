@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use moodbridge_core::Record;
 use moodbridge_core::state::{
-    AuditEntry, AuditOperation, ChainStatus, FailureStage, IntegrationEntry, NewConflict,
-    NewDeadLetter, RetentionPolicy, RunCounts, RunId, RunStatus, StateStore,
+    AuditEntry, AuditOperation, ChainStatus, CursorStore, FailureStage, IntegrationEntry,
+    NewConflict, NewDeadLetter, RetentionPolicy, RunCounts, RunId, RunStatus, StateStore,
 };
 use moodbridge_core::testing::state_store_contract;
 use moodbridge_core::{Checkpoint, ErrorKind};
@@ -23,6 +23,8 @@ pub trait Backend: Sized {
     async fn raw(&self, sql: &str) -> Result<(), String>;
     /// Statements that remove the append-only guard.
     const DROP_GUARDS: [&'static str; 2];
+    /// The backend's cursors migration (its last statement carries replay ids over).
+    const CURSORS_MIGRATION: &'static str;
 }
 
 fn entry(run: RunId, key: &str) -> AuditEntry {
@@ -40,6 +42,43 @@ fn entry(run: RunId, key: &str) -> AuditEntry {
 pub async fn meets_the_contract<B: Backend>() {
     let b = B::new().await;
     state_store_contract(&b.open().await, "contract").await;
+}
+
+pub async fn meets_the_cursor_contract<B: Backend>() {
+    let b = B::new().await;
+    moodbridge_core::testing::cursor_store_contract(Arc::new(b.open().await), "contract").await;
+}
+
+/// Replay ids a store kept as checkpoints (stream = the channel) become cursors when it
+/// is opened by this version; other checkpoints stay as they are.
+pub async fn stored_replay_ids_become_cursors<B: Backend>() {
+    let b = B::new().await;
+    let s = b.open().await;
+    let run = s.start_run("case-changes").await.unwrap();
+    for (stream, state) in [
+        (
+            "/data/CaseChangeEvent",
+            serde_json::json!({"replay_id": 8123}),
+        ),
+        ("Case", serde_json::json!({"cursor": "2026-01-01"})),
+    ] {
+        s.commit_checkpoint("case-changes", &Checkpoint::new(stream, state), run)
+            .await
+            .unwrap();
+    }
+    s.reset_cursors("case-changes").await.unwrap();
+    B::close(s).await;
+    // The migration's carry-over statement, run on the stored checkpoints.
+    let sql = B::CURSORS_MIGRATION;
+    let carry_over = &sql[sql.find("INSERT INTO cursors").unwrap()..];
+    b.raw(carry_over).await.unwrap();
+    let s = b.open().await;
+    let cursors = s.cursors("case-changes").await.unwrap();
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+    assert_eq!(
+        (cursors[0].partition.as_str(), cursors[0].position.as_str()),
+        ("/data/CaseChangeEvent", "8123")
+    );
 }
 
 pub async fn committed_state_survives_reopening<B: Backend>() {
@@ -542,6 +581,14 @@ macro_rules! state_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn meets_the_contract() {
             state_common::meets_the_contract::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn meets_the_cursor_contract() {
+            state_common::meets_the_cursor_contract::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn stored_replay_ids_become_cursors() {
+            state_common::stored_replay_ids_become_cursors::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn committed_state_survives_reopening() {
