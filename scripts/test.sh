@@ -129,6 +129,27 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "feature subsets a host would pick"
+# Each connector alone, core and auth without defaults, a PostgreSQL-only host with every
+# connector: each must build on its own (features are additive; none may lean on another
+# crate's defaults).
+for subset in \
+  "-p moodbridge-core --no-default-features" \
+  "-p moodbridge-auth --no-default-features" \
+  "-p connector-salesforce" \
+  "-p connector-aws" \
+  "-p connector-azure" \
+  "-p moodbridge --no-default-features --features postgres,full"; do
+  echo "cargo check $subset"
+  # shellcheck disable=SC2086 # the subset is a list of arguments
+  cargo check --locked $subset
+done
+# The PostgreSQL-only host compiles no SQLite and no HTTP listener.
+if cargo tree --locked -p moodbridge --no-default-features --features postgres,full -e normal,build \
+  | grep -iE 'sqlite|axum'; then
+  echo "a PostgreSQL-only host pulls in SQLite or axum (above)"; exit 1
+fi
+
 step "tests (unit, integration, doc)"
 cargo test --workspace --all-features --locked
 

@@ -13,8 +13,9 @@
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `sqlite` (default) | the embedded SQLite state store and the `sqlite-warehouse` kind |
-//! | `postgres` | the PostgreSQL state store (several workers share it) |
+//! | `sqlite` (default) | the embedded SQLite state store, the `sqlite-warehouse` kind and the encrypted credential store (kind `encrypted-sqlite`) |
+//! | `loopback` (default) | `auth::oauth::login_with_loopback`: the OAuth login of command-line and desktop programs |
+//! | `postgres` | the PostgreSQL state store (several workers share it); with `sqlite` off, a host that links no SQLite |
 //! | `salesforce` | `salesforce`: kind `salesforce` |
 //! | `sandbox` | the local Salesforce sandbox server (`salesforce::sandbox`) |
 //! | `aws` | `aws`: kind `s3` |
@@ -54,7 +55,8 @@ pub use connector_azure as azure;
 /// |---|---|---|
 /// | `local-objects` | `storage::local_objects::LocalObjects` (an [`ObjectStore`]) | always |
 /// | `sqlite-warehouse` | `engine::sqlite_warehouse::SqliteWarehouse` (a [`SyncSink`]) | `sqlite` (default) |
-/// | `memory`, `env`, `encrypted-sqlite` | credential stores ([`auth::store::kinds`]) | always |
+/// | `memory`, `env` | credential stores ([`auth::store::kinds`]) | always |
+/// | `encrypted-sqlite` | the encrypted credential store | `sqlite` (default) |
 /// | `salesforce` | `salesforce::SalesforceIntegration` (source and sink) | `salesforce` |
 /// | `s3` | `aws::S3ObjectStore` | `aws` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
@@ -65,7 +67,7 @@ pub use connector_azure as azure;
 /// let registry = moodbridge::registry();
 /// let kinds: Vec<&str> = registry.kinds().collect();
 /// assert!(kinds.contains(&"local-objects"));
-/// assert!(kinds.contains(&"encrypted-sqlite"));
+/// assert!(kinds.contains(&"env"));
 /// ```
 pub fn registry() -> Registry {
     let mut registry = Registry::new();

@@ -14,6 +14,11 @@
 //! - [`oauth`] — OAuth 2.0 flows: client credentials, authorization code + PKCE (web and
 //!   loopback), refresh with rotation, JWT bearer (RFC 7523), revocation; provider presets.
 //! - [`token_manager`] — cached, single-flight, persisted access tokens for connectors.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `sqlite` (default) | `store::EncryptedStore`, the encrypted credential store on SQLite (kind `encrypted-sqlite`) |
+//! | `loopback` (default) | `oauth::login_with_loopback`, the authorization-code login of command-line and desktop programs (an HTTP listener on 127.0.0.1) |
 
 pub mod discovery;
 pub mod http;

@@ -3,7 +3,7 @@
 //! - client credentials — [`OAuthClient::client_credentials`];
 //! - authorization code with PKCE (S256) — for web hosts [`AuthorizationSessions`]
 //!   (state and verifier kept server-side, CSRF check on return); for command-line and
-//!   desktop programs [`login_with_loopback`] (a redirect listener on 127.0.0.1, random
+//!   desktop programs `login_with_loopback` (feature `loopback`; a redirect listener on 127.0.0.1, random
 //!   port);
 //! - refresh, keeping rotated refresh tokens — [`OAuthClient::refresh`];
 //! - JWT bearer (RFC 7523, Salesforce's server-to-server flow) — [`OAuthClient::jwt_bearer`];
@@ -26,12 +26,14 @@
 
 mod client;
 mod http_adapter;
+#[cfg(feature = "loopback")]
 mod loopback;
 mod provider;
 mod sessions;
 mod token_set;
 
 pub use client::{OAuthClient, PendingAuthorization, Revocable};
+#[cfg(feature = "loopback")]
 pub use loopback::login_with_loopback;
 pub use provider::{ClientAuth, Provider, ProviderConfig};
 pub use sessions::AuthorizationSessions;

@@ -25,16 +25,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+#[cfg(feature = "sqlite")]
+use moodbridge_core::Error;
 use moodbridge_core::config::{SecretRef, Validate, Validator};
 use moodbridge_core::integration::{
     Capabilities, Capability, HealthReport, HealthStatus, Interfaces, PlatformIntegration,
 };
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
-use moodbridge_core::{CredentialStore, Error, IntegrationConfig, Result};
+use moodbridge_core::{CredentialStore, IntegrationConfig, Result};
+#[cfg(feature = "sqlite")]
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::{EncryptedStore, EnvStore, Keyring, MasterKey, MemoryStore};
+#[cfg(feature = "sqlite")]
+use super::{EncryptedStore, Keyring, MasterKey};
+use super::{EnvStore, MemoryStore};
 
 /// Kind of [`MemoryStore`] integrations.
 pub const MEMORY: &str = "memory";
@@ -205,6 +210,7 @@ impl Validate for EncryptedSettings {
     }
 }
 
+#[cfg(feature = "sqlite")]
 async fn master_key(r: &SecretRef) -> Result<MasterKey> {
     let text = r.resolve(None).await?;
     MasterKey::parse(text.expose_secret())
@@ -228,16 +234,23 @@ impl StoreFactory {
         StoreFactory { kind: ENV }
     }
 
-    /// The `encrypted-sqlite` factory.
+    /// The `encrypted-sqlite` factory (feature `sqlite`).
+    #[cfg(feature = "sqlite")]
     pub fn encrypted_sqlite() -> Self {
         StoreFactory {
             kind: ENCRYPTED_SQLITE,
         }
     }
 
-    /// All three.
-    pub fn all() -> [Self; 3] {
-        [Self::memory(), Self::env(), Self::encrypted_sqlite()]
+    /// Every kind this build has: `memory`, `env` and, with feature `sqlite`,
+    /// `encrypted-sqlite`.
+    pub fn all() -> Vec<Self> {
+        vec![
+            Self::memory(),
+            Self::env(),
+            #[cfg(feature = "sqlite")]
+            Self::encrypted_sqlite(),
+        ]
     }
 }
 
@@ -251,7 +264,10 @@ impl IntegrationFactory for StoreFactory {
         match self.kind {
             MEMORY => drop(config.check_settings::<MemorySettings>(v)),
             ENV => drop(config.check_settings::<EnvSettings>(v)),
+            #[cfg(feature = "sqlite")]
             _ => drop(config.check_settings::<EncryptedSettings>(v)),
+            #[cfg(not(feature = "sqlite"))]
+            _ => {}
         }
     }
 
@@ -266,6 +282,9 @@ impl IntegrationFactory for StoreFactory {
                 let s: EnvSettings = ctx.settings()?;
                 Arc::new(StoreIntegration::new(id, ENV, EnvStore::new(s.prefix)))
             }
+            #[cfg(not(feature = "sqlite"))]
+            _ => unreachable!("the encrypted-sqlite factory exists with feature sqlite only"),
+            #[cfg(feature = "sqlite")]
             _ => {
                 let s: EncryptedSettings = ctx.settings()?;
                 let primary = match (&s.master_key, &s.master_key_file) {
