@@ -10,10 +10,10 @@ cargo bench --locked -p moodbridge-core --bench sync_throughput_mimalloc
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"
 cargo bench --locked -p moodbridge-auth --bench token_cache
 # The Salesforce benches start the sandbox example as a separate process.
-cargo build --locked --release -p connector-salesforce --features sandbox --example sandbox
-cargo bench --locked -p connector-salesforce --features sandbox --bench query_stream
-cargo bench --locked -p connector-salesforce --features sandbox --bench bulk_sync
-cargo bench --locked -p connector-salesforce --features sandbox --bench bulk_sync_mimalloc
+cargo build --locked --release -p salesforce-sandbox --example sandbox
+cargo bench --locked -p connector-salesforce --bench query_stream
+cargo bench --locked -p connector-salesforce --bench bulk_sync
+cargo bench --locked -p connector-salesforce --bench bulk_sync_mimalloc
 cargo bench --locked -p connector-aws --bench s3_transfer
 cargo bench --locked -p connector-azure --bench blob_transfer
 ./scripts/measure_ops_server.sh 5

@@ -37,9 +37,16 @@ pub use moodbridge_core::*;
 pub use moodbridge_auth as auth;
 
 /// Salesforce (feature `salesforce`): REST, SOQL, composite, Bulk API 2.0, streaming,
-/// source and sink; the local sandbox with feature `sandbox`.
+/// source and sink; the local sandbox ([`salesforce::sandbox`]) with feature `sandbox`.
 #[cfg(feature = "salesforce")]
-pub use connector_salesforce as salesforce;
+pub mod salesforce {
+    pub use connector_salesforce::*;
+
+    /// The local Salesforce-compatible server (feature `sandbox`): OAuth, REST, Bulk API
+    /// 2.0 and the Streaming API on loopback, for tests, examples and local development.
+    #[cfg(feature = "sandbox")]
+    pub use salesforce_sandbox as sandbox;
+}
 
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]).
 #[cfg(feature = "aws")]

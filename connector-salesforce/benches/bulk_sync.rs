@@ -2,7 +2,7 @@
 //! allocator (glibc): see `bulk/mod.rs` for the phases. `bulk_sync_mimalloc` runs the same
 //! with mimalloc.
 //!
-//! Run: `cargo bench -p connector-salesforce --features sandbox --bench bulk_sync`
+//! Run: `cargo bench -p connector-salesforce --bench bulk_sync`
 //! (records: `-- 1000000`; `MALLOC_ARENA_MAX=1` in the environment limits glibc to one
 //! arena, see docs/performance.md). Without cargo bench's `--bench` flag it makes a smoke
 //! run. Results are in docs/performance.md.

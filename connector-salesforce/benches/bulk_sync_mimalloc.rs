@@ -2,7 +2,7 @@
 //! allocator than the system's gets. Records are maps allocated by the reading task and
 //! freed by the writing one; glibc's malloc pays for that cross-thread traffic.
 //!
-//! Run: `cargo bench -p connector-salesforce --features sandbox --bench bulk_sync_mimalloc`
+//! Run: `cargo bench -p connector-salesforce --bench bulk_sync_mimalloc`
 //! (records: `-- 1000000`). Results are in docs/performance.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "bench binary")]

@@ -8,7 +8,7 @@
 //!    runtime task, the median of the paired differences (each SDK call minus the raw call
 //!    of the same round), for the default policy and a passthrough one.
 //!
-//! Run: `cargo bench -p connector-salesforce --features sandbox --bench query_stream`
+//! Run: `cargo bench -p connector-salesforce --bench query_stream`
 //! (records: `-- 1000000`; rounds: `MB_BENCH_CALLS=10000`). Without cargo bench's
 //! `--bench` flag (as under `cargo test --benches`) it makes a short smoke run. Results are
 //! in docs/performance.md.

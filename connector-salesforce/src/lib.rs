@@ -14,11 +14,13 @@
 //! - [`error`] — Salesforce's error arrays mapped into the SDK's one error model;
 //! - [`soql`] — a typed SOQL builder whose every value is escaped and every name checked;
 //! - [`streaming`] — Change Data Capture and PushTopic events over CometD long polling,
-//!   with replay ids persisted in the state store;
+//!   with replay ids kept in a cursor store;
 //! - [`sync`] — Salesforce objects as the sync engine's `SyncSource` / `SyncSink`
 //!   (REST below the bulk threshold, Bulk API 2.0 above it);
-//! - `sandbox` (feature `sandbox`) — the local Salesforce-compatible server (REST, OAuth,
-//!   composite, describe, limits, Bulk API 2.0, fault injection).
+//!
+//! The local Salesforce-compatible server the tests and examples run against is its own
+//! crate, `salesforce-sandbox` (`moodbridge::salesforce::sandbox` with the umbrella's
+//! feature `sandbox`): this crate holds no server code.
 //!
 //! Hosts name the few types they use from the crate root: [`SalesforceClient`],
 //! [`SalesforceFactory`], [`SalesforceSettings`], [`KIND`].
@@ -35,8 +37,6 @@ pub mod config;
 pub mod error;
 pub mod instance;
 pub mod integration;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod soql;
 pub mod streaming;
 pub mod sync;

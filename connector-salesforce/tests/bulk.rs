@@ -14,9 +14,9 @@ use support::{connect, fast_poll, patient};
 use std::time::Duration;
 
 use connector_salesforce::bulk::{BulkQueryOptions, IngestOperation, IngestOptions, RecordState};
-use connector_salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use futures::TryStreamExt;
 use moodbridge_core::ErrorKind;
+use salesforce_sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 fn options(max_job_bytes: u64, parallel_jobs: usize) -> IngestOptions {

@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use connector_salesforce::client::{ApiVersion, SalesforceClient};
 use connector_salesforce::instance::InstanceAllowList;
-use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use connector_salesforce::soql::{Soql, field};
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
 use moodbridge_auth::token_manager::TokenManager;
 use moodbridge_core::ErrorKind;
+use salesforce_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -327,7 +327,7 @@ fn patient_policy() -> moodbridge_core::Policy {
 
 #[tokio::test]
 async fn unavailability_rate_limits_and_dropped_connections_are_retried_to_the_exact_result() {
-    use connector_salesforce::sandbox::Faults;
+    use salesforce_sandbox::Faults;
     let sb = sandbox(5).await;
     let sf = connect_patiently(&sb).await;
     sb.set_faults(Faults {
@@ -354,7 +354,7 @@ async fn unavailability_rate_limits_and_dropped_connections_are_retried_to_the_e
 
 #[tokio::test]
 async fn the_daily_request_limit_is_reported_not_hammered_and_a_session_ended_midway_is_renewed() {
-    use connector_salesforce::sandbox::Faults;
+    use salesforce_sandbox::Faults;
     let sb = sandbox(2_000).await;
     let sf = connect_patiently(&sb).await;
     sb.set_faults(Faults {
@@ -1035,15 +1035,14 @@ struct SandboxFaults<'a>(&'a RunningSandbox);
 
 impl moodbridge_core::testing::FaultInjector for SandboxFaults<'_> {
     fn fail_next(&self, n: Option<u64>) {
-        self.0.set_faults(connector_salesforce::sandbox::Faults {
+        self.0.set_faults(salesforce_sandbox::Faults {
             unavailable_first: n.unwrap_or(u64::MAX),
             ..Default::default()
         });
     }
 
     fn heal(&self) {
-        self.0
-            .set_faults(connector_salesforce::sandbox::Faults::default());
+        self.0.set_faults(salesforce_sandbox::Faults::default());
     }
 
     fn requests(&self) -> u64 {

@@ -6,8 +6,8 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use connector_salesforce::soql::{Soql, field};
+use salesforce_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 const V: &str = "/services/data/v62.0";

@@ -15,13 +15,13 @@ use support::connect;
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_salesforce::sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use connector_salesforce::streaming::{
     ChangeEvent, ChangeStream, ChangeType, ReplayFrom, SubscribeOptions,
 };
 use futures::StreamExt;
 use moodbridge_core::ErrorKind;
 use moodbridge_core::state::{CursorStore, SqliteStateStore, StateStore};
+use salesforce_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use serde_json::json;
 
 async fn sandbox(retention: usize) -> RunningSandbox {

@@ -14,7 +14,6 @@ use support::{connect, fast_poll, patient};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector_salesforce::sandbox::{Faults, Sandbox, SandboxConfig};
 use connector_salesforce::sync::{SalesforceSink, SalesforceSource};
 use moodbridge_core::engine::{MemorySource, Pipeline, SqliteTableSink, SyncEngine};
 use moodbridge_core::state::{SqliteStateStore, StateStore};
@@ -22,6 +21,7 @@ use moodbridge_core::{
     FieldDescriptor, FieldType, Policy, ReadRequest, Record, RetryConfig, StreamDescriptor,
     SyncMode, SyncSource,
 };
+use salesforce_sandbox::{Faults, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 struct Env {
@@ -581,8 +581,8 @@ async fn the_salesforce_source_meets_the_source_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_salesforce_sink_meets_the_sink_contract() {
-    use connector_salesforce::sandbox::org::{FieldDef, ObjectDef};
     use moodbridge_core::testing::{SinkContract, sync_sink_contract};
+    use salesforce_sandbox::org::{FieldDef, ObjectDef};
     let sb = Sandbox::new(SandboxConfig::default())
         .define(ObjectDef::new(
             "Matter__c",

@@ -69,7 +69,7 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "start {} (build it with --example sandbox --features sandbox): {e}",
+                    "start {} (build it with `cargo build --release -p salesforce-sandbox --example sandbox`): {e}",
                     bin.display()
                 )
             });

@@ -14,10 +14,10 @@ use std::time::Duration;
 use connector_salesforce::bulk::PollOptions;
 use connector_salesforce::client::SalesforceClient;
 use connector_salesforce::instance::InstanceAllowList;
-use connector_salesforce::sandbox::RunningSandbox;
 use moodbridge_auth::oauth::{ClientAuth, OAuthClient, Provider};
 use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
 use moodbridge_core::{Policy, RetryConfig};
+use salesforce_sandbox::RunningSandbox;
 use secrecy::SecretString;
 
 /// The sandbox as an identity provider: authorize, token and revoke endpoints.

@@ -188,7 +188,7 @@ pub fn run(org: &Org, search: &Search, version: &str) -> Result<Value, ApiError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soql::{SearchScope, Sosl};
+    use connector_salesforce::soql::{SearchScope, Sosl};
     use proptest::prelude::*;
 
     proptest! {

@@ -1,6 +1,7 @@
-//! A local Salesforce-compatible sandbox server (feature `sandbox`), built from the
-//! published REST API reference because Salesforce has no emulator: for tests, examples
-//! and local development, on 127.0.0.1 only.
+//! A local Salesforce-compatible sandbox server, built from the published REST API
+//! reference because Salesforce has no emulator: for tests, examples and local
+//! development, on 127.0.0.1 only. Hosts reach it as `moodbridge::salesforce::sandbox`
+//! (umbrella feature `sandbox`).
 //!
 //! It serves what the connector uses, faithfully to the reference: `/services/data`
 //! versions, the OAuth token endpoint (client credentials, refresh token, and the JWT
@@ -15,7 +16,7 @@
 //! call N, and dropped connections.
 //!
 //! ```
-//! use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+//! use salesforce_sandbox::{Sandbox, SandboxConfig};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let sandbox = Sandbox::new(SandboxConfig::default()).seed(5, 2, 42).start().await.unwrap();
@@ -29,6 +30,7 @@
 mod bulk;
 mod cdc;
 mod composite;
+mod error;
 mod eval;
 mod oauth;
 pub mod org;
@@ -42,6 +44,7 @@ use std::time::Duration;
 use moodbridge_core::{Error, Result};
 use tokio::sync::oneshot;
 
+pub use error::ApiError;
 use org::{ObjectDef, Org};
 
 /// How the sandbox behaves.
@@ -241,13 +244,13 @@ impl RunningSandbox {
     ///
     /// ```no_run
     /// # async fn f() -> moodbridge_core::Result<()> {
-    /// use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+    /// use salesforce_sandbox::{Sandbox, SandboxConfig};
     /// let sandbox = Sandbox::new(SandboxConfig::default()).seed(10, 1, 1).start().await?;
     /// let client = sandbox.client_builder("salesforce:dev")?.connect().await?;
     /// assert_eq!(client.api_version(), "62.0");
     /// # Ok(()) }
     /// ```
-    pub fn client_builder(&self, id: &str) -> Result<crate::client::ClientBuilder> {
+    pub fn client_builder(&self, id: &str) -> Result<connector_salesforce::client::ClientBuilder> {
         use moodbridge_auth::oauth::OAuthClient;
         use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
         let config = &self.shared.config;
@@ -266,13 +269,15 @@ impl RunningSandbox {
                 resource: None,
             }),
         );
-        Ok(crate::client::SalesforceClient::builder(
+        Ok(connector_salesforce::client::SalesforceClient::builder(
             id,
             tokens,
             "salesforce-sandbox",
             "integration",
         )
-        .allow_instances(crate::instance::InstanceAllowList::default().with_loopback()))
+        .allow_instances(
+            connector_salesforce::instance::InstanceAllowList::default().with_loopback(),
+        ))
     }
 
     /// A valid access token, without going through the token endpoint.
@@ -317,7 +322,7 @@ impl RunningSandbox {
     ///
     /// ```no_run
     /// # async fn run() -> moodbridge_core::Result<()> {
-    /// use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+    /// use salesforce_sandbox::{Sandbox, SandboxConfig};
     /// let sb = Sandbox::new(SandboxConfig::default()).start().await?;
     /// assert!(sb.bulk_queries().is_empty());
     /// # sb.stop().await; Ok(()) }

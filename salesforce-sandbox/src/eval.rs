@@ -700,7 +700,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{Column, RowReader, SortKeys, cmp};
-    use crate::sandbox::org::{Fields, Org, standard_objects};
+    use crate::org::{Fields, Org, standard_objects};
 
     /// Rows whose fields come in different orders, lack fields, or carry extra ones read
     /// the same as looking every column up by name.

@@ -45,7 +45,7 @@ impl FieldDef {
     /// lengths: 255, or 32,000 for `textarea`).
     ///
     /// ```
-    /// use connector_salesforce::sandbox::org::{FieldDef, ObjectDef};
+    /// use salesforce_sandbox::org::{FieldDef, ObjectDef};
     /// let matter = ObjectDef::new("Matter__c", "a01", vec![
     ///     FieldDef::new("Name", "string").required(),
     ///     FieldDef::new("Client__c", "reference").reference("Account"),

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+use salesforce_sandbox::{Sandbox, SandboxConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsforce_works_against_the_sandbox_unchanged() {

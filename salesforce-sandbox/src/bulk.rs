@@ -1342,7 +1342,7 @@ mod tests {
     )]
 
     use super::*;
-    use crate::sandbox::org::{FieldDef, ObjectDef};
+    use crate::org::{FieldDef, ObjectDef};
 
     #[test]
     fn csv_text_becomes_the_field_type_and_na_is_null() {
@@ -1366,8 +1366,8 @@ mod tests {
     }
 
     /// The cells of every row `soql` selects, as the query job renders them.
-    fn cells(org: &crate::sandbox::org::Org, soql: &str) -> Vec<Vec<String>> {
-        let q = crate::sandbox::soql::parse(soql).unwrap();
+    fn cells(org: &crate::org::Org, soql: &str) -> Vec<Vec<String>> {
+        let q = crate::soql::parse(soql).unwrap();
         let (def, rows) = eval::select(org, &q).unwrap();
         let mut reader = eval::RowReader::new(eval::Column::plan(&def, &q.fields));
         rows.into_iter()
@@ -1388,10 +1388,10 @@ mod tests {
 
     #[test]
     fn a_result_rendered_in_parts_is_the_result_rendered_whole() {
-        use crate::sandbox::org::{Org, standard_objects};
+        use crate::org::{Org, standard_objects};
         let mut org = Org::new(standard_objects());
         org.seed(41, 0, 0);
-        let q = crate::sandbox::soql::parse(
+        let q = crate::soql::parse(
             "SELECT Id, Name, AnnualRevenue, BillingCity FROM Account ORDER BY Name",
         )
         .unwrap();
@@ -1476,7 +1476,7 @@ mod tests {
 
     #[test]
     fn order_by_id_sorts_either_way() {
-        use crate::sandbox::org::{Org, standard_objects};
+        use crate::org::{Org, standard_objects};
         let mut org = Org::new(standard_objects());
         org.seed(40, 0, 0);
         let ids = |soql: &str| -> Vec<String> {
@@ -1500,7 +1500,7 @@ mod tests {
 
     #[test]
     fn cells_reach_into_parent_records_by_any_case() {
-        use crate::sandbox::org::{Org, standard_objects};
+        use crate::org::{Org, standard_objects};
         let mut org = Org::new(standard_objects());
         let obj = |v: Value| v.as_object().unwrap().clone();
         let acme = org

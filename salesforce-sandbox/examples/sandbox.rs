@@ -2,13 +2,13 @@
 //! realistic data, and print how to reach it.
 //!
 //! ```sh
-//! cargo run -p connector-salesforce --features sandbox --example sandbox -- [ACCOUNTS] [PER_ACCOUNT]
+//! cargo run --release -p salesforce-sandbox --example sandbox -- [ACCOUNTS] [PER_ACCOUNT]
 //! ```
 //!
 //! The first line printed is `SANDBOX_URL=<url> TOKEN=<access token>` (benchmarks read
 //! it); the token endpoint takes client id `sandbox-client`, secret `sandbox-secret`.
 
-use connector_salesforce::sandbox::{Sandbox, SandboxConfig};
+use salesforce_sandbox::{Sandbox, SandboxConfig};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> moodbridge_core::Result<()> {

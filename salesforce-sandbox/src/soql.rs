@@ -3,7 +3,7 @@
 //! an unknown escape is an error, as on Salesforce (`MALFORMED_QUERY`).
 //!
 //! ```
-//! use connector_salesforce::sandbox::soql::{Literal, Predicate, parse};
+//! use salesforce_sandbox::soql::{Literal, Predicate, parse};
 //!
 //! let q = parse("SELECT Id, Name FROM Account WHERE Name = 'O\\'Brien' LIMIT 5").unwrap();
 //! assert_eq!(q.object, "Account");
@@ -629,7 +629,7 @@ pub fn like_matches(pattern: &[LikePart], text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soql::{Like, Soql, field};
+    use connector_salesforce::soql::{Like, Soql, field};
     use proptest::prelude::*;
 
     fn where_of(q: &str) -> Predicate {
@@ -685,10 +685,13 @@ mod tests {
                 field("LastName")
                     .eq("x")
                     .or(field("Email").like(Like::ends_with("@example.com")))
-                    .and(field("CreatedDate").ge(crate::soql::DateLiteral::LastNDays(30)))
+                    .and(
+                        field("CreatedDate")
+                            .ge(connector_salesforce::soql::DateLiteral::LastNDays(30)),
+                    )
                     .and(!field("Tags__c").includes(["a;b"])),
             )
-            .order_by("LastName", crate::soql::Order::Desc)
+            .order_by("LastName", connector_salesforce::soql::Order::Desc)
             .limit(10)
             .offset(20)
             .build()
