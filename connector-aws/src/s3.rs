@@ -48,11 +48,14 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
+use moodbridge_core::raw::{
+    PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
+};
 use moodbridge_core::resilience::{Operation, Policy, PolicyConfig};
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
-    ObjectStore, PartReader, PresignMethod, PresignedRequest, PutOptions, PutResult,
-    TransferProgress, byte_stream, ranged_download, sha256, upload_parts, with_progress,
+    ObjectStore, PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress,
+    byte_stream, sha256,
 };
 use moodbridge_core::{CredentialStore, Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -413,7 +416,7 @@ impl S3Builder {
             Some(policy) => policy.clone(),
             None => Policy::from_config(
                 id.clone(),
-                &moodbridge_core::storage::transfer_policy_config(self.max_attempts),
+                &moodbridge_core::raw::transfer_policy_config(self.max_attempts),
             )?,
         };
         Ok(S3ObjectStore {
@@ -432,7 +435,7 @@ impl S3Builder {
 /// backoff from 100 ms within 30 s, temporary errors only (5xx, `SlowDown`, timeouts,
 /// connection failures); 5 minutes per attempt (a part of up to 5 GiB).
 pub fn default_policy_config() -> PolicyConfig {
-    moodbridge_core::storage::transfer_policy_config(3)
+    moodbridge_core::raw::transfer_policy_config(3)
 }
 
 /// Checks an S3 bucket name against S3's naming rules (general purpose buckets), so a
@@ -606,19 +609,9 @@ fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
         }
         _ => {}
     }
-    match status {
-        404 => ErrorKind::NotFound,
-        403 => ErrorKind::Forbidden,
-        401 => ErrorKind::Auth,
-        409 | 412 => ErrorKind::Conflict,
-        416 => ErrorKind::InvalidInput,
-        // Throttling is told by its error code (above); a bare 503 (no code: a HEAD
-        // answer, a gateway) is an outage.
-        429 => ErrorKind::RateLimited { retry_after: None },
-        408 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Protocol,
-    }
+    // Throttling is told by its error code (above); a bare 503 (no code: a HEAD answer,
+    // a gateway) is an outage.
+    kind_of_status(status)
 }
 
 fn b64(digest: [u8; 32]) -> String {

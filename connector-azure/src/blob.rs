@@ -36,11 +36,13 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
+use moodbridge_core::raw::{
+    PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
+};
 use moodbridge_core::resilience::{Policy, PolicyConfig};
 use moodbridge_core::storage::{
-    ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PartReader,
-    PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress, byte_stream,
-    ranged_download, upload_parts, with_progress,
+    ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PresignMethod,
+    PresignedRequest, PutOptions, PutResult, TransferProgress, byte_stream,
 };
 use moodbridge_core::{Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -305,7 +307,7 @@ impl AzureBlobBuilder {
             Some(policy) => policy.clone(),
             None => Policy::from_config(
                 id.clone(),
-                &moodbridge_core::storage::transfer_policy_config(self.max_attempts),
+                &moodbridge_core::raw::transfer_policy_config(self.max_attempts),
             )?,
         };
         Ok(AzureBlobStore {
@@ -333,7 +335,7 @@ impl AzureBlobBuilder {
 /// (5xx, `ServerBusy`, timeouts, connection failures); 5 minutes per attempt (a block of up
 /// to 4,000 MiB).
 pub fn default_policy_config() -> PolicyConfig {
-    moodbridge_core::storage::transfer_policy_config(3)
+    moodbridge_core::raw::transfer_policy_config(3)
 }
 
 /// Azure Blob Storage as an [`ObjectStore`] (and a [`PlatformIntegration`]). Cheap to
@@ -436,19 +438,9 @@ fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
         Some("InvalidRange") => return ErrorKind::InvalidInput,
         _ => {}
     }
-    match status {
-        404 => ErrorKind::NotFound,
-        403 => ErrorKind::Forbidden,
-        401 => ErrorKind::Auth,
-        409 | 412 => ErrorKind::Conflict,
-        416 => ErrorKind::InvalidInput,
-        // Throttling is told by its error code (above); a bare 503 (no code: a HEAD
-        // answer, a gateway) is an outage.
-        429 => ErrorKind::RateLimited { retry_after: None },
-        408 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Protocol,
-    }
+    // Throttling is told by its error code (above); a bare 503 (no code: a gateway) is
+    // an outage.
+    kind_of_status(status)
 }
 
 fn md5(data: &[u8]) -> Vec<u8> {

@@ -89,16 +89,14 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
     })
 }
 
+/// Salesforce's statuses where they differ from the common fallback
+/// ([`moodbridge_core::raw::kind_of_status`]): a 401 is an expired or revoked session (the
+/// token manager refreshes it), 420 is Salesforce's throttling.
 fn kind_of_status(status: u16) -> ErrorKind {
     match status {
         401 => ErrorKind::AuthExpired,
-        403 => ErrorKind::Forbidden,
-        404 => ErrorKind::NotFound,
-        409 | 412 => ErrorKind::Conflict,
-        420 | 429 => ErrorKind::RateLimited { retry_after: None },
-        500..=599 => ErrorKind::Unavailable,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Protocol,
+        420 => ErrorKind::RateLimited { retry_after: None },
+        other => moodbridge_core::raw::kind_of_status(other),
     }
 }
 

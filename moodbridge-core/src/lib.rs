@@ -47,6 +47,7 @@ pub mod host;
 pub mod http;
 pub mod integration;
 pub mod observe;
+pub mod raw;
 pub mod record;
 pub mod registry;
 pub mod resilience;

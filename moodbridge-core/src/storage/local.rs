@@ -29,9 +29,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
     ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult,
-    StreamDigest, TransferProgress, body_error, byte_stream, hex, with_progress,
+    TransferProgress, byte_stream, hex,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::raw::{StreamDigest, body_error, with_progress};
 
 /// Characters encoded in a segment's file name.
 const SEGMENT: &AsciiSet = &CONTROLS
