@@ -192,31 +192,20 @@ impl Registry {
     /// Add every problem of `integrations` to `v` (ids unique, policies, known kinds,
     /// each connector's settings), under `integration[i]` paths.
     pub fn validate_into(&self, integrations: &[IntegrationConfig], v: &mut Validator) {
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, integration) in integrations.iter().enumerate() {
-            v.nested(format!("integration[{i}]"), |v| {
-                integration.validate_into(v);
-                if !seen.insert(integration.id.as_str()) {
-                    v.problem(
-                        "id",
-                        format!("{:?} is used by more than one integration", integration.id),
-                        "give every integration a unique id",
-                    );
-                }
-                match self.factories.get(integration.kind.as_str()) {
-                    Some(f) => f.validate(integration, v),
-                    None if integration.kind.is_empty() => {}
-                    None => v.problem(
-                        "kind",
-                        format!("unknown kind {:?}", integration.kind),
-                        format!(
-                            "use one of [{}], or enable the moodbridge cargo feature of that connector",
-                            self.kinds().collect::<Vec<_>>().join(", ")
-                        ),
+        crate::config::validate_integrations(integrations, v, |integration, v| {
+            match self.factories.get(integration.kind.as_str()) {
+                Some(f) => f.validate(integration, v),
+                None if integration.kind.is_empty() => {}
+                None => v.problem(
+                    "kind",
+                    format!("unknown kind {:?}", integration.kind),
+                    format!(
+                        "use one of [{}], or enable the moodbridge cargo feature of that connector",
+                        self.kinds().collect::<Vec<_>>().join(", ")
                     ),
-                }
-            });
-        }
+                ),
+            }
+        });
     }
 
     /// Build one integration from its config (already validated).

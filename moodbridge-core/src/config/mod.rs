@@ -74,19 +74,31 @@ pub(crate) fn span_of(text: &str, span: Option<std::ops::Range<usize>>) -> Strin
 
 impl Validate for SdkConfig {
     fn validate_into(&self, v: &mut Validator) {
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, integration) in self.integrations.iter().enumerate() {
-            v.nested(format!("integration[{i}]"), |v| {
-                integration.validate_into(v);
-                if !seen.insert(integration.id.as_str()) {
-                    v.problem(
-                        "id",
-                        format!("{:?} is used by more than one integration", integration.id),
-                        "give every integration a unique id",
-                    );
-                }
-            });
-        }
+        validate_integrations(&self.integrations, v, |_, _| {});
+    }
+}
+
+/// Every problem of `integrations` under `integration[i]` paths: each one's own
+/// (`IntegrationConfig::validate_into`), ids used twice, then `more` (what a caller knows
+/// beyond the config itself, such as the registry's kinds).
+pub(crate) fn validate_integrations(
+    integrations: &[IntegrationConfig],
+    v: &mut Validator,
+    mut more: impl FnMut(&IntegrationConfig, &mut Validator),
+) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, integration) in integrations.iter().enumerate() {
+        v.nested(format!("integration[{i}]"), |v| {
+            integration.validate_into(v);
+            if !seen.insert(integration.id.as_str()) {
+                v.problem(
+                    "id",
+                    format!("{:?} is used by more than one integration", integration.id),
+                    "give every integration a unique id",
+                );
+            }
+            more(integration, v);
+        });
     }
 }
 
