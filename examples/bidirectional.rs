@@ -17,11 +17,12 @@
 use std::sync::Arc;
 
 use moodbridge::engine::{
-    BidirectionalConfig, BidirectionalReport, ConflictPolicy, MemorySystem, Side, SyncEngine,
+    BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side, SyncEngine,
 };
 use moodbridge::salesforce::sandbox::{Sandbox, SandboxConfig};
 use moodbridge::salesforce::sync::{SalesforceSink, SalesforceSource};
 use moodbridge::state::{SqliteStateStore, StateStore};
+use moodbridge::testing::MemorySystem;
 use moodbridge::{Error, Record, Result, StreamDescriptor};
 use serde_json::{Value, json};
 

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moodbridge/target}"
 cargo bench --locked -p moodbridge-core --bench policy_overhead -- "$@"
-cargo bench --locked -p moodbridge-core --bench sync_throughput -- breakdown
-cargo bench --locked -p moodbridge-core --bench sync_throughput_mimalloc
+cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- breakdown
+cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput_mimalloc
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"
 cargo bench --locked -p moodbridge-auth --bench token_cache
 # The Salesforce benches start the sandbox example as a separate process.

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connector_salesforce::sync::{SalesforceSink, SalesforceSource};
-use moodbridge_core::engine::{MemorySource, Pipeline, SqliteTableSink, SyncEngine};
+use moodbridge_core::engine::{Pipeline, SqliteTableSink, SyncEngine};
 use moodbridge_core::state::{SqliteStateStore, StateStore};
+use moodbridge_core::testing::MemorySource;
 use moodbridge_core::{
     FieldDescriptor, FieldType, Policy, ReadRequest, Record, RetryConfig, StreamDescriptor,
     SyncMode, SyncSource,
@@ -288,7 +289,8 @@ async fn records_flow_back_into_the_org_by_external_id_and_failures_become_dead_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bidirectional_run_syncs_both_ways_drops_echoes_and_resolves_conflicts() {
-    use moodbridge_core::engine::{BidirectionalConfig, ConflictPolicy, MemorySystem, Side};
+    use moodbridge_core::engine::{BidirectionalConfig, ConflictPolicy, Side};
+    use moodbridge_core::testing::MemorySystem;
     let sb = Sandbox::new(SandboxConfig::default())
         .start()
         .await

@@ -3,7 +3,7 @@
 //! the reading task allocates what the writing task frees; glibc's malloc pays for that
 //! cross-thread traffic.
 //!
-//! Run: `cargo bench -p moodbridge-core --bench sync_throughput_mimalloc`.
+//! Run: `cargo bench -p moodbridge-core --features testing --bench sync_throughput_mimalloc`.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

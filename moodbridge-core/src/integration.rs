@@ -211,7 +211,7 @@ pub trait PlatformIntegration: Send + Sync {
     /// use async_trait::async_trait;
     /// use moodbridge_core::integration::Interfaces;
     /// use moodbridge_core::{Capabilities, HealthReport, HealthStatus, ObjectStore, PlatformIntegration, Result, SyncSink};
-    /// use moodbridge_core::engine::MemorySink;
+    /// use moodbridge_core::testing::MemorySink;
     /// # use std::time::Duration;
     ///
     /// struct Warehouse { sink: Arc<MemorySink> }

@@ -327,7 +327,7 @@ impl Integrations {
     /// # use async_trait::async_trait;
     /// # use moodbridge_core::integration::Interfaces;
     /// # use moodbridge_core::{Capabilities, HealthReport, HealthStatus, PlatformIntegration, Result};
-    /// # use moodbridge_core::engine::MemorySink;
+    /// # use moodbridge_core::testing::MemorySink;
     /// # struct Warehouse(Arc<MemorySink>);
     /// # #[async_trait]
     /// # impl PlatformIntegration for Warehouse {

@@ -11,11 +11,13 @@
 use secrecy::{ExposeSecret, SecretString};
 
 mod cursor;
+mod memory;
 mod metrics;
 mod resilience;
 mod storage;
 mod sync;
 pub use cursor::cursor_store_contract;
+pub use memory::{Faults, MemorySink, MemorySource, MemorySystem, account, account_descriptor};
 pub use metrics::{CounterValue, Counters, MetricsCapture};
 pub use resilience::{
     FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moodbridge_core::engine::{
-    MemorySource, Pipeline, PipelineConfig, SqliteTableSink, StreamConfig, SyncEngine, account,
-    account_descriptor,
+    Pipeline, PipelineConfig, SqliteTableSink, StreamConfig, SyncEngine,
 };
 use moodbridge_core::state::{RunStatus, SqliteStateStore, StateStore};
+use moodbridge_core::testing::{MemorySource, account, account_descriptor};
 use moodbridge_core::{SyncSink, WriteMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moodbridge_core::engine::{MemorySink, MemorySource, Pipeline, SyncEngine};
+use moodbridge_core::engine::{Pipeline, SyncEngine};
 use moodbridge_core::http::{HealthSummary, Ops, install_prometheus};
 use moodbridge_core::registry::{Built, Integrations};
 use moodbridge_core::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, RateLimitConfig, RateLimiter, RateQuota,
 };
 use moodbridge_core::state::SqliteStateStore;
+use moodbridge_core::testing::{MemorySink, MemorySource};
 use moodbridge_core::{
     Capabilities, HealthReport, HealthStatus, PlatformIntegration, Policy, Result,
 };

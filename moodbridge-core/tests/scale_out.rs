@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moodbridge_core::engine::{
-    Faults, Job, MemorySource, Pipeline, PipelineConfig, Schedule, SqliteTableSink, StreamConfig,
-    SyncEngine, Worker, account, account_descriptor,
+    Job, Pipeline, PipelineConfig, Schedule, SqliteTableSink, StreamConfig, SyncEngine, Worker,
 };
 use moodbridge_core::state::{PostgresStateStore, RunStatus, StateStore};
+use moodbridge_core::testing::{Faults, MemorySource, account, account_descriptor};
 use moodbridge_core::{SyncSink, WriteMode};
 use sqlx::Connection;
 

@@ -8,10 +8,9 @@
 )]
 
 use moodbridge_core::catalog::{FieldDescriptor, FieldType, StreamDescriptor};
-use moodbridge_core::engine::{
-    MemorySink, MemorySource, SqliteTableSink, account, account_descriptor,
-};
+use moodbridge_core::engine::SqliteTableSink;
 use moodbridge_core::record::RecordKey;
+use moodbridge_core::testing::{MemorySink, MemorySource, account, account_descriptor};
 use moodbridge_core::testing::{
     SinkContract, SourceContract, sync_sink_contract, sync_source_contract,
 };

@@ -16,8 +16,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use moodbridge_core::engine::{MemorySource, Pipeline, SqliteTableSink, SyncEngine};
+use moodbridge_core::engine::{Pipeline, SqliteTableSink, SyncEngine};
 use moodbridge_core::state::SqliteStateStore;
+use moodbridge_core::testing::MemorySource;
 
 const PIPELINE: &str = r#"
 name = "bench"

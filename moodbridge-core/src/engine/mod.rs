@@ -18,7 +18,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use moodbridge_core::engine::{MemorySink, MemorySource, Pipeline, PipelineConfig, StreamConfig, SyncEngine};
+//! use moodbridge_core::engine::{Pipeline, PipelineConfig, StreamConfig, SyncEngine};
+//! use moodbridge_core::testing::{MemorySink, MemorySource};
 //! use moodbridge_core::state::SqliteStateStore;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -36,7 +37,6 @@
 
 mod bidirectional;
 mod mapping;
-mod memory;
 mod pipeline;
 mod progress;
 mod replay;
@@ -49,7 +49,6 @@ mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
 pub use mapping::{CastType, MapStep, Mapping};
-pub use memory::{Faults, MemorySink, MemorySource, MemorySystem, account, account_descriptor};
 pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
@@ -59,7 +58,7 @@ pub use sqlite_sink::SqliteTableSink;
 pub use validation::{Rule, Rules, Sanitize, ValueType};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -842,10 +841,3 @@ fn approx_size(record: &Record) -> u64 {
 
 #[cfg(test)]
 mod tests;
-
-/// Wait `d` on the tokio clock (used by the memory doubles' injected latency).
-pub(crate) async fn pause(d: Duration) {
-    if !d.is_zero() {
-        tokio::time::sleep(d).await;
-    }
-}

@@ -15,7 +15,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use moodbridge_core::engine::{Job, MemorySink, MemorySource, Pipeline, Schedule, SyncEngine, Worker};
+//! use moodbridge_core::engine::{Job, Pipeline, Schedule, SyncEngine, Worker};
+//! use moodbridge_core::testing::{MemorySink, MemorySource};
 //! use moodbridge_core::state::PostgresStateStore;
 //!
 //! # async fn run() -> moodbridge_core::Result<()> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Validate;
+use crate::testing::{MemorySink, MemorySource};
 
 fn two_way(conflicts: ConflictPolicy) -> BidirectionalConfig {
     BidirectionalConfig {

@@ -12,6 +12,7 @@ use moodbridge_core::engine::*;
 use moodbridge_core::state::{
     AuditOperation, ChainStatus, FailureStage, RunCounts, RunStatus, StateStore,
 };
+use moodbridge_core::testing::{Faults, MemorySink, MemorySource, MemorySystem, account};
 use moodbridge_core::{
     Error, ErrorKind, FieldDescriptor, FieldType, Policy, Record, RecordBatch, Result, RetryConfig,
     StreamDescriptor, SyncSink, WriteMode, WriteReport,

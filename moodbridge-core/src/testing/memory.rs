@@ -19,8 +19,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::{key_of, pause};
 use crate::catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor};
+use crate::engine::key_of;
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordBatch};
 use crate::sync::{
@@ -112,7 +112,7 @@ struct MemStream {
 /// An in-memory [`SyncSource`]. See the module docs.
 ///
 /// ```
-/// use moodbridge_core::engine::MemorySource;
+/// use moodbridge_core::testing::MemorySource;
 /// use moodbridge_core::{Record, StreamDescriptor};
 ///
 /// let source = MemorySource::new();
@@ -781,7 +781,7 @@ impl SyncSink for MemorySink {
 /// their stamps compare.
 ///
 /// ```
-/// use moodbridge_core::engine::MemorySystem;
+/// use moodbridge_core::testing::MemorySystem;
 /// use moodbridge_core::{Record, StreamDescriptor};
 ///
 /// let crm = MemorySystem::new();
@@ -909,5 +909,12 @@ impl SyncSink for MemorySystem {
                 })
                 .collect(),
         ))
+    }
+}
+
+/// Wait `d` on the tokio clock (the doubles' injected latency).
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }
