@@ -1425,6 +1425,15 @@ fn encode_segment(value: &str) -> String {
         .collect()
 }
 
+/// Salesforce's datetimes: `2026-11-20T10:00:00.000+0000` (REST) or `…Z` (bulk CSV).
+pub(crate) fn parse_datetime(text: &str) -> Option<std::time::SystemTime> {
+    let normal = match text.strip_suffix("+0000") {
+        Some(head) => format!("{head}Z"),
+        None => text.replace("+00:00", "Z"),
+    };
+    humantime::parse_rfc3339_weak(&normal).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

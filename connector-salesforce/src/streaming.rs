@@ -216,7 +216,7 @@ impl ChangeEvent {
             changed_fields: Vec::new(),
             commit_timestamp: data["event"]["createdDate"]
                 .as_str()
-                .and_then(crate::sync::parse_datetime),
+                .and_then(crate::client::parse_datetime),
             commit_user: None,
             transaction_key: None,
             fields: sobject,

@@ -48,6 +48,7 @@ use serde_json::{Map, Value, json};
 use crate::bulk::{
     BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState, row_map,
 };
+use crate::client::parse_datetime;
 use crate::client::{RecordResult, SalesforceClient};
 use crate::soql::{Order, Soql, field};
 use crate::streaming::{ChangeStream, ChangeType, ReplayFrom, SubscribeOptions};
@@ -368,15 +369,6 @@ impl Position {
             "id": self.id,
         })
     }
-}
-
-/// Salesforce's datetimes: `2026-11-20T10:00:00.000+0000` (REST) or `…Z` (bulk CSV).
-pub(crate) fn parse_datetime(text: &str) -> Option<SystemTime> {
-    let normal = match text.strip_suffix("+0000") {
-        Some(head) => format!("{head}Z"),
-        None => text.replace("+00:00", "Z"),
-    };
-    humantime::parse_rfc3339_weak(&normal).ok()
 }
 
 fn to_record(value: Value) -> Result<Record> {

@@ -57,8 +57,11 @@ mod sqlite_wal;
 pub mod state;
 pub mod storage;
 pub mod sync;
+// Validation is below both `config` and `resilience` (each validates its settings);
+// its public path is `config`.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod validate;
 
 pub use catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor, SyncMode};
 pub use config::{IntegrationConfig, SdkConfig, SecretRef};

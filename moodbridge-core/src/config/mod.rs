@@ -21,10 +21,9 @@
 //! the integration is built.
 
 mod secret_ref;
-mod validate;
 
+pub use crate::validate::{ConfigProblem, ConfigProblems, Validate, Validator};
 pub use secret_ref::SecretRef;
-pub use validate::{ConfigProblem, ConfigProblems, Validate, Validator};
 
 use serde::{Deserialize, Serialize};
 

@@ -30,9 +30,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Validate, Validator};
 use crate::error::{Error, ErrorKind};
 use crate::observe::metric;
+use crate::validate::{Validate, Validator};
 
 /// Settings of a [`CircuitBreaker`].
 ///

@@ -44,9 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{Validate, Validator};
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::{CorrelationId, metric, scope_correlation_id};
+use crate::validate::{Validate, Validator};
 use call_metrics::CallMetrics;
 use retry::{Decision, Retry};
 

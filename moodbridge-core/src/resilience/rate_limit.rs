@@ -27,9 +27,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, Quota};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Validate, Validator};
 use crate::error::{Error, ErrorKind, Result};
 use crate::observe::metric;
+use crate::validate::{Validate, Validator};
 
 /// governor's clock trait over `tokio::time::Instant`, so a paused tokio clock drives the
 /// limiter.

@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::config::{Validate, Validator};
 use crate::error::{Error, ErrorKind};
+use crate::validate::{Validate, Validator};
 
 /// Settings of the retry step of a [`Policy`](crate::Policy).
 ///
