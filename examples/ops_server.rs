@@ -13,11 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moodbridge::engine::{Pipeline, SqliteTableSink, SyncEngine};
+use moodbridge::engine::{Pipeline, SyncEngine};
 use moodbridge::http::{Ops, install_prometheus};
 use moodbridge::registry::{Built, Integrations};
 use moodbridge::salesforce::sandbox::{Sandbox, SandboxConfig};
 use moodbridge::salesforce::sync::SalesforceSource;
+use moodbridge::sqlite::SqliteTableSink;
 use moodbridge::state::SqliteStateStore;
 use moodbridge::{Error, PlatformIntegration, Result};
 

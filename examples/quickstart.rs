@@ -25,13 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use moodbridge::engine::{
-    Pipeline, ProgressEvent, RunReport, SqliteTableSink, StreamProgress, SyncEngine,
-};
+use moodbridge::engine::{Pipeline, ProgressEvent, RunReport, StreamProgress, SyncEngine};
 use moodbridge::salesforce::bulk::PollOptions;
 use moodbridge::salesforce::client::SalesforceClient;
 use moodbridge::salesforce::sandbox::{Faults, RunningSandbox, Sandbox, SandboxConfig};
 use moodbridge::salesforce::sync::SalesforceSource;
+use moodbridge::sqlite::SqliteTableSink;
 use moodbridge::state::SqliteStateStore;
 use moodbridge::storage::{LocalObjectStore, PutOptions};
 use moodbridge::{Error, ObjectKey, ObjectStoreExt, Policy, Result, RetryConfig};

@@ -137,6 +137,7 @@ for subset in \
   "-p moodbridge-core --no-default-features" \
   "-p moodbridge-auth --no-default-features" \
   "-p connector-salesforce" \
+  "-p connector-sqlite" \
   "-p connector-aws" \
   "-p connector-azure" \
   "-p moodbridge --no-default-features --features postgres,full"; do

@@ -48,6 +48,11 @@ pub mod salesforce {
     pub use salesforce_sandbox as sandbox;
 }
 
+/// The embedded SQLite warehouse (feature `sqlite`): [`sqlite::SqliteTableSink`] and the
+/// `sqlite-warehouse` kind.
+#[cfg(feature = "sqlite")]
+pub use connector_sqlite as sqlite;
+
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
@@ -61,7 +66,7 @@ pub use connector_azure as azure;
 /// | kind | built as | cargo feature |
 /// |---|---|---|
 /// | `local-objects` | `storage::local_objects::LocalObjects` (an [`ObjectStore`]) | always |
-/// | `sqlite-warehouse` | `engine::sqlite_warehouse::SqliteWarehouse` (a [`SyncSink`]) | `sqlite` (default) |
+/// | `sqlite-warehouse` | `sqlite::SqliteWarehouse` (a [`SyncSink`]) | `sqlite` (default) |
 /// | `memory`, `env` | credential stores ([`auth::store::kinds`]) | always |
 /// | `encrypted-sqlite` | the encrypted credential store | `sqlite` (default) |
 /// | `salesforce` | `salesforce::SalesforceIntegration` (source and sink) | `salesforce` |
@@ -86,9 +91,7 @@ pub fn registry() -> Registry {
         storage::local_objects::LocalObjectsFactory,
     ));
     #[cfg(feature = "sqlite")]
-    add(std::sync::Arc::new(
-        engine::sqlite_warehouse::SqliteWarehouseFactory,
-    ));
+    add(std::sync::Arc::new(sqlite::SqliteWarehouseFactory));
     for store in auth::store::kinds::StoreFactory::all() {
         add(std::sync::Arc::new(store));
     }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connector_salesforce::sync::{SalesforceSink, SalesforceSource};
-use moodbridge_core::engine::{Pipeline, SqliteTableSink, SyncEngine};
+use connector_sqlite::SqliteTableSink;
+use moodbridge_core::engine::{Pipeline, SyncEngine};
 use moodbridge_core::state::{SqliteStateStore, StateStore};
 use moodbridge_core::testing::MemorySource;
 use moodbridge_core::{

@@ -52,8 +52,6 @@ pub mod record;
 pub mod registry;
 pub mod resilience;
 pub mod rows;
-#[cfg(feature = "sqlite")]
-mod sqlite_wal;
 pub mod state;
 pub mod storage;
 pub mod sync;

@@ -18,9 +18,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moodbridge_core::engine::{
-    Pipeline, PipelineConfig, SqliteTableSink, StreamConfig, SyncEngine,
-};
+use connector_sqlite::SqliteTableSink;
+use moodbridge_core::engine::{Pipeline, PipelineConfig, StreamConfig, SyncEngine};
 use moodbridge_core::state::{RunStatus, SqliteStateStore, StateStore};
 use moodbridge_core::testing::{MemorySource, account, account_descriptor};
 use moodbridge_core::{SyncSink, WriteMode};

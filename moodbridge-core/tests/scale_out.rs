@@ -16,8 +16,9 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use connector_sqlite::SqliteTableSink;
 use moodbridge_core::engine::{
-    Job, Pipeline, PipelineConfig, Schedule, SqliteTableSink, StreamConfig, SyncEngine, Worker,
+    Job, Pipeline, PipelineConfig, Schedule, StreamConfig, SyncEngine, Worker,
 };
 use moodbridge_core::state::{PostgresStateStore, RunStatus, StateStore};
 use moodbridge_core::testing::{Faults, MemorySource, account, account_descriptor};

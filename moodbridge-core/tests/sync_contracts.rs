@@ -1,5 +1,4 @@
-//! The data-movement contracts, run by the SDK's own sources and sinks: the memory
-//! doubles and the SQLite warehouse table sink.
+//! The data-movement contracts, run by the memory doubles.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,7 +7,6 @@
 )]
 
 use moodbridge_core::catalog::{FieldDescriptor, FieldType, StreamDescriptor};
-use moodbridge_core::engine::SqliteTableSink;
 use moodbridge_core::record::RecordKey;
 use moodbridge_core::testing::{MemorySink, MemorySource, account, account_descriptor};
 use moodbridge_core::testing::{
@@ -77,19 +75,4 @@ async fn the_memory_sink_meets_the_sink_contract() {
         Ok(sink.snapshot(stream).into_values().collect())
     })
     .await;
-}
-
-#[tokio::test]
-async fn the_sqlite_table_sink_meets_the_sink_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = SqliteTableSink::open(&dir.path().join("warehouse.db"))
-        .await
-        .unwrap();
-    let case = SinkContract {
-        stream: matters(),
-        record: &matter,
-        bad_record: no_key(),
-        overwrite: true,
-    };
-    sync_sink_contract(&sink, &case, async |stream: &str| sink.rows(stream).await).await;
 }

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use moodbridge_core::engine::{Pipeline, SqliteTableSink, SyncEngine};
+use connector_sqlite::SqliteTableSink;
+use moodbridge_core::engine::{Pipeline, SyncEngine};
 use moodbridge_core::state::SqliteStateStore;
 use moodbridge_core::testing::MemorySource;
 

@@ -41,10 +41,6 @@ mod pipeline;
 mod progress;
 mod replay;
 mod schedule;
-#[cfg(feature = "sqlite")]
-mod sqlite_sink;
-#[cfg(feature = "sqlite")]
-pub mod sqlite_warehouse;
 mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
@@ -53,8 +49,6 @@ pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
 pub use schedule::{Job, Schedule, Tick, Worker};
-#[cfg(feature = "sqlite")]
-pub use sqlite_sink::SqliteTableSink;
 pub use validation::{Rule, Rules, Sanitize, ValueType};
 
 use std::sync::Arc;

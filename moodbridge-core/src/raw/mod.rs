@@ -6,10 +6,14 @@
 //!   [`ranged_download`], [`StreamDigest`], [`with_progress`], [`body_error`] and the
 //!   default policy of transfer requests ([`transfer_policy_config`]);
 //! - [`kind_of_status`]: the core error kind of an HTTP status, for a connector's
-//!   fallback after the platform's own error codes.
+//!   fallback after the platform's own error codes;
+//! - `sqlite_wal` (feature `sqlite`): write-ahead-log checkpoints on a thread of their
+//!   own, for writers to SQLite.
 //!
 //! The guide to writing a connector is `docs/connector-guide.md`.
 
+#[cfg(feature = "sqlite")]
+pub mod sqlite_wal;
 pub mod transfer;
 
 pub use transfer::{

@@ -11,7 +11,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::sql::sql_state_store;
-use crate::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
+use crate::raw::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
 
 use super::sql::prelude::*;
 

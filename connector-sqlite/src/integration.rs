@@ -19,14 +19,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::SqliteTableSink;
-use crate::config::{Validate, Validator};
-use crate::error::Result;
-use crate::integration::{
+use crate::sink::SqliteTableSink;
+use moodbridge_core::config::{Validate, Validator};
+use moodbridge_core::error::Result;
+use moodbridge_core::integration::{
     Capabilities, Capability, HealthReport, HealthStatus, Interfaces, PlatformIntegration,
 };
-use crate::registry::{BuildContext, IntegrationFactory};
-use crate::sync::SyncSink;
+use moodbridge_core::registry::{BuildContext, IntegrationFactory};
+use moodbridge_core::sync::SyncSink;
 
 /// The kind name.
 pub const KIND: &str = "sqlite-warehouse";
@@ -77,7 +77,7 @@ impl SqliteWarehouse {
     pub async fn open(id: impl Into<String>, settings: &SqliteWarehouseSettings) -> Result<Self> {
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                crate::Error::config(format!("cannot create {}", dir.display()))
+                moodbridge_core::Error::config(format!("cannot create {}", dir.display()))
                     .with_hint("make the directory writable, or set settings.path elsewhere")
                     .with_source(e)
             })?;
@@ -142,7 +142,7 @@ impl IntegrationFactory for SqliteWarehouseFactory {
         KIND
     }
 
-    fn validate(&self, config: &crate::IntegrationConfig, v: &mut Validator) {
+    fn validate(&self, config: &moodbridge_core::IntegrationConfig, v: &mut Validator) {
         config.check_settings::<SqliteWarehouseSettings>(v);
     }
 

@@ -1,5 +1,5 @@
-//! Write-ahead-log checkpoints off the writer's path, for the SQLite state store and
-//! table sink.
+//! Write-ahead-log checkpoints off the writer's path, for the SQLite state store and the
+//! SQLite warehouse (feature `sqlite`).
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so
 //! a writer stops to copy the log into the database file. Here a thread with its own
@@ -13,13 +13,13 @@ use rusqlite::{Connection, OpenFlags};
 
 /// The writer's own automatic checkpoint, in WAL pages: a backstop for when the
 /// background checkpoints fall behind (SQLite's default is 1,000).
-pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+pub const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// Copies the write-ahead log into the database file on a thread and connection of its
 /// own (passive checkpoints: they neither wait for nor block the writer), so a write's
 /// commit does not stop to checkpoint. Woken after each commit; wake-ups while a
 /// checkpoint runs fold into one. The thread ends when the sink is dropped.
-pub(crate) struct Checkpointer {
+pub struct Checkpointer {
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -27,7 +27,7 @@ pub(crate) struct Checkpointer {
 impl Checkpointer {
     /// Start the thread on the database at `path` (already in WAL mode), syncing as
     /// `synchronous` (`FULL` / `NORMAL`) says.
-    pub(crate) fn start(path: &Path, synchronous: &str) -> rusqlite::Result<Checkpointer> {
+    pub fn start(path: &Path, synchronous: &str) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -57,7 +57,7 @@ impl Checkpointer {
     }
 
     /// Ask for a checkpoint (never waits).
-    pub(crate) fn nudge(&self) {
+    pub fn nudge(&self) {
         if let Some(wake) = &self.wake {
             let _ = wake.try_send(());
         }

@@ -19,7 +19,7 @@
 //! `sqlx`; both link the same SQLite.
 //!
 //! ```
-//! use moodbridge_core::engine::SqliteTableSink;
+//! use connector_sqlite::SqliteTableSink;
 //! use moodbridge_core::{Record, RecordBatch, StreamDescriptor, SyncSink, WriteMode};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -43,12 +43,12 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 use serde_json::{Map, Number, Value};
 
-use crate::catalog::{FieldType, StreamDescriptor};
-use crate::error::{Error, ErrorKind, Result};
-use crate::record::{Record, RecordBatch};
-use crate::rows::{Cell, RowBatch};
-use crate::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
-use crate::sync::{
+use moodbridge_core::catalog::{FieldType, StreamDescriptor};
+use moodbridge_core::error::{Error, ErrorKind, Result};
+use moodbridge_core::raw::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
+use moodbridge_core::record::{Record, RecordBatch};
+use moodbridge_core::rows::{Cell, RowBatch};
+use moodbridge_core::sync::{
     FailureKind, RecordFailure, RecordOutcome, SyncSink, WriteAction, WriteMode, WriteReport,
 };
 
@@ -962,7 +962,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
 
     use super::*;
-    use crate::catalog::FieldDescriptor;
+    use moodbridge_core::catalog::FieldDescriptor;
     use serde_json::json;
 
     fn rec(v: Value) -> Record {
@@ -1045,7 +1045,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_land_as_their_records_would_and_conflicts_resolve_the_same() {
-        use crate::rows::{Column, ColumnKind};
+        use moodbridge_core::rows::{Column, ColumnKind};
         let columns = vec![
             Column::new("Id", ColumnKind::Text),
             Column::new("Subject", ColumnKind::Text),

@@ -1,0 +1,193 @@
+//! The engine writing rows (column-shaped batches) into the SQLite warehouse: passed
+//! through as rows when the stream does not map, as records when it does; the audit's
+//! after-images and the dead letters are the rows as records.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+
+use connector_sqlite::SqliteTableSink;
+use futures::StreamExt;
+use moodbridge_core::engine::{Pipeline, SyncEngine};
+use moodbridge_core::state::StateStore;
+use moodbridge_core::{
+    Checkpoint, ReadRequest, Record, RecordBatch, Result, RowBatch, SourceMessage,
+    StreamDescriptor, SyncSink, SyncSource, WriteMode, WriteReport,
+};
+use serde_json::Value;
+
+/// A source whose read yields the given rows, then a checkpoint.
+struct RowsSource {
+    descriptor: StreamDescriptor,
+    rows: Vec<RowBatch>,
+}
+
+#[async_trait::async_trait]
+impl SyncSource for RowsSource {
+    async fn discover(&self) -> Result<moodbridge_core::Catalog> {
+        Ok(moodbridge_core::Catalog::new(vec![self.descriptor.clone()]))
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<moodbridge_core::sync::SourceStream> {
+        let mut messages: Vec<Result<SourceMessage>> = self
+            .rows
+            .iter()
+            .cloned()
+            .map(|r| Ok(SourceMessage::Rows(r)))
+            .collect();
+        messages.push(Ok(SourceMessage::Checkpoint(Checkpoint::new(
+            &request.stream,
+            serde_json::json!({"done": true}),
+        ))));
+        Ok(futures::stream::iter(messages).boxed())
+    }
+}
+
+/// A warehouse that counts the batches it was given as records and as rows.
+struct Counting {
+    inner: SqliteTableSink,
+    records: std::sync::atomic::AtomicUsize,
+    rows: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    async fn open(path: &std::path::Path) -> Self {
+        Counting {
+            inner: SqliteTableSink::open(path).await.unwrap(),
+            records: Default::default(),
+            rows: Default::default(),
+        }
+    }
+
+    fn calls(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.records.load(SeqCst), self.rows.load(SeqCst))
+    }
+}
+
+#[async_trait::async_trait]
+impl SyncSink for Counting {
+    async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
+        self.inner.begin_stream(stream, mode).await
+    }
+
+    async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
+        self.records
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write(batch, mode).await
+    }
+
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        self.rows.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write_rows(rows, mode).await
+    }
+}
+
+/// A state store and a counting warehouse in a temporary directory.
+async fn warehouse() -> (
+    tempfile::TempDir,
+    Arc<moodbridge_core::state::SqliteStateStore>,
+    Counting,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = moodbridge_core::state::SqliteStateStore::open(&dir.path().join("s.db"))
+        .await
+        .unwrap();
+    let sink = Counting::open(&dir.path().join("w.db")).await;
+    (dir, Arc::new(state), sink)
+}
+
+fn contact_rows() -> RowsSource {
+    use moodbridge_core::{Column, ColumnKind, FieldDescriptor, FieldType};
+    let mut rows = RowBatch::new(
+        "Contact",
+        vec![
+            Column::new("Id", ColumnKind::Text),
+            Column::new("Name", ColumnKind::Text),
+            Column::new("Age", ColumnKind::Integer),
+        ],
+    );
+    rows.push_row([Some("003A"), Some("Ann"), Some("41")])
+        .unwrap();
+    rows.push_row([Some("003B"), Some("Bob"), None]).unwrap();
+    rows.push_row([None, Some("Nobody"), Some("3")]).unwrap();
+    RowsSource {
+        descriptor: StreamDescriptor::new("Contact")
+            .field(FieldDescriptor::new("Id", FieldType::String))
+            .field(FieldDescriptor::new("Name", FieldType::String))
+            .field(FieldDescriptor::new("Age", FieldType::Integer))
+            .primary_key(["Id"]),
+        rows: vec![rows],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_reach_the_warehouse_as_they_are_with_audit_and_dead_letters() {
+    let (_dir, state, sink) = warehouse().await;
+    let source = contact_rows();
+    let pipeline =
+        Pipeline::from_toml("name = \"rows\"\n[[streams]]\nname = \"Contact\"\n").unwrap();
+    let report = SyncEngine::new(state.clone())
+        .run(&pipeline, &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.counts.read,
+            report.counts.written,
+            report.counts.failed
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(sink.calls(), (0, 1), "the rows were written as rows");
+    let expected = source.rows[0].to_records().records;
+    // (The warehouse's rows leave out null fields.)
+    assert_eq!(
+        sink.inner.rows("Contact").await.unwrap(),
+        [
+            serde_json::json!({"Id": "003A", "Name": "Ann", "Age": 41}),
+            serde_json::json!({"Id": "003B", "Name": "Bob"})
+        ]
+        .map(|v| Record::from_json(v).unwrap())
+    );
+    // The audit's after-images and the dead letter are the rows as records.
+    let audit = state.audit(report.run).await.unwrap();
+    let after: Vec<_> = audit.iter().map(|a| a.entry.after.clone()).collect();
+    assert_eq!(
+        after,
+        expected[..2]
+            .iter()
+            .map(|r| Some(Value::Object(r.fields().clone())))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(audit[0].entry.record_key, "003A");
+    let letters = state.dead_letters("rows", None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].record, expected[2]);
+    assert!(
+        letters[0].reason.contains("no value for key"),
+        "{}",
+        letters[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_stream_that_maps_are_mapped_as_records() {
+    let (_dir, state, sink) = warehouse().await;
+    let pipeline = Pipeline::from_toml(
+        "name = \"mapped\"\naudit = false\n[[streams]]\nname = \"Contact\"\nmapping = [{ op = \"rename\", from = \"Name\", to = \"FullName\" }]\n",
+    )
+    .unwrap();
+    let report = SyncEngine::new(state)
+        .run(&pipeline, &contact_rows(), &sink)
+        .await
+        .unwrap();
+    assert_eq!((report.counts.written, report.counts.failed), (2, 1));
+    assert_eq!(sink.calls(), (1, 0), "mapped rows are written as records");
+    let rows = sink.inner.rows("Contact").await.unwrap();
+    assert_eq!(rows[0].get("FullName"), Some(&serde_json::json!("Ann")));
+    assert_eq!(rows[0].get("Name"), None);
+}
