@@ -138,6 +138,7 @@ for subset in \
   "-p moodbridge-auth --no-default-features" \
   "-p connector-salesforce" \
   "-p connector-sqlite" \
+  "-p moodbridge-ops" \
   "-p connector-aws" \
   "-p connector-azure" \
   "-p moodbridge --no-default-features --features postgres,full"; do

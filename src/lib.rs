@@ -20,7 +20,7 @@
 //! | `sandbox` | the local Salesforce sandbox server (`salesforce::sandbox`) |
 //! | `aws` | `aws`: kind `s3` |
 //! | `azure` | `azure`: kind `azure-blob` |
-//! | `http` | `http`: the operations router (health, metrics, status page) |
+//! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
 //! | `full` | `salesforce`, `aws`, `azure` |
 //!
 //! ```
@@ -52,6 +52,11 @@ pub mod salesforce {
 /// `sqlite-warehouse` kind.
 #[cfg(feature = "sqlite")]
 pub use connector_sqlite as sqlite;
+
+/// The operations HTTP surface (feature `http`): an axum router with integration health,
+/// Prometheus metrics and a status page ([`http::Ops`]).
+#[cfg(feature = "http")]
+pub use moodbridge_ops as http;
 
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]).
 #[cfg(feature = "aws")]

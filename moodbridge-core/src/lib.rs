@@ -43,8 +43,6 @@ pub mod credential;
 pub mod engine;
 pub mod error;
 pub mod host;
-#[cfg(feature = "http")]
-pub mod http;
 pub mod integration;
 pub mod observe;
 pub mod raw;

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use moodbridge_core::engine::{Pipeline, SyncEngine};
-use moodbridge_core::http::{HealthSummary, Ops, install_prometheus};
 use moodbridge_core::registry::{Built, Integrations};
 use moodbridge_core::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, RateLimitConfig, RateLimiter, RateQuota,
@@ -23,6 +22,7 @@ use moodbridge_core::testing::{MemorySink, MemorySource};
 use moodbridge_core::{
     Capabilities, HealthReport, HealthStatus, PlatformIntegration, Policy, Result,
 };
+use moodbridge_ops::{HealthSummary, Ops, install_prometheus};
 
 struct Fake {
     id: &'static str,

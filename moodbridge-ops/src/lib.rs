@@ -1,5 +1,9 @@
-//! The operations HTTP surface (feature `http`): an [`axum::Router`] a host mounts to
-//! let operators watch its integrations.
+//! # moodbridge-ops
+//!
+//! The operations HTTP surface of MoodBridge Integrations (`moodbridge::http` with the
+//! umbrella's feature `http`): an [`axum::Router`] a host mounts to let operators watch
+//! its integrations. Core holds no HTTP server; this crate builds on its public API
+//! (integrations, their health and breakers, the state store's runs).
 //!
 //! - `GET /api/integrations/health` — every integration's health as JSON (status,
 //!   latency, detail, circuit-breaker state, rate-limit quota), checked concurrently,
@@ -12,7 +16,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use moodbridge_core::http::{Ops, install_prometheus};
+//! use moodbridge_ops::{Ops, install_prometheus};
 //! use moodbridge_core::registry::Integrations;
 //! use moodbridge_core::state::SqliteStateStore;
 //!
@@ -42,11 +46,11 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
-use crate::integration::{HealthReport, HealthStatus};
-use crate::registry::Integrations;
-use crate::resilience::CircuitState;
-use crate::state::{StateStore, SyncRun};
-use crate::{Error, Result};
+use moodbridge_core::integration::{HealthReport, HealthStatus};
+use moodbridge_core::registry::Integrations;
+use moodbridge_core::resilience::CircuitState;
+use moodbridge_core::state::{StateStore, SyncRun};
+use moodbridge_core::{Error, Result};
 
 /// Installs a Prometheus recorder as the process's `metrics` recorder and returns the
 /// handle [`Ops::prometheus`] renders. Call it once, before the first call is recorded;
