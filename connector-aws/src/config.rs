@@ -173,17 +173,9 @@ mod tests {
         reason = "test code: a panic is the failure report"
     )]
     use super::*;
-    use moodbridge_core::IntegrationConfig;
 
     fn problems(settings: &str) -> Vec<String> {
-        let mut cfg = IntegrationConfig::new("s3:docs", "s3");
-        cfg.settings = toml::from_str(settings).unwrap();
-        let mut v = Validator::new();
-        cfg.check_settings::<S3Settings>(&mut v);
-        v.finish()
-            .err()
-            .map(|p| p.iter().map(ToString::to_string).collect())
-            .unwrap_or_default()
+        moodbridge_core::testing::settings_problems::<S3Settings>(settings)
     }
 
     #[test]
@@ -224,7 +216,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_builders() {
-        let mut cfg = IntegrationConfig::new("s3:docs", "s3");
+        let mut cfg = moodbridge_core::IntegrationConfig::new("s3:docs", "s3");
         cfg.settings = toml::from_str(r#"bucket = "docs""#).unwrap();
         let s: S3Settings = cfg.settings().unwrap();
         assert_eq!(s.part_size_mib * 1024 * 1024, DEFAULT_PART_SIZE);

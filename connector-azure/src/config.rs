@@ -130,17 +130,9 @@ mod tests {
         reason = "test code: a panic is the failure report"
     )]
     use super::*;
-    use moodbridge_core::IntegrationConfig;
 
     fn problems(settings: &str) -> Vec<String> {
-        let mut cfg = IntegrationConfig::new("azure-blob:docs", "azure-blob");
-        cfg.settings = toml::from_str(settings).unwrap();
-        let mut v = Validator::new();
-        cfg.check_settings::<AzureBlobSettings>(&mut v);
-        v.finish()
-            .err()
-            .map(|p| p.iter().map(ToString::to_string).collect())
-            .unwrap_or_default()
+        moodbridge_core::testing::settings_problems::<AzureBlobSettings>(settings)
     }
 
     #[test]

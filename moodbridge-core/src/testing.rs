@@ -362,3 +362,34 @@ pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
         broken => panic!("a chain appended in one large batch must verify: {broken:?}"),
     }
 }
+
+/// Every problem `T`'s validation finds in `settings` (the TOML of an integration's
+/// `settings` table), as `path: problem (fix: …)` lines: for a connector's config tests.
+///
+/// ```
+/// use moodbridge_core::config::{Validate, Validator};
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Settings { size: u32 }
+/// impl Validate for Settings {
+///     fn validate_into(&self, v: &mut Validator) {
+///         if self.size == 0 { v.problem("size", "is 0", "use 1 or more"); }
+///     }
+/// }
+/// let found = moodbridge_core::testing::settings_problems::<Settings>("size = 0");
+/// assert_eq!(found.len(), 1);
+/// assert!(found[0].starts_with("settings.size"), "{found:?}");
+/// ```
+pub fn settings_problems<T>(settings: &str) -> Vec<String>
+where
+    T: serde::de::DeserializeOwned + crate::config::Validate,
+{
+    let mut config = crate::IntegrationConfig::new("contract", "contract");
+    config.settings = toml::from_str(settings).expect("the settings are TOML");
+    let mut v = crate::config::Validator::new();
+    config.check_settings::<T>(&mut v);
+    v.finish()
+        .err()
+        .map(|p| p.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}

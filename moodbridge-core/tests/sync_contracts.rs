@@ -6,33 +6,13 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use moodbridge_core::catalog::{FieldDescriptor, FieldType, StreamDescriptor};
+use moodbridge_core::Result;
 use moodbridge_core::record::RecordKey;
 use moodbridge_core::testing::{MemorySink, MemorySource, account, account_descriptor};
 use moodbridge_core::testing::{
     SinkContract, SourceContract, sync_sink_contract, sync_source_contract,
 };
-use moodbridge_core::{Record, Result};
-use serde_json::{Value, json};
-
-/// A keyed stream of matters: `Docket` identifies one; `Title` changes with the version.
-fn matters() -> StreamDescriptor {
-    StreamDescriptor::new("Matter")
-        .field(FieldDescriptor::new("Docket", FieldType::String).required())
-        .field(FieldDescriptor::new("Title", FieldType::String))
-        .primary_key(["Docket"])
-}
-
-fn matter(i: u64, version: u32) -> Record {
-    Record::from_json(
-        json!({"Docket": format!("D-{i:04}"), "Title": format!("Matter {i}, version {version}")}),
-    )
-    .unwrap()
-}
-
-fn no_key() -> Record {
-    Record::from_json(json!({"Title": "a matter without a docket"})).unwrap()
-}
+use serde_json::Value;
 
 #[tokio::test]
 async fn the_memory_source_meets_the_source_contract() {
@@ -65,12 +45,7 @@ async fn the_memory_source_meets_the_source_contract() {
 #[tokio::test]
 async fn the_memory_sink_meets_the_sink_contract() {
     let sink = MemorySink::new();
-    let case = SinkContract {
-        stream: matters(),
-        record: &matter,
-        bad_record: no_key(),
-        overwrite: true,
-    };
+    let case = SinkContract::matters(true);
     sync_sink_contract(&sink, &case, async |stream: &str| {
         Ok(sink.snapshot(stream).into_values().collect())
     })

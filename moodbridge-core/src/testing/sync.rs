@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::TryStreamExt;
 
-use crate::catalog::{StreamDescriptor, SyncMode};
+use crate::catalog::{FieldDescriptor, FieldType, StreamDescriptor, SyncMode};
 use crate::error::{ErrorKind, Result};
 use crate::record::{Record, RecordBatch, RecordKey};
 use crate::sync::{
@@ -208,6 +208,38 @@ pub struct SinkContract<'a> {
     /// Whether the sink replaces a stream's contents ([`WriteMode::Overwrite`]); a sink
     /// that cannot must say so with [`ErrorKind::Unsupported`].
     pub overwrite: bool,
+}
+
+impl SinkContract<'static> {
+    /// The contract on a keyed stream of matters, for a sink that keeps any stream (a
+    /// table per stream): `Matter`, keyed by `Docket` (`D-0001` …), whose `Title` changes
+    /// with the version; the bad record has no `Docket`.
+    ///
+    /// ```
+    /// let case = moodbridge_core::testing::SinkContract::matters(true);
+    /// assert_eq!(case.stream.primary_key, ["Docket"]);
+    /// assert!((case.record)(1, 2).get("Docket").is_some());
+    /// assert!(case.bad_record.get("Docket").is_none());
+    /// ```
+    pub fn matters(overwrite: bool) -> Self {
+        fn matter(i: u64, version: u32) -> Record {
+            let mut r = Record::new();
+            r.set("Docket", format!("D-{i:04}").into());
+            r.set("Title", format!("Matter {i}, version {version}").into());
+            r
+        }
+        let mut bad_record = Record::new();
+        bad_record.set("Title", "a matter without a docket".into());
+        SinkContract {
+            stream: StreamDescriptor::new("Matter")
+                .field(FieldDescriptor::new("Docket", FieldType::String).required())
+                .field(FieldDescriptor::new("Title", FieldType::String))
+                .primary_key(["Docket"]),
+            record: &matter,
+            bad_record,
+            overwrite,
+        }
+    }
 }
 
 impl std::fmt::Debug for SinkContract<'_> {
