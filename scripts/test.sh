@@ -174,7 +174,8 @@ for strategy in source-wins target-wins park; do
   cargo run --locked --example bidirectional -- --conflicts "$strategy"
 done
 MOTO_PORT=$(free_port)
-"$MOODBRIDGE_MOTO_SERVER" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
+MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=$((1 << 30)) \
+  "$MOODBRIDGE_MOTO_SERVER" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
 EXAMPLE_PIDS+=($!)
 AZURITE_PORT=$(free_port)
 connector-azure/tests/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \

@@ -46,6 +46,9 @@ impl Moto {
             let port = free_port();
             let mut child = Command::new(&binary)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // moto spools every value above 5 MiB to a temporary file; held in memory
+                // instead, the gibibyte tests do not depend on free disk space.
+                .env("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", (4u64 << 30).to_string())
                 .stdout(Stdio::null())
                 .stderr(if std::env::var_os("MOODBRIDGE_MOTO_LOG").is_some() {
                     Stdio::inherit()
