@@ -126,6 +126,9 @@ start_postgres
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "no module cycles inside a crate"
+python3 scripts/module_cycles.py ./*/src src
+
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 

@@ -8,24 +8,27 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::org::{Fields, ObjectDef, Org, sf_datetime};
-use super::server::{Failure, Reply, Shared};
-use super::{eval, soql};
 use crate::error::ApiError;
+use crate::org::{Fields, ObjectDef, Org, sf_datetime};
+use crate::reply::{Failure, Reply};
+use crate::state::Core;
+use crate::{eval, soql};
 
 /// Records processed under one hold of the org lock (Salesforce's internal batch size).
 const CHUNK: usize = 10_000;
 /// Largest upload accepted: 150 MB (Salesforce's limit, counted after base64 there; the
 /// sandbox takes the raw size, so it is more lenient by the encoding's third).
-pub(crate) const MAX_UPLOAD: usize = 150 * 1024 * 1024;
+const MAX_UPLOAD: usize = 150 * 1024 * 1024;
 
 /// A job's state, as Salesforce spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +299,19 @@ impl Results {
     }
 }
 
+/// Bulk API 2.0's state: the shared core and the jobs.
+pub(crate) struct Bulk {
+    core: Arc<Core>,
+    jobs: Mutex<Jobs>,
+}
+
+impl std::ops::Deref for Bulk {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
 /// Every Bulk API 2.0 job of the sandbox.
 #[derive(Default)]
 pub(crate) struct Jobs {
@@ -303,7 +319,38 @@ pub(crate) struct Jobs {
     query: HashMap<String, QueryJob>,
 }
 
-impl Shared {
+impl Bulk {
+    /// Bulk API 2.0 over the shared core, with no job yet.
+    pub(crate) fn new(core: Arc<Core>) -> Arc<Self> {
+        Arc::new(Bulk {
+            core,
+            jobs: Mutex::new(Jobs::default()),
+        })
+    }
+
+    /// The `/jobs/ingest` and `/jobs/query` routes (to nest under
+    /// `/services/data/{version}`).
+    pub(crate) fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/jobs/ingest", post(create_ingest).get(list_ingest))
+            .route(
+                "/jobs/ingest/{id}",
+                get(get_ingest).patch(patch_ingest).delete(delete_job),
+            )
+            .route(
+                "/jobs/ingest/{id}/batches",
+                put(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+            )
+            .route("/jobs/ingest/{id}/{which}", get(ingest_results))
+            .route("/jobs/query", post(create_query).get(list_query))
+            .route(
+                "/jobs/query/{id}",
+                get(get_query).patch(patch_query).delete(delete_job),
+            )
+            .route("/jobs/query/{id}/results", get(query_results))
+            .with_state(self.clone())
+    }
+
     /// Every job's `(id, state)`.
     pub(crate) fn bulk_jobs(&self) -> Vec<(String, String)> {
         let all = jobs(self);
@@ -343,8 +390,8 @@ fn not_found_job() -> Failure {
     )
 }
 
-fn jobs(s: &Shared) -> std::sync::MutexGuard<'_, Jobs> {
-    s.bulk.lock().unwrap_or_else(PoisonError::into_inner)
+fn jobs(s: &Bulk) -> std::sync::MutexGuard<'_, Jobs> {
+    s.jobs.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn version(p: &HashMap<String, String>) -> String {
@@ -414,8 +461,8 @@ pub(crate) struct CreateIngest {
 }
 
 /// `POST /jobs/ingest`.
-pub(crate) async fn create_ingest(
-    State(s): State<Arc<Shared>>,
+async fn create_ingest(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     axum::Json(req): axum::Json<CreateIngest>,
 ) -> Reply {
@@ -502,8 +549,8 @@ pub(crate) async fn create_ingest(
 }
 
 /// `PUT /jobs/ingest/{id}/batches`: the job's one upload.
-pub(crate) async fn upload(
-    State(s): State<Arc<Shared>>,
+async fn upload(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> Reply {
@@ -537,8 +584,8 @@ pub(crate) struct StateChange {
 }
 
 /// `PATCH /jobs/ingest/{id}`: `UploadComplete` (processing starts) or `Aborted`.
-pub(crate) async fn patch_ingest(
-    State(s): State<Arc<Shared>>,
+async fn patch_ingest(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     axum::Json(change): axum::Json<StateChange>,
 ) -> Reply {
@@ -580,10 +627,7 @@ pub(crate) async fn patch_ingest(
 }
 
 /// `GET /jobs/ingest/{id}`.
-pub(crate) async fn get_ingest(
-    State(s): State<Arc<Shared>>,
-    Path(p): Path<HashMap<String, String>>,
-) -> Reply {
+async fn get_ingest(State(s): State<Arc<Bulk>>, Path(p): Path<HashMap<String, String>>) -> Reply {
     let all = jobs(&s);
     let job = all
         .ingest
@@ -593,7 +637,7 @@ pub(crate) async fn get_ingest(
 }
 
 /// `GET /jobs/ingest`: every ingest job.
-pub(crate) async fn list_ingest(State(s): State<Arc<Shared>>) -> Reply {
+async fn list_ingest(State(s): State<Arc<Bulk>>) -> Reply {
     let all = jobs(&s);
     let records: Vec<Value> = all.ingest.values().map(|j| ingest_info(j, false)).collect();
     Ok(json_reply(
@@ -603,10 +647,7 @@ pub(crate) async fn list_ingest(State(s): State<Arc<Shared>>) -> Reply {
 }
 
 /// `DELETE /jobs/ingest/{id}` and `DELETE /jobs/query/{id}`: only a closed job.
-pub(crate) async fn delete_job(
-    State(s): State<Arc<Shared>>,
-    Path(p): Path<HashMap<String, String>>,
-) -> Reply {
+async fn delete_job(State(s): State<Arc<Bulk>>, Path(p): Path<HashMap<String, String>>) -> Reply {
     let id = p.get("id").cloned().unwrap_or_default();
     let mut all = jobs(&s);
     let state = all
@@ -632,8 +673,8 @@ pub(crate) async fn delete_job(
 /// `GET /jobs/ingest/{id}/{successfulResults|failedResults|unprocessedrecords}` (the
 /// name is matched ignoring case: jsforce writes `unprocessedrecords`, the documentation
 /// `unprocessedRecords`).
-pub(crate) async fn ingest_results(
-    State(s): State<Arc<Shared>>,
+async fn ingest_results(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Reply {
     let id = p.get("id").cloned().unwrap_or_default();
@@ -727,7 +768,7 @@ fn writer_into(common: &Common, body: Vec<u8>) -> csv::Writer<Vec<u8>> {
 }
 
 /// Process an ingest job in the background, a chunk of records per hold of the org lock.
-async fn process_ingest(s: Arc<Shared>, id: String) {
+async fn process_ingest(s: Arc<Bulk>, id: String) {
     let delay = s.config.bulk_processing_delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -963,7 +1004,7 @@ fn apply(
     }
 }
 
-fn fail_job(s: &Shared, id: &str, message: &str) {
+fn fail_job(s: &Bulk, id: &str, message: &str) {
     let mut all = jobs(s);
     if let Some(job) = all.ingest.get_mut(id) {
         // Every record is unprocessed when the job fails before processing.
@@ -998,8 +1039,8 @@ pub(crate) struct CreateQuery {
 }
 
 /// `POST /jobs/query`: the query is checked now and run in the background.
-pub(crate) async fn create_query(
-    State(s): State<Arc<Shared>>,
+async fn create_query(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     axum::Json(req): axum::Json<CreateQuery>,
 ) -> Reply {
@@ -1064,7 +1105,7 @@ pub(crate) async fn create_query(
     Ok(json_reply(StatusCode::OK, &info))
 }
 
-async fn process_query(s: Arc<Shared>, id: String, mut parsed: soql::Query) {
+async fn process_query(s: Arc<Bulk>, id: String, mut parsed: soql::Query) {
     let delay = s.config.bulk_processing_delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -1226,10 +1267,7 @@ fn write_cell(out: &mut String, v: &Value) {
 }
 
 /// `GET /jobs/query/{id}`.
-pub(crate) async fn get_query(
-    State(s): State<Arc<Shared>>,
-    Path(p): Path<HashMap<String, String>>,
-) -> Reply {
+async fn get_query(State(s): State<Arc<Bulk>>, Path(p): Path<HashMap<String, String>>) -> Reply {
     let all = jobs(&s);
     let job = all
         .query
@@ -1239,7 +1277,7 @@ pub(crate) async fn get_query(
 }
 
 /// `GET /jobs/query`: every query job.
-pub(crate) async fn list_query(State(s): State<Arc<Shared>>) -> Reply {
+async fn list_query(State(s): State<Arc<Bulk>>) -> Reply {
     let all = jobs(&s);
     let records: Vec<Value> = all.query.values().map(|j| query_info(j, false)).collect();
     Ok(json_reply(
@@ -1249,8 +1287,8 @@ pub(crate) async fn list_query(State(s): State<Arc<Shared>>) -> Reply {
 }
 
 /// `PATCH /jobs/query/{id}`: `Aborted`.
-pub(crate) async fn patch_query(
-    State(s): State<Arc<Shared>>,
+async fn patch_query(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     axum::Json(change): axum::Json<StateChange>,
 ) -> Reply {
@@ -1280,8 +1318,8 @@ pub(crate) struct ResultsParams {
 }
 
 /// `GET /jobs/query/{id}/results?locator=&maxRecords=`: one page of CSV.
-pub(crate) async fn query_results(
-    State(s): State<Arc<Shared>>,
+async fn query_results(
+    State(s): State<Arc<Bulk>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(params): UrlQuery<ResultsParams>,
 ) -> Reply {

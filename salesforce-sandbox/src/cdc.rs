@@ -4,195 +4,19 @@
 //! subscribe with a replay id, connect, disconnect), after Salesforce's Change Data
 //! Capture Developer Guide.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::server::{Failure, Shared};
 use crate::error::ApiError;
-
-/// Events kept for replay when the config says nothing (Salesforce keeps 72 hours).
-pub(crate) const DEFAULT_RETENTION: usize = 10_000;
-
-/// The org's change events, oldest first.
-#[derive(Debug, Clone)]
-pub(crate) struct ChangeLog {
-    events: VecDeque<Event>,
-    next_replay: i64,
-    next_commit: i64,
-    retention: usize,
-    /// Off while seeding: generated data is not a change.
-    pub(crate) recording: bool,
-}
-
-#[derive(Debug, Clone)]
-struct Event {
-    replay_id: i64,
-    entity: String,
-    /// `Some("/topic/<Name>")` for a PushTopic event; `None` for a change event.
-    topic: Option<String>,
-    message: Value,
-}
-
-impl Default for ChangeLog {
-    fn default() -> Self {
-        ChangeLog {
-            events: VecDeque::new(),
-            next_replay: 1,
-            next_commit: 1,
-            retention: DEFAULT_RETENTION,
-            recording: true,
-        }
-    }
-}
-
-/// What happened to a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChangeType {
-    Create,
-    Update,
-    Delete,
-}
-
-impl ChangeType {
-    fn as_str(self) -> &'static str {
-        match self {
-            ChangeType::Create => "CREATE",
-            ChangeType::Update => "UPDATE",
-            ChangeType::Delete => "DELETE",
-        }
-    }
-}
-
-impl ChangeLog {
-    /// Keep at most `n` events.
-    pub(crate) fn set_retention(&mut self, n: usize) {
-        self.retention = n.max(1);
-        self.trim();
-    }
-
-    fn trim(&mut self) {
-        while self.events.len() > self.retention {
-            self.events.pop_front();
-        }
-    }
-
-    /// Record a change of `entity` record `id`: `fields` are the record's values (create)
-    /// or the changed ones (update).
-    pub(crate) fn record(
-        &mut self,
-        entity: &str,
-        id: &str,
-        change: ChangeType,
-        fields: &Map<String, Value>,
-        commit_ms: u64,
-    ) {
-        if !self.recording {
-            return;
-        }
-        let replay_id = self.next_replay;
-        self.next_replay += 1;
-        let commit = self.next_commit;
-        self.next_commit += 1;
-        // The commit is the change's transaction time: the SystemModstamp it was given, to
-        // the millisecond (as in Salesforce, where both are the commit time). A clock read
-        // here instead could land a millisecond later under load, and a reader comparing
-        // the two would take the change for a newer one.
-        let now_ms = if commit_ms > 0 {
-            commit_ms
-        } else {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        };
-        let mut changed: Vec<&str> = Vec::new();
-        let mut nulled: Vec<&str> = Vec::new();
-        let mut payload = Map::new();
-        for (k, v) in fields {
-            if k == "Id" || k == "IsDeleted" {
-                continue;
-            }
-            if change == ChangeType::Update {
-                changed.push(k);
-                if v.is_null() {
-                    nulled.push(k);
-                }
-            }
-            if change != ChangeType::Delete && (change == ChangeType::Update || !v.is_null()) {
-                payload.insert(k.clone(), v.clone());
-            }
-        }
-        payload.insert(
-            "ChangeEventHeader".into(),
-            json!({
-                "entityName": entity,
-                "recordIds": [id],
-                "changeType": change.as_str(),
-                "changeOrigin": "com/salesforce/api/rest/62.0",
-                "transactionKey": format!("0002a3b4-{commit:08x}-sandbox"),
-                "sequenceNumber": 1,
-                "commitTimestamp": now_ms,
-                "commitNumber": commit,
-                "commitUser": "0058d000000001AAAA",
-                "changedFields": changed,
-                "diffFields": [],
-                "nulledFields": nulled,
-            }),
-        );
-        self.events.push_back(Event {
-            replay_id,
-            entity: entity.to_owned(),
-            topic: None,
-            message: json!({
-                "schema": format!("sandbox-{entity}-schema"),
-                "payload": payload,
-                "event": {"replayId": replay_id},
-            }),
-        });
-        self.trim();
-    }
-
-    /// Record a PushTopic notification on `channel` (`/topic/<Name>`).
-    pub(crate) fn record_topic(
-        &mut self,
-        channel: &str,
-        entity: &str,
-        change: ChangeType,
-        sobject: Map<String, Value>,
-    ) {
-        let replay_id = self.next_replay;
-        self.next_replay += 1;
-        let kind = match change {
-            ChangeType::Create => "created",
-            ChangeType::Update => "updated",
-            ChangeType::Delete => "deleted",
-        };
-        let created = super::org::sf_datetime(SystemTime::now());
-        self.events.push_back(Event {
-            replay_id,
-            entity: entity.to_owned(),
-            topic: Some(channel.to_owned()),
-            message: json!({
-                "event": {"type": kind, "createdDate": created, "replayId": replay_id},
-                "sobject": sobject,
-            }),
-        });
-        self.trim();
-    }
-
-    fn oldest(&self) -> Option<i64> {
-        self.events.front().map(|e| e.replay_id)
-    }
-
-    fn latest(&self) -> i64 {
-        self.next_replay - 1
-    }
-}
+use crate::reply::Failure;
+use crate::state::Core;
 
 /// `/data/ChangeEvents` (every entity) or `/data/<Entity>ChangeEvent` (`Account`;
 /// custom `Matter__c` → `Matter__ChangeEvent`): the entity it carries, or `None` for all.
@@ -223,23 +47,52 @@ pub(crate) struct Clients {
     clients: HashMap<String, Client>,
 }
 
-impl Shared {
-    pub(crate) fn drop_streaming_clients(&self) {
-        clients(self).clients.clear();
+/// The Streaming API's state: the shared core and the Bayeux clients.
+pub(crate) struct Streaming {
+    core: Arc<Core>,
+    clients: Mutex<Clients>,
+}
+
+impl std::ops::Deref for Streaming {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
     }
 }
 
-fn clients(s: &Shared) -> std::sync::MutexGuard<'_, Clients> {
-    s.cometd.lock().unwrap_or_else(PoisonError::into_inner)
+impl Streaming {
+    /// The Streaming API over the shared core, with no client yet.
+    pub(crate) fn new(core: Arc<Core>) -> Arc<Self> {
+        Arc::new(Streaming {
+            core,
+            clients: Mutex::new(Clients::default()),
+        })
+    }
+
+    /// Forget every client (their next connect is told to handshake again).
+    pub(crate) fn drop_clients(&self) {
+        clients(self).clients.clear();
+    }
+
+    /// `POST /cometd/{version}`.
+    pub(crate) fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/cometd/{version}", axum::routing::post(cometd))
+            .with_state(self.clone())
+    }
 }
 
-fn advice(s: &Shared) -> Value {
+fn clients(s: &Streaming) -> std::sync::MutexGuard<'_, Clients> {
+    s.clients.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn advice(s: &Streaming) -> Value {
     json!({"reconnect": "retry", "interval": 0, "timeout": s.config.cometd_timeout.as_millis()})
 }
 
 /// `POST /cometd/{version}`: a batch of Bayeux messages.
-pub(crate) async fn cometd(
-    State(s): State<Arc<Shared>>,
+async fn cometd(
+    State(s): State<Arc<Streaming>>,
     Path(version): Path<String>,
     headers: HeaderMap,
     axum::Json(messages): axum::Json<Value>,
@@ -293,7 +146,7 @@ pub(crate) async fn cometd(
     axum::Json(Value::Array(replies)).into_response()
 }
 
-fn handshake(s: &Shared) -> Value {
+fn handshake(s: &Streaming) -> Value {
     let client_id = format!("sandbox{:016x}", s.next_number() ^ 0x6b61_6e64_6f6d_21aa);
     clients(s).clients.insert(
         client_id.clone(),
@@ -314,7 +167,7 @@ fn unknown_client(channel: &str, client_id: &str) -> Value {
     })
 }
 
-fn subscribe(s: &Shared, client_id: &str, m: &Value) -> Value {
+fn subscribe(s: &Streaming, client_id: &str, m: &Value) -> Value {
     let subscription = m["subscription"].as_str().unwrap_or_default().to_owned();
     let fail = |error: String| json!({"channel": "/meta/subscribe", "clientId": client_id, "subscription": subscription, "successful": false, "error": error});
     if let Some(name) = subscription.strip_prefix("/topic/") {
@@ -372,7 +225,7 @@ fn subscribe(s: &Shared, client_id: &str, m: &Value) -> Value {
     json!({"channel": "/meta/subscribe", "clientId": client_id, "subscription": subscription, "successful": true})
 }
 
-fn unsubscribe(s: &Shared, client_id: &str, m: &Value) -> Value {
+fn unsubscribe(s: &Streaming, client_id: &str, m: &Value) -> Value {
     let subscription = m["subscription"].as_str().unwrap_or_default().to_owned();
     let mut all = clients(s);
     let Some(client) = all.clients.get_mut(client_id) else {
@@ -383,7 +236,7 @@ fn unsubscribe(s: &Shared, client_id: &str, m: &Value) -> Value {
 }
 
 /// Hold the connect until events arrive for the client's subscriptions, or the timeout.
-async fn connect(s: &Shared, client_id: &str) -> (Vec<Value>, Value) {
+async fn connect(s: &Streaming, client_id: &str) -> (Vec<Value>, Value) {
     const MAX_EVENTS: usize = 1_000;
     let deadline = Instant::now() + s.config.cometd_timeout;
     loop {
@@ -396,7 +249,7 @@ async fn connect(s: &Shared, client_id: &str) -> (Vec<Value>, Value) {
             let mut out = Vec::new();
             for (channel, entity, after) in &mut client.subscriptions {
                 let from = *after;
-                for e in org.changes.events.iter().filter(|e| e.replay_id > from) {
+                for e in org.changes.after(from) {
                     if out.len() >= MAX_EVENTS {
                         break;
                     }
@@ -439,24 +292,5 @@ mod tests {
             Ok(Some("Matter__c".into()))
         );
         assert!(channel_entity("/topic/Foo").is_err());
-    }
-
-    #[test]
-    fn the_window_keeps_the_newest_events() {
-        let mut log = ChangeLog::default();
-        log.set_retention(3);
-        for i in 0..5 {
-            log.record(
-                "Account",
-                &format!("001{i}"),
-                ChangeType::Create,
-                &Map::new(),
-                0,
-            );
-        }
-        assert_eq!((log.oldest(), log.latest()), (Some(3), 5));
-        log.recording = false;
-        log.record("Account", "0019", ChangeType::Delete, &Map::new(), 0);
-        assert_eq!(log.latest(), 5);
     }
 }

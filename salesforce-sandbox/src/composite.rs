@@ -7,17 +7,44 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::Service;
 
 use super::org::Fields;
-use super::server::{Failure, Reply, Shared};
 use crate::error::ApiError;
+use crate::reply::{Failure, Reply};
+use crate::state::Core;
+
+/// The composite resources' state: the shared core and the routes subrequests are
+/// dispatched to (the API's, without a second authorization or API-call count).
+pub(crate) struct Composite {
+    core: Arc<Core>,
+    internal: Router,
+}
+
+impl std::ops::Deref for Composite {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// `/composite`, `/composite/batch` and `/composite/tree/{object}` (to nest under
+/// `/services/data/{version}`), dispatching subrequests to `internal`.
+pub(crate) fn routes(core: Arc<Core>, internal: Router) -> Router {
+    Router::new()
+        .route("/composite", post(composite))
+        .route("/composite/batch", post(batch))
+        .route("/composite/tree/{object}", post(tree))
+        .with_state(Arc::new(Composite { core, internal }))
+}
 
 /// Subrequests of one composite or batch request, at most.
 const SUBREQUEST_LIMIT: usize = 25;
@@ -30,15 +57,12 @@ fn halted(message: &str) -> Value {
 
 /// Run one subrequest against the internal routes: `(status, body)`.
 async fn dispatch(
-    s: &Shared,
+    s: &Composite,
     method: &str,
     url: &str,
     body: Option<&Value>,
     auth: &str,
 ) -> (u16, Value) {
-    let Some(router) = s.internal.get() else {
-        return (500, halted("the sandbox is not ready"));
-    };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return (
             400,
@@ -58,7 +82,7 @@ async fn dispatch(
             json!([{"errorCode": "INVALID_URL", "message": format!("{url} is not a valid URL")}]),
         );
     };
-    let mut router = router.clone();
+    let mut router = s.internal.clone();
     let Ok(response) = router.call(request).await;
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
@@ -150,8 +174,8 @@ struct SubRequest {
     body: Option<Value>,
 }
 
-pub(crate) async fn composite(
-    State(s): State<Arc<Shared>>,
+async fn composite(
+    State(s): State<Arc<Composite>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -224,8 +248,8 @@ struct BatchSub {
     rich_input: Option<Value>,
 }
 
-pub(crate) async fn batch(
-    State(s): State<Arc<Shared>>,
+async fn batch(
+    State(s): State<Arc<Composite>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -264,8 +288,8 @@ struct TreeBody {
     records: Vec<Value>,
 }
 
-pub(crate) async fn tree(
-    State(s): State<Arc<Shared>>,
+async fn tree(
+    State(s): State<Arc<Composite>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {

@@ -29,110 +29,26 @@
 
 mod bulk;
 mod cdc;
+mod changes;
 mod composite;
+mod config;
 mod error;
 mod eval;
 mod oauth;
 pub mod org;
+mod reply;
 mod server;
 pub mod soql;
 pub mod sosl;
-
-use std::sync::Arc;
-use std::time::Duration;
+mod state;
 
 use moodbridge_core::{Error, Result};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
+pub use config::{Faults, SandboxConfig};
 pub use error::ApiError;
 use org::{ObjectDef, Org};
-
-/// How the sandbox behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SandboxConfig {
-    /// API versions served (the client picks the newest it accepts).
-    pub versions: Vec<String>,
-    /// Records per query page (Salesforce's default is 2,000).
-    pub page_size: usize,
-    /// How long an access token lives.
-    pub token_ttl: Duration,
-    /// API calls allowed before `REQUEST_LIMIT_EXCEEDED`.
-    pub daily_api_limit: u64,
-    /// The connected app's client id.
-    pub client_id: String,
-    /// The connected app's client secret.
-    pub client_secret: String,
-    /// The connected app's certificate public key (PEM), for the JWT bearer grant.
-    pub jwt_public_key_pem: Option<String>,
-    /// Users the connected app is approved for (the JWT bearer grant's `sub`; the first
-    /// is the one who consents in the web-server flow).
-    pub users: Vec<String>,
-    /// The connected app's callback URLs for the web-server flow. A loopback callback
-    /// (`http://127.0.0.1/…`, `http://localhost/…`) matches on any port, as RFC 8252
-    /// asks for native apps.
-    pub callback_urls: Vec<String>,
-    /// Whether the web-server flow requires PKCE (`code_challenge`, S256), as a
-    /// connected app with "Require PKCE" does.
-    pub require_pkce: bool,
-    /// Records per Bulk API 2.0 query result page when the client sends no `maxRecords`.
-    pub bulk_query_page_size: usize,
-    /// How long a Bulk API 2.0 job waits before it is processed (to make `UploadComplete`
-    /// / `InProgress` observable in tests; Salesforce queues jobs for seconds to minutes).
-    pub bulk_processing_delay: Duration,
-    /// How long a Streaming API `/meta/connect` is held when no event arrives
-    /// (Salesforce: 110 s).
-    pub cometd_timeout: Duration,
-    /// Change events kept for replay (Salesforce keeps 72 hours' worth); a replay id
-    /// older than the window is refused as Salesforce refuses it.
-    pub cdc_retention: usize,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        SandboxConfig {
-            versions: ["59.0", "60.0", "61.0", "62.0"].map(String::from).to_vec(),
-            page_size: 2_000,
-            token_ttl: Duration::from_secs(7_200),
-            daily_api_limit: 100_000,
-            client_id: "sandbox-client".into(),
-            client_secret: "sandbox-secret".into(),
-            jwt_public_key_pem: None,
-            users: vec!["integration@moodbridge.test".into()],
-            callback_urls: vec![
-                "http://127.0.0.1/callback".into(),
-                "http://localhost:1717/OauthRedirect".into(),
-            ],
-            require_pkce: true,
-            bulk_query_page_size: 50_000,
-            bulk_processing_delay: Duration::ZERO,
-            cometd_timeout: Duration::from_secs(110),
-            cdc_retention: cdc::DEFAULT_RETENTION,
-        }
-    }
-}
-
-/// Faults the sandbox injects into API calls (under `/services/data/vXX.X/`), from a
-/// seeded generator so a failing test can be replayed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Faults {
-    /// Added to every call.
-    pub latency: Duration,
-    /// Share of calls answered 503 `SERVER_UNAVAILABLE` (half) or 429 concurrent-limit
-    /// `REQUEST_LIMIT_EXCEEDED` (half).
-    pub error_rate: f64,
-    /// Share of calls whose connection drops after the headers.
-    pub drop_rate: f64,
-    /// The first this many calls are answered 503 `SERVER_UNAVAILABLE` (`u64::MAX`: every
-    /// call), before any other fault.
-    pub unavailable_first: u64,
-    /// After this many calls, every call is refused with the daily
-    /// `REQUEST_LIMIT_EXCEEDED`.
-    pub request_limit_after: Option<u64>,
-    /// At this call, every session ends (`INVALID_SESSION_ID` until a new token).
-    pub invalid_session_after: Option<u64>,
-    /// Seed of the generator.
-    pub seed: u64,
-}
 
 /// A sandbox to be started.
 #[derive(Debug)]
@@ -178,8 +94,12 @@ impl Sandbox {
         let url = format!("http://{addr}");
         let mut org = self.org;
         org.changes.set_retention(self.config.cdc_retention);
-        let shared = Arc::new(server::Shared::new(org, self.config, url.clone()));
-        let app = server::router(shared.clone());
+        let core = Arc::new(state::Core::new(org, self.config, url.clone()));
+        let server::Server {
+            router: app,
+            bulk,
+            streaming,
+        } = server::server(core.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -190,7 +110,9 @@ impl Sandbox {
         });
         Ok(RunningSandbox {
             url,
-            shared,
+            core,
+            bulk,
+            streaming,
             stop: Some(stop),
             task: Some(task),
         })
@@ -200,7 +122,9 @@ impl Sandbox {
 /// A running sandbox; stopped by [`stop`](RunningSandbox::stop) or when dropped.
 pub struct RunningSandbox {
     url: String,
-    shared: Arc<server::Shared>,
+    core: Arc<state::Core>,
+    bulk: Arc<bulk::Bulk>,
+    streaming: Arc<cdc::Streaming>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -253,7 +177,7 @@ impl RunningSandbox {
     pub fn client_builder(&self, id: &str) -> Result<connector_salesforce::client::ClientBuilder> {
         use moodbridge_auth::oauth::OAuthClient;
         use moodbridge_auth::token_manager::{ClientCredentialsSource, TokenManager};
-        let config = &self.shared.config;
+        let config = &self.core.config;
         let app = OAuthClient::new(
             self.provider()?,
             &config.client_id,
@@ -282,17 +206,17 @@ impl RunningSandbox {
 
     /// A valid access token, without going through the token endpoint.
     pub fn issue_token(&self) -> String {
-        self.shared.issue_token()
+        self.core.issue_token()
     }
 
     /// A refresh token the token endpoint accepts.
     pub fn issue_refresh_token(&self) -> String {
-        self.shared.issue_refresh_token()
+        self.core.issue_refresh_token()
     }
 
     /// Inject `faults` into the calls from now on (call counting restarts).
     pub fn set_faults(&self, faults: Faults) {
-        self.shared
+        self.core
             .faults
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -301,7 +225,7 @@ impl RunningSandbox {
 
     /// API calls seen since the faults were last set.
     pub fn api_calls(&self) -> u64 {
-        self.shared
+        self.core
             .faults
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -310,12 +234,12 @@ impl RunningSandbox {
 
     /// Expire every access token now (the next call gets `INVALID_SESSION_ID`).
     pub fn expire_tokens(&self) {
-        self.shared.expire_tokens();
+        self.core.expire_tokens();
     }
 
     /// Every Bulk API 2.0 job: `(id, state)`, ingest and query jobs alike.
     pub fn bulk_jobs(&self) -> Vec<(String, String)> {
-        self.shared.bulk_jobs()
+        self.bulk.bulk_jobs()
     }
 
     /// The SOQL of every Bulk API 2.0 query job, oldest first, as the client sent it.
@@ -328,19 +252,19 @@ impl RunningSandbox {
     /// # sb.stop().await; Ok(()) }
     /// ```
     pub fn bulk_queries(&self) -> Vec<String> {
-        self.shared.bulk_queries()
+        self.bulk.bulk_queries()
     }
 
     /// Forget every Streaming API client (as a server restart would): their next connect
     /// is told to handshake again.
     pub fn drop_streaming_clients(&self) {
-        self.shared.drop_streaming_clients();
+        self.streaming.drop_clients();
     }
 
     /// The org, to inspect or change it directly.
     pub fn with_org<T>(&self, f: impl FnOnce(&mut Org) -> T) -> T {
         let mut org = self
-            .shared
+            .core
             .org
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -389,7 +313,7 @@ mod tests {
         // Held on a thread of its own, as the render holds it.
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let shared = sb.shared.clone();
+        let shared = sb.core.clone();
         let holder = std::thread::spawn(move || {
             let _org = shared.org();
             held_tx.send(()).unwrap();

@@ -3,9 +3,11 @@
 //! `/services/oauth2/token` for the authorization-code, refresh-token,
 //! client-credentials and JWT bearer grants, and `/services/oauth2/revoke`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::Router;
 use axum::extract::{Form, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,57 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest as _;
 
-use super::server::Shared;
+use crate::state::Core;
+
+/// The OAuth endpoints' state: the shared core and the codes waiting for their exchange.
+pub(crate) struct OAuth {
+    core: Arc<Core>,
+    codes: Mutex<HashMap<String, IssuedCode>>,
+}
+
+impl std::ops::Deref for OAuth {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl OAuth {
+    /// A new one-time authorization code for `issued`.
+    pub(crate) fn issue_code(&self, issued: IssuedCode) -> String {
+        let code = format!(
+            "aPrx{:016x}{:08x}==",
+            self.core.next_number() ^ 0x3c3c_c3c3_2468_ace0,
+            std::process::id()
+        );
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(code.clone(), issued);
+        code
+    }
+
+    /// Redeem an authorization code: it works once.
+    pub(crate) fn take_code(&self, code: &str) -> Option<IssuedCode> {
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(code)
+    }
+}
+
+/// The authorize, token and revoke endpoints.
+pub(crate) fn routes(core: Arc<Core>) -> Router {
+    let state = Arc::new(OAuth {
+        core,
+        codes: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route("/services/oauth2/authorize", axum::routing::get(authorize))
+        .route("/services/oauth2/token", axum::routing::post(token))
+        .route("/services/oauth2/revoke", axum::routing::post(revoke))
+        .with_state(state)
+}
 
 /// How long an authorization code may wait for its exchange (Salesforce: 15 minutes).
 const CODE_TTL: Duration = Duration::from_secs(15 * 60);
@@ -78,10 +130,7 @@ fn callback_allowed(callbacks: &[String], given: &url::Url) -> bool {
 
 /// `GET /services/oauth2/authorize`: check the client and its callback, then — the
 /// sandbox's user consenting at once — redirect back with a one-time code.
-pub(crate) async fn authorize(
-    State(s): State<Arc<Shared>>,
-    Query(p): Query<AuthorizeParams>,
-) -> Response {
+async fn authorize(State(s): State<Arc<OAuth>>, Query(p): Query<AuthorizeParams>) -> Response {
     if p.client_id.as_deref() != Some(s.config.client_id.as_str()) {
         return error_page("invalid_client_id", "client identifier invalid");
     }
@@ -169,7 +218,7 @@ pub(crate) struct RevokeForm {
 }
 
 /// `POST /services/oauth2/revoke`: end an access or refresh token.
-pub(crate) async fn revoke(State(s): State<Arc<Shared>>, Form(form): Form<RevokeForm>) -> Response {
+async fn revoke(State(s): State<Arc<OAuth>>, Form(form): Form<RevokeForm>) -> Response {
     match form.token {
         Some(token) if s.revoke(&token) => StatusCode::OK.into_response(),
         _ => oauth_error("unsupported_token_type", "this token type is not supported"),
@@ -191,7 +240,7 @@ pub(crate) struct TokenForm {
 /// Check a JWT bearer assertion as Salesforce does: RS256 signed by the connected app's
 /// certificate key, `iss` the client id, `aud` the login server, `sub` an approved user,
 /// `exp` not passed.
-fn check_assertion(s: &Shared, assertion: &str) -> Result<(), (&'static str, &'static str)> {
+fn check_assertion(s: &OAuth, assertion: &str) -> Result<(), (&'static str, &'static str)> {
     #[derive(Deserialize)]
     struct Claims {
         sub: String,
@@ -240,7 +289,7 @@ pub(crate) fn oauth_error(error: &str, description: &str) -> Response {
 }
 
 /// `POST /services/oauth2/token`: every grant the client uses.
-pub(crate) async fn token(State(s): State<Arc<Shared>>, Form(form): Form<TokenForm>) -> Response {
+async fn token(State(s): State<Arc<OAuth>>, Form(form): Form<TokenForm>) -> Response {
     let client_ok = form.client_id.as_deref() == Some(s.config.client_id.as_str())
         && form.client_secret.as_deref() == Some(s.config.client_secret.as_str());
     let mut refresh = false;

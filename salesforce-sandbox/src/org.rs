@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::changes::{ChangeLog, ChangeType};
 use crate::error::ApiError;
+use crate::soql::{self, Predicate};
 
 /// A field of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,8 +231,14 @@ pub struct Org {
     /// without a scan.
     external: HashMap<(String, String, String), String>,
     /// Change Data Capture events of every create, update and delete.
-    pub(crate) changes: super::cdc::ChangeLog,
+    pub(crate) changes: ChangeLog,
+    /// Decides whether a PushTopic's `WHERE` selects a record; set by the server (the
+    /// query evaluator sits above the org). Unset, no filtered topic is notified.
+    topic_filter: Option<RecordFilter>,
 }
+
+/// Whether a record satisfies a SOQL `WHERE` predicate.
+pub(crate) type RecordFilter = fn(&Org, &ObjectDef, &Fields, &Predicate) -> Result<bool, ApiError>;
 
 fn err(code: &str, message: impl Into<String>, fields: &[&str]) -> ApiError {
     ApiError {
@@ -290,8 +298,14 @@ impl Org {
             last_stamp_ms: 0,
             schema_changed: SystemTime::now(),
             external: HashMap::new(),
-            changes: super::cdc::ChangeLog::default(),
+            changes: ChangeLog::default(),
+            topic_filter: None,
         }
+    }
+
+    /// Set how PushTopic `WHERE` clauses are evaluated.
+    pub(crate) fn set_topic_filter(&mut self, filter: RecordFilter) {
+        self.topic_filter = Some(filter);
     }
 
     /// Add (or replace) an object definition, e.g. a custom object `Matter__c`.
@@ -517,7 +531,7 @@ impl Org {
             .or_default()
             .insert(id.clone(), fields);
         self.index_external(&def.name, &id, false);
-        self.publish(&def.name, &id, super::cdc::ChangeType::Create, &created);
+        self.publish(&def.name, &id, ChangeType::Create, &created);
         Ok(id)
     }
 
@@ -563,7 +577,7 @@ impl Org {
         record.insert("SystemModstamp".into(), json!(stamp));
         changed.insert("LastModifiedDate".into(), json!(stamp));
         self.index_external(&def.name, &id, false);
-        self.publish(&def.name, &id, super::cdc::ChangeType::Update, &changed);
+        self.publish(&def.name, &id, ChangeType::Update, &changed);
         Ok(())
     }
 
@@ -587,7 +601,7 @@ impl Org {
                 self.publish(
                     &def.name,
                     &normalize_id(id),
-                    super::cdc::ChangeType::Delete,
+                    ChangeType::Delete,
                     &Map::new(),
                 );
                 Ok(())
@@ -598,8 +612,7 @@ impl Org {
 
     /// Record a change: its Change Data Capture event, and an event on every active
     /// PushTopic whose query selects the record (`NotifyForFields` is treated as `All`).
-    fn publish(&mut self, entity: &str, id: &str, change: super::cdc::ChangeType, fields: &Fields) {
-        use super::cdc::ChangeType;
+    fn publish(&mut self, entity: &str, id: &str, change: ChangeType, fields: &Fields) {
         if !self.changes.recording {
             return;
         }
@@ -619,7 +632,7 @@ impl Org {
             ) else {
                 continue;
             };
-            let Ok(q) = super::soql::parse(query) else {
+            let Ok(q) = soql::parse(query) else {
                 continue;
             };
             if !wanted || !flag("IsActive") || !q.object.eq_ignore_ascii_case(entity) {
@@ -635,7 +648,9 @@ impl Org {
                         continue;
                     };
                     let selected = match &q.filter {
-                        Some(p) => super::eval::matches(self, def, r, p).unwrap_or(false),
+                        Some(p) => self
+                            .topic_filter
+                            .is_some_and(|selects| selects(self, def, r, p).unwrap_or(false)),
                         None => true,
                     };
                     if !selected {
@@ -653,8 +668,10 @@ impl Org {
             };
             topics.push((format!("/topic/{name}"), sobject));
         }
+        let created = sf_datetime(SystemTime::now());
         for (channel, sobject) in topics {
-            self.changes.record_topic(&channel, entity, change, sobject);
+            self.changes
+                .record_topic(&channel, entity, change, sobject, created.clone());
         }
     }
 
@@ -692,7 +709,7 @@ impl Org {
             table.remove(&id);
         }
         self.mark_deleted(&def.name, &id, false);
-        self.publish(&def.name, &id, super::cdc::ChangeType::Delete, &Map::new());
+        self.publish(&def.name, &id, ChangeType::Delete, &Map::new());
         Ok(())
     }
 

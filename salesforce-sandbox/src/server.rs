@@ -5,8 +5,8 @@
 //! header, and Salesforce's error format.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, PoisonError};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Path, Query as UrlQuery, Request, State};
@@ -17,291 +17,16 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::org::{Fields, Org};
-use super::{SandboxConfig, eval, soql};
+use crate::bulk::Bulk;
+use crate::cdc::Streaming;
 use crate::error::ApiError;
+use crate::org::{Fields, Org};
+use crate::reply::{Failure, Reply, not_found};
+use crate::state::{Core, Cursor, Injected};
+use crate::{composite, eval, oauth, soql};
 
-/// Shared state of a running sandbox.
-pub(crate) struct Shared {
-    /// Read by many requests at once (a query job's render among them); written by one.
-    pub(crate) org: RwLock<Org>,
-    pub(crate) config: SandboxConfig,
-    pub(crate) base_url: String,
-    tokens: Mutex<HashMap<String, Instant>>,
-    refresh_tokens: Mutex<HashMap<String, ()>>,
-    codes: Mutex<HashMap<String, super::oauth::IssuedCode>>,
-    pub(crate) bulk: Mutex<super::bulk::Jobs>,
-    pub(crate) cometd: Mutex<super::cdc::Clients>,
-    cursors: Mutex<HashMap<String, Cursor>>,
-    api_used: Mutex<u64>,
-    next: Mutex<u64>,
-    pub(crate) faults: Mutex<FaultState>,
-    /// The routes composite requests dispatch their subrequests to.
-    pub(crate) internal: std::sync::OnceLock<Router>,
-}
-
-/// Injected faults and their seeded random generator.
-#[derive(Default)]
-pub(crate) struct FaultState {
-    pub(crate) faults: super::Faults,
-    rng: u64,
-    calls: u64,
-}
-
-/// What the fault injector decided for one call.
-enum Injected {
-    None,
-    Status(StatusCode, ApiError),
-    Drop,
-}
-
-impl FaultState {
-    pub(crate) fn set(&mut self, faults: super::Faults) {
-        self.rng = faults.seed | 1;
-        self.calls = 0;
-        self.faults = faults;
-    }
-
-    pub(crate) fn calls(&self) -> u64 {
-        self.calls
-    }
-
-    fn random(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Decide the fault of the next call; `expire` is set when sessions must end now.
-    fn next(&mut self, expire: &mut bool) -> (std::time::Duration, Injected) {
-        self.calls += 1;
-        let f = self.faults.clone();
-        if f.invalid_session_after == Some(self.calls) {
-            *expire = true;
-        }
-        if self.calls <= f.unavailable_first {
-            return (
-                f.latency,
-                Injected::Status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ApiError::new("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
-                ),
-            );
-        }
-        if f.request_limit_after.is_some_and(|n| self.calls > n) {
-            return (
-                f.latency,
-                Injected::Status(
-                    StatusCode::FORBIDDEN,
-                    ApiError::new("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
-                ),
-            );
-        }
-        let roll = self.random();
-        let injected = if roll < f.error_rate / 2.0 {
-            Injected::Status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ApiError::new("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
-            )
-        } else if roll < f.error_rate {
-            Injected::Status(
-                StatusCode::TOO_MANY_REQUESTS,
-                ApiError::new(
-                    "REQUEST_LIMIT_EXCEEDED",
-                    "ConcurrentPerOrgLongTxn Limit exceeded",
-                ),
-            )
-        } else if roll < f.error_rate + f.drop_rate {
-            Injected::Drop
-        } else {
-            Injected::None
-        };
-        (f.latency, injected)
-    }
-}
-
-struct Cursor {
-    records: Vec<Value>,
-    version: String,
-}
-
-impl Shared {
-    pub(crate) fn new(org: Org, config: SandboxConfig, base_url: String) -> Self {
-        Shared {
-            org: RwLock::new(org),
-            config,
-            base_url,
-            tokens: Mutex::new(HashMap::new()),
-            refresh_tokens: Mutex::new(HashMap::new()),
-            codes: Mutex::new(HashMap::new()),
-            bulk: Mutex::new(super::bulk::Jobs::default()),
-            cometd: Mutex::new(super::cdc::Clients::default()),
-            cursors: Mutex::new(HashMap::new()),
-            api_used: Mutex::new(0),
-            next: Mutex::new(0),
-            faults: Mutex::new(FaultState::default()),
-            internal: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn counter(&self) -> u64 {
-        let mut n = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        *n += 1;
-        *n
-    }
-
-    /// The next number of the sandbox's counter (ids of jobs, cursors, tokens).
-    pub(crate) fn next_number(&self) -> u64 {
-        self.counter()
-    }
-
-    /// A new access token, valid for the configured time.
-    pub(crate) fn issue_token(&self) -> String {
-        let token = format!(
-            "00D8d0000000001!sandbox.{:016x}",
-            self.counter() ^ 0x5a5a_a5a5_1234_5678
-        );
-        self.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token.clone(), Instant::now() + self.config.token_ttl);
-        token
-    }
-
-    /// A new refresh token.
-    pub(crate) fn issue_refresh_token(&self) -> String {
-        let token = format!(
-            "5Aep861sandbox{:016x}",
-            self.counter() ^ 0x0f0f_f0f0_8765_4321
-        );
-        self.refresh_tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token.clone(), ());
-        token
-    }
-
-    /// Whether the request's `Authorization: Bearer|OAuth <token>` is a live session.
-    pub(crate) fn session_valid(&self, headers: &HeaderMap) -> bool {
-        let session = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("OAuth "))
-            });
-        session.is_some_and(|t| {
-            self.tokens
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(t)
-                .is_some_and(|until| *until > Instant::now())
-        })
-    }
-
-    /// Whether `token` is a live refresh token.
-    pub(crate) fn refresh_token_known(&self, token: &str) -> bool {
-        self.refresh_tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(token)
-    }
-
-    /// A new one-time authorization code for `issued`.
-    pub(crate) fn issue_code(&self, issued: super::oauth::IssuedCode) -> String {
-        let code = format!(
-            "aPrx{:016x}{:08x}==",
-            self.counter() ^ 0x3c3c_c3c3_2468_ace0,
-            std::process::id()
-        );
-        self.codes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(code.clone(), issued);
-        code
-    }
-
-    /// Redeem an authorization code: it works once.
-    pub(crate) fn take_code(&self, code: &str) -> Option<super::oauth::IssuedCode> {
-        self.codes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(code)
-    }
-
-    /// Revoke an access or refresh token; `false` when it was neither.
-    pub(crate) fn revoke(&self, token: &str) -> bool {
-        let access = self
-            .tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(token)
-            .is_some();
-        let refresh = self
-            .refresh_tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(token)
-            .is_some();
-        access || refresh
-    }
-
-    /// End every access token now (as a session timeout would).
-    pub(crate) fn expire_tokens(&self) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-
-    /// The org, to read (shared with other readers).
-    pub(crate) fn org(&self) -> std::sync::RwLockReadGuard<'_, Org> {
-        self.org.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The org, to change (alone).
-    pub(crate) fn org_mut(&self) -> std::sync::RwLockWriteGuard<'_, Org> {
-        self.org.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// An error response in Salesforce's shape.
-pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) Vec<ApiError>);
-
-impl Failure {
-    pub(crate) fn new(status: StatusCode, e: ApiError) -> Self {
-        Failure(status, vec![e])
-    }
-    pub(crate) fn bad(e: ApiError) -> Self {
-        let status = match e.error_code.as_str() {
-            "NOT_FOUND" | "ENTITY_IS_DELETED" => StatusCode::NOT_FOUND,
-            "MULTIPLE_CHOICES" => StatusCode::MULTIPLE_CHOICES,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Failure::new(status, e)
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(self.1)).into_response()
-    }
-}
-
-pub(crate) type Reply = Result<Response, Failure>;
-
-/// Salesforce's answer for a resource that is not there.
-fn not_found() -> Failure {
-    Failure::bad(ApiError::new(
-        "NOT_FOUND",
-        "The requested resource does not exist",
-    ))
-}
-
-/// The router; `shared` holds the org.
-/// The API routes (under `/services/data/{version}`), without authorization.
-fn api_routes() -> Router<Arc<Shared>> {
+/// The REST API's own routes (under `/services/data/{version}`), without authorization.
+fn rest_routes(core: Arc<Core>) -> Router {
     Router::new()
         .route("/query", get(query))
         .route("/queryAll", get(query_all))
@@ -331,62 +56,42 @@ fn api_routes() -> Router<Arc<Shared>> {
             "/composite/sobjects/{object}/{field}",
             axum::routing::patch(collection_upsert),
         )
-        .route(
-            "/jobs/ingest",
-            post(super::bulk::create_ingest).get(super::bulk::list_ingest),
-        )
-        .route(
-            "/jobs/ingest/{id}",
-            get(super::bulk::get_ingest)
-                .patch(super::bulk::patch_ingest)
-                .delete(super::bulk::delete_job),
-        )
-        .route(
-            "/jobs/ingest/{id}/batches",
-            axum::routing::put(super::bulk::upload).layer(axum::extract::DefaultBodyLimit::max(
-                super::bulk::MAX_UPLOAD,
-            )),
-        )
-        .route(
-            "/jobs/ingest/{id}/{which}",
-            get(super::bulk::ingest_results),
-        )
-        .route(
-            "/jobs/query",
-            post(super::bulk::create_query).get(super::bulk::list_query),
-        )
-        .route(
-            "/jobs/query/{id}",
-            get(super::bulk::get_query)
-                .patch(super::bulk::patch_query)
-                .delete(super::bulk::delete_job),
-        )
-        .route("/jobs/query/{id}/results", get(super::bulk::query_results))
-        .route("/composite", post(super::composite::composite))
-        .route("/composite/batch", post(super::composite::batch))
-        .route("/composite/tree/{object}", post(super::composite::tree))
+        .with_state(core)
 }
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// A sandbox's server: its routes, and the parts the sandbox's own API reaches into.
+pub(crate) struct Server {
+    pub(crate) router: Router,
+    pub(crate) bulk: Arc<Bulk>,
+    pub(crate) streaming: Arc<Streaming>,
+}
+
+/// Every route of the sandbox, over `core`.
+pub(crate) fn server(core: Arc<Core>) -> Server {
+    let bulk = Bulk::new(core.clone());
+    let streaming = Streaming::new(core.clone());
+    let rest = rest_routes(core.clone()).merge(bulk.routes());
     // Composite subrequests are dispatched here: same routes, no second authorization,
     // no API-call count of their own (a composite request is one call).
-    let internal = Router::new()
-        .nest("/services/data/{version}", api_routes())
-        .with_state(shared.clone());
-    let _ = shared.internal.set(internal);
-    let api = api_routes().layer(middleware::from_fn_with_state(shared.clone(), authorize));
-    Router::new()
+    let internal = Router::new().nest("/services/data/{version}", rest.clone());
+    let api = rest
+        .merge(composite::routes(core.clone(), internal))
+        .layer(middleware::from_fn_with_state(core.clone(), authorize));
+    let router = Router::new()
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
-        .route("/cometd/{version}", post(super::cdc::cometd))
-        .route("/services/oauth2/authorize", get(super::oauth::authorize))
-        .route("/services/oauth2/token", post(super::oauth::token))
-        .route("/services/oauth2/revoke", post(super::oauth::revoke))
-        .nest("/services/data/{version}", api)
-        .with_state(shared)
+        .with_state(core.clone())
+        .merge(streaming.routes())
+        .merge(oauth::routes(core))
+        .nest("/services/data/{version}", api);
+    Server {
+        router,
+        bulk,
+        streaming,
+    }
 }
 
-async fn versions(State(s): State<Arc<Shared>>) -> Response {
+async fn versions(State(s): State<Arc<Core>>) -> Response {
     let list: Vec<Value> = s
         .config
         .versions
@@ -399,7 +104,7 @@ async fn versions(State(s): State<Arc<Shared>>) -> Response {
 /// Checks the bearer token and the API version, counts the call against the daily
 /// limit, and adds `Sforce-Limit-Info` to the answer.
 async fn authorize(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     request: Request,
@@ -491,7 +196,7 @@ fn version_of(v: &str) -> String {
 }
 
 async fn query(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(q): UrlQuery<Q>,
 ) -> Reply {
@@ -499,14 +204,14 @@ async fn query(
 }
 
 async fn query_all(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(q): UrlQuery<Q>,
 ) -> Reply {
     run_query(&s, &version_of(&p["version"]), q.q.as_deref(), true)
 }
 
-fn run_query(s: &Shared, version: &str, text: Option<&str>, all_rows: bool) -> Reply {
+fn run_query(s: &Core, version: &str, text: Option<&str>, all_rows: bool) -> Reply {
     let text = text.ok_or_else(|| {
         Failure::bad(ApiError::new(
             "MALFORMED_QUERY",
@@ -529,7 +234,7 @@ fn run_query(s: &Shared, version: &str, text: Option<&str>, all_rows: bool) -> R
 }
 
 /// One page of a result; the rest is kept behind a locator (`<cursor>-<offset>`).
-fn page(s: &Shared, mut records: Vec<Value>, offset: usize, version: &str) -> Response {
+fn page(s: &Core, mut records: Vec<Value>, offset: usize, version: &str) -> Response {
     let total = records.len() + offset;
     let size = s.config.page_size.max(1);
     let rest = if records.len() > size {
@@ -539,7 +244,7 @@ fn page(s: &Shared, mut records: Vec<Value>, offset: usize, version: &str) -> Re
     };
     let mut body = json!({"totalSize": total, "done": rest.is_empty(), "records": records});
     if !rest.is_empty() {
-        let id = format!("01g8d00000{:08X}", s.counter());
+        let id = format!("01g8d00000{:08X}", s.next_number());
         let next_offset = offset + size;
         body["nextRecordsUrl"] = json!(format!(
             "/services/data/v{version}/query/{id}-{next_offset}"
@@ -558,7 +263,7 @@ fn page(s: &Shared, mut records: Vec<Value>, offset: usize, version: &str) -> Re
     axum::Json(body).into_response()
 }
 
-async fn query_more(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, String>>) -> Reply {
+async fn query_more(State(s): State<Arc<Core>>, Path(p): Path<HashMap<String, String>>) -> Reply {
     let locator = p.get("locator").cloned().unwrap_or_default();
     let cursor = s
         .cursors
@@ -590,7 +295,7 @@ fn body_fields(body: &[u8]) -> Result<Fields, Failure> {
 }
 
 async fn create(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -612,7 +317,7 @@ struct Fieldsq {
 }
 
 fn shape_one(
-    s: &Shared,
+    s: &Core,
     object: &str,
     record: &Fields,
     fields: Option<&str>,
@@ -653,7 +358,7 @@ fn shape_one(
 }
 
 async fn retrieve(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(q): UrlQuery<Fieldsq>,
 ) -> Reply {
@@ -678,7 +383,7 @@ async fn retrieve(
 }
 
 async fn retrieve_by(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(q): UrlQuery<Fieldsq>,
 ) -> Reply {
@@ -721,7 +426,7 @@ async fn retrieve_by(
 }
 
 async fn update(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -737,7 +442,7 @@ async fn update(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, String>>) -> Reply {
+async fn delete(State(s): State<Arc<Core>>, Path(p): Path<HashMap<String, String>>) -> Reply {
     let object = s
         .org()
         .object(&p["object"])
@@ -750,7 +455,7 @@ async fn delete(State(s): State<Arc<Shared>>, Path(p): Path<HashMap<String, Stri
 }
 
 async fn upsert(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -772,7 +477,7 @@ async fn upsert(
 }
 
 async fn describe_global(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Response {
     let version = version_of(&p["version"]);
@@ -797,7 +502,7 @@ async fn describe_global(
 }
 
 async fn describe(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Reply {
@@ -840,7 +545,7 @@ async fn describe(
     Ok(r)
 }
 
-async fn limits(State(s): State<Arc<Shared>>) -> Response {
+async fn limits(State(s): State<Arc<Core>>) -> Response {
     let used = *s.api_used.lock().unwrap_or_else(PoisonError::into_inner);
     let max = s.config.daily_api_limit;
     axum::Json(json!({
@@ -911,7 +616,7 @@ fn collection_body(body: &[u8]) -> Result<CollectionBody, Failure> {
 /// Apply `op` to each record; per-record results. With all-or-none, one failure rolls
 /// every change back and every record reports the failure or the rollback.
 fn apply_each(
-    s: &Shared,
+    s: &Core,
     records: &[Value],
     all_or_none: bool,
     op: impl Fn(&mut Org, &Fields) -> Result<(String, Option<bool>), ApiError>,
@@ -967,7 +672,7 @@ fn record_type(r: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn collection_create(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply {
+async fn collection_create(State(s): State<Arc<Core>>, body: axum::body::Bytes) -> Reply {
     let b = collection_body(&body)?;
     let types: Vec<Option<String>> = b.records.iter().map(record_type).collect();
     let idx = std::sync::atomic::AtomicUsize::new(0);
@@ -987,7 +692,7 @@ async fn collection_create(State(s): State<Arc<Shared>>, body: axum::body::Bytes
     Ok(axum::Json(out).into_response())
 }
 
-async fn collection_update(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply {
+async fn collection_update(State(s): State<Arc<Core>>, body: axum::body::Bytes) -> Reply {
     let b = collection_body(&body)?;
     let types: Vec<Option<String>> = b.records.iter().map(record_type).collect();
     let idx = std::sync::atomic::AtomicUsize::new(0);
@@ -1010,7 +715,7 @@ async fn collection_update(State(s): State<Arc<Shared>>, body: axum::body::Bytes
 }
 
 async fn collection_upsert(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -1035,7 +740,7 @@ struct DeleteQ {
     all_or_none: Option<bool>,
 }
 
-async fn collection_delete(State(s): State<Arc<Shared>>, UrlQuery(q): UrlQuery<DeleteQ>) -> Reply {
+async fn collection_delete(State(s): State<Arc<Core>>, UrlQuery(q): UrlQuery<DeleteQ>) -> Reply {
     let ids: Vec<Value> = q
         .ids
         .unwrap_or_default()
@@ -1072,7 +777,7 @@ struct RetrieveBody {
 }
 
 async fn collection_retrieve(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Reply {
@@ -1100,7 +805,7 @@ async fn collection_retrieve(
 }
 
 async fn search(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Core>>,
     Path(p): Path<HashMap<String, String>>,
     UrlQuery(q): UrlQuery<Q>,
 ) -> Reply {

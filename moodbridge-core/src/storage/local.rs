@@ -27,12 +27,12 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::body::{StreamDigest, body_error, with_progress};
 use super::{
     ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PutOptions, PutResult,
     TransferProgress, byte_stream, hex,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::{StreamDigest, body_error, with_progress};
 
 /// Characters encoded in a segment's file name.
 const SEGMENT: &AsciiSet = &CONTROLS

@@ -27,6 +27,7 @@
 //! # }).unwrap();
 //! ```
 
+pub(crate) mod body;
 mod local;
 pub mod local_objects;
 
