@@ -963,7 +963,7 @@ impl SalesforceClient {
         let body = serde_json::json!({"allOrNone": all_or_none, "compositeRequest": subs});
         let answer = self
             .json(
-                "composite",
+                op::COMPOSITE,
                 Method::POST,
                 &self.path("/composite"),
                 Some(&body),
@@ -1251,7 +1251,7 @@ pub struct RecordResult {
     pub created: Option<bool>,
     /// Why it was not.
     #[serde(default)]
-    pub errors: Vec<crate::error::ApiError>,
+    pub errors: Vec<crate::error::RecordError>,
 }
 
 fn results(answer: Value, expected: usize) -> Result<Vec<RecordResult>> {
@@ -1478,5 +1478,22 @@ mod tests {
         assert!(check_id("001000000000000AAA").is_ok());
         assert!(check_id("../../x").is_err());
         assert_eq!(encode_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    /// Salesforce's published example: one record deleted, one refused with `statusCode`
+    /// (not `errorCode`) in its error. Every outcome survives, the refused one's code too.
+    #[test]
+    fn documented_collections_results_parse_with_their_errors() {
+        let answer: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/collections-delete-partial.json"
+        ))
+        .unwrap();
+        let list = results(answer, 2).unwrap();
+        assert!(list[0].success);
+        assert_eq!(list[0].id.as_deref(), Some("001RM000003oLrHYAU"));
+        assert!(!list[1].success);
+        assert_eq!(list[1].id, None);
+        assert_eq!(list[1].errors[0].status_code, "MALFORMED_ID");
+        assert_eq!(list[1].errors[0].message, "malformed id 001RM000003oLrB000");
     }
 }

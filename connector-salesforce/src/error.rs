@@ -56,6 +56,73 @@ impl ApiError {
     }
 }
 
+/// One error of one record's result — in sObject Collections answers (`SaveResult`,
+/// `UpsertResult`, `DeleteResult`) and sObject Tree answers. Salesforce's `Error` object
+/// names its code `statusCode`, where the REST error array ([`ApiError`]) says
+/// `errorCode`.
+///
+/// ```
+/// use connector_salesforce::error::RecordError;
+/// let e: RecordError = serde_json::from_str(
+///     r#"{"statusCode":"MALFORMED_ID","message":"malformed id 001RM000003oLrB000","fields":[]}"#,
+/// ).unwrap();
+/// assert_eq!(e.status_code, "MALFORMED_ID");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// Salesforce's code (`REQUIRED_FIELD_MISSING`, `DUPLICATE_VALUE` …).
+    #[serde(rename = "statusCode")]
+    pub status_code: String,
+    /// What went wrong, in Salesforce's words.
+    #[serde(default)]
+    pub message: String,
+    /// The fields at fault, when Salesforce names them.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// An sObject Tree answer: `hasErrors` and, on failure, the records at fault.
+#[derive(Deserialize)]
+struct TreeAnswer {
+    #[serde(rename = "hasErrors")]
+    has_errors: bool,
+    results: Vec<TreeResult>,
+}
+
+#[derive(Deserialize)]
+struct TreeResult {
+    #[serde(rename = "referenceId", default)]
+    reference_id: String,
+    #[serde(default)]
+    errors: Vec<RecordError>,
+}
+
+/// The errors of a failed answer: Salesforce's REST error array (or one such object),
+/// or the per-record errors of a failed sObject Tree request.
+fn errors_of(body: &[u8]) -> Vec<ApiError> {
+    if let Ok(errors) = serde_json::from_slice::<Vec<ApiError>>(body) {
+        return errors;
+    }
+    if let Ok(e) = serde_json::from_slice::<ApiError>(body) {
+        return vec![e];
+    }
+    match serde_json::from_slice::<TreeAnswer>(body) {
+        Ok(tree) if tree.has_errors => tree
+            .results
+            .into_iter()
+            .flat_map(|r| {
+                let reference = r.reference_id;
+                r.errors.into_iter().map(move |e| ApiError {
+                    message: format!("record {reference}: {}", e.message),
+                    error_code: e.status_code,
+                    fields: e.fields,
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The kind of an error code, regardless of the HTTP status (`None` for codes that do not
 /// decide the kind by themselves).
 pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
@@ -120,9 +187,7 @@ pub fn map_error(
     body: &[u8],
     operation: &str,
 ) -> Error {
-    let errors: Vec<ApiError> = serde_json::from_slice(body)
-        .or_else(|_| serde_json::from_slice::<ApiError>(body).map(|e| vec![e]))
-        .unwrap_or_default();
+    let errors = errors_of(body);
     let first = errors.first();
     let mut kind = first
         .and_then(|e| kind_of_code(&e.error_code))
@@ -179,6 +244,25 @@ pub fn map_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed sObject Tree request (Salesforce's published example) names the record
+    /// and its error code, as a REST error array does.
+    #[test]
+    fn a_documented_tree_failure_names_the_record_and_its_code() {
+        let body = include_bytes!("../tests/fixtures/tree-failure.json");
+        let err = map_error(400, None, body, op::COMPOSITE_TREE);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            err.context_value("error_code"),
+            Some("INVALID_EMAIL_ADDRESS")
+        );
+        assert_eq!(err.context_value("fields"), Some("Email"));
+        assert!(
+            err.to_string()
+                .contains("record ref2: Email: invalid email address"),
+            "{err}"
+        );
+    }
     use moodbridge_core::observe::op::salesforce as op;
 
     fn body(code: &str, fields: &[&str]) -> Vec<u8> {

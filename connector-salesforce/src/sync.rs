@@ -838,7 +838,7 @@ fn collection_outcome(
         return with_id(RecordOutcome::ok(index, action), r.id);
     }
     let first = r.errors.first();
-    let code = first.map(|e| e.error_code.clone());
+    let code = first.map(|e| e.status_code.clone());
     let kind = code
         .as_deref()
         .and_then(crate::error::kind_of_code)
@@ -848,7 +848,7 @@ fn collection_outcome(
         message: r
             .errors
             .iter()
-            .map(|e| format!("{}: {}", e.error_code, e.message))
+            .map(|e| format!("{}: {}", e.status_code, e.message))
             .collect::<Vec<_>>()
             .join("; "),
         code,

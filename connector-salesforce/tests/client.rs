@@ -404,7 +404,7 @@ async fn collections_chunk_at_200_and_report_every_record() {
     );
     assert_eq!(created.len(), 450);
     assert_eq!(created.iter().filter(|r| r.success).count(), 449);
-    assert_eq!(created[321].errors[0].error_code, "REQUIRED_FIELD_MISSING");
+    assert_eq!(created[321].errors[0].status_code, "REQUIRED_FIELD_MISSING");
     assert_eq!(created[321].errors[0].fields, ["LastName"]);
 
     // All or none: one bad record rolls its request back.
@@ -415,7 +415,7 @@ async fn collections_chunk_at_200_and_report_every_record() {
     let rolled = sf.create_many("Contact", &batch, true).await.unwrap();
     assert!(rolled.iter().all(|r| !r.success));
     assert_eq!(
-        rolled[0].errors[0].error_code,
+        rolled[0].errors[0].status_code,
         "ALL_OR_NONE_OPERATION_ROLLED_BACK"
     );
     let q = Soql::select(["Id"])

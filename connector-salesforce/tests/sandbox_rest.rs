@@ -403,3 +403,229 @@ async fn malformed_queries_and_unknown_versions_are_refused_like_salesforce() {
     assert_eq!(status, 404);
     sb.stop().await;
 }
+
+/// Salesforce answers `/query/`, `/sobjects/Account/`, `/limits/` … as it answers the
+/// paths without the slash: the same data, the same session and query errors.
+#[tokio::test]
+async fn paths_with_a_trailing_slash_are_the_same_resources() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let q = urlencode("SELECT Id FROM Account");
+    for (with, without) in [
+        (format!("{V}/query/?q={q}"), format!("{V}/query?q={q}")),
+        (
+            format!("{V}/queryAll/?q={q}"),
+            format!("{V}/queryAll?q={q}"),
+        ),
+        (
+            format!("{V}/sobjects/Account/describe/"),
+            format!("{V}/sobjects/Account/describe"),
+        ),
+        (format!("{V}/sobjects/"), format!("{V}/sobjects")),
+        (format!("{V}/limits/"), format!("{V}/limits")),
+        (
+            format!("{V}/search/?q={}", urlencode("FIND {Acme}")),
+            format!("{V}/search?q={}", urlencode("FIND {Acme}")),
+        ),
+    ] {
+        let (status, body) = c.get(&with).await;
+        assert_eq!(status, 200, "{with}: {body}");
+        if !with.contains("/limits") {
+            assert_eq!(body, c.get(&without).await.1, "{with}");
+        }
+    }
+    let (status, body) = c
+        .get(&format!(
+            "{V}/query/?q={}",
+            urlencode("SELECT Nope FROM Account")
+        ))
+        .await;
+    assert_eq!(
+        (status, &body[0]["errorCode"]),
+        (400, &json!("INVALID_FIELD")),
+        "{body}"
+    );
+    let id = c.get(&format!("{V}/query?q={q}")).await.1["records"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = c.get(&format!("{V}/sobjects/Account/{id}/")).await;
+    assert_eq!((status, &body["Id"]), (200, &json!(id)), "{body}");
+    sb.expire_tokens();
+    let (status, body) = c.get(&format!("{V}/query/?q={q}")).await;
+    assert_eq!(
+        (status, &body[0]["errorCode"]),
+        (401, &json!("INVALID_SESSION_ID")),
+        "{body}"
+    );
+    sb.stop().await;
+}
+
+/// An unknown resource is Salesforce's `NOT_FOUND` error array — after the session is
+/// checked, so an expired session is told as such.
+#[tokio::test]
+async fn unknown_resources_are_not_found_after_authentication() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    for path in [
+        format!("{V}/nothing/here"),
+        format!("{V}/sobjects/Account/a/b/c"),
+    ] {
+        let (status, _, body) = c.call(reqwest::Method::POST, &path, Some(json!({}))).await;
+        assert_eq!(
+            (status, &body[0]["errorCode"]),
+            (404, &json!("NOT_FOUND")),
+            "{path}: {body}"
+        );
+    }
+    sb.expire_tokens();
+    let (status, body) = c.get(&format!("{V}/nothing/here")).await;
+    assert_eq!(
+        (status, &body[0]["errorCode"]),
+        (401, &json!("INVALID_SESSION_ID")),
+        "{body}"
+    );
+    sb.stop().await;
+}
+
+/// Setting a required field to null is refused as Salesforce refuses it; leaving it out
+/// of an update is fine.
+#[tokio::test]
+async fn an_update_cannot_null_a_required_field() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let (status, _, created) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/Account"),
+            Some(json!({"Name": "Acme"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("{V}/sobjects/Account/{}", created["id"].as_str().unwrap());
+    let (status, _, body) = c
+        .call(reqwest::Method::PATCH, &path, Some(json!({"Name": null})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body[0]["errorCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(body[0]["fields"], json!(["Name"]));
+    let (status, _, _) = c
+        .call(reqwest::Method::PATCH, &path, Some(json!({"Phone": "555"})))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(c.get(&path).await.1["Name"], "Acme");
+    sb.stop().await;
+}
+
+/// The token endpoint takes the client's credentials by HTTP Basic (RFC 6749 §2.3.1), and
+/// refuses them given twice.
+#[tokio::test]
+async fn the_token_endpoint_accepts_basic_client_authentication() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/services/oauth2/token", sb.url());
+    let ok = http
+        .post(&url)
+        .basic_auth("sandbox-client", Some("sandbox-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.json::<Value>().await.unwrap()["access_token"].is_string());
+    let wrong = http
+        .post(&url)
+        .basic_auth("sandbox-client", Some("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    let twice = http
+        .post(&url)
+        .basic_auth("sandbox-client", Some("sandbox-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", "sandbox-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        twice.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+    sb.stop().await;
+}
+
+/// One response read off a kept-alive HTTP/1.1 connection: its status, or `None` when the
+/// server closed the connection instead.
+async fn read_response(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> Option<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status_line = String::new();
+    if stream.read_line(&mut status_line).await.ok()? == 0 {
+        return None;
+    }
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(status)
+}
+
+/// A POST whose body arrives after its headers, answered 404: the connection stays open
+/// for the next request (a server that cannot keep it says `Connection: close`).
+#[tokio::test]
+async fn a_connection_outlives_a_refused_request_whose_body_came_late() {
+    use tokio::io::AsyncWriteExt;
+    let sb = sandbox(SandboxConfig::default()).await;
+    let token = sb.issue_token();
+    let addr = sb.url().trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    let body = r#"{"Name":"late"}"#;
+    stream
+        .get_mut()
+        .write_all(
+            format!(
+                "POST {V}/nothing HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stream.get_mut().write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, Some(404));
+    stream
+        .get_mut()
+        .write_all(
+            format!(
+                "GET {V}/limits HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream).await,
+        Some(200),
+        "the second request on the connection is answered"
+    );
+    sb.stop().await;
+}

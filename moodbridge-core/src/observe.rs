@@ -167,6 +167,8 @@ pub mod op {
         pub const COLLECTIONS_UPSERT: &str = "salesforce.collections_upsert";
         /// Delete up to 200 records (sObject Collections).
         pub const COLLECTIONS_DELETE: &str = "salesforce.collections_delete";
+        /// A Composite request (up to 25 dependent subrequests).
+        pub const COMPOSITE: &str = "salesforce.composite";
         /// A Composite Batch request (up to 25 subrequests).
         pub const COMPOSITE_BATCH: &str = "salesforce.composite_batch";
         /// A Composite sObject Tree request.
@@ -209,6 +211,7 @@ pub mod op {
             COLLECTIONS_UPDATE,
             COLLECTIONS_UPSERT,
             COLLECTIONS_DELETE,
+            COMPOSITE,
             COMPOSITE_BATCH,
             COMPOSITE_TREE,
             BULK_CREATE,

@@ -28,7 +28,7 @@ use crate::{eval, soql};
 const CHUNK: usize = 10_000;
 /// Largest upload accepted: 150 MB (Salesforce's limit, counted after base64 there; the
 /// sandbox takes the raw size, so it is more lenient by the encoding's third).
-const MAX_UPLOAD: usize = 150 * 1024 * 1024;
+pub(crate) const MAX_UPLOAD: usize = 150 * 1024 * 1024;
 
 /// A job's state, as Salesforce spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,9 +70,21 @@ async fn dispatch(
         );
     };
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    // As for direct calls, a trailing slash names the same resource.
+    let (path, query) = url
+        .split_once('?')
+        .map_or((url, None), |(p, q)| (p, Some(q)));
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let url = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
     let request = Request::builder()
         .method(method)
-        .uri(url)
+        .uri(&url)
         .header(header::AUTHORIZATION, auth)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(bytes));
@@ -399,11 +411,11 @@ fn insert_tree(
                     });
                     match (child, link) {
                         (Some(child), Some(link)) => insert_tree(org, &child, &list, Some((&link, &id)), created, errors),
-                        _ => errors.push(json!({"referenceId": reference, "errors": [{"errorCode": "INVALID_FIELD", "message": format!("No such relationship {relationship} on {object}"), "fields": []}]})),
+                        _ => errors.push(json!({"referenceId": reference, "errors": [ApiError::new("INVALID_FIELD", format!("No such relationship {relationship} on {object}")).for_record()]})),
                     }
                 }
             }
-            Err(e) => errors.push(json!({"referenceId": reference, "errors": [e]})),
+            Err(e) => errors.push(json!({"referenceId": reference, "errors": [e.for_record()]})),
         }
     }
 }

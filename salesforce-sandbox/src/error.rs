@@ -36,4 +36,14 @@ impl ApiError {
             fields: Vec::new(),
         }
     }
+
+    /// The same error as one record's result writes it (sObject Collections and Tree
+    /// answers): Salesforce's `Error` object, whose code is `statusCode`.
+    pub(crate) fn for_record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "statusCode": self.error_code,
+            "message": self.message,
+            "fields": self.fields,
+        })
+    }
 }

@@ -102,6 +102,7 @@ impl Sandbox {
         } = server::server(core.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;

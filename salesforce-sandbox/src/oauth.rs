@@ -237,6 +237,30 @@ pub(crate) struct TokenForm {
     assertion: Option<String>,
 }
 
+/// The client id and secret of an `Authorization: Basic` header (each form-encoded, then
+/// joined by `:` and base64-encoded, as RFC 6749 §2.3.1 says); `None` without one,
+/// `Err` when it cannot be read.
+fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Some(Err(()));
+    };
+    let unform = |part: &str| {
+        url::form_urlencoded::parse(format!("v={part}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some(Ok((unform(id), unform(secret))))
+}
+
 /// Check a JWT bearer assertion as Salesforce does: RS256 signed by the connected app's
 /// certificate key, `iss` the client id, `aud` the login server, `sub` an approved user,
 /// `exp` not passed.
@@ -289,7 +313,29 @@ pub(crate) fn oauth_error(error: &str, description: &str) -> Response {
 }
 
 /// `POST /services/oauth2/token`: every grant the client uses.
-async fn token(State(s): State<Arc<OAuth>>, Form(form): Form<TokenForm>) -> Response {
+async fn token(
+    State(s): State<Arc<OAuth>>,
+    headers: axum::http::HeaderMap,
+    Form(mut form): Form<TokenForm>,
+) -> Response {
+    // RFC 6749 §2.3.1: a client authenticates by HTTP Basic or by the form, not both.
+    match basic_credentials(&headers) {
+        Some(Ok(_)) if form.client_secret.is_some() => {
+            return oauth_error(
+                "invalid_request",
+                "client credentials in both the Authorization header and the body",
+            );
+        }
+        Some(Ok((id, secret))) => {
+            if form.client_id.as_ref().is_some_and(|given| *given != id) {
+                return oauth_error("invalid_client_id", "client identifier invalid");
+            }
+            form.client_id = Some(id);
+            form.client_secret = Some(secret);
+        }
+        Some(Err(())) => return oauth_error("invalid_client", "invalid client credentials"),
+        None => {}
+    }
     let client_ok = form.client_id.as_deref() == Some(s.config.client_id.as_str())
         && form.client_secret.as_deref() == Some(s.config.client_secret.as_str());
     let mut refresh = false;

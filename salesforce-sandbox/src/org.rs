@@ -480,20 +480,24 @@ impl Org {
             }
             out.insert(f.name.clone(), value.clone());
         }
-        if creating {
-            let missing: Vec<&str> = object
-                .fields
-                .iter()
-                .filter(|f| !f.nillable && !f.system && out.get(&f.name).is_none_or(Value::is_null))
-                .map(|f| f.name.as_str())
-                .collect();
-            if !missing.is_empty() {
-                return Err(err(
-                    "REQUIRED_FIELD_MISSING",
-                    format!("Required fields are missing: [{}]", missing.join(", ")),
-                    &missing,
-                ));
-            }
+        // A create must give every required field; an update may leave them out, but
+        // may not set one to null (Salesforce answers both with REQUIRED_FIELD_MISSING).
+        let missing: Vec<&str> = object
+            .fields
+            .iter()
+            .filter(|f| !f.nillable && !f.system)
+            .filter(|f| match out.get(&f.name) {
+                None => creating,
+                Some(v) => v.is_null(),
+            })
+            .map(|f| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(err(
+                "REQUIRED_FIELD_MISSING",
+                format!("Required fields are missing: [{}]", missing.join(", ")),
+                &missing,
+            ));
         }
         Ok(out)
     }

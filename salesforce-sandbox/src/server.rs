@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower_http::normalize_path::NormalizePath;
 
 use crate::bulk::Bulk;
 use crate::cdc::Streaming;
@@ -61,7 +62,7 @@ fn rest_routes(core: Arc<Core>) -> Router {
 
 /// A sandbox's server: its routes, and the parts the sandbox's own API reaches into.
 pub(crate) struct Server {
-    pub(crate) router: Router,
+    pub(crate) router: NormalizePath<Router>,
     pub(crate) bulk: Arc<Bulk>,
     pub(crate) streaming: Arc<Streaming>,
 }
@@ -74,20 +75,62 @@ pub(crate) fn server(core: Arc<Core>) -> Server {
     // Composite subrequests are dispatched here: same routes, no second authorization,
     // no API-call count of their own (a composite request is one call).
     let internal = Router::new().nest("/services/data/{version}", rest.clone());
+    // An unknown resource is answered after authorization, as Salesforce answers it.
     let api = rest
         .merge(composite::routes(core.clone(), internal))
+        .fallback(unknown_resource)
         .layer(middleware::from_fn_with_state(core.clone(), authorize));
     let router = Router::new()
         .route("/services/data", get(versions))
-        .route("/services/data/", get(versions))
         .with_state(core.clone())
         .merge(streaming.routes())
         .merge(oauth::routes(core))
-        .nest("/services/data/{version}", api);
+        .nest("/services/data/{version}", api)
+        .fallback(unknown_resource)
+        .layer(middleware::from_fn(read_whole_body));
+    // `/query/` is `/query`, `/sobjects/Account/` is `/sobjects/Account` (and so on), as
+    // on Salesforce.
+    let router = NormalizePath::trim_trailing_slash(router);
     Server {
         router,
         bulk,
         streaming,
+    }
+}
+
+/// Salesforce's answer for a resource that is not there.
+async fn unknown_resource() -> Failure {
+    not_found()
+}
+
+/// The largest request body the sandbox reads (a Bulk API 2.0 upload's limit and room
+/// for its headers).
+const MAX_BODY: usize = crate::bulk::MAX_UPLOAD + 1024 * 1024;
+
+/// Reads each request's body whole before it is routed, so that every answer — an
+/// unknown route, a refused session — leaves the connection ready for the next request
+/// (a server that answers before the body has arrived must close the connection). A
+/// body over [`MAX_BODY`] is refused with 413 and `Connection: close`.
+async fn read_whole_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => {
+            let mut r = Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ApiError::new(
+                    "JSON_PARSER_ERROR",
+                    format!("the request body is over {MAX_BODY} bytes, or it broke off"),
+                ),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
     }
 }
 
@@ -646,7 +689,7 @@ fn apply_each(
                     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
                     "Record rolled back because not all records were valid and the request was using AllOrNone header",
                 ));
-                json!({"id": null, "success": false, "errors": [e]})
+                json!({"id": null, "success": false, "errors": [e.for_record()]})
             })
             .collect();
     }
@@ -660,7 +703,7 @@ fn apply_each(
                 }
                 v
             }
-            Err(e) => json!({"id": null, "success": false, "errors": [e]}),
+            Err(e) => json!({"id": null, "success": false, "errors": [e.for_record()]}),
         })
         .collect()
 }

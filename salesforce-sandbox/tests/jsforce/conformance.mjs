@@ -112,7 +112,10 @@ await check('collections: create many, retrieve many', async () => {
   );
   assert.equal(results.length, 3);
   assert.deepEqual(results.map((r) => r.success), [true, true, false]);
-  assert.equal(results[2].errors[0].errorCode, 'REQUIRED_FIELD_MISSING');
+  // jsforce hands over Salesforce's SaveResult as sent: its errors say `statusCode`
+  // (the REST error array says `errorCode`; a record's result does not).
+  assert.equal(results[2].errors[0].statusCode, 'REQUIRED_FIELD_MISSING');
+  assert.deepEqual(results[2].errors[0].fields, ['LastName']);
   const ids = results.filter((r) => r.success).map((r) => r.id);
   const got = await conn.sobject('Contact').retrieve(ids, { fields: ['LastName'] });
   assert.deepEqual(got.map((r) => r.LastName), ['Many 1', 'Many 2']);
