@@ -629,3 +629,29 @@ async fn a_connection_outlives_a_refused_request_whose_body_came_late() {
     );
     sb.stop().await;
 }
+
+/// Datetimes anywhere in Salesforce's range compare in queries, before 1970 too.
+#[tokio::test]
+async fn datetimes_before_1970_compare_in_queries() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    for (soql, expected) in [
+        (
+            "SELECT Id FROM Account WHERE CreatedDate > 1800-01-01T00:00:00Z",
+            30,
+        ),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate < 1969-12-31T23:59:59.500Z",
+            0,
+        ),
+        (
+            "SELECT Id FROM Account WHERE CreatedDate < 3999-01-01T00:00:00-08:00",
+            30,
+        ),
+    ] {
+        let (status, body) = c.query(soql).await;
+        assert_eq!(status, 200, "{soql}: {body}");
+        assert_eq!(body["totalSize"], expected, "{soql}");
+    }
+    sb.stop().await;
+}

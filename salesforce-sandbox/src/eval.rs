@@ -604,10 +604,16 @@ fn literal(lit: &Literal) -> Result<Value, ApiError> {
         Literal::String(s) => Value::String(s.clone()),
         Literal::Date(d) => Value::String(d.clone()),
         Literal::DateTime(d) => {
-            let t = humantime::parse_rfc3339_weak(&d.replace("+0000", "Z").replace("+00:00", "Z"))
-                .or_else(|_| humantime::parse_rfc3339(d))
+            // SOQL writes `Z`, `±hh:mm` (and Salesforce's answers `±hhmm`); any year
+            // Salesforce stores, 1700 to 4000.
+            let t = chrono::DateTime::parse_from_rfc3339(d)
+                .or_else(|_| chrono::DateTime::parse_from_str(d, "%Y-%m-%dT%H:%M:%S%.f%z"))
                 .map_err(|_| malformed(format!("bad datetime {d}")))?;
-            Value::String(super::org::sf_datetime(t))
+            Value::String(
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+                    .to_string(),
+            )
         }
         Literal::DateLiteral(name, n) => Value::String(date_literal(name, *n)?),
     })

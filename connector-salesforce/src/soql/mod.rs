@@ -90,21 +90,53 @@ impl Value {
                 }
                 let _ = write!(out, "{year:04}-{month:02}-{day:02}");
             }
-            Value::DateTime(t) => {
-                // Milliseconds when there are any: cursors such as SystemModstamp carry them.
-                let whole = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .is_ok_and(|d| d.subsec_nanos() == 0);
-                if whole {
-                    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(*t));
-                } else {
-                    let _ = write!(out, "{}", humantime::format_rfc3339_millis(*t));
-                }
-            }
+            Value::DateTime(t) => out.push_str(&datetime_literal(*t)?),
             Value::DateLiteral(d) => d.render(out),
         }
         Ok(())
     }
+}
+
+/// The earliest datetime Salesforce stores: 1700-01-01T00:00:00Z.
+const EARLIEST_DATETIME: i64 = -8_520_336_000;
+/// The latest datetime Salesforce stores: 4000-12-31T00:00:00Z.
+const LATEST_DATETIME: i64 = 64_092_124_800;
+
+/// `t` as a SOQL datetime literal (UTC; milliseconds when it has a fraction of a second),
+/// or `InvalidInput` when Salesforce cannot store it (before 1700-01-01T00:00:00Z or after
+/// 4000-12-31T00:00:00Z, Salesforce's documented range).
+fn datetime_literal(t: SystemTime) -> Result<String> {
+    // Whole seconds and nanoseconds since the epoch, before it too.
+    let (secs, nanos) = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => (i64::try_from(d.as_secs()).ok(), d.subsec_nanos()),
+        Err(before) => {
+            let d = before.duration();
+            let whole = i64::try_from(d.as_secs()).ok().map(|s| -s);
+            match d.subsec_nanos() {
+                0 => (whole, 0),
+                n => (whole.and_then(|s| s.checked_sub(1)), 1_000_000_000 - n),
+            }
+        }
+    };
+    let at = secs
+        .filter(|s| (EARLIEST_DATETIME..=LATEST_DATETIME).contains(s))
+        .filter(|s| *s < LATEST_DATETIME || nanos == 0)
+        .and_then(|s| chrono::DateTime::from_timestamp(s, nanos));
+    let Some(at) = at else {
+        let shown = secs.map_or_else(
+            || "a time beyond any calendar".to_owned(),
+            |s| format!("{s} s from 1970-01-01T00:00:00Z"),
+        );
+        return Err(Error::invalid_input(format!(
+            "{shown} cannot be written in SOQL: Salesforce stores datetimes from 1700-01-01T00:00:00Z to 4000-12-31T00:00:00Z"
+        ))
+        .with_hint("clamp the value to that range, or leave the condition out"));
+    };
+    Ok(if nanos == 0 {
+        at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    })
 }
 
 impl From<&str> for Value {
