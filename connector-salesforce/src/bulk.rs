@@ -103,8 +103,8 @@ impl Default for PollOptions {
 /// Options of [`SalesforceClient::bulk_ingest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestOptions {
-    /// Largest CSV upload per job (default 100 MB: Salesforce's 150 MB limit counts the
-    /// data after base64 encoding).
+    /// Largest CSV upload per job (default and most: [`MAX_JOB_BYTES`], 100 MB:
+    /// Salesforce's 150 MB limit counts the data after base64 encoding).
     pub max_job_bytes: u64,
     /// Jobs running at once (default 3).
     pub parallel_jobs: usize,
@@ -119,7 +119,7 @@ pub struct IngestOptions {
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
-            max_job_bytes: 100 * 1000 * 1000,
+            max_job_bytes: MAX_JOB_BYTES,
             parallel_jobs: 3,
             poll: PollOptions::default(),
             columns: None,
@@ -212,6 +212,16 @@ pub struct BulkQueryOptions {
     /// Polling of the job's state.
     pub poll: PollOptions,
 }
+
+/// Characters of one field of an ingest record, at most (Bulk API 2.0's limit).
+pub const MAX_FIELD_CHARS: usize = 32_000;
+/// Characters of one ingest record, its fields together, at most (Bulk API 2.0's limit).
+pub const MAX_RECORD_CHARS: usize = 400_000;
+/// Fields of one ingest record, at most (Bulk API 2.0's limit).
+pub const MAX_FIELDS_PER_RECORD: usize = 5_000;
+/// CSV bytes of one ingest job's upload, at most: Salesforce takes 150 MB after base64
+/// encoding, which is 100 MB before it.
+pub const MAX_JOB_BYTES: u64 = 100 * 1000 * 1000;
 
 /// A CSV cell for a JSON value: null is `#N/A` (Salesforce's "set to null").
 fn cell(value: &Value) -> std::result::Result<String, &'static str> {
@@ -340,6 +350,13 @@ impl SalesforceClient {
         check_name(object)?;
         if let IngestOperation::Upsert { external_id } = &operation {
             check_name(external_id)?;
+        }
+        if options.max_job_bytes == 0 || options.max_job_bytes > MAX_JOB_BYTES {
+            return Err(Error::invalid_input(format!(
+                "IngestOptions::max_job_bytes is {}: an upload takes from 1 byte to {MAX_JOB_BYTES} bytes of CSV (Salesforce's 150 MB after base64 encoding)",
+                options.max_job_bytes
+            ))
+            .with_hint("leave max_job_bytes at its default: larger inputs are split into several jobs"));
         }
         let id_only = matches!(
             operation,
@@ -968,12 +985,32 @@ fn row_of(
             columns.join(", ")
         ));
     }
+    if columns.len() > MAX_FIELDS_PER_RECORD {
+        return Err(format!(
+            "{} fields: Bulk API 2.0 takes at most {MAX_FIELDS_PER_RECORD} per record; split the columns over two ingests",
+            columns.len()
+        ));
+    }
     let mut cells = Vec::with_capacity(columns.len());
+    let mut total = 0usize;
     for c in columns {
-        cells.push(match map.get(c) {
+        let text = match map.get(c) {
             None => String::new(),
             Some(v) => cell(v).map_err(|what| format!("field {c:?} holds {what}"))?,
-        });
+        };
+        let chars = text.chars().count();
+        if chars > MAX_FIELD_CHARS {
+            return Err(format!(
+                "field {c:?} has {chars} characters: Bulk API 2.0 takes at most {MAX_FIELD_CHARS} per field; write this record through the REST API (sObject Collections), which takes a long text field whole"
+            ));
+        }
+        total += chars;
+        cells.push(text);
+    }
+    if total > MAX_RECORD_CHARS {
+        return Err(format!(
+            "the record has {total} characters: Bulk API 2.0 takes at most {MAX_RECORD_CHARS} per record; write it through the REST API (sObject Collections)"
+        ));
     }
     if id_only && cells.first().is_none_or(String::is_empty) {
         return Err("a delete needs the record's Id".into());

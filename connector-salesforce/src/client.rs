@@ -548,6 +548,29 @@ impl SalesforceClient {
         format!("/services/data/v{}{rest}", self.inner.version)
     }
 
+    /// `/{resource}?q=<text>`, or `InvalidInput` — before any request — when the URI
+    /// would pass Salesforce's limit on a request's URI and headers (the request would be
+    /// refused with HTTP 414 or 431, or cut off on the way).
+    fn query_target(&self, resource: &str, op: &'static str, text: &str) -> Result<String> {
+        let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
+        url.query_pairs_mut().append_pair("q", text);
+        let target = format!(
+            "{}?{}",
+            self.path(&format!("/{resource}")),
+            url.query().unwrap_or_default()
+        );
+        let uri = target.len();
+        if uri > MAX_URI_BYTES - HEADER_ALLOWANCE {
+            return Err(Error::invalid_input(format!(
+                "this {resource} request would have a {uri}-byte URI: Salesforce takes at most {MAX_URI_BYTES} bytes of URI and headers together (HTTP 414 or 431 beyond)"
+            ))
+            .with_hint("split a long IN list into several queries, or run the query as a Bulk API 2.0 query job (bulk_query), whose SOQL travels in the request body")
+            .with_connector(crate::error::PLATFORM)
+            .with_operation(op));
+        }
+        Ok(target)
+    }
+
     async fn json(
         &self,
         op: &'static str,
@@ -595,18 +618,14 @@ impl SalesforceClient {
         resource: &'static str,
         soql: &str,
     ) -> impl Stream<Item = Result<Value>> + Send + 'static {
-        let first = {
-            let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
-            url.query_pairs_mut().append_pair("q", soql);
-            format!(
-                "{}?{}",
-                self.path(&format!("/{resource}")),
-                url.query().unwrap_or_default()
-            )
+        use futures::StreamExt as _;
+        let (first, refused) = match self.query_target(resource, op::QUERY, soql) {
+            Ok(target) => (Some(target), None),
+            Err(e) => (None, Some(Err(e))),
         };
         let client = self.clone();
-        futures::stream::try_unfold(
-            (VecDeque::<Value>::new(), Some(first)),
+        futures::stream::iter(refused).chain(futures::stream::try_unfold(
+            (VecDeque::<Value>::new(), first),
             move |(mut buffer, mut next)| {
                 let client = client.clone();
                 async move {
@@ -636,7 +655,7 @@ impl SalesforceClient {
                     }
                 }
             },
-        )
+        ))
     }
 
     /// How many records a `SELECT COUNT() …` query ([`Soql::count`]) matches.
@@ -648,13 +667,7 @@ impl SalesforceClient {
     /// # let _ = open; Ok(()) }
     /// ```
     pub async fn count(&self, soql: &str) -> Result<u64> {
-        let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
-        url.query_pairs_mut().append_pair("q", soql);
-        let target = format!(
-            "{}?{}",
-            self.path("/query"),
-            url.query().unwrap_or_default()
-        );
+        let target = self.query_target("query", op::QUERY, soql)?;
         let answer = self
             .json(op::QUERY, Method::GET, &target, None, true)
             .await?;
@@ -667,13 +680,7 @@ impl SalesforceClient {
     /// Run a SOSL search (see [`Sosl`](crate::soql::Sosl)); the records found, each with
     /// its `attributes.type`.
     pub async fn search(&self, sosl: &str) -> Result<Vec<Value>> {
-        let mut url = Url::parse("http://x/").unwrap_or_else(|_| unreachable!("constant URL"));
-        url.query_pairs_mut().append_pair("q", sosl);
-        let path = format!(
-            "{}?{}",
-            self.path("/search"),
-            url.query().unwrap_or_default()
-        );
+        let path = self.query_target("search", op::SEARCH, sosl)?;
         let answer = self
             .json(op::SEARCH, Method::GET, &path, None, true)
             .await?;
@@ -1171,6 +1178,14 @@ impl SalesforceClient {
             .await
     }
 }
+
+/// Bytes of URI and headers Salesforce takes in one request, together.
+pub const MAX_URI_BYTES: usize = 16_384;
+
+/// What the instance's host and the client's own headers may take of
+/// [`MAX_URI_BYTES`] (a My Domain host, a bearer token and a few short headers need well
+/// under this).
+const HEADER_ALLOWANCE: usize = 2_048;
 
 /// Subrequests per composite or batch request (Salesforce's limit).
 pub const SUBREQUEST_LIMIT: usize = 25;

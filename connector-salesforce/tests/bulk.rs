@@ -416,3 +416,58 @@ async fn a_bulk_query_streams_typed_pages_and_query_all_sees_deleted_records() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     sb.stop().await;
 }
+
+/// Bulk API 2.0's per-field and per-upload limits are checked before anything is sent:
+/// the record over a limit is refused with the limit and the way around it, the others
+/// go; an upload size Salesforce cannot take is a settings error at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_and_uploads_over_bulk_limits_are_refused_before_sending() {
+    use connector_salesforce::bulk::{MAX_FIELD_CHARS, MAX_JOB_BYTES};
+    let sb = start(SandboxConfig::default()).await;
+    let sf = connect(&sb, None).await;
+    let long = "x".repeat(MAX_FIELD_CHARS + 1);
+    let records = futures::stream::iter([
+        json!({"Name": "Short", "Description": "fine"}),
+        json!({"Name": "Long", "Description": long}),
+        json!({"Name": "Exactly", "Description": "y".repeat(MAX_FIELD_CHARS)}),
+    ]);
+    let report = sf
+        .bulk_ingest(
+            "Account",
+            IngestOperation::Insert,
+            records,
+            &options(MAX_JOB_BYTES, 1),
+        )
+        .await
+        .unwrap();
+    let states: Vec<RecordState> = report.outcomes.iter().map(|o| o.state.clone()).collect();
+    assert_eq!(
+        states,
+        [
+            RecordState::Succeeded,
+            RecordState::Failed,
+            RecordState::Succeeded
+        ]
+    );
+    let why = report.outcomes[1].error.as_deref().unwrap_or_default();
+    assert!(why.contains("32000 per field"), "{why}");
+    assert!(why.contains("sObject Collections"), "{why}");
+    assert_eq!(count(&sb, "Account"), 2);
+
+    let jobs = sb.bulk_jobs().len();
+    for max_job_bytes in [0, MAX_JOB_BYTES + 1] {
+        let err = sf
+            .bulk_ingest(
+                "Account",
+                IngestOperation::Insert,
+                futures::stream::iter([json!({"Name": "Never sent"})]),
+                &options(max_job_bytes, 1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("max_job_bytes"), "{err}");
+    }
+    assert_eq!(sb.bulk_jobs().len(), jobs, "no job was created");
+    sb.stop().await;
+}

@@ -1069,3 +1069,49 @@ async fn salesforce_meets_the_resilience_contract() {
     .await;
     sb.stop().await;
 }
+
+/// Requests the client knows Salesforce refuses fail at once as `InvalidInput` naming the
+/// limit and the way around it: nothing is sent and nothing retried (a patient policy
+/// would otherwise retry them as outages).
+#[tokio::test]
+async fn requests_over_salesforces_limits_fail_at_once_naming_the_limit() {
+    let sb = sandbox(2_000).await;
+    let sf = connect_patiently(&sb).await;
+    let before = sb.api_calls();
+    // 1,000 ids: a statement well under 100,000 characters, a URI over 16,384 bytes.
+    let ids: Vec<String> = (0..1_000)
+        .map(|i| format!("001000000000{i:03}AAA"))
+        .collect();
+    let soql = Soql::select(["Id"])
+        .from("Account")
+        .filter(field("Id").is_in(ids.iter().map(String::as_str)))
+        .build()
+        .unwrap();
+    let err = sf.query(&soql).try_collect::<Vec<_>>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("16384 bytes"), "{err}");
+    assert!(err.hint().contains("bulk_query"), "{}", err.hint());
+    let err = sf.count(&soql).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(sb.api_calls(), before, "nothing was sent");
+
+    // 10,000 ids: over SOQL's 100,000 characters, refused by the builder.
+    let many: Vec<String> = (0..10_000).map(|i| format!("001000000{i:06}AAA")).collect();
+    let err = Soql::select(["Id"])
+        .from("Account")
+        .filter(field("Id").is_in(many.iter().map(String::as_str)))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("at most 100000"), "{err}");
+
+    // 26 subrequests: over a composite request's 25.
+    let subs: Vec<connector_salesforce::client::Subrequest> = (0..26)
+        .map(|i| connector_salesforce::client::Subrequest::get(&format!("r{i}"), "/limits"))
+        .collect();
+    let err = sf.composite(&subs, false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("at most 25"), "{err}");
+    assert_eq!(sb.api_calls(), before, "nothing was sent");
+    sb.stop().await;
+}

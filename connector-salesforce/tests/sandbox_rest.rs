@@ -655,3 +655,17 @@ async fn datetimes_before_1970_compare_in_queries() {
     }
     sb.stop().await;
 }
+
+/// Over 16,384 bytes of URI the sandbox answers 414, as Salesforce does.
+#[tokio::test]
+async fn an_overlong_uri_is_refused_with_414() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let soql = format!(
+        "SELECT Id FROM Account WHERE Name = '{}'",
+        "x".repeat(17_000)
+    );
+    let (status, _) = c.query(&soql).await;
+    assert_eq!(status, 414);
+    sb.stop().await;
+}

@@ -103,6 +103,9 @@ async fn unknown_resource() -> Failure {
     not_found()
 }
 
+/// Bytes of URI and headers of one request, at most (Salesforce's limit).
+const MAX_HEAD_BYTES: usize = 16_384;
+
 /// The largest request body the sandbox reads (a Bulk API 2.0 upload's limit and room
 /// for its headers).
 const MAX_BODY: usize = crate::bulk::MAX_UPLOAD + 1024 * 1024;
@@ -112,6 +115,24 @@ const MAX_BODY: usize = crate::bulk::MAX_UPLOAD + 1024 * 1024;
 /// (a server that answers before the body has arrived must close the connection). A
 /// body over [`MAX_BODY`] is refused with 413 and `Connection: close`.
 async fn read_whole_body(request: Request, next: Next) -> Response {
+    // Salesforce takes at most 16,384 bytes of URI and headers together.
+    let head = request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_HEAD_BYTES {
+        let status = if request.uri().to_string().len() > MAX_HEAD_BYTES {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        };
+        let mut r = status.into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => {

@@ -631,7 +631,8 @@ impl Soql {
     }
 
     /// The query text, or an `InvalidInput` error naming what is wrong (a bad name, an
-    /// empty list, an offset over 2,000, `FOR UPDATE` with `ORDER BY`).
+    /// empty list, an offset over 2,000, `FOR UPDATE` with `ORDER BY`, a value SOQL cannot
+    /// write, a statement over [`MAX_SOQL_CHARS`]).
     pub fn build(&self) -> Result<String> {
         if self.fields.is_empty() && !self.count {
             return Err(Error::invalid_input(
@@ -690,9 +691,19 @@ impl Soql {
             Some(Scope::AllRows) => out.push_str(" ALL ROWS"),
             None => {}
         }
+        let length = out.chars().count();
+        if length > MAX_SOQL_CHARS {
+            return Err(Error::invalid_input(format!(
+                "this query is {length} characters: a SOQL statement is at most {MAX_SOQL_CHARS}"
+            ))
+            .with_hint("split a long IN list into several queries of fewer values"));
+        }
         Ok(out)
     }
 }
+
+/// Characters of one SOQL statement, at most (Salesforce's default limit).
+pub const MAX_SOQL_CHARS: usize = 100_000;
 
 fn is_name(segment: &str) -> bool {
     let mut chars = segment.chars();
