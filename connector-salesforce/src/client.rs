@@ -977,23 +977,7 @@ impl SalesforceClient {
                 false,
             )
             .await?;
-        let list = answer["compositeResponse"].as_array().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                "a composite answer without compositeResponse",
-            )
-        })?;
-        Ok(list
-            .iter()
-            .map(|r| SubResponse {
-                reference_id: r["referenceId"].as_str().unwrap_or_default().to_owned(),
-                status: r["httpStatusCode"]
-                    .as_u64()
-                    .and_then(|c| u16::try_from(c).ok())
-                    .unwrap_or(0),
-                body: r["body"].clone(),
-            })
-            .collect())
+        composite_responses(&answer)
     }
 
     /// `/composite/batch`: up to 25 independent subrequests in one call (reference ids
@@ -1024,20 +1008,7 @@ impl SalesforceClient {
                 false,
             )
             .await?;
-        Ok(answer["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                (
-                    r["statusCode"]
-                        .as_u64()
-                        .and_then(|c| u16::try_from(c).ok())
-                        .unwrap_or(0),
-                    r["result"].clone(),
-                )
-            })
-            .collect())
+        Ok(batch_results(&answer))
     }
 
     /// `/composite/tree/{object}`: a tree of records (children under their relationship
@@ -1056,17 +1027,7 @@ impl SalesforceClient {
                 false,
             )
             .await?;
-        Ok(answer["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                (
-                    r["referenceId"].as_str().unwrap_or_default().to_owned(),
-                    r["id"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect())
+        Ok(tree_results(&answer))
     }
 
     /// `describeGlobal`: every object of the org.
@@ -1249,6 +1210,62 @@ pub struct SubResponse {
     pub status: u16,
     /// Its body (Salesforce's error array when it failed).
     pub body: Value,
+}
+
+/// The subrequest results of a Composite answer (`compositeResponse`), in order.
+fn composite_responses(answer: &Value) -> Result<Vec<SubResponse>> {
+    let list = answer["compositeResponse"].as_array().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Protocol,
+            "a composite answer without compositeResponse",
+        )
+        .with_connector(crate::error::PLATFORM)
+    })?;
+    Ok(list
+        .iter()
+        .map(|r| SubResponse {
+            reference_id: r["referenceId"].as_str().unwrap_or_default().to_owned(),
+            status: r["httpStatusCode"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+            body: r["body"].clone(),
+        })
+        .collect())
+}
+
+/// `(statusCode, result)` of each subrequest of a Composite Batch answer.
+fn batch_results(answer: &Value) -> Vec<(u16, Value)> {
+    answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["statusCode"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(0),
+                r["result"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `(referenceId, id)` of each record a successful sObject Tree request created (a
+/// failed one is an error answer: see [`crate::error::map_error`]).
+fn tree_results(answer: &Value) -> Vec<(String, String)> {
+    answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["referenceId"].as_str().unwrap_or_default().to_owned(),
+                r["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Records per sObject Collections request (Salesforce's limit).
@@ -1510,5 +1527,43 @@ mod tests {
         assert_eq!(list[1].id, None);
         assert_eq!(list[1].errors[0].status_code, "MALFORMED_ID");
         assert_eq!(list[1].errors[0].message, "malformed id 001RM000003oLrB000");
+    }
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    /// Salesforce's published Composite example: each subrequest's status, reference and
+    /// body (an error array when it failed).
+    #[test]
+    fn documented_composite_answers_parse() {
+        let subs = composite_responses(&fixture("composite-response.json")).unwrap();
+        assert_eq!(subs.len(), 2);
+        assert_eq!(
+            (subs[0].reference_id.as_str(), subs[0].status),
+            ("refAccount", 201)
+        );
+        assert_eq!(subs[0].body["id"], "001R00000033I6AIAU");
+        assert_eq!(subs[1].status, 400);
+        assert_eq!(subs[1].body[0]["errorCode"], "INVALID_EMAIL_ADDRESS");
+    }
+
+    #[test]
+    fn documented_batch_and_tree_answers_parse() {
+        let results = batch_results(&fixture("batch-response.json"));
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0], (204, Value::Null));
+        assert_eq!(results[1].0, 200);
+        assert_eq!(results[1].1["BillingPostalCode"], "94105");
+        let created = tree_results(&fixture("tree-success.json"));
+        assert_eq!(
+            created[..2],
+            [
+                ("ref1".to_owned(), "001D000000K0fXOIAZ".to_owned()),
+                ("ref4".to_owned(), "001D000000K0fXPIAZ".to_owned())
+            ]
+        );
+        assert_eq!(created.len(), 4);
     }
 }
