@@ -1212,6 +1212,17 @@ pub struct SubResponse {
     pub body: Value,
 }
 
+/// `(Remaining, Max)` of the daily API requests in a `/limits` answer (numbers; the
+/// answers of early API versions write them as strings).
+fn daily_requests(limits: &Value) -> Option<(u64, u64)> {
+    let number = |v: &Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
+    let daily = &limits["DailyApiRequests"];
+    Some((number(&daily["Remaining"])?, number(&daily["Max"])?))
+}
+
 /// The subrequest results of a Composite answer (`compositeResponse`), in order.
 fn composite_responses(answer: &Value) -> Result<Vec<SubResponse>> {
     let list = answer["compositeResponse"].as_array().ok_or_else(|| {
@@ -1388,10 +1399,7 @@ impl moodbridge_core::PlatformIntegration for SalesforceClient {
         let started = std::time::Instant::now();
         match self.limits().await {
             Ok(limits) => {
-                let max = limits["DailyApiRequests"]["Max"].as_u64().unwrap_or(0);
-                let left = limits["DailyApiRequests"]["Remaining"]
-                    .as_u64()
-                    .unwrap_or(0);
+                let (left, max) = daily_requests(&limits).unwrap_or((0, 0));
                 let status = if max > 0 && left * 10 < max {
                     HealthStatus::Degraded
                 } else {
@@ -1565,5 +1573,15 @@ mod tests {
             ]
         );
         assert_eq!(created.len(), 4);
+    }
+
+    #[test]
+    fn documented_limits_give_the_daily_requests_left() {
+        assert_eq!(daily_requests(&fixture("limits.json")), Some((4937, 5000)));
+        assert_eq!(
+            daily_requests(&fixture("limits-v29.json")),
+            Some((4980, 5000))
+        );
+        assert_eq!(daily_requests(&serde_json::json!({})), None);
     }
 }
