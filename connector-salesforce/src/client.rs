@@ -1584,4 +1584,17 @@ mod tests {
         );
         assert_eq!(daily_requests(&serde_json::json!({})), None);
     }
+
+    /// Salesforce's published describe (its elisions left out): the stream's name, key
+    /// and fields; no `SystemModstamp`, so no cursor.
+    #[test]
+    fn a_documented_describe_becomes_a_stream() {
+        let stream = stream_of(&fixture("describe-account.json")).unwrap();
+        assert_eq!(stream.name, "Account");
+        assert_eq!(stream.primary_key, ["Id"]);
+        assert_eq!(stream.fields.len(), 1);
+        assert_eq!(stream.fields[0].name, "Id");
+        assert_eq!(stream.fields[0].field_type, moodbridge_core::FieldType::String);
+        assert_eq!(stream.cursor_field, None);
+    }
 }
