@@ -1594,7 +1594,10 @@ mod tests {
         assert_eq!(stream.primary_key, ["Id"]);
         assert_eq!(stream.fields.len(), 1);
         assert_eq!(stream.fields[0].name, "Id");
-        assert_eq!(stream.fields[0].field_type, moodbridge_core::FieldType::String);
+        assert_eq!(
+            stream.fields[0].field_type,
+            moodbridge_core::FieldType::String
+        );
         assert_eq!(stream.cursor_field, None);
     }
 }

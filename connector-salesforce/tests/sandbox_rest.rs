@@ -669,3 +669,35 @@ async fn an_overlong_uri_is_refused_with_414() {
     assert_eq!(status, 414);
     sb.stop().await;
 }
+
+/// Field names are case-insensitive in Salesforce: a collections update keyed `"id"`,
+/// with `"name"` for `Name`, updates the record.
+#[tokio::test]
+async fn field_names_are_case_insensitive_in_collections_updates() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let id = c
+        .get(&format!(
+            "{V}/query?q={}",
+            urlencode("SELECT Id FROM Account")
+        ))
+        .await
+        .1["records"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = c
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/composite/sobjects"),
+            Some(json!({"allOrNone": true, "records": [
+                {"attributes": {"type": "Account"}, "id": id, "name": "Lowercase keys"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["success"], true, "{body}");
+    let (_, record) = c.get(&format!("{V}/sobjects/Account/{id}")).await;
+    assert_eq!(record["Name"], "Lowercase keys");
+    sb.stop().await;
+}

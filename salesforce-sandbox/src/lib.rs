@@ -340,4 +340,25 @@ mod tests {
         holder.join().unwrap();
         sb.stop().await;
     }
+
+    /// Every instance hands out its own unpredictable tokens: the first token of one
+    /// sandbox says nothing about another's.
+    #[tokio::test]
+    async fn tokens_are_random_in_every_instance() {
+        let a = Sandbox::new(SandboxConfig::default())
+            .start()
+            .await
+            .unwrap();
+        let b = Sandbox::new(SandboxConfig::default())
+            .start()
+            .await
+            .unwrap();
+        let (ta, tb) = (a.issue_token(), b.issue_token());
+        assert_ne!(ta, tb);
+        assert_ne!(a.issue_refresh_token(), b.issue_refresh_token());
+        let random = ta.rsplit('.').next().unwrap_or_default();
+        assert_eq!(random.len(), 32, "{ta}");
+        a.stop().await;
+        b.stop().await;
+    }
 }

@@ -34,11 +34,7 @@ impl std::ops::Deref for OAuth {
 impl OAuth {
     /// A new one-time authorization code for `issued`.
     pub(crate) fn issue_code(&self, issued: IssuedCode) -> String {
-        let code = format!(
-            "aPrx{:016x}{:08x}==",
-            self.core.next_number() ^ 0x3c3c_c3c3_2468_ace0,
-            std::process::id()
-        );
+        let code = format!("aPrx{}==", crate::state::secret_text());
         self.codes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -766,8 +766,13 @@ async fn collection_update(State(s): State<Arc<Core>>, body: axum::body::Bytes) 
             .clone()
             .ok_or_else(|| ApiError::new("INVALID_TYPE", "Must send a concrete entity type."))?;
         let mut fields = fields.clone();
-        let id = fields
-            .remove("Id")
+        // Field names are case-insensitive: `"id"` names the record as `"Id"` does.
+        let key = fields
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("Id"))
+            .cloned();
+        let id = key
+            .and_then(|k| fields.remove(&k))
             .and_then(|v| v.as_str().map(str::to_owned))
             .ok_or_else(|| {
                 ApiError::new("MISSING_ARGUMENT", "Id not specified in an update call")

@@ -28,6 +28,13 @@ pub(crate) struct Core {
     pub(crate) faults: Mutex<FaultState>,
 }
 
+/// 128 random bits as 32 hex digits, for the secrets the sandbox hands out (tokens,
+/// authorization codes): unpredictable in every instance, as a real server's are.
+pub(crate) fn secret_text() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
 /// Injected faults and their seeded random generator.
 #[derive(Default)]
 pub(crate) struct FaultState {
@@ -145,10 +152,7 @@ impl Core {
 
     /// A new access token, valid for the configured time.
     pub(crate) fn issue_token(&self) -> String {
-        let token = format!(
-            "00D8d0000000001!sandbox.{:016x}",
-            self.counter() ^ 0x5a5a_a5a5_1234_5678
-        );
+        let token = format!("00D8d0000000001!sandbox.{}", secret_text());
         self.tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -158,10 +162,7 @@ impl Core {
 
     /// A new refresh token.
     pub(crate) fn issue_refresh_token(&self) -> String {
-        let token = format!(
-            "5Aep861sandbox{:016x}",
-            self.counter() ^ 0x0f0f_f0f0_8765_4321
-        );
+        let token = format!("5Aep861sandbox{}", secret_text());
         self.refresh_tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
