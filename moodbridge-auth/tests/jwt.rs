@@ -342,3 +342,134 @@ fn plain_http_jwks_off_loopback_is_refused() {
         ErrorKind::Config
     );
 }
+
+/// A token signed by `key` with `header` (its `kid` set to the key's).
+fn sign_with(key: &TestKey, mut header: Header, claims: &Value) -> String {
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+/// A JWK that names its algorithm verifies that algorithm only, even when the issuer
+/// allows others of the same family; a JWK without `alg` verifies any allowed one of its
+/// family.
+#[tokio::test]
+async fn a_key_published_for_one_algorithm_verifies_no_other() {
+    let bound = TestKey::generate("bound");
+    let mut free = TestKey::generate("free");
+    free.jwk.common.key_algorithm = None;
+    let server = JwksServer::start(vec![bound.jwk.clone(), free.jwk.clone()]).await;
+    let mut cfg = config(&server);
+    cfg.algorithms = vec![Algorithm::RS256, Algorithm::RS384, Algorithm::PS256];
+    let validator = JwtValidator::new(vec![cfg]).unwrap();
+    for alg in [Algorithm::RS384, Algorithm::PS256] {
+        let err = validator
+            .validate::<Value>(&sign_with(&bound, Header::new(alg), &claims()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth);
+        assert!(
+            err.to_string().contains("published for RS256 only"),
+            "{alg:?}: {err}"
+        );
+        validator
+            .validate::<Value>(&sign_with(&free, Header::new(alg), &claims()))
+            .await
+            .unwrap();
+    }
+    validator
+        .validate::<Value>(&bound.sign(&claims()))
+        .await
+        .unwrap();
+}
+
+/// RFC 7515 §4.1.11: a header marking an extension critical is refused, as this
+/// validator understands none.
+#[tokio::test]
+async fn critical_header_extensions_are_refused() {
+    let key = TestKey::generate("k1");
+    let server = JwksServer::start(vec![key.jwk.clone()]).await;
+    let validator = JwtValidator::new(vec![config(&server)]).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.crit = Some(vec!["exp-unknown".into()]);
+    let err = validator
+        .validate::<Value>(&sign_with(&key, header, &claims()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert!(err.to_string().contains("critical"), "{err}");
+}
+
+/// With a token type configured (RFC 9068's `at+jwt`), other types are refused.
+#[tokio::test]
+async fn a_configured_token_type_is_required() {
+    let key = TestKey::generate("k1");
+    let server = JwksServer::start(vec![key.jwk.clone()]).await;
+    let mut cfg = config(&server);
+    cfg.token_type = Some("at+jwt".into());
+    let validator = JwtValidator::new(vec![cfg]).unwrap();
+    for (typ, ok) in [
+        ("at+jwt", true),
+        ("application/at+jwt", true),
+        ("AT+JWT", true),
+        ("JWT", false),
+    ] {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some(typ.into());
+        let result = validator
+            .validate::<Value>(&sign_with(&key, header, &claims()))
+            .await;
+        assert_eq!(result.is_ok(), ok, "{typ}: {result:?}");
+    }
+}
+
+/// A JWKS endpoint that fails is asked once per interval, not once per token; every
+/// token meanwhile is `Unavailable` at once.
+#[tokio::test]
+async fn a_failing_jwks_endpoint_is_not_asked_again_for_every_token() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let validator = JwtValidator::new(vec![IssuerConfig::new(ISS, url, [AUD])]).unwrap();
+    let key = TestKey::generate("k1");
+    for _ in 0..5 {
+        let err = validator
+            .validate::<Value>(&key.sign(&claims()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    server.abort();
+}
+
+/// A hostile token's kilobytes of `kid` or `iss` are not echoed whole into the error.
+#[tokio::test]
+async fn long_key_ids_and_issuers_are_cut_in_errors() {
+    let key = TestKey::generate("k1");
+    let server = JwksServer::start(vec![key.jwk.clone()]).await;
+    let long = "k".repeat(10_000);
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(long.clone());
+    let by_kid = jsonwebtoken::encode(&header, &claims(), &key.encoding).unwrap();
+    let by_iss = key.sign(&with(claims(), "iss", json!(long.clone())));
+    let mut cfg = config(&server);
+    cfg.max_token_bytes = 64 * 1024;
+    let validator = JwtValidator::new(vec![cfg]).unwrap();
+    for token in [&by_kid, &by_iss] {
+        let err = validator.validate::<Value>(token).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
+        assert!(text.contains("(10000 bytes)"), "{text}");
+    }
+}

@@ -5,6 +5,9 @@
 //!   keys), but at most once per `refetch_interval`, so a flood of tokens with made-up key
 //!   ids cannot make us hammer the issuer.
 //! - Fetches are single-flight: concurrent callers wait for one request.
+//! - A failed fetch is not repeated for every token: for `refetch_interval` the keys
+//!   fetched before keep working and other tokens are refused as `Unavailable` at once.
+//! - A key whose JWK names an `alg` verifies that algorithm only.
 //! - Only asymmetric keys are accepted from a JWKS (`RSA`, `EC`, `OKP`); a symmetric
 //!   (`oct`) key, or a key marked for encryption, is ignored — so a public key can never
 //!   become an HMAC secret.
@@ -14,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
-use moodbridge_core::Result;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use moodbridge_core::{Error, Result};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
@@ -33,7 +36,32 @@ pub(crate) enum KeyFamily {
 
 pub(crate) struct Key {
     pub(crate) family: KeyFamily,
+    /// The one algorithm the key may verify, when the JWKS says (`alg`).
+    pub(crate) alg: Option<Algorithm>,
     pub(crate) key: DecodingKey,
+}
+
+/// The signature algorithm a JWK's `alg` names; `None` for an encryption algorithm.
+fn signing_algorithm(alg: &KeyAlgorithm) -> Option<Algorithm> {
+    Some(match alg {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// The state of fetching: when the last attempt was, and when it last failed.
+#[derive(Default)]
+struct FetchState {
+    attempted: Option<Instant>,
+    failed: Option<Instant>,
 }
 
 struct KeySet {
@@ -46,8 +74,8 @@ pub(crate) struct JwksCache {
     ttl: Duration,
     refetch_interval: Duration,
     current: ArcSwapOption<KeySet>,
-    /// Single-flight guard; holds the time of the last fetch attempt.
-    fetch: Mutex<Option<Instant>>,
+    /// Single-flight guard; holds when the last fetch was attempted and last failed.
+    fetch: Mutex<FetchState>,
 }
 
 pub(crate) enum Lookup {
@@ -65,7 +93,7 @@ impl JwksCache {
             ttl,
             refetch_interval,
             current: ArcSwapOption::empty(),
-            fetch: Mutex::new(None),
+            fetch: Mutex::new(FetchState::default()),
         }
     }
 
@@ -77,20 +105,51 @@ impl JwksCache {
         {
             return Ok(Lookup::Found(Arc::clone(key)));
         }
-        let mut last_fetch = self.fetch.lock().await;
+        let mut state = self.fetch.lock().await;
+        let stale = self.current.load_full();
         // Another task may have fetched while we waited.
-        if let Some(set) = self.current.load_full()
+        if let Some(set) = &stale
             && set.fetched_at.elapsed() < self.ttl
         {
             if let Some(key) = set.keys.get(kid) {
                 return Ok(Lookup::Found(Arc::clone(key)));
             }
-            if last_fetch.is_some_and(|t| t.elapsed() < self.refetch_interval) {
+            if state
+                .attempted
+                .is_some_and(|t| t.elapsed() < self.refetch_interval)
+            {
                 return Ok(Lookup::Unknown { refetched: false });
             }
         }
-        *last_fetch = Some(Instant::now());
-        let set = self.fetch_set(client).await?;
+        // A failing endpoint is not asked again for every token: keys already known
+        // keep working, anything else waits for the interval.
+        if let Some(failed) = state.failed
+            && failed.elapsed() < self.refetch_interval
+        {
+            if let Some(key) = stale.as_ref().and_then(|set| set.keys.get(kid)) {
+                return Ok(Lookup::Found(Arc::clone(key)));
+            }
+            let wait = self.refetch_interval.saturating_sub(failed.elapsed());
+            return Err(Error::unavailable(format!(
+                "the JWKS at {} failed to load; it is asked again in {} s",
+                self.url,
+                wait.as_secs().max(1)
+            ))
+            .with_hint("check that the issuer's JWKS endpoint is reachable"));
+        }
+        state.attempted = Some(Instant::now());
+        let set = match self.fetch_set(client).await {
+            Ok(set) => set,
+            Err(e) => {
+                state.failed = Some(Instant::now());
+                if let Some(key) = stale.as_ref().and_then(|set| set.keys.get(kid)) {
+                    tracing::warn!(url = %self.url, error = %e, "JWKS re-fetch failed; using the keys fetched before");
+                    return Ok(Lookup::Found(Arc::clone(key)));
+                }
+                return Err(e);
+            }
+        };
+        state.failed = None;
         let found = set.keys.get(kid).cloned();
         self.current.store(Some(Arc::new(set)));
         Ok(match found {
@@ -116,9 +175,21 @@ impl JwksCache {
                 // Symmetric or unknown keys never come from a public JWKS.
                 _ => continue,
             };
+            // A key published for one algorithm verifies that algorithm only; a key whose
+            // `alg` is an encryption algorithm, or of another key type, verifies nothing.
+            let alg = match &jwk.common.key_algorithm {
+                None => None,
+                Some(named) => match signing_algorithm(named) {
+                    Some(a) if super::family(a) == Some(family) => Some(a),
+                    _ => {
+                        tracing::warn!(url = %self.url, kid = %kid, alg = ?named, "skipping a JWKS key whose alg does not sign with its key type");
+                        continue;
+                    }
+                },
+            };
             match DecodingKey::from_jwk(jwk) {
                 Ok(key) => {
-                    keys.insert(kid, Arc::new(Key { family, key }));
+                    keys.insert(kid, Arc::new(Key { family, alg, key }));
                 }
                 Err(e) => {
                     tracing::warn!(url = %self.url, kid = %kid, error = %e, "skipping an unusable JWKS key")

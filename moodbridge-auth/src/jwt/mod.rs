@@ -5,9 +5,11 @@
 //!
 //! 1. size: tokens over [`IssuerConfig::max_token_bytes`] are refused before parsing;
 //! 2. shape: three base64url parts;
-//! 3. header: `alg: none` is never accepted; the algorithm must be on the issuer's
-//!    allow-list (default RS256), and must match the key's type — an RSA public key is
-//!    never used as an HMAC secret;
+//! 3. header: `alg: none` is never accepted; no extension may be marked `crit`; the
+//!    `typ` must be [`IssuerConfig::token_type`] when one is set; the algorithm must be on
+//!    the issuer's allow-list (default RS256), must match the key's type — an RSA public
+//!    key is never used as an HMAC secret — and must be the key's own `alg` when its JWK
+//!    names one;
 //! 4. issuer: the (unverified) `iss` selects a configured issuer; unknown issuers are
 //!    refused without any network call;
 //! 5. key: the `kid` must name a key in the issuer's JWKS (re-fetched on an unknown `kid`,
@@ -74,6 +76,9 @@ pub struct IssuerConfig {
     pub refetch_interval: Duration,
     /// Tokens longer than this are refused before parsing.
     pub max_token_bytes: usize,
+    /// The header `typ` tokens must carry, when set (e.g. `at+jwt` for OAuth access
+    /// tokens, RFC 9068; `application/at+jwt` is the same). `None` accepts any.
+    pub token_type: Option<String>,
 }
 
 impl IssuerConfig {
@@ -94,6 +99,7 @@ impl IssuerConfig {
             jwks_ttl: Duration::from_secs(3600),
             refetch_interval: Duration::from_secs(30),
             max_token_bytes: 16 * 1024,
+            token_type: None,
         }
     }
 }
@@ -159,6 +165,17 @@ impl std::fmt::Debug for JwtValidator {
             .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// `text` as an error shows it: at most 64 characters (a hostile token's `kid` or `iss`
+/// can be kilobytes).
+fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.chars().count() <= MAX {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(MAX).collect();
+    format!("{head:?}… ({} bytes)", text.len())
 }
 
 /// Why a token was refused. Every variant has its own message; all are
@@ -252,11 +269,35 @@ impl JwtValidator {
         let issuer = self
             .issuers
             .get(&iss)
-            .ok_or_else(|| refused(&format!("issuer {iss:?} is not trusted")))?;
+            .ok_or_else(|| refused(&format!("issuer {} is not trusted", shown(&iss))))?;
         let cfg = &issuer.config;
 
         let jwt_header = jsonwebtoken::decode_header(token)
             .map_err(|e| refused(&format!("its header is invalid: {e}")))?;
+        // RFC 7515 §4.1.11: an extension marked critical must be understood, and this
+        // validator understands none.
+        if let Some(crit) = &jwt_header.crit {
+            let names: Vec<String> = crit.iter().take(8).map(|c| shown(c)).collect();
+            return Err(refused(&format!(
+                "its header marks extensions critical ([{}]), which this validator does not understand",
+                names.join(", ")
+            )));
+        }
+        if let Some(expected) = &cfg.token_type {
+            let typ = jwt_header.typ.as_deref().unwrap_or_default();
+            let bare = |t: &str| {
+                let t = t.to_ascii_lowercase();
+                t.strip_prefix("application/")
+                    .map(str::to_owned)
+                    .unwrap_or(t)
+            };
+            if bare(typ) != bare(expected) {
+                return Err(refused(&format!(
+                    "its type (typ) is {}, not {expected:?}",
+                    shown(typ)
+                )));
+            }
+        }
         let alg = jwt_header.alg;
         if !cfg.algorithms.contains(&alg) {
             return Err(refused(&format!(
@@ -271,7 +312,8 @@ impl JwtValidator {
             Lookup::Found(key) => key,
             Lookup::Unknown { refetched } => {
                 return Err(refused(&format!(
-                    "key id {kid:?} is not among issuer {iss}'s keys{}",
+                    "key id {} is not among issuer {iss}'s keys{}",
+                    shown(&kid),
                     if refetched {
                         ""
                     } else {
@@ -282,8 +324,17 @@ impl JwtValidator {
         };
         if family(alg) != Some(key.family) {
             return Err(refused(&format!(
-                "algorithm {alg:?} does not match the {:?} key {kid:?}",
-                key.family
+                "algorithm {alg:?} does not match the {:?} key {}",
+                key.family,
+                shown(&kid)
+            )));
+        }
+        if let Some(bound) = key.alg
+            && bound != alg
+        {
+            return Err(refused(&format!(
+                "key {} is published for {bound:?} only, and the token uses {alg:?}",
+                shown(&kid)
             )));
         }
 
