@@ -198,6 +198,20 @@ pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
     };
     store.update_run(first, counts).await.expect("update run");
     assert_eq!(store.run(first).await.expect("read").counts, counts);
+    // A running run's heartbeat: set at the start, moved by each beat.
+    let started = run.heartbeat_at.expect("a new run has a heartbeat");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.heartbeat_run(first).await.expect("heartbeat");
+    let beat = store
+        .run(first)
+        .await
+        .expect("read")
+        .heartbeat_at
+        .expect("heartbeat");
+    assert!(
+        beat > started,
+        "the heartbeat moved: {started:?} -> {beat:?}"
+    );
     store
         .finish_run(first, RunStatus::Failed, counts, Some("sink unavailable"))
         .await

@@ -175,7 +175,7 @@ impl SyncEngine {
         right: Side<'_>,
     ) -> Result<BidirectionalReport> {
         config.validate()?;
-        let run = self.state.start_run(&config.name).await?;
+        let (run, _heartbeat) = self.begin_run(&config.name).await?;
         let mut report = BidirectionalReport {
             run,
             left_to_right: 0,

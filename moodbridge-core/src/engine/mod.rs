@@ -95,6 +95,23 @@ pub struct SyncEngine {
     sink_policy: Policy,
     events: broadcast::Sender<ProgressEvent>,
     reopen_limit: u32,
+    liveness: Liveness,
+}
+
+/// How a running run shows it is alive, and when a silent one is taken for dead.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    heartbeat: std::time::Duration,
+    abandon_after: std::time::Duration,
+}
+
+/// A run's heartbeat, beating until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -121,7 +138,72 @@ impl SyncEngine {
                 .build(),
             events,
             reopen_limit: 10,
+            liveness: Liveness {
+                heartbeat: std::time::Duration::from_secs(15),
+                abandon_after: std::time::Duration::from_secs(120),
+            },
         }
+    }
+
+    /// While a run goes on, its heartbeat is recorded every `heartbeat` (default 15 s);
+    /// a run of the same pipeline found still `running` with no heartbeat for
+    /// `abandon_after` (default 2 minutes) is taken for one whose process died, and is
+    /// marked failed — with the reason — when the pipeline runs again.
+    ///
+    /// ```
+    /// # fn f(engine: moodbridge_core::SyncEngine) {
+    /// use std::time::Duration;
+    /// let engine = engine.with_liveness(Duration::from_secs(5), Duration::from_secs(30));
+    /// # }
+    /// ```
+    pub fn with_liveness(
+        mut self,
+        heartbeat: std::time::Duration,
+        abandon_after: std::time::Duration,
+    ) -> Self {
+        self.liveness = Liveness {
+            heartbeat: heartbeat.max(std::time::Duration::from_millis(1)),
+            abandon_after: abandon_after.max(heartbeat),
+        };
+        self
+    }
+
+    /// Start a run of `pipeline`: runs of it abandoned by a process that died are marked
+    /// failed first; the new run's heartbeat beats until the returned guard is dropped.
+    async fn begin_run(&self, pipeline: &str) -> Result<(RunId, Heartbeat)> {
+        let now = std::time::SystemTime::now();
+        for run in self.state.recent_runs(pipeline, 20).await? {
+            if run.status != RunStatus::Running {
+                continue;
+            }
+            let last = run.heartbeat_at.unwrap_or(run.started_at);
+            let silent = now.duration_since(last).unwrap_or_default();
+            if silent < self.liveness.abandon_after {
+                continue;
+            }
+            let reason = format!(
+                "abandoned: no heartbeat for {} s (its process stopped); marked failed when the pipeline ran again",
+                silent.as_secs()
+            );
+            tracing::warn!(pipeline, run = %run.id, "{reason}");
+            self.state
+                .finish_run(run.id, RunStatus::Failed, run.counts, Some(&reason))
+                .await?;
+        }
+        let run = self.state.start_run(pipeline).await?;
+        let state = Arc::clone(&self.state);
+        let every = self.liveness.heartbeat;
+        let beat = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(e) = state.heartbeat_run(run).await {
+                    tracing::warn!(run = %run, error = %e, "the run's heartbeat was not recorded");
+                }
+            }
+        });
+        Ok((run, Heartbeat(beat)))
     }
 
     /// Use `source` for calls to sources and `sink` for calls to sinks.
@@ -163,7 +245,7 @@ impl SyncEngine {
         source: &dyn SyncSource,
         sink: &dyn SyncSink,
     ) -> Result<RunReport> {
-        let run = self.state.start_run(pipeline.name()).await?;
+        let (run, _heartbeat) = self.begin_run(pipeline.name()).await?;
         self.emit(ProgressEvent::RunStarted {
             run,
             pipeline: pipeline.name().to_owned(),

@@ -73,7 +73,7 @@ impl SyncEngine {
             .state
             .dead_letters(pipeline.name(), Some(stream), REPLAY_LIMIT)
             .await?;
-        let run = self.state.start_run(pipeline.name()).await?;
+        let (run, _heartbeat) = self.begin_run(pipeline.name()).await?;
         let mut report = ReplayReport {
             run,
             replayed: letters.len() as u64,
@@ -220,7 +220,7 @@ impl SyncEngine {
             }
         }
         let entries = self.state.audit(of).await?;
-        let run = self.state.start_run(pipeline.name()).await?;
+        let (run, _heartbeat) = self.begin_run(pipeline.name()).await?;
         let mut report = RollbackReport {
             run,
             of,

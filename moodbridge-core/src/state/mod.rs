@@ -126,6 +126,8 @@ pub struct SyncRun {
     pub counts: RunCounts,
     /// Why it failed.
     pub error: Option<String>,
+    /// When its process last said it was alive (a running run's heartbeat).
+    pub heartbeat_at: Option<SystemTime>,
 }
 
 /// A committed checkpoint.
@@ -375,8 +377,13 @@ pub trait StateStore: CursorStore + Send + Sync {
     /// Record the start of a run of `pipeline`.
     async fn start_run(&self, pipeline: &str) -> Result<RunId>;
 
-    /// Update a running run's counts.
+    /// Update a running run's counts (a heartbeat too).
     async fn update_run(&self, run: RunId, counts: RunCounts) -> Result<()>;
+
+    /// Record that a running run is alive: its process calls this every few seconds, so
+    /// that a run whose process died can be told from one still going. A finished run
+    /// is left as it is.
+    async fn heartbeat_run(&self, run: RunId) -> Result<()>;
 
     /// Record the end of a run.
     async fn finish_run(

@@ -95,6 +95,7 @@ where
             failed: uncount(row.int("records_failed")),
         },
         error: row.opt_text("error"),
+        heartbeat_at: row.opt_int("heartbeat_at").map(time),
     })
 }
 

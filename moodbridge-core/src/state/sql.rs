@@ -36,7 +36,7 @@ macro_rules! sql_state_store {
         impl StateStore for $store {
             async fn start_run(&self, pipeline: &str) -> Result<RunId> {
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO sync_runs (pipeline, status, started_at) VALUES ($1, 'running', $2) RETURNING id",
+                    "INSERT INTO sync_runs (pipeline, status, started_at, heartbeat_at) VALUES ($1, 'running', $2, $2) RETURNING id",
                 )
                 .bind(pipeline)
                 .bind(now_ms())
@@ -48,15 +48,26 @@ macro_rules! sql_state_store {
 
             async fn update_run(&self, run: RunId, counts: RunCounts) -> Result<()> {
                 sqlx::query(
-                    "UPDATE sync_runs SET records_read = $1, records_written = $2, records_failed = $3 WHERE id = $4",
+                    "UPDATE sync_runs SET records_read = $1, records_written = $2, records_failed = $3, heartbeat_at = $4 WHERE id = $5",
                 )
                 .bind(count(counts.read))
                 .bind(count(counts.written))
                 .bind(count(counts.failed))
+                .bind(now_ms())
                 .bind(run.0)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| self.db_err(e))?;
+                Ok(())
+            }
+
+            async fn heartbeat_run(&self, run: RunId) -> Result<()> {
+                sqlx::query("UPDATE sync_runs SET heartbeat_at = $1 WHERE id = $2 AND status = 'running'")
+                    .bind(now_ms())
+                    .bind(run.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
                 Ok(())
             }
 

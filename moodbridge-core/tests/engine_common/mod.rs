@@ -631,6 +631,79 @@ fn name_of(s: &MemorySystem, id: &str) -> serde_json::Value {
     s.get("Account", id).unwrap().get("Name").cloned().unwrap()
 }
 
+/// A run left `running` by a process that died is marked failed, with the reason, by the
+/// next run of its pipeline; a run whose heartbeat is fresh is left alone.
+pub async fn a_run_abandoned_by_a_dead_process_is_marked_failed_by_the_next<B: Backend>() {
+    let e = env::<B>().await;
+    // A process that started a run and died: no finish, no heartbeat after the start.
+    let dead = e.state.start_run("p").await.unwrap();
+    let source = MemorySource::accounts(10);
+    let sink = MemorySink::new();
+    // Not silent long enough yet: the run is left as it is.
+    let patient = SyncEngine::new(e.state.clone())
+        .with_liveness(Duration::from_secs(60), Duration::from_secs(600));
+    patient
+        .run(&accounts_pipeline(), &source, &sink)
+        .await
+        .unwrap();
+    assert_eq!(e.state.run(dead).await.unwrap().status, RunStatus::Running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = SyncEngine::new(e.state.clone())
+        .with_liveness(Duration::from_millis(50), Duration::from_millis(200));
+    let report = quick
+        .run(&accounts_pipeline(), &source, &sink)
+        .await
+        .unwrap();
+    let abandoned = e.state.run(dead).await.unwrap();
+    assert_eq!(abandoned.status, RunStatus::Failed);
+    assert!(
+        abandoned
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("abandoned"),
+        "{abandoned:?}"
+    );
+    assert_eq!(
+        e.state.run(report.run).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+}
+
+/// A heartbeat keeps a long run alive: another run of its pipeline started meanwhile
+/// does not take it for dead.
+pub async fn a_beating_run_is_not_taken_for_dead<B: Backend>() {
+    let e = env::<B>().await;
+    let engine = SyncEngine::new(e.state.clone())
+        .with_liveness(Duration::from_millis(20), Duration::from_millis(200));
+    let source = MemorySource::accounts(3_000);
+    let slow = MemorySink::new();
+    slow.inject(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::NONE
+    });
+    let pipeline = accounts_pipeline();
+    let long = engine.run(&pipeline, &source, &slow);
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sink = MemorySink::new();
+        engine
+            .run(&accounts_pipeline(), &MemorySource::accounts(1), &sink)
+            .await
+            .unwrap();
+        // The long run, while it still goes on (newest first: this one, then it).
+        e.state.recent_runs("p", 2).await.unwrap().pop().unwrap()
+    };
+    let (long, meanwhile) = tokio::join!(long, other);
+    let long = long.unwrap();
+    assert_eq!(meanwhile.id, long.run);
+    assert_eq!(meanwhile.status, RunStatus::Running, "{meanwhile:?}");
+    assert_eq!(
+        e.state.run(long.run).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+}
+
 /// One `#[tokio::test]` per shared test, for backend `$b`.
 #[macro_export]
 macro_rules! engine_tests {
@@ -678,6 +751,14 @@ macro_rules! engine_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn changes_flow_both_ways_and_never_echo_back() {
             engine_common::changes_flow_both_ways_and_never_echo_back::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_run_abandoned_by_a_dead_process_is_marked_failed_by_the_next() {
+            engine_common::a_run_abandoned_by_a_dead_process_is_marked_failed_by_the_next::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_beating_run_is_not_taken_for_dead() {
+            engine_common::a_beating_run_is_not_taken_for_dead::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_record_changed_on_both_sides_is_resolved_by_the_policy() {
