@@ -524,37 +524,31 @@ async fn the_token_endpoint_accepts_basic_client_authentication() {
     let sb = sandbox(SandboxConfig::default()).await;
     let http = reqwest::Client::new();
     let url = format!("{}/services/oauth2/token", sb.url());
-    let ok = http
-        .post(&url)
-        .basic_auth("sandbox-client", Some("sandbox-secret"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let ask = |secret: &'static str, form: &'static [(&'static str, &'static str)]| {
+        http.post(&url)
+            .basic_auth("sandbox-client", Some(secret))
+            .form(form)
+            .send()
+    };
+    let grant: &[(&str, &str)] = &[("grant_type", "client_credentials")];
+    let ok = ask("sandbox-secret", grant).await.unwrap();
     assert_eq!(ok.status(), 200);
     assert!(ok.json::<Value>().await.unwrap()["access_token"].is_string());
-    let wrong = http
-        .post(&url)
-        .basic_auth("sandbox-client", Some("wrong"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let wrong = ask("wrong", grant).await.unwrap();
     assert_eq!(wrong.status(), 400);
     assert_eq!(
         wrong.json::<Value>().await.unwrap()["error"],
         "invalid_client"
     );
-    let twice = http
-        .post(&url)
-        .basic_auth("sandbox-client", Some("sandbox-secret"))
-        .form(&[
+    let twice = ask(
+        "sandbox-secret",
+        &[
             ("grant_type", "client_credentials"),
             ("client_secret", "sandbox-secret"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         twice.json::<Value>().await.unwrap()["error"],
         "invalid_request"

@@ -151,7 +151,7 @@ impl SyncEngine {
     /// marked failed — with the reason — when the pipeline runs again.
     ///
     /// ```
-    /// # fn f(engine: moodbridge_core::SyncEngine) {
+    /// # fn f(engine: moodbridge_core::engine::SyncEngine) {
     /// use std::time::Duration;
     /// let engine = engine.with_liveness(Duration::from_secs(5), Duration::from_secs(30));
     /// # }
