@@ -536,7 +536,15 @@ impl SalesforceClient {
                                     body: bytes,
                                 })
                             } else {
-                                Err(map_error(status, wait, &bytes, op))
+                                // A server echoing the request must not carry the token
+                                // into the error (and from there into logs).
+                                let secret = token.access_token.expose_secret();
+                                let scrubbed = moodbridge_core::redact::Scrubber::new([
+                                    secret.to_owned(),
+                                    format!("Bearer {secret}"),
+                                ])
+                                .scrub_bytes(&bytes);
+                                Err(map_error(status, wait, &scrubbed, op))
                             }
                         }
                     })

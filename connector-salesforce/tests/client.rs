@@ -1115,3 +1115,61 @@ async fn requests_over_salesforces_limits_fail_at_once_naming_the_limit() {
     assert_eq!(sb.api_calls(), before, "nothing was sent");
     sb.stop().await;
 }
+
+/// A server echoing the request's `Authorization` header in its error (raw and base64)
+/// does not carry the access token into the client's error.
+#[tokio::test]
+async fn a_token_echoed_by_the_server_never_reaches_an_error() {
+    use axum::http::HeaderMap;
+    use base64::Engine as _;
+    const TOKEN: &str = "00Dx0000000echo!AQ4AQLeakMeIfYouCan.token/value";
+    let app = axum::Router::new()
+        .route(
+            "/services/data",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!([{"label": "API 62.0", "url": "/services/data/v62.0", "version": "62.0"}]))
+            }),
+        )
+        .fallback(|headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&auth);
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!([{
+                    "message": format!("cannot use {auth} ({b64})"),
+                    "errorCode": "INVALID_FIELD",
+                }])),
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sb = sandbox(2_000).await;
+    let tokens = tokens_for(&sb);
+    let mut seeded = moodbridge_auth::oauth::TokenSet::bearer(
+        SecretString::from(TOKEN),
+        Some(std::time::Duration::from_secs(3600)),
+    );
+    seeded.instance_url = Some(echo);
+    tokens.seed("sandbox", "integration", seeded).await.unwrap();
+    let sf = SalesforceClient::builder("salesforce:echo", tokens, "sandbox", "integration")
+        .allow_instances(InstanceAllowList::default().with_loopback())
+        .connect()
+        .await
+        .unwrap();
+    let err = sf.limits().await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(
+        !shown
+            .contains(&base64::engine::general_purpose::STANDARD.encode(format!("Bearer {TOKEN}"))),
+        "{shown}"
+    );
+    assert!(shown.contains("[redacted]"), "{shown}");
+    server.abort();
+    sb.stop().await;
+}

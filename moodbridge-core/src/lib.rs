@@ -47,6 +47,7 @@ pub mod integration;
 pub mod observe;
 pub mod raw;
 pub mod record;
+pub mod redact;
 pub mod registry;
 pub mod resilience;
 pub mod rows;

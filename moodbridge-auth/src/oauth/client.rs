@@ -494,9 +494,10 @@ fn map_token_error(
     match err {
         RequestTokenError::Request(HttpError(e)) => e,
         RequestTokenError::ServerResponse(r) => {
+            // Scrubbed of the request's secrets already; kept short all the same.
             let detail = r
                 .error_description()
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(": {}", moodbridge_core::redact::cap(d, 300)))
                 .unwrap_or_default();
             let (kind, what, hint) = match r.error() {
                 BasicErrorResponseType::InvalidClient => (

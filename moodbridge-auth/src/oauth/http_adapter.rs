@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use moodbridge_core::redact::Scrubber;
 use moodbridge_core::{Error, ErrorKind};
 use oauth2::{HttpRequest, HttpResponse};
 
@@ -36,6 +37,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
+            let scrubber = secrets_of(&request);
             let request = reqwest::Request::try_from(request)
                 .map_err(|e| HttpError(Error::internal("invalid token request").with_source(e)))?;
             let response = self
@@ -53,6 +55,15 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
             let body = read_limited(response, "token endpoint", MAX_TOKEN_RESPONSE)
                 .await
                 .map_err(HttpError)?;
+            // An error answer that echoes the request (its form, its Authorization header)
+            // would carry the client secret, the refresh token or the code into the error
+            // and the logs: they are scrubbed before anything reads the answer. A success
+            // is left whole (it may rightly hand the same refresh token back).
+            let body = if status.is_success() {
+                body
+            } else {
+                scrubber.scrub_bytes(&body)
+            };
             if status.as_u16() == 429 {
                 return Err(HttpError(Error::new(
                     ErrorKind::RateLimited { retry_after },
@@ -73,6 +84,50 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
             })
         })
     }
+}
+
+/// Form fields of a token or revocation request whose values are secrets.
+const SECRET_FIELDS: &[&str] = &[
+    "client_secret",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "assertion",
+    "client_assertion",
+    "password",
+    "token",
+];
+
+/// The secrets a token endpoint request carries: the secret form fields, and the
+/// `Authorization` header (whole, and a Basic header's decoded secret).
+fn secrets_of(request: &HttpRequest) -> Scrubber {
+    use base64::Engine as _;
+    let mut secrets: Vec<String> = url::form_urlencoded::parse(request.body())
+        .filter(|(k, _)| SECRET_FIELDS.contains(&k.as_ref()))
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if let Some(auth) = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        secrets.push(auth.to_owned());
+        if let Some((_, credentials)) = auth.split_once(' ') {
+            secrets.push(credentials.to_owned());
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((_, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                secrets.push(secret.to_owned());
+                let unform = url::form_urlencoded::parse(format!("s={secret}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned());
+                secrets.extend(unform);
+            }
+        }
+    }
+    Scrubber::new(secrets)
 }
 
 fn looks_like_oauth_error(body: &[u8]) -> bool {
