@@ -26,6 +26,7 @@ use transfer::{file_to_send, flag, key_for, round_trip, switch};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let text = flag("--connection-string", "AZURE_STORAGE_CONNECTION_STRING").ok_or_else(|| {
         Error::config("no connection string").with_hint(
             "set AZURE_STORAGE_CONNECTION_STRING (UseDevelopmentStorage=true for Azurite)",

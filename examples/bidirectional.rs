@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let conflicts = match std::env::args()
         .skip_while(|a| a != "--conflicts")
         .nth(1)

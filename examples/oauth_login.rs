@@ -31,6 +31,7 @@ fn flag(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let issuer = flag("--issuer").ok_or_else(|| {
         Error::config("no --issuer").with_hint("pass the provider's issuer URL (its discovery document is at <issuer>/.well-known/openid-configuration)")
     })?;

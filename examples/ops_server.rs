@@ -27,6 +27,7 @@ const PIPELINE: &str =
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let started = Instant::now();
     let check = std::env::args().any(|a| a == "--check");
     // Before any call is made: every metric from here on is exported.

@@ -66,13 +66,8 @@ validate = [{ rule = "required", field = "Subject" }]
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_target(false)
-        .compact()
-        .init();
+    // RUST_LOG filtering (default warn), secrets scrubbed from every line.
+    moodbridge::observe::logging::init();
 
     // Where the warehouse, the state and the documents live.
     let dir = match std::env::var_os("MOODBRIDGE_QUICKSTART_DIR") {

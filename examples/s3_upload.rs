@@ -24,6 +24,7 @@ use transfer::{file_to_send, flag, key_for, round_trip, switch};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let bucket = flag("--bucket", "MOODBRIDGE_S3_BUCKET").ok_or_else(|| {
         Error::config("no bucket").with_hint("pass --bucket NAME or set MOODBRIDGE_S3_BUCKET")
     })?;

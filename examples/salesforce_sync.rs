@@ -22,6 +22,7 @@ use moodbridge::{CredentialStore, Error, Result};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    moodbridge::observe::logging::init();
     let arg = std::env::args().nth(1);
     if matches!(arg.as_deref(), Some("--help" | "-h")) {
         println!(

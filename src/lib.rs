@@ -15,6 +15,7 @@
 //! |---|---|
 //! | `sqlite` (default) | the embedded SQLite state store, the `sqlite-warehouse` kind and the encrypted credential store (kind `encrypted-sqlite`) |
 //! | `loopback` (default) | `auth::oauth::login_with_loopback`: the OAuth login of command-line and desktop programs |
+//! | `logging` (default) | `observe::logging::init()`: `RUST_LOG` filtering, vendor targets capped, secrets scrubbed from every log line |
 //! | `postgres` | the PostgreSQL state store (several workers share it); with `sqlite` off, a host that links no SQLite |
 //! | `salesforce` | `salesforce`: kind `salesforce` |
 //! | `sandbox` | the local Salesforce sandbox server (`salesforce::sandbox`) |

@@ -9,6 +9,9 @@
 //! The metric names, labels and units are listed in `docs/telemetry.md`; the constants
 //! here are the single source of those names.
 
+#[cfg(feature = "logging")]
+pub mod logging;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -406,7 +409,7 @@ mod tests {
 
     #[test]
     fn operation_names_follow_the_rule_and_are_documented() {
-        let telemetry = include_str!("../../docs/telemetry.md");
+        let telemetry = include_str!("../../../docs/telemetry.md");
         let kinds = [
             ("salesforce", op::salesforce::ALL),
             ("s3", op::s3::ALL),
