@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# A shared target dir outside the clone makes repeated CI runs incremental.
+# A shared target dir outside the clone: repeated runs reuse what earlier ones built.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moodbridge/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One build per run: incremental caches would only fill the disk (tens of GB).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export RUST_BACKTRACE=1
 
 step() { printf '\n==> %s\n' "$*"; }
