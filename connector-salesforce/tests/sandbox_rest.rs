@@ -695,3 +695,26 @@ async fn field_names_are_case_insensitive_in_collections_updates() {
     assert_eq!(record["Name"], "Lowercase keys");
     sb.stop().await;
 }
+
+/// A composite subrequest with a trailing slash reaches the same resource as a direct
+/// call does.
+#[tokio::test]
+async fn composite_subrequests_with_a_trailing_slash_are_routed() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let (status, _, body) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/composite"),
+            Some(json!({"compositeRequest": [
+                {"method": "GET", "url": format!("{V}/limits/"), "referenceId": "limits"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["compositeResponse"][0]["httpStatusCode"], 200,
+        "{body}"
+    );
+    sb.stop().await;
+}

@@ -305,12 +305,7 @@ pub(crate) struct Bulk {
     jobs: Mutex<Jobs>,
 }
 
-impl std::ops::Deref for Bulk {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+crate::state::deref_to_core!(Bulk);
 
 /// Every Bulk API 2.0 job of the sandbox.
 #[derive(Default)]

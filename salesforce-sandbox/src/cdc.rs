@@ -53,12 +53,7 @@ pub(crate) struct Streaming {
     clients: Mutex<Clients>,
 }
 
-impl std::ops::Deref for Streaming {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+crate::state::deref_to_core!(Streaming);
 
 impl Streaming {
     /// The Streaming API over the shared core, with no client yet.

@@ -16,6 +16,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::Service;
+use tower_http::normalize_path::NormalizePath;
 
 use super::org::Fields;
 use crate::error::ApiError;
@@ -26,19 +27,16 @@ use crate::state::Core;
 /// dispatched to (the API's, without a second authorization or API-call count).
 pub(crate) struct Composite {
     core: Arc<Core>,
-    internal: Router,
+    internal: NormalizePath<Router>,
 }
 
-impl std::ops::Deref for Composite {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+crate::state::deref_to_core!(Composite);
 
 /// `/composite`, `/composite/batch` and `/composite/tree/{object}` (to nest under
 /// `/services/data/{version}`), dispatching subrequests to `internal`.
 pub(crate) fn routes(core: Arc<Core>, internal: Router) -> Router {
+    // As for direct calls, a trailing slash names the same resource.
+    let internal = NormalizePath::trim_trailing_slash(internal);
     Router::new()
         .route("/composite", post(composite))
         .route("/composite/batch", post(batch))
@@ -70,21 +68,9 @@ async fn dispatch(
         );
     };
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    // As for direct calls, a trailing slash names the same resource.
-    let (path, query) = url
-        .split_once('?')
-        .map_or((url, None), |(p, q)| (p, Some(q)));
-    let path = match path.trim_end_matches('/') {
-        "" => "/",
-        trimmed => trimmed,
-    };
-    let url = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
     let request = Request::builder()
         .method(method)
-        .uri(&url)
+        .uri(url)
         .header(header::AUTHORIZATION, auth)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(bytes));

@@ -24,12 +24,7 @@ pub(crate) struct OAuth {
     codes: Mutex<HashMap<String, IssuedCode>>,
 }
 
-impl std::ops::Deref for OAuth {
-    type Target = Core;
-    fn deref(&self) -> &Core {
-        &self.core
-    }
-}
+crate::state::deref_to_core!(OAuth);
 
 impl OAuth {
     /// A new one-time authorization code for `issued`.

@@ -116,14 +116,15 @@ const MAX_BODY: usize = crate::bulk::MAX_UPLOAD + 1024 * 1024;
 /// body over [`MAX_BODY`] is refused with 413 and `Connection: close`.
 async fn read_whole_body(request: Request, next: Next) -> Response {
     // Salesforce takes at most 16,384 bytes of URI and headers together.
-    let head = request.uri().to_string().len()
+    let uri = request.uri().to_string().len();
+    let head = uri
         + request
             .headers()
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > MAX_HEAD_BYTES {
-        let status = if request.uri().to_string().len() > MAX_HEAD_BYTES {
+        let status = if uri > MAX_HEAD_BYTES {
             StatusCode::URI_TOO_LONG
         } else {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE

@@ -28,6 +28,19 @@ pub(crate) struct Core {
     pub(crate) faults: Mutex<FaultState>,
 }
 
+/// An API part's state reads through to the [`Core`] it holds in its `core` field.
+macro_rules! deref_to_core {
+    ($part:ty) => {
+        impl std::ops::Deref for $part {
+            type Target = $crate::state::Core;
+            fn deref(&self) -> &$crate::state::Core {
+                &self.core
+            }
+        }
+    };
+}
+pub(crate) use deref_to_core;
+
 /// 128 random bits as 32 hex digits, for the secrets the sandbox hands out (tokens,
 /// authorization codes): unpredictable in every instance, as a real server's are.
 pub(crate) fn secret_text() -> String {
@@ -139,15 +152,11 @@ impl Core {
         }
     }
 
-    fn counter(&self) -> u64 {
+    /// The next number of the sandbox's counter (ids of jobs, cursors, tokens).
+    pub(crate) fn next_number(&self) -> u64 {
         let mut n = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         *n += 1;
         *n
-    }
-
-    /// The next number of the sandbox's counter (ids of jobs, cursors, tokens).
-    pub(crate) fn next_number(&self) -> u64 {
-        self.counter()
     }
 
     /// A new access token, valid for the configured time.

@@ -37,7 +37,12 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let scrubber = secrets_of(&request);
+            // What the request carried, kept to scrub an error answer (rare: the
+            // scrubber itself is built only then).
+            let sent = (
+                request.body().clone(),
+                request.headers().get(http::header::AUTHORIZATION).cloned(),
+            );
             let request = reqwest::Request::try_from(request)
                 .map_err(|e| HttpError(Error::internal("invalid token request").with_source(e)))?;
             let response = self
@@ -62,7 +67,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
             let body = if status.is_success() {
                 body
             } else {
-                scrubber.scrub_bytes(&body)
+                secrets_of(&sent.0, sent.1.as_ref()).scrub_bytes(&body)
             };
             if status.as_u16() == 429 {
                 return Err(HttpError(Error::new(
@@ -100,17 +105,13 @@ const SECRET_FIELDS: &[&str] = &[
 
 /// The secrets a token endpoint request carries: the secret form fields, and the
 /// `Authorization` header (whole, and a Basic header's decoded secret).
-fn secrets_of(request: &HttpRequest) -> Scrubber {
+fn secrets_of(form: &[u8], authorization: Option<&http::HeaderValue>) -> Scrubber {
     use base64::Engine as _;
-    let mut secrets: Vec<String> = url::form_urlencoded::parse(request.body())
+    let mut secrets: Vec<String> = url::form_urlencoded::parse(form)
         .filter(|(k, _)| SECRET_FIELDS.contains(&k.as_ref()))
         .map(|(_, v)| v.into_owned())
         .collect();
-    if let Some(auth) = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(auth) = authorization.and_then(|v| v.to_str().ok()) {
         secrets.push(auth.to_owned());
         if let Some((_, credentials)) = auth.split_once(' ') {
             secrets.push(credentials.to_owned());

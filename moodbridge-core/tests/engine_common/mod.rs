@@ -675,17 +675,19 @@ pub async fn a_run_abandoned_by_a_dead_process_is_marked_failed_by_the_next<B: B
 pub async fn a_beating_run_is_not_taken_for_dead<B: Backend>() {
     let e = env::<B>().await;
     let engine = SyncEngine::new(e.state.clone())
-        .with_liveness(Duration::from_millis(20), Duration::from_millis(200));
+        .with_liveness(Duration::from_millis(20), Duration::from_secs(1));
     let source = MemorySource::accounts(3_000);
     let slow = MemorySink::new();
     slow.inject(Faults {
-        latency: Duration::from_millis(150),
+        latency: Duration::from_millis(300),
         ..Faults::NONE
     });
+    // Six batches of 300 ms: the long run still goes on at 1.2 s, past the 1 s a silent
+    // run is given, beating every 20 ms.
     let pipeline = accounts_pipeline();
     let long = engine.run(&pipeline, &source, &slow);
     let other = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
         let sink = MemorySink::new();
         engine
             .run(&accounts_pipeline(), &MemorySource::accounts(1), &sink)
