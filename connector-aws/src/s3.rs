@@ -51,6 +51,7 @@ use moodbridge_core::integration::{Capabilities, Capability, HealthReport, Platf
 use moodbridge_core::raw::{
     PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
 };
+use moodbridge_core::redact::Secrets;
 use moodbridge_core::resilience::{Operation, Policy, PolicyConfig};
 use moodbridge_core::storage::{
     ByteRange, ByteStream, DeleteFailure, GetOptions, GetResult, ObjectKey, ObjectMeta,
@@ -204,6 +205,28 @@ impl ProvideCredentials for StoreProvider {
         Self: 'a,
     {
         future::ProvideCredentials::new(self.load())
+    }
+}
+
+/// Remembers the secret key and session token of every credential it provides.
+#[derive(Debug)]
+struct Remembering {
+    inner: aws_credential_types::provider::SharedCredentialsProvider,
+    secrets: Secrets,
+}
+
+impl ProvideCredentials for Remembering {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let credentials = self.inner.provide_credentials().await?;
+            self.secrets.remember(
+                std::iter::once(credentials.secret_access_key()).chain(credentials.session_token()),
+            );
+            Ok(credentials)
+        })
     }
 }
 
@@ -407,6 +430,15 @@ impl S3Builder {
         let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(self.path_style)
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled());
+        // Whatever the provider hands the signer is remembered, so that no error made of
+        // an answer can repeat it.
+        let secrets = Secrets::new();
+        if let Some(provider) = sdk.credentials_provider() {
+            config = config.credentials_provider(Remembering {
+                inner: provider,
+                secrets: secrets.clone(),
+            });
+        }
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint_url(endpoint.clone());
         }
@@ -426,6 +458,7 @@ impl S3Builder {
                 client,
                 policy,
                 settings: self,
+                secrets,
             }),
         })
     }
@@ -493,6 +526,8 @@ struct Inner {
     client: Client,
     policy: Policy,
     settings: S3Builder,
+    /// The credentials the client has signed with, scrubbed from every error.
+    secrets: Secrets,
 }
 
 impl fmt::Debug for S3ObjectStore {
@@ -506,6 +541,7 @@ impl fmt::Debug for S3ObjectStore {
 
 /// Maps an SDK error to a core [`Error`] naming the operation and key.
 fn map_err<E>(
+    secrets: &Secrets,
     operation: &'static str,
     key: Option<&str>,
     err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
@@ -517,10 +553,12 @@ where
         Some(key) => format!("S3 {operation} of {key:?}"),
         None => format!("S3 {operation}"),
     };
+    let mut said = None;
     let (kind, status, code) = match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let code = ctx.err().code().map(str::to_owned);
+            said = ctx.err().message().map(|m| secrets.clean(m));
             (service_kind(status, code.as_deref()), Some(status), code)
         }
         SdkError::TimeoutError(_) => (ErrorKind::Timeout, None, None),
@@ -532,11 +570,14 @@ where
         SdkError::ConstructionFailure(_) => (ErrorKind::InvalidInput, None, None),
         _ => (ErrorKind::Internal, None, None),
     };
-    let detail = match (&code, status) {
+    let mut detail = match (&code, status) {
         (Some(code), Some(status)) => format!("{code} (HTTP {status})"),
         (None, Some(status)) => format!("HTTP {status}"),
-        _ => DisplayErrorContext(&err).to_string(),
+        _ => secrets.clean(&DisplayErrorContext(&err).to_string()),
     };
+    if let Some(said) = said.filter(|m| !m.is_empty()) {
+        detail = format!("{detail}: {said}");
+    }
     let hint = match kind {
         ErrorKind::NotFound => "check the bucket and key (keys are case-sensitive)",
         ErrorKind::Forbidden => {
@@ -556,7 +597,9 @@ where
     };
     let mut out = Error::new(kind, format!("{what} failed: {detail}"))
         .with_connector(PLATFORM)
-        .with_source(err);
+        // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
+        // signed request.
+        .with_source(secrets.scrubbed_source(&err));
     if let Some(status) = status {
         out = out.with_context("http_status", status);
     }
@@ -646,6 +689,7 @@ pub fn part_size_for(configured: u64, size: Option<u64>) -> u64 {
 struct AbortGuard {
     client: Client,
     policy: Policy,
+    secrets: Secrets,
     bucket: String,
     key: String,
     upload_id: String,
@@ -675,10 +719,9 @@ impl AbortGuard {
             .call_as(op::COMPLETE_MULTIPART_UPLOAD, || {
                 let request = request.clone();
                 async {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| map_err("CompleteMultipartUpload", Some(&self.key), e))
+                    request.send().await.map_err(|e| {
+                        map_err(&self.secrets, "CompleteMultipartUpload", Some(&self.key), e)
+                    })
                 }
             })
             .await;
@@ -707,10 +750,9 @@ impl AbortGuard {
             .call_as(op::ABORT_MULTIPART_UPLOAD, || {
                 let request = request.clone();
                 async {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| map_err("AbortMultipartUpload", Some(&self.key), e))
+                    request.send().await.map_err(|e| {
+                        map_err(&self.secrets, "AbortMultipartUpload", Some(&self.key), e)
+                    })
                 }
             })
             .await;
@@ -732,6 +774,7 @@ impl Drop for AbortGuard {
         let guard = AbortGuard {
             client: self.client.clone(),
             policy: self.policy.clone(),
+            secrets: self.secrets.clone(),
             bucket: std::mem::take(&mut self.bucket),
             key: std::mem::take(&mut self.key),
             upload_id: std::mem::take(&mut self.upload_id),
@@ -790,7 +833,7 @@ impl S3ObjectStore {
                         {
                             Ok(())
                         }
-                        Err(e) => Err(map_err("CreateBucket", None, e)),
+                        Err(e) => Err(map_err(&self.inner.secrets, "CreateBucket", None, e)),
                     }
                 }
             })
@@ -825,9 +868,9 @@ impl S3ObjectStore {
                     .body(SdkBody::from(data.clone()));
                 let req = write_settings!(req, s);
                 async {
-                    req.send()
-                        .await
-                        .map_err(|e| map_err("PutObject", Some(key.as_str()), e))
+                    req.send().await.map_err(|e| {
+                        map_err(&self.inner.secrets, "PutObject", Some(key.as_str()), e)
+                    })
                 }
             })
             .await?;
@@ -865,21 +908,26 @@ impl S3ObjectStore {
             .set_metadata(Some(metadata.clone().into_iter().collect()));
         let create = write_settings!(create, s);
         // Not retried after a timeout: a second upload would be left behind unaborted.
-        let created =
-            self.inner
-                .policy
-                .call_as(
-                    Operation::new(op::CREATE_MULTIPART_UPLOAD).non_idempotent(),
-                    || {
-                        let create = create.clone();
-                        async {
-                            create.send().await.map_err(|e| {
-                                map_err("CreateMultipartUpload", Some(key.as_str()), e)
-                            })
-                        }
-                    },
-                )
-                .await?;
+        let created = self
+            .inner
+            .policy
+            .call_as(
+                Operation::new(op::CREATE_MULTIPART_UPLOAD).non_idempotent(),
+                || {
+                    let create = create.clone();
+                    async {
+                        create.send().await.map_err(|e| {
+                            map_err(
+                                &self.inner.secrets,
+                                "CreateMultipartUpload",
+                                Some(key.as_str()),
+                                e,
+                            )
+                        })
+                    }
+                },
+            )
+            .await?;
         let upload_id = created.upload_id.ok_or_else(|| {
             Error::new(
                 ErrorKind::Protocol,
@@ -890,6 +938,7 @@ impl S3ObjectStore {
         Ok(AbortGuard {
             client: self.inner.client.clone(),
             policy: self.inner.policy.clone(),
+            secrets: self.inner.secrets.clone(),
             bucket: s.bucket.clone(),
             key: key.as_str().to_owned(),
             upload_id,
@@ -956,6 +1005,7 @@ impl S3ObjectStore {
                 let upload_id = upload_id.to_owned();
                 let key_text = key.as_str().to_owned();
                 let policy = self.inner.policy.clone();
+                let secrets = self.inner.secrets.clone();
                 async move {
                     let checksum = b64(sha256(&part));
                     let out = policy
@@ -970,10 +1020,10 @@ impl S3ObjectStore {
                                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                                 .checksum_sha256(checksum.clone())
                                 .body(SdkBody::from(part.clone()));
-                            let key_text = &key_text;
+                            let (key_text, secrets) = (&key_text, &secrets);
                             async move {
                                 request.send().await.map_err(|e| {
-                                    map_err("UploadPart", Some(key_text), e)
+                                    map_err(secrets, "UploadPart", Some(key_text), e)
                                         .with_context("part", number)
                                 })
                             }
@@ -1026,10 +1076,9 @@ impl S3ObjectStore {
             .call_as(op::HEAD_OBJECT, || {
                 let request = request.clone();
                 async {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| map_err("HeadObject", Some(key.as_str()), e))
+                    request.send().await.map_err(|e| {
+                        map_err(&self.inner.secrets, "HeadObject", Some(key.as_str()), e)
+                    })
                 }
             })
             .await?;
@@ -1059,10 +1108,9 @@ impl S3ObjectStore {
             .call_as(op::GET_OBJECT, || {
                 let request = request.clone();
                 async {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| map_err("GetObject", Some(key.as_str()), e))
+                    request.send().await.map_err(|e| {
+                        map_err(&self.inner.secrets, "GetObject", Some(key.as_str()), e)
+                    })
                 }
             })
             .await?;
@@ -1255,19 +1303,18 @@ impl ObjectStore for S3ObjectStore {
                 let Some(token) = token else {
                     return Ok::<_, Error>(None);
                 };
-                let page = self
-                    .inner
-                    .policy
-                    .call_as(op::LIST_OBJECTS, || {
-                        let request = request.clone().set_continuation_token(token.clone());
-                        async {
-                            request
-                                .send()
-                                .await
-                                .map_err(|e| map_err("ListObjectsV2", None, e))
-                        }
-                    })
-                    .await?;
+                let page =
+                    self.inner
+                        .policy
+                        .call_as(op::LIST_OBJECTS, || {
+                            let request = request.clone().set_continuation_token(token.clone());
+                            async {
+                                request.send().await.map_err(|e| {
+                                    map_err(&self.inner.secrets, "ListObjectsV2", None, e)
+                                })
+                            }
+                        })
+                        .await?;
                 let next = page
                     .next_continuation_token
                     .clone()
@@ -1304,10 +1351,9 @@ impl ObjectStore for S3ObjectStore {
             .call_as(op::DELETE_OBJECT, || {
                 let request = request.clone();
                 async {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| map_err("DeleteObject", Some(key.as_str()), e))
+                    request.send().await.map_err(|e| {
+                        map_err(&self.inner.secrets, "DeleteObject", Some(key.as_str()), e)
+                    })
                 }
             })
             .await?;
@@ -1346,7 +1392,7 @@ impl ObjectStore for S3ObjectStore {
                         request
                             .send()
                             .await
-                            .map_err(|e| map_err("DeleteObjects", None, e))
+                            .map_err(|e| map_err(&self.inner.secrets, "DeleteObjects", None, e))
                     }
                 })
                 .await?;
@@ -1389,9 +1435,9 @@ impl ObjectStore for S3ObjectStore {
                 .call_as(op::COPY_OBJECT, || {
                     let req = req.clone();
                     async {
-                        req.send()
-                            .await
-                            .map_err(|e| map_err("CopyObject", Some(to.as_str()), e))
+                        req.send().await.map_err(|e| {
+                            map_err(&self.inner.secrets, "CopyObject", Some(to.as_str()), e)
+                        })
                     }
                 })
                 .await?;
@@ -1421,7 +1467,14 @@ impl ObjectStore for S3ObjectStore {
                 .key(key.as_str())
                 .presigned(config)
                 .await
-                .map_err(|e| map_err("Presign GetObject", Some(key.as_str()), e))?,
+                .map_err(|e| {
+                    map_err(
+                        &self.inner.secrets,
+                        "Presign GetObject",
+                        Some(key.as_str()),
+                        e,
+                    )
+                })?,
             PresignMethod::Put => {
                 let req = self
                     .inner
@@ -1432,7 +1485,14 @@ impl ObjectStore for S3ObjectStore {
                 write_settings!(req, s)
                     .presigned(config)
                     .await
-                    .map_err(|e| map_err("Presign PutObject", Some(key.as_str()), e))?
+                    .map_err(|e| {
+                        map_err(
+                            &self.inner.secrets,
+                            "Presign PutObject",
+                            Some(key.as_str()),
+                            e,
+                        )
+                    })?
             }
         };
         Ok(PresignedRequest {
@@ -1490,10 +1550,9 @@ impl S3ObjectStore {
                 .call_as(op::UPLOAD_PART_COPY, || {
                     let request = request.clone();
                     async {
-                        request
-                            .send()
-                            .await
-                            .map_err(|e| map_err("UploadPartCopy", Some(to.as_str()), e))
+                        request.send().await.map_err(|e| {
+                            map_err(&self.inner.secrets, "UploadPartCopy", Some(to.as_str()), e)
+                        })
                     }
                 })
                 .await;
@@ -1545,7 +1604,7 @@ impl PlatformIntegration for S3ObjectStore {
                     request
                         .send()
                         .await
-                        .map_err(|e| map_err("HeadBucket", None, e))
+                        .map_err(|e| map_err(&self.inner.secrets, "HeadBucket", None, e))
                 }
             })
             .await;

@@ -619,3 +619,123 @@ async fn s3_meets_the_resilience_contract() {
     )
     .await;
 }
+
+/// Everything an error shows: its Display and Debug, and each cause's.
+fn everything_shown(err: &moodbridge_core::Error) -> String {
+    let mut text = format!("{err}\n{err:?}\n");
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        text.push_str(&format!("{cause}\n{cause:?}\n"));
+        next = cause.source();
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_echoes_the_request_leaks_no_credential() {
+    use base64::Engine as _;
+    // A server that answers every request as S3 answers a signature mismatch, but also
+    // repeats the request line, the Authorization header and the session token in its
+    // message, raw and base64-encoded.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let token = header("x-amz-security-token");
+        let echoed = format!(
+            "uri {} authorization {} token {token} base64 {}",
+            req.uri(),
+            header("authorization"),
+            base64::engine::general_purpose::STANDARD.encode(&token),
+        );
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided. {echoed}</Message><CanonicalRequest>PUT\n{}\nx-amz-security-token:{token}\n</CanonicalRequest><RequestId>echo</RequestId></Error>",
+            req.uri()
+        );
+        axum::response::Response::builder()
+            .status(403)
+            .header("content-type", "application/xml")
+            .body(axum::body::Body::from(xml.replace('&', "&amp;")))
+            .unwrap()
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+    let token = "FwoGZXIvYXdzEBYaDCANARYSESSIONTOKEN/+=";
+    let store = S3ObjectStore::builder("echoes")
+        .endpoint(&endpoint)
+        .path_style(true)
+        .region("us-east-1")
+        .max_attempts(1)
+        .credentials(S3Credentials::Static {
+            access_key_id: "AKIDCANARY".into(),
+            secret_access_key: SecretString::from(secret.to_owned()),
+            session_token: Some(SecretString::from(token.to_owned())),
+        })
+        .build()
+        .await
+        .unwrap();
+    let forms = |s: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        vec![
+            s.to_owned(),
+            url_encoded(s),
+            b64.encode(s),
+            b64.encode(s).trim_end_matches('=').to_owned(),
+        ]
+    };
+    for err in [
+        store
+            .put_bytes(
+                &ObjectKey::new("a.pdf").unwrap(),
+                b"x".to_vec(),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap_err(),
+        store
+            .get_bytes(&ObjectKey::new("a.pdf").unwrap())
+            .await
+            .unwrap_err(),
+        store.list_keys("").await.unwrap_err(),
+    ] {
+        let shown = everything_shown(&err);
+        if err.to_string().contains("HeadObject") {
+            // A HEAD answer has no body: the status is all there is.
+            assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        } else {
+            assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+            assert!(
+                shown.contains("SignatureDoesNotMatch") && shown.contains("does not match"),
+                "the error still says what went wrong: {shown}"
+            );
+        }
+        for form in forms(token).into_iter().chain(forms(secret)) {
+            assert!(!shown.contains(&form), "{form:?} leaked: {shown}");
+        }
+        assert!(
+            !shown
+                .replace("Signature=[redacted]", "")
+                .contains("Signature="),
+            "the signature leaked: {shown}"
+        );
+    }
+    server.abort();
+}
+
+fn url_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -39,6 +39,7 @@ use moodbridge_core::integration::{Capabilities, Capability, HealthReport, Platf
 use moodbridge_core::raw::{
     PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
 };
+use moodbridge_core::redact::Secrets;
 use moodbridge_core::resilience::{Policy, PolicyConfig};
 use moodbridge_core::storage::{
     ByteStream, GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PresignMethod,
@@ -275,19 +276,37 @@ impl AzureBlobBuilder {
             retry: azure_core::http::RetryOptions::none(),
             ..Default::default()
         };
-        let mut token = None;
+        let mut token: Option<Arc<dyn TokenCredential>> = None;
         client_options
             .per_try_policies
             .extend(self.policies.iter().cloned());
+        // Every credential a request carries, scrubbed from every error made of an answer.
+        let secrets = Secrets::new();
         match &credentials {
             AzureCredentials::SharedKey(key) => {
                 key.sign("check").map(|_| ())?;
+                secrets.remember([key.key.expose_secret()]);
                 client_options
                     .per_try_policies
                     .push(SharedKeyPolicy::new(key.clone()));
             }
-            AzureCredentials::Sas(sas) => base.set_query(Some(sas.expose_secret())),
-            AzureCredentials::Entra(credential) => token = Some(credential.clone()),
+            AzureCredentials::Sas(sas) => {
+                let query = sas.expose_secret();
+                secrets.remember(
+                    std::iter::once(query.to_owned()).chain(
+                        url::form_urlencoded::parse(query.as_bytes())
+                            .filter(|(name, _)| name == "sig")
+                            .map(|(_, value)| value.into_owned()),
+                    ),
+                );
+                base.set_query(Some(query));
+            }
+            AzureCredentials::Entra(credential) => {
+                token = Some(Arc::new(RememberingCredential {
+                    inner: credential.clone(),
+                    secrets: secrets.clone(),
+                }));
+            }
         }
         let container = BlobContainerClient::new(
             base.clone(),
@@ -297,7 +316,7 @@ impl AzureBlobBuilder {
                 version: self.api_version.clone(),
             }),
         )
-        .map_err(|e| map_err("create client", None, e))?;
+        .map_err(|e| map_err(&secrets, "create client", None, e))?;
         let id = self
             .id
             .clone()
@@ -325,6 +344,7 @@ impl AzureBlobBuilder {
                 settings: self,
                 credentials,
                 delegation_key: std::sync::Mutex::new(None),
+                secrets,
             }),
         })
     }
@@ -359,6 +379,8 @@ struct Inner {
     /// The last user delegation key fetched (Entra ID credentials), reused while it
     /// outlives the SAS asked for.
     delegation_key: std::sync::Mutex<Option<UserDelegationKey>>,
+    /// The credentials requests carry, scrubbed from every error.
+    secrets: Secrets,
 }
 
 impl fmt::Debug for AzureBlobStore {
@@ -373,7 +395,12 @@ impl fmt::Debug for AzureBlobStore {
 
 /// An SDK error as a core error; `request` names the REST operation (`Put Blob`) in the
 /// message. The operation name itself is set by the policy around the call.
-fn map_err(request: &'static str, key: Option<&str>, err: azure_core::Error) -> Error {
+fn map_err(
+    secrets: &Secrets,
+    request: &'static str,
+    key: Option<&str>,
+    err: azure_core::Error,
+) -> Error {
     let what = match key {
         Some(key) => format!("Azure Blob {request} of {key:?}"),
         None => format!("Azure Blob {request}"),
@@ -391,16 +418,40 @@ fn map_err(request: &'static str, key: Option<&str>, err: azure_core::Error) -> 
             )
         }
         azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-            (ErrorKind::Unavailable, causes(&err), None)
+            (ErrorKind::Unavailable, secrets.clean(&causes(&err)), None)
         }
-        azure_core::error::ErrorKind::Credential => (ErrorKind::Auth, err.to_string(), None),
-        _ => (ErrorKind::Protocol, err.to_string(), None),
+        azure_core::error::ErrorKind::Credential => {
+            (ErrorKind::Auth, secrets.clean(&err.to_string()), None)
+        }
+        _ => (ErrorKind::Protocol, secrets.clean(&err.to_string()), None),
     };
     let mut out = Error::new(kind, format!("{what} failed: {detail}")).with_connector(PLATFORM);
     if let Some(status) = status {
         out = out.with_context("http_status", status);
     }
-    out.with_source(err)
+    // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
+    // request's URL (a SAS signature) or headers.
+    out.with_source(secrets.scrubbed_source(&err))
+}
+
+/// Remembers every token the credential it wraps hands out.
+#[derive(Debug)]
+struct RememberingCredential {
+    inner: Arc<dyn TokenCredential>,
+    secrets: Secrets,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for RememberingCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let token = self.inner.get_token(scopes, options).await?;
+        self.secrets.remember([token.token.secret()]);
+        Ok(token)
+    }
 }
 
 /// An error's message followed by its causes' (a retry that gave up says why: the TLS or
@@ -499,7 +550,7 @@ impl AzureBlobStore {
                 match self.inner.container.create(None).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
-                    Err(e) => Err(map_err("Create Container", None, e)),
+                    Err(e) => Err(map_err(&self.inner.secrets, "Create Container", None, e)),
                 }
             })
             .await
@@ -520,7 +571,7 @@ impl AzureBlobStore {
             self.inner.token.clone(),
             Some(self.inner.blob_options.clone()),
         )
-        .map_err(|e| map_err("create client", Some(key.as_str()), e))
+        .map_err(|e| map_err(&self.inner.secrets, "create client", Some(key.as_str()), e))
     }
 
     async fn put_blocks(
@@ -545,6 +596,7 @@ impl AzureBlobStore {
                 let client = client.clone();
                 let key_text = key.as_str().to_owned();
                 let policy = policy.clone();
+                let secrets = self.inner.secrets.clone();
                 async move {
                     let digest = md5(&block);
                     let len = block.len() as u64;
@@ -560,11 +612,12 @@ impl AzureBlobStore {
                                 block.clone(),
                             );
                             let (client, id, key_text) = (&client, &id, &key_text);
+                            let secrets = &secrets;
                             async move {
                                 client
                                     .stage_block(id, len, content, Some(stage))
                                     .await
-                                    .map_err(|e| map_err("Put Block", Some(key_text), e))
+                                    .map_err(|e| map_err(secrets, "Put Block", Some(key_text), e))
                             }
                         })
                         .await?;
@@ -621,10 +674,9 @@ impl ObjectStore for AzureBlobStore {
                             <RequestContent<Bytes, NoFormat> as From<Bytes>>::from(first.clone());
                         let client = &client;
                         async move {
-                            client
-                                .upload(content, Some(upload))
-                                .await
-                                .map_err(|e| map_err("Put Blob", Some(key.as_str()), e))
+                            client.upload(content, Some(upload)).await.map_err(|e| {
+                                map_err(&self.inner.secrets, "Put Blob", Some(key.as_str()), e)
+                            })
                         }
                     })
                     .await?;
@@ -646,8 +698,9 @@ impl ObjectStore for AzureBlobStore {
                     ..Default::default()
                 };
                 let content: RequestContent<BlockLookupList, XmlFormat> =
-                    RequestContent::try_from(list)
-                        .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))?;
+                    RequestContent::try_from(list).map_err(|e| {
+                        map_err(&self.inner.secrets, "Put Block List", Some(key.as_str()), e)
+                    })?;
                 self.inner
                     .policy
                     .call_as(op::PUT_BLOCK_LIST, || {
@@ -661,7 +714,14 @@ impl ObjectStore for AzureBlobStore {
                             client
                                 .commit_block_list(content, Some(commit))
                                 .await
-                                .map_err(|e| map_err("Put Block List", Some(key.as_str()), e))
+                                .map_err(|e| {
+                                    map_err(
+                                        &self.inner.secrets,
+                                        "Put Block List",
+                                        Some(key.as_str()),
+                                        e,
+                                    )
+                                })
                         }
                     })
                     .await?;
@@ -712,10 +772,9 @@ impl ObjectStore for AzureBlobStore {
                     };
                     let client = &client;
                     async move {
-                        client
-                            .download(Some(download))
-                            .await
-                            .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
+                        client.download(Some(download)).await.map_err(|e| {
+                            map_err(&self.inner.secrets, "Get Blob", Some(key.as_str()), e)
+                        })
                     }
                 })
                 .await?;
@@ -732,38 +791,38 @@ impl ObjectStore for AzureBlobStore {
         let concurrency = self.inner.settings.concurrency;
         let owned_key = key.clone();
         let policy = self.inner.policy.clone();
-        let parts = ranged_download(start, end, block, concurrency, move |a, b| {
-            let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
-            let policy = policy.clone();
-            async move {
-                // One range is one call: a body cut off mid-way is fetched again.
-                policy
-                    .call_as(op::GET_BLOB, || {
-                        let options = BlobClientDownloadOptions {
-                            range: Some(HttpRange::from(
-                                usize::try_from(a).unwrap_or(usize::MAX)
-                                    ..usize::try_from(b).unwrap_or(usize::MAX),
-                            )),
-                            if_match: etag.clone().map(azure_core::http::Etag::from),
-                            parallel: std::num::NonZero::new(1),
-                            ..Default::default()
-                        };
-                        let (client, key) = (&client, &key);
-                        async move {
-                            let out = client
-                                .download(Some(options))
-                                .await
-                                .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))?;
-                            // The received chunks as they are: no second copy of the block.
-                            out.body
-                                .try_collect::<Vec<Bytes>>()
-                                .await
-                                .map_err(|e| map_err("Get Blob", Some(key.as_str()), e))
-                        }
-                    })
-                    .await
-            }
-        });
+        let secrets = self.inner.secrets.clone();
+        let parts =
+            ranged_download(start, end, block, concurrency, move |a, b| {
+                let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
+                let (policy, secrets) = (policy.clone(), secrets.clone());
+                async move {
+                    // One range is one call: a body cut off mid-way is fetched again.
+                    policy
+                        .call_as(op::GET_BLOB, || {
+                            let options = BlobClientDownloadOptions {
+                                range: Some(HttpRange::from(
+                                    usize::try_from(a).unwrap_or(usize::MAX)
+                                        ..usize::try_from(b).unwrap_or(usize::MAX),
+                                )),
+                                if_match: etag.clone().map(azure_core::http::Etag::from),
+                                parallel: std::num::NonZero::new(1),
+                                ..Default::default()
+                            };
+                            let (client, key, secrets) = (&client, &key, &secrets);
+                            async move {
+                                let out = client.download(Some(options)).await.map_err(|e| {
+                                    map_err(secrets, "Get Blob", Some(key.as_str()), e)
+                                })?;
+                                // The received chunks as they are: no second copy of the block.
+                                out.body.try_collect::<Vec<Bytes>>().await.map_err(|e| {
+                                    map_err(secrets, "Get Blob", Some(key.as_str()), e)
+                                })
+                            }
+                        })
+                        .await
+                }
+            });
         let body = with_progress(parts, options.progress.clone(), Some(end - start));
         Ok(GetResult {
             meta,
@@ -797,12 +856,12 @@ impl ObjectStore for AzureBlobStore {
                             .inner
                             .container
                             .list_blobs(Some(options))
-                            .map_err(|e| map_err("List Blobs", None, e))?;
+                            .map_err(|e| map_err(&self.inner.secrets, "List Blobs", None, e))?;
                         let Some(page) = pager.into_pages().next().await else {
                             return Ok(ListBlobsResponse::default());
                         };
                         page.and_then(|r| r.into_model())
-                            .map_err(|e| map_err("List Blobs", None, e))
+                            .map_err(|e| map_err(&self.inner.secrets, "List Blobs", None, e))
                     }
                 })
                 .await?;
@@ -832,7 +891,12 @@ impl ObjectStore for AzureBlobStore {
                 match blob.delete(None::<BlobClientDeleteOptions>).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(()),
-                    Err(e) => Err(map_err("Delete Blob", Some(key.as_str()), e)),
+                    Err(e) => Err(map_err(
+                        &self.inner.secrets,
+                        "Delete Blob",
+                        Some(key.as_str()),
+                        e,
+                    )),
                 }
             })
             .await
@@ -848,7 +912,7 @@ impl ObjectStore for AzureBlobStore {
                 target
                     .start_copy_from_url(source.to_string(), None)
                     .await
-                    .map_err(|e| map_err("Copy Blob", Some(to.as_str()), e))
+                    .map_err(|e| map_err(&self.inner.secrets, "Copy Blob", Some(to.as_str()), e))
             })
             .await?;
         // Copies inside one account complete synchronously on Azurite and usually on Azure;
@@ -856,16 +920,24 @@ impl ObjectStore for AzureBlobStore {
         for _ in 0..600 {
             let props = policy
                 .call_as(op::GET_BLOB_PROPERTIES, || async {
-                    target
-                        .get_properties(None)
-                        .await
-                        .map_err(|e| map_err("Get Blob Properties", Some(to.as_str()), e))
+                    target.get_properties(None).await.map_err(|e| {
+                        map_err(
+                            &self.inner.secrets,
+                            "Get Blob Properties",
+                            Some(to.as_str()),
+                            e,
+                        )
+                    })
                 })
                 .await?;
-            match props
-                .copy_status()
-                .map_err(|e| map_err("Get Blob Properties", Some(to.as_str()), e))?
-            {
+            match props.copy_status().map_err(|e| {
+                map_err(
+                    &self.inner.secrets,
+                    "Get Blob Properties",
+                    Some(to.as_str()),
+                    e,
+                )
+            })? {
                 Some(azure_storage_blob::models::CopyStatus::Pending) => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
@@ -1023,10 +1095,10 @@ impl AzureBlobStore {
                 version: self.inner.settings.api_version.clone(),
             }),
         )
-        .map_err(|e| map_err("create client", None, e))?;
+        .map_err(|e| map_err(&self.inner.secrets, "create client", None, e))?;
         let content: RequestContent<azure_storage_blob::models::KeyInfo, XmlFormat> =
             RequestContent::try_from(info)
-                .map_err(|e| map_err("Get User Delegation Key", None, e))?;
+                .map_err(|e| map_err(&self.inner.secrets, "Get User Delegation Key", None, e))?;
         let key = self
             .inner
             .policy
@@ -1037,7 +1109,9 @@ impl AzureBlobStore {
                         .get_user_delegation_key(content, None)
                         .await
                         .and_then(|r| r.into_model())
-                        .map_err(|e| map_err("Get User Delegation Key", None, e))
+                        .map_err(|e| {
+                            map_err(&self.inner.secrets, "Get User Delegation Key", None, e)
+                        })
                 }
             })
             .await?;
@@ -1088,13 +1162,25 @@ impl AzureBlobStore {
                 };
                 let blob = &blob;
                 async move {
-                    blob.get_properties(Some(options))
-                        .await
-                        .map_err(|e| map_err("Get Blob Properties", Some(key.as_str()), e))
+                    blob.get_properties(Some(options)).await.map_err(|e| {
+                        map_err(
+                            &self.inner.secrets,
+                            "Get Blob Properties",
+                            Some(key.as_str()),
+                            e,
+                        )
+                    })
                 }
             })
             .await?;
-        let h = |e| map_err("Get Blob Properties", Some(key.as_str()), e);
+        let h = |e| {
+            map_err(
+                &self.inner.secrets,
+                "Get Blob Properties",
+                Some(key.as_str()),
+                e,
+            )
+        };
         Ok(ObjectMeta {
             key: key.as_str().to_owned(),
             size: props.content_length().map_err(h)?.unwrap_or(0),
@@ -1130,7 +1216,7 @@ impl PlatformIntegration for AzureBlobStore {
                     .container
                     .get_properties(None)
                     .await
-                    .map_err(|e| map_err("Get Container Properties", None, e))
+                    .map_err(|e| map_err(&self.inner.secrets, "Get Container Properties", None, e))
             })
             .await;
         HealthReport::from_result(start.elapsed(), result)

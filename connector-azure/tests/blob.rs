@@ -625,3 +625,105 @@ async fn azure_blob_meets_the_resilience_contract() {
     )
     .await;
 }
+
+/// Everything an error shows: its Display and Debug, and each cause's.
+fn everything_shown(err: &moodbridge_core::Error) -> String {
+    let mut text = format!("{err}\n{err:?}\n");
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        text.push_str(&format!("{cause}\n{cause:?}\n"));
+        next = cause.source();
+    }
+    text
+}
+
+/// A server answering every request as Blob Storage answers a failed authentication,
+/// but repeating the request's URL (a SAS signature in its query) and `Authorization`
+/// header in its message, raw and base64-encoded.
+async fn echoing_server() -> (String, tokio::task::JoinHandle<()>) {
+    use base64::Engine as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/devstoreaccount1", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let uri = req.uri().to_string();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let echoed = format!(
+            "uri {uri} authorization {auth} base64 {} {}",
+            b64.encode(&uri),
+            b64.encode(&auth)
+        );
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request. {echoed}</Message><AuthenticationErrorDetail>Signature did not match. String to sign used was GET {uri}</AuthenticationErrorDetail></Error>"
+        )
+        .replace('&', "&amp;");
+        axum::response::Response::builder()
+            .status(403)
+            .header("content-type", "application/xml")
+            .header("x-ms-error-code", "AuthenticationFailed")
+            .body(axum::body::Body::from(xml))
+            .unwrap()
+    });
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (endpoint, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_echoes_the_request_leaks_no_credential() {
+    use base64::Engine as _;
+    let (endpoint, server) = echoing_server().await;
+    let signature = "CANARYsigK7MDENGbPxRfiCY+Ab/cd=";
+    let encoded_signature = "CANARYsigK7MDENGbPxRfiCY%2BAb%2Fcd%3D";
+    let sas =
+        format!("sv=2025-11-05&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&sig={encoded_signature}");
+    let shared = SharedKey {
+        account: DEV_ACCOUNT.into(),
+        key: SecretString::from(DEV_ACCOUNT_KEY.to_owned()),
+    };
+    for credentials in [
+        AzureCredentials::Sas(SecretString::from(sas.clone())),
+        AzureCredentials::SharedKey(shared.clone()),
+    ] {
+        let store = AzureBlobStore::builder("echoes")
+            .endpoint(&endpoint)
+            .credentials(credentials)
+            .max_attempts(1)
+            .build()
+            .unwrap();
+        let key = ObjectKey::new("a.pdf").unwrap();
+        let errors = [
+            store
+                .put_bytes(&key, b"x".to_vec(), PutOptions::new())
+                .await
+                .unwrap_err(),
+            store.get_bytes(&key).await.unwrap_err(),
+            store.list_keys("").await.unwrap_err(),
+            store.delete(&key).await.unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(err.kind(), ErrorKind::Auth | ErrorKind::Forbidden),
+                "{err}"
+            );
+            let shown = everything_shown(&err);
+            assert!(shown.contains("AuthenticationFailed"), "{shown}");
+            let b64 = base64::engine::general_purpose::STANDARD;
+            for form in [
+                signature.to_owned(),
+                encoded_signature.to_owned(),
+                b64.encode(&sas),
+                DEV_ACCOUNT_KEY.to_owned(),
+            ] {
+                assert!(!shown.contains(&form), "{form:?} leaked: {shown}");
+            }
+            // What a Shared Key request carries: `SharedKey account:signature`.
+            assert!(!shown.contains("SharedKey devstoreaccount1:"), "{shown}");
+        }
+    }
+    server.abort();
+}

@@ -18,9 +18,12 @@
 //! assert_eq!(shown, "invalid client_secret=[redacted] (was [redacted])");
 //! ```
 
+use std::sync::{Arc, LazyLock, RwLock};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use regex::Regex;
 
 /// What `application/x-www-form-urlencoded` and most URL encoders leave as it is.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -106,6 +109,199 @@ impl Scrubber {
     }
 }
 
+/// The longest answer text an error keeps (characters), by default.
+pub const MAX_ERROR_TEXT: usize = 2048;
+
+static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    let rule = |pattern: &str, with: &'static str| {
+        (
+            Regex::new(pattern).unwrap_or_else(|e| unreachable!("a fixed pattern: {e}")),
+            with,
+        )
+    };
+    vec![
+        // The parts of an S3 signature-mismatch answer that repeat the signed request
+        // (its headers, session token included), whole or as hex bytes.
+        rule(
+            r"(?s)<(CanonicalRequest|CanonicalRequestBytes|StringToSign|StringToSignBytes|SignatureProvided)>.*?</(?:CanonicalRequest|CanonicalRequestBytes|StringToSign|StringToSignBytes|SignatureProvided)>",
+            "<$1>[redacted]</$1>",
+        ),
+        // An authorization scheme and its credentials, wherever they are written.
+        rule(
+            r"(?i)\b(Bearer|Basic|SharedKey|OAuth)(\s+)[A-Za-z0-9._~+/=:!\-]{6,}",
+            "$1$2[redacted]",
+        ),
+        // The signature of an AWS Signature Version 4 `Authorization` header.
+        rule(r"(?i)\b(Signature=)[0-9a-f]{16,}", "$1[redacted]"),
+        // Secret-bearing headers as `name: value` or `name=value`, quoted or not.
+        rule(
+            r#"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-amz-security-token|x-amz-signature|x-amz-credential|x-ms-copy-source-authorization)("?\s*[:=,]\s*"?)(?:(?:Bearer|Basic|SharedKey|OAuth)\s+)?[^\s",;&}]+"#,
+            "$1$2[redacted]",
+        ),
+        // Secret-bearing query parameters and form fields.
+        rule(
+            r"(?i)([?&;](?:sig|signature|x-amz-signature|x-amz-security-token|x-amz-credential|client_secret|refresh_token|access_token|id_token|code|code_verifier|password|assertion|client_assertion|token|skoid|sktid|skt|ske|sks|skv)=)[^&\s\x22']+",
+            "$1[redacted]",
+        ),
+        // Secret fields of JSON.
+        rule(
+            r#"(?i)("(?:access_token|refresh_token|id_token|client_secret|password|assertion|secret|session_token|sessionToken|secretAccessKey)"\s*:\s*")[^"]*"#,
+            "$1[redacted]",
+        ),
+    ]
+});
+
+/// `text` with every secret-bearing header, query parameter and JSON field replaced by
+/// `[redacted]`, whatever its value: `Authorization` and other credential headers, an
+/// authorization scheme's credentials (`Bearer …`, `SharedKey …`), signatures and session
+/// tokens in URLs (`sig=`, `X-Amz-Signature=`, `X-Amz-Security-Token=`), token fields
+/// of forms and JSON, and the request an S3 signature-mismatch answer repeats.
+///
+/// ```
+/// use moodbridge_core::redact::scrub_patterns;
+/// let text = "GET /c/b?sv=2024-05-04&sig=AbC%2Bdef%3D x-amz-security-token:FwoGZXIvYXdzE";
+/// let shown = scrub_patterns(text);
+/// assert!(!shown.contains("AbC%2Bdef") && !shown.contains("FwoGZXIvYXdzE"), "{shown}");
+/// assert!(shown.contains("sv=2024-05-04"));
+/// ```
+pub fn scrub_patterns(text: &str) -> String {
+    let mut out = text.to_owned();
+    for (pattern, with) in RULES.iter() {
+        if pattern.is_match(&out) {
+            out = pattern.replace_all(&out, *with).into_owned();
+        }
+    }
+    out
+}
+
+/// The secrets a client has sent, shared by everything that turns its answers into
+/// errors: credentials are remembered as they are used (a rotated key or a refreshed
+/// token joins the set), and [`Secrets::scrub`] removes every form of each, and every
+/// secret-bearing pattern ([`scrub_patterns`]), from a text. Cheap to clone.
+///
+/// ```
+/// use moodbridge_core::redact::Secrets;
+///
+/// let secrets = Secrets::new();
+/// secrets.remember(["FwoGZXIvYXdzEXAMPLETOKEN"]);
+/// let echoed = "denied: token FwoGZXIvYXdzEXAMPLETOKEN is expired";
+/// assert_eq!(secrets.scrub(echoed), "denied: token [redacted] is expired");
+/// ```
+#[derive(Clone, Default)]
+pub struct Secrets {
+    known: Arc<RwLock<SecretsInner>>,
+}
+
+#[derive(Default)]
+struct SecretsInner {
+    raw: Vec<String>,
+    scrubber: Scrubber,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = self.known.read().map(|k| k.raw.len()).unwrap_or_default();
+        f.debug_struct("Secrets").field("known", &known).finish()
+    }
+}
+
+/// How many secrets a [`Secrets`] keeps: the most recent, so that rotating credentials
+/// do not grow it without end.
+const MAX_REMEMBERED: usize = 32;
+
+impl Secrets {
+    /// An empty set (patterns are still scrubbed).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `secrets` (those shorter than [`MIN_SECRET_LEN`] are ignored; the oldest go
+    /// once more than 32 are known).
+    pub fn remember<S: AsRef<str>>(&self, secrets: impl IntoIterator<Item = S>) {
+        let fresh: Vec<String> = secrets
+            .into_iter()
+            .map(|s| s.as_ref().to_owned())
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        let before = known.raw.len();
+        for secret in fresh {
+            if !known.raw.contains(&secret) {
+                known.raw.push(secret);
+            }
+        }
+        if known.raw.len() == before {
+            return;
+        }
+        let excess = known.raw.len().saturating_sub(MAX_REMEMBERED);
+        known.raw.drain(..excess);
+        known.scrubber = Scrubber::new(&known.raw);
+    }
+
+    /// `text` without any known secret (in any of its forms) or secret-bearing pattern.
+    pub fn scrub(&self, text: &str) -> String {
+        let text = scrub_patterns(text);
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        if known.scrubber.is_empty() {
+            text
+        } else {
+            known.scrubber.scrub(&text)
+        }
+    }
+
+    /// [`scrub`](Self::scrub), then [`cap`] at [`MAX_ERROR_TEXT`]: what an error may keep
+    /// of an answer.
+    pub fn clean(&self, text: &str) -> String {
+        cap(&self.scrub(text), MAX_ERROR_TEXT)
+    }
+
+    /// An error's whole chain (its message and every cause's), scrubbed and capped: the
+    /// text to keep as the source of an [`Error`](crate::Error) in place of a vendor
+    /// error whose `Debug` may hold a raw answer.
+    pub fn scrubbed_source(&self, err: &(dyn std::error::Error + 'static)) -> Scrubbed {
+        let mut text = err.to_string();
+        let mut next = err.source();
+        while let Some(cause) = next {
+            let more = cause.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            next = cause.source();
+        }
+        Scrubbed(self.clean(&text))
+    }
+}
+
+/// The text of an error whose secrets were scrubbed (see [`Secrets::scrubbed_source`]);
+/// its `Debug` is its text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Scrubbed(String);
+
+impl Scrubbed {
+    /// The scrubbed text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scrubbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Scrubbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for Scrubbed {}
+
 /// Percent-encoding with lowercase hex digits (`%2f` for `%2F`), the rest unchanged.
 fn lower_hex(encoded: &str) -> String {
     let mut out = String::with_capacity(encoded.len());
@@ -175,6 +371,73 @@ mod tests {
             let text = format!("before {form} after");
             assert_eq!(s.scrub(&text), "before [redacted] after", "{form}");
         }
+    }
+
+    #[test]
+    fn an_s3_signature_mismatch_answer_keeps_its_code_and_loses_the_request() {
+        // The shape of S3's SignatureDoesNotMatch answer (S3 API reference, "Error
+        // responses"), with a session token in the canonical request it repeats.
+        let body = "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message><AWSAccessKeyId>AKIDEXAMPLE</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256\n20261206T000000Z</StringToSign><SignatureProvided>d3adb33f</SignatureProvided><CanonicalRequest>GET\n/b/k\n\nhost:127.0.0.1\nx-amz-security-token:FwoGZXIvYXdzSECRET\n</CanonicalRequest><CanonicalRequestBytes>47 45 54</CanonicalRequestBytes></Error>";
+        let shown = scrub_patterns(body);
+        assert!(!shown.contains("FwoGZXIvYXdzSECRET"), "{shown}");
+        assert!(
+            !shown.contains("d3adb33f") && !shown.contains("47 45 54"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<Code>SignatureDoesNotMatch</Code>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<CanonicalRequest>[redacted]</CanonicalRequest>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn secrets_remembered_later_are_scrubbed_and_the_oldest_are_dropped() {
+        let secrets = Secrets::new();
+        let copy = secrets.clone();
+        assert_eq!(secrets.scrub("token-number-1"), "token-number-1");
+        copy.remember(["token-number-1"]);
+        assert_eq!(secrets.scrub("x token-number-1 y"), "x [redacted] y");
+        for i in 2..=40 {
+            copy.remember([format!("token-number-{i:02}")]);
+        }
+        assert_eq!(secrets.scrub("token-number-40"), "[redacted]");
+        assert_eq!(secrets.scrub("token-number-02"), "token-number-02");
+        assert!(!format!("{secrets:?}").contains("token-number"));
+        let long = "x".repeat(MAX_ERROR_TEXT * 2);
+        assert!(secrets.clean(&long).len() < MAX_ERROR_TEXT + 40);
+    }
+
+    #[test]
+    fn a_scrubbed_source_keeps_the_chain_without_the_secrets() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let secrets = Secrets::new();
+        secrets.remember(["sv=2024&sig=SIGNATURE"]);
+        let err = Outer(std::io::Error::other(
+            "error sending request for url (https://a.blob/c?sv=2024&sig=SIGNATURE)",
+        ));
+        let source = secrets.scrubbed_source(&err);
+        assert!(
+            source
+                .as_str()
+                .starts_with("dispatch failure: error sending"),
+            "{source}"
+        );
+        assert!(!format!("{source:?}").contains("SIGNATURE"), "{source:?}");
     }
 
     #[test]

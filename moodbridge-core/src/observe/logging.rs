@@ -11,9 +11,6 @@
 //! ```
 
 use std::io::Write;
-use std::sync::LazyLock;
-
-use regex::Regex;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Libraries whose DEBUG and TRACE output is noise for a host (and, for some, secrets):
@@ -32,38 +29,8 @@ pub const QUIET_TARGETS: &[&str] = &[
     "sqlx",
 ];
 
-static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    let rule = |pattern: &str, with: &'static str| {
-        (
-            Regex::new(pattern).unwrap_or_else(|e| unreachable!("a fixed pattern: {e}")),
-            with,
-        )
-    };
-    vec![
-        // An authorization scheme and its credentials, wherever they are written.
-        rule(
-            r"(?i)\b(Bearer|Basic|SharedKey|OAuth)(\s+)[A-Za-z0-9._~+/=:!\-]{6,}",
-            "$1$2[redacted]",
-        ),
-        // Secret-bearing headers as `name: value` or `name=value`, quoted or not.
-        rule(
-            r#"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-amz-security-token|x-amz-signature|x-amz-credential|x-ms-copy-source-authorization)("?\s*[:=,]\s*"?)(?:(?:Bearer|Basic|SharedKey|OAuth)\s+)?[^\s",;&}]+"#,
-            "$1$2[redacted]",
-        ),
-        // Secret-bearing query parameters and form fields.
-        rule(
-            r"(?i)([?&;](?:sig|signature|x-amz-signature|x-amz-security-token|x-amz-credential|client_secret|refresh_token|access_token|id_token|code|code_verifier|password|assertion|client_assertion|token|skoid|sktid|skt|ske|sks|skv)=)[^&\s\x22']+",
-            "$1[redacted]",
-        ),
-        // Secret fields of JSON.
-        rule(
-            r#"(?i)("(?:access_token|refresh_token|id_token|client_secret|password|assertion|secret|session_token|sessionToken|secretAccessKey)"\s*:\s*")[^"]*"#,
-            "$1[redacted]",
-        ),
-    ]
-});
-
-/// `line` with every secret these rules know replaced by `[redacted]`.
+/// `line` with every secret-bearing header, query parameter and JSON field replaced by
+/// `[redacted]` (the rules of [`redact::scrub_patterns`](crate::redact::scrub_patterns)).
 ///
 /// ```
 /// use moodbridge_core::observe::logging::redact_line;
@@ -73,13 +40,7 @@ static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// assert!(shown.contains("sv=2024-05-04"));
 /// ```
 pub fn redact_line(line: &str) -> String {
-    let mut out = line.to_owned();
-    for (pattern, with) in RULES.iter() {
-        if pattern.is_match(&out) {
-            out = pattern.replace_all(&out, *with).into_owned();
-        }
-    }
-    out
+    crate::redact::scrub_patterns(line)
 }
 
 /// A writer that holds one event's text and writes it, scrubbed, when dropped.
