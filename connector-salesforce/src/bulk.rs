@@ -213,6 +213,28 @@ pub struct BulkQueryOptions {
     pub poll: PollOptions,
 }
 
+/// Where the reading of a Bulk API 2.0 query job stands: the job and the locator of the
+/// next result page to read (`""` for the first). Salesforce keeps a job's results for
+/// 7 days; [`SalesforceClient::bulk_query_pages`] resumes from here while it does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct BulkQueryResume {
+    /// The query job (`750…`).
+    pub job_id: String,
+    /// The next page's locator (`""` for the first page).
+    pub locator: String,
+}
+
+/// One result page of a query job and where the read stands after it.
+#[derive(Debug)]
+pub struct BulkQueryPage {
+    /// The page's rows (see [`SalesforceClient::bulk_query_rows`]).
+    pub rows: RowBatch,
+    /// The job the page came from (a fresh one when a resumed job's results were gone).
+    pub job_id: String,
+    /// Where to resume after this page; `None` after the last.
+    pub next: Option<BulkQueryResume>,
+}
+
 /// Characters of one field of an ingest record, at most (Bulk API 2.0's limit).
 pub const MAX_FIELD_CHARS: usize = 32_000;
 /// Characters of one ingest record, its fields together, at most (Bulk API 2.0's limit).
@@ -766,9 +788,46 @@ impl SalesforceClient {
         soql: &str,
         options: BulkQueryOptions,
     ) -> impl Stream<Item = Result<RowBatch>> + Send + 'static {
+        self.bulk_query_pages(soql, options, None)
+            .map_ok(|page| page.rows)
+    }
+
+    /// As [`bulk_query_rows`](Self::bulk_query_rows), each page with where the read
+    /// stands after it, and able to resume: given `resume` (saved from an earlier page's
+    /// [`next`](BulkQueryPage::next)), it reads that job's remaining pages instead of
+    /// starting a job — unless Salesforce no longer has the job or its results (kept 7
+    /// days), or the job failed; then it runs `soql` as a new job. A host that restarts
+    /// more often than a large job takes thus still gets to its end.
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use connector_salesforce::bulk::BulkQueryResume;
+    /// let saved: Option<BulkQueryResume> = None; // read from the host's state
+    /// let soql = "SELECT Id, Name FROM Account";
+    /// let mut pages = std::pin::pin!(sf.bulk_query_pages(soql, Default::default(), saved));
+    /// while let Some(page) = pages.try_next().await? {
+    ///     // … store page.rows, then save page.next durably …
+    /// #   let _ = page.next;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn bulk_query_pages(
+        &self,
+        soql: &str,
+        options: BulkQueryOptions,
+        resume: Option<BulkQueryResume>,
+    ) -> impl Stream<Item = Result<BulkQueryPage>> + Send + 'static {
         let client = self.clone();
         let soql = soql.to_owned();
-        let state = QueryState::Start { soql, options };
+        let state = match resume {
+            Some(resume) => QueryState::Resume {
+                soql,
+                options,
+                resume,
+            },
+            None => QueryState::Start { soql, options },
+        };
         futures::stream::try_unfold(state, move |state| {
             let client = client.clone();
             async move {
@@ -778,19 +837,28 @@ impl SalesforceClient {
                         QueryState::Start { soql, options } => {
                             client.start_bulk_query(&soql, options).await?
                         }
+                        QueryState::Resume {
+                            soql,
+                            options,
+                            resume,
+                        } => client.resume_bulk_query(soql, options, resume).await?,
                         QueryState::Pages { pages, next } => {
                             let Some(next) = next else {
                                 return Ok(None);
                             };
-                            let page = next.await.map_err(|e| {
-                                Error::new(
-                                    ErrorKind::Internal,
-                                    format!("fetching a bulk query result page failed: {e}"),
-                                )
-                            })??;
+                            let page = joined(next.await)?;
+                            let resume = page.locator.clone().map(|locator| BulkQueryResume {
+                                job_id: pages.job_id.clone(),
+                                locator,
+                            });
                             // The next page is fetched while this one is consumed.
                             let next = page.locator.map(|l| pages.fetch(&client, l));
-                            return Ok(Some((page.rows, QueryState::Pages { pages, next })));
+                            let out = BulkQueryPage {
+                                rows: page.rows,
+                                job_id: pages.job_id.clone(),
+                                next: resume,
+                            };
+                            return Ok(Some((out, QueryState::Pages { pages, next })));
                         }
                     };
                 }
@@ -854,7 +922,73 @@ impl SalesforceClient {
             self.wait_for_job(&job_path, &created.id, &options.poll),
             self.describe(&created.object)
         );
-        let info = info?;
+        let pages = self.result_pages(job_path, info?, described, &options)?;
+        let first = pages.fetch(self, String::new());
+        Ok(QueryState::Pages {
+            pages,
+            next: Some(first),
+        })
+    }
+
+    /// Reads on from `resume` when Salesforce still has that job's results; otherwise
+    /// starts `soql` as a new job.
+    async fn resume_bulk_query(
+        &self,
+        soql: String,
+        options: BulkQueryOptions,
+        resume: BulkQueryResume,
+    ) -> Result<QueryState> {
+        check_id(&resume.job_id)?;
+        let job_path = self.jobs_path(&format!("/query/{}", resume.job_id));
+        let fresh = |why: &str| {
+            tracing::info!(job_id = %resume.job_id, why, "bulk query not resumable: starting a new job");
+        };
+        let info = match self
+            .wait_for_job(&job_path, &resume.job_id, &options.poll)
+            .await
+        {
+            Ok(info) if info.state == "JobComplete" => info,
+            Ok(info) => {
+                fresh(&format!("the job ended {}", info.state));
+                return self.start_bulk_query(&soql, options).await;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fresh("Salesforce no longer has the job");
+                return self.start_bulk_query(&soql, options).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let described = self.describe(&info.object).await;
+        let pages = self.result_pages(job_path, info, described, &options)?;
+        // The first page is read here, so that results Salesforce has dropped (after 7
+        // days) still lead to a new job rather than to an error.
+        match joined(pages.fetch(self, resume.locator.clone()).await) {
+            Ok(page) => {
+                tracing::debug!(job_id = %resume.job_id, "bulk query resumed");
+                let ready = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                    std::future::ready(Ok(page)),
+                ));
+                Ok(QueryState::Pages {
+                    pages,
+                    next: Some(ready),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fresh("Salesforce no longer has the job's results");
+                self.start_bulk_query(&soql, options).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The result pages of a finished query job, typed by `described`.
+    fn result_pages(
+        &self,
+        job_path: String,
+        info: JobInfo,
+        described: Result<Arc<Value>>,
+        options: &BulkQueryOptions,
+    ) -> Result<Arc<ResultPages>> {
         if info.state != "JobComplete" {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -875,23 +1009,32 @@ impl SalesforceClient {
                 HashMap::new()
             }
         };
-        let pages = Arc::new(ResultPages {
+        Ok(Arc::new(ResultPages {
             job_path,
+            job_id: info.id.clone(),
             object: info.object.clone(),
             types,
             max_records: options.max_records,
-        });
-        let first = pages.fetch(self, String::new());
-        Ok(QueryState::Pages {
-            pages,
-            next: Some(first),
-        })
+        }))
     }
+}
+
+/// The page a fetch task produced.
+fn joined(
+    joined: std::result::Result<Result<ResultPage>, tokio::task::JoinError>,
+) -> Result<ResultPage> {
+    joined.map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("fetching a bulk query result page failed: {e}"),
+        )
+    })?
 }
 
 /// Where a query job's result pages are and how their values are typed.
 struct ResultPages {
     job_path: String,
+    job_id: String,
     /// The queried object (the rows' stream).
     object: String,
     types: HashMap<String, &'static str>,
@@ -950,6 +1093,11 @@ enum QueryState {
     Start {
         soql: String,
         options: BulkQueryOptions,
+    },
+    Resume {
+        soql: String,
+        options: BulkQueryOptions,
+        resume: BulkQueryResume,
     },
     Pages {
         pages: Arc<ResultPages>,

@@ -8,9 +8,12 @@
 //! first counts its records (`SELECT COUNT()`): up to [`SalesforceSource::bulk_threshold`]
 //! (default 2,000, Salesforce's guidance) it pages the REST query, ordered by
 //! `(SystemModstamp, Id)`, with a checkpoint after every batch; above it, a Bulk API 2.0
-//! query job streams the result pages, and the checkpoint — the largest
-//! `(SystemModstamp, Id)` read — comes at the end of the job (bulk results carry no order
-//! to resume within). The job's query has no ORDER BY: it would buy nothing, and
+//! query job streams the result pages. Bulk results carry no order to resume within, so
+//! the position a later read starts after — the largest `(SystemModstamp, Id)` read —
+//! is known at the end of the job; meanwhile the checkpoint after each page keeps the
+//! job id and the next page's locator, and a read restarted from it reads that job's
+//! remaining pages (a new job when Salesforce no longer has it: results are kept 7 days,
+//! or when the read asks for other fields). The job's query has no ORDER BY: it would buy nothing, and
 //! Salesforce turns off PK chunking for an ordered Bulk API 2.0 query, which makes large
 //! jobs slow and can time them out.
 //!
@@ -46,7 +49,8 @@ use moodbridge_core::{
 use serde_json::{Map, Value, json};
 
 use crate::bulk::{
-    BulkQueryOptions, IngestOperation, IngestOptions, PollOptions, RecordState, row_map,
+    BulkQueryOptions, BulkQueryPage, BulkQueryResume, IngestOperation, IngestOptions, PollOptions,
+    RecordState, row_map,
 };
 use crate::client::parse_datetime;
 use crate::client::{RecordResult, SalesforceClient};
@@ -371,6 +375,25 @@ impl Position {
     }
 }
 
+/// A bulk read in progress, kept in its checkpoints (`bulk`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct BulkProgress {
+    /// The digest of the job's query: a read asking for something else starts afresh.
+    query: String,
+    /// The job and the next page to read.
+    #[serde(flatten)]
+    resume: BulkQueryResume,
+    /// The largest position read so far (as a checkpoint states a position).
+    best: Option<Value>,
+}
+
+/// A short digest of a query's text.
+fn query_digest(soql: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(soql.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn to_record(value: Value) -> Result<Record> {
     match value {
         Value::Object(mut map) => {
@@ -569,6 +592,88 @@ impl SalesforceSource {
         Ok((records, last))
     }
 
+    /// A read through a Bulk API 2.0 query job. Bulk results carry no usable order, so
+    /// the position a later read starts after — the largest `(cursor, Id)` read — is
+    /// known only at the end of the job. Meanwhile, after each result page, a checkpoint
+    /// keeps the position the job started after, the job, the next page's locator and the
+    /// largest position so far (`bulk`), so that a read restarted from it reads the same
+    /// job's remaining pages while Salesforce keeps them, instead of the whole job again.
+    fn read_by_bulk(
+        &self,
+        request: &ReadRequest,
+        soql: String,
+        cursor: Option<String>,
+        batch_size: usize,
+    ) -> SourceStream {
+        let previous = request.checkpoint.as_ref().map(|c| c.state.clone());
+        let base = previous
+            .clone()
+            .unwrap_or_else(|| json!({"cursor": null, "id": null}));
+        let digest = query_digest(&soql);
+        let saved = previous
+            .as_ref()
+            .and_then(|s| s.get("bulk"))
+            .and_then(|b| serde_json::from_value::<BulkProgress>(b.clone()).ok())
+            .filter(|b| b.query == digest);
+        let mut best = saved
+            .as_ref()
+            .and_then(|b| b.best.as_ref())
+            .and_then(|b| Position::from_state(b).ok().flatten());
+        let resume = saved.map(|b| b.resume);
+        let pages = self.client.bulk_query_pages(
+            &soql,
+            BulkQueryOptions {
+                all_rows: false,
+                max_records: self.bulk_page,
+                poll: self.poll.clone(),
+            },
+            resume,
+        );
+        let name = request.stream.clone();
+        pages
+            .map_ok(move |page| {
+                let BulkQueryPage { mut rows, next, .. } = page;
+                rows.stream.clone_from(&name);
+                if let Some((at, id)) = Position::furthest_row(&rows, cursor.as_deref())
+                    && best
+                        .as_ref()
+                        .is_none_or(|t| (at, id) > (t.cursor, t.id.as_str()))
+                {
+                    best = Some(Position {
+                        cursor: at,
+                        id: id.to_owned(),
+                    });
+                }
+                let state = match next {
+                    Some(resume) => {
+                        let mut state = base.clone();
+                        state["bulk"] = json!(BulkProgress {
+                            query: digest.clone(),
+                            resume,
+                            best: best.as_ref().map(Position::state),
+                        });
+                        state
+                    }
+                    None => match &best {
+                        Some(p) => p.state(),
+                        // Nothing read: the read stands where it started.
+                        None => {
+                            let mut state = base.clone();
+                            if let Some(o) = state.as_object_mut() {
+                                o.remove("bulk");
+                            }
+                            state
+                        }
+                    },
+                };
+                let mut messages = page_messages(rows, batch_size);
+                messages.push(SourceMessage::Checkpoint(Checkpoint::new(&name, state)));
+                futures::stream::iter(messages.into_iter().map(Ok))
+            })
+            .try_flatten()
+            .boxed()
+    }
+
     /// A read by query (REST below the bulk threshold, Bulk API 2.0 above).
     async fn read_by_query(&self, request: ReadRequest) -> Result<SourceStream> {
         let plan = self.plan(&request).await?;
@@ -578,52 +683,8 @@ impl SalesforceSource {
         let cursor = plan.cursor.clone();
         tracing::debug!(object = %stream_name, total, bulk = total > self.bulk_threshold, "Salesforce read planned");
         if total > self.bulk_threshold {
-            let pages = self.client.bulk_query_rows(
-                &plan.unordered.build()?,
-                BulkQueryOptions {
-                    all_rows: false,
-                    max_records: self.bulk_page,
-                    poll: self.poll.clone(),
-                },
-            );
-            // Bulk results carry no usable order: the checkpoint is the largest position
-            // read, at the end.
-            let state = Arc::new(Mutex::new(request.checkpoint.clone().map(|c| c.state)));
-            let best: Arc<Mutex<Option<Position>>> = Arc::new(Mutex::new(None));
-            let name = stream_name.clone();
-            let tracked = best.clone();
-            let batches = pages
-                .map_ok(move |mut page| {
-                    page.stream.clone_from(&name);
-                    if let Some((at, id)) = Position::furthest_row(&page, cursor.as_deref()) {
-                        let mut top = tracked.lock().unwrap_or_else(PoisonError::into_inner);
-                        if top
-                            .as_ref()
-                            .is_none_or(|t| (at, id) > (t.cursor, t.id.as_str()))
-                        {
-                            *top = Some(Position {
-                                cursor: at,
-                                id: id.to_owned(),
-                            });
-                        }
-                    }
-                    futures::stream::iter(page_messages(page, batch_size).into_iter().map(Ok))
-                })
-                .try_flatten();
-            let end = futures::stream::once(async move {
-                let last = best.lock().unwrap_or_else(PoisonError::into_inner).take();
-                let previous = state.lock().unwrap_or_else(PoisonError::into_inner).take();
-                let state = match (last, previous) {
-                    (Some(p), _) => p.state(),
-                    (None, Some(prev)) => prev,
-                    (None, None) => json!({"id": null}),
-                };
-                Ok(SourceMessage::Checkpoint(Checkpoint::new(
-                    stream_name,
-                    state,
-                )))
-            });
-            return Ok(batches.chain(end).boxed());
+            let soql = plan.unordered.build()?;
+            return Ok(self.read_by_bulk(&request, soql, cursor, batch_size));
         }
         let name = stream_name.clone();
         let batches = self

@@ -718,3 +718,81 @@ async fn composite_subrequests_with_a_trailing_slash_are_routed() {
     );
     sb.stop().await;
 }
+
+/// Field and object names are case-insensitive in Salesforce, in writes, reads, queries
+/// and upserts alike; answers spell them as the describe does.
+#[tokio::test]
+async fn field_and_object_names_are_case_insensitive_everywhere() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let c = Client::new(&sb);
+    let (_, accounts) = c.query("SELECT Id FROM Account LIMIT 1").await;
+    let account = accounts["records"][0]["Id"].as_str().unwrap().to_owned();
+
+    // Create, with every name in lower case.
+    let (status, _, created) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/contact"),
+            Some(json!({"lastname": "Lowercase", "accountid": account, "external_id__c": "LC-1"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Read, with a lower-case field list.
+    let (status, record) = c
+        .get(&format!(
+            "{V}/sobjects/CONTACT/{id}?fields=lastname,accountid"
+        ))
+        .await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["LastName"], "Lowercase", "{record}");
+    assert_eq!(record["AccountId"], account.as_str(), "{record}");
+    assert!(record.get("lastname").is_none(), "{record}");
+
+    // Query, in any case, a relationship field included.
+    let (status, rows) = c
+        .query(&format!(
+            "select id, lastname, account.name from contact where LASTNAME = 'Lowercase' and accountid = '{account}' order by lastName"
+        ))
+        .await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["totalSize"], 1, "{rows}");
+    let row = &rows["records"][0];
+    assert_eq!(row["LastName"], "Lowercase", "{row}");
+    assert_eq!(row["Id"], id.as_str(), "{row}");
+    assert!(row["Account"]["Name"].is_string(), "{row}");
+
+    // Upsert by an external id named in lower case updates the same record.
+    let (status, _, body) = c
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/sobjects/contact/external_id__c/LC-1"),
+            Some(json!({"firstname": "Ada"})),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let (_, record) = c.get(&format!("{V}/sobjects/Contact/{id}")).await;
+    assert_eq!(record["FirstName"], "Ada", "{record}");
+
+    // Update and delete with lower-case names.
+    let (status, _, body) = c
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/sobjects/contact/{id}"),
+            Some(json!({"LASTNAME": "Upper"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, record) = c.get(&format!("{V}/sobjects/Contact/{id}")).await;
+    assert_eq!(record["LastName"], "Upper", "{record}");
+    let (status, _, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{V}/sobjects/contact/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    sb.stop().await;
+}

@@ -625,3 +625,154 @@ async fn the_salesforce_sink_meets_the_sink_contract() {
     .await;
     sb.stop().await;
 }
+
+/// Reads `source`'s `Account` stream from `checkpoint`, stopping after `stop_after`
+/// checkpoints (a crash) or at the end: the ids read and the last checkpoint.
+async fn read_accounts(
+    source: &SalesforceSource,
+    checkpoint: Option<moodbridge_core::Checkpoint>,
+    stop_after: usize,
+) -> (Vec<String>, Option<moodbridge_core::Checkpoint>) {
+    use futures::StreamExt;
+    let mut req = ReadRequest::new("Account", SyncMode::Incremental).batch_size(100);
+    if let Some(cp) = checkpoint {
+        req = req.resume_from(cp);
+    }
+    let mut stream = source.read(req).await.unwrap();
+    let (mut ids, mut last, mut checkpoints) = (Vec::new(), None, 0);
+    while let Some(m) = stream.next().await {
+        match m.unwrap() {
+            moodbridge_core::SourceMessage::Rows(rows) => {
+                let id = rows.column_index("Id").unwrap();
+                ids.extend(rows.rows().map(|r| r.text(id).unwrap().to_owned()));
+            }
+            moodbridge_core::SourceMessage::Records(b) => ids.extend(
+                b.records
+                    .iter()
+                    .map(|r| r.get("Id").unwrap().as_str().unwrap().to_owned()),
+            ),
+            moodbridge_core::SourceMessage::Checkpoint(cp) => {
+                last = Some(cp);
+                checkpoints += 1;
+                if checkpoints == stop_after {
+                    break;
+                }
+            }
+        }
+    }
+    (ids, last)
+}
+
+/// The query jobs the org has.
+fn query_jobs(sb: &salesforce_sandbox::RunningSandbox) -> usize {
+    let url = format!("{}/services/data/v62.0/jobs/query", sb.url());
+    let token = sb.issue_token();
+    let body: Value = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            })
+    })
+    .join()
+    .unwrap();
+    body["records"].as_array().unwrap().len()
+}
+
+/// A bulk read cut off after its first result page resumes the same job's remaining
+/// pages; when Salesforce no longer has the job, or the read asks for other fields, a
+/// new job reads everything. Either way each record arrives, and the final checkpoint is
+/// the largest position read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_read_cut_off_resumes_its_job_or_starts_a_new_one() {
+    let sb = Sandbox::new(SandboxConfig::default())
+        .seed(50, 0, 5)
+        .start()
+        .await
+        .unwrap();
+    let sf = connect(&sb, None).await;
+    let source = SalesforceSource::new(sf.clone(), ["Account"])
+        .bulk_threshold(0)
+        .bulk_page_size(10)
+        .poll(fast_poll());
+    let all = {
+        let (mut ids, last) = read_accounts(&source, None, usize::MAX).await;
+        ids.sort();
+        let state = last.unwrap().state;
+        assert!(state.get("bulk").is_none(), "{state}");
+        (ids, state)
+    };
+    assert_eq!(all.0.len(), 50);
+    assert_eq!(query_jobs(&sb), 1);
+
+    // Cut off after the first page: the checkpoint names the job and the next page.
+    let (first, cut) = read_accounts(&source, None, 1).await;
+    assert_eq!(first.len(), 10);
+    let cut = cut.unwrap();
+    let job = cut.state["bulk"]["job_id"].as_str().unwrap().to_owned();
+    assert!(cut.state["bulk"]["locator"].is_string(), "{}", cut.state);
+    assert_eq!(query_jobs(&sb), 2);
+
+    // Resumed: the 40 records not read yet, from the same job.
+    let (rest, end) = read_accounts(&source, Some(cut.clone()), usize::MAX).await;
+    assert_eq!(query_jobs(&sb), 2, "no new job");
+    assert_eq!(rest.len(), 40);
+    let mut both: Vec<String> = first.iter().chain(&rest).cloned().collect();
+    both.sort();
+    assert_eq!(both, all.0, "each record once");
+    assert_eq!(
+        end.unwrap().state,
+        all.1,
+        "the final position is the largest read"
+    );
+
+    // The job gone (Salesforce keeps results 7 days): a new job reads all 50.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/services/data/v62.0/jobs/query/{job}", sb.url()))
+        .bearer_auth(sb.issue_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let (again, end) = read_accounts(&source, Some(cut.clone()), usize::MAX).await;
+    assert_eq!(again.len(), 50);
+    assert_eq!(end.unwrap().state, all.1);
+
+    // A read asking for other fields does not take over the job's pages.
+    let (_, cut) = read_accounts(&source, None, 1).await;
+    let jobs_before = query_jobs(&sb);
+    let narrower = SalesforceSource::new(sf, ["Account"])
+        .bulk_threshold(0)
+        .bulk_page_size(10)
+        .poll(fast_poll());
+    let mut req = ReadRequest::new("Account", SyncMode::Incremental).batch_size(100);
+    req.fields = vec!["Id".into(), "Name".into(), "SystemModstamp".into()];
+    req = req.resume_from(cut.unwrap());
+    use futures::TryStreamExt;
+    let messages: Vec<_> = narrower
+        .read(req)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let read: usize = messages
+        .iter()
+        .map(|m| match m {
+            moodbridge_core::SourceMessage::Rows(r) => r.len(),
+            moodbridge_core::SourceMessage::Records(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(read, 50, "a new job, from the start");
+    assert_eq!(query_jobs(&sb), jobs_before + 1);
+    sb.stop().await;
+}
