@@ -74,6 +74,6 @@ pub use resilience::{
 pub use rows::{Cell, Column, ColumnKind, Row, RowBatch};
 pub use storage::{ObjectKey, ObjectStore, ObjectStoreExt};
 pub use sync::{
-    Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,
-    SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
+    Checkpoint, DELETED, DELETED_AT, FailureKind, ReadRequest, RecordFailure, RecordOutcome,
+    SourceMessage, SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
 };

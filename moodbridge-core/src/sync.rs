@@ -130,9 +130,22 @@ pub enum SourceMessage {
     /// Records sharing one set of columns, in source order: what a table-shaped result
     /// yields without a map per record (see [`RowBatch`]).
     Rows(RowBatch),
+    /// Records deleted at the source (tombstones), in source order: each carries the
+    /// stream's primary key fields and, when the source knows it, the time of deletion
+    /// in [`DELETED_AT`] (RFC 3339). What the sink does with them is the stream's
+    /// [`DeleteMode`](crate::engine::DeleteMode).
+    Deletes(RecordBatch),
     /// A resumption point after every record yielded so far.
     Checkpoint(Checkpoint),
 }
+
+/// The field a tombstone ([`SourceMessage::Deletes`]) carries its time of deletion in,
+/// and the column a soft-deleting sink keeps it in.
+pub const DELETED_AT: &str = "_deleted_at";
+
+/// The column a soft-deleting sink marks a deleted record with (`true`); a record
+/// written again afterwards (undeleted at the source) is live again.
+pub const DELETED: &str = "_deleted";
 
 /// The stream of messages a read yields.
 pub type SourceStream = BoxStream<'static, Result<SourceMessage>>;
@@ -501,6 +514,24 @@ pub trait SyncSink: Send + Sync {
             format!("this sink cannot delete records (stream {})", batch.stream),
         ))
     }
+
+    /// Mark the records of `batch` (tombstones: their `key` fields and, when known,
+    /// [`DELETED_AT`]) deleted without removing them: [`DELETED`] set to `true` and
+    /// [`DELETED_AT`] to the tombstone's time (or now). One outcome per record:
+    /// [`WriteAction::Deleted`], [`WriteAction::Unchanged`] for a record already marked,
+    /// or a failure ([`FailureKind::NotFound`] for a record the sink does not hold). A
+    /// record written again later is live again. The default says the sink cannot.
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        let _ = key;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "this sink cannot soft-delete records (stream {})",
+                batch.stream
+            ),
+        )
+        .with_hint("set the stream's deletes = \"hard\" (or \"ignore\")"))
+    }
 }
 
 /// A shared source is a source.
@@ -548,6 +579,10 @@ impl<T: SyncSink + ?Sized> SyncSink for std::sync::Arc<T> {
 
     async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
         (**self).delete(batch, key).await
+    }
+
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        (**self).soft_delete(batch, key).await
     }
 }
 

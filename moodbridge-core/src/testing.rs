@@ -26,7 +26,10 @@ pub use storage::{
     ObjectStoreContract, cancel_midway, object_store_contract, object_store_round_trip,
     pattern_sha256, pattern_stream,
 };
-pub use sync::{SinkContract, SourceContract, sync_sink_contract, sync_source_contract};
+pub use sync::{
+    SinkContract, SourceContract, sync_sink_contract, sync_sink_deletes_contract,
+    sync_source_contract, sync_source_deletes_contract,
+};
 
 /// This process's peak resident set (`VmHWM` in `/proc/self/status`), MiB; NaN where
 /// there is no procfs. For benchmarks that report memory.

@@ -347,6 +347,9 @@ impl SyncEngine {
             let batch = match m? {
                 SourceMessage::Records(batch) => batch,
                 SourceMessage::Rows(rows) => rows.to_records(),
+                // A bidirectional sync reconciles live records; deletes are not carried
+                // across (either side would resurrect or remove the other's records).
+                SourceMessage::Deletes(_) => continue,
                 SourceMessage::Checkpoint(cp) => {
                     last = Some(cp);
                     continue;

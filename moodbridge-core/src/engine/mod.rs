@@ -45,7 +45,7 @@ mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
 pub use mapping::{CastType, MapStep, Mapping};
-pub use pipeline::{Pipeline, PipelineConfig, StreamConfig};
+pub use pipeline::{DeleteMode, Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
 pub use schedule::{Job, Schedule, Tick, Worker};
@@ -71,8 +71,8 @@ use crate::state::{
     StateStore,
 };
 use crate::sync::{
-    Checkpoint, ReadRequest, RecordFailure, SourceMessage, SyncSink, SyncSource, WriteAction,
-    WriteMode, WriteReport,
+    Checkpoint, FailureKind, ReadRequest, RecordFailure, SourceMessage, SyncSink, SyncSource,
+    WriteAction, WriteMode, WriteReport,
 };
 use pipeline::StreamPlan;
 
@@ -433,6 +433,10 @@ impl StreamRun<'_> {
                         progress: self.progress,
                     });
                 }
+                Some(Ok(Item::Deletes(tombstones))) => {
+                    self.apply_deletes(tombstones, &target, &write_mode).await?;
+                    self.progress.tick(started.elapsed());
+                }
                 Some(Ok(Item::Checkpoint(cp))) => {
                     if cp.stream != name {
                         return Err(Error::new(
@@ -659,6 +663,97 @@ impl StreamRun<'_> {
         Ok(())
     }
 
+    /// Carry the source's deletes to the sink as the stream's [`DeleteMode`] says: soft
+    /// or hard deletes by the write key; a record the sink does not hold is already as
+    /// the source has it; another failure is dead-lettered with the tombstone.
+    async fn apply_deletes(
+        &mut self,
+        mut tombstones: RecordBatch,
+        target: &StreamDescriptor,
+        mode: &WriteMode,
+    ) -> Result<()> {
+        let read = tombstones.len() as u64;
+        self.progress.read += read;
+        self.counts.read += read;
+        let how = self.plan.config.deletes;
+        if how == DeleteMode::Ignore || tombstones.is_empty() {
+            tracing::debug!(stream = %self.plan.config.name, deletes = read, "source deletes ignored (deletes = \"ignore\")");
+            return Ok(());
+        }
+        tombstones.stream.clone_from(&target.name);
+        let key = mode_key(mode, target);
+        let op = match how {
+            DeleteMode::Soft => "soft_delete",
+            _ => "delete",
+        };
+        let report = self
+            .engine
+            .sink_policy
+            .call_as(op, || async {
+                match how {
+                    DeleteMode::Soft => self.sink.soft_delete(&tombstones, &key).await,
+                    _ => self.sink.delete(&tombstones, &key).await,
+                }
+            })
+            .await?;
+        report.check_complete(tombstones.len())?;
+        let (mut deleted, mut failed) = (0u64, 0u64);
+        let mut audit = Vec::new();
+        for outcome in report.outcomes {
+            let tombstone = tombstones
+                .records
+                .get_mut(outcome.index)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            match outcome.result {
+                Ok(WriteAction::Deleted) => {
+                    deleted += 1;
+                    if self.pipeline.config().audit {
+                        audit.push(AuditEntry {
+                            run: self.run,
+                            stream: self.plan.target().to_owned(),
+                            record_key: key_of(&tombstone, &key),
+                            operation: AuditOperation::Delete,
+                            before: outcome.before.map(|b| Value::Object(b.into_fields())),
+                            after: None,
+                            actor: self.pipeline.config().actor.clone(),
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(failure) if failure.kind == FailureKind::NotFound => {}
+                Err(failure) => {
+                    failed += 1;
+                    self.dead_letter(&key, tombstone, FailureStage::Write, describe(&failure))
+                        .await?;
+                }
+            }
+        }
+        if !audit.is_empty() {
+            self.settle_audit().await?;
+            let state = self.engine.state.clone();
+            self.audit_in_flight = Some(tokio::spawn(
+                async move { state.append_audit(&audit).await },
+            ));
+        }
+        for (outcome, n) in [("deleted", deleted), ("failed", failed)] {
+            if n > 0 {
+                metrics::counter!(
+                    metric::SYNC_RECORDS,
+                    "pipeline" => self.pipeline.name().to_owned(),
+                    "stream" => self.plan.config.name.clone(),
+                    "outcome" => outcome
+                )
+                .increment(n);
+            }
+        }
+        self.progress.written += deleted;
+        self.progress.failed += failed;
+        self.counts.written += deleted;
+        self.counts.failed += failed;
+        Ok(())
+    }
+
     fn audit_entry(
         &self,
         action: WriteAction,
@@ -807,6 +902,8 @@ struct Prepared {
 
 enum Item {
     Batch(Prepared),
+    /// Tombstones, their fields renamed as the mapping renames them.
+    Deletes(RecordBatch),
     Checkpoint(Checkpoint),
 }
 
@@ -826,6 +923,12 @@ impl Reader {
                         Ok(Item::Batch(prepare(&plan, batch.records)))
                     }
                     Ok(SourceMessage::Rows(rows)) => Ok(Item::Batch(prepare_rows(&plan, rows))),
+                    Ok(SourceMessage::Deletes(mut batch)) => {
+                        for record in &mut batch.records {
+                            plan.rename(record);
+                        }
+                        Ok(Item::Deletes(batch))
+                    }
                     Ok(SourceMessage::Checkpoint(cp)) => Ok(Item::Checkpoint(cp)),
                     Err(e) => Err(e),
                 };

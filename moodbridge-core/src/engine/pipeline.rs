@@ -30,6 +30,29 @@ use crate::record::Record;
 use crate::state::FailureStage;
 use crate::sync::WriteMode;
 
+/// What the sink does with records deleted at the source (tombstones a source reports
+/// as [`SourceMessage::Deletes`](crate::SourceMessage::Deletes)).
+///
+/// ```
+/// use moodbridge_core::engine::{DeleteMode, StreamConfig};
+/// let stream: StreamConfig = toml::from_str("name = \"Case\"\ndeletes = \"soft\"").unwrap();
+/// assert_eq!(stream.deletes, DeleteMode::Soft);
+/// assert_eq!(StreamConfig::new("Case").deletes, DeleteMode::Ignore);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// Leave the sink's record as it is (the default: a sink keeps what it was given).
+    #[default]
+    Ignore,
+    /// Keep the record, marked deleted: [`DELETED`](crate::DELETED) `= true` and
+    /// [`DELETED_AT`](crate::DELETED_AT) (see [`SyncSink::soft_delete`](crate::SyncSink::soft_delete)).
+    Soft,
+    /// Remove the record ([`SyncSink::delete`](crate::SyncSink::delete)): the sink
+    /// mirrors the source exactly.
+    Hard,
+}
+
 /// How one stream is moved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +81,9 @@ pub struct StreamConfig {
     /// Preferred records per batch (default: the source's choice).
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// What the sink does with records deleted at the source (default: ignore them).
+    #[serde(default)]
+    pub deletes: DeleteMode,
 }
 
 impl StreamConfig {
@@ -72,6 +98,7 @@ impl StreamConfig {
             sanitize: Sanitize::default(),
             validate: Vec::new(),
             batch_size: None,
+            deletes: DeleteMode::Ignore,
         }
     }
 }
@@ -191,6 +218,18 @@ impl StreamPlan {
     /// dead letter).
     pub(crate) fn rewrites(&self) -> bool {
         !self.mapping.is_empty() || self.config.sanitize != Sanitize::default()
+    }
+
+    /// A tombstone's fields renamed as the mapping renames them (its key must match the
+    /// sink's); no other step applies to it.
+    pub(crate) fn rename(&self, record: &mut Record) {
+        for step in &self.config.mapping {
+            if let MapStep::Rename { from, to } = step
+                && let Some(value) = record.remove(from)
+            {
+                record.set(to, value);
+            }
+        }
     }
 
     /// Map, sanitise and validate `record` in place.

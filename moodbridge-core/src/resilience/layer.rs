@@ -202,6 +202,12 @@ impl<T: SyncSink> SyncSink for Guarded<T> {
             .call_as("delete", || self.inner.delete(batch, key))
             .await
     }
+
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        self.policy
+            .call_as("soft_delete", || self.inner.soft_delete(batch, key))
+            .await
+    }
 }
 
 #[async_trait]

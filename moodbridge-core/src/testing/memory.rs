@@ -9,7 +9,7 @@
 //! and latency, from a seeded random generator so a failing run can be replayed.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -284,10 +284,53 @@ impl MemorySource {
         }
     }
 
-    /// Records in the stream.
+    /// Delete the stored record with key text `key` as a platform does: it stays, marked
+    /// ([`DELETED`](crate::DELETED)), its cursor field set to `at`, so that an
+    /// incremental read after it reports a tombstone ([`SourceMessage::Deletes`]) and a
+    /// full read leaves it out. Returns whether the record was there.
+    ///
+    /// ```
+    /// use moodbridge_core::testing::MemorySource;
+    /// use moodbridge_core::{Record, StreamDescriptor};
+    /// let source = MemorySource::new();
+    /// source.add_stream(StreamDescriptor::new("Case").primary_key(["Id"]).cursor("At"));
+    /// source.put("Case", Record::from_json(serde_json::json!({"Id": "500A", "At": "1"})).unwrap());
+    /// assert!(source.delete("Case", "500A", "2".into()));
+    /// assert_eq!(source.len("Case"), 0);
+    /// ```
+    ///
+    /// # Panics
+    /// If the stream does not exist or is generated: a test set-up mistake.
+    pub fn delete(&self, stream: &str, key: &str, at: Value) -> bool {
+        let mut streams = self.lock();
+        let s = streams
+            .get_mut(stream)
+            .unwrap_or_else(|| panic!("MemorySource has no stream {stream}"));
+        let primary = s.descriptor.primary_key.clone();
+        let cursor = s.descriptor.cursor_field.clone();
+        let Data::Stored(records) = &mut s.data else {
+            panic!("stream {stream} is generated; its records cannot be deleted")
+        };
+        match records
+            .iter_mut()
+            .find(|r| r.key(&primary).is_some_and(|k| k.to_string() == key))
+        {
+            Some(record) => {
+                record.set(crate::DELETED, Value::Bool(true));
+                record.set(crate::DELETED_AT, at.clone());
+                if let Some(c) = cursor {
+                    record.set(c, at);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live records in the stream.
     pub fn len(&self, stream: &str) -> usize {
         match self.lock().get(stream).map(|s| &s.data) {
-            Some(Data::Stored(r)) => r.len(),
+            Some(Data::Stored(r)) => r.iter().filter(|r| !is_deleted(r)).count(),
             Some(Data::Generated { count, .. }) => usize::try_from(*count).unwrap_or(usize::MAX),
             None => 0,
         }
@@ -338,6 +381,11 @@ fn position_after(state: &Value) -> (Option<Value>, Option<String>, u64) {
     )
 }
 
+/// Whether a stored record of a [`MemorySource`] was deleted.
+fn is_deleted(record: &Record) -> bool {
+    record.get(crate::DELETED) == Some(&Value::Bool(true))
+}
+
 /// Order of JSON values as cursors: numbers numerically, strings lexically (RFC 3339
 /// times with a fixed format sort correctly as text), null first.
 fn cmp_values(a: &Value, b: &Value) -> Ordering {
@@ -356,6 +404,8 @@ fn cmp_values(a: &Value, b: &Value) -> Ordering {
 
 struct ReadPlan {
     stream: String,
+    /// Whether deleted records are reported (incremental) or left out (full).
+    incremental: bool,
     cursor: Option<String>,
     key: Vec<String>,
     batch: usize,
@@ -382,6 +432,19 @@ impl ReadPlan {
                 out
             }
         }
+    }
+
+    /// A deleted record's tombstone: its key fields and time of deletion.
+    fn tombstone(&self, record: &Record) -> Record {
+        let mut t = Record::new();
+        for k in &self.key {
+            t.set(k, record.get(k).cloned().unwrap_or_default());
+        }
+        t.set(
+            crate::DELETED_AT,
+            record.get(crate::DELETED_AT).cloned().unwrap_or_default(),
+        );
+        t
     }
 
     fn checkpoint_after(&self, last: &Record, offset: u64) -> Checkpoint {
@@ -500,6 +563,7 @@ impl SyncSource for MemorySource {
             (
                 ReadPlan {
                     stream: request.stream.clone(),
+                    incremental: request.mode == crate::SyncMode::Incremental,
                     cursor,
                     key,
                     batch: request.batch_size,
@@ -510,24 +574,40 @@ impl SyncSource for MemorySource {
         };
         let source = self.clone();
         let stream = futures::stream::unfold(
-            (plan, start_offset, None::<Checkpoint>),
-            move |(mut plan, offset, pending)| {
+            (plan, start_offset, VecDeque::<SourceMessage>::new()),
+            move |(mut plan, offset, mut pending)| {
                 let source = source.clone();
                 async move {
-                    if let Some(cp) = pending {
-                        return Some((Ok(SourceMessage::Checkpoint(cp)), (plan, offset, None)));
+                    if let Some(message) = pending.pop_front() {
+                        return Some((Ok(message), (plan, offset, pending)));
                     }
                     let (latency, err) = source.fault("page");
                     pause(latency).await;
                     if let Some(e) = err {
-                        return Some((Err(e), (plan, offset, None)));
+                        return Some((Err(e), (plan, offset, pending)));
                     }
                     let records = plan.next_batch();
                     let last = records.last()?.clone();
                     let offset = offset + records.len() as u64;
                     let cp = plan.checkpoint_after(&last, offset);
-                    let batch = RecordBatch::new(&plan.stream, records);
-                    Some((Ok(SourceMessage::Records(batch)), (plan, offset, Some(cp))))
+                    let (gone, live): (Vec<Record>, Vec<Record>) =
+                        records.into_iter().partition(is_deleted);
+                    if !live.is_empty() {
+                        pending.push_back(SourceMessage::Records(RecordBatch::new(
+                            &plan.stream,
+                            live,
+                        )));
+                    }
+                    if plan.incremental && !gone.is_empty() {
+                        let tombstones = gone.iter().map(|r| plan.tombstone(r)).collect();
+                        pending.push_back(SourceMessage::Deletes(RecordBatch::new(
+                            &plan.stream,
+                            tombstones,
+                        )));
+                    }
+                    pending.push_back(SourceMessage::Checkpoint(cp));
+                    let first = pending.pop_front()?;
+                    Some((Ok(first), (plan, offset, pending)))
                 }
             },
         );
@@ -767,6 +847,49 @@ impl SyncSink for MemorySink {
                         RecordFailure::new(FailureKind::NotFound, "no such record"),
                     ),
                 }
+            })
+            .collect();
+        Ok(WriteReport::new(outcomes))
+    }
+
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        let mut s = self.lock();
+        let table = s.tables.entry(batch.stream.clone()).or_default();
+        let now = stamp(SystemTime::now());
+        let outcomes = batch
+            .records
+            .iter()
+            .enumerate()
+            .map(|(index, tombstone)| {
+                let Some(k) = tombstone.key(key) else {
+                    return RecordOutcome::failed(
+                        index,
+                        RecordFailure::new(
+                            FailureKind::InvalidInput,
+                            "the tombstone lacks its key",
+                        ),
+                    );
+                };
+                let Some(held) = table.get_mut(&k.to_string()) else {
+                    return RecordOutcome::failed(
+                        index,
+                        RecordFailure::new(FailureKind::NotFound, "no such record"),
+                    );
+                };
+                if held.get(crate::DELETED) == Some(&Value::Bool(true)) {
+                    return RecordOutcome::ok(index, WriteAction::Unchanged).with_key(k);
+                }
+                let before = held.clone();
+                let at = tombstone
+                    .get(crate::DELETED_AT)
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| now.clone().into());
+                held.set(crate::DELETED, Value::Bool(true));
+                held.set(crate::DELETED_AT, at);
+                RecordOutcome::ok(index, WriteAction::Deleted)
+                    .with_key(k)
+                    .with_before(before)
             })
             .collect();
         Ok(WriteReport::new(outcomes))

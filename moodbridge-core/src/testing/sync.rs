@@ -26,6 +26,8 @@ pub struct SourceContract<'a> {
 /// records read before each.
 struct Read {
     records: Vec<Record>,
+    /// Tombstones ([`SourceMessage::Deletes`]).
+    deletes: Vec<Record>,
     checkpoints: Vec<(usize, Checkpoint)>,
 }
 
@@ -34,12 +36,21 @@ async fn read_all<S: SyncSource + ?Sized>(source: &S, request: ReadRequest) -> R
     let mut messages = source.read(request).await?;
     let mut read = Read {
         records: Vec::new(),
+        deletes: Vec::new(),
         checkpoints: Vec::new(),
     };
     while let Some(message) = messages.try_next().await? {
         let batch = match message {
             SourceMessage::Records(batch) => batch,
             SourceMessage::Rows(rows) => rows.to_records(),
+            SourceMessage::Deletes(batch) => {
+                assert_eq!(
+                    batch.stream, stream,
+                    "a delete batch of a read of {stream} names its stream"
+                );
+                read.deletes.extend(batch.records);
+                continue;
+            }
             SourceMessage::Checkpoint(checkpoint) => {
                 assert_eq!(
                     checkpoint.stream, stream,
@@ -420,4 +431,222 @@ pub async fn sync_sink_contract<S: SyncSink + ?Sized>(
         .await
         .expect("commit_stream (overwrite)");
     check(&expect(&run), "after the overwrite's commit").await;
+}
+
+/// The delete contract of a [`SyncSource`] that reports deletes, on `case.stream`:
+/// after an incremental read to its end, `delete` deletes records in the platform and
+/// returns their keys; the read resumed from the last checkpoint yields a tombstone
+/// ([`SourceMessage::Deletes`]) for exactly those keys — each carrying the key fields —
+/// and none of them as a live record, then a checkpoint; resumed from that, nothing.
+pub async fn sync_source_deletes_contract<S: SyncSource + ?Sized>(
+    source: &S,
+    case: &SourceContract<'_>,
+    delete: impl AsyncFnOnce() -> Result<Vec<RecordKey>>,
+) {
+    let name = case.stream;
+    let catalog = source
+        .discover_streams(&[name])
+        .await
+        .expect("discover_streams");
+    let key = catalog
+        .stream(name)
+        .unwrap_or_else(|| panic!("discover lists {name}"))
+        .primary_key
+        .clone();
+    let request = ReadRequest::new(name, SyncMode::Incremental).batch_size(case.batch_size);
+    let first = read_all(source, request.clone())
+        .await
+        .expect("an incremental read");
+    let (_, last) = first
+        .checkpoints
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("an incremental read of {name} ends with a checkpoint"));
+    let deleted: BTreeSet<RecordKey> = delete().await.expect("delete").into_iter().collect();
+    assert!(
+        !deleted.is_empty(),
+        "the contract's delete deletes something"
+    );
+    let next = read_all(source, request.clone().resume_from(last))
+        .await
+        .expect("an incremental read after deletes");
+    assert_eq!(
+        keys_of(&next.deletes, &key, "tombstones"),
+        deleted,
+        "an incremental read reports exactly the deleted records"
+    );
+    for record in &next.records {
+        let k = record.key(&key);
+        assert!(
+            k.as_ref().is_none_or(|k| !deleted.contains(k)),
+            "a deleted record came back live: {record:?}"
+        );
+    }
+    let (_, after) = next
+        .checkpoints
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("a read that yielded tombstones ends with a checkpoint"));
+    let again = read_all(source, request.resume_from(after))
+        .await
+        .expect("a read resumed after the tombstones");
+    assert!(
+        again.deletes.is_empty() && again.records.is_empty(),
+        "resumed after its tombstones, a read yields nothing ({} tombstones, {} records)",
+        again.deletes.len(),
+        again.records.len()
+    );
+}
+
+/// Whether a stored value marks a record deleted: `true`, or `1` where booleans are
+/// integers.
+fn marked(value: Option<&serde_json::Value>) -> bool {
+    matches!(value, Some(serde_json::Value::Bool(true)))
+        || value.and_then(serde_json::Value::as_i64) == Some(1)
+}
+
+/// The delete contract of a [`SyncSink`] on `case.stream` (which must start empty;
+/// `read_back` as for [`sync_sink_contract`]):
+///
+/// 1. Soft delete (when `soft`): the record stays, [`DELETED`](crate::DELETED) marks it
+///    and [`DELETED_AT`](crate::DELETED_AT) holds the tombstone's time; the other records
+///    are untouched; the same tombstone again is `Unchanged`; a key the sink does not
+///    hold fails alone with [`FailureKind::NotFound`](crate::FailureKind::NotFound);
+///    the record written again is live. A sink that cannot says `Unsupported`.
+/// 2. Hard delete: the record is gone, one outcome per tombstone, a missing key
+///    `NotFound`.
+pub async fn sync_sink_deletes_contract<S: SyncSink + ?Sized>(
+    sink: &S,
+    case: &SinkContract<'_>,
+    soft: bool,
+    read_back: impl AsyncFn(&str) -> Result<Vec<Record>>,
+) {
+    use crate::sync::{DELETED, DELETED_AT, FailureKind};
+    let name = case.stream.name.clone();
+    let key = case.stream.primary_key.clone();
+    let record = |i: u64, v: u32| (case.record)(i, v);
+    let upsert = WriteMode::Upsert { key: key.clone() };
+    let tombstone = |i: u64, at: &str| {
+        let mut t = Record::new();
+        let full = record(i, 1);
+        for k in &key {
+            t.set(k, full.get(k).cloned().unwrap_or_default());
+        }
+        t.set(DELETED_AT, at.into());
+        t
+    };
+    let held = async || -> BTreeMap<RecordKey, Record> {
+        read_back(&name)
+            .await
+            .expect("read_back")
+            .into_iter()
+            .map(|r| (r.key(&key).expect("a stored record has its key"), r))
+            .collect()
+    };
+    let key_of = |i: u64| {
+        record(i, 1)
+            .key(&key)
+            .expect("the case's records have keys")
+    };
+    sink.begin_stream(&case.stream, &upsert)
+        .await
+        .expect("begin_stream");
+    let report = sink
+        .write(
+            &RecordBatch::new(&name, (0..3).map(|i| record(i, 1)).collect()),
+            &upsert,
+        )
+        .await
+        .expect("write");
+    assert_eq!(report.succeeded(), 3, "{report:?}");
+    sink.flush(&name).await.expect("flush");
+
+    // 1. Soft delete.
+    let at = "2026-11-30T10:00:00.000Z";
+    let batch = RecordBatch::new(&name, vec![tombstone(1, at), tombstone(99, at)]);
+    match sink.soft_delete(&batch, &key).await {
+        Err(e) => {
+            assert!(!soft, "soft delete failed: {e}");
+            assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        }
+        Ok(report) => {
+            assert!(
+                soft,
+                "the case says the sink cannot soft-delete, yet it did"
+            );
+            report.check_complete(2).expect("one outcome per tombstone");
+            assert_eq!(
+                report.outcomes[0].result,
+                Ok(WriteAction::Deleted),
+                "{report:?}"
+            );
+            match &report.outcomes[1].result {
+                Err(f) => assert_eq!(f.kind, FailureKind::NotFound, "{f:?}"),
+                Ok(a) => panic!("a key the sink does not hold was soft-deleted ({a:?})"),
+            }
+            sink.flush(&name).await.expect("flush");
+            let now = held().await;
+            assert_eq!(now.len(), 3, "a soft-deleted record stays");
+            let gone = &now[&key_of(1)];
+            assert!(marked(gone.get(DELETED)), "{DELETED} marks it: {gone:?}");
+            assert_eq!(
+                gone.get(DELETED_AT).and_then(serde_json::Value::as_str),
+                Some(at),
+                "{DELETED_AT} holds the tombstone's time: {gone:?}"
+            );
+            for i in [0, 2] {
+                let live = &now[&key_of(i)];
+                assert!(
+                    !marked(live.get(DELETED)),
+                    "record {i} is untouched: {live:?}"
+                );
+            }
+            let again = sink
+                .soft_delete(&RecordBatch::new(&name, vec![tombstone(1, at)]), &key)
+                .await
+                .expect("soft delete again");
+            assert_eq!(
+                again.outcomes[0].result,
+                Ok(WriteAction::Unchanged),
+                "{again:?}"
+            );
+            let report = sink
+                .write(&RecordBatch::new(&name, vec![record(1, 2)]), &upsert)
+                .await
+                .expect("write again");
+            assert_eq!(report.succeeded(), 1, "{report:?}");
+            sink.flush(&name).await.expect("flush");
+            let back = &held().await[&key_of(1)];
+            assert!(
+                !marked(back.get(DELETED)),
+                "written again, it is live: {back:?}"
+            );
+        }
+    }
+
+    // 2. Hard delete.
+    let report = sink
+        .delete(
+            &RecordBatch::new(&name, vec![tombstone(2, at), tombstone(98, at)]),
+            &key,
+        )
+        .await
+        .expect("delete");
+    report.check_complete(2).expect("one outcome per tombstone");
+    assert_eq!(
+        report.outcomes[0].result,
+        Ok(WriteAction::Deleted),
+        "{report:?}"
+    );
+    match &report.outcomes[1].result {
+        Err(f) => assert_eq!(f.kind, FailureKind::NotFound, "{f:?}"),
+        Ok(a) => panic!("a key the sink does not hold was deleted ({a:?})"),
+    }
+    sink.flush(&name).await.expect("flush");
+    let now = held().await;
+    assert!(!now.contains_key(&key_of(2)), "a deleted record is gone");
+    assert_eq!(now.len(), 2);
+    sink.commit_stream(&name, &upsert)
+        .await
+        .expect("commit_stream");
 }

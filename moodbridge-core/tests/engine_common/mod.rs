@@ -706,10 +706,84 @@ pub async fn a_beating_run_is_not_taken_for_dead<B: Backend>() {
     );
 }
 
+/// Deletes at the source reach the sink as the stream's `deletes` says: ignored, marked
+/// (soft, with the time of deletion, audited with the before-image) or removed (hard);
+/// a record deleted and then written again is live.
+pub async fn deletes_reach_the_sink_as_the_stream_says<B: Backend>() {
+    for how in ["ignore", "soft", "hard"] {
+        let e = env::<B>().await;
+        let source = cases();
+        for (id, stamp) in [("500A", 1), ("500B", 2), ("500C", 3)] {
+            source.put("Case", case(id, stamp, "open"));
+        }
+        let sink = MemorySink::new();
+        let p = pipeline(&format!(
+            "name = \"p\"\n[[streams]]\nname = \"Case\"\ndeletes = \"{how}\"\n"
+        ));
+        e.engine.run(&p, &source, &sink).await.unwrap();
+        assert_eq!(sink.len("Case"), 3);
+
+        assert!(source.delete("Case", "500B", json!("2026-11-20T10:00:09.000Z")));
+        let report = e.engine.run(&p, &source, &sink).await.unwrap();
+        assert_eq!(report.counts.read, 1, "{how}: one tombstone read");
+        let held = sink.snapshot("Case");
+        match how {
+            "ignore" => {
+                assert_eq!(report.counts.written, 0);
+                assert_eq!(held["500B"], case("500B", 2, "open"), "left as it was");
+            }
+            "soft" => {
+                assert_eq!(report.counts.written, 1);
+                assert_eq!(held.len(), 3);
+                assert_eq!(
+                    held["500B"].get(moodbridge_core::DELETED),
+                    Some(&json!(true))
+                );
+                assert_eq!(
+                    held["500B"].get(moodbridge_core::DELETED_AT),
+                    Some(&json!("2026-11-20T10:00:09.000Z"))
+                );
+                assert_eq!(held["500A"].get(moodbridge_core::DELETED), None);
+            }
+            _ => {
+                assert_eq!(report.counts.written, 1);
+                assert_eq!(held.len(), 2, "removed");
+                assert!(!held.contains_key("500B"));
+            }
+        }
+        if how != "ignore" {
+            let audit = e.state.audit(report.run).await.unwrap();
+            assert_eq!(audit.len(), 1, "{how}: {audit:?}");
+            assert_eq!(audit[0].entry.operation, AuditOperation::Delete);
+            assert_eq!(audit[0].entry.record_key, "500B");
+            assert_eq!(
+                audit[0]
+                    .entry
+                    .before
+                    .as_ref()
+                    .and_then(|b| b.get("Subject")),
+                Some(&json!("open")),
+                "the before-image is kept"
+            );
+        }
+        // Nothing new: nothing read; the record written again is live.
+        let report = e.engine.run(&p, &source, &sink).await.unwrap();
+        assert_eq!(report.counts.read, 0, "{how}");
+        source.put("Case", case("500B", 20, "reopened"));
+        e.engine.run(&p, &source, &sink).await.unwrap();
+        let back = &sink.snapshot("Case")["500B"];
+        assert_eq!(back, &case("500B", 20, "reopened"), "{how}: live again");
+    }
+}
+
 /// One `#[tokio::test]` per shared test, for backend `$b`.
 #[macro_export]
 macro_rules! engine_tests {
     ($b:ty) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn deletes_reach_the_sink_as_the_stream_says() {
+            engine_common::deletes_reach_the_sink_as_the_stream_says::<$b>().await;
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_first_run_moves_every_record_exactly() {
             engine_common::a_first_run_moves_every_record_exactly::<$b>().await;
