@@ -46,6 +46,7 @@ name = "salesforce-to-warehouse"
 [[streams]]
 name = "Account"
 target = "accounts"
+deletes = "soft"   # a record deleted in Salesforce stays, marked _deleted / _deleted_at
 sanitize = { trim = true, strip_control = true }
 validate = [
   { rule = "required", field = "Name" },
@@ -55,12 +56,14 @@ validate = [
 [[streams]]
 name = "Contact"
 target = "contacts"
+deletes = "soft"
 sanitize = { trim = true, strip_control = true }
 validate = [{ rule = "required", field = "LastName" }]
 
 [[streams]]
 name = "Case"
 target = "cases"
+deletes = "soft"
 validate = [{ rule = "required", field = "Subject" }]
 "#;
 

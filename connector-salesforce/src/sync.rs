@@ -42,9 +42,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::{
-    Catalog, Checkpoint, Error, ErrorKind, FailureKind, ReadRequest, Record, RecordBatch,
-    RecordFailure, RecordKey, RecordOutcome, Result, RowBatch, SourceMessage, SourceStream,
-    StreamDescriptor, SyncMode, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
+    Catalog, Checkpoint, DELETED_AT, Error, ErrorKind, FailureKind, ReadRequest, Record,
+    RecordBatch, RecordFailure, RecordKey, RecordOutcome, Result, RowBatch, SourceMessage,
+    SourceStream, StreamDescriptor, SyncMode, SyncSink, SyncSource, WriteAction, WriteMode,
+    WriteReport,
 };
 use serde_json::{Map, Value, json};
 
@@ -171,7 +172,17 @@ impl SalesforceSource {
         } else {
             request.fields.clone()
         };
-        for needed in std::iter::once("Id").chain(cursor.as_deref().filter(|_| incremental)) {
+        // An incremental read reports deletes: it reads through queryAll and needs to
+        // see which records are deleted.
+        let has_is_deleted = describe["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f["name"] == "IsDeleted");
+        let needed = std::iter::once("Id")
+            .chain(cursor.as_deref().filter(|_| incremental))
+            .chain((incremental && has_is_deleted).then_some("IsDeleted"));
+        for needed in needed {
             if !fields.iter().any(|f| f.eq_ignore_ascii_case(needed)) {
                 fields.push(needed.to_owned());
             }
@@ -252,12 +263,23 @@ fn subscribe_options(replay: ReplayFrom) -> SubscribeOptions {
     }
 }
 
-/// Records in batches, then a checkpoint with `state`.
-fn emit(stream: &str, records: Vec<Record>, batch_size: usize, state: Value) -> SourceStream {
+/// Records in batches, then the tombstones, then a checkpoint with `state`.
+fn emit(
+    stream: &str,
+    records: Vec<Record>,
+    tombstones: Vec<Record>,
+    batch_size: usize,
+    state: Value,
+) -> SourceStream {
     let mut messages: Vec<Result<SourceMessage>> = record_batches(stream, records, batch_size)
         .into_iter()
         .map(Ok)
         .collect();
+    if !tombstones.is_empty() {
+        messages.push(Ok(SourceMessage::Deletes(RecordBatch::new(
+            stream, tombstones,
+        ))));
+    }
     messages.push(Ok(SourceMessage::Checkpoint(Checkpoint::new(
         stream, state,
     ))));
@@ -292,6 +314,62 @@ fn page_messages(page: RowBatch, batch_size: usize) -> Vec<SourceMessage> {
         .filter(|b| !b.is_empty())
         .map(SourceMessage::Rows)
         .collect()
+}
+
+/// A bulk result page of a queryAll read as messages: the live rows as
+/// [`page_messages`] makes them, the deleted ones as tombstones.
+fn split_deletes(page: RowBatch, batch_size: usize, cursor: Option<&str>) -> Vec<SourceMessage> {
+    let Some(flag) = page.column_index("IsDeleted") else {
+        return page_messages(page, batch_size);
+    };
+    let deleted = |row: &moodbridge_core::Row<'_>| {
+        matches!(
+            row.cell(flag),
+            Some(moodbridge_core::rows::Cell::Bool(true))
+        ) || row.text(flag) == Some("true")
+    };
+    if !page.rows().any(|r| deleted(&r)) {
+        return page_messages(page, batch_size);
+    }
+    let (mut live, mut tombstones) = (Vec::new(), Vec::new());
+    for row in page.rows() {
+        let fields = row_map(row);
+        if deleted(&row) {
+            tombstones.push(tombstone(&fields, cursor));
+        } else {
+            live.push(Record::from(fields));
+        }
+    }
+    let mut out = record_batches(&page.stream, live, batch_size);
+    out.push(SourceMessage::Deletes(RecordBatch::new(
+        &page.stream,
+        tombstones,
+    )));
+    out
+}
+
+/// Whether a record read through queryAll is deleted.
+fn is_deleted(fields: &Map<String, Value>) -> bool {
+    match fields.get("IsDeleted") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// A deleted record's tombstone: its `Id`, and its time of deletion (the cursor field,
+/// which Salesforce moves when it deletes a record) as [`DELETED_AT`].
+fn tombstone(fields: &Map<String, Value>, cursor: Option<&str>) -> Record {
+    let mut t = Record::new();
+    t.set("Id", fields.get("Id").cloned().unwrap_or_default());
+    let at = cursor
+        .and_then(|c| fields.get(c))
+        .and_then(Value::as_str)
+        .and_then(parse_datetime)
+        .map(|t| Value::from(humantime::format_rfc3339_millis(t).to_string()))
+        .unwrap_or_default();
+    t.set(DELETED_AT, at);
+    t
 }
 
 /// Where a read stands: after `(cursor, id)` (incremental) or after `id` (full refresh).
@@ -484,12 +562,18 @@ impl SalesforceSource {
                         .and_then(|s| s.get("cursor"))
                         .and_then(Value::as_str)
                         .and_then(parse_datetime);
-                    let (records, last) = self
+                    let (records, tombstones, last) = self
                         .drain(changes, &request.stream, &fields, quiet, max, covered)
                         .await?;
                     let mut state = previous.unwrap_or_else(|| json!({}));
                     state["replay_id"] = json!(last.unwrap_or(replay));
-                    return Ok(emit(&request.stream, records, request.batch_size, state));
+                    return Ok(emit(
+                        &request.stream,
+                        records,
+                        tombstones,
+                        request.batch_size,
+                        state,
+                    ));
                 }
                 Err(e) if e.kind() == ErrorKind::InvalidInput => {
                     tracing::warn!(object = %request.stream, error = %e, "CDC replay window passed: this read falls back to SystemModstamp");
@@ -530,13 +614,13 @@ impl SalesforceSource {
                 .take()
                 .unwrap_or_else(|| json!({"id": null}));
             let covered = state["cursor"].as_str().and_then(parse_datetime);
-            let (records, last) = source
+            let (records, tombstones, last) = source
                 .drain(changes, &stream, &fields, quiet, max, covered)
                 .await?;
             if let Some(last) = last {
                 state["replay_id"] = json!(last);
             }
-            Ok::<_, Error>(emit(&stream, records, batch, state))
+            Ok::<_, Error>(emit(&stream, records, tombstones, batch, state))
         })
         .try_flatten();
         Ok(snapshot.chain(tail).boxed())
@@ -553,8 +637,9 @@ impl SalesforceSource {
         quiet: Duration,
         max: usize,
         covered: Option<SystemTime>,
-    ) -> Result<(Vec<Record>, Option<i64>)> {
+    ) -> Result<(Vec<Record>, Vec<Record>, Option<i64>)> {
         let mut ids: Vec<String> = Vec::new();
+        let mut tombstones: Vec<Record> = Vec::new();
         let mut last = None;
         let mut taken = 0;
         while taken < max {
@@ -567,8 +652,23 @@ impl SalesforceSource {
                     let already = covered
                         .zip(event.commit_timestamp)
                         .is_some_and(|(c, t)| t <= c);
-                    if event.change_type != ChangeType::Delete && !already {
+                    if already {
+                        continue;
+                    }
+                    if event.change_type == ChangeType::Delete {
+                        let at = event.commit_timestamp.map_or(Value::Null, |t| {
+                            Value::from(humantime::format_rfc3339_millis(t).to_string())
+                        });
                         for id in event.record_ids {
+                            ids.retain(|seen| *seen != id);
+                            let mut t = Record::new();
+                            t.set("Id", Value::from(id));
+                            t.set(DELETED_AT, at.clone());
+                            tombstones.push(t);
+                        }
+                    } else {
+                        for id in event.record_ids {
+                            tombstones.retain(|t| t.get("Id").and_then(Value::as_str) != Some(&id));
                             if !ids.contains(&id) {
                                 ids.push(id);
                             }
@@ -589,7 +689,7 @@ impl SalesforceSource {
                 records.push(to_record(v)?);
             }
         }
-        Ok((records, last))
+        Ok((records, tombstones, last))
     }
 
     /// A read through a Bulk API 2.0 query job. Bulk results carry no usable order, so
@@ -620,10 +720,13 @@ impl SalesforceSource {
             .and_then(|b| b.best.as_ref())
             .and_then(|b| Position::from_state(b).ok().flatten());
         let resume = saved.map(|b| b.resume);
+        let incremental = request.mode == SyncMode::Incremental;
         let pages = self.client.bulk_query_pages(
             &soql,
             BulkQueryOptions {
-                all_rows: false,
+                // An incremental read reports deletes (queryAll); a full read holds the
+                // live records only.
+                all_rows: incremental,
                 max_records: self.bulk_page,
                 poll: self.poll.clone(),
             },
@@ -666,7 +769,11 @@ impl SalesforceSource {
                         }
                     },
                 };
-                let mut messages = page_messages(rows, batch_size);
+                let mut messages = if incremental {
+                    split_deletes(rows, batch_size, cursor.as_deref())
+                } else {
+                    page_messages(rows, batch_size)
+                };
                 messages.push(SourceMessage::Checkpoint(Checkpoint::new(&name, state)));
                 futures::stream::iter(messages.into_iter().map(Ok))
             })
@@ -687,9 +794,15 @@ impl SalesforceSource {
             return Ok(self.read_by_bulk(&request, soql, cursor, batch_size));
         }
         let name = stream_name.clone();
-        let batches = self
-            .client
-            .query(&plan.select.build()?)
+        let incremental = request.mode == SyncMode::Incremental;
+        let soql = plan.select.build()?;
+        // An incremental read goes through queryAll: deleted records come as tombstones.
+        let pages = if incremental {
+            self.client.query_all(&soql).boxed()
+        } else {
+            self.client.query(&soql).boxed()
+        };
+        let batches = pages
             .try_chunks(batch_size)
             .map_err(|e| e.1)
             .map(move |chunk| -> Result<Vec<SourceMessage>> {
@@ -701,7 +814,20 @@ impl SalesforceSource {
                 let last = records
                     .last()
                     .and_then(|r| Position::of(r.fields(), cursor.as_deref()));
-                let mut out = vec![SourceMessage::Records(RecordBatch::new(&name, records))];
+                let (gone, live): (Vec<Record>, Vec<Record>) = records
+                    .into_iter()
+                    .partition(|r| incremental && is_deleted(r.fields()));
+                let mut out = Vec::with_capacity(3);
+                if !live.is_empty() {
+                    out.push(SourceMessage::Records(RecordBatch::new(&name, live)));
+                }
+                if !gone.is_empty() {
+                    let tombstones = gone
+                        .iter()
+                        .map(|r| tombstone(r.fields(), cursor.as_deref()))
+                        .collect();
+                    out.push(SourceMessage::Deletes(RecordBatch::new(&name, tombstones)));
+                }
                 if let Some(p) = last {
                     out.push(SourceMessage::Checkpoint(Checkpoint::new(&name, p.state())));
                 }
@@ -1065,6 +1191,12 @@ impl SyncSink for SalesforceSink {
         let report = WriteReport::new(outcomes);
         report.check_complete(batch.len())?;
         Ok(report)
+    }
+
+    /// Salesforce's delete is itself soft: the record goes to the Recycle Bin
+    /// (`IsDeleted`, restorable for 15 days), so a soft delete is a delete.
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        self.delete(batch, key).await
     }
 }
 

@@ -470,7 +470,7 @@ async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when
     let source = SalesforceSource::new(sf.clone(), ["Account"])
         .cdc_incremental(Duration::from_millis(400), 10_000);
     let pipeline = Pipeline::from_toml(
-        "name = \"cdc\"\n[[streams]]\nname = \"Account\"\nmode = \"incremental\"\nbatch_size = 100\n",
+        "name = \"cdc\"\n[[streams]]\nname = \"Account\"\nmode = \"incremental\"\nbatch_size = 100\ndeletes = \"soft\"\n",
     )
     .unwrap();
     let first = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
@@ -526,6 +526,18 @@ async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when
             .any(|r| r.get("Name") == Some(&json!("Via CDC")))
     );
 
+    // A delete event is a tombstone: the row stays, marked.
+    sf.delete("Account", &ids[5]).await.unwrap();
+    let deleted = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
+    assert_eq!(deleted.counts.read, 1, "{:?}", deleted.counts);
+    assert_eq!(deleted.counts.written, 1, "{:?}", deleted.counts);
+    let rows = warehouse.rows("Account").await.unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.get("Id") == Some(&json!(ids[5])))
+        .unwrap();
+    assert_eq!(row.get("_deleted"), Some(&json!(true)), "{row:?}");
+
     // More changes than the window keeps: the stored replay id is gone, and the run falls
     // back to SystemModstamp — every change still arrives.
     for (i, id) in ids[10..40].iter().enumerate() {
@@ -534,7 +546,10 @@ async fn cdc_driven_incremental_runs_move_exactly_the_changes_and_fall_back_when
             .unwrap();
     }
     let caught_up = e.engine.run(&pipeline, &source, &warehouse).await.unwrap();
-    assert_eq!(caught_up.counts.read, 30, "{:?}", caught_up.counts);
+    // The query since the last cursor also meets the deleted record again (its
+    // SystemModstamp moved when it was deleted): a tombstone already applied, unchanged.
+    assert_eq!(caught_up.counts.read, 31, "{:?}", caught_up.counts);
+    assert_eq!(caught_up.counts.written, 30, "{:?}", caught_up.counts);
     let rows = warehouse.rows("Account").await.unwrap();
     assert_eq!(
         rows.iter()
@@ -651,6 +666,9 @@ async fn read_accounts(
                     .iter()
                     .map(|r| r.get("Id").unwrap().as_str().unwrap().to_owned()),
             ),
+            moodbridge_core::SourceMessage::Deletes(d) => {
+                panic!("nothing was deleted, yet {} tombstones came", d.len())
+            }
             moodbridge_core::SourceMessage::Checkpoint(cp) => {
                 last = Some(cp);
                 checkpoints += 1;
@@ -775,4 +793,113 @@ async fn a_bulk_read_cut_off_resumes_its_job_or_starts_a_new_one() {
     assert_eq!(read, 50, "a new job, from the start");
     assert_eq!(query_jobs(&sb), jobs_before + 1);
     sb.stop().await;
+}
+
+/// Records deleted in Salesforce come as tombstones from an incremental read, whether it
+/// pages the REST query (queryAll) or runs a Bulk API 2.0 queryAll job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salesforce_source_reports_deletes_by_rest_and_by_bulk() {
+    use moodbridge_core::record::RecordKey;
+    use moodbridge_core::testing::{SourceContract, sync_source_deletes_contract};
+    for bulk_threshold in [u64::MAX, 0] {
+        let sb = Sandbox::new(SandboxConfig::default())
+            .seed(9, 0, 5)
+            .start()
+            .await
+            .unwrap();
+        let sf = connect(&sb, None).await;
+        let source = SalesforceSource::new(sf.clone(), ["Account"])
+            .bulk_threshold(bulk_threshold)
+            .bulk_page_size(4)
+            .poll(fast_poll());
+        let case = SourceContract {
+            stream: "Account",
+            batch_size: 3,
+        };
+        sync_source_deletes_contract(&source, &case, async || {
+            let some: Vec<Value> = futures::TryStreamExt::try_collect(
+                sf.query("SELECT Id FROM Account ORDER BY Id LIMIT 2"),
+            )
+            .await?;
+            let mut keys = Vec::new();
+            for record in some {
+                let id = record["Id"].as_str().unwrap().to_owned();
+                sf.delete("Account", &id).await?;
+                keys.push(RecordKey::new(vec![id]));
+            }
+            Ok(keys)
+        })
+        .await;
+        sb.stop().await;
+    }
+}
+
+/// Sandbox → SQLite with `deletes = "soft"`: a record deleted in Salesforce stays in the
+/// warehouse marked `_deleted` with its time of deletion; undeleted, it is live again.
+/// With `deletes = "hard"` it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_in_the_org_reach_the_warehouse() {
+    for how in ["soft", "hard"] {
+        let sb = Sandbox::new(SandboxConfig::default())
+            .seed(12, 0, 5)
+            .start()
+            .await
+            .unwrap();
+        let e = env().await;
+        let sf = connect(&sb, None).await;
+        let source = SalesforceSource::new(sf.clone(), ["Account"]).poll(fast_poll());
+        let sink = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
+            .await
+            .unwrap();
+        let pipeline = Pipeline::from_toml(&format!(
+            "name = \"mirror\"\n[[streams]]\nname = \"Account\"\ndeletes = \"{how}\"\n"
+        ))
+        .unwrap();
+        e.engine.run(&pipeline, &source, &sink).await.unwrap();
+        let ids = rows_ids(&sink, "Account").await;
+        assert_eq!(ids.len(), 12);
+        sf.delete("Account", &ids[3]).await.unwrap();
+        let report = e.engine.run(&pipeline, &source, &sink).await.unwrap();
+        assert_eq!(report.counts.written, 1, "{how}: {report:?}");
+        let rows = sink.rows("Account").await.unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r.get("Id").and_then(Value::as_str) == Some(ids[3].as_str()));
+        if how == "hard" {
+            assert!(row.is_none(), "removed");
+            assert_eq!(rows.len(), 11);
+            sb.stop().await;
+            continue;
+        }
+        let row = row.expect("kept, marked");
+        assert_eq!(row.get("_deleted"), Some(&json!(true)), "{row:?}");
+        assert!(
+            row.get("_deleted_at").and_then(Value::as_str).is_some(),
+            "{row:?}"
+        );
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.get("_deleted") == Some(&json!(true)))
+                .count(),
+            1
+        );
+        // Undeleted in the org (the sandbox's recycle bin): live again.
+        sb.with_org(|org| {
+            assert!(org.set_raw("Account", &ids[3], "IsDeleted", json!(false)));
+            org.set_raw(
+                "Account",
+                &ids[3],
+                "SystemModstamp",
+                json!("2099-01-01T00:00:00.000+0000"),
+            );
+        });
+        e.engine.run(&pipeline, &source, &sink).await.unwrap();
+        let rows = sink.rows("Account").await.unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r.get("Id").and_then(Value::as_str) == Some(ids[3].as_str()))
+            .unwrap();
+        assert_ne!(row.get("_deleted"), Some(&json!(true)), "{row:?}");
+        sb.stop().await;
+    }
 }

@@ -49,7 +49,8 @@ use moodbridge_core::raw::sqlite_wal::{Checkpointer, WRITER_CHECKPOINT_PAGES};
 use moodbridge_core::record::{Record, RecordBatch};
 use moodbridge_core::rows::{Cell, RowBatch};
 use moodbridge_core::sync::{
-    FailureKind, RecordFailure, RecordOutcome, SyncSink, WriteAction, WriteMode, WriteReport,
+    DELETED, DELETED_AT, FailureKind, RecordFailure, RecordOutcome, SyncSink, WriteAction,
+    WriteMode, WriteReport,
 };
 
 /// How a column's values turn back into JSON.
@@ -954,6 +955,114 @@ impl SyncSink for SqliteTableSink {
             run().map_err(|e| self.err(e))
         })
         .map(WriteReport::new)
+    }
+
+    /// Marks rows deleted: the table gains `_deleted` (1 for a deleted row) and
+    /// `_deleted_at` (the tombstone's time, else now, RFC 3339) when it lacks them; a
+    /// row written again gets both back to NULL (every write sets every column).
+    async fn soft_delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let outcomes = self.with_conn(|conn| {
+            let mut info = self.table_info(conn, &batch.stream)?;
+            let mut run = || -> rusqlite::Result<Vec<RecordOutcome>> {
+                let tx = conn.transaction()?;
+                let (have, _) = pragma_columns(&tx, &batch.stream)?;
+                let mut targets = vec![batch.stream.clone()];
+                if info.writing_to != batch.stream {
+                    targets.push(info.writing_to.clone());
+                }
+                for (column, decl, kind) in [
+                    (DELETED, "INTEGER", Kind::Boolean),
+                    (DELETED_AT, "TEXT", Kind::Plain),
+                ] {
+                    if !have.iter().any(|c| c == column) {
+                        for t in &targets {
+                            tx.execute_batch(&format!(
+                                "ALTER TABLE {} ADD COLUMN {} {decl}",
+                                quote(t),
+                                quote(column)
+                            ))?;
+                        }
+                    }
+                    if !info.columns.iter().any(|(c, _)| c == column) {
+                        info.columns.push((column.to_owned(), kind));
+                    }
+                }
+                let cond = key
+                    .iter()
+                    .map(|k| format!("{} = ?", quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                {
+                    let mut select = tx.prepare_cached(&format!(
+                        "SELECT {} FROM {} WHERE {cond}",
+                        column_list(&info),
+                        quote(&batch.stream)
+                    ))?;
+                    let mut mark = tx.prepare_cached(&format!(
+                        "UPDATE {} SET {} = 1, {} = ? WHERE {cond}",
+                        quote(&batch.stream),
+                        quote(DELETED),
+                        quote(DELETED_AT)
+                    ))?;
+                    for (i, tombstone) in batch.records.iter().enumerate() {
+                        let values: Option<Vec<&Value>> =
+                            key.iter().map(|k| tombstone.get(k)).collect();
+                        let Some(values) = values else {
+                            outcomes.push(RecordOutcome::failed(
+                                i,
+                                RecordFailure::new(
+                                    FailureKind::InvalidInput,
+                                    "the tombstone lacks its key",
+                                ),
+                            ));
+                            continue;
+                        };
+                        let before = {
+                            let mut rows =
+                                select.query(params_from_iter(values.iter().map(|v| sql(v))))?;
+                            match rows.next()? {
+                                Some(row) => Some(decode(row, &info)?),
+                                None => None,
+                            }
+                        };
+                        let Some(before) = before else {
+                            outcomes.push(RecordOutcome::failed(
+                                i,
+                                RecordFailure::new(FailureKind::NotFound, "no such row"),
+                            ));
+                            continue;
+                        };
+                        let already = matches!(before.get(DELETED), Some(Value::Bool(true)))
+                            || before.get(DELETED).and_then(Value::as_i64) == Some(1);
+                        if already {
+                            outcomes.push(RecordOutcome::ok(i, WriteAction::Unchanged));
+                            continue;
+                        }
+                        let at = match tombstone.get(DELETED_AT) {
+                            Some(Value::String(at)) => at.clone(),
+                            _ => now.clone(),
+                        };
+                        let mut params = vec![Sql::Text(at)];
+                        params.extend(values.iter().map(|v| sql(v)));
+                        mark.execute(params_from_iter(params))?;
+                        outcomes.push(
+                            RecordOutcome::ok(i, WriteAction::Deleted)
+                                .with_before(Record::from(before)),
+                        );
+                    }
+                }
+                tx.commit()?;
+                Ok(outcomes)
+            };
+            let outcomes = run().map_err(|e| self.err(e))?;
+            if let Some(t) = self.tables().get_mut(&batch.stream) {
+                t.columns.clone_from(&info.columns);
+            }
+            Ok(outcomes)
+        })?;
+        Ok(WriteReport::new(outcomes))
     }
 }
 
