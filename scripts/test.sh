@@ -171,12 +171,38 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --lock
 step "main example runs"
 cargo run --locked --example quickstart
 
-step "examples run"
+step "examples run at TRACE with planted secrets (the secret canary)"
+# Every example runs with every library's TRACE output on (the vendor targets the
+# logging setup caps by default named explicitly) and distinct secrets planted in its
+# credentials; then every line it printed and every file it wrote is searched for each
+# secret raw, percent-encoded and base64-encoded (scripts/canary.py). Secrets whose value
+# is random (the sandbox's tokens) are found by their fixed shape.
+CANARY_DIR=$(mktemp -d)
+mkdir -p "$CANARY_DIR/tmp"
+TRACE_ALL="trace,aws_config=trace,aws_sigv4=trace,aws_smithy_runtime=trace,aws_smithy_http_client=trace,azure_core=trace,hyper=trace,hyper_util=trace,reqwest=trace,h2=trace,rustls=trace,sqlx=trace"
+AWS_CANARY_SECRET="canary/AwsSecretKey+7Q2wz9XkLmN4pR8sT1vY3bC6"
+AWS_CANARY_TOKEN="FwoGZXIvYXdzCanarySessionToken/Qm9+z1Xy2Wv3Ut4=="
+WEB_CANARY_SECRET="canary-web-client-secret-5f1c9e"
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# example NAME COMMAND…: run it at TRACE, its output in $CANARY_DIR/NAME.log (shown when
+# it fails), its temporary files under $CANARY_DIR/tmp.
+example() {
+  local name=$1
+  shift
+  echo "example $name"
+  if ! RUST_LOG="$TRACE_ALL" TMPDIR="$CANARY_DIR/tmp" "$@" >"$CANARY_DIR/$name.out" 2>"$CANARY_DIR/$name.log"; then
+    tail -n 80 "$CANARY_DIR/$name.log" "$CANARY_DIR/$name.out"
+    echo "example $name failed (the end of its output and log is above)"
+    return 1
+  fi
+  tail -n 4 "$CANARY_DIR/$name.out"
+}
+MOODBRIDGE_QUICKSTART_DIR="$CANARY_DIR/quickstart" example quickstart cargo run --locked --example quickstart
 # ops_server --check serves on a free loopback port, reads every page and exits.
-cargo run --locked --example ops_server -- --check
-cargo run --locked --example salesforce_sync
+example ops_server cargo run --locked --example ops_server -- --check
+example salesforce_sync cargo run --locked --example salesforce_sync
 for strategy in source-wins target-wins park; do
-  cargo run --locked --example bidirectional -- --conflicts "$strategy"
+  example "bidirectional-$strategy" cargo run --locked --example bidirectional -- --conflicts "$strategy"
 done
 MOTO_PORT=$(free_port)
 MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=$((1 << 30)) \
@@ -188,25 +214,34 @@ connector-azure/tests/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.
 EXAMPLE_PIDS+=($!)
 wait_port "$MOTO_PORT"
 wait_port "$AZURITE_PORT"
-AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-  cargo run --locked --features aws --example s3_upload -- \
+# Temporary credentials from the environment (the AWS chain), session token included.
+AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
+  example s3_upload cargo run --locked --features aws --example s3_upload -- \
   --endpoint "http://127.0.0.1:$MOTO_PORT" --path-style --create-bucket --bucket examples --size-mib 64
-# The well-known Azurite development account (published by Microsoft, not a secret).
-AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
-  cargo run --locked --features azure --example azure_upload -- --create-container --size-mib 64
+# The well-known Azurite development account (published by Microsoft, yet the key this
+# run signs with: it must not leak either).
+AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
+  example azure_upload cargo run --locked --features azure --example azure_upload -- --create-container --size-mib 64
 # oauth_login against a real OpenID provider (oidc-provider, the auth tests' one), with
 # curl as the "browser": it follows the login redirects, keeping cookies, to the
 # example's loopback listener.
 command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 OIDC_OUT=$(mktemp)
-node moodbridge-auth/tests/oidc/provider.mjs >"$OIDC_OUT" 2>/dev/null &
+OIDC_WEB_SECRET="$WEB_CANARY_SECRET" node moodbridge-auth/tests/oidc/provider.mjs >"$OIDC_OUT" 2>/dev/null &
 EXAMPLE_PIDS+=($!)
 for _ in $(seq 100); do [ -s "$OIDC_OUT" ] && break; sleep 0.1; done
 OIDC_ISSUER=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["issuer"])' "$OIDC_OUT")
-WEB_SECRET=web-secret cargo run --locked --example oauth_login -- --issuer "$OIDC_ISSUER" \
+WEB_SECRET="$WEB_CANARY_SECRET" example oauth_login cargo run --locked --example oauth_login -- --issuer "$OIDC_ISSUER" \
   --client-id web --client-secret-env WEB_SECRET --scopes "openid offline_access api:read" \
   --open-with "curl -sSL -b /dev/null -o /dev/null"
 rm -f "$OIDC_OUT"
 stop_example_services
+python3 scripts/canary.py --self-test \
+  --secret "$AWS_CANARY_SECRET" --secret "$AWS_CANARY_TOKEN" --secret "$AZURITE_KEY" \
+  --secret "$WEB_CANARY_SECRET" --secret sandbox-secret \
+  --secret '00D8d0000000001!sandbox.' --pattern '00D8d0000000001!sandbox\.[A-Za-z0-9_-]{6}' \
+  --pattern '5Aep861sandbox[A-Za-z0-9_-]{6}' \
+  "$CANARY_DIR" target/salesforce_sync
+rm -rf "$CANARY_DIR"
 
 step "all checks passed"

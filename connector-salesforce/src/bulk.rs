@@ -1344,4 +1344,71 @@ mod tests {
                    "AnnualRevenue": 1.5, "Owner": {"Name": "Ann", "Manager": {"Name": null}}})
         );
     }
+
+    /// The columns a result page may have, typed as describe types them.
+    fn fuzz_types() -> HashMap<String, &'static str> {
+        field_types(&json!({"fields": [
+            {"name": "IsActive__c", "type": "boolean"},
+            {"name": "NumberOfEmployees", "type": "int"},
+            {"name": "AnnualRevenue", "type": "currency"},
+            {"name": "Rate__c", "type": "double"},
+            {"name": "CreatedDate", "type": "datetime"},
+            {"name": "Name", "type": "string"},
+        ]}))
+    }
+
+    /// A CSV cell: empty, quoted, with separators, quotes and newlines, or any text.
+    fn fuzz_cell() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(String::new()),
+            Just("true".to_owned()),
+            Just("TRUE".to_owned()),
+            Just("1e400".to_owned()),
+            Just("-9223372036854775809".to_owned()),
+            Just("NaN".to_owned()),
+            Just("\"a,b\"".to_owned()),
+            Just("\"line\nbreak\"".to_owned()),
+            Just("\"unterminated".to_owned()),
+            Just("\"\"\"".to_owned()),
+            ".{0,12}",
+        ]
+    }
+
+    proptest::proptest! {
+        // A fixed seed: the same pages on every run and every machine.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x00c5_0a9e),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// A result page a server sends — any bytes, or CSV with any header (relationship
+        /// paths, duplicates, typed columns) and ragged rows of any cells — is parsed or
+        /// refused with an error, never a panic; what parses nests into records.
+        #[test]
+        fn any_result_page_is_parsed_or_refused_without_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            header in proptest::collection::vec(proptest::sample::select(vec![
+                "Id", "Name", "IsActive__c", "NumberOfEmployees", "AnnualRevenue", "Rate__c",
+                "CreatedDate", "Owner.Name", "Owner", "Owner.Manager.Name", ".", "a..b", "",
+                "Name",
+            ]), 0..6),
+            rows in proptest::collection::vec(proptest::collection::vec(fuzz_cell(), 0..7), 0..6),
+        ) {
+            let types = fuzz_types();
+            let _ = parse_page(&bytes, "Account", &types);
+            let mut csv = header.join(",");
+            for row in &rows {
+                csv.push('\n');
+                csv.push_str(&row.join(","));
+            }
+            if let Ok(page) = parse_page(csv.as_bytes(), "Account", &types) {
+                for row in page.rows() {
+                    let _ = row_value(row);
+                }
+            }
+        }
+    }
 }

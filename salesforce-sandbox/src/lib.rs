@@ -295,6 +295,9 @@ impl Drop for RunningSandbox {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

@@ -42,7 +42,7 @@ const provider = new Provider(issuer, {
     },
     {
       client_id: 'web',
-      client_secret: 'web-secret',
+      client_secret: process.env.OIDC_WEB_SECRET || 'web-secret',
       application_type: 'native',
       grant_types: ['authorization_code', 'refresh_token'],
       redirect_uris: ['http://127.0.0.1/callback'],

@@ -24,8 +24,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// let err = "hunter2".parse::<SecretRef>().unwrap_err();
 /// assert!(!err.to_string().contains("hunter2"));
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub enum SecretRef {
     /// A key in the credential store.
     Store(String),
@@ -109,6 +109,16 @@ impl FromStr for SecretRef {
                     "store the value and write \"secret:<key>\", or export it and write \"env:<VAR>\"",
                 ))
         }
+    }
+}
+
+/// A reference in a config file: a bad one is reported with what is wrong and the fix,
+/// never with the value (it may be the secret itself).
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e: Error| serde::de::Error::custom(format!("{}; {}", e.message(), e.hint())))
     }
 }
 
