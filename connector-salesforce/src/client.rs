@@ -1141,11 +1141,86 @@ impl SalesforceClient {
         Ok(moodbridge_core::Catalog::new(streams))
     }
 
+    /// The records of `object` deleted (to the Recycle Bin or for good) from `start` to
+    /// `end` (`sObject Get Deleted`): Salesforce ignores seconds, wants `start` more than
+    /// a minute before `end` and keeps its delete log 15 days — an older `start` is an
+    /// `InvalidInput` error with `error_code` `INVALID_REPLICATION_DATE`. The next
+    /// window should start at [`DeletedRecords::latest_covered`].
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use std::time::{Duration, SystemTime};
+    /// let now = SystemTime::now();
+    /// let gone = sf.deleted("Account", now - Duration::from_secs(3_600), now).await?;
+    /// for (id, when) in &gone.records {
+    ///     println!("{id} deleted at {when:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn deleted(
+        &self,
+        object: &str,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+    ) -> Result<DeletedRecords> {
+        check_name(object)?;
+        let at = |t: std::time::SystemTime| {
+            humantime::format_rfc3339_seconds(t)
+                .to_string()
+                .replace('Z', "+00:00")
+                .replace(':', "%3A")
+                .replace('+', "%2B")
+        };
+        let target = self.path(&format!(
+            "/sobjects/{object}/deleted/?start={}&end={}",
+            at(start),
+            at(end)
+        ));
+        let answer = self
+            .json(op::GET_DELETED, Method::GET, &target, None, true)
+            .await?;
+        deleted_records(&answer)
+    }
+
     /// `GET /limits`.
     pub async fn limits(&self) -> Result<Value> {
         self.json(op::LIMITS, Method::GET, &self.path("/limits"), None, true)
             .await
     }
+}
+
+/// A `sObject Get Deleted` answer.
+fn deleted_records(answer: &Value) -> Result<DeletedRecords> {
+    let time = |v: &Value| v.as_str().and_then(parse_datetime);
+    let records = answer["deletedRecords"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["id"].as_str()?.to_owned(), time(&r["deletedDate"])?)))
+        .collect();
+    Ok(DeletedRecords {
+        records,
+        earliest_available: time(&answer["earliestDateAvailable"]),
+        latest_covered: time(&answer["latestDateCovered"]).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "Salesforce's getDeleted answer has no latestDateCovered",
+            )
+            .with_connector(crate::error::PLATFORM)
+        })?,
+    })
+}
+
+/// What [`SalesforceClient::deleted`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedRecords {
+    /// Each deleted record's id and when it was deleted.
+    pub records: Vec<(String, std::time::SystemTime)>,
+    /// The oldest time the org's delete log still covers.
+    pub earliest_available: Option<std::time::SystemTime>,
+    /// The end of the window the answer covers (`end` cut to the minute): where the next
+    /// window starts.
+    pub latest_covered: std::time::SystemTime,
 }
 
 /// Bytes of URI and headers Salesforce takes in one request, together.
@@ -1591,6 +1666,27 @@ mod tests {
             Some((4980, 5000))
         );
         assert_eq!(daily_requests(&serde_json::json!({})), None);
+    }
+
+    /// Salesforce's published `sObject Get Deleted` example: the record, when it was
+    /// deleted, and the window covered.
+    #[test]
+    fn a_documented_get_deleted_answer_parses() {
+        let at = |s| parse_datetime(s).unwrap();
+        let found = deleted_records(&fixture("get-deleted.json")).unwrap();
+        assert_eq!(
+            found.records,
+            [(
+                "a00D0000008pQRAIA2".to_owned(),
+                at("2013-05-07T22:07:19.000+0000")
+            )]
+        );
+        assert_eq!(
+            found.earliest_available,
+            Some(at("2013-05-03T15:57:00.000+0000"))
+        );
+        assert_eq!(found.latest_covered, at("2013-05-08T21:20:00.000+0000"));
+        assert!(deleted_records(&serde_json::json!({"deletedRecords": []})).is_err());
     }
 
     /// Salesforce's published describe (its elisions left out): the stream's name, key

@@ -903,3 +903,82 @@ async fn deletes_in_the_org_reach_the_warehouse() {
         sb.stop().await;
     }
 }
+
+/// A record deleted for good (no longer in the Recycle Bin, so queryAll no longer
+/// returns it) reaches the warehouse through `sObject Get Deleted`; the checkpoint keeps
+/// where the window ended, and a window older than the delete log is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_for_good_reach_the_warehouse_through_get_deleted() {
+    let sb = Sandbox::new(SandboxConfig {
+        // Salesforce ignores seconds; the sandbox's log is exact, so the test need not
+        // wait for the minute to turn.
+        delete_log_granularity: Duration::from_millis(1),
+        ..SandboxConfig::default()
+    })
+    .seed(8, 0, 5)
+    .start()
+    .await
+    .unwrap();
+    let e = env().await;
+    let sf = connect(&sb, None).await;
+    let source = SalesforceSource::new(sf.clone(), ["Account"]);
+    let sink = SqliteTableSink::open(&e.dir.path().join("warehouse.db"))
+        .await
+        .unwrap();
+    let pipeline = Pipeline::from_toml(
+        "name = \"mirror\"\n[[streams]]\nname = \"Account\"\ndeletes = \"hard\"\n",
+    )
+    .unwrap();
+    e.engine.run(&pipeline, &source, &sink).await.unwrap();
+    let ids = rows_ids(&sink, "Account").await;
+    assert_eq!(ids.len(), 8);
+    sb.with_org(|org| org.hard_delete("Account", &ids[2]).unwrap());
+    // The window's end is sent in whole seconds: let the delete fall before it.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let report = e.engine.run(&pipeline, &source, &sink).await.unwrap();
+    assert_eq!(report.counts.written, 1, "{:?}", report.counts);
+    let left = rows_ids(&sink, "Account").await;
+    assert_eq!(left.len(), 7);
+    assert!(!left.contains(&ids[2]));
+    let cp = e
+        .state
+        .checkpoint("mirror", "Account")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        cp.checkpoint.state["deleted_through"].is_string(),
+        "{:?}",
+        cp.checkpoint.state
+    );
+    let quiet = e.engine.run(&pipeline, &source, &sink).await.unwrap();
+    assert_eq!(quiet.counts.written, 0, "{:?}", quiet.counts);
+
+    let now = std::time::SystemTime::now();
+    let err = sf
+        .deleted("Account", now - Duration::from_secs(20 * 86_400), now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        moodbridge_core::ErrorKind::InvalidInput,
+        "{err}"
+    );
+    assert_eq!(
+        err.context_value("error_code"),
+        Some("INVALID_REPLICATION_DATE")
+    );
+    let found = sf
+        .deleted("Account", now - Duration::from_secs(3_600), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        found
+            .records
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        [ids[2].as_str()]
+    );
+    sb.stop().await;
+}

@@ -40,6 +40,9 @@ pub struct SandboxConfig {
     /// Change events kept for replay (Salesforce keeps 72 hours' worth); a replay id
     /// older than the window is refused as Salesforce refuses it.
     pub cdc_retention: usize,
+    /// The granularity of the delete log's times (`sObject Get Deleted` ignores seconds:
+    /// Salesforce's is one minute). A window must be longer than it.
+    pub delete_log_granularity: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -62,6 +65,7 @@ impl Default for SandboxConfig {
             bulk_processing_delay: Duration::ZERO,
             cometd_timeout: Duration::from_secs(110),
             cdc_retention: crate::changes::DEFAULT_RETENTION,
+            delete_log_granularity: Duration::from_secs(60),
         }
     }
 }

@@ -227,6 +227,9 @@ pub struct Org {
     last_stamp_ms: u64,
     /// Set when definitions change (describe's `Last-Modified`).
     pub schema_changed: SystemTime,
+    /// Every delete, soft or hard: (object, id, milliseconds since the epoch), oldest
+    /// first — what `sObject Get Deleted` reads.
+    delete_log: Vec<(String, String, u64)>,
     /// Live records by (object, external id field, value): upserts and duplicate checks
     /// without a scan.
     external: HashMap<(String, String, String), String>,
@@ -297,6 +300,7 @@ impl Org {
             next_id: 1,
             last_stamp_ms: 0,
             schema_changed: SystemTime::now(),
+            delete_log: Vec::new(),
             external: HashMap::new(),
             changes: ChangeLog::default(),
             topic_filter: None,
@@ -600,6 +604,8 @@ impl Org {
             Some(r) => {
                 r.insert("IsDeleted".into(), json!(true));
                 r.insert("SystemModstamp".into(), json!(stamp));
+                self.delete_log
+                    .push((def.name.clone(), normalize_id(id), self.last_stamp_ms));
                 self.mark_deleted(&def.name, &normalize_id(id), true);
                 self.index_external(&def.name, &normalize_id(id), true);
                 self.publish(
@@ -708,6 +714,11 @@ impl Org {
         if self.get(&def.name, &id).is_none() {
             return Err(self.missing(&def.name, &id));
         }
+        if !self.is_deleted(&def.name, &id) {
+            self.stamp();
+            self.delete_log
+                .push((def.name.clone(), id.clone(), self.last_stamp_ms));
+        }
         self.index_external(&def.name, &id, true);
         if let Some(table) = self.records.get_mut(&def.name) {
             table.remove(&id);
@@ -715,6 +726,16 @@ impl Org {
         self.mark_deleted(&def.name, &id, false);
         self.publish(&def.name, &id, ChangeType::Delete, &Map::new());
         Ok(())
+    }
+
+    /// The records of `object` deleted (soft or hard) at or after `from_ms` and before
+    /// `until_ms` (milliseconds since the epoch): `(id, when)`, oldest first.
+    pub fn deleted_between(&self, object: &str, from_ms: u64, until_ms: u64) -> Vec<(String, u64)> {
+        self.delete_log
+            .iter()
+            .filter(|(o, _, at)| o.eq_ignore_ascii_case(object) && (from_ms..until_ms).contains(at))
+            .map(|(_, id, at)| (id.clone(), *at))
+            .collect()
     }
 
     /// Insert or update by external id: `(id, created)`.

@@ -36,6 +36,7 @@ fn rest_routes(core: Arc<Core>) -> Router {
         .route("/sobjects", get(describe_global))
         .route("/sobjects/{object}", post(create))
         .route("/sobjects/{object}/describe", get(describe))
+        .route("/sobjects/{object}/deleted", get(get_deleted))
         .route(
             "/sobjects/{object}/{id}",
             get(retrieve).patch(update).delete(delete),
@@ -444,6 +445,77 @@ async fn retrieve(
         q.fields.as_deref(),
         &version,
     ))
+    .into_response())
+}
+
+/// Parameters of `sObject Get Deleted`.
+#[derive(Deserialize)]
+struct DeletedWindow {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// `GET /sobjects/{object}/deleted/?start=…&end=…`: the records deleted in the window,
+/// from the org's delete log. As Salesforce: times below the log's granularity (a
+/// minute) are ignored, `start` must precede `end` by more than that, the log reaches
+/// back 15 days (`INVALID_REPLICATION_DATE` otherwise), and `latestDateCovered` is
+/// `end` cut to the granularity.
+async fn get_deleted(
+    State(s): State<Arc<Core>>,
+    Path(p): Path<HashMap<String, String>>,
+    UrlQuery(q): UrlQuery<DeletedWindow>,
+) -> Reply {
+    let bad = |message: String| Failure::bad(ApiError::new("INVALID_REPLICATION_DATE", message));
+    let step = u64::try_from(s.config.delete_log_granularity.as_millis())
+        .unwrap_or(60_000)
+        .max(1);
+    let at = |name: &str, value: Option<&String>| -> Result<u64, Failure> {
+        let text = value.ok_or_else(|| {
+            Failure::bad(ApiError::new(
+                "MISSING_ARGUMENT",
+                format!("{name} not specified"),
+            ))
+        })?;
+        let t = chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|_| bad(format!("{name} is not a valid dateTime: {text}")))?;
+        let ms = u64::try_from(t.timestamp_millis())
+            .map_err(|_| bad(format!("{name} is before 1970: {text}")))?;
+        Ok(ms - ms % step)
+    };
+    let (from, until) = (at("start", q.start.as_ref())?, at("end", q.end.as_ref())?);
+    if until <= from + step {
+        return Err(bad(
+            "startDate must chronologically precede endDate by more than one minute".into(),
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let earliest = now.saturating_sub(15 * 86_400_000);
+    let earliest = earliest - earliest % step;
+    if from < earliest {
+        return Err(bad(format!(
+            "startDate is before the earliest date available ({})",
+            crate::org::sf_datetime(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(earliest)
+            )
+        )));
+    }
+    let org = s.org();
+    let object = org.object(&p["object"]).ok_or_else(not_found)?.name.clone();
+    let when = |ms: u64| {
+        crate::org::sf_datetime(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    };
+    let records: Vec<Value> = org
+        .deleted_between(&object, from, until)
+        .into_iter()
+        .map(|(id, ms)| json!({"id": id, "deletedDate": when(ms)}))
+        .collect();
+    Ok(axum::Json(json!({
+        "deletedRecords": records,
+        "earliestDateAvailable": when(earliest),
+        "latestDateCovered": when(until),
+    }))
     .into_response())
 }
 

@@ -150,6 +150,8 @@ pub mod op {
         pub const DESCRIBE: &str = "salesforce.describe";
         /// Describe of every object (global describe).
         pub const DESCRIBE_GLOBAL: &str = "salesforce.describe_global";
+        /// The records of one object deleted within a window (`sObject Get Deleted`).
+        pub const GET_DELETED: &str = "salesforce.get_deleted";
         /// Create one record.
         pub const SOBJECT_CREATE: &str = "salesforce.sobject_create";
         /// Retrieve one record.
@@ -204,6 +206,7 @@ pub mod op {
             LIMITS,
             DESCRIBE,
             DESCRIBE_GLOBAL,
+            GET_DELETED,
             SOBJECT_CREATE,
             SOBJECT_RETRIEVE,
             SOBJECT_UPDATE,
