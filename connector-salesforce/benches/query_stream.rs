@@ -38,6 +38,7 @@ fn main() {
         .unwrap_or(if smoke { 50 } else { 2_000 });
     let server = Server::start(records, 0);
     let (url, token) = (server.url.clone(), server.token.clone());
+    let pid = server.pid();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,6 +56,7 @@ fn main() {
             .unwrap();
 
         let rss_before = peak_rss_mib();
+        let sandbox_cpu = common::cpu_seconds_of(pid);
         let start = Instant::now();
         let mut n = 0u64;
         let mut stream = Box::pin(sf.query("SELECT Id, Name, Industry, BillingCity, AnnualRevenue, SystemModstamp FROM Account"));
@@ -70,6 +72,29 @@ fn main() {
             peak_rss_mib(),
             rss_before
         );
+        let per_record = |cpu: f64, n: u64| cpu / n as f64 * 1e6;
+        let large = per_record(common::cpu_seconds_of(pid) - sandbox_cpu, n);
+        // The sandbox's CPU per record, at this size and at a fifth of it: paging is
+        // linear when the two are alike (it copied the rest of the result for every page,
+        // which doubled the cost per record from 200k to 1M records).
+        let small_n = (records / 5).max(1);
+        let small_server = tokio::task::spawn_blocking(move || Server::start(small_n, 0))
+            .await
+            .unwrap();
+        let small_sf = small_server.client("salesforce:bench-small").await;
+        let before = common::cpu_seconds_of(small_server.pid());
+        let mut stream = Box::pin(small_sf.query("SELECT Id, Name, Industry, BillingCity, AnnualRevenue, SystemModstamp FROM Account"));
+        let mut m = 0u64;
+        while let Some(record) = stream.try_next().await.unwrap() {
+            std::hint::black_box(&record);
+            m += 1;
+        }
+        let small = per_record(common::cpu_seconds_of(small_server.pid()) - before, m);
+        println!(
+            "query_paging: sandbox CPU {large:.2} µs/record for {n} records, {small:.2} µs/record for {m} (ratio {:.2})",
+            large / small
+        );
+        drop(small_server);
 
         // Per-call overhead: the SDK (default policy), the SDK with a passthrough policy
         // (no retry, no timer), and a raw reqwest GET of the same endpoint with the same

@@ -296,20 +296,24 @@ fn run_query(s: &Core, version: &str, text: Option<&str>, all_rows: bool) -> Rep
         let org = s.org();
         eval::run(&org, &parsed, version).map_err(Failure::bad)?
     };
-    Ok(page(s, records, 0, version))
+    Ok(page(s, records.into_iter(), 0, version))
 }
 
-/// One page of a result; the rest is kept behind a locator (`<cursor>-<offset>`).
-fn page(s: &Core, mut records: Vec<Value>, offset: usize, version: &str) -> Response {
-    let total = records.len() + offset;
+/// One page of a result; the rest is kept behind a locator (`<cursor>-<offset>`). The
+/// rest is the same iterator, not a copy: a page costs its own records only, however
+/// many follow it.
+fn page(
+    s: &Core,
+    mut records: std::vec::IntoIter<Value>,
+    offset: usize,
+    version: &str,
+) -> Response {
     let size = s.config.page_size.max(1);
-    let rest = if records.len() > size {
-        records.split_off(size)
-    } else {
-        Vec::new()
-    };
-    let mut body = json!({"totalSize": total, "done": rest.is_empty(), "records": records});
-    if !rest.is_empty() {
+    let this: Vec<Value> = records.by_ref().take(size).collect();
+    let left = records.len();
+    let total = offset + this.len() + left;
+    let mut body = json!({"totalSize": total, "done": left == 0, "records": this});
+    if left > 0 {
         let id = format!("01g8d00000{:08X}", s.next_number());
         let next_offset = offset + size;
         body["nextRecordsUrl"] = json!(format!(
@@ -321,7 +325,7 @@ fn page(s: &Core, mut records: Vec<Value>, offset: usize, version: &str) -> Resp
             .insert(
                 format!("{id}-{next_offset}"),
                 Cursor {
-                    records: rest,
+                    records,
                     version: version.to_owned(),
                 },
             );

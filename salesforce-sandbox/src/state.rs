@@ -131,7 +131,8 @@ impl FaultState {
 
 /// A query's remaining records, fetched page by page with its locator.
 pub(crate) struct Cursor {
-    pub(crate) records: Vec<Value>,
+    /// The records not yet paged through.
+    pub(crate) records: std::vec::IntoIter<Value>,
     pub(crate) version: String,
 }
 

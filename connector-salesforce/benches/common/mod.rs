@@ -92,6 +92,11 @@ impl Server {
         Server { child, url, token }
     }
 
+    /// The sandbox process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A token manager serving this sandbox's token as `("sandbox", "bench")`.
     pub fn tokens(&self) -> TokenManager {
         Fixed::manager(&self.token, &self.url)
@@ -126,4 +131,21 @@ pub fn args(full_default: u64, smoke_default: u64) -> (bool, u64) {
         .next()
         .unwrap_or(if smoke { smoke_default } else { full_default });
     (smoke, records)
+}
+
+/// CPU seconds process `pid` has used so far, user and system (`/proc/<pid>/stat`,
+/// counted in clock ticks of 1/100 s).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th
+    // and 13th of them.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
