@@ -202,8 +202,10 @@ where
 
 /// Reads bytes `start..end` of an object as ranges of `part` bytes fetched by
 /// `concurrency` tasks in parallel and yielded in order, for backends that download in
-/// ranges. `fetch(a, b)` returns the chunks of bytes `a..b`; memory is bounded by `part` ×
-/// `concurrency`. Dropping the stream aborts the fetches in flight.
+/// ranges. `fetch(a, b)` returns the chunks of bytes `a..b`; at most `concurrency` + 1
+/// parts are held at once (those fetched or in flight, and the one being consumed), so
+/// the buffered bytes are bounded by `part` × (`concurrency` + 1). Dropping the stream
+/// aborts the fetches in flight.
 pub fn ranged_download<F, Fut>(
     start: u64,
     end: u64,
