@@ -43,6 +43,10 @@ pub struct SandboxConfig {
     /// The granularity of the delete log's times (`sObject Get Deleted` ignores seconds:
     /// Salesforce's is one minute). A window must be longer than it.
     pub delete_log_granularity: Duration,
+    /// Serve https with a throwaway self-signed certificate for `127.0.0.1` (cargo
+    /// feature `tls`); clients trust it through
+    /// [`RunningSandbox::ca_pem`](crate::RunningSandbox::ca_pem).
+    pub tls: bool,
 }
 
 impl Default for SandboxConfig {
@@ -66,6 +70,7 @@ impl Default for SandboxConfig {
             cometd_timeout: Duration::from_secs(110),
             cdc_retention: crate::changes::DEFAULT_RETENTION,
             delete_log_granularity: Duration::from_secs(60),
+            tls: false,
         }
     }
 }

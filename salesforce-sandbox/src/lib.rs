@@ -41,6 +41,8 @@ mod server;
 pub mod soql;
 pub mod sosl;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 use moodbridge_core::{Error, Result};
 use std::sync::Arc;
@@ -91,7 +93,18 @@ impl Sandbox {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal("the sandbox has no address").with_source(e))?;
-        let url = format!("http://{addr}");
+        #[cfg(feature = "tls")]
+        let tls = match self.config.tls {
+            true => Some(tls::self_signed()?),
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if self.config.tls {
+            return Err(Error::config("the sandbox was built without https")
+                .with_hint("enable salesforce-sandbox's cargo feature `tls`"));
+        }
+        let scheme = if self.config.tls { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let mut org = self.org;
         org.changes.set_retention(self.config.cdc_retention);
         let core = Arc::new(state::Core::new(org, self.config, url.clone()));
@@ -101,7 +114,16 @@ impl Sandbox {
             streaming,
         } = server::server(core.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        #[cfg(feature = "tls")]
+        let ca_pem = tls.as_ref().map(|t| t.cert_pem.clone());
+        #[cfg(not(feature = "tls"))]
+        let ca_pem = None;
         let task = tokio::spawn(async move {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                tls::serve(listener, tls.acceptor, app, stopped).await;
+                return;
+            }
             let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -111,6 +133,7 @@ impl Sandbox {
         });
         Ok(RunningSandbox {
             url,
+            ca_pem,
             core,
             bulk,
             streaming,
@@ -123,6 +146,8 @@ impl Sandbox {
 /// A running sandbox; stopped by [`stop`](RunningSandbox::stop) or when dropped.
 pub struct RunningSandbox {
     url: String,
+    /// The self-signed certificate it serves https with (PEM).
+    ca_pem: Option<String>,
     core: Arc<state::Core>,
     bulk: Arc<bulk::Bulk>,
     streaming: Arc<cdc::Streaming>,
@@ -142,6 +167,12 @@ impl RunningSandbox {
     /// Its base URL (`http://127.0.0.1:PORT`), the `instance_url` of its tokens.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The certificate it serves https with, PEM (with [`SandboxConfig::tls`]): what a
+    /// client adds to its trusted roots. `None` over plain http.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The sandbox as an OAuth provider: its authorize, token and revoke endpoints.
