@@ -620,17 +620,6 @@ async fn s3_meets_the_resilience_contract() {
     .await;
 }
 
-/// Everything an error shows: its Display and Debug, and each cause's.
-fn everything_shown(err: &moodbridge_core::Error) -> String {
-    let mut text = format!("{err}\n{err:?}\n");
-    let mut next = std::error::Error::source(err);
-    while let Some(cause) = next {
-        text.push_str(&format!("{cause}\n{cause:?}\n"));
-        next = cause.source();
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_echoes_the_request_leaks_no_credential() {
     use base64::Engine as _;
@@ -705,7 +694,7 @@ async fn an_answer_that_echoes_the_request_leaks_no_credential() {
             .unwrap_err(),
         store.list_keys("").await.unwrap_err(),
     ] {
-        let shown = everything_shown(&err);
+        let shown = moodbridge_core::testing::everything_shown(&err);
         if err.to_string().contains("HeadObject") {
             // A HEAD answer has no body: the status is all there is.
             assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");

@@ -405,6 +405,9 @@ fn map_err(
         Some(key) => format!("Azure Blob {request} of {key:?}"),
         None => format!("Azure Blob {request}"),
     };
+    // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
+    // request's URL (a SAS signature) or headers.
+    let source = secrets.scrubbed_source(&err);
     let (kind, detail, status) = match err.kind() {
         azure_core::error::ErrorKind::HttpResponse {
             status, error_code, ..
@@ -418,7 +421,8 @@ fn map_err(
             )
         }
         azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-            (ErrorKind::Unavailable, secrets.clean(&causes(&err)), None)
+            // The causes say why (the TLS or connection error underneath).
+            (ErrorKind::Unavailable, source.as_str().to_owned(), None)
         }
         azure_core::error::ErrorKind::Credential => {
             (ErrorKind::Auth, secrets.clean(&err.to_string()), None)
@@ -429,9 +433,7 @@ fn map_err(
     if let Some(status) = status {
         out = out.with_context("http_status", status);
     }
-    // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
-    // request's URL (a SAS signature) or headers.
-    out.with_source(secrets.scrubbed_source(&err))
+    out.with_source(source)
 }
 
 /// Remembers every token the credential it wraps hands out.
@@ -452,22 +454,6 @@ impl TokenCredential for RememberingCredential {
         self.secrets.remember([token.token.secret()]);
         Ok(token)
     }
-}
-
-/// An error's message followed by its causes' (a retry that gave up says why: the TLS or
-/// connection error underneath).
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        next = cause.source();
-    }
-    text
 }
 
 fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {

@@ -626,17 +626,6 @@ async fn azure_blob_meets_the_resilience_contract() {
     .await;
 }
 
-/// Everything an error shows: its Display and Debug, and each cause's.
-fn everything_shown(err: &moodbridge_core::Error) -> String {
-    let mut text = format!("{err}\n{err:?}\n");
-    let mut next = std::error::Error::source(err);
-    while let Some(cause) = next {
-        text.push_str(&format!("{cause}\n{cause:?}\n"));
-        next = cause.source();
-    }
-    text
-}
-
 /// A server answering every request as Blob Storage answers a failed authentication,
 /// but repeating the request's URL (a SAS signature in its query) and `Authorization`
 /// header in its message, raw and base64-encoded.
@@ -710,7 +699,7 @@ async fn an_answer_that_echoes_the_request_leaks_no_credential() {
                 matches!(err.kind(), ErrorKind::Auth | ErrorKind::Forbidden),
                 "{err}"
             );
-            let shown = everything_shown(&err);
+            let shown = moodbridge_core::testing::everything_shown(&err);
             assert!(shown.contains("AuthenticationFailed"), "{shown}");
             let b64 = base64::engine::general_purpose::STANDARD;
             for form in [

@@ -932,9 +932,9 @@ async fn records_deleted_for_good_reach_the_warehouse_through_get_deleted() {
     e.engine.run(&pipeline, &source, &sink).await.unwrap();
     let ids = rows_ids(&sink, "Account").await;
     assert_eq!(ids.len(), 8);
-    sb.with_org(|org| org.hard_delete("Account", &ids[2]).unwrap());
-    // The window's end is sent in whole seconds: let the delete fall before it.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Deleted half a minute ago: before the window's end, which is sent in whole seconds.
+    let earlier = std::time::SystemTime::now() - Duration::from_secs(30);
+    sb.with_org(|org| org.hard_delete_at("Account", &ids[2], earlier).unwrap());
     let report = e.engine.run(&pipeline, &source, &sink).await.unwrap();
     assert_eq!(report.counts.written, 1, "{:?}", report.counts);
     let left = rows_ids(&sink, "Account").await;

@@ -709,6 +709,25 @@ fn insert_sql(table: &Table) -> String {
     )
 }
 
+/// `key1 = ? AND …`: a `WHERE` clause matching one row by `key`.
+fn key_condition(key: &[String]) -> String {
+    key.iter()
+        .map(|k| format!("{} = ?", quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The outcome of a delete's `what` (record, tombstone) `index` lacking a key field.
+fn lacks_key(index: usize, what: &str) -> RecordOutcome {
+    RecordOutcome::failed(
+        index,
+        RecordFailure::new(
+            FailureKind::InvalidInput,
+            format!("the {what} lacks its key"),
+        ),
+    )
+}
+
 /// The outcome of a record without a value for a key field.
 fn no_key(index: usize, table: &Table) -> RecordOutcome {
     RecordOutcome::failed(
@@ -755,12 +774,7 @@ impl<'t, 'c> Conflicts<'t, 'c> {
             table,
             upsert: matches!(mode, WriteMode::Upsert { .. }),
             target: quote(&table.writing_to),
-            key_cond: table
-                .key
-                .iter()
-                .map(|k| format!("{} = ?", quote(k)))
-                .collect::<Vec<_>>()
-                .join(" AND "),
+            key_cond: key_condition(&table.key),
             select: None,
             update: None,
         }
@@ -912,11 +926,7 @@ impl SyncSink for SqliteTableSink {
             let info = self.table_info(conn, &batch.stream)?;
             let mut run = || -> rusqlite::Result<Vec<RecordOutcome>> {
                 let tx = conn.transaction()?;
-                let cond = key
-                    .iter()
-                    .map(|k| format!("{} = ?", quote(k)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+                let cond = key_condition(key);
                 let mut outcomes = Vec::with_capacity(batch.len());
                 {
                     let mut stmt = tx.prepare_cached(&format!(
@@ -927,13 +937,7 @@ impl SyncSink for SqliteTableSink {
                     for (i, r) in batch.records.iter().enumerate() {
                         let values: Option<Vec<&Value>> = key.iter().map(|k| r.get(k)).collect();
                         let Some(values) = values else {
-                            outcomes.push(RecordOutcome::failed(
-                                i,
-                                RecordFailure::new(
-                                    FailureKind::InvalidInput,
-                                    "the record lacks its key",
-                                ),
-                            ));
+                            outcomes.push(lacks_key(i, "record"));
                             continue;
                         };
                         let mut rows =
@@ -988,11 +992,7 @@ impl SyncSink for SqliteTableSink {
                         info.columns.push((column.to_owned(), kind));
                     }
                 }
-                let cond = key
-                    .iter()
-                    .map(|k| format!("{} = ?", quote(k)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+                let cond = key_condition(key);
                 let mut outcomes = Vec::with_capacity(batch.len());
                 {
                     let mut select = tx.prepare_cached(&format!(
@@ -1010,13 +1010,7 @@ impl SyncSink for SqliteTableSink {
                         let values: Option<Vec<&Value>> =
                             key.iter().map(|k| tombstone.get(k)).collect();
                         let Some(values) = values else {
-                            outcomes.push(RecordOutcome::failed(
-                                i,
-                                RecordFailure::new(
-                                    FailureKind::InvalidInput,
-                                    "the tombstone lacks its key",
-                                ),
-                            ));
+                            outcomes.push(lacks_key(i, "tombstone"));
                             continue;
                         };
                         let before = {

@@ -42,6 +42,24 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Every text `err` shows: its `Display` and `Debug`, and each cause's — what a test of
+/// secrets in errors searches.
+///
+/// ```
+/// let err = moodbridge_core::Error::internal("outer").with_source(std::io::Error::other("inner"));
+/// let shown = moodbridge_core::testing::everything_shown(&err);
+/// assert!(shown.contains("outer") && shown.contains("inner"));
+/// ```
+pub fn everything_shown(err: &crate::Error) -> String {
+    let mut text = format!("{err}\n{err:?}\n");
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        text.push_str(&format!("{cause}\n{cause:?}\n"));
+        next = cause.source();
+    }
+    text
+}
+
 /// Resets the peak resident set to the current one (Linux 4.0 and later), so the next
 /// phase of a benchmark measures its own peak.
 pub fn reset_peak_rss() {

@@ -709,16 +709,28 @@ impl Org {
     /// Delete a record for good (Bulk API `hardDelete`: no recycle bin, queryAll no longer
     /// sees it).
     pub fn hard_delete(&mut self, object: &str, id: &str) -> Result<(), ApiError> {
+        self.stamp();
+        let now = UNIX_EPOCH + Duration::from_millis(self.last_stamp_ms);
+        self.hard_delete_at(object, id, now)
+    }
+
+    /// As [`hard_delete`](Self::hard_delete), logged as deleted at `at`: for tests of what
+    /// reads the delete log (`sObject Get Deleted`) that need a delete in the past.
+    pub fn hard_delete_at(
+        &mut self,
+        object: &str,
+        id: &str,
+        at: SystemTime,
+    ) -> Result<(), ApiError> {
         let def = self.object_or_err(object)?;
         let id = normalize_id(id);
         if self.get(&def.name, &id).is_none() {
             return Err(self.missing(&def.name, &id));
         }
-        if !self.is_deleted(&def.name, &id) {
-            self.stamp();
-            self.delete_log
-                .push((def.name.clone(), id.clone(), self.last_stamp_ms));
-        }
+        let at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        self.delete_log.push((def.name.clone(), id.clone(), at_ms));
         self.index_external(&def.name, &id, true);
         if let Some(table) = self.records.get_mut(&def.name) {
             table.remove(&id);

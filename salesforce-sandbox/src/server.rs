@@ -497,19 +497,17 @@ async fn get_deleted(
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     let earliest = now.saturating_sub(15 * 86_400_000);
     let earliest = earliest - earliest % step;
+    let when = |ms: u64| {
+        crate::org::sf_datetime(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    };
     if from < earliest {
         return Err(bad(format!(
             "startDate is before the earliest date available ({})",
-            crate::org::sf_datetime(
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(earliest)
-            )
+            when(earliest)
         )));
     }
     let org = s.org();
     let object = org.object(&p["object"]).ok_or_else(not_found)?.name.clone();
-    let when = |ms: u64| {
-        crate::org::sf_datetime(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-    };
     let records: Vec<Value> = org
         .deleted_between(&object, from, until)
         .into_iter()

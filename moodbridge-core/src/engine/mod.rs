@@ -637,15 +637,29 @@ impl StreamRun<'_> {
         {
             drop(tokio::task::spawn_blocking(move || drop(records)));
         }
-        if !audit.is_empty() {
-            // One append at a time, in order: the chain is sequential.
-            self.settle_audit().await?;
-            let state = self.engine.state.clone();
-            self.audit_in_flight = Some(tokio::spawn(
-                async move { state.append_audit(&audit).await },
-            ));
+        self.queue_audit(audit).await?;
+        self.tally(&[("read", read), ("written", written), ("failed", failed)]);
+        self.add_outcomes(written, failed);
+        Ok(())
+    }
+
+    /// Append `audit` once the append in flight is done (one at a time, in order: the
+    /// chain is sequential), without waiting for it.
+    async fn queue_audit(&mut self, audit: Vec<AuditEntry>) -> Result<()> {
+        if audit.is_empty() {
+            return Ok(());
         }
-        for (outcome, n) in [("read", read), ("written", written), ("failed", failed)] {
+        self.settle_audit().await?;
+        let state = self.engine.state.clone();
+        self.audit_in_flight = Some(tokio::spawn(
+            async move { state.append_audit(&audit).await },
+        ));
+        Ok(())
+    }
+
+    /// Count records by outcome in the records metric.
+    fn tally(&self, outcomes: &[(&'static str, u64)]) {
+        for &(outcome, n) in outcomes {
             if n > 0 {
                 metrics::counter!(
                     metric::SYNC_RECORDS,
@@ -656,11 +670,14 @@ impl StreamRun<'_> {
                 .increment(n);
             }
         }
+    }
+
+    /// Add records written and failed to the stream's progress and the run's counts.
+    fn add_outcomes(&mut self, written: u64, failed: u64) {
         self.progress.written += written;
         self.progress.failed += failed;
         self.counts.written += written;
         self.counts.failed += failed;
-        Ok(())
     }
 
     /// Carry the source's deletes to the sink as the stream's [`DeleteMode`] says: soft
@@ -708,16 +725,11 @@ impl StreamRun<'_> {
             match outcome.result {
                 Ok(WriteAction::Deleted) => {
                     deleted += 1;
-                    if self.pipeline.config().audit {
-                        audit.push(AuditEntry {
-                            run: self.run,
-                            stream: self.plan.target().to_owned(),
-                            record_key: key_of(&tombstone, &key),
-                            operation: AuditOperation::Delete,
-                            before: outcome.before.map(|b| Value::Object(b.into_fields())),
-                            after: None,
-                            actor: self.pipeline.config().actor.clone(),
-                        });
+                    if self.pipeline.config().audit
+                        && let Some(entry) =
+                            self.audit_entry(WriteAction::Deleted, tombstone, outcome.before, &key)
+                    {
+                        audit.push(entry);
                     }
                 }
                 Ok(_) => {}
@@ -729,28 +741,9 @@ impl StreamRun<'_> {
                 }
             }
         }
-        if !audit.is_empty() {
-            self.settle_audit().await?;
-            let state = self.engine.state.clone();
-            self.audit_in_flight = Some(tokio::spawn(
-                async move { state.append_audit(&audit).await },
-            ));
-        }
-        for (outcome, n) in [("deleted", deleted), ("failed", failed)] {
-            if n > 0 {
-                metrics::counter!(
-                    metric::SYNC_RECORDS,
-                    "pipeline" => self.pipeline.name().to_owned(),
-                    "stream" => self.plan.config.name.clone(),
-                    "outcome" => outcome
-                )
-                .increment(n);
-            }
-        }
-        self.progress.written += deleted;
-        self.progress.failed += failed;
-        self.counts.written += deleted;
-        self.counts.failed += failed;
+        self.queue_audit(audit).await?;
+        self.tally(&[("deleted", deleted), ("failed", failed)]);
+        self.add_outcomes(deleted, failed);
         Ok(())
     }
 

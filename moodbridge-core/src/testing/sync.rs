@@ -505,6 +505,21 @@ fn marked(value: Option<&serde_json::Value>) -> bool {
         || value.and_then(serde_json::Value::as_i64) == Some(1)
 }
 
+/// The report of deleting a held record then a key the sink does not hold: one outcome
+/// each, `Deleted` and a `NotFound` failure.
+fn held_then_missing(report: &crate::sync::WriteReport, how: &str) {
+    report.check_complete(2).expect("one outcome per tombstone");
+    assert_eq!(
+        report.outcomes[0].result,
+        Ok(WriteAction::Deleted),
+        "{report:?}"
+    );
+    match &report.outcomes[1].result {
+        Err(f) => assert_eq!(f.kind, crate::sync::FailureKind::NotFound, "{f:?}"),
+        Ok(a) => panic!("a key the sink does not hold was {how} ({a:?})"),
+    }
+}
+
 /// The delete contract of a [`SyncSink`] on `case.stream` (which must start empty;
 /// `read_back` as for [`sync_sink_contract`]):
 ///
@@ -521,7 +536,7 @@ pub async fn sync_sink_deletes_contract<S: SyncSink + ?Sized>(
     soft: bool,
     read_back: impl AsyncFn(&str) -> Result<Vec<Record>>,
 ) {
-    use crate::sync::{DELETED, DELETED_AT, FailureKind};
+    use crate::sync::{DELETED, DELETED_AT};
     let name = case.stream.name.clone();
     let key = case.stream.primary_key.clone();
     let record = |i: u64, v: u32| (case.record)(i, v);
@@ -574,16 +589,7 @@ pub async fn sync_sink_deletes_contract<S: SyncSink + ?Sized>(
                 soft,
                 "the case says the sink cannot soft-delete, yet it did"
             );
-            report.check_complete(2).expect("one outcome per tombstone");
-            assert_eq!(
-                report.outcomes[0].result,
-                Ok(WriteAction::Deleted),
-                "{report:?}"
-            );
-            match &report.outcomes[1].result {
-                Err(f) => assert_eq!(f.kind, FailureKind::NotFound, "{f:?}"),
-                Ok(a) => panic!("a key the sink does not hold was soft-deleted ({a:?})"),
-            }
+            held_then_missing(&report, "soft-deleted");
             sink.flush(&name).await.expect("flush");
             let now = held().await;
             assert_eq!(now.len(), 3, "a soft-deleted record stays");
@@ -632,16 +638,7 @@ pub async fn sync_sink_deletes_contract<S: SyncSink + ?Sized>(
         )
         .await
         .expect("delete");
-    report.check_complete(2).expect("one outcome per tombstone");
-    assert_eq!(
-        report.outcomes[0].result,
-        Ok(WriteAction::Deleted),
-        "{report:?}"
-    );
-    match &report.outcomes[1].result {
-        Err(f) => assert_eq!(f.kind, FailureKind::NotFound, "{f:?}"),
-        Ok(a) => panic!("a key the sink does not hold was deleted ({a:?})"),
-    }
+    held_then_missing(&report, "deleted");
     sink.flush(&name).await.expect("flush");
     let now = held().await;
     assert!(!now.contains_key(&key_of(2)), "a deleted record is gone");
