@@ -1,6 +1,7 @@
 //! The engine writing rows (column-shaped batches) into the SQLite warehouse: passed
-//! through as rows when the stream does not map, as records when it does; the audit's
-//! after-images and the dead letters are the rows as records.
+//! through as rows when the stream does not map, as records when it does; the audit keeps
+//! each row's digest (or its image, when asked), the dead letters are the rows as
+//! records, and a run of rows is rolled back exactly.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,12 +13,11 @@ use std::sync::Arc;
 use connector_sqlite::SqliteTableSink;
 use futures::StreamExt;
 use moodbridge_core::engine::{Pipeline, SyncEngine};
-use moodbridge_core::state::StateStore;
+use moodbridge_core::state::{AuditLevel, AuditOperation, StateStore, image_sha256};
 use moodbridge_core::{
     Checkpoint, ReadRequest, Record, RecordBatch, Result, RowBatch, SourceMessage,
     StreamDescriptor, SyncSink, SyncSource, WriteMode, WriteReport,
 };
-use serde_json::Value;
 
 /// A source whose read yields the given rows, then a checkpoint.
 struct RowsSource {
@@ -83,6 +83,14 @@ impl SyncSink for Counting {
     async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
         self.rows.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.write_rows(rows, mode).await
+    }
+
+    async fn delete(&self, batch: &RecordBatch, key: &[String]) -> Result<WriteReport> {
+        self.inner.delete(batch, key).await
+    }
+
+    async fn flush(&self, stream: &str) -> Result<()> {
+        self.inner.flush(stream).await
     }
 }
 
@@ -153,15 +161,31 @@ async fn rows_reach_the_warehouse_as_they_are_with_audit_and_dead_letters() {
         ]
         .map(|v| Record::from_json(v).unwrap())
     );
-    // The audit's after-images and the dead letter are the rows as records.
+    // A compact audit keeps each create's key and its row's digest as a record; the
+    // dead letter is the row as a record.
     let audit = state.audit(report.run).await.unwrap();
-    let after: Vec<_> = audit.iter().map(|a| a.entry.after.clone()).collect();
+    let after: Vec<_> = audit
+        .iter()
+        .map(|a| (a.entry.after.clone(), a.entry.after_sha256.clone()))
+        .collect();
     assert_eq!(
         after,
-        expected[..2]
-            .iter()
-            .map(|r| Some(Value::Object(r.fields().clone())))
-            .collect::<Vec<_>>()
+        [
+            (
+                Some(serde_json::json!({"Id": "003A"})),
+                Some(image_sha256(expected[0].fields()))
+            ),
+            (
+                Some(serde_json::json!({"Id": "003B"})),
+                Some(image_sha256(expected[1].fields()))
+            ),
+        ]
+    );
+    // Ann has no null field, so the warehouse's row is her image: its digest matches.
+    let held = sink.inner.rows("Contact").await.unwrap();
+    assert_eq!(
+        Some(image_sha256(held[0].fields())),
+        audit[0].entry.after_sha256
     );
     assert_eq!(audit[0].entry.record_key, "003A");
     let letters = state.dead_letters("rows", None, 10).await.unwrap();
@@ -190,4 +214,99 @@ async fn rows_of_a_stream_that_maps_are_mapped_as_records() {
     let rows = sink.inner.rows("Contact").await.unwrap();
     assert_eq!(rows[0].get("FullName"), Some(&serde_json::json!("Ann")));
     assert_eq!(rows[0].get("Name"), None);
+}
+
+/// Contacts as rows: `(Id, Name, Age)` each.
+fn contacts(rows: &[(&str, &str, Option<&str>)]) -> RowsSource {
+    let mut source = contact_rows();
+    let mut batch = RowBatch::new("Contact", source.rows[0].columns().to_vec());
+    for (id, name, age) in rows {
+        batch.push_row([Some(*id), Some(*name), *age]).unwrap();
+    }
+    source.rows = vec![batch];
+    source
+}
+
+/// Creates, then updates and more creates, rolled back run by run at every audit level
+/// that keeps one: the warehouse is exactly as it was before each run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_rows_is_rolled_back_exactly_at_every_audit_level() {
+    for level in ["compact", "full"] {
+        let (_dir, state, sink) = warehouse().await;
+        let pipeline = Pipeline::from_toml(&format!(
+            "name = \"rows\"\naudit = \"{level}\"\n[[streams]]\nname = \"Contact\"\n"
+        ))
+        .unwrap();
+        assert_ne!(pipeline.config().audit, AuditLevel::Off);
+        let engine = SyncEngine::new(state.clone());
+        let first = contacts(&[
+            ("003A", "Ann", Some("41")),
+            ("003B", "Bob", None),
+            ("003C", "Cy", Some("7")),
+        ]);
+        let one = engine.run(&pipeline, &first, &sink).await.unwrap();
+        let after_one = sink.inner.rows("Contact").await.unwrap();
+        assert_eq!(after_one.len(), 3);
+
+        // Ann changes age, Bob gains one, Cy is as he was, Dee is new.
+        let second = contacts(&[
+            ("003A", "Ann", Some("42")),
+            ("003B", "Bob", Some("30")),
+            ("003C", "Cy", Some("7")),
+            ("003D", "Dee", None),
+        ]);
+        let two = engine.run(&pipeline, &second, &sink).await.unwrap();
+        let audit = state.audit(two.run).await.unwrap();
+        let ops: Vec<_> = audit.iter().map(|a| a.entry.operation).collect();
+        assert_eq!(
+            ops,
+            [
+                AuditOperation::Update,
+                AuditOperation::Update,
+                AuditOperation::Create
+            ],
+            "{level}"
+        );
+        if level == "compact" {
+            // An update keeps its before-image and only what changed.
+            assert_eq!(audit[0].entry.after, Some(serde_json::json!({"Age": 42})));
+            assert_eq!(
+                audit[0].entry.before.as_ref().unwrap()["Age"],
+                serde_json::json!(41)
+            );
+            assert_eq!(audit[1].entry.after, Some(serde_json::json!({"Age": 30})));
+            assert_eq!(
+                audit[2].entry.after,
+                Some(serde_json::json!({"Id": "003D"}))
+            );
+        } else {
+            assert_eq!(
+                audit[0].entry.after,
+                Some(serde_json::json!({"Id": "003A", "Name": "Ann", "Age": 42}))
+            );
+            assert!(audit.iter().all(|a| a.entry.after_sha256.is_none()));
+        }
+
+        engine
+            .rollback(&pipeline, two.run, &second, &sink, "ops")
+            .await
+            .unwrap();
+        assert_eq!(
+            sink.inner.rows("Contact").await.unwrap(),
+            after_one,
+            "{level}: as after the first run"
+        );
+        engine
+            .rollback(&pipeline, one.run, &first, &sink, "ops")
+            .await
+            .unwrap();
+        assert!(
+            sink.inner.rows("Contact").await.unwrap().is_empty(),
+            "{level}: as before the first run"
+        );
+        assert!(matches!(
+            state.verify_audit().await.unwrap(),
+            moodbridge_core::state::ChainStatus::Intact { .. }
+        ));
+    }
 }

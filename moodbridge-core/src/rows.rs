@@ -158,6 +158,8 @@ pub struct RowBatch {
     /// The stream (object, table) the rows belong to.
     pub stream: String,
     columns: Arc<[Column]>,
+    /// No two columns share a name.
+    unique_names: bool,
     /// Every cell's text, row after row.
     text: String,
     /// Per cell, row after row: where its text ends in `text`, [`NULL`] set for a null.
@@ -167,9 +169,15 @@ pub struct RowBatch {
 impl RowBatch {
     /// An empty batch of `stream` with `columns`.
     pub fn new(stream: impl Into<String>, columns: impl Into<Arc<[Column]>>) -> Self {
+        let columns: Arc<[Column]> = columns.into();
+        let unique_names = columns
+            .iter()
+            .enumerate()
+            .all(|(i, c)| columns[..i].iter().all(|o| o.name != c.name));
         RowBatch {
             stream: stream.into(),
-            columns: columns.into(),
+            unique_names,
+            columns,
             text: String::new(),
             ends: Vec::new(),
         }
@@ -309,6 +317,7 @@ impl RowBatch {
             out.push(RowBatch {
                 stream: self.stream.clone(),
                 columns: self.columns.clone(),
+                unique_names: self.unique_names,
                 text: self.text[start..end].to_owned(),
                 ends: self.ends[first..last].iter().map(|e| e - base).collect(),
             });
@@ -411,6 +420,45 @@ impl<'a> Row<'a> {
     pub fn cells(&self) -> impl ExactSizeIterator<Item = Cell<'a>> + 'a {
         let row = *self;
         (0..self.batch.columns.len()).map(move |c| row.cell(c).unwrap_or(Cell::Null))
+    }
+
+    /// Write the row as compact JSON, exactly as its [`to_record`](Self::to_record) would
+    /// serialize, without building the record.
+    ///
+    /// ```
+    /// use moodbridge_core::{Column, ColumnKind, RowBatch};
+    /// let mut rows = RowBatch::new(
+    ///     "T",
+    ///     vec![Column::new("Id", ColumnKind::Text), Column::new("n", ColumnKind::Integer)],
+    /// );
+    /// rows.push_row([Some("a\"b"), Some("7")]).unwrap();
+    /// let mut out = Vec::new();
+    /// rows.row(0).unwrap().write_json(&mut out);
+    /// assert_eq!(out, br#"{"Id":"a\"b","n":7}"#);
+    /// ```
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Writing JSON into a Vec cannot fail.
+        if !self.batch.unique_names {
+            // As in a record, a repeated name keeps its first place and its last value.
+            let _ = serde_json::to_writer(&mut *out, &self.to_record());
+            return;
+        }
+        out.push(b'{');
+        for (i, (column, cell)) in self.batch.columns.iter().zip(self.cells()).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, &column.name);
+            out.push(b':');
+            let _ = match cell {
+                Cell::Null => serde_json::to_writer(&mut *out, &()),
+                Cell::Bool(b) => serde_json::to_writer(&mut *out, &b),
+                Cell::Integer(n) => serde_json::to_writer(&mut *out, &n),
+                Cell::Number(f) => serde_json::to_writer(&mut *out, &f),
+                Cell::Text(t) => serde_json::to_writer(&mut *out, t),
+            };
+        }
+        out.push(b'}');
     }
 
     /// The row as a record: column name → value, nulls included.
@@ -537,5 +585,35 @@ mod tests {
         let short = json!({"stream": "T", "columns": [{"name": "a", "kind": "text"}], "rows": [["x", "y"]]});
         let err = serde_json::from_value::<RowBatch>(short).unwrap_err();
         assert!(err.to_string().contains("2 cells"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x726f_7773),
+            ..Default::default()
+        })]
+
+        /// A row's JSON is byte for byte its record's, whatever the cells and names
+        /// (repeated names included).
+        #[test]
+        fn a_rows_json_is_its_records(
+            columns in proptest::collection::vec(("[a-c\"\\\\é]{0,3}", 0..4usize), 1..6),
+            cells in proptest::collection::vec(proptest::option::of(
+                proptest::prop_oneof!["true", "false", "-?[0-9]{1,20}", "-?[0-9]{0,4}\\.[0-9]{0,4}(e[+-]?[0-9]{1,3})?", "inf|NaN|1e999", ".{0,8}"]
+            ), 6),
+        ) {
+            let kinds = [ColumnKind::Text, ColumnKind::Boolean, ColumnKind::Integer, ColumnKind::Number];
+            let columns: Vec<Column> = columns.into_iter().map(|(n, k)| Column::new(n, kinds[k])).collect();
+            let width = columns.len();
+            let mut rows = RowBatch::new("T", columns);
+            rows.push_row(cells.iter().take(width).map(Option::as_deref)).unwrap();
+            let row = rows.row(0).unwrap();
+            let mut out = Vec::new();
+            row.write_json(&mut out);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&row.to_record()).unwrap()
+            );
+        }
     }
 }

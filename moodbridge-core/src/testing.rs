@@ -327,6 +327,8 @@ pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
         operation: op,
         before,
         after,
+        // A compact create keeps its image's digest.
+        after_sha256: (op == AuditOperation::Create).then(|| "0f".repeat(32)),
         actor: "engine".into(),
     };
     let batch = vec![
@@ -359,6 +361,7 @@ pub async fn state_store_contract(store: &dyn StateStore, pipeline: &str) {
     assert_eq!(more, [seqs[2] + 1]);
     let records = store.audit(second).await.expect("read audit");
     assert_eq!(records.len(), 4);
+    assert_eq!(records[0].entry, batch[0], "the digest is kept");
     assert_eq!(records[1].entry, batch[1]);
     assert_eq!(
         records[1].prev_hash, records[0].hash,

@@ -35,7 +35,7 @@ fn pipeline() -> Pipeline {
     stream.batch_size = Some(1_000);
     let mut config = PipelineConfig::new("crash", vec![stream]);
     // The audit log is not what this test is about, and doubles the work per record.
-    config.audit = false;
+    config.audit = moodbridge_core::state::AuditLevel::Off;
     Pipeline::new(config).unwrap()
 }
 

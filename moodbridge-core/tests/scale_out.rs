@@ -33,7 +33,7 @@ fn pipeline() -> Pipeline {
     let mut stream = StreamConfig::new("Account");
     stream.batch_size = Some(500);
     let mut config = PipelineConfig::new("scale", vec![stream]);
-    config.audit = false;
+    config.audit = moodbridge_core::state::AuditLevel::Off;
     Pipeline::new(config).unwrap()
 }
 

@@ -3,11 +3,13 @@
 //! a profiler; default all):
 //! - `stream`: the Bulk 2.0 query job and its pages alone, parsed and typed (6 fields);
 //! - `engine`: N Accounts (every field) from the sandbox into a SQLite table through the
-//!   sync engine with the pipeline's defaults (audit on): `SalesforceSource` above its
-//!   bulk threshold reads a Bulk 2.0 query job page by page; records/s, the wait for the
-//!   job (until the first batch is written) and the rate after it, the client's peak RSS;
-//! - `engine-noaudit`: the same into a fresh table with `audit = false` (a warehouse
-//!   load that needs no rollback);
+//!   sync engine with the pipeline's defaults (the compact audit: each create's key and
+//!   digest): `SalesforceSource` above its bulk threshold reads a Bulk 2.0 query job page
+//!   by page; records/s, the wait for the job (until the first batch is written) and the
+//!   rate after it, the client's CPU seconds and peak RSS;
+//! - `engine-fullaudit`: the same into a fresh table with `audit = "full"` (every
+//!   after-image kept whole);
+//! - `engine-noaudit`: the same with `audit = "off"` (a load that needs no rollback);
 //! - `ingest`: a Bulk 2.0 ingest of N new Accounts (spooled CSV, parallel jobs,
 //!   per-record outcomes); records/s and peak RSS;
 //! - `floor`: what SQLite alone takes to store N rows of the `engine` phase's shape (the
@@ -56,14 +58,19 @@ pub fn main(allocator: &str) {
             max: std::time::Duration::from_millis(250),
             ..PollOptions::default()
         };
-        let phases = std::env::var("MOODBRIDGE_BENCH_PHASES")
-            .unwrap_or_else(|_| "stream,engine,engine-noaudit,ceiling,ingest,floor".to_owned());
+        let phases = std::env::var("MOODBRIDGE_BENCH_PHASES").unwrap_or_else(|_| {
+            "stream,engine,engine-fullaudit,engine-noaudit,ceiling,ingest,floor".to_owned()
+        });
         let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
         let dir = tempfile::tempdir().unwrap();
         if phase("stream") {
             stream(&sf, &poll).await;
         }
-        for (name, audit) in [("engine", true), ("engine-noaudit", false)] {
+        for (name, audit) in [
+            ("engine", "compact"),
+            ("engine-fullaudit", "full"),
+            ("engine-noaudit", "off"),
+        ] {
             if phase(name) {
                 eprintln!("{name} phase starts");
                 engine(
@@ -121,7 +128,7 @@ async fn engine(
     sf: &SalesforceClient,
     poll: &PollOptions,
     dir: &std::path::Path,
-    audit: bool,
+    audit: &str,
     records: u64,
     allocator: &str,
 ) {
@@ -132,7 +139,7 @@ async fn engine(
         .unwrap();
     let source = SalesforceSource::new(sf.clone(), ["Account"]).poll(poll.clone());
     let pipeline = Pipeline::from_toml(&format!(
-        "name = \"bench\"\naudit = {audit}\n[[streams]]\nname = \"Account\"\nmode = \"full_refresh\"\nbatch_size = 2000\n",
+        "name = \"bench\"\naudit = \"{audit}\"\n[[streams]]\nname = \"Account\"\nmode = \"full_refresh\"\nbatch_size = 2000\n",
     ))
     .unwrap();
     let engine = SyncEngine::new(state.clone());
@@ -150,22 +157,23 @@ async fn engine(
         }
     });
     let start = Instant::now();
+    let cpu = common::cpu_seconds_of(std::process::id());
     let report = engine.run(&pipeline, &source, &warehouse).await.unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let cpu = common::cpu_seconds_of(std::process::id()) - cpu;
     let rss = peak_rss_mib();
     assert_eq!(report.counts.written, records);
     assert_eq!(warehouse.count("Account").await.unwrap(), records);
     // Every write is in the audit chain (a fresh store per phase), and the chain holds.
     match state.verify_audit().await.unwrap() {
         ChainStatus::Intact { entries } => {
-            assert_eq!(entries, if audit { records } else { 0 });
+            assert_eq!(entries, if audit == "off" { 0 } else { records });
         }
         broken => panic!("the audit chain is broken: {broken:?}"),
     }
     let first = first.await.unwrap().unwrap_or(0.0);
     println!(
-        "bulk_query_to_sqlite (audit {}, {allocator}): {records} records in {secs:.2} s = {:.0} records/s; job wait {first:.2} s, then {:.0} records/s; client peak RSS {rss:.1} MiB",
-        if audit { "on" } else { "off" },
+        "bulk_query_to_sqlite (audit {audit}, {allocator}): {records} records in {secs:.2} s = {:.0} records/s; job wait {first:.2} s, then {:.0} records/s; client CPU {cpu:.2} s; client peak RSS {rss:.1} MiB",
         records as f64 / secs,
         records as f64 / (secs - first),
     );

@@ -417,6 +417,7 @@ impl SyncEngine {
                                     .as_ref()
                                     .map(|b| Value::Object(b.fields().clone())),
                                 after: Some(Value::Object(r.fields().clone())),
+                                after_sha256: None,
                                 actor: "engine:bidirectional".into(),
                             });
                         }

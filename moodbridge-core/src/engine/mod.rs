@@ -9,9 +9,11 @@
 //! - **One bad record never stops a run**: a record that fails mapping, validation or
 //!   writing becomes a dead letter (with the original record and the reason) and the run
 //!   goes on. Dead letters can be listed and replayed ([`SyncEngine::replay_dead_letters`]).
-//! - **Every write is audited** with its before-image (unless the pipeline turns auditing
-//!   off), so a run can be rolled back ([`SyncEngine::rollback`]); the rollback is audited
-//!   too.
+//! - **Every write is audited** with what undoing it needs — a create's key and image
+//!   digest, an update's before-image and changed fields, a delete's before-image — or
+//!   whole after-images as well ([`AuditLevel`](crate::state::AuditLevel)), so a run can
+//!   be rolled back ([`SyncEngine::rollback`]); the rollback is audited too. The entries
+//!   are made and appended off the write path, while the sink takes the next batch.
 //! - Temporary errors are retried by the engine's policies (sink writes only when the
 //!   write mode is idempotent or the sink said nothing was written); a source stream that
 //!   breaks with a temporary error is reopened from the last committed checkpoint.
@@ -35,6 +37,7 @@
 //! # });
 //! ```
 
+mod audit;
 mod bidirectional;
 mod mapping;
 mod pipeline;
@@ -592,8 +595,8 @@ impl StreamRun<'_> {
         };
         report.check_complete(written_records.len())?;
 
-        let mut audit = Vec::new();
-        let key_fields = mode_key(mode, target);
+        let level = self.pipeline.config().audit;
+        let mut writes = Vec::new();
         // Each index appears once (checked above): a written record moves into its audit
         // entry or dead letter, never copied.
         let mut originals = originals;
@@ -601,15 +604,8 @@ impl StreamRun<'_> {
         for outcome in report.outcomes {
             match &outcome.result {
                 Ok(action) => {
-                    if self.pipeline.config().audit
-                        && let Some(entry) = self.audit_entry(
-                            *action,
-                            written_records.take(outcome.index),
-                            outcome.before,
-                            &key_fields,
-                        )
-                    {
-                        audit.push(entry);
+                    if let Some(operation) = audit_op(*action).filter(|_| level.is_on()) {
+                        writes.push((outcome.index, operation, outcome.before));
                     }
                 }
                 Err(failure) => {
@@ -630,30 +626,53 @@ impl StreamRun<'_> {
                 }
             }
         }
-        // The records not kept are freed off the write path: the next batch need not
-        // wait for a batch's worth of deallocations.
-        if let Body::Records(records) = written_records
-            && records.iter().any(|r| !r.is_empty())
-        {
-            drop(tokio::task::spawn_blocking(move || drop(records)));
+        if writes.is_empty() {
+            // The records not kept are freed off the write path: the next batch need
+            // not wait for a batch's worth of deallocations.
+            if let Body::Records(records) = written_records
+                && records.iter().any(|r| !r.is_empty())
+            {
+                drop(tokio::task::spawn_blocking(move || drop(records)));
+            }
+        } else {
+            // The entries are made (images hashed, changes found) and appended off the
+            // write path, while the sink takes the next batch; the batch goes with them.
+            let pending = audit::PendingAudit {
+                head: audit::EntryHead {
+                    run: self.run,
+                    stream: self.plan.target().to_owned(),
+                    actor: self.pipeline.config().actor.clone(),
+                    level,
+                    key_fields: mode_key(mode, target),
+                },
+                body: written_records,
+                writes,
+            };
+            self.queue_audit(move || pending.entries()).await?;
         }
-        self.queue_audit(audit).await?;
         self.tally(&[("read", read), ("written", written), ("failed", failed)]);
         self.add_outcomes(written, failed);
         Ok(())
     }
 
-    /// Append `audit` once the append in flight is done (one at a time, in order: the
-    /// chain is sequential), without waiting for it.
-    async fn queue_audit(&mut self, audit: Vec<AuditEntry>) -> Result<()> {
-        if audit.is_empty() {
-            return Ok(());
-        }
+    /// Make and append audit entries once the append in flight is done (one at a time,
+    /// in order: the chain is sequential), without waiting for it. `make` runs on a
+    /// blocking thread.
+    async fn queue_audit<F>(&mut self, make: F) -> Result<()>
+    where
+        F: FnOnce() -> Vec<AuditEntry> + Send + 'static,
+    {
         self.settle_audit().await?;
         let state = self.engine.state.clone();
-        self.audit_in_flight = Some(tokio::spawn(
-            async move { state.append_audit(&audit).await },
-        ));
+        self.audit_in_flight = Some(tokio::spawn(async move {
+            let audit = tokio::task::spawn_blocking(make).await.map_err(|e| {
+                Error::internal(format!("making the audit entries did not finish: {e}"))
+            })?;
+            if audit.is_empty() {
+                return Ok(Vec::new());
+            }
+            state.append_audit(&audit).await
+        }));
         Ok(())
     }
 
@@ -716,6 +735,13 @@ impl StreamRun<'_> {
         report.check_complete(tombstones.len())?;
         let (mut deleted, mut failed) = (0u64, 0u64);
         let mut audit = Vec::new();
+        let head = audit::EntryHead {
+            run: self.run,
+            stream: self.plan.target().to_owned(),
+            actor: self.pipeline.config().actor.clone(),
+            level: self.pipeline.config().audit,
+            key_fields: Vec::new(),
+        };
         for outcome in report.outcomes {
             let tombstone = tombstones
                 .records
@@ -725,11 +751,13 @@ impl StreamRun<'_> {
             match outcome.result {
                 Ok(WriteAction::Deleted) => {
                     deleted += 1;
-                    if self.pipeline.config().audit
-                        && let Some(entry) =
-                            self.audit_entry(WriteAction::Deleted, tombstone, outcome.before, &key)
-                    {
-                        audit.push(entry);
+                    if head.level.is_on() {
+                        let image = audit::AfterImage {
+                            record_key: key_of(&tombstone, &key),
+                            after: None,
+                            after_sha256: None,
+                        };
+                        audit.push(head.entry(AuditOperation::Delete, image, outcome.before));
                     }
                 }
                 Ok(_) => {}
@@ -741,30 +769,12 @@ impl StreamRun<'_> {
                 }
             }
         }
-        self.queue_audit(audit).await?;
+        if !audit.is_empty() {
+            self.queue_audit(move || audit).await?;
+        }
         self.tally(&[("deleted", deleted), ("failed", failed)]);
         self.add_outcomes(deleted, failed);
         Ok(())
-    }
-
-    fn audit_entry(
-        &self,
-        action: WriteAction,
-        written: Record,
-        before: Option<Record>,
-        key_fields: &[String],
-    ) -> Option<AuditEntry> {
-        let operation = audit_op(action)?;
-        Some(AuditEntry {
-            run: self.run,
-            stream: self.plan.target().to_owned(),
-            record_key: key_of(&written, key_fields),
-            operation,
-            before: before.map(|b| Value::Object(b.into_fields())),
-            after: (operation != AuditOperation::Delete)
-                .then(|| Value::Object(written.into_fields())),
-            actor: self.pipeline.config().actor.clone(),
-        })
     }
 
     async fn dead_letter(

@@ -27,7 +27,7 @@ use crate::catalog::{FieldDescriptor, FieldType, StreamDescriptor, SyncMode};
 use crate::config::{Validate, Validator};
 use crate::error::Result;
 use crate::record::Record;
-use crate::state::FailureStage;
+use crate::state::{AuditLevel, FailureStage};
 use crate::sync::WriteMode;
 
 /// What the sink does with records deleted at the source (tombstones a source reports
@@ -119,17 +119,14 @@ pub struct PipelineConfig {
     pub sink: Option<String>,
     /// The streams, moved in this order.
     pub streams: Vec<StreamConfig>,
-    /// Keep every write in the audit log with its before-image (default `true`): what
-    /// makes a run reversible. Turn off only for append-only loads that need no rollback.
-    #[serde(default = "yes")]
-    pub audit: bool,
+    /// What the audit log keeps of every write (default [`AuditLevel::Compact`], also
+    /// written `true`): what makes a run reversible. `"full"` keeps every after-image
+    /// whole as well; `"off"` (or `false`) only for loads that need no rollback.
+    #[serde(default)]
+    pub audit: AuditLevel,
     /// Who the audit log names as the author of the writes (default `engine`).
     #[serde(default = "engine")]
     pub actor: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn engine() -> String {
@@ -152,7 +149,7 @@ impl PipelineConfig {
             source: None,
             sink: None,
             streams,
-            audit: true,
+            audit: AuditLevel::Compact,
             actor: engine(),
         }
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::pipeline::StreamPlan;
-use super::{Pipeline, SyncEngine, audit_op, key_of, mode_key, write_through};
+use super::{Body, Pipeline, SyncEngine, audit, audit_op, mode_key, write_through};
 use crate::catalog::StreamDescriptor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{Record, RecordBatch};
@@ -121,27 +121,34 @@ impl SyncEngine {
                 let written = write_through(self, sink, &batch, &mode).await?;
                 written.check_complete(batch.len())?;
                 let mut audit = Vec::new();
-                for o in &written.outcomes {
+                let head = audit::EntryHead {
+                    run,
+                    stream: target.name.clone(),
+                    actor: format!("{}:replay", pipeline.config().actor),
+                    level: pipeline.config().audit,
+                    key_fields: key_fields.clone(),
+                };
+                let mut body = Body::Records(batch.records);
+                let mut scratch = Vec::new();
+                for o in written.outcomes {
                     let l = ready[o.index];
                     match &o.result {
                         Ok(action) => {
                             report.resolved += 1;
                             self.state.resolve_dead_letter(l.id).await?;
-                            if let Some(op) = audit_op(*action) {
-                                audit.push(AuditEntry {
-                                    run,
-                                    stream: target.name.clone(),
-                                    record_key: key_of(&batch.records[o.index], &key_fields),
-                                    operation: op,
-                                    before: o
-                                        .before
-                                        .as_ref()
-                                        .map(|b| Value::Object(b.fields().clone())),
-                                    after: Some(Value::Object(
-                                        batch.records[o.index].fields().clone(),
-                                    )),
-                                    actor: format!("{}:replay", pipeline.config().actor),
-                                });
+                            if let Some(operation) =
+                                audit_op(*action).filter(|_| head.level.is_on())
+                            {
+                                let image = audit::after_image(
+                                    &mut body,
+                                    o.index,
+                                    head.level,
+                                    operation,
+                                    o.before.as_ref(),
+                                    &head.key_fields,
+                                    &mut scratch,
+                                );
+                                audit.push(head.entry(operation, image, o.before));
                             }
                         }
                         Err(f) => {
@@ -157,7 +164,7 @@ impl SyncEngine {
                         }
                     }
                 }
-                if pipeline.config().audit && !audit.is_empty() {
+                if !audit.is_empty() {
                     self.state.append_audit(&audit).await?;
                 }
             }
@@ -363,6 +370,7 @@ impl SyncEngine {
                     operation: AuditOperation::Rollback,
                     before: e.after.clone(),
                     after: e.before.clone(),
+                    after_sha256: None,
                     actor: format!("rollback:{actor}"),
                 });
             } else {

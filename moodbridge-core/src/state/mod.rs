@@ -195,10 +195,149 @@ pub struct AuditEntry {
     pub operation: AuditOperation,
     /// The record before (none for a create).
     pub before: Option<serde_json::Value>,
-    /// The record after (none for a delete).
+    /// The record after (none for a delete): the whole after-image at
+    /// [`AuditLevel::Full`]; at [`AuditLevel::Compact`] a create's key fields or an
+    /// update's changed fields, with the whole image's digest in `after_sha256`.
     pub after: Option<serde_json::Value>,
+    /// The SHA-256 (hex) of the whole after-image as compact JSON ([`image_sha256`]),
+    /// when `after` holds only part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_sha256: Option<String>,
     /// Who made it (`engine`, `rollback:<user>` …).
     pub actor: String,
+}
+
+/// How much of each write a pipeline keeps in the audit log.
+///
+/// Written in a pipeline as `audit = "compact"` (the default, also `true`), `"full"` or
+/// `"off"` (also `false`).
+///
+/// - `Compact` keeps what rollback and tamper evidence need: a create's key and the
+///   SHA-256 of its after-image (the image itself is in the sink), an update's
+///   before-image and changed fields, a delete's before-image.
+/// - `Full` also keeps every after-image whole: a second copy of everything written.
+/// - `Off` keeps nothing: the run cannot be rolled back.
+///
+/// ```
+/// use moodbridge_core::state::AuditLevel;
+/// #[derive(serde::Deserialize)]
+/// struct P { audit: AuditLevel }
+/// let read = |s: &str| toml::from_str::<P>(s).map(|p| p.audit);
+/// assert_eq!(read("audit = true").unwrap(), AuditLevel::Compact);
+/// assert_eq!(read("audit = \"full\"").unwrap(), AuditLevel::Full);
+/// assert_eq!(read("audit = false").unwrap(), AuditLevel::Off);
+/// let err = read("audit = \"most\"").unwrap_err().to_string();
+/// assert!(err.contains("compact"), "{err}");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditLevel {
+    /// No audit entries.
+    Off,
+    /// Keys, digests, before-images and changed fields (the default).
+    #[default]
+    Compact,
+    /// As `Compact`, with every after-image whole.
+    Full,
+}
+
+impl AuditLevel {
+    /// `true` unless [`AuditLevel::Off`].
+    pub fn is_on(self) -> bool {
+        self != AuditLevel::Off
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AuditLevel;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, \"compact\", \"full\" or \"off\"")
+            }
+
+            fn visit_bool<E: serde::de::Error>(
+                self,
+                v: bool,
+            ) -> std::result::Result<AuditLevel, E> {
+                Ok(if v {
+                    AuditLevel::Compact
+                } else {
+                    AuditLevel::Off
+                })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<AuditLevel, E> {
+                match v {
+                    "compact" => Ok(AuditLevel::Compact),
+                    "full" => Ok(AuditLevel::Full),
+                    "off" => Ok(AuditLevel::Off),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The SHA-256 (hex) of a record image as compact JSON, fields in their order: what an
+/// audit entry keeps as `after_sha256`. Re-hashing the record as the sink holds it tells
+/// whether it is still as the run wrote it.
+///
+/// ```
+/// use moodbridge_core::state::image_sha256;
+/// let image = serde_json::json!({"Id": "001A", "Name": "Acme"});
+/// let map = image.as_object().unwrap();
+/// assert_eq!(image_sha256(map), image_sha256(map));
+/// assert_eq!(image_sha256(map).len(), 64);
+/// ```
+pub fn image_sha256(image: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut bytes = Vec::with_capacity(1024);
+    // Writing a map of JSON values into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, image);
+    json_sha256(&bytes)
+}
+
+/// The SHA-256 (hex) of JSON already serialized.
+pub(crate) fn json_sha256(json: &[u8]) -> String {
+    hex_of(&Sha256::digest(json))
+}
+
+/// A SHA-256 digest in lowercase hex, encoded into a buffer at once (`hex::encode` goes
+/// character by character, which shows at a million entries).
+fn hex_of(digest: &[u8]) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(digest, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        // Only a digest of another length could miss the buffer.
+        Err(_) => hex::encode(digest),
+    }
+}
+
+/// What a compact audit entry keeps of a create: the key fields (and `Id`) present in
+/// the record.
+pub(crate) fn key_image<'a>(
+    fields: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+) -> serde_json::Value {
+    serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// The fields of `after` that differ from `before` (a field missing from `before` reads
+/// as null): what a compact audit entry keeps of an update.
+pub(crate) fn changed_fields(
+    after: &serde_json::Map<String, serde_json::Value>,
+    before: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    let null = serde_json::Value::Null;
+    serde_json::Value::Object(
+        after
+            .iter()
+            .filter(|(k, v)| before.and_then(|b| b.get(*k)).unwrap_or(&null) != *v)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 /// An audit entry as stored, with its place in the chain.
@@ -238,7 +377,8 @@ pub enum ChainStatus {
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hash of an audit entry: SHA-256 over the previous hash, the sequence number, the
-/// time and the entry's fields (JSON, fixed field order), in hex.
+/// time and the entry's fields (JSON, fixed field order; `after_sha256` only when set), in
+/// hex.
 ///
 /// ```
 /// use moodbridge_core::state::{AuditEntry, AuditOperation, GENESIS_HASH, RunId, audit_hash};
@@ -249,6 +389,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 ///     operation: AuditOperation::Create,
 ///     before: None,
 ///     after: Some(serde_json::json!({"Id": "500A"})),
+///     after_sha256: None,
 ///     actor: "engine".into(),
 /// };
 /// let hash = audit_hash(GENESIS_HASH, 1, 1_700_000_000_000, &entry);
@@ -292,6 +433,10 @@ pub(crate) fn audit_hash_of_images(
     after: Option<&str>,
     scratch: &mut Vec<u8>,
 ) -> String {
+    fn number(out: &mut Vec<u8>, n: i64) {
+        // A JSON integer, as `to_string` writes it; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &n);
+    }
     fn text(out: &mut Vec<u8>, s: &str) {
         // A JSON string literal; writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
@@ -299,7 +444,7 @@ pub(crate) fn audit_hash_of_images(
     let out = scratch;
     out.clear();
     out.extend_from_slice(b"{\"run\":");
-    out.extend_from_slice(entry.run.0.to_string().as_bytes());
+    number(out, entry.run.0);
     out.extend_from_slice(b",\"stream\":");
     text(out, &entry.stream);
     out.extend_from_slice(b",\"record_key\":");
@@ -310,18 +455,25 @@ pub(crate) fn audit_hash_of_images(
     out.extend_from_slice(before.unwrap_or("null").as_bytes());
     out.extend_from_slice(b",\"after\":");
     out.extend_from_slice(after.unwrap_or("null").as_bytes());
+    // Absent unless set, so entries made before the field existed hash as they did.
+    if let Some(digest) = &entry.after_sha256 {
+        out.extend_from_slice(b",\"after_sha256\":");
+        text(out, digest);
+    }
     out.extend_from_slice(b",\"actor\":");
     text(out, &entry.actor);
     out.extend_from_slice(b",\"at_ms\":");
-    out.extend_from_slice(at_ms.to_string().as_bytes());
+    number(out, at_ms);
     out.push(b'}');
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
-    hasher.update(seq.to_string().as_bytes());
+    let mut seq_text = Vec::with_capacity(20);
+    number(&mut seq_text, seq);
+    hasher.update(&seq_text);
     hasher.update(b"\n");
     hasher.update(&*out);
-    format!("{:x}", hasher.finalize())
+    hex_of(&hasher.finalize())
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -529,6 +681,8 @@ mod hash_tests {
             operation: &'a str,
             before: &'a Option<serde_json::Value>,
             after: &'a Option<serde_json::Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            after_sha256: &'a Option<String>,
             actor: &'a str,
             at_ms: i64,
         }
@@ -539,6 +693,7 @@ mod hash_tests {
             operation: entry.operation.as_str(),
             before: &entry.before,
             after: &entry.after,
+            after_sha256: &entry.after_sha256,
             actor: &entry.actor,
             at_ms,
         })
@@ -570,6 +725,7 @@ mod hash_tests {
             at in any::<i64>(),
             op in 0..3usize,
             has_before in any::<bool>(),
+            digest in proptest::option::of("[0-9a-f]{64}"),
         ) {
             let image = serde_json::json!({name.clone(): value, "n": number, "f": 1.5, "b": true, "z": null});
             let entry = AuditEntry {
@@ -579,6 +735,7 @@ mod hash_tests {
                 operation: [AuditOperation::Create, AuditOperation::Update, AuditOperation::Delete][op],
                 before: has_before.then(|| image.clone()),
                 after: Some(image),
+                after_sha256: digest,
                 actor,
             };
             prop_assert_eq!(audit_hash("prev", seq, at, &entry), reference_hash("prev", seq, at, &entry));

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::record::Record;
 
 /// The audit columns, in the order the backends select them.
-pub(crate) const AUDIT_COLUMNS: &str = "seq, run_id, stream, record_key, operation, before_image, after_image, actor, at, prev_hash, hash";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, run_id, stream, record_key, operation, before_image, after_image, after_sha256, actor, at, prev_hash, hash";
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -118,6 +118,7 @@ where
             })?,
             before: json(row.opt_text("before_image"))?,
             after: json(row.opt_text("after_image"))?,
+            after_sha256: row.opt_text("after_sha256"),
             actor: row.text("actor"),
         },
         at_ms: row.int("at"),

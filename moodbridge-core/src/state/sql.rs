@@ -2,12 +2,12 @@
 //!
 //! sqlx accepts PostgreSQL's `$N` placeholders on SQLite too, so one text serves both.
 //! [`sql_state_store!`] expands the whole [`StateStore`](super::StateStore) implementation
-//! for a backend type that provides a `pool` field and two methods:
+//! for a backend type that provides a `pool` field and these methods:
 //! - `fn db_err(&self, e: sqlx::Error) -> Error` — the backend's error mapping;
 //! - `async fn begin_audit(&self) -> Result<sqlx::Transaction<'_, DB>>` — a transaction
 //!   holding the backend's lock on the audit chain head;
-//! - `fn audit_appended(&self)` — called after an audit append commits (SQLite wakes its
-//!   background WAL checkpoint).
+//! - `async fn append_audit_entries(&self, entries: &[AuditEntry]) -> Result<Vec<i64>>` —
+//!   the audit append, each backend's fastest way of extending the chain.
 
 /// Everything the expanded SQL refers to; each backend imports it whole.
 pub(crate) mod prelude {
@@ -22,8 +22,6 @@ pub(crate) mod prelude {
         RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
         audit_hash_of_images, image_text,
     };
-    /// Audit rows per `INSERT` statement.
-    pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 500;
     pub(crate) use crate::error::{Error, ErrorKind, Result};
     pub(crate) use crate::record::Record;
     pub(crate) use crate::sync::Checkpoint;
@@ -169,73 +167,7 @@ macro_rules! sql_state_store {
             }
 
             async fn append_audit(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-                // The backend's lock on the chain head, held until commit.
-                let mut tx = self.begin_audit().await?;
-                let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db_err(e))?;
-                let head = match head {
-                    Some(row) => Some(row),
-                    // Emptied by a purge: the chain goes on from the purge anchor.
-                    None => sqlx::query(
-                        "SELECT up_to_seq AS seq, hash FROM audit_anchors ORDER BY up_to_seq DESC LIMIT 1",
-                    )
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.db_err(e))?,
-                };
-                let (mut seq, mut prev) = match head {
-                    Some(row) => (row.get::<i64, _>("seq"), row.get::<String, _>("hash")),
-                    None => (0, GENESIS_HASH.to_owned()),
-                };
-                let at = now_ms();
-                let mut seqs = Vec::with_capacity(entries.len());
-                let mut scratch = Vec::new();
-                // Rows per INSERT: 11 values each, well inside both backends' bind limits.
-                for chunk in entries.chunks(AUDIT_ROWS_PER_INSERT) {
-                    let mut rows = Vec::with_capacity(chunk.len());
-                    for entry in chunk {
-                        seq += 1;
-                        let (before, after) = (image_text(&entry.before), image_text(&entry.after));
-                        let hash = audit_hash_of_images(
-                            &prev,
-                            seq,
-                            at,
-                            entry,
-                            before.as_deref(),
-                            after.as_deref(),
-                            &mut scratch,
-                        );
-                        let link = std::mem::replace(&mut prev, hash.clone());
-                        rows.push((seq, entry, before, after, link, hash));
-                        seqs.push(seq);
-                    }
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO audit_log (seq, run_id, stream, record_key, operation, before_image, after_image, actor, at, prev_hash, hash) ",
-                    );
-                    insert.push_values(rows, |mut row, (seq, entry, before, after, link, hash)| {
-                        row.push_bind(seq)
-                            .push_bind(entry.run.0)
-                            .push_bind(entry.stream.as_str())
-                            .push_bind(entry.record_key.as_str())
-                            .push_bind(entry.operation.as_str())
-                            .push_bind(before)
-                            .push_bind(after)
-                            .push_bind(entry.actor.as_str())
-                            .push_bind(at)
-                            .push_bind(link)
-                            .push_bind(hash);
-                    });
-                    insert
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| self.db_err(e))?;
-                }
-                tx.commit().await.map_err(|e| self.db_err(e))?;
-                self.audit_appended();
-                Ok(seqs)
+                self.append_audit_entries(entries).await
             }
 
             async fn audit(&self, run: RunId) -> Result<Vec<AuditRecord>> {

@@ -35,6 +35,7 @@ fn entry(run: RunId, key: &str) -> AuditEntry {
         operation: AuditOperation::Update,
         before: Some(serde_json::json!({"Name": "Acme", "Industry": "Legal"})),
         after: Some(serde_json::json!({"Name": "Acme Corp", "Industry": "Legal"})),
+        after_sha256: None,
         actor: "engine".into(),
     }
 }
