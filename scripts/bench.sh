@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moodbridge/target}"
 cargo bench --locked -p moodbridge-core --bench policy_overhead -- "$@"
+cargo bench --locked -p moodbridge-core --features sqlite --bench audit_append -- 1000000
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- breakdown
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput_mimalloc
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"

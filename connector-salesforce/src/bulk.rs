@@ -33,7 +33,7 @@
 //! by the object's describe (booleans and numbers as JSON), relationship paths
 //! (`Account.Name`) nested as the REST API nests them, empty cells as null.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -274,9 +274,7 @@ struct Spool {
     file: tempfile::NamedTempFile,
     bytes: u64,
     rows: u64,
-    /// Row hash → input indices, in input order (identical rows are interchangeable).
-    by_row: HashMap<u64, VecDeque<u64>>,
-    hasher: std::hash::RandomState,
+    index: RowIndex,
 }
 
 impl Spool {
@@ -291,8 +289,7 @@ impl Spool {
             file,
             bytes: header.len() as u64,
             rows: 0,
-            by_row: HashMap::new(),
-            hasher: std::hash::RandomState::new(),
+            index: RowIndex::default(),
         })
     }
 
@@ -300,11 +297,53 @@ impl Spool {
         self.file.write_all(row).map_err(spool_error)?;
         self.bytes += row.len() as u64;
         self.rows += 1;
-        self.by_row
-            .entry(self.hasher.hash_one(row))
-            .or_default()
-            .push_back(index);
+        self.index.push(row, index);
         Ok(())
+    }
+}
+
+/// Which input record each uploaded row is, for matching the job's results (which come
+/// in any order) back to the input: each row's hash and input index, sorted once the job
+/// is sealed — 16 bytes and a flag a row, no map entry or queue per row. Identical rows
+/// are interchangeable: they are matched in input order.
+#[derive(Default)]
+struct RowIndex {
+    rows: Vec<(u64, u64)>,
+    taken: Vec<bool>,
+    hasher: std::hash::RandomState,
+}
+
+impl RowIndex {
+    fn push(&mut self, row: &[u8], index: u64) {
+        self.rows.push((self.hasher.hash_one(row), index));
+    }
+
+    /// Sort for look-ups; done once, when the job is sealed.
+    fn seal(&mut self) {
+        self.rows.sort_unstable();
+        self.taken = vec![false; self.rows.len()];
+    }
+
+    /// The input index of the first row equal to `row` not matched yet.
+    fn take(&mut self, row: &[u8]) -> Option<u64> {
+        let hash = self.hasher.hash_one(row);
+        let start = self.rows.partition_point(|&(h, _)| h < hash);
+        let end = self.rows.partition_point(|&(h, _)| h <= hash);
+        // Within a run of equal rows the matched ones are a prefix.
+        let first = start + self.taken[start..end].partition_point(|&t| t);
+        (first < end).then(|| {
+            self.taken[first] = true;
+            self.rows[first].1
+        })
+    }
+
+    /// The input indices of the rows never matched.
+    fn untaken(&self) -> impl Iterator<Item = u64> + '_ {
+        self.rows
+            .iter()
+            .zip(&self.taken)
+            .filter(|(_, taken)| !**taken)
+            .map(|((_, index), _)| *index)
     }
 }
 
@@ -354,11 +393,15 @@ impl SalesforceClient {
 
     /// Load `records` into `object` with Bulk API 2.0; see the [module docs](crate::bulk).
     ///
-    /// Returns one outcome per input record once every job has finished. A job-level
-    /// problem (a column Salesforce does not know, a job failed as a whole) shows as
-    /// failed or unprocessed outcomes and in [`IngestReport::jobs`], not as an `Err`;
-    /// `Err` is for what stopped the ingest itself (the org unreachable after retries,
-    /// a poll timeout — with the still-running job's id in the error's context).
+    /// Returns one outcome per input record, in input order, once every job has
+    /// finished. A job-level problem (a column Salesforce does not know, a job failed as
+    /// a whole) shows as failed or unprocessed outcomes and in [`IngestReport::jobs`], not
+    /// as an `Err`; `Err` is for what stopped the ingest itself (the org unreachable after
+    /// retries, a poll timeout — with the still-running job's id in the error's context).
+    ///
+    /// The outcomes are collected in memory (about 100 bytes each); for millions of
+    /// records, [`bulk_ingest_each`](Self::bulk_ingest_each) hands each over as it is read
+    /// instead.
     pub async fn bulk_ingest<S>(
         &self,
         object: &str,
@@ -368,6 +411,51 @@ impl SalesforceClient {
     ) -> Result<IngestReport>
     where
         S: Stream<Item = Value> + Send,
+    {
+        let mut outcomes = Vec::new();
+        let mut report = self
+            .bulk_ingest_each(object, operation, records, options, |o| outcomes.push(o))
+            .await?;
+        outcomes.sort_by_key(|o| o.index);
+        report.outcomes = outcomes;
+        Ok(report)
+    }
+
+    /// As [`bulk_ingest`](Self::bulk_ingest), handing each record's outcome to
+    /// `on_outcome` as its job's results are read — in no particular order, each input
+    /// record exactly once — instead of collecting them: memory stays flat however many
+    /// records go in (results are downloaded to temporary files and read from there).
+    /// The report's `outcomes` is empty; its counts and jobs are filled. On `Err`, the
+    /// outcomes already handed over stand.
+    ///
+    /// ```no_run
+    /// # async fn run(sf: connector_salesforce::client::SalesforceClient) -> moodbridge_core::Result<()> {
+    /// use connector_salesforce::bulk::{IngestOperation, IngestOptions, RecordState};
+    /// use serde_json::json;
+    ///
+    /// let records = futures::stream::iter((0..2_000_000).map(|i| json!({"Name": format!("Client {i}")})));
+    /// let mut failed = Vec::new();
+    /// let report = sf
+    ///     .bulk_ingest_each("Account", IngestOperation::Insert, records, &IngestOptions::default(), |o| {
+    ///         if o.state != RecordState::Succeeded {
+    ///             failed.push(o);
+    ///         }
+    ///     })
+    ///     .await?;
+    /// assert_eq!(report.failed + report.unprocessed, failed.len() as u64);
+    /// # Ok(()) }
+    /// ```
+    pub async fn bulk_ingest_each<S, F>(
+        &self,
+        object: &str,
+        operation: IngestOperation,
+        records: S,
+        options: &IngestOptions,
+        mut on_outcome: F,
+    ) -> Result<IngestReport>
+    where
+        S: Stream<Item = Value> + Send,
+        F: FnMut(RecordOutcome) + Send,
     {
         check_name(object)?;
         if let IngestOperation::Upsert { external_id } = &operation {
@@ -390,7 +478,18 @@ impl SalesforceClient {
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(options.parallel_jobs.max(1)));
         let mut running = tokio::task::JoinSet::new();
-        let mut report = IngestReport::default();
+        let mut jobs = Vec::new();
+        let (mut succeeded, mut failed, mut unprocessed) = (0u64, 0u64, 0u64);
+        let mut deliver = |o: RecordOutcome| {
+            match o.state {
+                RecordState::Succeeded => succeeded += 1,
+                RecordState::Failed => failed += 1,
+                RecordState::Unprocessed => unprocessed += 1,
+            }
+            on_outcome(o);
+        };
+        // The jobs hand their outcomes over here; whatever this task awaits, it takes them.
+        let (sender, mut outcomes) = tokio::sync::mpsc::channel(OUTCOMES_IN_FLIGHT);
         let mut columns: Option<Vec<String>> = if id_only {
             Some(vec!["Id".to_owned()])
         } else {
@@ -400,26 +499,27 @@ impl SalesforceClient {
         let mut spool: Option<Spool> = None;
         let mut index = 0u64;
         let mut records = std::pin::pin!(records);
-        let seal = |spool: Spool, running: &mut tokio::task::JoinSet<Result<JobResult>>, permit| {
-            let client = self.clone();
-            let object = object.to_owned();
-            let operation = operation.clone();
-            let poll = options.poll.clone();
-            let open = guard.open.clone();
-            running.spawn(async move {
-                let _permit = permit;
-                client
-                    .run_ingest_job(&object, &operation, spool, &poll, &open)
-                    .await
-            });
-        };
-        while let Some(record) = records.next().await {
+        let seal =
+            |mut spool: Spool, running: &mut tokio::task::JoinSet<Result<JobInfo>>, permit| {
+                let client = self.clone();
+                let object = object.to_owned();
+                let operation = operation.clone();
+                let poll = options.poll.clone();
+                let open = guard.open.clone();
+                let sender = sender.clone();
+                spool.index.seal();
+                running.spawn(async move {
+                    let _permit = permit;
+                    client
+                        .run_ingest_job(&object, &operation, spool, &poll, &open, sender)
+                        .await
+                });
+            };
+        while let Some(record) = delivering(records.next(), &mut outcomes, &mut deliver).await {
             let i = index;
             index += 1;
             let Value::Object(map) = record else {
-                report
-                    .outcomes
-                    .push(refused(i, "the record is not a JSON object"));
+                deliver(refused(i, "the record is not a JSON object"));
                 continue;
             };
             let cols = columns.get_or_insert_with(|| {
@@ -431,7 +531,7 @@ impl SalesforceClient {
             let row = match row_of(&map, cols, id_only) {
                 Ok(row) => row,
                 Err(reason) => {
-                    report.outcomes.push(refused(i, &reason));
+                    deliver(refused(i, &reason));
                     continue;
                 }
             };
@@ -439,11 +539,10 @@ impl SalesforceClient {
                 && s.rows > 0
                 && s.bytes + row.len() as u64 > options.max_job_bytes
             {
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::internal("the bulk job limiter was closed"))?;
+                let permit =
+                    delivering(permits.clone().acquire_owned(), &mut outcomes, &mut deliver)
+                        .await
+                        .map_err(|_| Error::internal("the bulk job limiter was closed"))?;
                 if let Some(full) = spool.take() {
                     seal(full, &mut running, permit);
                 }
@@ -455,9 +554,7 @@ impl SalesforceClient {
             s.push(i, &row)?;
         }
         if let Some(last) = spool.take().filter(|s| s.rows > 0) {
-            let permit = permits
-                .clone()
-                .acquire_owned()
+            let permit = delivering(permits.clone().acquire_owned(), &mut outcomes, &mut deliver)
                 .await
                 .map_err(|_| Error::internal("the bulk job limiter was closed"))?;
             seal(last, &mut running, permit);
@@ -465,12 +562,9 @@ impl SalesforceClient {
         // Every job runs to its end, even when another failed: its outcomes are then in
         // the error's `completed_jobs` context (fetch them with `bulk_job`).
         let mut first_error: Option<Error> = None;
-        while let Some(done) = running.join_next().await {
+        while let Some(done) = delivering(running.join_next(), &mut outcomes, &mut deliver).await {
             match done {
-                Ok(Ok(job)) => {
-                    report.jobs.push(job.info);
-                    report.outcomes.extend(job.outcomes);
-                }
+                Ok(Ok(info)) => jobs.push(info),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -481,9 +575,14 @@ impl SalesforceClient {
                 }
             }
         }
+        // Every job is done: what they handed over is all in the channel.
+        drop(sender);
+        while let Some(o) = outcomes.recv().await {
+            deliver(o);
+        }
         if let Some(e) = first_error {
             // The guard aborts whatever of ours is still open (created, not yet closed).
-            let completed: Vec<&str> = report.jobs.iter().map(|j| j.id.as_str()).collect();
+            let completed: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
             return Err(if completed.is_empty() {
                 e
             } else {
@@ -495,18 +594,17 @@ impl SalesforceClient {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        report.outcomes.sort_by_key(|o| o.index);
-        for o in &report.outcomes {
-            match o.state {
-                RecordState::Succeeded => report.succeeded += 1,
-                RecordState::Failed => report.failed += 1,
-                RecordState::Unprocessed => report.unprocessed += 1,
-            }
-        }
-        Ok(report)
+        Ok(IngestReport {
+            jobs,
+            outcomes: Vec::new(),
+            succeeded,
+            failed,
+            unprocessed,
+        })
     }
 
-    /// One sealed job: create, upload, close, poll, collect the results.
+    /// One sealed job: create, upload, close, poll, then hand each record's outcome to
+    /// `outcomes` as its results file is read.
     async fn run_ingest_job(
         &self,
         object: &str,
@@ -514,14 +612,9 @@ impl SalesforceClient {
         spool: Spool,
         poll: &PollOptions,
         open: &Mutex<HashSet<String>>,
-    ) -> Result<JobResult> {
-        let Spool {
-            file,
-            rows,
-            mut by_row,
-            hasher,
-            ..
-        } = spool;
+        outcomes: tokio::sync::mpsc::Sender<RecordOutcome>,
+    ) -> Result<JobInfo> {
+        let Spool { file, index, .. } = spool;
         let file = file.into_temp_path();
         let mut body = json!({"object": object, "operation": operation.as_str(), "contentType": "CSV", "lineEnding": "LF", "columnDelimiter": "COMMA"});
         if let IngestOperation::Upsert { external_id } = operation {
@@ -586,86 +679,34 @@ impl SalesforceClient {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
 
-        let mut outcomes = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
-        let mut unmatched = 0u64;
+        // The three results files, each downloaded to disk as it arrives, then read
+        // row by row off the async threads.
+        let mut files = Vec::with_capacity(3);
         for (which, state, skip) in [
             ("successfulResults", RecordState::Succeeded, 2),
             ("failedResults", RecordState::Failed, 2),
             ("unprocessedrecords", RecordState::Unprocessed, 0),
         ] {
-            let reply = self
-                .send(
-                    op::BULK_RESULTS,
-                    Method::GET,
-                    &format!("{job_path}/{which}"),
-                    RequestBody::None,
-                    true,
-                    None,
-                )
-                .await?;
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(reply.body.as_ref());
-            for row in reader.records() {
-                let row = row.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Protocol,
-                        format!("a bulk {which} file is not CSV: {e}"),
-                    )
-                })?;
-                let echo = row_bytes(row.iter().skip(skip));
-                let index = by_row
-                    .get_mut(&hasher.hash_one(&echo))
-                    .and_then(VecDeque::pop_front);
-                let Some(index) = index else {
-                    unmatched += 1;
-                    continue;
-                };
-                let first = row.get(0).filter(|s| !s.is_empty()).map(str::to_owned);
-                outcomes.push(match state {
-                    RecordState::Succeeded => RecordOutcome {
-                        index,
-                        state: RecordState::Succeeded,
-                        job_id: Some(id.clone()),
-                        id: first,
-                        created: row.get(1) == Some("true"),
-                        error: None,
-                    },
-                    RecordState::Failed => RecordOutcome {
-                        index,
-                        state: RecordState::Failed,
-                        job_id: Some(id.clone()),
-                        id: first,
-                        created: false,
-                        error: row.get(1).map(str::to_owned),
-                    },
-                    RecordState::Unprocessed => RecordOutcome {
-                        index,
-                        state: RecordState::Unprocessed,
-                        job_id: Some(id.clone()),
-                        id: None,
-                        created: false,
-                        error: info.error_message.clone(),
-                    },
-                });
-            }
+            let path = tempfile::NamedTempFile::new()
+                .map_err(|e| {
+                    Error::unavailable("cannot create a spool file for the bulk results")
+                        .with_hint("check that the temporary directory is writable and has space")
+                        .with_source(e)
+                })?
+                .into_temp_path();
+            self.download(op::BULK_RESULTS, &format!("{job_path}/{which}"), &path)
+                .await
+                .map_err(|e| e.with_context("job_id", &id))?;
+            files.push((which, state, skip, path));
         }
-        // Every input row gets an outcome, even one Salesforce's results did not echo.
-        let missing: Vec<u64> = by_row.into_values().flatten().collect();
-        if !missing.is_empty() || unmatched > 0 {
-            tracing::warn!(job = %id, missing = missing.len(), unmatched, "bulk results did not echo every uploaded row");
-        }
-        outcomes.extend(missing.into_iter().map(|index| RecordOutcome {
-            index,
-            state: RecordState::Unprocessed,
-            job_id: Some(id.clone()),
-            id: None,
-            created: false,
-            error: Some(
-                "not in the job's results; its state is unknown: check before sending again".into(),
-            ),
-        }));
-        Ok(JobResult { info, outcomes })
+        let job_error = info.error_message.clone();
+        let job_id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            match_results(&job_id, job_error.as_deref(), files, index, &outcomes)
+        })
+        .await
+        .map_err(|e| Error::internal("reading a bulk job's results failed").with_source(e))??;
+        Ok(info)
     }
 
     /// Poll `job_path` with backoff until the job finishes or `poll.timeout` passes.
@@ -1084,11 +1125,6 @@ impl ResultPages {
     }
 }
 
-struct JobResult {
-    info: JobInfo,
-    outcomes: Vec<RecordOutcome>,
-}
-
 enum QueryState {
     Start {
         soql: String,
@@ -1104,6 +1140,120 @@ enum QueryState {
         /// The page being fetched; `None` after the last.
         next: Option<tokio_util::task::AbortOnDropHandle<Result<ResultPage>>>,
     },
+}
+
+/// Outcomes handed from the jobs to the ingest's caller, at most, before the jobs wait.
+const OUTCOMES_IN_FLIGHT: usize = 4_096;
+
+/// Await `work`, handing over the jobs' outcomes as they come meanwhile.
+async fn delivering<T>(
+    work: impl std::future::Future<Output = T>,
+    outcomes: &mut tokio::sync::mpsc::Receiver<RecordOutcome>,
+    deliver: &mut impl FnMut(RecordOutcome),
+) -> T {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            Some(o) = outcomes.recv() => deliver(o),
+            out = &mut work => return out,
+        }
+    }
+}
+
+/// Read a finished job's results files (on a blocking thread), match each row to its
+/// input record, and hand each outcome over; every uploaded row gets one, even a row the
+/// results did not echo.
+fn match_results(
+    id: &str,
+    job_error: Option<&str>,
+    files: Vec<(&'static str, RecordState, usize, tempfile::TempPath)>,
+    mut index: RowIndex,
+    outcomes: &tokio::sync::mpsc::Sender<RecordOutcome>,
+) -> Result<()> {
+    let send = |o: RecordOutcome| {
+        outcomes
+            .blocking_send(o)
+            .map_err(|_| Error::internal("the bulk ingest was dropped while its results were read"))
+    };
+    let mut unmatched = 0u64;
+    let mut echo = Vec::with_capacity(256);
+    for (which, state, skip, path) in files {
+        let file = std::fs::File::open(&path).map_err(|e| {
+            Error::unavailable("cannot read a downloaded bulk results file").with_source(e)
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
+        let mut row = csv::StringRecord::new();
+        loop {
+            match reader.read_record(&mut row) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("a bulk {which} file is not CSV: {e}"),
+                    ));
+                }
+            }
+            echo.clear();
+            {
+                let mut w = csv_writer(&mut echo);
+                let _ = w.write_record(row.iter().skip(skip));
+                let _ = w.flush();
+            }
+            let Some(input) = index.take(&echo) else {
+                unmatched += 1;
+                continue;
+            };
+            let first = row.get(0).filter(|s| !s.is_empty()).map(str::to_owned);
+            send(match state {
+                RecordState::Succeeded => RecordOutcome {
+                    index: input,
+                    state: RecordState::Succeeded,
+                    job_id: Some(id.to_owned()),
+                    id: first,
+                    created: row.get(1) == Some("true"),
+                    error: None,
+                },
+                RecordState::Failed => RecordOutcome {
+                    index: input,
+                    state: RecordState::Failed,
+                    job_id: Some(id.to_owned()),
+                    id: first,
+                    created: false,
+                    error: row.get(1).map(str::to_owned),
+                },
+                RecordState::Unprocessed => RecordOutcome {
+                    index: input,
+                    state: RecordState::Unprocessed,
+                    job_id: Some(id.to_owned()),
+                    id: None,
+                    created: false,
+                    error: job_error.map(str::to_owned),
+                },
+            })?;
+        }
+    }
+    let mut missing = 0u64;
+    for input in index.untaken() {
+        missing += 1;
+        send(RecordOutcome {
+            index: input,
+            state: RecordState::Unprocessed,
+            job_id: Some(id.to_owned()),
+            id: None,
+            created: false,
+            error: Some(
+                "not in the job's results; its state is unknown: check before sending again".into(),
+            ),
+        })?;
+    }
+    if missing > 0 || unmatched > 0 {
+        tracing::warn!(job = %id, missing, unmatched, "bulk results did not echo every uploaded row");
+    }
+    Ok(())
 }
 
 fn refused(index: u64, reason: &str) -> RecordOutcome {
@@ -1280,6 +1430,33 @@ mod tests {
     )]
 
     use super::*;
+
+    /// Results in any order, identical rows, a row never echoed and one never sent: each
+    /// uploaded row is matched once, identical ones in input order.
+    #[test]
+    fn the_row_index_matches_results_in_any_order() {
+        let rows: Vec<Vec<u8>> = ["a,1\n", "b,2\n", "a,1\n", "c,3\n", "a,1\n", "d,4\n"]
+            .iter()
+            .map(|r| r.as_bytes().to_vec())
+            .collect();
+        let mut index = RowIndex::default();
+        for (i, row) in rows.iter().enumerate() {
+            index.push(row, i as u64 + 10);
+        }
+        index.seal();
+        assert_eq!(index.take(b"c,3\n"), Some(13));
+        assert_eq!(index.take(b"a,1\n"), Some(10));
+        assert_eq!(index.take(b"b,2\n"), Some(11));
+        assert_eq!(index.take(b"a,1\n"), Some(12));
+        assert_eq!(index.take(b"z,9\n"), None, "never sent");
+        assert_eq!(index.take(b"a,1\n"), Some(14));
+        assert_eq!(index.take(b"a,1\n"), None, "three sent, three matched");
+        assert_eq!(
+            index.untaken().collect::<Vec<_>>(),
+            [15],
+            "d was never echoed"
+        );
+    }
 
     #[test]
     fn csv_cells_escape_quotes_commas_newlines_and_nulls() {

@@ -488,11 +488,93 @@ impl SalesforceClient {
         idempotent: bool,
         if_modified_since: Option<&str>,
     ) -> Result<Reply> {
+        self.send_with(
+            op,
+            method,
+            target,
+            body,
+            idempotent,
+            if_modified_since,
+            |response: reqwest::Response| async move {
+                let status = response.status().as_u16();
+                let text = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (last_modified, locator) = (text("last-modified"), text("sforce-locator"));
+                let body = response.bytes().await.map_err(|e| transport(op, &e))?;
+                Ok(Reply {
+                    status,
+                    last_modified,
+                    locator,
+                    body,
+                })
+            },
+        )
+        .await
+    }
+
+    /// A `GET` whose answer is written to `path` as it arrives (created or emptied at
+    /// every attempt), never held whole in memory.
+    pub(crate) async fn download(
+        &self,
+        op: &'static str,
+        target: &str,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        self.send_with(
+            op,
+            Method::GET,
+            target,
+            RequestBody::None,
+            true,
+            None,
+            |mut response: reqwest::Response| async move {
+                use tokio::io::AsyncWriteExt as _;
+                let local = |e: std::io::Error| {
+                    Error::unavailable("cannot write a downloaded result to its spool file")
+                        .with_hint("check that the temporary directory has space")
+                        .with_source(e)
+                };
+                let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+                while let Some(chunk) = response.chunk().await.map_err(|e| transport(op, &e))? {
+                    file.write_all(&chunk).await.map_err(local)?;
+                }
+                file.flush().await.map_err(local)
+            },
+        )
+        .await
+    }
+
+    /// One call whose successful (2xx, 304) answer `handle` reads; any other answer is
+    /// read here and mapped to an error, scrubbed of the token.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the one place every call goes through"
+    )]
+    async fn send_with<T, H, Fut>(
+        &self,
+        op: &'static str,
+        method: Method,
+        target: &str,
+        body: RequestBody<'_>,
+        idempotent: bool,
+        if_modified_since: Option<&str>,
+        handle: H,
+    ) -> Result<T>
+    where
+        H: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let inner = &self.inner;
         let mut operation = Operation::new(op);
         if !idempotent {
             operation = operation.non_idempotent();
         }
+        let handle = &handle;
         inner
             .policy
             .call_as(operation, || {
@@ -516,36 +598,21 @@ impl SalesforceClient {
                             }
                             let response = request.send().await.map_err(|e| transport(op, &e))?;
                             let status = response.status().as_u16();
-                            let headers = response.headers();
-                            self.record_limits(headers.get("sforce-limit-info"));
-                            let wait = retry_after(headers);
-                            let text = |name: &str| {
-                                headers
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned)
-                            };
-                            let last_modified = text("last-modified");
-                            let locator = text("sforce-locator");
-                            let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
+                            self.record_limits(response.headers().get("sforce-limit-info"));
                             if (200..300).contains(&status) || status == 304 {
-                                Ok(Reply {
-                                    status,
-                                    last_modified,
-                                    locator,
-                                    body: bytes,
-                                })
-                            } else {
-                                // A server echoing the request must not carry the token
-                                // into the error (and from there into logs).
-                                let secret = token.access_token.expose_secret();
-                                let scrubbed = moodbridge_core::redact::Scrubber::new([
-                                    secret.to_owned(),
-                                    format!("Bearer {secret}"),
-                                ])
-                                .scrub_bytes(&bytes);
-                                Err(map_error(status, wait, &scrubbed, op))
+                                return handle(response).await;
                             }
+                            let wait = retry_after(response.headers());
+                            let bytes = response.bytes().await.map_err(|e| transport(op, &e))?;
+                            // A server echoing the request must not carry the token into
+                            // the error (and from there into logs).
+                            let secret = token.access_token.expose_secret();
+                            let scrubbed = moodbridge_core::redact::Scrubber::new([
+                                secret.to_owned(),
+                                format!("Bearer {secret}"),
+                            ])
+                            .scrub_bytes(&bytes);
+                            Err(map_error(status, wait, &scrubbed, op))
                         }
                     })
             })

@@ -113,6 +113,55 @@ async fn an_insert_is_split_across_parallel_jobs_and_every_record_gets_its_outco
     sb.stop().await;
 }
 
+/// Outcomes handed over one by one: each input record's exactly once (identical records
+/// included), across parallel jobs, with the counts of the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_outcome_is_handed_over_once_as_the_results_are_read() {
+    let sb = start(SandboxConfig::default()).await;
+    let sf = connect(&sb, None).await;
+    let n = 5_000u64;
+    // Every third record is the same as the others of its kind; every 500th has no Name.
+    let records = futures::stream::iter((0..n).map(|i| {
+        let name = match i {
+            i if i % 500 == 499 => Value::Null,
+            i if i % 3 == 0 => json!("Same Firm"),
+            i => json!(format!("Firm {i}")),
+        };
+        json!({"Name": name, "Industry": "Legal"})
+    }));
+    let mut seen = vec![0u8; n as usize];
+    let mut failed = Vec::new();
+    let report = sf
+        .bulk_ingest_each(
+            "Account",
+            IngestOperation::Insert,
+            records,
+            &options(60_000, 3),
+            |o| {
+                seen[o.index as usize] += 1;
+                if o.state != RecordState::Succeeded {
+                    failed.push(o.index);
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.jobs.len() >= 2, "{} jobs", report.jobs.len());
+    assert!(report.outcomes.is_empty(), "handed over, not collected");
+    assert!(seen.iter().all(|&c| c == 1), "every record exactly once");
+    failed.sort_unstable();
+    assert_eq!(
+        failed,
+        (0..n).filter(|i| i % 500 == 499).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (report.succeeded, report.failed, report.unprocessed),
+        (n - 10, 10, 0)
+    );
+    assert_eq!(count(&sb, "Account"), (n - 10) as usize);
+    sb.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upserts_update_what_exists_and_deletes_remove_it() {
     let sb = start(SandboxConfig::default()).await;
