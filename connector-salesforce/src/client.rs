@@ -128,9 +128,36 @@ pub struct ClientBuilder {
     version: ApiVersion,
     allow: InstanceAllowList,
     policy: Option<Policy>,
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl ClientBuilder {
+    /// Also trust the certificate authorities in `pem` (one or more PEM certificates) for
+    /// the org's TLS — a TLS-inspecting corporate proxy's CA, or a local test org's
+    /// self-signed one. The usual roots stay trusted.
+    ///
+    /// ```
+    /// use connector_salesforce::client::SalesforceClient;
+    /// use moodbridge_auth::token_manager::TokenManager;
+    ///
+    /// let builder = SalesforceClient::builder("salesforce:prod", TokenManager::new(), "salesforce", "ops");
+    /// let err = builder.trust_ca_pem(b"not a certificate").err().unwrap();
+    /// assert!(err.to_string().contains("PEM"), "{err}");
+    /// ```
+    pub fn trust_ca_pem(mut self, pem: &[u8]) -> Result<Self> {
+        let refused = || {
+            Error::invalid_input("the CA to trust holds no PEM certificate")
+                .with_hint("pass the CA's certificate as PEM text (-----BEGIN CERTIFICATE-----)")
+        };
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| refused().with_source(e))?;
+        if certs.is_empty() {
+            return Err(refused());
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
     /// Which API version to use (default: the newest the org offers).
     #[must_use]
     pub fn api_version(mut self, version: ApiVersion) -> Self {
@@ -157,7 +184,7 @@ impl ClientBuilder {
         let usage_gauge =
             metrics::gauge!("moodbridge_salesforce_api_usage_ratio", "platform" => self.id.clone());
         let policy = self.policy.unwrap_or_else(|| default_policy(&self.id));
-        let http = http_client(&policy)?;
+        let http = http_client(&policy, self.roots)?;
         let base_quota = policy.rate_limiter().map(|l| (l.clone(), l.quota()));
         let mut client = SalesforceClient {
             inner: Arc::new(Inner {
@@ -246,8 +273,9 @@ pub(crate) struct Reply {
 /// The HTTP client: rustls, no redirects (one could carry the bearer token elsewhere),
 /// a connect timeout. A call's time limit is the policy's per-attempt timeout — one
 /// timer per call; only a policy without one gets a client-level limit instead.
-fn http_client(policy: &Policy) -> Result<reqwest::Client> {
+fn http_client(policy: &Policy, roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
+        .tls_certs_merge(roots)
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("moodbridge-salesforce/", env!("CARGO_PKG_VERSION")));
@@ -339,6 +367,7 @@ impl SalesforceClient {
             version: ApiVersion::Newest { max: None },
             allow: InstanceAllowList::default(),
             policy: None,
+            roots: Vec::new(),
         }
     }
 

@@ -55,6 +55,15 @@ impl Server {
     /// Start the sandbox example seeded with `accounts` Accounts and `per_account`
     /// Contacts and Cases each.
     pub fn start(accounts: u64, per_account: u32) -> Server {
+        Self::launch(accounts, per_account, None)
+    }
+
+    /// [`start`](Self::start), serving https; the CA to trust is written to `ca`.
+    pub fn start_tls(accounts: u64, per_account: u32, ca: &std::path::Path) -> Server {
+        Self::launch(accounts, per_account, Some(ca))
+    }
+
+    fn launch(accounts: u64, per_account: u32, ca: Option<&std::path::Path>) -> Server {
         let exe = std::env::current_exe().unwrap();
         let bin = exe
             .parent()
@@ -62,14 +71,18 @@ impl Server {
             .unwrap()
             .join("examples")
             .join("sandbox");
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(ca) = ca {
+            command.env("SANDBOX_TLS_CA", ca);
+        }
+        let mut child = command
             .args([accounts.to_string(), per_account.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "start {} (build it with `cargo build --release -p salesforce-sandbox --example sandbox`): {e}",
+                    "start {} (build it with `cargo build --release -p salesforce-sandbox --features tls --example sandbox`): {e}",
                     bin.display()
                 )
             });
