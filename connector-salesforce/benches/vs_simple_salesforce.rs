@@ -1,7 +1,8 @@
 //! Side by side with the Python client most Salesforce integrations use
 //! (`simple-salesforce`), against the same sandbox over https in the same run: N
-//! Accounts read by REST paging, by a Bulk API 2.0 query job, and — ours — as
-//! column-shaped rows, theirs downloaded to files. Every path runs in a process of its own
+//! Accounts read by REST paging, by a Bulk API 2.0 query job as records (theirs: each
+//! page through `csv.DictReader`), and — ours — as column-shaped rows against theirs as
+//! raw page text and as files. Every path runs in a process of its own
 //! (ours: this bench started again with `--child`; theirs:
 //! `scripts/bench_simple_salesforce.py` in the bench venv), so each reports its own
 //! records/s (the path alone), CPU seconds and peak RSS (the whole process, start-up
@@ -64,7 +65,8 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     for (ours, their) in [
         ("rest", "rest"),
-        ("bulk-records", "bulk2-query"),
+        ("bulk-records", "bulk2-records"),
+        ("bulk-rows", "bulk2-query"),
         ("bulk-rows", "bulk2-download"),
     ] {
         let mut ours_cmd = Command::new(&exe);
@@ -81,7 +83,7 @@ fn main() {
                 .env("REQUESTS_CA_BUNDLE", &ca);
             let their_run = run(cmd, records);
             line.push_str(&format!(
-                " | theirs {their:<14} {their_run} | CPU ratio ours/theirs {:.2}, RSS ratio {:.2}",
+                " | theirs {their:<15} {their_run} | CPU ratio ours/theirs {:.2}, RSS ratio {:.2}",
                 ours_run.cpu / their_run.cpu,
                 ours_run.rss_mib / their_run.rss_mib
             ));

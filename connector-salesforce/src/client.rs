@@ -271,11 +271,15 @@ pub(crate) struct Reply {
 }
 
 /// The HTTP client: rustls, no redirects (one could carry the bearer token elsewhere),
-/// a connect timeout. A call's time limit is the policy's per-attempt timeout — one
-/// timer per call; only a policy without one gets a client-level limit instead.
+/// a connect timeout, HTTP/2 flow-control windows sized to the connection (adaptive):
+/// with the default fixed windows a page of query results waited on window updates and
+/// REST paging ran a third slower than over HTTP/1.1. A call's time limit is the
+/// policy's per-attempt timeout — one timer per call; only a policy without one gets a
+/// client-level limit instead.
 fn http_client(policy: &Policy, roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .tls_certs_merge(roots)
+        .http2_adaptive_window(true)
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("moodbridge-salesforce/", env!("CARGO_PKG_VERSION")));
