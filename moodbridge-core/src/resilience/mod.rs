@@ -512,10 +512,24 @@ impl Policy {
             outcome = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
         );
-        scope_correlation_id(correlation_id, self.execute(op, f).instrument(span))
+        // A span no subscriber wants is not entered at every poll.
+        let call = if span.is_disabled() {
+            futures::future::Either::Left(self.execute(op, f, None))
+        } else {
+            let record = span.clone();
+            futures::future::Either::Right(self.execute(op, f, Some(record)).instrument(span))
+        };
+        scope_correlation_id(correlation_id, call)
     }
 
-    async fn execute<T, F, Fut>(&self, op: Operation, mut f: F) -> Result<T>
+    /// The call's attempts, then its outcome recorded: in metrics, and in `span` (the
+    /// call's `remote_call` span, when a subscriber wants it).
+    async fn execute<T, F, Fut>(
+        &self,
+        op: Operation,
+        mut f: F,
+        span: Option<tracing::Span>,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -565,8 +579,7 @@ impl Policy {
             Err(e) => e.kind().as_str(),
         };
         let took = latency_clock().delta(started, latency_clock().raw());
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
+        if let Some(span) = span {
             span.record("attempts", attempts);
             span.record("outcome", outcome);
             span.record("latency_ms", took.as_millis() as u64);
@@ -632,7 +645,12 @@ impl Policy {
                 Some(b) if b.measures_duration() => Some(Instant::now()),
                 _ => None,
             };
-            let call = f().instrument(tracing::debug_span!("attempt", attempt));
+            let span = tracing::debug_span!("attempt", attempt);
+            let call = if span.is_disabled() {
+                futures::future::Either::Left(f())
+            } else {
+                futures::future::Either::Right(f().instrument(span))
+            };
             let result = match inner.attempt_timeout {
                 None => call.await,
                 Some(limit) => match Box::pin(tokio::time::timeout(limit, call)).await {
