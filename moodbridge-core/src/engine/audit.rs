@@ -7,12 +7,10 @@
 
 use serde_json::Value;
 
-use super::{Body, key_of};
+use super::{Body, declared_key, key_of};
 use crate::record::Record;
 use crate::rows::Row;
-use crate::state::{
-    AuditEntry, AuditLevel, AuditOperation, RunId, changed_fields, json_sha256, key_image,
-};
+use crate::state::{AuditEntry, AuditLevel, AuditOperation, RunId, changed_fields, json_sha256};
 
 /// What every audit entry of a batch shares.
 pub(super) struct EntryHead {
@@ -137,7 +135,7 @@ fn compact_of(
     // Writing a record into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *scratch, record);
     let after = if operation == AuditOperation::Create {
-        key_image(identifying(key_fields).filter_map(|f| record.get(f).map(|v| (f, v.clone()))))
+        Value::Object(key_record(key_fields, |f| record.get(f).cloned()).into_fields())
     } else {
         changed_fields(record.fields(), before.map(Record::fields))
     };
@@ -161,29 +159,26 @@ fn create_of_row(row: Row<'_>, key_fields: &[String], scratch: &mut Vec<u8>) -> 
             .and_then(|c| row.cell(c))
             .map(|cell| cell.to_value())
     };
-    let key = |fields: &[String]| -> Option<String> {
-        let parts = fields
-            .iter()
-            .map(|f| match value(f)? {
-                Value::Null => None,
-                Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            })
-            .collect::<Option<Vec<String>>>()?;
-        Some(parts.join("|"))
-    };
-    // As `key_of`: the key fields, else `Id`, else the record's content digest.
-    let record_key = (!key_fields.is_empty())
-        .then(|| key(key_fields))
-        .flatten()
-        .or_else(|| key(&["Id".to_owned()]))
-        .unwrap_or_else(|| format!("sha256:{}", &digest[..32]));
-    let after = key_image(identifying(key_fields).filter_map(|f| value(f).map(|v| (f, v))));
+    let keys = key_record(key_fields, value);
+    // As `key_of`: the key fields, else `Id`, else the record's content digest (the same
+    // bytes `key_of` would hash).
+    let record_key =
+        declared_key(&keys, key_fields).unwrap_or_else(|| format!("sha256:{}", &digest[..32]));
+    let after = Value::Object(keys.into_fields());
     AfterImage {
         record_key,
         after: Some(after),
         after_sha256: Some(digest),
     }
+}
+
+/// What a compact create keeps: the key fields, then `Id` unless a key field, each as
+/// `value` gives it (absent ones left out).
+fn key_record(key_fields: &[String], value: impl Fn(&str) -> Option<Value>) -> Record {
+    let fields: serde_json::Map<String, Value> = identifying(key_fields)
+        .filter_map(|f| value(f).map(|v| (f.to_owned(), v)))
+        .collect();
+    Record::from(fields)
 }
 
 /// The fields a compact create keeps: the key fields, then `Id` unless a key field.
@@ -195,7 +190,7 @@ fn identifying(key_fields: &[String]) -> impl Iterator<Item = &str> {
 }
 
 /// The before-image as the audit log keeps it.
-pub(super) fn before_image(before: Option<Record>) -> Option<Value> {
+fn before_image(before: Option<Record>) -> Option<Value> {
     before.map(|b| Value::Object(b.into_fields()))
 }
 

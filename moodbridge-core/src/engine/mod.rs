@@ -834,16 +834,21 @@ pub(crate) fn mode_key(mode: &WriteMode, target: &StreamDescriptor) -> Vec<Strin
     }
 }
 
+/// A record's key text from its fields: its key fields' values, or, when it has none,
+/// `Id`; `None` when it has neither.
+pub(crate) fn declared_key(record: &Record, key_fields: &[String]) -> Option<String> {
+    (!key_fields.is_empty())
+        .then(|| record.key(key_fields))
+        .flatten()
+        .or_else(|| record.key(&["Id".to_owned()]))
+        .map(|key| key.to_string())
+}
+
 /// A record's key text: its key fields' values, or, when it has none, `Id`, or a content
 /// hash (`sha256:…`) so that a record without a key still has a stable identity.
 pub(crate) fn key_of(record: &Record, key_fields: &[String]) -> String {
-    if !key_fields.is_empty()
-        && let Some(key) = record.key(key_fields)
-    {
-        return key.to_string();
-    }
-    if let Some(key) = record.key(&["Id".to_owned()]) {
-        return key.to_string();
+    if let Some(key) = declared_key(record, key_fields) {
+        return key;
     }
     let digest = Sha256::digest(serde_json::to_vec(record).unwrap_or_default());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();

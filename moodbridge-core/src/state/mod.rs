@@ -316,14 +316,6 @@ fn hex_of(digest: &[u8]) -> String {
     }
 }
 
-/// What a compact audit entry keeps of a create: the key fields (and `Id`) present in
-/// the record.
-pub(crate) fn key_image<'a>(
-    fields: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
-) -> serde_json::Value {
-    serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
 /// The fields of `after` that differ from `before` (a field missing from `before` reads
 /// as null): what a compact audit entry keeps of an update.
 pub(crate) fn changed_fields(
