@@ -22,5 +22,15 @@ BENCH_VENV="$HOME/.cache/moodbridge/bench-venv"
 MOODBRIDGE_BENCH_PYTHON="$BENCH_VENV/bin/python" \
   cargo bench --locked -p connector-salesforce --bench vs_simple_salesforce -- 1000000
 cargo bench --locked -p connector-aws --bench s3_transfer
+# The S3 download bench runs against s3s-fs (a Rust S3 server on a directory), side by
+# side with aws-cli from the bench venv.
+TOOLS="$HOME/.cache/moodbridge/tools"
+if ! "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -qx "s3s-fs 0.14.1"; then
+  CARGO_TARGET_DIR="$HOME/.cache/moodbridge/tools-target" \
+    cargo install --locked s3s-fs --version 0.14.1 --features binary --root "$TOOLS"
+fi
+MOODBRIDGE_S3S_FS="$TOOLS/bin/s3s-fs" MOODBRIDGE_AWS_CLI="$BENCH_VENV/bin/aws" \
+  MOODBRIDGE_BENCH_PYTHON="$BENCH_VENV/bin/python" \
+  cargo bench --locked -p connector-aws --bench s3_download
 cargo bench --locked -p connector-azure --bench blob_transfer
 ./scripts/measure_ops_server.sh 5

@@ -28,7 +28,10 @@ use tokio::io::AsyncWriteExt;
 const PHASES: [(&str, &str); 6] = [
     ("put", "moodbridge put (multipart, 8 MiB x 4)"),
     ("raw-put", "raw SDK put_object (single stream)"),
-    ("get", "moodbridge get (parallel ranges, 8 MiB x 4)"),
+    (
+        "get",
+        "moodbridge get (8 MiB ranges, 4 -> 16 in flight, 24 MiB buffer)",
+    ),
     (
         "get-stream",
         "moodbridge get (parallel_downloads(false): one stream)",

@@ -12,7 +12,9 @@
 //! encryption = "kms"                   # "s3" (SSE-S3) or "kms" (SSE-KMS, kms_key_id optional)
 //! kms_key_id = "alias/moodbridge"
 //! part_size_mib = 8
-//! concurrency = 4
+//! concurrency = 4                      # parts in flight per upload
+//! download_concurrency = 16            # ranged GETs in flight at most per download
+//! download_buffer_mib = 24             # bytes held at most ahead of the reader
 //! # credentials: the standard AWS chain when absent, or
 //! credentials = { source = "static", access_key_id = "AKIA…", secret_access_key = "secret:aws/prod/secret_access_key" }
 //! # credentials = { source = "store", prefix = "aws/prod", refresh = "5m" }   # keys in the host's credential store
@@ -24,7 +26,10 @@ use moodbridge_core::SecretRef;
 use moodbridge_core::config::{Validate, Validator};
 use serde::Deserialize;
 
-use crate::s3::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::s3::{
+    DEFAULT_CONCURRENCY, DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_PART_SIZE,
+    MAX_PART_SIZE, MIN_PART_SIZE,
+};
 
 /// Settings of an `s3` integration. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -56,9 +61,17 @@ pub struct S3Settings {
     /// Part size of multipart transfers, MiB (5 to 5120; default 8).
     #[serde(default = "default_part_size_mib")]
     pub part_size_mib: u64,
-    /// Parts in flight per transfer (default 4).
+    /// Parts in flight per upload (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Ranged GETs in flight at most per download; a download starts with up to 4 and
+    /// adds more while they bring more throughput (default 16; 1 reads one stream).
+    #[serde(default = "default_download_concurrency")]
+    pub download_concurrency: usize,
+    /// MiB a download holds at most for the ranges ahead of the one being read
+    /// (default 24).
+    #[serde(default = "default_download_buffer_mib")]
+    pub download_buffer_mib: u64,
     /// Download large objects as parallel ranged GETs (default true).
     #[serde(default = "yes")]
     pub parallel_downloads: bool,
@@ -70,6 +83,14 @@ fn default_part_size_mib() -> u64 {
 
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
+}
+
+fn default_download_concurrency() -> usize {
+    DEFAULT_DOWNLOAD_CONCURRENCY
+}
+
+fn default_download_buffer_mib() -> u64 {
+    DEFAULT_DOWNLOAD_BUFFER / (1024 * 1024)
 }
 
 fn yes() -> bool {
@@ -144,6 +165,16 @@ impl Validate for S3Settings {
         if self.concurrency == 0 {
             v.problem("concurrency", "is 0", "use at least 1 (default 4)");
         }
+        if self.download_concurrency == 0 {
+            v.problem(
+                "download_concurrency",
+                "is 0",
+                "use at least 1 (default 16; 1 reads one stream)",
+            );
+        }
+        if self.download_buffer_mib == 0 {
+            v.problem("download_buffer_mib", "is 0", "use at least 1 (default 24)");
+        }
         if self.kms_key_id.is_some() && self.encryption != Some(EncryptionSetting::Kms) {
             v.problem(
                 "kms_key_id",
@@ -185,6 +216,8 @@ mod tests {
             endpoint = "127.0.0.1:9000"
             part_size_mib = 1
             concurrency = 0
+            download_concurrency = 0
+            download_buffer_mib = 0
             kms_key_id = "alias/x"
             credentials = { source = "store", prefix = "", refresh = "0s" }"#,
         );
@@ -196,6 +229,8 @@ mod tests {
                 "settings.endpoint",
                 "settings.part_size_mib",
                 "settings.concurrency",
+                "settings.download_concurrency",
+                "settings.download_buffer_mib",
                 "settings.kms_key_id",
                 "settings.credentials.prefix",
                 "settings.credentials.refresh"
@@ -221,6 +256,8 @@ mod tests {
         let s: S3Settings = cfg.settings().unwrap();
         assert_eq!(s.part_size_mib * 1024 * 1024, DEFAULT_PART_SIZE);
         assert_eq!(s.credentials, S3CredentialSettings::Chain);
+        assert_eq!(s.download_concurrency, DEFAULT_DOWNLOAD_CONCURRENCY);
+        assert_eq!(s.download_buffer_mib * 1024 * 1024, DEFAULT_DOWNLOAD_BUFFER);
         assert!(s.parallel_downloads);
     }
 }

@@ -28,6 +28,8 @@ impl S3Factory {
             .path_style(s.path_style)
             .part_size(s.part_size_mib * 1024 * 1024)
             .concurrency(s.concurrency)
+            .download_concurrency(s.download_concurrency)
+            .download_buffer(s.download_buffer_mib.saturating_mul(1024 * 1024))
             .parallel_downloads(s.parallel_downloads);
         if let Some(region) = &s.region {
             builder = builder.region(region);

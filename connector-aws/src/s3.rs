@@ -8,7 +8,11 @@
 //!   failure — or when the upload future is dropped — the multipart upload is aborted so
 //!   no parts are left behind.
 //! - **Downloads**: a whole object larger than one part is read as parallel ranged `GET`s
-//!   of the same version (`If-Match` on its ETag), yielded in order.
+//!   of the same version (`If-Match` on its ETag), yielded in order. The ranges in flight
+//!   start at 4 and grow (up to `download_concurrency`, default 16) while they bring more
+//!   throughput; the bytes held for ranges ahead of the reader never exceed
+//!   `download_buffer` (default 24 MiB), and a range whose body breaks off is resumed
+//!   from the byte it reached.
 //! - Server-side encryption (SSE-S3, SSE-KMS with a key id), storage class, path-style or
 //!   virtual-host addressing, custom endpoints (MinIO, Ceph, moto …).
 //! - Credentials: the standard AWS chain (environment, profile, SSO, web identity, ECS,
@@ -49,7 +53,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
 use moodbridge_core::raw::{
-    PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
+    DownloadPlan, PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
 };
 use moodbridge_core::redact::Secrets;
 use moodbridge_core::resilience::{Operation, Policy, PolicyConfig};
@@ -86,8 +90,11 @@ pub const MAX_PARTS: u64 = 10_000;
 pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// Default part size (8 MiB) for uploads and ranged downloads.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
-/// Default number of parts in flight.
+/// Default number of parts in flight per upload.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+pub use moodbridge_core::raw::{
+    DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, MIN_DOWNLOAD_BUFFER,
+};
 /// Largest single `CopyObject` (5 GiB); larger copies go part by part.
 pub const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -241,6 +248,8 @@ pub struct S3Builder {
     credentials: S3Credentials,
     part_size: u64,
     concurrency: usize,
+    download_concurrency: usize,
+    download_buffer: u64,
     encryption: Option<Encryption>,
     storage_class: Option<StorageClass>,
     max_attempts: u32,
@@ -302,9 +311,24 @@ impl S3Builder {
         self
     }
 
-    /// Parts in flight per transfer. Default 4.
+    /// Parts in flight per upload. Default 4.
     pub fn concurrency(mut self, parts: usize) -> Self {
         self.concurrency = parts;
+        self
+    }
+
+    /// Ranged `GET`s in flight at most per download. A download starts with up to 4
+    /// and adds more while they bring more throughput. Default 16; 1 reads one stream.
+    pub fn download_concurrency(mut self, ranges: usize) -> Self {
+        self.download_concurrency = ranges;
+        self
+    }
+
+    /// Bytes a download holds at most, in blocks of its own, for the ranges ahead of the
+    /// one being read (at least 1 MiB). Default 24 MiB. See
+    /// [`ranged_download`] for what else is held.
+    pub fn download_buffer(mut self, bytes: u64) -> Self {
+        self.download_buffer = bytes;
         self
     }
 
@@ -320,8 +344,8 @@ impl S3Builder {
         self
     }
 
-    /// Whether whole objects larger than one part are downloaded as `concurrency` parallel
-    /// ranged `GET`s (default, and what S3 recommends for throughput) or as one stream.
+    /// Whether whole objects larger than one part are downloaded as parallel ranged
+    /// `GET`s (default, and what S3 recommends for throughput) or as one stream.
     /// Turn off for servers whose ranged reads cost as much as whole ones (moto reads the
     /// whole object for every range).
     pub fn parallel_downloads(mut self, yes: bool) -> Self {
@@ -362,6 +386,18 @@ impl S3Builder {
         if self.concurrency == 0 {
             return Err(Error::config("S3 concurrency is 0")
                 .with_hint("use at least 1 part in flight (default 4)"));
+        }
+        if self.download_concurrency == 0 {
+            return Err(Error::config("S3 download concurrency is 0").with_hint(
+                "use at least 1 ranged GET in flight (default 16; 1 reads one stream)",
+            ));
+        }
+        if self.download_buffer < MIN_DOWNLOAD_BUFFER {
+            return Err(Error::config(format!(
+                "S3 download buffer of {} bytes is below 1 MiB",
+                self.download_buffer
+            ))
+            .with_hint("use at least 1 MiB (default 24 MiB)"));
         }
         if self.max_attempts == 0 {
             return Err(Error::config("S3 max_attempts is 0").with_hint("use 1 for no retries"));
@@ -797,6 +833,8 @@ impl S3ObjectStore {
             credentials: S3Credentials::DefaultChain,
             part_size: DEFAULT_PART_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
+            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            download_buffer: DEFAULT_DOWNLOAD_BUFFER,
             encryption: None,
             storage_class: None,
             max_attempts: 3,
@@ -1197,7 +1235,6 @@ impl ObjectStore for S3ObjectStore {
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
         options.check()?;
         let part = self.inner.settings.part_size;
-        let concurrency = self.inner.settings.concurrency;
         if options.range != ByteRange::All {
             let (out, body) = self
                 .get_one(
@@ -1243,7 +1280,8 @@ impl ObjectStore for S3ObjectStore {
         }
         let meta = self.head_if(key, options.if_match.clone()).await?;
         let size = meta.size;
-        if size <= part || concurrency == 1 || !self.inner.settings.parallel_downloads {
+        let settings = &self.inner.settings;
+        if size <= part || settings.download_concurrency == 1 || !settings.parallel_downloads {
             let (_, body) = self.get_one(key, None, meta.etag.clone()).await?;
             let body = with_progress(
                 sdk_body_stream(body, key.as_str().to_owned()),
@@ -1256,24 +1294,20 @@ impl ObjectStore for S3ObjectStore {
                 body,
             });
         }
-        // Parallel ranged reads of this version, yielded in order.
+        // Parallel ranged reads of this version, yielded in order; each request through
+        // the policy up to its response's headers, the body streamed.
         let store = self.clone();
         let etag = meta.etag.clone();
         let owned_key = key.clone();
-        let parts = ranged_download(0, size, part, concurrency, move |start, end| {
+        let plan = DownloadPlan::new(part)
+            .max_concurrency(settings.download_concurrency)
+            .buffer(settings.download_buffer);
+        let parts = ranged_download(0, size, plan, move |start, end| {
             let (store, key, etag) = (store.clone(), owned_key.clone(), etag.clone());
             async move {
                 let range = ByteRange::Bounded { start, end }.http_header();
                 let (_, body) = store.get_one(&key, Some(range), etag).await?;
-                let data = body.collect().await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!("S3 download of {key:?} (bytes {start}..{end}) failed: {e}"),
-                    )
-                    .with_connector(PLATFORM)
-                })?;
-                // The received segments as they are: no second copy of the part.
-                Ok(data.into_segments().collect())
+                Ok(sdk_body_stream(body, key.as_str().to_owned()))
             }
         });
         let body = with_progress(parts, options.progress.clone(), Some(size));

@@ -1,6 +1,7 @@
 //! 1 GiB (default) up and down through `AzureBlobStore` at default settings (8 MiB
-//! blocks, 4 in flight), side by side with the official client's own calls (`upload` of
-//! the whole body as one `Put Blob`, `download` as one stream), against the same Azurite
+//! blocks, 4 in flight up; ranges from 4 to 16 in flight down), side by side with the
+//! official client's own calls (`upload` of the whole body as one `Put Blob`, `download`
+//! as one stream), against the same Azurite
 //! in the same run. Each transfer runs in a child process of its own, so its peak RSS
 //! (VmHWM) is its own, baseline included.
 //!
@@ -38,7 +39,10 @@ const PHASES: [(&str, &str); 7] = [
         "raw-put",
         "official client upload (whole body in memory, one Put Blob)",
     ),
-    ("get", "moodbridge get (ranges, 8 MiB x 4)"),
+    (
+        "get",
+        "moodbridge get (8 MiB ranges, 4 -> 16 in flight, 24 MiB buffer)",
+    ),
     (
         "get-stream",
         "moodbridge get (parallel_downloads(false): one stream)",

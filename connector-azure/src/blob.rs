@@ -7,7 +7,12 @@
 //!   (`Content-MD5`, the transactional checksum Blob Storage verifies natively). A failed or
 //!   cancelled upload commits nothing: staged blocks that are never committed are
 //!   discarded by the service (after a week) and never become visible.
-//! - **Downloads**: ranged `GET`s, streamed.
+//! - **Downloads**: ranged `GET`s, streamed. A read larger than one block is parallel
+//!   ranges of the same version (`If-Match` on its ETag), yielded in order: 4 in flight at
+//!   first, more (up to `download_concurrency`, default 16) while they bring more
+//!   throughput; the bytes held for ranges ahead of the reader never exceed
+//!   `download_buffer` (default 24 MiB), and a range whose body breaks off is resumed
+//!   from the byte it reached.
 //! - Auth: Shared Key (account key or connection string; a signing policy of ours in the
 //!   client's pipeline), a SAS token, or Entra ID through any `azure_core`
 //!   `TokenCredential` (`azure_identity`).
@@ -37,7 +42,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
 use moodbridge_core::raw::{
-    PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
+    DownloadPlan, PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
 };
 use moodbridge_core::redact::Secrets;
 use moodbridge_core::resilience::{Policy, PolicyConfig};
@@ -63,8 +68,11 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 8 * 1024 * 1024;
 pub const MAX_BLOCKS: u64 = 50_000;
 /// Largest block (4,000 MiB).
 pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
-/// Default blocks in flight.
+/// Default blocks in flight per upload.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+pub use moodbridge_core::raw::{
+    DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, MIN_DOWNLOAD_BUFFER,
+};
 /// The service API version sent by default; Azurite 3.35 accepts it.
 pub const DEFAULT_API_VERSION: &str = "2025-11-05";
 
@@ -125,6 +133,8 @@ pub struct AzureBlobBuilder {
     credentials: Option<AzureCredentials>,
     block_size: u64,
     concurrency: usize,
+    download_concurrency: usize,
+    download_buffer: u64,
     api_version: String,
     max_attempts: u32,
     policy: Option<Policy>,
@@ -174,9 +184,24 @@ impl AzureBlobBuilder {
         self
     }
 
-    /// Blocks in flight per transfer (default 4).
+    /// Blocks in flight per upload (default 4).
     pub fn concurrency(mut self, blocks: usize) -> Self {
         self.concurrency = blocks;
+        self
+    }
+
+    /// Ranged `GET`s in flight at most per download. A download starts with up to 4
+    /// and adds more while they bring more throughput. Default 16; 1 reads one stream.
+    pub fn download_concurrency(mut self, ranges: usize) -> Self {
+        self.download_concurrency = ranges;
+        self
+    }
+
+    /// Bytes a download holds at most, in blocks of its own, for the ranges ahead of the
+    /// one being read (at least 1 MiB). Default 24 MiB. See
+    /// [`ranged_download`] for what else is held.
+    pub fn download_buffer(mut self, bytes: u64) -> Self {
+        self.download_buffer = bytes;
         self
     }
 
@@ -239,6 +264,18 @@ impl AzureBlobBuilder {
         if self.concurrency == 0 {
             return Err(Error::config("Azure concurrency is 0")
                 .with_hint("use at least 1 block in flight (default 4)"));
+        }
+        if self.download_concurrency == 0 {
+            return Err(Error::config("Azure download concurrency is 0").with_hint(
+                "use at least 1 ranged GET in flight (default 16; 1 reads one stream)",
+            ));
+        }
+        if self.download_buffer < MIN_DOWNLOAD_BUFFER {
+            return Err(Error::config(format!(
+                "Azure download buffer of {} bytes is below 1 MiB",
+                self.download_buffer
+            ))
+            .with_hint("use at least 1 MiB (default 24 MiB)"));
         }
         let endpoint = self.endpoint.clone().ok_or_else(|| {
             Error::config("Azure Blob store has no endpoint")
@@ -507,6 +544,8 @@ impl AzureBlobStore {
             credentials: None,
             block_size: DEFAULT_BLOCK_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
+            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            download_buffer: DEFAULT_DOWNLOAD_BUFFER,
             api_version: DEFAULT_API_VERSION.to_owned(),
             max_attempts: 3,
             policy: None,
@@ -740,7 +779,11 @@ impl ObjectStore for AzureBlobStore {
             });
         }
         let client = Arc::new(self.blob(key)?);
-        if !self.inner.settings.parallel_downloads {
+        let settings = &self.inner.settings;
+        if !settings.parallel_downloads
+            || settings.download_concurrency == 1
+            || end - start <= settings.block_size
+        {
             // One ranged GET, streamed as it arrives: the policy covers the request up to
             // the response's headers; the body then streams to the caller.
             let out = self
@@ -773,42 +816,41 @@ impl ObjectStore for AzureBlobStore {
             });
         }
         let etag = meta.etag.clone();
-        let block = self.inner.settings.block_size;
-        let concurrency = self.inner.settings.concurrency;
+        let plan = DownloadPlan::new(settings.block_size)
+            .max_concurrency(settings.download_concurrency)
+            .buffer(settings.download_buffer);
         let owned_key = key.clone();
         let policy = self.inner.policy.clone();
         let secrets = self.inner.secrets.clone();
-        let parts =
-            ranged_download(start, end, block, concurrency, move |a, b| {
-                let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
-                let (policy, secrets) = (policy.clone(), secrets.clone());
-                async move {
-                    // One range is one call: a body cut off mid-way is fetched again.
-                    policy
-                        .call_as(op::GET_BLOB, || {
-                            let options = BlobClientDownloadOptions {
-                                range: Some(HttpRange::from(
-                                    usize::try_from(a).unwrap_or(usize::MAX)
-                                        ..usize::try_from(b).unwrap_or(usize::MAX),
-                                )),
-                                if_match: etag.clone().map(azure_core::http::Etag::from),
-                                parallel: std::num::NonZero::new(1),
-                                ..Default::default()
-                            };
-                            let (client, key, secrets) = (&client, &key, &secrets);
-                            async move {
-                                let out = client.download(Some(options)).await.map_err(|e| {
-                                    map_err(secrets, "Get Blob", Some(key.as_str()), e)
-                                })?;
-                                // The received chunks as they are: no second copy of the block.
-                                out.body.try_collect::<Vec<Bytes>>().await.map_err(|e| {
-                                    map_err(secrets, "Get Blob", Some(key.as_str()), e)
-                                })
-                            }
-                        })
-                        .await
-                }
-            });
+        let parts = ranged_download(start, end, plan, move |a, b| {
+            let (client, etag, key) = (client.clone(), etag.clone(), owned_key.clone());
+            let (policy, secrets) = (policy.clone(), secrets.clone());
+            async move {
+                // The policy covers the request up to the response's headers; the body
+                // streams, and a body cut off mid-way is resumed from where it stopped.
+                let out = policy
+                    .call_as(op::GET_BLOB, || {
+                        let options = BlobClientDownloadOptions {
+                            range: Some(HttpRange::from(
+                                usize::try_from(a).unwrap_or(usize::MAX)
+                                    ..usize::try_from(b).unwrap_or(usize::MAX),
+                            )),
+                            if_match: etag.clone().map(azure_core::http::Etag::from),
+                            parallel: std::num::NonZero::new(1),
+                            ..Default::default()
+                        };
+                        let (client, key, secrets) = (&client, &key, &secrets);
+                        async move {
+                            client
+                                .download(Some(options))
+                                .await
+                                .map_err(|e| map_err(secrets, "Get Blob", Some(key.as_str()), e))
+                        }
+                    })
+                    .await?;
+                Ok(byte_stream(out.body.map_err(std::io::Error::other)))
+            }
+        });
         let body = with_progress(parts, options.progress.clone(), Some(end - start));
         Ok(GetResult {
             meta,

@@ -13,7 +13,9 @@
 //! # credentials = { source = "shared_key", account = "acme", key = "secret:azure/prod/account_key" }
 //! # credentials = { source = "sas", token = "env:AZURE_SAS" }
 //! block_size_mib = 8
-//! concurrency = 4
+//! concurrency = 4                      # blocks in flight per upload
+//! download_concurrency = 16            # ranged GETs in flight at most per download
+//! download_buffer_mib = 24             # bytes held at most ahead of the reader
 //! ```
 //!
 //! Entra ID (managed identity, service principals) takes a `TokenCredential`, given in
@@ -23,7 +25,10 @@ use moodbridge_core::SecretRef;
 use moodbridge_core::config::{Validate, Validator};
 use serde::Deserialize;
 
-use crate::blob::{DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, MAX_BLOCK_SIZE};
+use crate::blob::{
+    DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY,
+    MAX_BLOCK_SIZE,
+};
 
 /// Settings of an `azure-blob` integration. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,9 +48,17 @@ pub struct AzureBlobSettings {
     /// Block size of staged uploads and ranged downloads, MiB (default 8).
     #[serde(default = "default_block_size_mib")]
     pub block_size_mib: u64,
-    /// Blocks in flight per transfer (default 4).
+    /// Blocks in flight per upload (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Ranged GETs in flight at most per download; a download starts with up to 4 and
+    /// adds more while they bring more throughput (default 16; 1 reads one stream).
+    #[serde(default = "default_download_concurrency")]
+    pub download_concurrency: usize,
+    /// MiB a download holds at most for the ranges ahead of the one being read
+    /// (default 24).
+    #[serde(default = "default_download_buffer_mib")]
+    pub download_buffer_mib: u64,
     /// The service API version sent.
     #[serde(default)]
     pub api_version: Option<String>,
@@ -57,6 +70,14 @@ fn default_block_size_mib() -> u64 {
 
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
+}
+
+fn default_download_concurrency() -> usize {
+    DEFAULT_DOWNLOAD_CONCURRENCY
+}
+
+fn default_download_buffer_mib() -> u64 {
+    DEFAULT_DOWNLOAD_BUFFER / (1024 * 1024)
 }
 
 /// How an `azure-blob` integration authorizes, tagged by `source`.
@@ -120,6 +141,16 @@ impl Validate for AzureBlobSettings {
         if self.concurrency == 0 {
             v.problem("concurrency", "is 0", "use at least 1 (default 4)");
         }
+        if self.download_concurrency == 0 {
+            v.problem(
+                "download_concurrency",
+                "is 0",
+                "use at least 1 (default 16; 1 reads one stream)",
+            );
+        }
+        if self.download_buffer_mib == 0 {
+            v.problem("download_buffer_mib", "is 0", "use at least 1 (default 24)");
+        }
     }
 }
 
@@ -141,7 +172,9 @@ mod tests {
             r#"container = "A"
             endpoint = "blob.example"
             block_size_mib = 0
-            concurrency = 0"#,
+            concurrency = 0
+            download_concurrency = 0
+            download_buffer_mib = 0"#,
         );
         let paths: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -151,7 +184,9 @@ mod tests {
                 "settings.credentials",
                 "settings.endpoint",
                 "settings.block_size_mib",
-                "settings.concurrency"
+                "settings.concurrency",
+                "settings.download_concurrency",
+                "settings.download_buffer_mib"
             ],
             "{found:?}"
         );

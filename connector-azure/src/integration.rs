@@ -29,7 +29,9 @@ impl AzureBlobFactory {
             .id(&ctx.config.id)
             .policy(ctx.policy.clone())
             .block_size(s.block_size_mib * 1024 * 1024)
-            .concurrency(s.concurrency);
+            .concurrency(s.concurrency)
+            .download_concurrency(s.download_concurrency)
+            .download_buffer(s.download_buffer_mib.saturating_mul(1024 * 1024));
         if let Some(version) = &s.api_version {
             builder = builder.api_version(version);
         }

@@ -31,6 +31,29 @@ pub use sync::{
     sync_source_contract, sync_source_deletes_contract,
 };
 
+/// CPU seconds process `pid` has used so far, user and system (`/proc/<pid>/stat`,
+/// counted in clock ticks of 1/100 s); 0 where there is no procfs. For benchmarks that
+/// report CPU.
+///
+/// ```
+/// let cpu = moodbridge_core::testing::cpu_seconds_of(std::process::id());
+/// assert!(cpu >= 0.0);
+/// ```
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th
+    // and 13th of them.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// This process's peak resident set (`VmHWM` in `/proc/self/status`), MiB; NaN where
 /// there is no procfs. For benchmarks that report memory.
 pub fn peak_rss_mib() -> f64 {

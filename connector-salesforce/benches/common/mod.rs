@@ -146,19 +146,4 @@ pub fn args(full_default: u64, smoke_default: u64) -> (bool, u64) {
     (smoke, records)
 }
 
-/// CPU seconds process `pid` has used so far, user and system (`/proc/<pid>/stat`,
-/// counted in clock ticks of 1/100 s).
-pub fn cpu_seconds_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's closing parenthesis: utime and stime are the 12th
-    // and 13th of them.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
+pub use moodbridge_core::testing::cpu_seconds_of;

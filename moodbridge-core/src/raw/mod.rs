@@ -3,8 +3,10 @@
 //! uses the connectors, and the capability traits they implement.
 //!
 //! - [`transfer`]: object transfers — [`PartReader`], [`upload_parts`],
-//!   [`ranged_download`], [`StreamDigest`], [`with_progress`], [`body_error`] and the
-//!   default policy of transfer requests ([`transfer_policy_config`]);
+//!   [`StreamDigest`], [`with_progress`], [`body_error`] and the default policy of
+//!   transfer requests ([`transfer_policy_config`]);
+//! - [`download`]: [`ranged_download`], parallel ranges read in order with a hard bound
+//!   on the bytes held ([`DownloadPlan`]) and adaptive concurrency;
 //! - [`kind_of_status`]: the core error kind of an HTTP status, for a connector's
 //!   fallback after the platform's own error codes;
 //! - `sqlite_wal` (feature `sqlite`): write-ahead-log checkpoints on a thread of their
@@ -12,13 +14,17 @@
 //!
 //! The guide to writing a connector is `docs/connector-guide.md`.
 
+pub mod download;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_wal;
 pub mod transfer;
 
+pub use download::{
+    DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, DownloadPlan, MIN_DOWNLOAD_BUFFER,
+    ranged_download,
+};
 pub use transfer::{
-    PartReader, StreamDigest, body_error, ranged_download, transfer_policy_config, upload_parts,
-    with_progress,
+    PartReader, StreamDigest, body_error, transfer_policy_config, upload_parts, with_progress,
 };
 
 use crate::error::ErrorKind;

@@ -1,6 +1,5 @@
 //! Transfer helpers for backends implementing [`ObjectStore`](crate::storage::ObjectStore): a body read in parts of a
-//! fixed size, parts uploaded in parallel with bounded memory, ranges downloaded in
-//! parallel and yielded in order, the SHA-256 and length checked while streaming,
+//! fixed size, parts uploaded in parallel with bounded memory, the SHA-256 and length checked while streaming,
 //! progress reported — what S3 and Azure Blob share.
 
 use std::time::Duration;
@@ -10,7 +9,7 @@ use futures::TryStreamExt;
 
 use crate::error::{Error, Result};
 pub use crate::storage::body::{StreamDigest, body_error, with_progress};
-use crate::storage::{ByteStream, ObjectKey, PutOptions, TransferProgress, byte_stream};
+use crate::storage::{ByteStream, ObjectKey, PutOptions, TransferProgress};
 
 /// The default policy of a remote object store's requests: up to `max_attempts` attempts
 /// with backoff from 100 ms (at most 5 s between attempts) within 30 s, temporary errors
@@ -198,41 +197,4 @@ where
     }
     done.sort_by_key(|(index, _)| *index);
     Ok(done.into_iter().map(|(_, out)| out).collect())
-}
-
-/// Reads bytes `start..end` of an object as ranges of `part` bytes fetched by
-/// `concurrency` tasks in parallel and yielded in order, for backends that download in
-/// ranges. `fetch(a, b)` returns the chunks of bytes `a..b`; at most `concurrency` + 1
-/// parts are held at once (those fetched or in flight, and the one being consumed), so
-/// the buffered bytes are bounded by `part` × (`concurrency` + 1). Dropping the stream
-/// aborts the fetches in flight.
-pub fn ranged_download<F, Fut>(
-    start: u64,
-    end: u64,
-    part: u64,
-    concurrency: usize,
-    fetch: F,
-) -> ByteStream
-where
-    F: Fn(u64, u64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Vec<Bytes>>> + Send + 'static,
-{
-    use futures::StreamExt;
-    let part = part.max(1);
-    let ranges = (0..(end - start).div_ceil(part))
-        .map(move |i| (start + i * part, (start + (i + 1) * part).min(end)));
-    let parts = futures::stream::iter(ranges)
-        .map(move |(a, b)| {
-            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fetch(a, b)));
-            async move {
-                match task.await {
-                    Ok(Ok(chunks)) => Ok(futures::stream::iter(chunks.into_iter().map(Ok))),
-                    Ok(Err(e)) => Err(std::io::Error::other(e)),
-                    Err(e) => Err(std::io::Error::other(format!("ranged download task: {e}"))),
-                }
-            }
-        })
-        .buffered(concurrency.max(1))
-        .try_flatten();
-    byte_stream(parts)
 }
