@@ -517,6 +517,23 @@ fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
     kind_of_status(status)
 }
 
+/// Options for bytes `start..end` as one `GET` whose body streams as it arrives. The
+/// official client's `download` cuts a range into partitions (4 MiB by default) and
+/// buffers them; one partition the size of the range is one request, streamed.
+fn one_get(start: u64, end: u64, etag: Option<String>) -> BlobClientDownloadOptions<'static> {
+    let (a, b) = (
+        usize::try_from(start).unwrap_or(usize::MAX),
+        usize::try_from(end).unwrap_or(usize::MAX),
+    );
+    BlobClientDownloadOptions {
+        range: Some(HttpRange::from(a..b)),
+        if_match: etag.map(azure_core::http::Etag::from),
+        parallel: std::num::NonZero::new(1),
+        partition_size: std::num::NonZero::new(b.saturating_sub(a).max(1)),
+        ..Default::default()
+    }
+}
+
 fn md5(data: &[u8]) -> Vec<u8> {
     Md5::digest(data).to_vec()
 }
@@ -790,15 +807,7 @@ impl ObjectStore for AzureBlobStore {
                 .inner
                 .policy
                 .call_as(op::GET_BLOB, || {
-                    let download = BlobClientDownloadOptions {
-                        range: Some(HttpRange::from(
-                            usize::try_from(start).unwrap_or(usize::MAX)
-                                ..usize::try_from(end).unwrap_or(usize::MAX),
-                        )),
-                        if_match: meta.etag.clone().map(azure_core::http::Etag::from),
-                        parallel: std::num::NonZero::new(1),
-                        ..Default::default()
-                    };
+                    let download = one_get(start, end, meta.etag.clone());
                     let client = &client;
                     async move {
                         client.download(Some(download)).await.map_err(|e| {
@@ -830,15 +839,7 @@ impl ObjectStore for AzureBlobStore {
                 // streams, and a body cut off mid-way is resumed from where it stopped.
                 let out = policy
                     .call_as(op::GET_BLOB, || {
-                        let options = BlobClientDownloadOptions {
-                            range: Some(HttpRange::from(
-                                usize::try_from(a).unwrap_or(usize::MAX)
-                                    ..usize::try_from(b).unwrap_or(usize::MAX),
-                            )),
-                            if_match: etag.clone().map(azure_core::http::Etag::from),
-                            parallel: std::num::NonZero::new(1),
-                            ..Default::default()
-                        };
+                        let options = one_get(a, b, etag.clone());
                         let (client, key, secrets) = (&client, &key, &secrets);
                         async move {
                             client
