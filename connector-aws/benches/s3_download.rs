@@ -160,9 +160,14 @@ fn aws_cli(endpoint: &str, out: &Path) -> (f64, f64, f64) {
         .env("AWS_SHARED_CREDENTIALS_FILE", config.path())
         .output()
         .unwrap_or_else(|e| panic!("start the Python wrapper of {aws}: {e}"));
+    read_run("aws-cli", output)
+}
+
+/// A child's result line: seconds, CPU seconds, peak RSS MiB.
+fn read_run(what: &str, output: std::process::Output) -> Run {
     assert!(
         output.status.success(),
-        "aws-cli: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).unwrap();
@@ -210,17 +215,7 @@ fn run_phase(exe: &Path, name: &str, endpoint: &str, out: &Path) -> Run {
         .args(["--phase", name, endpoint, out.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "phase {name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let f: Vec<f64> = text
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    (f[0], f[1], f[2])
+    read_run(name, output)
 }
 
 fn median(values: &mut [f64]) -> f64 {
