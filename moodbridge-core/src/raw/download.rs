@@ -536,8 +536,18 @@ impl Pace {
                 slots.add_permits(add);
                 self.limit += add;
                 self.growing = self.limit < self.max;
+                tracing::debug!(
+                    ranges = self.limit,
+                    mib_per_s = rate / 1048576.0,
+                    "ranged download: more throughput, more ranges in flight"
+                );
             } else {
                 self.growing = false;
+                tracing::debug!(
+                    ranges = self.limit,
+                    mib_per_s = rate / 1048576.0,
+                    "ranged download: no more throughput from more ranges; staying at this many"
+                );
             }
             self.best = self.best.max(rate);
         }
