@@ -387,18 +387,11 @@ impl S3Builder {
             return Err(Error::config("S3 concurrency is 0")
                 .with_hint("use at least 1 part in flight (default 4)"));
         }
-        if self.download_concurrency == 0 {
-            return Err(Error::config("S3 download concurrency is 0").with_hint(
-                "use at least 1 ranged GET in flight (default 16; 1 reads one stream)",
-            ));
-        }
-        if self.download_buffer < MIN_DOWNLOAD_BUFFER {
-            return Err(Error::config(format!(
-                "S3 download buffer of {} bytes is below 1 MiB",
-                self.download_buffer
-            ))
-            .with_hint("use at least 1 MiB (default 24 MiB)"));
-        }
+        moodbridge_core::raw::check_download_settings(
+            "S3",
+            self.download_concurrency,
+            self.download_buffer,
+        )?;
         if self.max_attempts == 0 {
             return Err(Error::config("S3 max_attempts is 0").with_hint("use 1 for no retries"));
         }

@@ -265,18 +265,11 @@ impl AzureBlobBuilder {
             return Err(Error::config("Azure concurrency is 0")
                 .with_hint("use at least 1 block in flight (default 4)"));
         }
-        if self.download_concurrency == 0 {
-            return Err(Error::config("Azure download concurrency is 0").with_hint(
-                "use at least 1 ranged GET in flight (default 16; 1 reads one stream)",
-            ));
-        }
-        if self.download_buffer < MIN_DOWNLOAD_BUFFER {
-            return Err(Error::config(format!(
-                "Azure download buffer of {} bytes is below 1 MiB",
-                self.download_buffer
-            ))
-            .with_hint("use at least 1 MiB (default 24 MiB)"));
-        }
+        moodbridge_core::raw::check_download_settings(
+            "Azure",
+            self.download_concurrency,
+            self.download_buffer,
+        )?;
         let endpoint = self.endpoint.clone().ok_or_else(|| {
             Error::config("Azure Blob store has no endpoint")
                 .with_hint("set endpoint(...) or connection_string(...)")

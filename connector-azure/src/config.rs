@@ -141,16 +141,11 @@ impl Validate for AzureBlobSettings {
         if self.concurrency == 0 {
             v.problem("concurrency", "is 0", "use at least 1 (default 4)");
         }
-        if self.download_concurrency == 0 {
-            v.problem(
-                "download_concurrency",
-                "is 0",
-                "use at least 1 (default 16; 1 reads one stream)",
-            );
-        }
-        if self.download_buffer_mib == 0 {
-            v.problem("download_buffer_mib", "is 0", "use at least 1 (default 24)");
-        }
+        moodbridge_core::raw::validate_download_settings(
+            v,
+            self.download_concurrency,
+            self.download_buffer_mib,
+        );
     }
 }
 

@@ -34,6 +34,57 @@ pub const DEFAULT_DOWNLOAD_BUFFER: u64 = 24 * 1024 * 1024;
 /// The smallest download buffer a store accepts in its settings (1 MiB).
 pub const MIN_DOWNLOAD_BUFFER: u64 = 1024 * 1024;
 
+/// Checks the download settings of a store's builder (`store` names it in the message):
+/// at least 1 range in flight and at least [`MIN_DOWNLOAD_BUFFER`] of buffer.
+///
+/// ```
+/// use moodbridge_core::raw::check_download_settings;
+/// assert!(check_download_settings("S3", 16, 24 << 20).is_ok());
+/// let err = check_download_settings("S3", 0, 24 << 20).unwrap_err();
+/// assert!(err.to_string().contains("S3 download concurrency is 0"));
+/// ```
+pub fn check_download_settings(store: &str, concurrency: usize, buffer: u64) -> Result<()> {
+    if concurrency == 0 {
+        return Err(Error::config(format!("{store} download concurrency is 0"))
+            .with_hint("use at least 1 ranged GET in flight (default 16; 1 reads one stream)"));
+    }
+    if buffer < MIN_DOWNLOAD_BUFFER {
+        return Err(Error::config(format!(
+            "{store} download buffer of {buffer} bytes is below 1 MiB"
+        ))
+        .with_hint("use at least 1 MiB (default 24 MiB)"));
+    }
+    Ok(())
+}
+
+/// The same checks on a store's config settings, as problems of `download_concurrency`
+/// and `download_buffer_mib`.
+///
+/// ```
+/// use moodbridge_core::config::Validator;
+/// use moodbridge_core::raw::validate_download_settings;
+/// let mut v = Validator::new();
+/// validate_download_settings(&mut v, 0, 0);
+/// let paths: Vec<String> = v.finish().unwrap_err().iter().map(|p| p.path.clone()).collect();
+/// assert_eq!(paths, ["download_concurrency", "download_buffer_mib"]);
+/// ```
+pub fn validate_download_settings(
+    v: &mut crate::config::Validator,
+    concurrency: usize,
+    buffer_mib: u64,
+) {
+    if concurrency == 0 {
+        v.problem(
+            "download_concurrency",
+            "is 0",
+            "use at least 1 (default 16; 1 reads one stream)",
+        );
+    }
+    if buffer_mib == 0 {
+        v.problem("download_buffer_mib", "is 0", "use at least 1 (default 24)");
+    }
+}
+
 /// How a [`ranged_download`] cuts an object and paces its ranges.
 ///
 /// ```

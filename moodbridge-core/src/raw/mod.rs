@@ -21,7 +21,7 @@ pub mod transfer;
 
 pub use download::{
     DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, DownloadPlan, MIN_DOWNLOAD_BUFFER,
-    ranged_download,
+    check_download_settings, ranged_download, validate_download_settings,
 };
 pub use transfer::{
     PartReader, StreamDigest, body_error, transfer_policy_config, upload_parts, with_progress,

@@ -401,6 +401,59 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at_ms: i64, entry: &AuditEntry) -> 
     )
 }
 
+/// The end of the audit chain an append extends: each entry gets the next sequence
+/// number, the append's timestamp and the hash linking it to the one before, by the same
+/// rule for every store.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct ChainTail {
+    seq: i64,
+    prev: String,
+    at: i64,
+    scratch: Vec<u8>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl ChainTail {
+    /// After `head` (the last entry's, or a purge anchor's, sequence number and hash);
+    /// the genesis hash when the log has neither.
+    pub(crate) fn new(head: Option<(i64, String)>, at_ms: i64) -> Self {
+        let (seq, prev) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+        ChainTail {
+            seq,
+            prev,
+            at: at_ms,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The time every entry of this append carries, milliseconds since the epoch.
+    pub(crate) fn at(&self) -> i64 {
+        self.at
+    }
+
+    /// Links `entry` (its images as stored): its sequence number, the previous entry's
+    /// hash and its own.
+    pub(crate) fn link(
+        &mut self,
+        entry: &AuditEntry,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> (i64, String, String) {
+        self.seq += 1;
+        let hash = audit_hash_of_images(
+            &self.prev,
+            self.seq,
+            self.at,
+            entry,
+            before,
+            after,
+            &mut self.scratch,
+        );
+        let prev = std::mem::replace(&mut self.prev, hash.clone());
+        (self.seq, prev, hash)
+    }
+}
+
 /// An audit image as the log stores and hashes it: compact JSON.
 pub(crate) fn image_text(image: &Option<serde_json::Value>) -> Option<String> {
     image

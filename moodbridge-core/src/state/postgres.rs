@@ -112,29 +112,16 @@ impl PostgresStateStore {
             .await
             .map_err(|e| self.db_err(e))?,
         };
-        let (mut seq, mut prev) = match head {
-            Some(row) => (row.get::<i64, _>("seq"), row.get::<String, _>("hash")),
-            None => (0, GENESIS_HASH.to_owned()),
-        };
-        let at = now_ms();
+        let head = head.map(|row| (row.get::<i64, _>("seq"), row.get::<String, _>("hash")));
+        let mut tail = ChainTail::new(head, now_ms());
+        let at = tail.at();
         let mut seqs = Vec::with_capacity(entries.len());
-        let mut scratch = Vec::new();
         // Rows per INSERT: 12 values each, well inside both backends' bind limits.
         for chunk in entries.chunks(AUDIT_ROWS_PER_INSERT) {
             let mut rows = Vec::with_capacity(chunk.len());
             for entry in chunk {
-                seq += 1;
                 let (before, after) = (image_text(&entry.before), image_text(&entry.after));
-                let hash = audit_hash_of_images(
-                    &prev,
-                    seq,
-                    at,
-                    entry,
-                    before.as_deref(),
-                    after.as_deref(),
-                    &mut scratch,
-                );
-                let link = std::mem::replace(&mut prev, hash.clone());
+                let (seq, link, hash) = tail.link(entry, before.as_deref(), after.as_deref());
                 rows.push((seq, entry, before, after, link, hash));
                 seqs.push(seq);
             }

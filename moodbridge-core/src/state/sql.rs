@@ -17,10 +17,10 @@ pub(crate) mod prelude {
         ttl_ms,
     };
     pub(crate) use super::super::{
-        AuditEntry, AuditRecord, ChainStatus, ChainVerifier, Conflict, DeadLetter, GENESIS_HASH,
+        AuditEntry, AuditRecord, ChainStatus, ChainTail, ChainVerifier, Conflict, DeadLetter,
         IntegrationEntry, Lease, NewConflict, NewDeadLetter, PlatformConfig, PurgeReport,
         RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
-        audit_hash_of_images, image_text,
+        image_text,
     };
     pub(crate) use crate::error::{Error, ErrorKind, Result};
     pub(crate) use crate::record::Record;

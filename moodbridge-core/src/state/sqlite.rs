@@ -89,25 +89,14 @@ impl Appender {
                 head("SELECT up_to_seq, hash FROM audit_anchors ORDER BY up_to_seq DESC LIMIT 1")?
             }
         };
-        let (mut seq, mut prev) = head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
-        let at = now_ms();
+        let mut tail = ChainTail::new(head, now_ms());
         let mut seqs = Vec::with_capacity(rows.len());
-        let mut scratch = Vec::new();
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO audit_log (seq, run_id, stream, record_key, operation, before_image, after_image, after_sha256, actor, at, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (entry, before, after) in rows {
-                seq += 1;
-                let hash = audit_hash_of_images(
-                    &prev,
-                    seq,
-                    at,
-                    entry,
-                    before.as_deref(),
-                    after.as_deref(),
-                    &mut scratch,
-                );
+                let (seq, prev, hash) = tail.link(entry, before.as_deref(), after.as_deref());
                 insert.execute(rusqlite::params![
                     seq,
                     entry.run.0,
@@ -118,11 +107,10 @@ impl Appender {
                     after,
                     entry.after_sha256,
                     entry.actor,
-                    at,
+                    tail.at(),
                     prev,
                     hash,
                 ])?;
-                prev = hash;
                 seqs.push(seq);
             }
         }
