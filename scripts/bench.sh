@@ -7,6 +7,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/moodbridge/target}"
 cargo bench --locked -p moodbridge-core --bench policy_overhead -- "$@"
 cargo bench --locked -p moodbridge-core --features sqlite --bench audit_append -- 1000000
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- breakdown
+cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- rows
+cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- rows audit
+cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- audit
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput_mimalloc
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"
 cargo bench --locked -p moodbridge-auth --bench token_cache

@@ -199,21 +199,28 @@ async fn rows_reach_the_warehouse_as_they_are_with_audit_and_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_of_a_stream_that_maps_are_mapped_as_records() {
+async fn rows_of_a_stream_that_maps_are_mapped_as_rows() {
     let (_dir, state, sink) = warehouse().await;
     let pipeline = Pipeline::from_toml(
         "name = \"mapped\"\naudit = false\n[[streams]]\nname = \"Contact\"\nmapping = [{ op = \"rename\", from = \"Name\", to = \"FullName\" }]\n",
     )
     .unwrap();
-    let report = SyncEngine::new(state)
+    let report = SyncEngine::new(state.clone())
         .run(&pipeline, &contact_rows(), &sink)
         .await
         .unwrap();
     assert_eq!((report.counts.written, report.counts.failed), (2, 1));
-    assert_eq!(sink.calls(), (1, 0), "mapped rows are written as records");
+    assert_eq!(sink.calls(), (0, 1), "mapped rows are written as rows");
     let rows = sink.inner.rows("Contact").await.unwrap();
     assert_eq!(rows[0].get("FullName"), Some(&serde_json::json!("Ann")));
     assert_eq!(rows[0].get("Name"), None);
+    // The row the warehouse refused (no key) is dead-lettered as the source gave it.
+    let letters = state.dead_letters("mapped", None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].record,
+        contact_rows().rows[0].to_records().records[2]
+    );
 }
 
 /// Contacts as rows: `(Id, Name, Age)` each.

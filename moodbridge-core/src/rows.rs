@@ -250,6 +250,36 @@ impl RowBatch {
         &self.columns
     }
 
+    /// The columns, shared.
+    pub(crate) fn shared_columns(&self) -> &Arc<[Column]> {
+        &self.columns
+    }
+
+    /// Append one cell whose text `write` appends to the batch's text (so nothing is
+    /// allocated for it); `false` when the text passes 2 GiB. A caller appends whole
+    /// rows, one cell per column, or drops the batch.
+    pub(crate) fn push_text_cell(&mut self, write: impl FnOnce(&mut String)) -> bool {
+        write(&mut self.text);
+        match u32::try_from(self.text.len()) {
+            Ok(end) if end & NULL == 0 => {
+                self.ends.push(end);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Append one null cell; see [`push_text_cell`](Self::push_text_cell).
+    pub(crate) fn push_null_cell(&mut self) -> bool {
+        match u32::try_from(self.text.len()) {
+            Ok(end) if end & NULL == 0 => {
+                self.ends.push(end | NULL);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The position of the column named `name` (the last, should two share the name: as
     /// in a record, the later field wins).
     pub fn column_index(&self, name: &str) -> Option<usize> {

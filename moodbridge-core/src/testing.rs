@@ -17,7 +17,10 @@ mod resilience;
 mod storage;
 mod sync;
 pub use cursor::cursor_store_contract;
-pub use memory::{Faults, MemorySink, MemorySource, MemorySystem, account, account_descriptor};
+pub use memory::{
+    Faults, MemorySink, MemorySource, MemorySystem, account, account_columns, account_descriptor,
+    push_account_row,
+};
 pub use metrics::{CounterValue, Counters, MetricsCapture};
 pub use resilience::{
     FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,

@@ -4,6 +4,9 @@
 //! the source exactly — no record lost, none duplicated — and the committed checkpoint
 //! must only ever have moved forward.
 //!
+//! Every other child reads the source as rows (column-shaped) rather than records, so
+//! runs of both representations resume each other's work.
+//!
 //! The kill points are random (seed printed; set `MOODBRIDGE_CRASH_SEED` to replay one):
 //! after each restart the parent waits until the child has committed at least one new
 //! checkpoint, then up to 40 ms more, and kills it — mid-batch, mid-write, mid-commit.
@@ -29,6 +32,7 @@ use rand::{Rng, SeedableRng};
 const RECORDS: u64 = 100_000;
 const KILLS: usize = 20;
 const CHILD_ENV: &str = "MOODBRIDGE_CRASH_CHILD_DIR";
+const ROWS_ENV: &str = "MOODBRIDGE_CRASH_CHILD_ROWS";
 
 fn pipeline() -> Pipeline {
     let mut stream = StreamConfig::new("Account");
@@ -54,7 +58,11 @@ fn crash_child() {
             let sink = SqliteTableSink::open(&dir.join("warehouse.db"))
                 .await
                 .unwrap();
-            let source = MemorySource::accounts(RECORDS);
+            let source = if std::env::var_os(ROWS_ENV).is_some() {
+                MemorySource::account_rows(RECORDS)
+            } else {
+                MemorySource::accounts(RECORDS)
+            };
             SyncEngine::new(state)
                 .run(&pipeline(), &source, &sink)
                 .await
@@ -62,8 +70,12 @@ fn crash_child() {
         });
 }
 
-fn spawn_child(dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+fn spawn_child(dir: &Path, rows: bool) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if rows {
+        command.env(ROWS_ENV, "1");
+    }
+    command
         .args(["--ignored", "--exact", "crash_child", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .stdout(std::process::Stdio::null())
@@ -109,7 +121,7 @@ async fn a_sync_killed_twenty_times_ends_with_the_exact_result() {
 
     let mut kills = 0;
     while kills < KILLS {
-        let mut child = spawn_child(dir.path());
+        let mut child = spawn_child(dir.path(), kills % 2 == 1);
         let before = checkpoint(&state).await;
         // Wait for progress: a checkpoint committed by this child.
         loop {
@@ -134,7 +146,7 @@ async fn a_sync_killed_twenty_times_ends_with_the_exact_result() {
     }
 
     // Let the last one finish.
-    let mut child = spawn_child(dir.path());
+    let mut child = spawn_child(dir.path(), KILLS % 2 == 1);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;

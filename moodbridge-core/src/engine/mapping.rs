@@ -81,7 +81,7 @@ pub enum MapStep {
 
 /// A piece of a parsed template.
 #[derive(Debug, Clone, PartialEq)]
-enum Piece {
+pub(crate) enum Piece {
     Text(String),
     Field(String),
 }
@@ -146,6 +146,16 @@ impl Mapping {
         Mapping { steps: prepared }
     }
 
+    /// The steps, in order, templates parsed.
+    pub(crate) fn steps(&self) -> impl Iterator<Item = StepRef<'_>> {
+        self.steps.iter().filter_map(|step| match step {
+            Prepared::Computed { field, pieces } => Some(StepRef::Computed { field, pieces }),
+            // A computed step that did not parse never reaches a run.
+            Prepared::Step(MapStep::Computed { .. }) => None,
+            Prepared::Step(step) => Some(StepRef::Step(step)),
+        })
+    }
+
     /// `true` when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
@@ -200,6 +210,14 @@ impl Mapping {
     }
 }
 
+/// One prepared step, as [`Mapping::steps`] yields it.
+pub(crate) enum StepRef<'a> {
+    /// Any step but a computed one.
+    Step(&'a MapStep),
+    /// A computed field and its parsed template.
+    Computed { field: &'a str, pieces: &'a [Piece] },
+}
+
 fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut text = String::new();
@@ -241,7 +259,7 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-fn cast(value: &Value, to: CastType) -> Result<Value, String> {
+pub(crate) fn cast(value: &Value, to: CastType) -> Result<Value, String> {
     let text = |v: &Value| match v {
         Value::String(s) => s.trim().to_owned(),
         other => other.to_string(),

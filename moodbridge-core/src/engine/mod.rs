@@ -43,6 +43,7 @@ mod mapping;
 mod pipeline;
 mod progress;
 mod replay;
+mod row_path;
 mod schedule;
 mod validation;
 
@@ -78,6 +79,7 @@ use crate::sync::{
     WriteAction, WriteMode, WriteReport,
 };
 use pipeline::StreamPlan;
+use row_path::RowProgram;
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +331,7 @@ impl SyncEngine {
                 counts: report.counts,
                 source_key: descriptor.primary_key.clone(),
                 audit_in_flight: None,
+                checkpoint_in_flight: None,
             };
             let outcome = run.execute(descriptor).await;
             report.counts = run.counts;
@@ -357,15 +360,45 @@ struct StreamRun<'a> {
     /// The audit append of the last batch written, running while the next batch is
     /// written; settled before any checkpoint is committed and before the stream ends.
     audit_in_flight: Option<tokio::task::JoinHandle<Result<Vec<i64>>>>,
+    /// The commit of the last checkpoint (and the run's counts), running while the next
+    /// batch is written; settled before the next checkpoint is committed and before the
+    /// stream ends. It was started only after the sink flushed what it covers.
+    checkpoint_in_flight: Option<(Checkpoint, tokio::task::JoinHandle<Result<i64>>)>,
 }
 
 impl StreamRun<'_> {
     async fn execute(&mut self, descriptor: &StreamDescriptor) -> Result<()> {
         let result = self.execute_stream(descriptor).await;
-        // Whatever happened, the audit of what was written is appended before the
-        // stream is over.
+        // Whatever happened, the audit of what was written is appended, and the last
+        // checkpoint committed, before the stream is over.
         let settled = self.settle_audit().await;
-        result.and(settled)
+        let committed = self.settle_checkpoint().await;
+        result.and(settled).and(committed)
+    }
+
+    /// Wait for the checkpoint commit in flight, if any, and report it.
+    async fn settle_checkpoint(&mut self) -> Result<()> {
+        let Some((cp, task)) = self.checkpoint_in_flight.take() else {
+            return Ok(());
+        };
+        let sequence = task.await.map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("the checkpoint commit task did not finish: {e}"),
+            )
+        })??;
+        metrics::counter!(
+            metric::SYNC_CHECKPOINTS,
+            "pipeline" => self.pipeline.name().to_owned(),
+            "stream" => cp.stream.clone()
+        )
+        .increment(1);
+        self.engine.emit(ProgressEvent::Checkpoint {
+            run: self.run,
+            stream: cp.stream,
+            sequence,
+        });
+        Ok(())
     }
 
     /// Wait for the audit append in flight, if any.
@@ -475,6 +508,7 @@ impl StreamRun<'_> {
         })
         .await?;
         self.settle_audit().await?;
+        self.settle_checkpoint().await?;
         if mode == SyncMode::FullRefresh {
             // The pass is complete: the next run starts from the beginning.
             engine
@@ -520,28 +554,22 @@ impl StreamRun<'_> {
     }
 
     /// Flush the sink (and finish the audit), then commit the checkpoint: never the
-    /// other way round.
+    /// other way round. The commit runs while the next batch is written; checkpoints
+    /// commit one at a time, in order.
     async fn commit(&mut self, cp: &Checkpoint, target: &StreamDescriptor) -> Result<()> {
         self.sink_call("flush", true, || self.sink.flush(&target.name))
             .await?;
         self.settle_audit().await?;
-        let sequence = self
-            .engine
-            .state
-            .commit_checkpoint(self.pipeline.name(), cp, self.run)
-            .await?;
-        self.engine.state.update_run(self.run, self.counts).await?;
-        metrics::counter!(
-            metric::SYNC_CHECKPOINTS,
-            "pipeline" => self.pipeline.name().to_owned(),
-            "stream" => cp.stream.clone()
-        )
-        .increment(1);
-        self.engine.emit(ProgressEvent::Checkpoint {
-            run: self.run,
-            stream: cp.stream.clone(),
-            sequence,
+        self.settle_checkpoint().await?;
+        let state = self.engine.state.clone();
+        let (pipeline, run, counts) = (self.pipeline.name().to_owned(), self.run, self.counts);
+        let checkpoint = cp.clone();
+        let task = tokio::spawn(async move {
+            let sequence = state.commit_checkpoint(&pipeline, &checkpoint, run).await?;
+            state.update_run(run, counts).await?;
+            Ok(sequence)
         });
+        self.checkpoint_in_flight = Some((cp.clone(), task));
         Ok(())
     }
 
@@ -563,7 +591,6 @@ impl StreamRun<'_> {
         self.progress.bytes += bytes;
 
         let source_key = self.source_key.clone();
-        let keep_originals = !originals.is_empty();
         let mut failed = rejected.len() as u64;
         for (original, stage, reason) in rejected {
             self.dead_letter(&source_key, original, stage, reason)
@@ -611,11 +638,7 @@ impl StreamRun<'_> {
                 Err(failure) => {
                     let written = written_records.take(outcome.index);
                     failed += 1;
-                    let original = if keep_originals {
-                        std::mem::take(&mut originals[outcome.index])
-                    } else {
-                        written
-                    };
+                    let original = originals.take(outcome.index).unwrap_or(written);
                     self.dead_letter(
                         &source_key,
                         original,
@@ -901,11 +924,36 @@ struct Prepared {
     bytes: u64,
     /// The records that passed mapping and validation, transformed.
     body: Body,
-    /// Their originals, in the same order, when the transform rewrites records (a
-    /// record failing at the sink is dead-lettered as the source gave it); else empty.
-    originals: Vec<Record>,
+    /// Their originals, when the transform rewrites records (a record failing at the
+    /// sink is dead-lettered as the source gave it).
+    originals: Originals,
     /// Records that failed mapping or validation: original, stage, reason.
     rejected: Vec<(Record, FailureStage, String)>,
+}
+
+/// The source's records of a batch's written records, kept for dead letters.
+enum Originals {
+    /// The written records are as the source gave them.
+    Unchanged,
+    /// One per written record, in the same order.
+    Records(Vec<Record>),
+    /// The source's rows, and per written row its row among them.
+    Rows { rows: RowBatch, from: Vec<usize> },
+}
+
+impl Originals {
+    /// The source's record of written record `index`; `None` when the written record is
+    /// itself the original.
+    fn take(&mut self, index: usize) -> Option<Record> {
+        match self {
+            Originals::Unchanged => None,
+            Originals::Records(r) => r.get_mut(index).map(std::mem::take),
+            Originals::Rows { rows, from } => from
+                .get(index)
+                .and_then(|&i| rows.row(i))
+                .map(|row| row.to_record()),
+        }
+    }
 }
 
 enum Item {
@@ -925,12 +973,15 @@ impl Reader {
     fn spawn(mut messages: crate::sync::SourceStream, plan: Arc<StreamPlan>) -> Reader {
         let (tx, items) = tokio::sync::mpsc::channel(READ_AHEAD);
         let task = tokio::spawn(async move {
+            let mut cache = None;
             while let Some(message) = messages.next().await {
                 let item = match message {
                     Ok(SourceMessage::Records(batch)) => {
                         Ok(Item::Batch(prepare(&plan, batch.records)))
                     }
-                    Ok(SourceMessage::Rows(rows)) => Ok(Item::Batch(prepare_rows(&plan, rows))),
+                    Ok(SourceMessage::Rows(rows)) => {
+                        Ok(Item::Batch(prepare_rows(&plan, &mut cache, rows)))
+                    }
                     Ok(SourceMessage::Deletes(mut batch)) => {
                         for record in &mut batch.records {
                             plan.rename(record);
@@ -960,21 +1011,57 @@ impl Drop for Reader {
     }
 }
 
-/// Rows pass through as they are when the stream neither rewrites nor validates records;
-/// else they become records and are prepared as such.
-fn prepare_rows(plan: &StreamPlan, rows: RowBatch) -> Prepared {
-    if plan.rewrites() || !plan.rules.is_empty() {
-        return prepare(plan, rows.to_records().records);
+/// Map, sanitise and validate rows as rows ([`row_path`]), with the program compiled
+/// for their columns (kept in `cache` for the next batch); as records when the row path
+/// cannot take them.
+fn prepare_rows(plan: &StreamPlan, cache: &mut Option<ProgramCache>, rows: RowBatch) -> Prepared {
+    let columns = rows.shared_columns();
+    if !cache.as_ref().is_some_and(|c| c.fits(columns)) {
+        *cache = Some(ProgramCache {
+            columns: columns.clone(),
+            program: RowProgram::compile(plan, columns),
+        });
     }
+    let Some(program) = cache.as_ref().and_then(|c| c.program.as_ref()) else {
+        return prepare(plan, rows.to_records().records);
+    };
+    let Some(done) = program.run(plan, &rows) else {
+        return prepare(plan, rows.to_records().records);
+    };
     // As `approx_size` counts a record: names, values as text, a few bytes a field.
     let names: usize = rows.columns().iter().map(|c| c.name.len() + 5).sum();
     let bytes = (rows.len() * names + rows.text_len()) as u64;
+    let read = rows.len() as u64;
+    let (body, originals) = match done.rows {
+        None => (rows, Originals::Unchanged),
+        Some(out) if !done.changed => (out, Originals::Unchanged),
+        Some(out) => (
+            out,
+            Originals::Rows {
+                rows,
+                from: done.from,
+            },
+        ),
+    };
     Prepared {
-        read: rows.len() as u64,
+        read,
         bytes,
-        body: Body::Rows(rows),
-        originals: Vec::new(),
-        rejected: Vec::new(),
+        body: Body::Rows(body),
+        originals,
+        rejected: done.rejected,
+    }
+}
+
+/// A stream's row program and the columns it was compiled for (`None`: the row path
+/// cannot take them).
+struct ProgramCache {
+    columns: Arc<[crate::rows::Column]>,
+    program: Option<RowProgram>,
+}
+
+impl ProgramCache {
+    fn fits(&self, columns: &Arc<[crate::rows::Column]>) -> bool {
+        Arc::ptr_eq(&self.columns, columns) || self.columns[..] == columns[..]
     }
 }
 
@@ -1002,7 +1089,11 @@ fn prepare(plan: &StreamPlan, batch: Vec<Record>) -> Prepared {
         read,
         bytes,
         body: Body::Records(records),
-        originals,
+        originals: if keep_originals {
+            Originals::Records(originals)
+        } else {
+            Originals::Unchanged
+        },
         rejected,
     }
 }

@@ -15,6 +15,8 @@
 //! ]
 //! ```
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -145,10 +147,6 @@ pub struct Sanitize {
 }
 
 impl Sanitize {
-    fn is_noop(&self) -> bool {
-        *self == Sanitize::default()
-    }
-
     /// Clean `record` in place.
     pub fn apply(&self, record: &mut Record) {
         if self.is_noop() {
@@ -156,25 +154,42 @@ impl Sanitize {
         }
         for (name, value) in record.fields_mut().iter_mut() {
             let Value::String(s) = value else { continue };
-            if self.strip_control && s.chars().any(is_stray_control) {
-                s.retain(|c| !is_stray_control(c));
-            }
-            if self.trim {
-                let trimmed = s.trim();
-                if trimmed.len() != s.len() {
-                    *s = trimmed.to_owned();
-                }
-            }
-            if self.collapse_whitespace.iter().any(|f| f == name) {
-                *s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            }
-            if self.lowercase.iter().any(|f| f == name) {
-                *s = s.to_lowercase();
-            }
-            if self.uppercase.iter().any(|f| f == name) {
-                *s = s.to_uppercase();
+            // A borrowed result is the value or a trimmed slice of it.
+            match self.clean(name, Cow::Borrowed(s.as_str())) {
+                Cow::Owned(cleaned) => *s = cleaned,
+                Cow::Borrowed(trimmed) if trimmed.len() != s.len() => *s = trimmed.to_owned(),
+                Cow::Borrowed(_) => {}
             }
         }
+    }
+
+    /// The string value of field `name` cleaned; borrowed still when nothing changed
+    /// (a trimmed borrowed string stays borrowed).
+    pub(crate) fn clean<'a>(&self, name: &str, mut s: Cow<'a, str>) -> Cow<'a, str> {
+        if self.strip_control && s.chars().any(is_stray_control) {
+            s.to_mut().retain(|c| !is_stray_control(c));
+        }
+        if self.trim && s.trim().len() != s.len() {
+            s = match s {
+                Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+            };
+        }
+        if self.collapse_whitespace.iter().any(|f| f == name) {
+            s = Cow::Owned(s.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        if self.lowercase.iter().any(|f| f == name) {
+            s = Cow::Owned(s.to_lowercase());
+        }
+        if self.uppercase.iter().any(|f| f == name) {
+            s = Cow::Owned(s.to_uppercase());
+        }
+        s
+    }
+
+    /// `true` when no step is asked for.
+    pub(crate) fn is_noop(&self) -> bool {
+        *self == Sanitize::default()
     }
 }
 
@@ -237,10 +252,24 @@ impl Rules {
 
     /// Check `record`; `Err` lists every broken rule, `; `-separated.
     pub fn check(&self, record: &Record) -> Result<(), String> {
+        self.check_fields(|field| record.get(field))
+    }
+
+    /// The fields every rule reads, in rule order (repeats included).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|(rule, _)| rule.field())
+    }
+
+    /// Check the values `get` finds by field name (`None` for a missing field); `Err`
+    /// lists every broken rule, `; `-separated.
+    pub(crate) fn check_fields<'v, V: FieldValue + 'v>(
+        &self,
+        get: impl Fn(&str) -> Option<&'v V>,
+    ) -> Result<(), String> {
         let mut broken: Vec<String> = Vec::new();
         for (rule, regex) in &self.rules {
             let field = rule.field();
-            let value = record.get(field).filter(|v| !v.is_null());
+            let value = get(field).filter(|v| !v.is_null());
             let Some(value) = value else {
                 if matches!(rule, Rule::Required { .. }) {
                     broken.push(format!("{field} is required"));
@@ -254,36 +283,33 @@ impl Rules {
                     }
                 }
                 Rule::Type { value_type, .. } => {
-                    if !value_type.matches(value) {
+                    if !value.is_type(*value_type) {
                         broken.push(format!(
-                            "{field} must be of type {value_type:?}, got {value}"
+                            "{field} must be of type {value_type:?}, got {}",
+                            value.to_json()
                         ));
                     }
                 }
-                Rule::Length { min, max, .. } => {
-                    let len = match value {
-                        Value::String(s) => Some(s.chars().count()),
-                        Value::Array(a) => Some(a.len()),
-                        _ => None,
-                    };
-                    match len {
-                        None => broken.push(format!("{field} has no length (not text)")),
-                        Some(n) if min.is_some_and(|m| n < m) => {
-                            broken.push(format!("{field} is {n} long, under the minimum {min:?}"));
-                        }
-                        Some(n) if max.is_some_and(|m| n > m) => {
-                            broken.push(format!("{field} is {n} long, over the maximum {max:?}"));
-                        }
-                        Some(_) => {}
+                Rule::Length { min, max, .. } => match value.length() {
+                    None => broken.push(format!("{field} has no length (not text)")),
+                    Some(n) if min.is_some_and(|m| n < m) => {
+                        broken.push(format!("{field} is {n} long, under the minimum {min:?}"));
                     }
-                }
+                    Some(n) if max.is_some_and(|m| n > m) => {
+                        broken.push(format!("{field} is {n} long, over the maximum {max:?}"));
+                    }
+                    Some(_) => {}
+                },
                 Rule::Pattern { regex: text, .. } => match (value.as_str(), regex) {
                     (Some(s), Some(re)) if re.is_match(s) => {}
                     _ => broken.push(format!("{field} does not match {text:?}")),
                 },
                 Rule::Enum { values, .. } => {
-                    if !values.contains(value) {
-                        broken.push(format!("{field} is {value}, not one of the allowed values"));
+                    if !values.iter().any(|allowed| value.equals(allowed)) {
+                        broken.push(format!(
+                            "{field} is {}, not one of the allowed values",
+                            value.to_json()
+                        ));
                     }
                 }
                 Rule::Range { min, max, .. } => match value.as_f64() {
@@ -300,6 +326,59 @@ impl Rules {
         } else {
             Err(broken.join("; "))
         }
+    }
+}
+
+/// What a validation rule reads of a value: a record's JSON value, or a row's cell on
+/// its way through the row path.
+pub(crate) trait FieldValue {
+    /// `true` for null.
+    fn is_null(&self) -> bool;
+    /// The text, for a string.
+    fn as_str(&self) -> Option<&str>;
+    /// Whether the value has the JSON type `t`.
+    fn is_type(&self, t: ValueType) -> bool;
+    /// A string's length in characters, an array's in items.
+    fn length(&self) -> Option<usize>;
+    /// The value as a float, for a number.
+    fn as_f64(&self) -> Option<f64>;
+    /// Whether the value equals the JSON value `other`.
+    fn equals(&self, other: &Value) -> bool;
+    /// The value as JSON (for messages).
+    fn to_json(&self) -> Value;
+}
+
+impl FieldValue for Value {
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+
+    fn is_type(&self, t: ValueType) -> bool {
+        t.matches(self)
+    }
+
+    fn length(&self) -> Option<usize> {
+        match self {
+            Value::String(s) => Some(s.chars().count()),
+            Value::Array(a) => Some(a.len()),
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        Value::as_f64(self)
+    }
+
+    fn equals(&self, other: &Value) -> bool {
+        self == other
+    }
+
+    fn to_json(&self) -> Value {
+        self.clone()
     }
 }
 

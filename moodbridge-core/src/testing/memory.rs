@@ -23,6 +23,7 @@ use crate::catalog::{Catalog, FieldDescriptor, FieldType, StreamDescriptor};
 use crate::engine::key_of;
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordBatch};
+use crate::rows::{Column, ColumnKind, RowBatch};
 use crate::sync::{
     Checkpoint, FailureKind, ReadRequest, RecordFailure, RecordOutcome, SourceMessage,
     SourceStream, SyncSink, SyncSource, WriteAction, WriteMode, WriteReport,
@@ -99,9 +100,23 @@ fn injected(faults: &Mutex<Option<FaultGen>>) -> u64 {
 
 type Generator = Arc<dyn Fn(u64) -> Record + Send + Sync>;
 
+/// What appends generated row `i` to a batch.
+type RowPusher = Arc<dyn Fn(u64, &mut RowBatch) + Send + Sync>;
+
+/// Generated rows: the columns, and what appends row `i` to a batch.
+#[derive(Clone)]
+struct RowGenerator {
+    columns: Arc<[Column]>,
+    push: RowPusher,
+}
+
 enum Data {
     Stored(Vec<Record>),
-    Generated { count: u64, make: Generator },
+    Generated {
+        count: u64,
+        make: Generator,
+        rows: Option<RowGenerator>,
+    },
 }
 
 struct MemStream {
@@ -168,24 +183,26 @@ pub fn account_descriptor() -> StreamDescriptor {
         .cursor("SystemModstamp")
 }
 
+/// The values generated accounts cycle through.
+const INDUSTRIES: [&str; 6] = [
+    "Legal",
+    "Banking",
+    "Insurance",
+    "Healthcare",
+    "Government",
+    "Technology",
+];
+const CITIES: [(&str, &str); 4] = [
+    ("San Francisco", "CA"),
+    ("New York", "NY"),
+    ("Chicago", "IL"),
+    ("Austin", "TX"),
+];
+const RATINGS: [&str; 3] = ["Hot", "Warm", "Cold"];
+
 /// Account number `i` of [`MemorySource::accounts`]: deterministic, ~600 bytes as JSON.
 /// Every four consecutive accounts share a `SystemModstamp` (ties on the cursor).
 pub fn account(i: u64) -> Record {
-    const INDUSTRIES: [&str; 6] = [
-        "Legal",
-        "Banking",
-        "Insurance",
-        "Healthcare",
-        "Government",
-        "Technology",
-    ];
-    const CITIES: [(&str, &str); 4] = [
-        ("San Francisco", "CA"),
-        ("New York", "NY"),
-        ("Chicago", "IL"),
-        ("Austin", "TX"),
-    ];
-    const RATINGS: [&str; 3] = ["Hot", "Warm", "Cold"];
     let (city, state) = CITIES[(i % 4) as usize];
     let rating = RATINGS[(i % 3) as usize];
     let base = UNIX_EPOCH + Duration::from_secs(1_763_600_000);
@@ -216,6 +233,108 @@ pub fn account(i: u64) -> Record {
     Record::from_json(value).unwrap_or_default()
 }
 
+/// The columns of [`MemorySource::account_rows`]: [`account_descriptor`]'s fields, each
+/// read as its type.
+///
+/// ```
+/// use moodbridge_core::ColumnKind;
+/// let columns = moodbridge_core::testing::account_columns();
+/// assert_eq!(columns[0].name, "Id");
+/// assert!(columns.iter().any(|c| c.name == "NumberOfEmployees" && c.kind == ColumnKind::Integer));
+/// ```
+pub fn account_columns() -> Vec<Column> {
+    account_descriptor()
+        .fields
+        .iter()
+        .map(|f| {
+            let kind = match f.field_type {
+                FieldType::Integer => ColumnKind::Integer,
+                FieldType::Number => ColumnKind::Number,
+                FieldType::Boolean => ColumnKind::Boolean,
+                _ => ColumnKind::Text,
+            };
+            Column::new(f.name.clone(), kind)
+        })
+        .collect()
+}
+
+/// Append account number `i` ([`account`]) to `rows` (of [`account_columns`]) as a row,
+/// writing each cell's text straight into the batch.
+///
+/// ```
+/// use moodbridge_core::RowBatch;
+/// use moodbridge_core::testing::{account, account_columns, push_account_row};
+///
+/// let mut rows = RowBatch::new("Account", account_columns());
+/// push_account_row(7, &mut rows);
+/// assert_eq!(rows.row(0).unwrap().to_record(), account(7));
+/// ```
+///
+/// # Panics
+/// If the batch passes 2 GiB of text: a batch of accounts is far smaller.
+pub fn push_account_row(i: u64, rows: &mut RowBatch) {
+    use std::fmt::Write as _;
+    let (city, state) = CITIES[(i % 4) as usize];
+    let base = UNIX_EPOCH + Duration::from_secs(1_763_600_000);
+    let modstamp = humantime::format_rfc3339_millis(base + Duration::from_secs(i / 4));
+    let created = humantime::format_rfc3339_millis(base - Duration::from_secs(86_400 + i % 86_400));
+    let mut fits = true;
+    let mut cell = |write: &dyn Fn(&mut String)| fits &= rows.push_text_cell(|t| write(t));
+    cell(&|t| {
+        let _ = write!(t, "001{i:015}");
+    });
+    cell(&|t| {
+        let _ = write!(t, "Account {i} Holdings");
+    });
+    cell(&|t| {
+        t.push_str(if i.is_multiple_of(3) {
+            "Customer - Direct"
+        } else {
+            "Prospect"
+        });
+    });
+    cell(&|t| t.push_str(INDUSTRIES[(i % 6) as usize]));
+    cell(&|t| {
+        let _ = write!(t, "{} Market Street, Suite {}", 100 + i % 900, i % 50);
+    });
+    cell(&|t| t.push_str(city));
+    cell(&|t| t.push_str(state));
+    cell(&|t| {
+        let _ = write!(t, "{:05}", 10_000 + i % 89_999);
+    });
+    cell(&|t| t.push_str("United States"));
+    cell(&|t| {
+        let _ = write!(t, "(415) 555-{:04}", i % 10_000);
+    });
+    cell(&|t| {
+        let _ = write!(t, "https://www.account{i}.example.com");
+    });
+    cell(&|t| {
+        let _ = write!(t, "{}", ((i % 1_000) * 125_000) as f64);
+    });
+    cell(&|t| {
+        let _ = write!(t, "{}", i % 5_000);
+    });
+    cell(&|t| t.push_str(RATINGS[(i % 3) as usize]));
+    cell(&|t| {
+        t.push_str("Long-standing client of the firm; litigation and contract review matters.");
+    });
+    cell(&|t| {
+        let _ = write!(t, "005{:015}", i % 20);
+    });
+    cell(&|t| t.push_str("false"));
+    cell(&|t| {
+        let _ = write!(t, "{created}");
+    });
+    cell(&|t| {
+        let _ = write!(t, "{modstamp}");
+    });
+    cell(&|t| {
+        let _ = write!(t, "{modstamp}");
+    });
+    assert!(fits, "a batch of accounts passed 2 GiB of text");
+}
+
 fn stamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -230,6 +349,34 @@ impl MemorySource {
     pub fn accounts(count: u64) -> Self {
         let source = Self::new();
         source.add_generated(account_descriptor(), count, account);
+        source
+    }
+
+    /// As [`accounts`](Self::accounts), the stream yielding its records as rows
+    /// ([`SourceMessage::Rows`]), as a source whose results come as a table does.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use futures::StreamExt;
+    /// use moodbridge_core::testing::{MemorySource, account};
+    /// use moodbridge_core::{ReadRequest, SourceMessage, SyncMode, SyncSource};
+    ///
+    /// let source = MemorySource::account_rows(3);
+    /// let mut read = source.read(ReadRequest::new("Account", SyncMode::FullRefresh)).await.unwrap();
+    /// let Some(Ok(SourceMessage::Rows(rows))) = read.next().await else { panic!("rows first") };
+    /// assert_eq!(rows.len(), 3);
+    /// assert_eq!(rows.row(2).unwrap().to_record(), account(2));
+    /// # });
+    /// ```
+    pub fn account_rows(count: u64) -> Self {
+        let source = Self::new();
+        source.add_generated_rows(
+            account_descriptor(),
+            count,
+            account,
+            account_columns(),
+            push_account_row,
+        );
         source
     }
 
@@ -259,6 +406,49 @@ impl MemorySource {
                 data: Data::Generated {
                     count,
                     make: Arc::new(make),
+                    rows: None,
+                },
+            },
+        );
+    }
+
+    /// As [`add_generated`](Self::add_generated), the stream read as rows of `columns`:
+    /// `push(i, batch)` appends record `i` as a row, its cells' values those of
+    /// `make(i)` (which still serves the checkpoints). Generated rows are never deleted.
+    ///
+    /// ```
+    /// use moodbridge_core::testing::MemorySource;
+    /// use moodbridge_core::{Column, ColumnKind, Record, StreamDescriptor};
+    ///
+    /// let source = MemorySource::new();
+    /// source.add_generated_rows(
+    ///     StreamDescriptor::new("Number").primary_key(["n"]),
+    ///     10,
+    ///     |i| Record::from_json(serde_json::json!({ "n": i })).unwrap(),
+    ///     vec![Column::new("n", ColumnKind::Integer)],
+    ///     |i, rows| rows.push_row([Some(i.to_string().as_str())]).unwrap(),
+    /// );
+    /// assert_eq!(source.len("Number"), 10);
+    /// ```
+    pub fn add_generated_rows(
+        &self,
+        descriptor: StreamDescriptor,
+        count: u64,
+        make: impl Fn(u64) -> Record + Send + Sync + 'static,
+        columns: Vec<Column>,
+        push: impl Fn(u64, &mut RowBatch) + Send + Sync + 'static,
+    ) {
+        self.lock().insert(
+            descriptor.name.clone(),
+            MemStream {
+                descriptor,
+                data: Data::Generated {
+                    count,
+                    make: Arc::new(make),
+                    rows: Some(RowGenerator {
+                        columns: columns.into(),
+                        push: Arc::new(push),
+                    }),
                 },
             },
         );
@@ -418,18 +608,51 @@ enum ReadData {
         next: u64,
         count: u64,
         make: Generator,
+        rows: Option<RowGenerator>,
     },
 }
 
+/// A batch read: records, or rows with the last one's record (for the checkpoint).
+enum ReadBatch {
+    Records(Vec<Record>),
+    Rows(RowBatch, Record),
+}
+
 impl ReadPlan {
-    fn next_batch(&mut self) -> Vec<Record> {
+    /// The next batch; `None` at the end.
+    fn next_batch(&mut self) -> Option<ReadBatch> {
         match &mut self.records {
-            ReadData::Stored(it) => it.by_ref().take(self.batch).collect(),
-            ReadData::Generated { next, count, make } => {
+            ReadData::Stored(it) => {
+                let records: Vec<Record> = it.by_ref().take(self.batch).collect();
+                (!records.is_empty()).then_some(ReadBatch::Records(records))
+            }
+            ReadData::Generated {
+                next,
+                count,
+                make,
+                rows,
+            } => {
                 let end = (*next + self.batch as u64).min(*count);
-                let out = (*next..end).map(|i| make(i)).collect();
+                if end == *next {
+                    return None;
+                }
+                let range = *next..end;
                 *next = end;
-                out
+                Some(match rows {
+                    None => ReadBatch::Records(range.map(|i| make(i)).collect()),
+                    Some(generator) => {
+                        let mut batch = RowBatch::with_capacity(
+                            &self.stream,
+                            generator.columns.clone(),
+                            (end - range.start) as usize,
+                            (end - range.start) as usize * generator.columns.len() * 16,
+                        );
+                        for i in range {
+                            (generator.push)(i, &mut batch);
+                        }
+                        ReadBatch::Rows(batch, make(end - 1))
+                    }
+                })
             }
         }
     }
@@ -534,7 +757,7 @@ impl SyncSource for MemorySource {
                         sorted.into_iter().skip(skip).filter(|r| after(r)).collect();
                     (ReadData::Stored(rest.into_iter()), after_offset)
                 }
-                Data::Generated { count, make } => {
+                Data::Generated { count, make, rows } => {
                     // Generated records are in (cursor, id) order by index: binary search.
                     let start = if cursor.is_some() && after_cursor.is_some() {
                         let (mut lo, mut hi) = (0u64, *count);
@@ -555,6 +778,7 @@ impl SyncSource for MemorySource {
                             next: start,
                             count: *count,
                             make: make.clone(),
+                            rows: rows.clone(),
                         },
                         start,
                     )
@@ -586,7 +810,15 @@ impl SyncSource for MemorySource {
                     if let Some(e) = err {
                         return Some((Err(e), (plan, offset, pending)));
                     }
-                    let records = plan.next_batch();
+                    let records = match plan.next_batch()? {
+                        ReadBatch::Records(records) => records,
+                        ReadBatch::Rows(rows, last) => {
+                            let offset = offset + rows.len() as u64;
+                            let cp = plan.checkpoint_after(&last, offset);
+                            pending.push_back(SourceMessage::Checkpoint(cp));
+                            return Some((Ok(SourceMessage::Rows(rows)), (plan, offset, pending)));
+                        }
+                    };
                     let last = records.last()?.clone();
                     let offset = offset + records.len() as u64;
                     let cp = plan.checkpoint_after(&last, offset);
