@@ -330,7 +330,7 @@ impl SyncEngine {
                 progress: StreamProgress::default(),
                 counts: report.counts,
                 source_key: descriptor.primary_key.clone(),
-                audit_in_flight: None,
+                audits: std::collections::VecDeque::new(),
                 checkpoint_in_flight: None,
             };
             let outcome = run.execute(descriptor).await;
@@ -357,9 +357,10 @@ struct StreamRun<'a> {
     counts: RunCounts,
     /// The source's primary key: what names a record in a dead letter.
     source_key: Vec<String>,
-    /// The audit append of the last batch written, running while the next batch is
-    /// written; settled before any checkpoint is committed and before the stream ends.
-    audit_in_flight: Option<tokio::task::JoinHandle<Result<Vec<i64>>>>,
+    /// The audit appends of the last batches written, oldest first, running while the
+    /// next batches are written (at most [`AUDITS_IN_FLIGHT`]); each appends after the
+    /// one before it. A checkpoint commits only once the appends before it are done.
+    audits: std::collections::VecDeque<AuditDone>,
     /// The commit of the last checkpoint (and the run's counts), running while the next
     /// batch is written; settled before the next checkpoint is committed and before the
     /// stream ends. It was started only after the sink flushed what it covers.
@@ -401,15 +402,10 @@ impl StreamRun<'_> {
         Ok(())
     }
 
-    /// Wait for the audit append in flight, if any.
+    /// Wait for the audit appends in flight.
     async fn settle_audit(&mut self) -> Result<()> {
-        if let Some(task) = self.audit_in_flight.take() {
-            task.await.map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("the audit append task did not finish: {e}"),
-                )
-            })??;
+        while let Some(done) = self.audits.pop_front() {
+            done.await?;
         }
         Ok(())
     }
@@ -553,18 +549,21 @@ impl StreamRun<'_> {
         self.engine.sink_policy.call_as(operation, f).await
     }
 
-    /// Flush the sink (and finish the audit), then commit the checkpoint: never the
-    /// other way round. The commit runs while the next batch is written; checkpoints
-    /// commit one at a time, in order.
+    /// Flush the sink, then — once the audit of what was written is appended — commit
+    /// the checkpoint: never the other way round. The audit and the commit finish while
+    /// the next batch is written; checkpoints commit one at a time, in order.
     async fn commit(&mut self, cp: &Checkpoint, target: &StreamDescriptor) -> Result<()> {
         self.sink_call("flush", true, || self.sink.flush(&target.name))
             .await?;
-        self.settle_audit().await?;
+        let audited = self.audits.back().cloned();
         self.settle_checkpoint().await?;
         let state = self.engine.state.clone();
         let (pipeline, run, counts) = (self.pipeline.name().to_owned(), self.run, self.counts);
         let checkpoint = cp.clone();
         let task = tokio::spawn(async move {
+            if let Some(audited) = audited {
+                audited.await?;
+            }
             let sequence = state.commit_checkpoint(&pipeline, &checkpoint, run).await?;
             state.update_run(run, counts).await?;
             Ok(sequence)
@@ -678,24 +677,39 @@ impl StreamRun<'_> {
         Ok(())
     }
 
-    /// Make and append audit entries once the append in flight is done (one at a time,
-    /// in order: the chain is sequential), without waiting for it. `make` runs on a
-    /// blocking thread.
+    /// Make audit entries (on a blocking thread, while earlier appends run) and append
+    /// them once the appends before are done (the chain is sequential), without waiting
+    /// for it — unless [`AUDITS_IN_FLIGHT`] are queued already.
     async fn queue_audit<F>(&mut self, make: F) -> Result<()>
     where
         F: FnOnce() -> Vec<AuditEntry> + Send + 'static,
     {
-        self.settle_audit().await?;
+        while self.audits.len() >= AUDITS_IN_FLIGHT {
+            if let Some(oldest) = self.audits.pop_front() {
+                oldest.await?;
+            }
+        }
+        let before = self.audits.back().cloned();
         let state = self.engine.state.clone();
-        self.audit_in_flight = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let audit = tokio::task::spawn_blocking(make).await.map_err(|e| {
                 Error::internal(format!("making the audit entries did not finish: {e}"))
             })?;
-            if audit.is_empty() {
-                return Ok(Vec::new());
+            if let Some(before) = before {
+                before.await?;
             }
-            state.append_audit(&audit).await
-        }));
+            if !audit.is_empty() {
+                state.append_audit(&audit).await?;
+            }
+            Ok(())
+        });
+        let done = async move {
+            task.await.map_err(|e| {
+                Error::internal(format!("the audit append task did not finish: {e}"))
+            })?
+        };
+        self.audits
+            .push_back(futures::FutureExt::shared(Box::pin(done) as AuditFuture));
         Ok(())
     }
 
@@ -891,6 +905,15 @@ fn describe(failure: &RecordFailure) -> String {
 
 /// Batches read ahead of the sink, at most.
 const READ_AHEAD: usize = 2;
+
+/// Batches whose audit append may be in flight while the sink writes, at most.
+const AUDITS_IN_FLIGHT: usize = 2;
+
+type AuditFuture = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// The end of a queued audit append (and of every append before it), awaitable by the
+/// next append and by the checkpoint after it.
+type AuditDone = futures::future::Shared<AuditFuture>;
 
 /// What a batch writes: records (a map each), or rows passed through as the source
 /// gave them.
