@@ -4,9 +4,9 @@
 //! change on the way. A source whose results come as a table (a CSV result page, a
 //! database cursor) can instead yield a [`RowBatch`]: the column names once, each
 //! column's [`ColumnKind`], and every row's cells as text in one buffer. Nothing is
-//! allocated per record, and a sink that binds by position (the SQLite warehouse) writes
-//! straight from the text. Any sink still takes rows: [`SyncSink::write_rows`]'s default
-//! turns them into records.
+//! allocated per record: the engine maps, sanitises and validates rows as rows, and a
+//! sink that binds by position (the SQLite warehouse) writes straight from the text. Any
+//! sink still takes rows: [`SyncSink::write_rows`]'s default turns them into records.
 //!
 //! A cell's value is its text read as its column's kind ([`Cell`]); text that does not
 //! read as the kind stays text, so nothing is lost.

@@ -3,9 +3,13 @@
 //!
 //! The rules it keeps:
 //! - **A checkpoint is committed only after the sink has durably written every record
-//!   before it** ([`SyncSink::flush`] first). After a crash a run resumes from the last
-//!   committed checkpoint; delivery is at-least-once, and a sink that upserts by primary
-//!   key makes the end state exact.
+//!   before it** ([`SyncSink::flush`] first) **and the audit of those writes is
+//!   appended**; the commit itself runs while the next batch is written. After a crash a
+//!   run resumes from the last committed checkpoint; delivery is at-least-once, and a
+//!   sink that upserts by primary key makes the end state exact.
+//! - Rows stay rows: a source that yields column-shaped [`RowBatch`]es has them mapped,
+//!   sanitised and validated as rows (no record is made per row) and written with
+//!   [`SyncSink::write_rows`], with exactly the results the same records would get.
 //! - **One bad record never stops a run**: a record that fails mapping, validation or
 //!   writing becomes a dead letter (with the original record and the reason) and the run
 //!   goes on. Dead letters can be listed and replayed ([`SyncEngine::replay_dead_letters`]).
@@ -907,7 +911,7 @@ fn describe(failure: &RecordFailure) -> String {
 const READ_AHEAD: usize = 2;
 
 /// Batches whose audit append may be in flight while the sink writes, at most.
-const AUDITS_IN_FLIGHT: usize = 2;
+const AUDITS_IN_FLIGHT: usize = 1;
 
 type AuditFuture = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
