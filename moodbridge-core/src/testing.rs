@@ -11,12 +11,14 @@
 use secrecy::{ExposeSecret, SecretString};
 
 mod cursor;
+mod events;
 mod memory;
 mod metrics;
 mod resilience;
 mod storage;
 mod sync;
 pub use cursor::cursor_store_contract;
+pub use events::event_log_contract;
 pub use memory::{
     Faults, MemorySink, MemorySource, MemorySystem, account, account_columns, account_descriptor,
     push_account_row,

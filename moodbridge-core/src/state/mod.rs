@@ -12,6 +12,7 @@
 //! [`StateStore::verify_audit`] finds any entry altered, removed or inserted after the fact.
 
 mod cursor;
+mod events;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod records;
@@ -22,11 +23,14 @@ mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_cursors;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_events;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_ops;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use cursor::{CursorStore, StoredCursor};
+pub use events::{Appended, EventLog, EventWriter, NewEvent, StoredEvent};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
 pub use records::{

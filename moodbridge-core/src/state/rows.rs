@@ -219,6 +219,23 @@ pub(crate) fn lease_from_row(row: &impl StateRowAny) -> Lease {
     }
 }
 
+pub(crate) fn event_from_row<R: StateRow>(row: &R) -> super::StoredEvent
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    super::StoredEvent {
+        sequence: row.int("sequence"),
+        event: super::NewEvent {
+            source: row.text("source"),
+            event_id: row.text("event_id"),
+            partition_key: row.opt_text("partition_key"),
+            event_type: row.text("event_type"),
+            body: row.text("body"),
+            received_at: time(row.int("received_at")),
+        },
+    }
+}
+
 pub(crate) fn cursor_from_row<R: StateRow>(row: &R) -> super::StoredCursor
 where
     for<'a> &'a str: ColumnIndex<R>,

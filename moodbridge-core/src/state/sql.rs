@@ -13,8 +13,8 @@
 pub(crate) mod prelude {
     pub(crate) use super::super::rows::{
         AUDIT_COLUMNS, audit_from_row, conflict_from_row, count, cursor_from_row,
-        dead_letter_from_row, json, lease_from_row, ms_since_epoch, now_ms, run_from_row, time,
-        ttl_ms,
+        dead_letter_from_row, event_from_row, json, lease_from_row, ms_since_epoch, now_ms,
+        run_from_row, time, ttl_ms,
     };
     pub(crate) use super::super::{
         AuditEntry, AuditRecord, ChainStatus, ChainTail, ChainVerifier, Conflict, DeadLetter,
@@ -299,6 +299,7 @@ macro_rules! sql_state_store {
 
         super::sql_ops::sql_operations!($store);
         super::sql_cursors::sql_cursor_store!($store);
+        super::sql_events::sql_event_log!($store);
     };
 }
 

@@ -16,7 +16,7 @@ use moodbridge_core::{Checkpoint, ErrorKind};
 /// A backend under test: a fresh, empty store (and a way to reopen it), plus raw SQL
 /// access to play the attacker.
 pub trait Backend: Sized {
-    type Store: StateStore + 'static;
+    type Store: StateStore + moodbridge_core::state::EventLog + 'static;
     async fn new() -> Self;
     async fn open(&self) -> Self::Store;
     async fn close(store: Self::Store);
@@ -43,6 +43,11 @@ fn entry(run: RunId, key: &str) -> AuditEntry {
 pub async fn meets_the_contract<B: Backend>() {
     let b = B::new().await;
     state_store_contract(&b.open().await, "contract").await;
+}
+
+pub async fn meets_the_event_log_contract<B: Backend>() {
+    let b = B::new().await;
+    moodbridge_core::testing::event_log_contract(Arc::new(b.open().await)).await;
 }
 
 pub async fn meets_the_cursor_contract<B: Backend>() {
@@ -586,6 +591,10 @@ macro_rules! state_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn meets_the_cursor_contract() {
             state_common::meets_the_cursor_contract::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn meets_the_event_log_contract() {
+            state_common::meets_the_event_log_contract::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn stored_replay_ids_become_cursors() {

@@ -1,0 +1,22 @@
+-- MoodBridge state store, PostgreSQL, schema 7: the event log — events received
+-- (webhooks, outbound messages, change events), each once per (source, event id), in the
+-- order their sequence numbers give. The head row hands out sequence numbers under its
+-- row lock, held to commit, so a reader never sees a later number committed before an
+-- earlier one (a sequence object would let concurrent writers commit out of order).
+CREATE TABLE event_log_head (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    last_sequence BIGINT  NOT NULL
+);
+INSERT INTO event_log_head (id, last_sequence) VALUES (1, 0);
+
+CREATE TABLE events (
+    sequence      BIGINT  PRIMARY KEY,
+    source        TEXT    NOT NULL,
+    event_id      TEXT    NOT NULL,
+    partition_key TEXT,
+    event_type    TEXT    NOT NULL,
+    body          TEXT    NOT NULL,
+    received_at   BIGINT  NOT NULL,
+    UNIQUE (source, event_id)
+);
+CREATE INDEX events_received_at ON events (received_at);
