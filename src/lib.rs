@@ -139,6 +139,11 @@ pub async fn build(config: &host::HostConfig) -> Result<host::Host> {
 #[doc = include_str!("../docs/storage.md")]
 struct StorageGuide;
 
+/// The events guide's example compiles.
+#[cfg(all(doctest, feature = "http"))]
+#[doc = include_str!("../docs/events.md")]
+struct EventsGuide;
+
 /// The README's config example builds and runs against the local sandbox.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -34,6 +34,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod webhooks;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,0 +1,361 @@
+//! The webhook receiver over HTTP on loopback, into a SQLite event log, with requests
+//! signed by the Standard Webhooks reference library (`standardwebhooks`), not by us.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use moodbridge_core::state::{EventLog, EventWriter, SqliteStateStore};
+use moodbridge_ops::webhooks::{WebhookReceiver, WebhookSource};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use standardwebhooks::Webhook;
+
+const OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OTHER: &str = "whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldCBhdCBhbGw=";
+
+struct Server {
+    url: String,
+    log: Arc<SqliteStateStore>,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let app = WebhookReceiver::new(EventWriter::spawn(log.clone(), 500))
+        // A rotation in progress: the old and the new secret are both live.
+        .source(
+            WebhookSource::signed("apex", [SecretString::from(OLD), SecretString::from(NEW)])
+                .unwrap()
+                .partition_by("/data/Id")
+                .max_body(4096),
+        )
+        .source(WebhookSource::bearer("legacy", SecretString::from("t0ken-legacy")).unwrap())
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server {
+        url,
+        log,
+        _dir: dir,
+        task,
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A request signed by the reference library with `secret` at `timestamp`.
+fn signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    signed_as(
+        client,
+        url,
+        secret,
+        id,
+        timestamp,
+        "application/json",
+        None,
+        body,
+    )
+}
+
+/// As [`signed`], with the content type given and the timestamp header's text replaced
+/// by `stamp_text` when given (the signature still covers `timestamp`).
+#[allow(clippy::too_many_arguments, reason = "a test helper")]
+fn signed_as(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    content_type: &str,
+    stamp_text: Option<&str>,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let signature = Webhook::new(secret)
+        .unwrap()
+        .sign(id, timestamp, body.as_bytes())
+        .unwrap();
+    client
+        .post(format!("{url}/webhooks/apex"))
+        .header("content-type", content_type)
+        .header("webhook-id", id)
+        .header(
+            "webhook-timestamp",
+            stamp_text.map_or_else(|| timestamp.to_string(), str::to_owned),
+        )
+        .header("webhook-signature", signature)
+        .body(body.to_owned())
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_events_are_stored_once_and_acknowledged() {
+    let s = server().await;
+    let client = reqwest::Client::new();
+    let body = r#"{"type":"case.updated","data":{"Id":"500A","Status":"Closed"}}"#;
+
+    let (status, reply) = answer(signed(&client, &s.url, NEW, "msg_1", now(), body)).await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"status": "stored", "sequence": 1}))
+    );
+    // Signed with the old secret of the rotation: accepted too.
+    let (status, reply) = answer(signed(&client, &s.url, OLD, "msg_2", now(), body)).await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"status": "stored", "sequence": 2}))
+    );
+    // The sender retries msg_1: acknowledged as a duplicate, not stored again.
+    let (status, reply) = answer(signed(&client, &s.url, NEW, "msg_1", now(), body)).await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"status": "duplicate", "sequence": 1}))
+    );
+
+    let events = s.log.events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let first = &events[0].event;
+    assert_eq!(
+        (
+            first.source.as_str(),
+            first.event_id.as_str(),
+            first.event_type.as_str(),
+            first.partition_key.as_deref(),
+            first.body.as_str()
+        ),
+        ("apex", "msg_1", "case.updated", Some("500A"), body)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_status_and_store_nothing() {
+    let s = server().await;
+    let client = reqwest::Client::new();
+    let body = r#"{"type":"case.updated","data":{"Id":"500A"}}"#;
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "signed with a secret the receiver does not hold",
+            signed(&client, &s.url, OTHER, "m1", now(), body),
+            401,
+            "no signature matches",
+        ),
+        (
+            "six minutes old",
+            signed(&client, &s.url, NEW, "m2", now() - 360, body),
+            401,
+            "more than five minutes old",
+        ),
+        (
+            "six minutes ahead",
+            signed(&client, &s.url, NEW, "m3", now() + 360, body),
+            401,
+            "ahead",
+        ),
+        (
+            "unsigned",
+            client
+                .post(format!("{}/webhooks/apex", s.url))
+                .header("content-type", "application/json")
+                .body(body),
+            401,
+            "webhook-id header is missing",
+        ),
+        (
+            "the body altered after signing",
+            {
+                let signature = Webhook::new(NEW)
+                    .unwrap()
+                    .sign("m4", now(), body.as_bytes())
+                    .unwrap();
+                client
+                    .post(format!("{}/webhooks/apex", s.url))
+                    .header("content-type", "application/json")
+                    .header("webhook-id", "m4")
+                    .header("webhook-timestamp", now().to_string())
+                    .header("webhook-signature", signature)
+                    .body(body.replace("500A", "500B"))
+            },
+            401,
+            "no signature matches",
+        ),
+        (
+            "a timestamp that is not a number",
+            signed_as(
+                &client,
+                &s.url,
+                NEW,
+                "m5",
+                now(),
+                "application/json",
+                Some("soon"),
+                body,
+            ),
+            400,
+            "webhook-timestamp",
+        ),
+        (
+            "a signature header given twice",
+            signed(&client, &s.url, NEW, "m9", now(), body).header("webhook-signature", "v1,AAAA"),
+            400,
+            "given more than once",
+        ),
+        (
+            "not JSON, though signed",
+            signed(&client, &s.url, NEW, "m6", now(), "<xml/>"),
+            400,
+            "not JSON",
+        ),
+        (
+            "the wrong content type",
+            signed_as(&client, &s.url, NEW, "m7", now(), "text/plain", None, body),
+            415,
+            "application/json",
+        ),
+        (
+            "a body over the source's limit",
+            signed(
+                &client,
+                &s.url,
+                NEW,
+                "m8",
+                now(),
+                &format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000)),
+            ),
+            413,
+            "4096 bytes",
+        ),
+        (
+            "an unknown source",
+            client
+                .post(format!("{}/webhooks/nobody", s.url))
+                .header("content-type", "application/json")
+                .body(body),
+            404,
+            "no webhook source",
+        ),
+        (
+            "a wrong bearer token",
+            client
+                .post(format!("{}/webhooks/legacy", s.url))
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer t0ken-guess")
+                .header("idempotency-key", "k1")
+                .body(body),
+            401,
+            "bearer token is wrong",
+        ),
+        (
+            "a bearer request without an event id",
+            client
+                .post(format!("{}/webhooks/legacy", s.url))
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer t0ken-legacy")
+                .body(body),
+            400,
+            "no event id",
+        ),
+    ];
+    for (what, request, status, says) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(says), "{what}: {text}");
+        for secret in [OLD, NEW, OTHER, "t0ken-legacy"] {
+            assert!(
+                !text.contains(&secret[6..]),
+                "{what}: a secret in the answer"
+            );
+        }
+    }
+    assert!(
+        s.log.events_after(0, 10).await.unwrap().is_empty(),
+        "nothing stored"
+    );
+
+    // The bearer source, with the right token and an id, is stored.
+    let (status, reply) = answer(
+        client
+            .post(format!("{}/webhooks/legacy", s.url))
+            .header("content-type", "application/json; charset=utf-8")
+            .header("authorization", "Bearer t0ken-legacy")
+            .header("idempotency-key", "k1")
+            .body(body),
+    )
+    .await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"status": "stored", "sequence": 1}))
+    );
+}
+
+/// Requests in flight together are all stored and acknowledged, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_are_all_stored() {
+    let s = server().await;
+    let client = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for i in 0..200 {
+        let request = signed(
+            &client,
+            &s.url,
+            NEW,
+            &format!("msg_{}", i % 150),
+            now(),
+            &format!(r#"{{"data":{{"Id":"{i}"}}}}"#),
+        );
+        sends.push(tokio::spawn(async move { answer(request).await }));
+    }
+    let mut stored = 0;
+    let mut duplicates = 0;
+    for send in sends {
+        let (status, reply) = send.await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+        match reply["status"].as_str() {
+            Some("stored") => stored += 1,
+            Some("duplicate") => duplicates += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((stored, duplicates), (150, 50));
+    assert_eq!(s.log.last_sequence().await.unwrap(), 150);
+}
