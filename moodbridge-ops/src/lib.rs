@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod outbound;
 pub mod webhooks;
 
 use std::fmt::Write as _;

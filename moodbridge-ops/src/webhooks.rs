@@ -13,7 +13,17 @@
 //! - **Bearer** ([`WebhookSource::bearer`]): `Authorization: Bearer <token>`, for senders
 //!   that cannot sign; the event id comes from `webhook-id` or `Idempotency-Key`.
 //!
-//! Answers (a JSON body each; none repeats a secret):
+//! `POST /outbound/{source}`: Salesforce Outbound Messages ([`OutboundSource`]), the
+//! SOAP 1.1 `notifications` call, read by [`outbound::parse`](crate::outbound::parse)
+//! (no DTD, no declared entity, bounded depth, at most 100 notifications). The sending
+//! organization must be on the source's allow-list (`403` otherwise). Each notification
+//! becomes an event (its `Id` the event id, so Salesforce's retries are duplicates; the
+//! sObject's type the event type; its `Id` the partition; the message's `SessionId` is
+//! never kept), and the exact `<Ack>true</Ack>` envelope is answered only once all of
+//! them are committed. Refusals are SOAP faults with the statuses below; Salesforce
+//! retries anything not acknowledged.
+//!
+//! Answers to webhooks (a JSON body each; none repeats a secret):
 //!
 //! | status | when |
 //! |---|---|
@@ -249,6 +259,7 @@ fn check_name(name: &str) -> Result<()> {
 #[derive(Debug)]
 pub struct WebhookReceiver {
     sources: HashMap<String, Arc<WebhookSource>>,
+    outbound: HashMap<String, Arc<OutboundSource>>,
     writer: EventWriter,
 }
 
@@ -257,6 +268,7 @@ impl WebhookReceiver {
     pub fn new(writer: EventWriter) -> Self {
         WebhookReceiver {
             sources: HashMap::new(),
+            outbound: HashMap::new(),
             writer,
         }
     }
@@ -267,10 +279,18 @@ impl WebhookReceiver {
         self
     }
 
-    /// The router: `POST /webhooks/{source}`. Mount it, or merge it with the ops router.
+    /// Add (or replace) a source of Salesforce Outbound Messages.
+    pub fn outbound(mut self, source: OutboundSource) -> Self {
+        self.outbound.insert(source.name.clone(), Arc::new(source));
+        self
+    }
+
+    /// The router: `POST /webhooks/{source}` and `POST /outbound/{source}`. Mount it, or
+    /// merge it with the ops router.
     pub fn router(self) -> Router {
         Router::new()
             .route("/webhooks/{source}", post(receive))
+            .route("/outbound/{source}", post(receive_outbound))
             .with_state(Arc::new(self))
     }
 }
@@ -348,30 +368,7 @@ async fn accept(
             ));
         }
     }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
-        return Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the event as Content-Type: application/json",
-        ));
-    }
-    let body = axum::body::to_bytes(body, src.max_body)
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the body is over this source's limit of {} bytes",
-                    src.max_body
-                ),
-            )
-        })?;
+    let body = read_body(headers, body, "application/json", src.max_body).await?;
     let id = match &src.auth {
         Auth::Signed(keys) => verify_signed(keys, headers, &body, SystemTime::now())?,
         Auth::Bearer(digest) => verify_bearer(digest, headers)?,
@@ -417,6 +414,206 @@ async fn accept(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the event could not be stored; send it again",
+        )
+    })
+}
+
+/// A Salesforce org that sends Outbound Messages: its name (the path segment and the
+/// events' source) and the organizations allowed to send to it.
+#[derive(Debug, Clone)]
+pub struct OutboundSource {
+    name: String,
+    /// The allowed organizations, by the 15-character form of their ids.
+    orgs: Vec<String>,
+    max_body: usize,
+}
+
+impl OutboundSource {
+    /// A source accepting messages from the organizations `orgs` (15- or 18-character
+    /// ids); none is a [`Config`](moodbridge_core::ErrorKind::Config) error.
+    ///
+    /// ```
+    /// use moodbridge_ops::webhooks::OutboundSource;
+    /// assert!(OutboundSource::new("prod-org", ["00D5e000000KQ2eEAG"]).is_ok());
+    /// assert!(OutboundSource::new("prod-org", Vec::<String>::new()).is_err());
+    /// ```
+    pub fn new(
+        name: impl Into<String>,
+        orgs: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self> {
+        let name = name.into();
+        check_name(&name)?;
+        let mut allowed = Vec::new();
+        for org in orgs {
+            let org: String = org.into();
+            let org = org.trim();
+            if !(org.len() == 15 || org.len() == 18)
+                || !org.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(Error::config(format!(
+                    "outbound message source {name}: {org:?} is not an organization id"
+                ))
+                .with_hint("give the 15- or 18-character id from Setup → Company Information"));
+            }
+            allowed.push(org[..15].to_owned());
+        }
+        if allowed.is_empty() {
+            return Err(Error::config(format!(
+                "outbound message source {name} allows no organization"
+            ))
+            .with_hint("list the organization ids that may send to it"));
+        }
+        Ok(OutboundSource {
+            name,
+            orgs: allowed,
+            max_body: DEFAULT_MAX_BODY,
+        })
+    }
+
+    /// Refuse bodies over `bytes` (`413`); default [`DEFAULT_MAX_BODY`].
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    fn allows(&self, org: &str) -> bool {
+        org.len() >= 15 && self.orgs.iter().any(|o| o.as_str() == &org[..15])
+    }
+}
+
+/// A SOAP 1.1 fault from the receiver (the client's fault unless `server`).
+fn soap_fault(status: StatusCode, server: bool, message: &str) -> Response {
+    let code = if server {
+        "soapenv:Server"
+    } else {
+        "soapenv:Client"
+    };
+    let body = format!(
+        concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">"#,
+            r#"<soapenv:Body><soapenv:Fault><faultcode>{}</faultcode><faultstring>{}</faultstring>"#,
+            r#"</soapenv:Fault></soapenv:Body></soapenv:Envelope>"#
+        ),
+        code,
+        quick_xml::escape::escape(message)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn receive_outbound(
+    State(receiver): State<Arc<WebhookReceiver>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(src) = receiver.outbound.get(&source).cloned() else {
+        count("unknown", "not_found");
+        return soap_fault(
+            StatusCode::NOT_FOUND,
+            false,
+            "no outbound message source of that name",
+        );
+    };
+    match accept_outbound(&receiver, &src, &headers, body).await {
+        Ok(stored) => {
+            count(&src.name, if stored { "stored" } else { "duplicate" });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+                crate::outbound::ACK,
+            )
+                .into_response()
+        }
+        Err(Refusal(status, outcome, message)) => {
+            count(&src.name, outcome);
+            tracing::debug!(source = %src.name, %status, reason = %message, "outbound message refused");
+            soap_fault(status, status.is_server_error(), &message)
+        }
+    }
+}
+
+/// Check, read and store one outbound message; whether any notification was new.
+async fn accept_outbound(
+    receiver: &WebhookReceiver,
+    src: &OutboundSource,
+    headers: &HeaderMap,
+    body: Body,
+) -> std::result::Result<bool, Refusal> {
+    let body = read_body(headers, body, "text/xml", src.max_body).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the message is not UTF-8",
+        )
+    })?;
+    let message = crate::outbound::parse(text)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e.0))?;
+    if !src.allows(&message.organization_id) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "unauthorized",
+            "the sending organization is not allowed for this source",
+        ));
+    }
+    let events: Vec<NewEvent> = message
+        .notifications
+        .iter()
+        .map(|n| {
+            let body = serde_json::json!({
+                "organizationId": message.organization_id,
+                "actionId": message.action_id,
+                "sObject": n.sobject_json(),
+            });
+            let event = NewEvent::new(&src.name, &n.id, &n.sobject_type, body.to_string());
+            match n.fields.get("Id").and_then(serde_json::Value::as_str) {
+                Some(id) => event.partition(id),
+                None => event,
+            }
+        })
+        .collect();
+    let out = receiver.writer.append(events).await.map_err(|e| {
+        tracing::warn!(source = %src.name, error = %e, "an outbound message could not be stored");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the message could not be stored; it will be sent again",
+        )
+    })?;
+    Ok(out.iter().any(|a| matches!(a, Appended::Stored(_))))
+}
+
+/// The body, when the content type is `content_type` and the body is within `max`
+/// bytes.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    content_type: &str,
+    max: usize,
+) -> std::result::Result<axum::body::Bytes, Refusal> {
+    let fits = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(content_type));
+    if !fits {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send it as Content-Type: {content_type}"),
+        ));
+    }
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is over this source's limit of {max} bytes"),
         )
     })
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use moodbridge_core::state::{EventLog, EventWriter, SqliteStateStore};
-use moodbridge_ops::webhooks::{WebhookReceiver, WebhookSource};
+use moodbridge_ops::webhooks::{OutboundSource, WebhookReceiver, WebhookSource};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use standardwebhooks::Webhook;
@@ -48,6 +48,7 @@ async fn server() -> Server {
                 .max_body(4096),
         )
         .source(WebhookSource::bearer("legacy", SecretString::from("t0ken-legacy")).unwrap())
+        .outbound(OutboundSource::new("prod", ["00DR00000000XcD"]).unwrap())
         .router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -358,4 +359,127 @@ async fn concurrent_senders_are_all_stored() {
     }
     assert_eq!((stored, duplicates), (150, 50));
     assert_eq!(s.log.last_sequence().await.unwrap(), 150);
+}
+
+/// An outbound message as Salesforce sends it (the layout of the one published in
+/// "Using Salesforce outbound SOAP messages with PHP"), with `count` notifications.
+fn outbound_message(org: &str, ids: &[&str]) -> String {
+    let notifications: String = ids
+        .iter()
+        .map(|id| {
+            format!(
+                r#"<Notification><Id>{id}</Id><sObject xsi:type="sf:Case" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>500R0000000{id}</sf:Id><sf:Subject>Motion &amp; order</sf:Subject><sf:ClosedDate xsi:nil="true"/></sObject></Notification>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+<OrganizationId>{org}</OrganizationId>
+<ActionId>04kR00000004CCXIA2</ActionId>
+<SessionId>00DR0000000!SessionSecretValue</SessionId>
+<EnterpriseUrl>https://cs2-api.salesforce.com/services/Soap/c/8.0/4e1300DR00000000XcD</EnterpriseUrl>
+<PartnerUrl>https://cs2-api.salesforce.com/services/Soap/u/8.0/4e1300DR00000000XcD</PartnerUrl>
+{notifications}
+</notifications>
+</soapenv:Body>
+</soapenv:Envelope>"#
+    )
+}
+
+async fn post_outbound(client: &reqwest::Client, url: &str, xml: String) -> (u16, String) {
+    let response = client
+        .post(format!("{url}/outbound/prod"))
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", "\"\"")
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_messages_are_acknowledged_only_once_stored() {
+    let s = server().await;
+    let client = reqwest::Client::new();
+    let org = "00DR00000000XcDMAU";
+    let (status, body) =
+        post_outbound(&client, &s.url, outbound_message(org, &["04lA", "04lB"])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        moodbridge_ops::outbound::ACK,
+        "the exact acknowledgement"
+    );
+    let events = s.log.events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let e = &events[1].event;
+    assert_eq!(
+        (
+            e.source.as_str(),
+            e.event_id.as_str(),
+            e.event_type.as_str(),
+            e.partition_key.as_deref()
+        ),
+        ("prod", "04lB", "Case", Some("500R000000004lB"))
+    );
+    let stored: Value = serde_json::from_str(&e.body).unwrap();
+    assert_eq!(
+        stored,
+        json!({"organizationId": org, "actionId": "04kR00000004CCXIA2",
+               "sObject": {"type": "Case", "Id": "500R000000004lB",
+                           "Subject": "Motion & order", "ClosedDate": null}})
+    );
+    assert!(
+        !e.body.contains("SessionSecretValue"),
+        "the session id is not kept"
+    );
+
+    // Salesforce sends it again (and a new one with it): acknowledged, only the new one
+    // stored.
+    let (status, body) =
+        post_outbound(&client, &s.url, outbound_message(org, &["04lB", "04lC"])).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, moodbridge_ops::outbound::ACK)
+    );
+    assert_eq!(s.log.last_sequence().await.unwrap(), 3);
+
+    // Refused, with a SOAP fault, nothing stored.
+    let xxe = format!(
+        "<!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}",
+        outbound_message(org, &["04lD"]).replacen(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            "",
+            1
+        )
+    );
+    let ids: Vec<String> = (0..101).map(|i| format!("04lX{i}")).collect();
+    let many = outbound_message(org, &ids.iter().map(String::as_str).collect::<Vec<_>>());
+    for (what, xml, status, says) in [
+        (
+            "another organization",
+            outbound_message("00DR00000000ZZZ", &["04lE"]),
+            403,
+            "not allowed",
+        ),
+        ("a DTD", xxe, 400, "DTD"),
+        ("101 notifications", many, 400, "more than 100"),
+        ("not XML", "{}".to_owned(), 400, "SOAP"),
+    ] {
+        let (got, body) = post_outbound(&client, &s.url, xml).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(
+            body.contains("<faultstring>") && body.contains(says),
+            "{what}: {body}"
+        );
+        assert!(
+            !body.contains("SessionSecretValue"),
+            "{what}: the session id in a fault"
+        );
+    }
+    assert_eq!(s.log.last_sequence().await.unwrap(), 3, "nothing stored");
 }
