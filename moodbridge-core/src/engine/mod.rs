@@ -43,6 +43,7 @@
 
 mod audit;
 mod bidirectional;
+mod consumer;
 mod mapping;
 mod pipeline;
 mod progress;
@@ -52,6 +53,10 @@ mod schedule;
 mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
+pub use consumer::{
+    ConsumeReport, EVENTS_HANDLED, EVENTS_LAG, EVENTS_LATENCY, EVENTS_PARTITION, EventConsumer,
+    EventHandler, Lag,
+};
 pub use mapping::{CastType, MapStep, Mapping};
 pub use pipeline::{DeleteMode, Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};

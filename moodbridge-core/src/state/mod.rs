@@ -572,9 +572,9 @@ impl ChainVerifier {
 }
 
 /// Durable state of the sync engine. See the module docs. Every state store is also the
-/// host's [`CursorStore`].
+/// host's [`CursorStore`] and [`EventLog`].
 #[async_trait]
-pub trait StateStore: CursorStore + Send + Sync {
+pub trait StateStore: CursorStore + EventLog + Send + Sync {
     /// Record the start of a run of `pipeline`.
     async fn start_run(&self, pipeline: &str) -> Result<RunId>;
 

@@ -58,6 +58,8 @@ pub enum FailureStage {
     Validation,
     /// The sink refused it.
     Write,
+    /// An event handler failed on it, its retries spent.
+    Handle,
 }
 
 impl FailureStage {
@@ -67,6 +69,7 @@ impl FailureStage {
             FailureStage::Mapping => "mapping",
             FailureStage::Validation => "validation",
             FailureStage::Write => "write",
+            FailureStage::Handle => "handle",
         }
     }
 
@@ -76,6 +79,7 @@ impl FailureStage {
             "mapping" => FailureStage::Mapping,
             "validation" => FailureStage::Validation,
             "write" => FailureStage::Write,
+            "handle" => FailureStage::Handle,
             _ => return None,
         })
     }

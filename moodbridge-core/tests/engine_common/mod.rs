@@ -776,10 +776,142 @@ pub async fn deletes_reach_the_sink_as_the_stream_says<B: Backend>() {
     }
 }
 
+/// Consumers of the event log: in order, retried, dead-lettered, resumed, independent of
+/// each other, replayed from a position or a time, their lag told.
+pub async fn events_are_consumed_in_order_resumed_and_replayed<B: Backend>() {
+    use moodbridge_core::state::{NewEvent, StoredEvent};
+    use std::sync::Mutex;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let (state, _dir) = B::fresh().await;
+    let log: Arc<dyn moodbridge_core::state::EventLog> = state.clone();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+    let events: Vec<NewEvent> = (1..=10)
+        .map(|i| {
+            let mut e = NewEvent::new(
+                "apex",
+                format!("m{i}"),
+                "case.updated",
+                format!(r#"{{"n":{i}}}"#),
+            )
+            .partition(format!("500{}", i % 3));
+            e.received_at = t0 + Duration::from_secs(i);
+            e
+        })
+        .collect();
+    log.append_events(&events).await.unwrap();
+
+    let fast = Policy::builder("test.events")
+        .retry(RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            max_elapsed: Duration::from_secs(5),
+            budget: None,
+        })
+        .build();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let flaky_left = Arc::new(Mutex::new(1));
+    let handler = {
+        let seen = seen.clone();
+        let flaky_left = flaky_left.clone();
+        move |event: StoredEvent| {
+            let seen = seen.clone();
+            let flaky_left = flaky_left.clone();
+            async move {
+                match event.event.event_id.as_str() {
+                    "m4" => return Err(Error::invalid_input("case 500 has no such status")),
+                    "m6" => {
+                        let mut left = flaky_left.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            return Err(Error::new(
+                                ErrorKind::Unavailable,
+                                "the CRM is restarting",
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                seen.lock().unwrap().push(event.sequence);
+                Ok(())
+            }
+        }
+    };
+    let a = EventConsumer::new("case-sync", log.clone(), state.clone())
+        .policy(fast.clone())
+        .page(3);
+    assert_eq!(a.lag().await.unwrap().events, 10);
+    let report = a.run_once(&handler).await.unwrap();
+    assert_eq!(
+        (report.handled, report.dead_lettered, report.position),
+        (9, 1, 10)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [1, 2, 3, 5, 6, 7, 8, 9, 10],
+        "in order; m6 retried"
+    );
+    let letters = state.dead_letters("case-sync", None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].stage, FailureStage::Handle);
+    assert_eq!(letters[0].record_key, "m4");
+    assert_eq!(letters[0].record.get("body"), Some(&json!({"n": 4})));
+    assert!(
+        letters[0].reason.contains("no such status"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        a.lag().await.unwrap(),
+        Lag {
+            events: 0,
+            oldest: None
+        }
+    );
+
+    // Nothing new: nothing handled. Two more: a new instance resumes after 10.
+    assert_eq!(a.run_once(&handler).await.unwrap().handled, 0);
+    let more: Vec<NewEvent> = (11..=12)
+        .map(|i| NewEvent::new("apex", format!("m{i}"), "case.updated", "{}"))
+        .collect();
+    log.append_events(&more).await.unwrap();
+    seen.lock().unwrap().clear();
+    let again = EventConsumer::new("case-sync", log.clone(), state.clone()).policy(fast.clone());
+    assert_eq!(again.lag().await.unwrap().events, 2);
+    assert_eq!(again.run_once(&handler).await.unwrap().handled, 2);
+    assert_eq!(*seen.lock().unwrap(), [11, 12]);
+
+    // Another consumer reads everything, on its own.
+    seen.lock().unwrap().clear();
+    let b = EventConsumer::new("audit-feed", log.clone(), state.clone()).policy(fast.clone());
+    let report = b.run_once(&handler).await.unwrap();
+    assert_eq!((report.handled, report.dead_lettered), (11, 1));
+
+    // Replays: from a position, then from a time; the other consumer stays where it is.
+    seen.lock().unwrap().clear();
+    a.replay_from(8).await.unwrap();
+    assert_eq!(a.run_once(&handler).await.unwrap().handled, 4);
+    assert_eq!(*seen.lock().unwrap(), [9, 10, 11, 12]);
+    assert_eq!(b.position().await.unwrap(), 12);
+    let from = a.replay_since(t0 + Duration::from_secs(7)).await.unwrap();
+    assert_eq!(
+        from, 6,
+        "event 7 is the first received at or after the time"
+    );
+    assert_eq!(a.lag().await.unwrap().events, 6);
+    assert!(a.lag().await.unwrap().oldest.unwrap() > Duration::from_secs(60));
+    assert!(SystemTime::now() > t0);
+    assert!(a.replay_from(-1).await.is_err());
+}
+
 /// One `#[tokio::test]` per shared test, for backend `$b`.
 #[macro_export]
 macro_rules! engine_tests {
     ($b:ty) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn events_are_consumed_in_order_resumed_and_replayed() {
+            engine_common::events_are_consumed_in_order_resumed_and_replayed::<$b>().await;
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn deletes_reach_the_sink_as_the_stream_says() {
             engine_common::deletes_reach_the_sink_as_the_stream_says::<$b>().await;

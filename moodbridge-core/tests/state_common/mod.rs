@@ -16,7 +16,7 @@ use moodbridge_core::{Checkpoint, ErrorKind};
 /// A backend under test: a fresh, empty store (and a way to reopen it), plus raw SQL
 /// access to play the attacker.
 pub trait Backend: Sized {
-    type Store: StateStore + moodbridge_core::state::EventLog + 'static;
+    type Store: StateStore + 'static;
     async fn new() -> Self;
     async fn open(&self) -> Self::Store;
     async fn close(store: Self::Store);
