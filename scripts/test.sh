@@ -183,6 +183,7 @@ TRACE_ALL="trace,aws_config=trace,aws_sigv4=trace,aws_smithy_runtime=trace,aws_s
 AWS_CANARY_SECRET="canary/AwsSecretKey+7Q2wz9XkLmN4pR8sT1vY3bC6"
 AWS_CANARY_TOKEN="FwoGZXIvYXdzCanarySessionToken/Qm9+z1Xy2Wv3Ut4=="
 WEB_CANARY_SECRET="canary-web-client-secret-5f1c9e"
+EVENTS_CANARY_SECRET="whsec_Y2FuYXJ5LWV2ZW50cy1zaWduaW5nLWtleS03YzQx"
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # example NAME COMMAND…: run it at TRACE, its output in $CANARY_DIR/NAME.log (shown when
 # it fails), its temporary files under $CANARY_DIR/tmp.
@@ -201,6 +202,8 @@ MOODBRIDGE_QUICKSTART_DIR="$CANARY_DIR/quickstart" example quickstart cargo run 
 # ops_server --check serves on a free loopback port, reads every page and exits.
 example ops_server cargo run --locked --example ops_server -- --check
 example salesforce_sync cargo run --locked --example salesforce_sync
+# events: signed webhooks and Outbound Messages into the event log, consumed and replayed.
+MOODBRIDGE_EVENTS_SECRET="$EVENTS_CANARY_SECRET" example events cargo run --locked --example events
 for strategy in source-wins target-wins park; do
   example "bidirectional-$strategy" cargo run --locked --example bidirectional -- --conflicts "$strategy"
 done
@@ -239,6 +242,7 @@ stop_example_services
 python3 scripts/canary.py --self-test \
   --secret "$AWS_CANARY_SECRET" --secret "$AWS_CANARY_TOKEN" --secret "$AZURITE_KEY" \
   --secret "$WEB_CANARY_SECRET" --secret sandbox-secret \
+  --secret "$EVENTS_CANARY_SECRET" --secret canary-events-signing-key-7c41 \
   --secret '00D8d0000000001!sandbox.' --pattern '00D8d0000000001!sandbox\.[A-Za-z0-9_-]{6}' \
   --pattern '5Aep861sandbox[A-Za-z0-9_-]{6}' \
   "$CANARY_DIR" target/salesforce_sync

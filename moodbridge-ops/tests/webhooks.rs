@@ -483,3 +483,63 @@ async fn outbound_messages_are_acknowledged_only_once_stored() {
     }
     assert_eq!(s.log.last_sequence().await.unwrap(), 3, "nothing stored");
 }
+
+/// A secret rotated in the credential store: both versions are accepted until the old
+/// one is retired, then only the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotated_in_the_credential_store_is_honoured() {
+    use moodbridge_core::credential::CredentialStore;
+    let store = moodbridge_auth::store::MemoryStore::new();
+    store
+        .put("webhooks/apex", SecretString::from(OLD))
+        .await
+        .unwrap();
+    let new_version = store
+        .put("webhooks/apex", SecretString::from(NEW))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        SqliteStateStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let receiver = |source: WebhookSource| {
+        WebhookReceiver::new(EventWriter::spawn(log.clone(), 10))
+            .source(source)
+            .router()
+    };
+    let both = WebhookSource::signed_from_store("apex", &store, "webhooks/apex")
+        .await
+        .unwrap();
+    store.retire("webhooks/apex", new_version).await.unwrap();
+    let new_only = WebhookSource::signed_from_store("apex", &store, "webhooks/apex")
+        .await
+        .unwrap();
+    let missing = WebhookSource::signed_from_store("apex", &store, "webhooks/nobody").await;
+    assert!(missing.unwrap_err().to_string().contains("webhooks/nobody"));
+    for (router, old_accepted) in [(receiver(both), true), (receiver(new_only), false)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let client = reqwest::Client::new();
+        let id = format!("rot-{old_accepted}");
+        let (status, _) = answer(signed(&client, &url, OLD, &id, now(), "{}")).await;
+        assert_eq!(
+            status == 200,
+            old_accepted,
+            "the old secret, accepted: {old_accepted}"
+        );
+        let (status, _) = answer(signed(
+            &client,
+            &url,
+            NEW,
+            &format!("{id}-new"),
+            now(),
+            "{}",
+        ))
+        .await;
+        assert_eq!(status, 200, "the new secret");
+        task.abort();
+    }
+}
