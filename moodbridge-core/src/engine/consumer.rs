@@ -19,7 +19,7 @@ pub const EVENTS_PARTITION: &str = "event-log";
 /// Gauge: events in the log a consumer has not handled yet, by `consumer`.
 pub const EVENTS_LAG: &str = "moodbridge_events_lag";
 /// Counter: events handled by a consumer, by `consumer` and `outcome` (`handled`,
-/// `dead_lettered`).
+/// `dead_lettered`, `filtered`).
 pub const EVENTS_HANDLED: &str = "moodbridge_events_handled_total";
 /// Histogram, seconds: from an event's receipt to the end of its handling, by
 /// `consumer`.
@@ -55,6 +55,8 @@ pub struct ConsumeReport {
     pub handled: u64,
     /// Events dead-lettered after their retries.
     pub dead_lettered: u64,
+    /// Events passed over by the consumer's filter.
+    pub filtered: u64,
     /// The committed position after the pass.
     pub position: i64,
 }
@@ -105,6 +107,7 @@ pub struct EventConsumer {
     state: Arc<dyn StateStore>,
     policy: Policy,
     page: u32,
+    filter: Option<super::FilterPolicy>,
 }
 
 impl std::fmt::Debug for EventConsumer {
@@ -133,7 +136,22 @@ impl EventConsumer {
             log,
             state,
             page: 500,
+            filter: None,
         }
+    }
+
+    /// Hand over only the events whose JSON body matches `filter` (Amazon SNS's filter
+    /// policy syntax); the others are passed over (counted, `filtered`), as is a body
+    /// that is not JSON.
+    ///
+    /// ```
+    /// use moodbridge_core::engine::FilterPolicy;
+    /// let closed = FilterPolicy::parse(&serde_json::json!({"type": ["case.closed"]})).unwrap();
+    /// # let _ = closed;
+    /// ```
+    pub fn filter(mut self, filter: super::FilterPolicy) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// Retry handler errors through `policy` instead.
@@ -207,7 +225,7 @@ impl EventConsumer {
         loop {
             let pass = async {
                 match self.run_once(handler).await {
-                    Ok(r) if r.handled + r.dead_lettered > 0 => {}
+                    Ok(r) if r.handled + r.dead_lettered + r.filtered > 0 => {}
                     Ok(_) => tokio::time::sleep(idle).await,
                     Err(e) => {
                         tracing::warn!(consumer = %self.name, error = %e, "an event consumer's pass failed; trying again");
@@ -228,6 +246,15 @@ impl EventConsumer {
         event: &StoredEvent,
         report: &mut ConsumeReport,
     ) -> Result<()> {
+        if let Some(filter) = &self.filter {
+            let body = serde_json::from_str(&event.event.body).unwrap_or(serde_json::Value::Null);
+            if !filter.matches(&body) {
+                report.filtered += 1;
+                metrics::counter!(EVENTS_HANDLED, "consumer" => self.name.clone(), "outcome" => "filtered")
+                    .increment(1);
+                return Ok(());
+            }
+        }
         let outcome = self
             .policy
             .call_as(Operation::new("handle"), || handler.handle(event))

@@ -44,6 +44,7 @@
 mod audit;
 mod bidirectional;
 mod consumer;
+mod filter;
 mod mapping;
 mod pipeline;
 mod progress;
@@ -57,6 +58,7 @@ pub use consumer::{
     ConsumeReport, EVENTS_HANDLED, EVENTS_LAG, EVENTS_LATENCY, EVENTS_PARTITION, EventConsumer,
     EventHandler, Lag,
 };
+pub use filter::FilterPolicy;
 pub use mapping::{CastType, MapStep, Mapping};
 pub use pipeline::{DeleteMode, Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};

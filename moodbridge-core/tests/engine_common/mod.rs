@@ -902,6 +902,19 @@ pub async fn events_are_consumed_in_order_resumed_and_replayed<B: Backend>() {
     assert!(a.lag().await.unwrap().oldest.unwrap() > Duration::from_secs(60));
     assert!(SystemTime::now() > t0);
     assert!(a.replay_from(-1).await.is_err());
+
+    // A filtered consumer sees only what its policy matches: bodies with n > 8.
+    seen.lock().unwrap().clear();
+    let policy = FilterPolicy::parse(&json!({"n": [{"numeric": [">", 8]}]})).unwrap();
+    let c = EventConsumer::new("big-n", log.clone(), state.clone())
+        .policy(fast)
+        .filter(policy);
+    let report = c.run_once(&handler).await.unwrap();
+    assert_eq!(
+        (report.handled, report.filtered, report.position),
+        (2, 10, 12)
+    );
+    assert_eq!(*seen.lock().unwrap(), [9, 10]);
 }
 
 /// One `#[tokio::test]` per shared test, for backend `$b`.
