@@ -165,16 +165,7 @@ fn aws_cli(endpoint: &str, out: &Path) -> (f64, f64, f64) {
 
 /// A child's result line: seconds, CPU seconds, peak RSS MiB.
 fn read_run(what: &str, output: std::process::Output) -> Run {
-    assert!(
-        output.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let f: Vec<f64> = text
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let f = moodbridge_core::testing::child_figures(what, output);
     (f[0], f[1], f[2])
 }
 

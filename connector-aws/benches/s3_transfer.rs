@@ -171,16 +171,7 @@ fn main() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "phase {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let fields: Vec<f64> = text
-            .split_whitespace()
-            .map(|f| f.parse().unwrap())
-            .collect();
+        let fields = moodbridge_core::testing::child_figures(&format!("phase {name}"), out);
         let (bytes, secs, rss) = (fields[0], fields[1], fields[2]);
         println!(
             "{label}: {} MiB in {secs:.2} s = {:.1} MiB/s; peak RSS {rss:.1} MiB",

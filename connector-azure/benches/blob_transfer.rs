@@ -211,15 +211,6 @@ fn run_phase(
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "phase {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let fields: Vec<f64> = text
-        .split_whitespace()
-        .map(|f| f.parse().unwrap())
-        .collect();
+    let fields = moodbridge_core::testing::child_figures(&format!("phase {name}"), out);
     (fields[0], fields[1], fields[2])
 }

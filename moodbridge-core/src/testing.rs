@@ -59,6 +59,32 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The figures a benchmark's child process printed on its standard output (numbers
+/// separated by white space), once it exited successfully.
+///
+/// # Panics
+/// If the child failed (its standard error in the message) or printed something other
+/// than numbers: a benchmark's failure report.
+///
+/// ```
+/// let out = std::process::Command::new("echo").arg("1.5 2 3").output().unwrap();
+/// assert_eq!(moodbridge_core::testing::child_figures("echo", out), [1.5, 2.0, 3.0]);
+/// ```
+pub fn child_figures(what: &str, output: std::process::Output) -> Vec<f64> {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{what} printed {v:?}, not a number"))
+        })
+        .collect()
+}
+
 /// This process's peak resident set (`VmHWM` in `/proc/self/status`), MiB; NaN where
 /// there is no procfs. For benchmarks that report memory.
 pub fn peak_rss_mib() -> f64 {

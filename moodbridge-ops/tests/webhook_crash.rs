@@ -60,15 +60,33 @@ fn receiver_child() {
         });
 }
 
-fn spawn_child(dir: &Path, port: u16) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "receiver_child", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_PORT, port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+/// The running child, killed when dropped — also when an assertion fails first.
+struct Receiver(Child);
+
+impl Receiver {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_child(dir: &Path, port: u16) -> Receiver {
+    Receiver(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "receiver_child", "--test-threads=1"])
+            .env(CHILD_DIR, dir)
+            .env(CHILD_PORT, port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn free_port() -> u16 {
@@ -162,8 +180,7 @@ async fn acknowledged_webhooks_survive_twenty_kills() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..50))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         child = spawn_child(dir.path(), port);
     }
     // Let the last child take some load too, then stop sending and drain.
@@ -182,8 +199,7 @@ async fn acknowledged_webhooks_survive_twenty_kills() {
             unsure.insert(i);
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let log = SqliteStateStore::open(&dir.path().join("state.db"))
         .await

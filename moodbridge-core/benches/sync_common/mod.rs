@@ -45,16 +45,6 @@ validate = [
 ]
 "#;
 
-#[allow(clippy::unwrap_used, reason = "bench binary")]
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// Where the time goes: the source alone, and the source plus the transform.
 #[allow(clippy::unwrap_used, reason = "bench binary")]
 async fn breakdown(source: &MemorySource, pipeline: &Pipeline, records: u64) {
@@ -140,7 +130,7 @@ pub fn main() {
             if rows { "rows" } else { "records" },
             if audit { "on" } else { "off" },
             records as f64 / secs,
-            peak_rss_mib()
+            moodbridge_core::testing::peak_rss_mib()
         );
     });
 }

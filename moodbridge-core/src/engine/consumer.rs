@@ -208,7 +208,7 @@ impl EventConsumer {
                 .await?;
             report.position = last;
         }
-        self.record_lag().await;
+        self.record_lag(report.position).await;
         Ok(report)
     }
 
@@ -313,7 +313,10 @@ impl EventConsumer {
 
     /// How far behind the consumer is.
     pub async fn lag(&self) -> Result<Lag> {
-        let position = self.position().await?;
+        self.lag_from(self.position().await?).await
+    }
+
+    async fn lag_from(&self, position: i64) -> Result<Lag> {
         let last = self.log.last_sequence().await?;
         let oldest = self
             .log
@@ -327,8 +330,8 @@ impl EventConsumer {
         })
     }
 
-    async fn record_lag(&self) {
-        if let Ok(lag) = self.lag().await {
+    async fn record_lag(&self, position: i64) {
+        if let Ok(lag) = self.lag_from(position).await {
             metrics::gauge!(EVENTS_LAG, "consumer" => self.name.clone()).set(lag.events as f64);
         }
     }

@@ -230,6 +230,7 @@ impl EventWriter {
                 }
                 // A group: whole requests up to `max_group` events (one larger request
                 // goes alone).
+                // Each caller's reply and how many of the group's events are its own.
                 let mut group = Vec::new();
                 let mut events = Vec::new();
                 while let Some(r) = waiting.front() {
@@ -237,13 +238,12 @@ impl EventWriter {
                         break;
                     }
                     let Some(r) = waiting.pop_front() else { break };
-                    events.extend(r.events.iter().cloned());
-                    group.push(r);
+                    group.push((r.reply, r.events.len()));
+                    events.extend(r.events);
                 }
                 let outcome = log.append_events(&events).await;
                 let mut at = 0;
-                for r in group {
-                    let n = r.events.len();
+                for (reply, n) in group {
                     let answer = match &outcome {
                         Ok(all) => all
                             .get(at..at + n)
@@ -257,7 +257,7 @@ impl EventWriter {
                     };
                     at += n;
                     // A caller that gave up does not stop the others.
-                    let _ = r.reply.send(answer);
+                    let _ = reply.send(answer);
                 }
             }
         });

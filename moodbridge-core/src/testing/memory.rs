@@ -399,17 +399,7 @@ impl MemorySource {
         count: u64,
         make: impl Fn(u64) -> Record + Send + Sync + 'static,
     ) {
-        self.lock().insert(
-            descriptor.name.clone(),
-            MemStream {
-                descriptor,
-                data: Data::Generated {
-                    count,
-                    make: Arc::new(make),
-                    rows: None,
-                },
-            },
-        );
+        self.insert_generated(descriptor, count, Arc::new(make), None);
     }
 
     /// As [`add_generated`](Self::add_generated), the stream read as rows of `columns`:
@@ -438,18 +428,25 @@ impl MemorySource {
         columns: Vec<Column>,
         push: impl Fn(u64, &mut RowBatch) + Send + Sync + 'static,
     ) {
+        let rows = RowGenerator {
+            columns: columns.into(),
+            push: Arc::new(push),
+        };
+        self.insert_generated(descriptor, count, Arc::new(make), Some(rows));
+    }
+
+    fn insert_generated(
+        &self,
+        descriptor: StreamDescriptor,
+        count: u64,
+        make: Generator,
+        rows: Option<RowGenerator>,
+    ) {
         self.lock().insert(
             descriptor.name.clone(),
             MemStream {
                 descriptor,
-                data: Data::Generated {
-                    count,
-                    make: Arc::new(make),
-                    rows: Some(RowGenerator {
-                        columns: columns.into(),
-                        push: Arc::new(push),
-                    }),
-                },
+                data: Data::Generated { count, make, rows },
             },
         );
     }
