@@ -10,6 +10,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+mod crash;
 mod cursor;
 mod events;
 mod memory;
@@ -17,6 +18,7 @@ mod metrics;
 mod resilience;
 mod storage;
 mod sync;
+pub use crash::{CrashChild, crash_rng};
 pub use cursor::cursor_store_contract;
 pub use events::event_log_contract;
 pub use memory::{

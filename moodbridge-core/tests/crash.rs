@@ -17,17 +17,14 @@
 )]
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector_sqlite::SqliteTableSink;
 use moodbridge_core::engine::{Pipeline, PipelineConfig, StreamConfig, SyncEngine};
 use moodbridge_core::state::{RunStatus, SqliteStateStore, StateStore};
-use moodbridge_core::testing::{MemorySource, account, account_descriptor};
+use moodbridge_core::testing::{CrashChild, MemorySource, account, account_descriptor, crash_rng};
 use moodbridge_core::{SyncSink, WriteMode};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const RECORDS: u64 = 100_000;
 const KILLS: usize = 20;
@@ -70,18 +67,12 @@ fn crash_child() {
         });
 }
 
-fn spawn_child(dir: &Path, rows: bool) -> Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+fn spawn_child(dir: &Path, rows: bool) -> CrashChild {
+    let mut env = vec![(CHILD_ENV, dir.display().to_string())];
     if rows {
-        command.env(ROWS_ENV, "1");
+        env.push((ROWS_ENV, "1".to_owned()));
     }
-    command
-        .args(["--ignored", "--exact", "crash_child", "--test-threads=1"])
-        .env(CHILD_ENV, dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    CrashChild::spawn("crash_child", &env)
 }
 
 /// The committed checkpoint: (sequence, last id).
@@ -100,17 +91,7 @@ async fn checkpoint(state: &SqliteStateStore) -> Option<(i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_killed_twenty_times_ends_with_the_exact_result() {
-    let seed = std::env::var("MOODBRIDGE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("crash test seed: {seed} (MOODBRIDGE_CRASH_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("crash test");
 
     let dir = tempfile::tempdir().unwrap();
     let state = SqliteStateStore::open(&dir.path().join("state.db"))
@@ -119,41 +100,22 @@ async fn a_sync_killed_twenty_times_ends_with_the_exact_result() {
     let mut seen: Vec<(i64, String)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
 
-    let mut kills = 0;
-    while kills < KILLS {
+    for kills in 0..KILLS {
         let mut child = spawn_child(dir.path(), kills % 2 == 1);
         let before = checkpoint(&state).await;
-        // Wait for progress: a checkpoint committed by this child.
-        loop {
-            assert!(Instant::now() < deadline, "the child made no progress");
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "the sync finished (or failed: {status}) before {KILLS} kills; only {kills} happened"
-                );
-            }
-            if checkpoint(&state).await != before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
+        // Kill it once it has committed a checkpoint of its own.
+        child
+            .kill_after_progress(&mut rng, deadline, Duration::from_millis(40), || async {
+                checkpoint(&state).await != before
+            })
+            .await;
         if let Some(cp) = checkpoint(&state).await {
             seen.push(cp);
         }
     }
 
     // Let the last one finish.
-    let mut child = spawn_child(dir.path(), KILLS % 2 == 1);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the final run did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = spawn_child(dir.path(), KILLS % 2 == 1).wait(deadline).await;
     assert!(status.success(), "the final run failed: {status}");
     seen.push(checkpoint(&state).await.unwrap());
 

@@ -8,7 +8,9 @@
 //! - `GET /api/integrations/health` — every integration's health as JSON (status,
 //!   latency, detail, circuit-breaker state, rate-limit quota), checked concurrently,
 //!   each check cut after [`Ops::check_timeout`]; answered `200` when nothing is down,
-//!   `503` when something is.
+//!   `503` when something is. Event consumers given to [`Ops::event_consumers`] are
+//!   listed too (id `events:<consumer>`, kind `event-consumer`): degraded past their lag
+//!   thresholds.
 //! - `GET /metrics` — the Prometheus text format of everything recorded through the
 //!   `metrics` facade (names in `docs/telemetry.md`), when a Prometheus recorder is given.
 //! - `GET /` — a small status page (server-rendered HTML, no script, refreshes itself every
@@ -49,6 +51,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
+use moodbridge_core::engine::{EventConsumer, LagThresholds};
 use moodbridge_core::integration::{HealthReport, HealthStatus};
 use moodbridge_core::registry::Integrations;
 use moodbridge_core::resilience::CircuitState;
@@ -74,6 +77,7 @@ pub struct Ops {
     prometheus: Option<PrometheusHandle>,
     check_timeout: Duration,
     title: String,
+    consumers: Vec<(EventConsumer, LagThresholds)>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -83,6 +87,7 @@ impl std::fmt::Debug for Ops {
             .field("pipelines", &self.pipelines)
             .field("prometheus", &self.prometheus.is_some())
             .field("check_timeout", &self.check_timeout)
+            .field("consumers", &self.consumers.len())
             .finish_non_exhaustive()
     }
 }
@@ -122,7 +127,8 @@ pub struct HealthSummary {
     pub status: HealthStatus,
     /// When the checks ran (RFC 3339).
     pub checked_at: String,
-    /// Each integration, sorted by id.
+    /// Each integration, sorted by id, then each event consumer given to
+    /// [`Ops::event_consumers`].
     pub integrations: Vec<IntegrationHealth>,
 }
 
@@ -136,7 +142,39 @@ impl Ops {
             prometheus: None,
             check_timeout: Duration::from_secs(5),
             title: "MoodBridge integrations".to_owned(),
+            consumers: Vec::new(),
         }
+    }
+
+    /// Event consumers whose lag the health report shows (`events:<name>`, kind
+    /// `event-consumer`): degraded past `thresholds` (events waiting, age of the oldest,
+    /// open dead letters), down when the log cannot be read.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use moodbridge_core::engine::{EventConsumer, LagThresholds};
+    /// use moodbridge_core::registry::Integrations;
+    /// use moodbridge_core::state::SqliteStateStore;
+    /// use moodbridge_ops::Ops;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Arc::new(SqliteStateStore::open(&dir.path().join("s.db")).await.unwrap());
+    /// let consumer = EventConsumer::new("case-updates", store.clone(), store);
+    /// let ops = Ops::new(Integrations::default())
+    ///     .event_consumers([consumer], LagThresholds::default());
+    /// let health = ops.health().await;
+    /// assert_eq!(health.integrations[0].id, "events:case-updates");
+    /// # });
+    /// ```
+    pub fn event_consumers(
+        mut self,
+        consumers: impl IntoIterator<Item = EventConsumer>,
+        thresholds: LagThresholds,
+    ) -> Self {
+        self.consumers
+            .extend(consumers.into_iter().map(|c| (c, thresholds)));
+        self
     }
 
     /// The state store whose recent runs of `pipelines` the status page lists.
@@ -198,7 +236,28 @@ impl Ops {
                 }),
             }
         });
-        let integrations = futures::future::join_all(checks).await;
+        let mut integrations = futures::future::join_all(checks).await;
+        let lags = self.consumers.iter().map(|(consumer, limits)| async move {
+            let report = tokio::time::timeout(self.check_timeout, consumer.health(limits))
+                .await
+                .unwrap_or_else(|_| {
+                    HealthReport::new(
+                        HealthStatus::Down,
+                        self.check_timeout,
+                        format!("no answer within {:?}", self.check_timeout),
+                    )
+                });
+            IntegrationHealth {
+                id: format!("events:{}", consumer.name()),
+                kind: "event-consumer".to_owned(),
+                status: report.status,
+                latency_ms: report.latency.as_secs_f64() * 1e3,
+                detail: report.detail,
+                circuit_breaker: None,
+                rate_limit: None,
+            }
+        });
+        integrations.extend(futures::future::join_all(lags).await);
         let status = overall(integrations.iter().map(|i| i.status));
         HealthSummary {
             status,

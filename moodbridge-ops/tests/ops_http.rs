@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moodbridge_core::engine::{Pipeline, SyncEngine};
+use moodbridge_core::engine::{EventConsumer, LagThresholds, Pipeline, SyncEngine};
 use moodbridge_core::registry::{Built, Integrations};
 use moodbridge_core::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, RateLimitConfig, RateLimiter, RateQuota,
 };
-use moodbridge_core::state::SqliteStateStore;
+use moodbridge_core::state::{EventLog, NewEvent, SqliteStateStore};
 use moodbridge_core::testing::{MemorySink, MemorySource};
 use moodbridge_core::{
     Capabilities, HealthReport, HealthStatus, PlatformIntegration, Policy, Result,
@@ -133,7 +133,20 @@ async fn health_metrics_and_status_page() {
         .unwrap();
     assert_eq!(report.counts.written, 40);
 
+    // An event consumer behind: three events waiting, one allowed.
+    let three: Vec<NewEvent> = (1..=3)
+        .map(|i| NewEvent::new("apex", format!("m{i}"), "case.updated", "{}"))
+        .collect();
+    state.append_events(&three).await.unwrap();
+    let consumer = EventConsumer::new("case-updates", state.clone(), state.clone());
     let ops = Ops::new(all.clone())
+        .event_consumers(
+            [consumer],
+            LagThresholds {
+                max_events: 1,
+                ..LagThresholds::default()
+            },
+        )
         .state_store(state.clone(), ["accounts"])
         .prometheus(metrics)
         .check_timeout(Duration::from_millis(300));
@@ -150,7 +163,25 @@ async fn health_metrics_and_status_page() {
     let summary: HealthSummary = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(summary.status, HealthStatus::Down);
     let ids: Vec<&str> = summary.integrations.iter().map(|i| i.id.as_str()).collect();
-    assert_eq!(ids, ["crm:prod", "files:scans", "slow:legacy"]);
+    assert_eq!(
+        ids,
+        [
+            "crm:prod",
+            "files:scans",
+            "slow:legacy",
+            "events:case-updates"
+        ]
+    );
+    let lagging = &summary.integrations[3];
+    assert_eq!(
+        (lagging.status, lagging.kind.as_str()),
+        (HealthStatus::Degraded, "event-consumer")
+    );
+    assert!(
+        lagging.detail.contains("3 events waiting (more than 1)"),
+        "{}",
+        lagging.detail
+    );
     let crm = &summary.integrations[0];
     assert_eq!(crm.status, HealthStatus::Up);
     assert_eq!(crm.detail, "API v62.0");
@@ -192,6 +223,19 @@ async fn health_metrics_and_status_page() {
             .starts_with("text/plain")
     );
     let text = response.text().await.unwrap();
+    // The consumer's gauges, set when its health was checked.
+    for gauge in [
+        "moodbridge_events_lag{consumer=\"case-updates\"} 3",
+        "moodbridge_events_dead_letters{consumer=\"case-updates\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == gauge), "{gauge} missing:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l
+                .starts_with("moodbridge_events_oldest_age_seconds{consumer=\"case-updates\"}")),
+        "{text}"
+    );
     let calls = text
         .lines()
         .find(|l| {

@@ -15,15 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moodbridge_core::state::{EventLog, EventWriter, SqliteStateStore};
+use moodbridge_core::testing::{CrashChild, crash_rng};
 use moodbridge_ops::webhooks::{WebhookReceiver, WebhookSource};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
@@ -60,32 +58,13 @@ fn receiver_child() {
         });
 }
 
-/// The running child, killed when dropped — also when an assertion fails first.
-struct Receiver(Child);
-
-impl Receiver {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_child(dir: &Path, port: u16) -> Receiver {
-    Receiver(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "receiver_child", "--test-threads=1"])
-            .env(CHILD_DIR, dir)
-            .env(CHILD_PORT, port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+fn spawn_child(dir: &Path, port: u16) -> CrashChild {
+    CrashChild::spawn(
+        "receiver_child",
+        &[
+            (CHILD_DIR, dir.display().to_string()),
+            (CHILD_PORT, port.to_string()),
+        ],
     )
 }
 
@@ -130,17 +109,7 @@ async fn send_until_acked(client: &reqwest::Client, url: &str, i: u64, stop: &At
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_webhooks_survive_twenty_kills() {
-    let seed = std::env::var("MOODBRIDGE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("webhook crash test seed: {seed} (MOODBRIDGE_CRASH_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("webhook crash test");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/webhooks/load");
@@ -175,12 +144,11 @@ async fn acknowledged_webhooks_survive_twenty_kills() {
     for _ in 0..KILLS {
         // Let the child take some load, then kill it at a random moment.
         let before = acked.lock().await.len();
-        while acked.lock().await.len() < before + 20 {
-            assert!(Instant::now() < deadline, "no progress");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..50))).await;
-        child.kill();
+        child
+            .kill_after_progress(&mut rng, deadline, Duration::from_millis(50), || async {
+                acked.lock().await.len() >= before + 20
+            })
+            .await;
         child = spawn_child(dir.path(), port);
     }
     // Let the last child take some load too, then stop sending and drain.

@@ -49,20 +49,23 @@ mod mapping;
 mod pipeline;
 mod progress;
 mod replay;
+mod routing;
 mod row_path;
 mod schedule;
 mod validation;
 
 pub use bidirectional::{BidirectionalConfig, BidirectionalReport, ConflictPolicy, Side};
 pub use consumer::{
-    ConsumeReport, EVENTS_HANDLED, EVENTS_LAG, EVENTS_LATENCY, EVENTS_PARTITION, EventConsumer,
-    EventHandler, Lag,
+    ConsumeReport, EVENTS_DEAD_LETTERS, EVENTS_HANDLED, EVENTS_LAG, EVENTS_LATENCY,
+    EVENTS_OLDEST_AGE, EVENTS_PARTITION, EventConsumer, EventHandler, Lag, LagThresholds,
+    Resequence, purge_consumed_events,
 };
 pub use filter::FilterPolicy;
 pub use mapping::{CastType, MapStep, Mapping};
 pub use pipeline::{DeleteMode, Pipeline, PipelineConfig, StreamConfig};
 pub use progress::{ProgressEvent, StreamProgress};
 pub use replay::{ReplayReport, RollbackReport};
+pub use routing::{EventRouter, Match, SinkHandler, SyncTrigger};
 pub use schedule::{Job, Schedule, Tick, Worker};
 pub use validation::{Rule, Rules, Sanitize, ValueType};
 

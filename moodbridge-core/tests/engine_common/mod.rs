@@ -3,6 +3,8 @@
 //! ties, resume after failure, dead letters and replay, rollback, faults, progress,
 //! overwrite, scheduling, and bidirectional sync with every conflict policy.
 
+pub mod events;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -921,6 +923,30 @@ pub async fn events_are_consumed_in_order_resumed_and_replayed<B: Backend>() {
 #[macro_export]
 macro_rules! engine_tests {
     ($b:ty) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn keys_are_handled_concurrently_each_in_order() {
+            engine_common::events::keys_are_handled_concurrently_each_in_order::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn out_of_order_events_are_resequenced_and_late_ones_passed_over() {
+            engine_common::events::out_of_order_events_are_resequenced_and_late_ones_passed_over::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn workers_share_partitions_under_leases() {
+            engine_common::events::workers_share_partitions_under_leases::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn retention_waits_for_every_consumer() {
+            engine_common::events::retention_waits_for_every_consumer::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn events_are_routed_to_a_sink_and_to_an_incremental_sync() {
+            engine_common::events::events_are_routed_to_a_sink_and_to_an_incremental_sync::<$b>().await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn consumer_health_turns_degraded_past_its_thresholds() {
+            engine_common::events::consumer_health_turns_degraded_past_its_thresholds::<$b>().await;
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn events_are_consumed_in_order_resumed_and_replayed() {
             engine_common::events_are_consumed_in_order_resumed_and_replayed::<$b>().await;
