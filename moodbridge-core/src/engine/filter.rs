@@ -19,10 +19,11 @@ use crate::error::{Error, Result};
 /// | `{"anything-but": v}` (a value, a list, or `{"prefix": …}`) | a present value that is not it |
 /// | `{"numeric": [">=", 0, "<", 100]}` (`=`, `<`, `<=`, `>`, `>=`) | a number in the range |
 /// | `{"exists": true}` / `{"exists": false}` | the key present / absent |
+/// | `{"cidr": "10.0.0.0/24"}` (IPv4 or IPv6) | a string that is an IP address in the network |
 ///
-/// When the body's value is an array, the key matches when any element does.
-/// `cidr` and wildcard conditions are not supported: a policy with one is refused with
-/// the key it is under.
+/// When the body's value is an array, the key matches when any element does. Any other
+/// operator (Amazon EventBridge's `wildcard`, for one, which SNS does not have) is
+/// refused with the key it is under.
 ///
 /// ```
 /// use moodbridge_core::engine::FilterPolicy;
@@ -66,6 +67,7 @@ enum Condition {
     AnythingButPrefix(String),
     Numeric(Vec<(Cmp, f64)>),
     Exists(bool),
+    Cidr(ipnet::IpNet),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -185,6 +187,17 @@ fn condition(c: &Value, at: &str) -> Result<Condition> {
             },
             v => Condition::AnythingBut(vec![v.clone()]),
         },
+        "cidr" => {
+            let net = text("cidr")?;
+            Condition::Cidr(net.parse().map_err(|_| {
+                bad(
+                    at,
+                    &format!(
+                        "{net:?} is not a network in CIDR notation (10.0.0.0/24, 2001:db8::/32)"
+                    ),
+                )
+            })?)
+        }
         "numeric" => {
             let Value::Array(parts) = arg else {
                 return Err(bad(at, "numeric takes a list like [\">=\", 0, \"<\", 10]"));
@@ -253,6 +266,10 @@ fn scalar_matches(c: &Condition, v: &Value) -> bool {
                 Cmp::Ge => n >= b,
             })
         }),
+        Condition::Cidr(net) => v
+            .as_str()
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| net.contains(&ip)),
         Condition::Exists(_) => true,
     }
 }
@@ -331,6 +348,30 @@ mod tests {
     }
 
     #[test]
+    fn addresses_match_networks_in_cidr_notation() {
+        // The published example: {"source_ip": [{"cidr": "10.0.0.0/24"}]}.
+        let policy = p(json!({"source_ip": [{"cidr": "10.0.0.0/24"}]}));
+        for (ip, expected) in [
+            (json!("10.0.0.0"), true),
+            (json!("10.0.0.255"), true),
+            (json!("10.0.1.0"), false),
+            (json!("not an address"), false),
+            (json!(["192.168.1.1", "10.0.0.7"]), true),
+            (json!(10), false),
+        ] {
+            assert_eq!(
+                policy.matches(&json!({ "source_ip": ip })),
+                expected,
+                "{ip}"
+            );
+        }
+        let v6 = p(json!({"ip": [{"cidr": "2001:db8::/32"}]}));
+        assert!(v6.matches(&json!({"ip": "2001:db8:1::5"})));
+        assert!(!v6.matches(&json!({"ip": "2001:db9::5"})));
+        assert!(!v6.matches(&json!({"ip": "10.0.0.1"})));
+    }
+
+    #[test]
     fn nested_keys_match_nested_objects() {
         let policy = p(json!({"data": {"sObject": {"type": ["Case"]}}}));
         assert!(policy.matches(&json!({"data": {"sObject": {"type": "Case", "Id": "500A"}}})));
@@ -344,8 +385,12 @@ mod tests {
             (json!(["x"]), "JSON object"),
             (json!({"a": "x"}), "at a:"),
             (
-                json!({"a": {"b": [{"cidr": "10.0.0.0/24"}]}}),
-                "at a.b: \"cidr\"",
+                json!({"a": {"b": [{"wildcard": "*.pdf"}]}}),
+                "at a.b: \"wildcard\" is not a supported condition",
+            ),
+            (
+                json!({"ip": [{"cidr": "10.0.0.300/24"}]}),
+                "not a network in CIDR notation",
             ),
             (
                 json!({"a": [{"numeric": ["~", 1]}]}),
