@@ -11,7 +11,11 @@ cargo bench --locked -p moodbridge-core --features testing --bench sync_throughp
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- rows audit
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput -- audit
 cargo bench --locked -p moodbridge-core --features testing --bench sync_throughput_mimalloc
+# Webhook ingest: the most the receiver takes (closed loop), then latency at the target
+# rate (open loop, 10,000 events/s offered over 1,000 connections).
 cargo bench --locked -p moodbridge-ops --bench webhook_ingest -- 1000 200000
+cargo bench --locked -p moodbridge-ops --bench webhook_ingest -- 200 200000
+cargo bench --locked -p moodbridge-ops --bench webhook_ingest -- 1000 200000 10000
 cargo bench --locked -p moodbridge-auth --bench credential_store -- "$@"
 cargo bench --locked -p moodbridge-auth --bench token_cache
 # The Salesforce benches start the sandbox example as a separate process (https for the

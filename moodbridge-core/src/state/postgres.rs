@@ -93,6 +93,93 @@ impl PostgresStateStore {
         err(e)
     }
 
+    /// Commit a cursor: an upsert, or fenced at `expected` (`Some(0)`: no cursor yet);
+    /// the new sequence, `None` when the fence did not hold.
+    async fn write_cursor(
+        &self,
+        consumer: &str,
+        partition: &str,
+        position: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let sql = super::sql_cursors::cursor_statement(expected);
+        let mut query = sqlx::query_scalar(sql)
+            .bind(consumer)
+            .bind(partition)
+            .bind(position)
+            .bind(now_ms());
+        if let Some(e) = expected.filter(|e| *e != 0) {
+            query = query.bind(e);
+        }
+        query.fetch_optional(&self.pool).await.map_err(err)
+    }
+
+    /// Up to `limit` events after `sequence`, in order.
+    async fn read_event_rows(&self, sequence: i64, limit: u32) -> Result<Vec<super::StoredEvent>> {
+        let rows =
+            sqlx::query("SELECT * FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+                .bind(sequence)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    /// Append events in one transaction. The head row first: its lock (held to commit)
+    /// orders writers, so each insert's conflict check sees every event committed
+    /// before this one. One statement per new event; a duplicate costs one more.
+    async fn append_event_rows(&self, events: &[super::NewEvent]) -> Result<Vec<super::Appended>> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut last: i64 = sqlx::query_scalar(
+            "UPDATE event_log_head SET last_sequence = last_sequence WHERE id = 1 RETURNING last_sequence",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        let first = last;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let inserted = sqlx::query(
+                "INSERT INTO events (sequence, source, event_id, partition_key, event_type, body, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source, event_id) DO NOTHING",
+            )
+            .bind(last + 1)
+            .bind(&event.source)
+            .bind(&event.event_id)
+            .bind(&event.partition_key)
+            .bind(&event.event_type)
+            .bind(&event.body)
+            .bind(ms_since_epoch(event.received_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            if inserted.rows_affected() == 1 {
+                last += 1;
+                out.push(super::Appended::Stored(last));
+            } else {
+                let sequence: i64 = sqlx::query_scalar(
+                    "SELECT sequence FROM events WHERE source = $1 AND event_id = $2",
+                )
+                .bind(&event.source)
+                .bind(&event.event_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+                out.push(super::Appended::Duplicate(sequence));
+            }
+        }
+        if last != first {
+            sqlx::query("UPDATE event_log_head SET last_sequence = $1 WHERE id = 1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(out)
+    }
+
     /// Extend the chain in one transaction under the advisory lock, 500 rows per
     /// `INSERT` (12 values each, well inside the bind limit).
     async fn append_audit_entries(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {

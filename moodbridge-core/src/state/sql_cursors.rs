@@ -1,5 +1,37 @@
 //! The SQL of the cursor store, written once for both backends, like
-//! [`sql_state_store!`](super::sql::sql_state_store) (which expands this too).
+//! [`sql_state_store!`](super::sql::sql_state_store) (which expands this too). A commit
+//! is each backend's own `write_cursor` (SQLite's goes through its one writing
+//! connection, so that a consumer's commit does not wait on the busy handler while
+//! events are appended).
+
+/// The statements of a cursor commit, with `$N` placeholders: an upsert, the insert of a
+/// first cursor (fenced at sequence 0), the update fenced at a sequence.
+pub(crate) const UPSERT_CURSOR: &str =
+    "INSERT INTO cursors (consumer, partition_key, position, sequence, committed_at)
+     VALUES ($1, $2, $3, 1, $4)
+     ON CONFLICT (consumer, partition_key) DO UPDATE SET
+       position = excluded.position, sequence = cursors.sequence + 1,
+       committed_at = excluded.committed_at
+     RETURNING sequence";
+pub(crate) const INSERT_FIRST_CURSOR: &str =
+    "INSERT INTO cursors (consumer, partition_key, position, sequence, committed_at)
+     VALUES ($1, $2, $3, 1, $4)
+     ON CONFLICT (consumer, partition_key) DO NOTHING
+     RETURNING sequence";
+/// The statement of a commit fenced at `expected` (`Some(0)`: no cursor yet), or an
+/// upsert (`None`).
+pub(crate) fn cursor_statement(expected: Option<i64>) -> &'static str {
+    match expected {
+        None => UPSERT_CURSOR,
+        Some(0) => INSERT_FIRST_CURSOR,
+        Some(_) => UPDATE_CURSOR_AT,
+    }
+}
+
+pub(crate) const UPDATE_CURSOR_AT: &str =
+    "UPDATE cursors SET position = $3, sequence = sequence + 1, committed_at = $4
+     WHERE consumer = $1 AND partition_key = $2 AND sequence = $5
+     RETURNING sequence";
 
 macro_rules! sql_cursor_store {
     ($store:ty) => {
@@ -27,21 +59,8 @@ macro_rules! sql_cursor_store {
                 partition: &str,
                 position: &str,
             ) -> Result<i64> {
-                sqlx::query_scalar(
-                    "INSERT INTO cursors (consumer, partition_key, position, sequence, committed_at)
-                     VALUES ($1, $2, $3, 1, $4)
-                     ON CONFLICT (consumer, partition_key) DO UPDATE SET
-                       position = excluded.position, sequence = cursors.sequence + 1,
-                       committed_at = excluded.committed_at
-                     RETURNING sequence",
-                )
-                .bind(consumer)
-                .bind(partition)
-                .bind(position)
-                .bind(now_ms())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| self.db_err(e))
+                let done = self.write_cursor(consumer, partition, position, None).await?;
+                done.ok_or_else(|| Error::internal("a cursor commit wrote nothing"))
             }
 
             async fn commit_cursor_if(
@@ -51,36 +70,9 @@ macro_rules! sql_cursor_store {
                 position: &str,
                 expected: i64,
             ) -> Result<i64> {
-                // One statement either way: the insert of a first cursor conflicts with
-                // a concurrent one (primary key), the update matches only the sequence read.
-                let done: Option<i64> = if expected == 0 {
-                    sqlx::query_scalar(
-                        "INSERT INTO cursors (consumer, partition_key, position, sequence, committed_at)
-                         VALUES ($1, $2, $3, 1, $4)
-                         ON CONFLICT (consumer, partition_key) DO NOTHING
-                         RETURNING sequence",
-                    )
-                    .bind(consumer)
-                    .bind(partition)
-                    .bind(position)
-                    .bind(now_ms())
-                    .fetch_optional(&self.pool)
-                    .await
-                } else {
-                    sqlx::query_scalar(
-                        "UPDATE cursors SET position = $3, sequence = sequence + 1, committed_at = $4
-                         WHERE consumer = $1 AND partition_key = $2 AND sequence = $5
-                         RETURNING sequence",
-                    )
-                    .bind(consumer)
-                    .bind(partition)
-                    .bind(position)
-                    .bind(now_ms())
-                    .bind(expected)
-                    .fetch_optional(&self.pool)
-                    .await
-                }
-                .map_err(|e| self.db_err(e))?;
+                let done = self
+                    .write_cursor(consumer, partition, position, Some(expected))
+                    .await?;
                 done.ok_or_else(|| {
                     Error::new(
                         ErrorKind::Conflict,

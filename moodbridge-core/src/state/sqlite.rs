@@ -36,8 +36,57 @@ pub struct SqliteStateStore {
     path: PathBuf,
     /// Checkpoints the WAL after audit appends, off the appender's path.
     checkpointer: Arc<Checkpointer>,
-    /// Extends the audit chain.
+    /// Extends the audit chain, appends events, commits cursors.
     appender: Arc<Appender>,
+    /// Reads events for consumers.
+    reader: Arc<EventReader>,
+}
+
+/// A connection of its own for consumers' reads of the event log: a page in one hop to a
+/// blocking thread, where the pool streams rows back through a channel (a wake-up of the
+/// reading task per chunk, each a turn in a busy runtime's queue).
+#[derive(Debug)]
+struct EventReader {
+    conn: std::sync::Mutex<rusqlite::Connection>,
+}
+
+impl EventReader {
+    fn open(path: &Path) -> rusqlite::Result<EventReader> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(EventReader {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    fn read(&self, after: i64, limit: u32) -> rusqlite::Result<Vec<super::StoredEvent>> {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut statement = conn.prepare_cached(
+            "SELECT sequence, source, event_id, partition_key, event_type, body, received_at
+             FROM events WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+        )?;
+        let rows = statement.query_map(rusqlite::params![after, i64::from(limit)], |r| {
+            Ok(super::StoredEvent {
+                sequence: r.get(0)?,
+                event: super::NewEvent {
+                    source: r.get(1)?,
+                    event_id: r.get(2)?,
+                    partition_key: r.get(3)?,
+                    event_type: r.get(4)?,
+                    body: r.get(5)?,
+                    received_at: time(r.get(6)?),
+                },
+            })
+        })?;
+        rows.collect()
+    }
 }
 
 /// The audit appender: a connection of its own, used on a blocking thread, inserting
@@ -119,6 +168,98 @@ impl Appender {
     }
 }
 
+impl Appender {
+    /// Commit a cursor on the writing connection (see `write_cursor`).
+    fn write_cursor(
+        &self,
+        consumer: &str,
+        partition: &str,
+        position: &str,
+        expected: Option<i64>,
+    ) -> rusqlite::Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SQLite reads `$N` as the name "$N", numbered in order of first appearance:
+        // bind by name so that the shared statements mean the same here.
+        let at = now_ms();
+        let sql = super::sql_cursors::cursor_statement(expected);
+        let mut statement = conn.prepare_cached(sql)?;
+        match expected.filter(|e| *e != 0) {
+            None => statement
+                .query_row(
+                    rusqlite::named_params! {"$1": consumer, "$2": partition, "$3": position, "$4": at},
+                    |r| r.get(0),
+                )
+                .optional(),
+            Some(e) => statement
+                .query_row(
+                    rusqlite::named_params! {"$1": consumer, "$2": partition, "$3": position, "$4": at, "$5": e},
+                    |r| r.get(0),
+                )
+                .optional(),
+        }
+    }
+
+    /// Append events under SQLite's write lock, in one transaction: the head row read,
+    /// one cached `INSERT … ON CONFLICT DO NOTHING` per event (a duplicate costs one
+    /// lookup more), the head row written once.
+    fn append_events(&self, events: &[super::NewEvent]) -> rusqlite::Result<Vec<super::Appended>> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut last: i64 = tx.query_row(
+            "SELECT last_sequence FROM event_log_head WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let first = last;
+        let mut out = Vec::with_capacity(events.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (sequence, source, event_id, partition_key, event_type, body, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (source, event_id) DO NOTHING",
+            )?;
+            let mut existing = tx.prepare_cached(
+                "SELECT sequence FROM events WHERE source = ?1 AND event_id = ?2",
+            )?;
+            for event in events {
+                let inserted = insert.execute(rusqlite::params![
+                    last + 1,
+                    event.source,
+                    event.event_id,
+                    event.partition_key,
+                    event.event_type,
+                    event.body,
+                    ms_since_epoch(event.received_at),
+                ])?;
+                if inserted == 1 {
+                    last += 1;
+                    out.push(super::Appended::Stored(last));
+                } else {
+                    let sequence = existing
+                        .query_row(rusqlite::params![event.source, event.event_id], |r| {
+                            r.get(0)
+                        })?;
+                    out.push(super::Appended::Duplicate(sequence));
+                }
+            }
+        }
+        if last != first {
+            tx.execute(
+                "UPDATE event_log_head SET last_sequence = ?1 WHERE id = 1",
+                [last],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,11 +305,16 @@ impl SqliteStateStore {
             Error::unavailable(format!("state store {} cannot be opened", path.display()))
                 .with_source(e)
         })?;
+        let reader = EventReader::open(path).map_err(|e| {
+            Error::unavailable(format!("state store {} cannot be opened", path.display()))
+                .with_source(e)
+        })?;
         Ok(SqliteStateStore {
             pool,
             path: path.to_owned(),
             checkpointer: Arc::new(checkpointer),
             appender: Arc::new(appender),
+            reader: Arc::new(reader),
         })
     }
 
@@ -325,6 +471,68 @@ impl SqliteStateStore {
         // An append writes a batch of entries: copy them into the file off this path.
         self.checkpointer.nudge();
         Ok(seqs)
+    }
+}
+
+impl SqliteStateStore {
+    /// Commit a cursor through the writing connection: it takes its turn with the
+    /// event and audit appends instead of polling for SQLite's write lock.
+    async fn write_cursor(
+        &self,
+        consumer: &str,
+        partition: &str,
+        position: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let appender = self.appender.clone();
+        let (consumer, partition, position) = (
+            consumer.to_owned(),
+            partition.to_owned(),
+            position.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            appender.write_cursor(&consumer, &partition, &position, expected)
+        })
+        .await
+        .map_err(|e| {
+            Error::internal(format!(
+                "a cursor commit of state store {} did not finish: {e}",
+                self.path.display()
+            ))
+        })?
+        .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    /// Read a page of events on the reader's connection, on a blocking thread.
+    async fn read_event_rows(&self, after: i64, limit: u32) -> Result<Vec<super::StoredEvent>> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || reader.read(after, limit))
+            .await
+            .map_err(|e| {
+                Error::internal(format!(
+                    "an event read of state store {} did not finish: {e}",
+                    self.path.display()
+                ))
+            })?
+            .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    /// Append events through the appender's connection (cached statements, no hop
+    /// between threads per statement), on a blocking thread.
+    async fn append_event_rows(&self, events: &[super::NewEvent]) -> Result<Vec<super::Appended>> {
+        let appender = self.appender.clone();
+        let events = events.to_vec();
+        let appended = tokio::task::spawn_blocking(move || appender.append_events(&events))
+            .await
+            .map_err(|e| {
+                Error::internal(format!(
+                    "the event append of state store {} did not finish: {e}",
+                    self.path.display()
+                ))
+            })?;
+        let out = appended.map_err(|e| sqlite_error(&self.path, e))?;
+        self.checkpointer.nudge();
+        Ok(out)
     }
 }
 
