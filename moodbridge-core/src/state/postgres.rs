@@ -123,7 +123,7 @@ impl PostgresStateStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(err)?;
-        Ok(rows.iter().map(event_from_row).collect())
+        Ok(rows.iter().map(super::rows::event_from_row).collect())
     }
 
     /// Append events in one transaction. The head row first: its lock (held to commit)

@@ -219,6 +219,7 @@ pub(crate) fn lease_from_row(row: &impl StateRowAny) -> Lease {
     }
 }
 
+#[cfg(feature = "postgres")]
 pub(crate) fn event_from_row<R: StateRow>(row: &R) -> super::StoredEvent
 where
     for<'a> &'a str: ColumnIndex<R>,
