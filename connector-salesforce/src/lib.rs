@@ -37,6 +37,8 @@ pub mod config;
 pub mod error;
 pub mod instance;
 pub mod integration;
+#[cfg(feature = "pubsub")]
+pub mod pubsub;
 pub mod soql;
 pub mod streaming;
 pub mod sync;

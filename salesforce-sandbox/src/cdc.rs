@@ -20,7 +20,7 @@ use crate::state::Core;
 
 /// `/data/ChangeEvents` (every entity) or `/data/<Entity>ChangeEvent` (`Account`;
 /// custom `Matter__c` → `Matter__ChangeEvent`): the entity it carries, or `None` for all.
-fn channel_entity(channel: &str) -> Result<Option<String>, ()> {
+pub(crate) fn channel_entity(channel: &str) -> Result<Option<String>, ()> {
     if channel == "/data/ChangeEvents" {
         return Ok(None);
     }

@@ -47,6 +47,9 @@ pub struct SandboxConfig {
     /// feature `tls`); clients trust it through
     /// [`RunningSandbox::ca_pem`](crate::RunningSandbox::ca_pem).
     pub tls: bool,
+    /// How long a Pub/Sub API subscription waits with nothing to send before an empty
+    /// keepalive response (Salesforce: 270 s).
+    pub pubsub_keepalive: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -71,6 +74,7 @@ impl Default for SandboxConfig {
             cdc_retention: crate::changes::DEFAULT_RETENTION,
             delete_log_granularity: Duration::from_secs(60),
             tls: false,
+            pubsub_keepalive: Duration::from_secs(270),
         }
     }
 }

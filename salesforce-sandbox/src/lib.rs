@@ -36,6 +36,8 @@ mod error;
 mod eval;
 mod oauth;
 pub mod org;
+#[cfg(feature = "pubsub")]
+mod pubsub;
 mod reply;
 mod server;
 pub mod soql;
@@ -305,6 +307,9 @@ impl RunningSandbox {
 
     /// Stop serving and wait until the server is down.
     pub async fn stop(mut self) {
+        self.core
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -316,6 +321,9 @@ impl RunningSandbox {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
+        self.core
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -81,6 +81,8 @@ pub(crate) fn server(core: Arc<Core>) -> Server {
         .merge(composite::routes(core.clone(), internal))
         .fallback(unknown_resource)
         .layer(middleware::from_fn_with_state(core.clone(), authorize));
+    #[cfg(feature = "pubsub")]
+    let core_for_grpc = core.clone();
     let router = Router::new()
         .route("/services/data", get(versions))
         .with_state(core.clone())
@@ -89,6 +91,10 @@ pub(crate) fn server(core: Arc<Core>) -> Server {
         .nest("/services/data/{version}", api)
         .fallback(unknown_resource)
         .layer(middleware::from_fn(read_whole_body));
+    // gRPC streams after the layer that reads whole bodies: a subscription's body never
+    // ends.
+    #[cfg(feature = "pubsub")]
+    let router = crate::pubsub::routes(router, core_for_grpc);
     // `/query/` is `/query`, `/sobjects/Account/` is `/sobjects/Account` (and so on), as
     // on Salesforce.
     let router = NormalizePath::trim_trailing_slash(router);

@@ -26,6 +26,9 @@ pub(crate) struct Core {
     pub(crate) api_used: Mutex<u64>,
     next: Mutex<u64>,
     pub(crate) faults: Mutex<FaultState>,
+    /// Set when the sandbox stops: long-lived streams (Pub/Sub subscriptions) end, so
+    /// that the server's graceful shutdown does not wait for them.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 /// An API part's state reads through to the [`Core`] it holds in its `core` field.
@@ -150,6 +153,7 @@ impl Core {
             api_used: Mutex::new(0),
             next: Mutex::new(0),
             faults: Mutex::new(FaultState::default()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -189,13 +193,16 @@ impl Core {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("OAuth "))
             });
-        session.is_some_and(|t| {
-            self.tokens
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(t)
-                .is_some_and(|until| *until > Instant::now())
-        })
+        session.is_some_and(|t| self.token_live(t))
+    }
+
+    /// Whether `token` is a live access token.
+    pub(crate) fn token_live(&self, token: &str) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     /// Whether `token` is a live refresh token.

@@ -13,8 +13,8 @@
 pub(crate) mod prelude {
     pub(crate) use super::super::rows::{
         AUDIT_COLUMNS, audit_from_row, conflict_from_row, count, cursor_from_row,
-        dead_letter_from_row, json, lease_from_row, ms_since_epoch, now_ms,
-        run_from_row, time, ttl_ms,
+        dead_letter_from_row, json, lease_from_row, ms_since_epoch, now_ms, run_from_row, time,
+        ttl_ms,
     };
     pub(crate) use super::super::{
         AuditEntry, AuditRecord, ChainStatus, ChainTail, ChainVerifier, Conflict, DeadLetter,

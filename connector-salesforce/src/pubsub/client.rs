@@ -1,0 +1,477 @@
+//! The Pub/Sub API client: topics, schemas (cached), subscriptions with flow control and
+//! replay, and publishing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt};
+use moodbridge_core::redact::Scrubber;
+use moodbridge_core::{Error, ErrorKind, Operation, Policy, Result};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::avro::EventSchema;
+use super::proto::pub_sub_client::PubSubClient as Raw;
+use super::proto::{
+    ConsumerEvent, FetchRequest, ProducerEvent, PublishRequest, ReplayPreset, SchemaRequest,
+    TopicInfo, TopicRequest,
+};
+
+/// Salesforce's Pub/Sub API endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://api.pubsub.salesforce.com:7443";
+
+/// The most events one `FetchRequest` may ask for.
+pub const MAX_BATCH: u32 = 100;
+
+/// How to reach the Pub/Sub API and who is calling.
+///
+/// ```
+/// use connector_salesforce::pubsub::PubSubConfig;
+/// let config = PubSubConfig::new(
+///     "https://acme.my.salesforce.com",
+///     "00D000000000001AAA",
+///     "00D000000000001!AQ8AQ.token".to_owned().into(),
+/// );
+/// assert_eq!(config.endpoint, "https://api.pubsub.salesforce.com:7443");
+/// assert!(!format!("{config:?}").contains("token"));
+/// ```
+#[derive(Clone)]
+pub struct PubSubConfig {
+    /// The gRPC endpoint (`https://…` with TLS; `http://…` for a local server).
+    pub endpoint: String,
+    /// The org's instance URL (sent as `instanceurl`).
+    pub instance_url: String,
+    /// The org's id (sent as `tenantid`).
+    pub tenant_id: String,
+    /// An OAuth access token of the org (sent as `accesstoken`).
+    pub access_token: SecretString,
+    /// A certificate (PEM) to trust besides the public roots: a local server's.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for PubSubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubConfig")
+            .field("endpoint", &self.endpoint)
+            .field("instance_url", &self.instance_url)
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PubSubConfig {
+    /// The public endpoint, for the org at `instance_url` with id `tenant_id`.
+    pub fn new(
+        instance_url: impl Into<String>,
+        tenant_id: impl Into<String>,
+        access_token: SecretString,
+    ) -> Self {
+        PubSubConfig {
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            instance_url: instance_url.into(),
+            tenant_id: tenant_id.into(),
+            access_token,
+            ca_pem: None,
+        }
+    }
+
+    /// Another endpoint (a local server).
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+
+    /// Trust this certificate (PEM) too.
+    pub fn trust(mut self, ca_pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(ca_pem.into());
+        self
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// Only events published from now on.
+    Latest,
+    /// Every event the bus still keeps (72 hours on Salesforce).
+    Earliest,
+    /// After the event with this replay id (what [`PubSubEvent::replay_id`] gave).
+    After(Vec<u8>),
+}
+
+/// An event received on a subscription, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubSubEvent {
+    /// The topic it came on.
+    pub topic: String,
+    /// Its replay id: keep it, and resume after it with [`ReplayFrom::After`].
+    pub replay_id: Vec<u8>,
+    /// The publisher's id for it.
+    pub id: String,
+    /// The id of the schema it was written in.
+    pub schema_id: String,
+    /// Its payload as JSON; a change event's header with its bitmap fields as names.
+    pub payload: serde_json::Value,
+}
+
+impl PubSubEvent {
+    /// The replay id as a number, when it is the 8-byte big-endian form Salesforce uses.
+    ///
+    /// ```
+    /// use connector_salesforce::pubsub::PubSubEvent;
+    /// let event = PubSubEvent {
+    ///     topic: "/data/AccountChangeEvent".into(),
+    ///     replay_id: 42u64.to_be_bytes().to_vec(),
+    ///     id: "e1".into(),
+    ///     schema_id: "s".into(),
+    ///     payload: serde_json::Value::Null,
+    /// };
+    /// assert_eq!(event.replay_number(), Some(42));
+    /// ```
+    pub fn replay_number(&self) -> Option<u64> {
+        <[u8; 8]>::try_from(self.replay_id.as_slice())
+            .ok()
+            .map(u64::from_be_bytes)
+    }
+}
+
+/// A Pub/Sub API client: every unary call goes through its [`Policy`]; schemas are
+/// fetched once per id.
+///
+/// ```no_run
+/// # async fn run() -> moodbridge_core::Result<()> {
+/// use futures::StreamExt;
+/// use connector_salesforce::pubsub::{PubSubClient, PubSubConfig, ReplayFrom};
+/// let config = PubSubConfig::new("https://acme.my.salesforce.com", "00D000000000001AAA",
+///     "token".to_owned().into());
+/// let client = PubSubClient::connect(config).await?;
+/// let mut events = client.subscribe("/data/AccountChangeEvent", ReplayFrom::Latest, 100).await?;
+/// while let Some(event) = events.next().await {
+///     let event = event?;
+///     println!("{} {}", event.replay_number().unwrap_or_default(), event.payload);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PubSubClient {
+    raw: Raw<Channel>,
+    metadata: MetadataMap,
+    scrubber: Scrubber,
+    policy: Policy,
+    schemas: Arc<Mutex<HashMap<String, Arc<EventSchema>>>>,
+}
+
+impl std::fmt::Debug for PubSubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubClient").finish_non_exhaustive()
+    }
+}
+
+impl PubSubClient {
+    /// Connect to `config`'s endpoint (lazily: the first call opens the connection).
+    ///
+    /// # Errors
+    /// An endpoint that is not a URL, a certificate that is not PEM, an access token or
+    /// an org id that cannot be sent as a header ([`Config`](ErrorKind::Config)).
+    pub async fn connect(config: PubSubConfig) -> Result<PubSubClient> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone()).map_err(|e| {
+            Error::config(format!(
+                "Pub/Sub endpoint {:?} is not a URL: {e}",
+                config.endpoint
+            ))
+        })?;
+        if config.endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = &config.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::config(format!("Pub/Sub TLS settings are not usable: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
+        let header = |name: &str, value: &str| {
+            AsciiMetadataValue::try_from(value).map_err(|_| {
+                Error::config(format!(
+                    "the Pub/Sub {name} cannot be sent as a gRPC header"
+                ))
+            })
+        };
+        let mut metadata = MetadataMap::new();
+        let mut token = header("access token", config.access_token.expose_secret())?;
+        token.set_sensitive(true);
+        metadata.insert("accesstoken", token);
+        metadata.insert("instanceurl", header("instance URL", &config.instance_url)?);
+        metadata.insert("tenantid", header("org id", &config.tenant_id)?);
+        Ok(PubSubClient {
+            raw: Raw::new(channel),
+            metadata,
+            scrubber: Scrubber::new([config.access_token.expose_secret()]),
+            policy: Policy::builder("salesforce.pubsub").build(),
+            schemas: Arc::default(),
+        })
+    }
+
+    /// Run unary calls through `policy` instead (retries, breaker, rate limit).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = self.metadata.clone();
+        request
+    }
+
+    /// A topic's details (can the caller publish and subscribe, its schema id).
+    pub async fn topic(&self, name: &str) -> Result<TopicInfo> {
+        self.policy
+            .call_as(Operation::new("salesforce.pubsub.get_topic"), || {
+                let mut raw = self.raw.clone();
+                let request = self.request(TopicRequest {
+                    topic_name: name.to_owned(),
+                });
+                async move {
+                    raw.get_topic(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| self.status_error(&s, &format!("topic {name}")))
+                }
+            })
+            .await
+    }
+
+    /// The schema with id `id` (fetched once, then from the cache).
+    pub async fn schema(&self, id: &str) -> Result<Arc<EventSchema>> {
+        if let Some(s) = self.schemas.lock().expect("schemas").get(id) {
+            return Ok(s.clone());
+        }
+        let info = self
+            .policy
+            .call_as(Operation::new("salesforce.pubsub.get_schema"), || {
+                let mut raw = self.raw.clone();
+                let request = self.request(SchemaRequest {
+                    schema_id: id.to_owned(),
+                });
+                async move {
+                    raw.get_schema(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| self.status_error(&s, &format!("schema {id}")))
+                }
+            })
+            .await?;
+        let schema = Arc::new(EventSchema::parse(id, info.schema_json)?);
+        self.schemas
+            .lock()
+            .expect("schemas")
+            .insert(id.to_owned(), schema.clone());
+        Ok(schema)
+    }
+
+    /// Publish `events` (JSON objects, written in the topic's current schema) to
+    /// `topic`; their replay ids, in order. An event the bus refuses fails the call with
+    /// its reason (events before it were published).
+    pub async fn publish(&self, topic: &str, events: &[serde_json::Value]) -> Result<Vec<Vec<u8>>> {
+        let info = self.topic(topic).await?;
+        let schema = self.schema(&info.schema_id).await?;
+        let mut produced = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            produced.push(ProducerEvent {
+                id: format!("moodbridge-{}-{i}", uuid_like()),
+                schema_id: schema.id.clone(),
+                payload: schema.encode(event)?,
+                headers: Vec::new(),
+            });
+        }
+        let response = self
+            .policy
+            .call_as(Operation::new("salesforce.pubsub.publish"), || {
+                let mut raw = self.raw.clone();
+                let request = self.request(PublishRequest {
+                    topic_name: topic.to_owned(),
+                    events: produced.clone(),
+                    auth_refresh: String::new(),
+                });
+                async move {
+                    raw.publish(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| self.status_error(&s, &format!("publish to {topic}")))
+                }
+            })
+            .await?;
+        response
+            .results
+            .into_iter()
+            .map(|r| match r.error {
+                Some(e) => Err(Error::new(
+                    ErrorKind::Rejected,
+                    format!(
+                        "the event bus refused an event for {topic}: {}",
+                        self.scrubber.scrub(&e.msg)
+                    ),
+                )),
+                None => Ok(r.replay_id),
+            })
+            .collect()
+    }
+
+    /// Subscribe to `topic` from `from`, asking for `batch` events at a time (1 to
+    /// [`MAX_BATCH`]): the next batch is asked for only once the stream's reader has
+    /// taken the last one, so a slow reader slows the server down instead of filling
+    /// memory. Events come decoded ([`PubSubEvent`]). The stream ends with an error if
+    /// the server ends it; resume after the last replay id read.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        from: ReplayFrom,
+        batch: u32,
+    ) -> Result<BoxStream<'static, Result<PubSubEvent>>> {
+        let batch = batch.clamp(1, MAX_BATCH) as i32;
+        let (mut requests, outbound) = mpsc::channel::<FetchRequest>(4);
+        let (preset, replay_id) = match from {
+            ReplayFrom::Latest => (ReplayPreset::Latest, Vec::new()),
+            ReplayFrom::Earliest => (ReplayPreset::Earliest, Vec::new()),
+            ReplayFrom::After(id) => (ReplayPreset::Custom, id),
+        };
+        requests
+            .send(FetchRequest {
+                topic_name: topic.to_owned(),
+                replay_preset: preset as i32,
+                replay_id,
+                num_requested: batch,
+                auth_refresh: String::new(),
+            })
+            .await
+            .map_err(|_| Error::internal("the subscription's request stream closed"))?;
+        let mut raw = self.raw.clone();
+        let mut request = tonic::Request::new(outbound);
+        *request.metadata_mut() = self.metadata.clone();
+        let inbound = raw
+            .subscribe(request)
+            .await
+            .map_err(|s| self.status_error(&s, &format!("subscribe to {topic}")))?
+            .into_inner();
+        let state = SubscriptionState {
+            client: self.clone(),
+            topic: topic.to_owned(),
+            inbound,
+            requests,
+            buffered: VecDeque::new(),
+            owed: batch,
+            batch,
+        };
+        Ok(futures::stream::unfold(state, |mut state| async move {
+            let next = state.next().await;
+            next.map(|item| (item, state))
+        })
+        .boxed())
+    }
+
+    fn status_error(&self, status: &tonic::Status, what: &str) -> Error {
+        let message = self.scrubber.scrub(status.message());
+        let kind = match status.code() {
+            tonic::Code::Unauthenticated => ErrorKind::AuthExpired,
+            tonic::Code::PermissionDenied => ErrorKind::Forbidden,
+            tonic::Code::NotFound => ErrorKind::NotFound,
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+                ErrorKind::InvalidInput
+            }
+            tonic::Code::ResourceExhausted => ErrorKind::RateLimited { retry_after: None },
+            tonic::Code::Unavailable | tonic::Code::Aborted => ErrorKind::Unavailable,
+            tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
+            tonic::Code::Unimplemented => ErrorKind::Unsupported,
+            _ => ErrorKind::Protocol,
+        };
+        let error = Error::new(
+            kind,
+            format!("Pub/Sub {what}: {:?}: {message}", status.code()),
+        );
+        match kind {
+            ErrorKind::AuthExpired => {
+                error.with_hint("the access token was refused: get a new one and connect again")
+            }
+            ErrorKind::InvalidInput if what.starts_with("subscribe") => error
+                .with_hint("a replay id the bus no longer keeps: resume from ReplayFrom::Earliest"),
+            _ => error,
+        }
+    }
+}
+
+/// A unique-enough id for published events (the bus takes any string).
+fn uuid_like() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct SubscriptionState {
+    client: PubSubClient,
+    topic: String,
+    inbound: tonic::Streaming<super::proto::FetchResponse>,
+    requests: mpsc::Sender<FetchRequest>,
+    buffered: VecDeque<ConsumerEvent>,
+    /// Events asked for and not yet received.
+    owed: i32,
+    batch: i32,
+}
+
+impl SubscriptionState {
+    async fn next(&mut self) -> Option<Result<PubSubEvent>> {
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                return Some(self.decode(event).await);
+            }
+            // Everything received has been read: ask for the next batch when nothing is
+            // owed any more.
+            if self.owed <= 0 {
+                let more = FetchRequest {
+                    num_requested: self.batch,
+                    ..FetchRequest::default()
+                };
+                if self.requests.send(more).await.is_err() {
+                    return Some(Err(Error::unavailable(format!(
+                        "the subscription to {} closed",
+                        self.topic
+                    ))));
+                }
+                self.owed = self.batch;
+            }
+            match self.inbound.message().await {
+                Ok(Some(response)) => {
+                    self.owed = response.pending_num_requested;
+                    self.buffered.extend(response.events);
+                }
+                Ok(None) => return None,
+                Err(status) => {
+                    return Some(Err(self
+                        .client
+                        .status_error(&status, &format!("subscription to {}", self.topic))));
+                }
+            }
+        }
+    }
+
+    async fn decode(&self, event: ConsumerEvent) -> Result<PubSubEvent> {
+        let produced = event.event.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "the server sent an event without its body",
+            )
+        })?;
+        let schema = self.client.schema(&produced.schema_id).await?;
+        Ok(PubSubEvent {
+            topic: self.topic.clone(),
+            replay_id: event.replay_id,
+            id: produced.id,
+            schema_id: produced.schema_id,
+            payload: schema.decode(&produced.payload)?,
+        })
+    }
+}

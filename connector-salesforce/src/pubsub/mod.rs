@@ -1,0 +1,20 @@
+//! The Pub/Sub API (feature `pubsub`): Salesforce's gRPC streaming API for change events
+//! and platform events, with Avro payloads.
+//!
+//! - [`PubSubClient`]: topics, schemas (cached by id), [`subscribe`](PubSubClient::subscribe)
+//!   with flow control (`num_requested`) and replay (latest, earliest, after a replay id),
+//!   and [`publish`](PubSubClient::publish).
+//! - [`EventSchema`]: Avro payloads decoded to JSON (and encoded for publishing), with a
+//!   change event header's bitmap fields (`changedFields`, `nulledFields`,
+//!   `diffFields`) turned into field names ([`expand_bitmap`]).
+//! - [`proto`]: the API's messages, and its gRPC client and server (`pub_sub_server`,
+//!   which the local sandbox serves).
+
+mod avro;
+mod client;
+pub mod proto;
+
+pub use avro::{EventSchema, expand_bitmap};
+pub use client::{
+    DEFAULT_ENDPOINT, MAX_BATCH, PubSubClient, PubSubConfig, PubSubEvent, ReplayFrom,
+};

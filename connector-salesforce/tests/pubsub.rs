@@ -1,0 +1,293 @@
+//! The Pub/Sub API client against the sandbox's Pub/Sub service (gRPC on its port):
+//! topics and schemas, change events decoded from Avro with their header's bitmap fields
+//! as names, replay from the earliest event and after a replay id, flow control at the
+//! protocol level (no event beyond what was asked for), keepalives, and the errors a
+//! bad replay id, an unknown topic and a refused token give — none carrying the token.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::time::Duration;
+
+use connector_salesforce::pubsub::proto::pub_sub_client::PubSubClient as Raw;
+use connector_salesforce::pubsub::proto::{FetchRequest, ReplayPreset};
+use connector_salesforce::pubsub::{PubSubClient, PubSubConfig, PubSubEvent, ReplayFrom};
+use futures::{SinkExt, Stream, StreamExt};
+use moodbridge_core::{ErrorKind, Result};
+use salesforce_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use serde_json::{Map, Value, json};
+
+const ORG: &str = "00D8d0000000001EAA";
+
+async fn sandbox() -> RunningSandbox {
+    Sandbox::new(SandboxConfig {
+        pubsub_keepalive: Duration::from_millis(200),
+        cdc_retention: 1_000,
+        ..SandboxConfig::default()
+    })
+    .start()
+    .await
+    .unwrap()
+}
+
+fn config(sb: &RunningSandbox, token: String) -> PubSubConfig {
+    PubSubConfig::new(sb.url(), ORG, token.into()).endpoint(sb.url())
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+async fn take(
+    stream: &mut (impl Stream<Item = Result<PubSubEvent>> + Unpin),
+    n: usize,
+) -> Vec<PubSubEvent> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+            .expect("no error");
+        out.push(next);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_events_arrive_decoded_with_replay_and_named_bitmaps() {
+    let sb = sandbox().await;
+    let ids: Vec<String> = (0..250)
+        .map(|i| {
+            sb.with_org(|org| {
+                org.create(
+                    "Account",
+                    &fields(json!({"Name": format!("Firm {i}"), "Industry": "Legal"})),
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+
+    let topic = client.topic("/data/AccountChangeEvent").await.unwrap();
+    assert!(topic.can_subscribe && !topic.can_publish);
+    let schema = client.schema(&topic.schema_id).await.unwrap();
+    let names = schema.field_names();
+    assert_eq!(names[0], "ChangeEventHeader");
+    assert!(
+        names.contains(&"Name") && names.contains(&"Phone"),
+        "{names:?}"
+    );
+
+    // Every event kept, in batches of 100, in order, decoded.
+    let mut all = Box::pin(
+        client
+            .subscribe("/data/AccountChangeEvent", ReplayFrom::Earliest, 100)
+            .await
+            .unwrap(),
+    );
+    let events = take(&mut all, 250).await;
+    let numbers: Vec<u64> = events.iter().map(|e| e.replay_number().unwrap()).collect();
+    assert_eq!(numbers, (1..=250).collect::<Vec<u64>>());
+    let first = &events[0].payload;
+    assert_eq!(first["Name"], "Firm 0");
+    assert_eq!(first["Industry"], "Legal");
+    assert_eq!(first["Phone"], Value::Null, "unchanged fields are null");
+    let header = &first["ChangeEventHeader"];
+    assert_eq!(header["changeType"], "CREATE");
+    assert_eq!(header["entityName"], "Account");
+    assert_eq!(header["recordIds"], json!([ids[0]]));
+    assert!(
+        first["CreatedDate"].as_i64().unwrap() > 1_700_000_000_000,
+        "epoch ms"
+    );
+
+    // An update: its bitmaps come back as the changed and nulled field names.
+    sb.with_org(|org| {
+        org.update(
+            "Account",
+            &ids[7],
+            &fields(json!({"Phone": "(415) 555-0100", "Industry": null})),
+        )
+        .unwrap()
+    });
+    let last = events.last().unwrap().replay_id.clone();
+    let mut after = Box::pin(
+        client
+            .subscribe("/data/AccountChangeEvent", ReplayFrom::After(last), 10)
+            .await
+            .unwrap(),
+    );
+    let update = take(&mut after, 1).await.remove(0);
+    let header = &update.payload["ChangeEventHeader"];
+    assert_eq!(header["changeType"], "UPDATE");
+    let changed: Vec<&str> = header["changedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        changed.contains(&"Phone") && changed.contains(&"Industry"),
+        "{changed:?}"
+    );
+    assert_eq!(header["nulledFields"], json!(["Industry"]));
+    assert_eq!(update.payload["Phone"], "(415) 555-0100");
+    assert_eq!(update.replay_number(), Some(251));
+
+    // Another entity's changes are not on this topic; they are on the all-entity one.
+    sb.with_org(|org| {
+        org.create("Contact", &fields(json!({"LastName": "Okafor"})))
+            .unwrap();
+    });
+    let mut every = Box::pin(
+        client
+            .subscribe(
+                "/data/ChangeEvents",
+                ReplayFrom::After(251u64.to_be_bytes().to_vec()),
+                10,
+            )
+            .await
+            .unwrap(),
+    );
+    let contact = take(&mut every, 1).await.remove(0);
+    assert_eq!(
+        contact.payload["ChangeEventHeader"]["entityName"],
+        "Contact"
+    );
+    assert_eq!(contact.payload["LastName"], "Okafor");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), after.next())
+            .await
+            .is_err(),
+        "nothing more on the Account topic"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sends_no_more_than_was_asked_for_and_keeps_the_stream_alive() {
+    let sb = sandbox().await;
+    for i in 0..30 {
+        sb.with_org(|org| {
+            org.create("Account", &fields(json!({"Name": format!("Firm {i}")})))
+                .unwrap()
+        });
+    }
+    let token = sb.issue_token();
+    let mut raw = Raw::connect(sb.url().to_owned()).await.unwrap();
+    let (mut requests, outbound) = futures::channel::mpsc::channel::<FetchRequest>(4);
+    requests
+        .send(FetchRequest {
+            topic_name: "/data/AccountChangeEvent".into(),
+            replay_preset: ReplayPreset::Earliest as i32,
+            num_requested: 5,
+            ..FetchRequest::default()
+        })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(outbound);
+    request
+        .metadata_mut()
+        .insert("accesstoken", token.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("instanceurl", sb.url().parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("tenantid", ORG.parse().unwrap());
+    let mut inbound = raw.subscribe(request).await.unwrap().into_inner();
+    let mut received = 0;
+    let mut pending = -1;
+    while received < 5 {
+        let r = inbound.message().await.unwrap().unwrap();
+        received += r.events.len();
+        pending = r.pending_num_requested;
+    }
+    assert_eq!((received, pending), (5, 0));
+    // Nothing more until asked: the next message is a keepalive with no events.
+    let keepalive = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(keepalive.events.is_empty());
+    assert_eq!(keepalive.latest_replay_id, 30i64.to_be_bytes().to_vec());
+    // Asking for 200 gets 25 (what is left), the request capped at 100.
+    requests
+        .send(FetchRequest {
+            num_requested: 200,
+            ..FetchRequest::default()
+        })
+        .await
+        .unwrap();
+    let mut more = 0;
+    while more < 25 {
+        let r = inbound.message().await.unwrap().unwrap();
+        more += r.events.len();
+        if more == 25 {
+            assert_eq!(r.pending_num_requested, 75);
+        }
+    }
+    // Another topic on the same stream is refused.
+    requests
+        .send(FetchRequest {
+            topic_name: "/data/ContactChangeEvent".into(),
+            num_requested: 1,
+            ..FetchRequest::default()
+        })
+        .await
+        .unwrap();
+    let refused = loop {
+        match inbound.message().await {
+            Ok(Some(r)) => assert!(r.events.is_empty()),
+            Ok(None) => panic!("ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_replay_ids_unknown_topics_and_refused_tokens_are_clear_errors() {
+    let sb = sandbox().await;
+    sb.with_org(|org| {
+        org.create("Account", &fields(json!({"Name": "Acme"})))
+            .unwrap();
+    });
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+    let err = client.topic("/data/NoSuchChangeEvent").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = client
+        .subscribe(
+            "/data/AccountChangeEvent",
+            ReplayFrom::After(9_999u64.to_be_bytes().to_vec()),
+            10,
+        )
+        .await;
+    let err = match err {
+        Err(e) => e,
+        Ok(stream) => Box::pin(stream).next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.hint().contains("Earliest"), "{err:?}");
+
+    let token = "00D8d0000000001!forged-token-value-123".to_owned();
+    let refused = PubSubClient::connect(config(&sb, token.clone()))
+        .await
+        .unwrap();
+    let err = refused.topic("/data/AccountChangeEvent").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AuthExpired, "{err}");
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("forged-token-value"), "{text}");
+    }
+    sb.stop().await;
+}

@@ -1,0 +1,499 @@
+//! The Pub/Sub API on the sandbox (cargo feature `pubsub`): gRPC service
+//! `eventbus.v1.PubSub` on the sandbox's own port, serving the org's change events (the
+//! same change log as the Streaming API) as Salesforce does: topics
+//! `/data/ChangeEvents` and `/data/<Entity>ChangeEvent`, one Avro schema per entity
+//! (every field of the object, optional, after the `ChangeEventHeader`; dates as epoch
+//! milliseconds; `changedFields` / `nulledFields` as bitmaps over the schema's field
+//! positions), replay ids as 8-byte big-endian numbers, `Subscribe` with flow control
+//! (`num_requested`, at most 100 a request) and keepalives, authentication by the
+//! `accesstoken` / `instanceurl` / `tenantid` headers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connector_salesforce::pubsub::EventSchema;
+use connector_salesforce::pubsub::proto::pub_sub_server::{PubSub, PubSubServer};
+use connector_salesforce::pubsub::proto::{
+    ConsumerEvent, FetchRequest, FetchResponse, ManagedFetchRequest, ManagedFetchResponse,
+    ProducerEvent, PublishRequest, PublishResponse, ReplayPreset, SchemaInfo, SchemaRequest,
+    TopicInfo, TopicRequest,
+};
+use futures::{SinkExt, Stream, StreamExt};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::org::ObjectDef;
+use crate::state::Core;
+
+/// The org id the sandbox's tokens belong to (the `tenantid` header).
+pub(crate) const ORG_ID: &str = "00D8d0000000001EAA";
+/// The most events one `FetchRequest` asks for; more are capped.
+const MAX_REQUESTED: i32 = 100;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The service, over the sandbox's core.
+pub(crate) struct Service {
+    core: Arc<Core>,
+}
+
+/// Add the service's gRPC routes (`/eventbus.v1.PubSub/<Method>`) to `router`.
+pub(crate) fn routes(router: axum::Router, core: Arc<Core>) -> axum::Router {
+    router.route_service(
+        "/eventbus.v1.PubSub/{*method}",
+        PubSubServer::new(Service { core }),
+    )
+}
+
+impl Service {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        if !self.core.token_live(header("accesstoken")) {
+            return Err(Status::unauthenticated(
+                "Invalid session: the access token is expired or invalid",
+            ));
+        }
+        if header("tenantid") != ORG_ID && header("tenantid") != &ORG_ID[..15] {
+            return Err(Status::permission_denied(
+                "The tenant id does not match the access token's org",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entity a topic carries (`None`: every entity), and its schema when it carries
+    /// one.
+    fn topic(&self, name: &str) -> Result<Option<ObjectDef>, Status> {
+        let entity = crate::cdc::channel_entity(name)
+            .map_err(|()| Status::not_found(format!("Topic not found: {name}")))?;
+        match entity {
+            None => Ok(None),
+            Some(entity) => {
+                let org = self.core.org();
+                org.object(&entity)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| Status::not_found(format!("Topic not found: {name}")))
+            }
+        }
+    }
+
+    fn schema_of(object: &ObjectDef) -> EventSchema {
+        let json = schema_json(object);
+        let digest = Sha256::digest(json.as_bytes());
+        let id = base64_url(&digest[..16]);
+        EventSchema::parse(id, json).expect("the sandbox writes valid schemas")
+    }
+
+    fn schema_by_id(&self, id: &str) -> Option<EventSchema> {
+        let org = self.core.org();
+        org.objects().map(Self::schema_of).find(|s| s.id == id)
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The fields of an entity's change event, after the header: every field but `Id` and
+/// `IsDeleted`, in the object's order.
+fn event_fields(object: &ObjectDef) -> impl Iterator<Item = &crate::org::FieldDef> {
+    object
+        .fields
+        .iter()
+        .filter(|f| f.name != "Id" && f.name != "IsDeleted")
+}
+
+fn avro_type(field_type: &str) -> &'static str {
+    match field_type {
+        "boolean" => "boolean",
+        "int" => "int",
+        "double" | "currency" | "percent" => "double",
+        "datetime" | "date" => "long",
+        _ => "string",
+    }
+}
+
+/// An entity's change event schema, as JSON.
+fn schema_json(object: &ObjectDef) -> String {
+    let entity = object.name.trim_end_matches("__c");
+    let name = if object.is_custom() {
+        format!("{entity}__ChangeEvent")
+    } else {
+        format!("{entity}ChangeEvent")
+    };
+    let header = json!({
+        "name": "ChangeEventHeader",
+        "type": {
+            "type": "record", "name": "ChangeEventHeader", "namespace": "com.sforce.eventbus",
+            "fields": [
+                {"name": "entityName", "type": "string"},
+                {"name": "recordIds", "type": {"type": "array", "items": "string"}},
+                {"name": "changeType", "type": {"type": "enum", "name": "ChangeType", "namespace": "com.sforce.eventbus",
+                    "symbols": ["CREATE", "UPDATE", "DELETE", "UNDELETE", "GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW"]}},
+                {"name": "changeOrigin", "type": "string"},
+                {"name": "transactionKey", "type": "string"},
+                {"name": "sequenceNumber", "type": "int"},
+                {"name": "commitTimestamp", "type": "long"},
+                {"name": "commitNumber", "type": "long"},
+                {"name": "commitUser", "type": "string"},
+                {"name": "nulledFields", "type": {"type": "array", "items": "string"}},
+                {"name": "diffFields", "type": {"type": "array", "items": "string"}},
+                {"name": "changedFields", "type": {"type": "array", "items": "string"}}
+            ]
+        }
+    });
+    let mut fields = vec![header];
+    for f in event_fields(object) {
+        fields.push(
+            json!({"name": f.name, "type": ["null", avro_type(&f.field_type)], "default": null}),
+        );
+    }
+    json!({"type": "record", "name": name, "namespace": "com.sforce.eventbus", "fields": fields})
+        .to_string()
+}
+
+/// Field names as a bitmap over their positions in `object`'s event schema (the header
+/// is position 0): `["0x…"]`, or `[]` for none.
+fn bitmap(object: &ObjectDef, names: &[Value]) -> Vec<String> {
+    let positions: Vec<usize> = names
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|n| {
+            event_fields(object)
+                .position(|f| f.name == n)
+                .map(|p| p + 1)
+        })
+        .collect();
+    let Some(&top) = positions.iter().max() else {
+        return Vec::new();
+    };
+    let mut digits = vec![0u8; top / 4 + 1];
+    for p in positions {
+        digits[p / 4] |= 1 << (p % 4);
+    }
+    let hex: String = digits.iter().rev().map(|d| format!("{d:X}")).collect();
+    vec![format!("0x{hex}")]
+}
+
+/// A change event of the log as its entity's Avro payload: every field, unchanged ones
+/// null; dates as epoch milliseconds; the header's field lists as bitmaps.
+fn payload(object: &ObjectDef, message: &Value) -> Value {
+    let body = &message["payload"];
+    let mut header = body["ChangeEventHeader"].clone();
+    for key in ["changedFields", "nulledFields", "diffFields"] {
+        let names = header[key].as_array().cloned().unwrap_or_default();
+        header[key] = json!(bitmap(object, &names));
+    }
+    let mut out = Map::new();
+    out.insert("ChangeEventHeader".into(), header);
+    for f in event_fields(object) {
+        let value = match body.get(&f.name) {
+            None | Some(Value::Null) => Value::Null,
+            Some(v) if avro_type(&f.field_type) == "long" => v
+                .as_str()
+                .and_then(epoch_ms)
+                .map_or(Value::Null, Value::from),
+            Some(v) if avro_type(&f.field_type) == "string" && !v.is_string() => {
+                Value::from(v.to_string())
+            }
+            Some(v) => v.clone(),
+        };
+        out.insert(f.name.clone(), value);
+    }
+    Value::Object(out)
+}
+
+fn epoch_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .map(|t| t.timestamp_millis())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+}
+
+/// Send `response` on the subscription, waiting while the client reads slowly; `false`
+/// when the stream is gone or the sandbox stops (a stalled reader must not hold the
+/// server's shutdown).
+async fn deliver(
+    tx: &mut futures::channel::mpsc::Sender<Result<FetchResponse, Status>>,
+    response: FetchResponse,
+    core: &Core,
+) -> bool {
+    loop {
+        if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        match tokio::time::timeout(Duration::from_millis(50), tx.send(Ok(response.clone()))).await {
+            Ok(sent) => return sent.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
+fn replay_bytes(id: i64) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+#[tonic::async_trait]
+impl PubSub for Service {
+    type SubscribeStream = BoxStream<FetchResponse>;
+    type PublishStreamStream = BoxStream<PublishResponse>;
+    type ManagedSubscribeStream = BoxStream<ManagedFetchResponse>;
+
+    async fn get_topic(
+        &self,
+        request: Request<TopicRequest>,
+    ) -> Result<Response<TopicInfo>, Status> {
+        self.authenticate(&request)?;
+        let name = request.into_inner().topic_name;
+        let object = self.topic(&name)?;
+        Ok(Response::new(TopicInfo {
+            topic_name: name,
+            tenant_guid: ORG_ID.to_owned(),
+            can_publish: false,
+            can_subscribe: true,
+            schema_id: object.map(|o| Self::schema_of(&o).id).unwrap_or_default(),
+            rpc_id: crate::state::secret_text(),
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<SchemaRequest>,
+    ) -> Result<Response<SchemaInfo>, Status> {
+        self.authenticate(&request)?;
+        let id = request.into_inner().schema_id;
+        let schema = self
+            .schema_by_id(&id)
+            .ok_or_else(|| Status::not_found(format!("Schema not found: {id}")))?;
+        Ok(Response::new(SchemaInfo {
+            schema_json: schema.json.clone(),
+            schema_id: schema.id.clone(),
+            rpc_id: crate::state::secret_text(),
+        }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        self.authenticate(&request)?;
+        let topic = request.into_inner().topic_name;
+        self.topic(&topic)?;
+        Err(Status::permission_denied(format!(
+            "Publishing is not allowed on {topic}: change events are published by the platform"
+        )))
+    }
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        self.authenticate(&request)?;
+        Err(Status::unimplemented(
+            "PublishStream is not served by the sandbox",
+        ))
+    }
+
+    async fn managed_subscribe(
+        &self,
+        request: Request<Streaming<ManagedFetchRequest>>,
+    ) -> Result<Response<Self::ManagedSubscribeStream>, Status> {
+        self.authenticate(&request)?;
+        Err(Status::unimplemented(
+            "ManagedSubscribe is not served by the sandbox",
+        ))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<FetchRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.authenticate(&request)?;
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("The subscription sent no FetchRequest"))?;
+        let topic = first.topic_name.clone();
+        let object = self.topic(&topic)?;
+        let (oldest, latest) = {
+            let org = self.core.org();
+            (org.changes.oldest(), org.changes.latest())
+        };
+        let start = match ReplayPreset::try_from(first.replay_preset) {
+            Ok(ReplayPreset::Latest) => latest,
+            Ok(ReplayPreset::Earliest) => oldest.map_or(latest, |o| o - 1),
+            Ok(ReplayPreset::Custom) => {
+                let id = <[u8; 8]>::try_from(first.replay_id.as_slice())
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| {
+                        Status::invalid_argument("The Replay ID validation failed: not a replay id")
+                    })?;
+                let floor = oldest.map_or(latest, |o| o - 1);
+                if id < floor || id > latest {
+                    return Err(Status::invalid_argument(format!(
+                        "The Replay ID validation failed: {id} is outside the retention window"
+                    )));
+                }
+                id
+            }
+            Err(_) => return Err(Status::invalid_argument("Unknown replay preset")),
+        };
+        let owed = Arc::new(std::sync::atomic::AtomicI32::new(
+            first.num_requested.clamp(0, MAX_REQUESTED),
+        ));
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<FetchResponse, Status>>(4);
+        // Requests after the first: more events owed (a different topic ends the stream).
+        {
+            let (owed, mut tx, topic, core) =
+                (owed.clone(), tx.clone(), topic.clone(), self.core.clone());
+            tokio::spawn(async move {
+                loop {
+                    // Dropping the request stream when the subscription ends (or the
+                    // sandbox stops) resets it, so the connection can close.
+                    let next = tokio::select! {
+                        next = inbound.next() => next,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {
+                            if tx.is_closed() || core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(next) = next else { return };
+                    match next {
+                        Ok(r) if !r.topic_name.is_empty() && r.topic_name != topic => {
+                            let _ = tx
+                                .send(Err(Status::invalid_argument(format!(
+                                    "The topic of a FetchRequest must stay {topic}"
+                                ))))
+                                .await;
+                            return;
+                        }
+                        Ok(r) => {
+                            owed.fetch_add(
+                                r.num_requested.clamp(0, MAX_REQUESTED),
+                                std::sync::atomic::Ordering::SeqCst,
+                            );
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        let core = self.core.clone();
+        let keepalive = core.config.pubsub_keepalive;
+        tokio::spawn(async move {
+            let entity = object.as_ref().map(|o| o.name.clone());
+            let mut position = start;
+            let mut quiet_since = Instant::now();
+            loop {
+                let wanted = owed.load(std::sync::atomic::Ordering::SeqCst);
+                let mut failed = None;
+                let (events, latest) = {
+                    let org = core.org();
+                    let mut events = Vec::new();
+                    let mut last_seen = position;
+                    if wanted > 0 {
+                        for e in org.changes.after(position) {
+                            if events.len() as i32 >= wanted {
+                                break;
+                            }
+                            last_seen = e.replay_id;
+                            if e.topic.is_some() || entity.as_ref().is_some_and(|x| *x != e.entity)
+                            {
+                                continue;
+                            }
+                            let Some(def) = org.object(&e.entity) else {
+                                continue;
+                            };
+                            let schema = Service::schema_of(def);
+                            let body = payload(def, &e.message);
+                            match schema.encode(&body) {
+                                Ok(bytes) => events.push(ConsumerEvent {
+                                    event: Some(ProducerEvent {
+                                        id: format!("sandbox-{}", e.replay_id),
+                                        schema_id: schema.id.clone(),
+                                        payload: bytes,
+                                        headers: Vec::new(),
+                                    }),
+                                    replay_id: replay_bytes(e.replay_id),
+                                }),
+                                Err(err) => {
+                                    failed = Some(Status::internal(format!(
+                                        "the sandbox could not encode event {}: {err}",
+                                        e.replay_id
+                                    )));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    (events, (last_seen, org.changes.latest()))
+                };
+                if let Some(status) = failed {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                let (last_seen, newest) = latest;
+                position = last_seen;
+                if !events.is_empty() {
+                    let sent = events.len() as i32;
+                    let left = owed.fetch_sub(sent, std::sync::atomic::Ordering::SeqCst) - sent;
+                    let response = FetchResponse {
+                        events,
+                        latest_replay_id: replay_bytes(position),
+                        rpc_id: crate::state::secret_text(),
+                        pending_num_requested: left.max(0),
+                    };
+                    if !deliver(&mut tx, response, &core).await {
+                        return;
+                    }
+                    quiet_since = Instant::now();
+                    continue;
+                }
+                if quiet_since.elapsed() >= keepalive {
+                    let response = FetchResponse {
+                        events: Vec::new(),
+                        latest_replay_id: replay_bytes(newest.max(position)),
+                        rpc_id: crate::state::secret_text(),
+                        pending_num_requested: owed
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                            .max(0),
+                    };
+                    if !deliver(&mut tx, response, &core).await {
+                        return;
+                    }
+                    quiet_since = Instant::now();
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tx
+                        .send(Err(Status::unavailable("The server is shutting down")))
+                        .await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+}
