@@ -44,9 +44,10 @@ command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null || { 
 command -v node >/dev/null || { echo "node is required (apt-get install -y nodejs npm)"; exit 1; }
 # openssl (CLI) makes the throwaway certificate of the https Azurite (Entra ID tests).
 command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
-for npm_dir in moodbridge-auth/tests/oidc salesforce-sandbox/tests/jsforce connector-azure/tests/azurite; do
+for npm_dir in moodbridge-auth/tests/oidc salesforce-sandbox/tests/jsforce salesforce-sandbox/tests/pubsub-node connector-azure/tests/azurite; do
   # oidc-provider for the auth tests; jsforce for the Salesforce sandbox conformance run;
-  # Azurite (the Azure Storage emulator) for the Blob tests.
+  # the npm Pub/Sub API client for the sandbox's Pub/Sub service; Azurite (the Azure
+  # Storage emulator) for the Blob tests.
   if ! npm ci --prefix "$npm_dir" --no-audit --no-fund --loglevel=error; then
     echo "npm ci failed for $npm_dir"; exit 1
   fi
