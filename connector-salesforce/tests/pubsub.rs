@@ -2,7 +2,9 @@
 //! topics and schemas, change events decoded from Avro with their header's bitmap fields
 //! as names, replay from the earliest event and after a replay id, flow control at the
 //! protocol level (no event beyond what was asked for), keepalives, and the errors a
-//! bad replay id, an unknown topic and a refused token give — none carrying the token.
+//! bad replay id, an unknown topic and a refused token give — none carrying the token;
+//! and a topic ingested into the durable event log, each event once, resuming after the
+//! last replay id appended.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use connector_salesforce::pubsub::proto::pub_sub_client::PubSubClient as Raw;
 use connector_salesforce::pubsub::proto::{FetchRequest, ReplayPreset};
-use connector_salesforce::pubsub::{PubSubClient, PubSubConfig, PubSubEvent, ReplayFrom};
+use connector_salesforce::pubsub::{
+    PubSubClient, PubSubConfig, PubSubEvent, PubSubIngest, ReplayFrom,
+};
 use futures::{SinkExt, Stream, StreamExt};
 use moodbridge_core::{ErrorKind, Result};
 use salesforce_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
@@ -290,4 +294,102 @@ async fn bad_replay_ids_unknown_topics_and_refused_tokens_are_clear_errors() {
         assert!(!text.contains("forged-token-value"), "{text}");
     }
     sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_ingested_into_the_event_log_once_and_resumed() {
+    use moodbridge_core::state::{CursorStore, EventLog, SqliteStateStore};
+    use std::sync::Arc;
+    let sb = sandbox().await;
+    let create = |name: &str| {
+        sb.with_org(|org| {
+            org.create("Account", &fields(json!({"Name": name})))
+                .unwrap()
+        })
+    };
+    let ids: Vec<String> = ["A", "B", "C", "D", "E"]
+        .iter()
+        .map(|n| create(n))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+    let ingest = |client: PubSubClient| {
+        PubSubIngest::new(
+            client,
+            "/data/AccountChangeEvent",
+            store.clone(),
+            store.clone(),
+        )
+        .start(ReplayFrom::Earliest)
+        .batch(2)
+    };
+    // Until the log holds `n` events.
+    let until = |n: i64| {
+        let store = store.clone();
+        async move {
+            while store.last_sequence().await.unwrap() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let first = ingest(client.clone());
+    assert_eq!(first.run_until(until(5)).await.unwrap(), 5);
+    assert_eq!(
+        first.position().await.unwrap(),
+        Some(5u64.to_be_bytes().to_vec())
+    );
+    let events = store.events_after(0, 10).await.unwrap();
+    assert_eq!(events[0].event.source, "pubsub:/data/AccountChangeEvent");
+    assert_eq!(events[0].event.event_type, "Account");
+    assert_eq!(
+        events[0].event.partition_key.as_deref(),
+        Some(ids[0].as_str())
+    );
+    let body: Value = serde_json::from_str(&events[4].event.body).unwrap();
+    assert_eq!(body["Name"], "E");
+
+    // Two more changes; a new ingest resumes after replay id 5.
+    sb.with_org(|org| {
+        org.update("Account", &ids[0], &fields(json!({"Name": "A2"})))
+            .unwrap();
+        org.update("Account", &ids[1], &fields(json!({"Name": "B2"})))
+            .unwrap();
+    });
+    let again = ingest(client.clone());
+    assert_eq!(again.run_until(until(7)).await.unwrap(), 2);
+
+    // A crash between an append and its commit: the position is behind the log. The
+    // events redelivered are duplicates: nothing is stored twice.
+    store
+        .commit_cursor("pubsub:/data/AccountChangeEvent", "pubsub-replay", &hex(3))
+        .await
+        .unwrap();
+    sb.with_org(|org| {
+        org.update("Account", &ids[2], &fields(json!({"Name": "C2"})))
+            .unwrap();
+    });
+    let resumed = ingest(client);
+    assert_eq!(
+        resumed.run_until(until(8)).await.unwrap(),
+        1,
+        "only event 8 is new"
+    );
+    let all = store.events_after(0, 100).await.unwrap();
+    assert_eq!(all.len(), 8);
+    let replays: Vec<&str> = all.iter().map(|e| e.event.event_id.as_str()).collect();
+    let mut unique = replays.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "{replays:?}");
+    sb.stop().await;
+}
+
+fn hex(n: u64) -> String {
+    n.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }

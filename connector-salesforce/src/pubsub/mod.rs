@@ -7,14 +7,18 @@
 //! - [`EventSchema`]: Avro payloads decoded to JSON (and encoded for publishing), with a
 //!   change event header's bitmap fields (`changedFields`, `nulledFields`,
 //!   `diffFields`) turned into field names ([`expand_bitmap`]).
+//! - [`PubSubIngest`]: a topic into the durable event log, each event once, resuming after
+//!   the last replay id appended.
 //! - [`proto`]: the API's messages, and its gRPC client and server (`pub_sub_server`,
 //!   which the local sandbox serves).
 
 mod avro;
 mod client;
+mod ingest;
 pub mod proto;
 
 pub use avro::{EventSchema, expand_bitmap};
 pub use client::{
     DEFAULT_ENDPOINT, MAX_BATCH, PubSubClient, PubSubConfig, PubSubEvent, ReplayFrom,
 };
+pub use ingest::{INGEST_PARTITION, PubSubIngest};
