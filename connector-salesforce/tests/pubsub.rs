@@ -4,7 +4,7 @@
 //! protocol level (no event beyond what was asked for), keepalives, and the errors a
 //! bad replay id, an unknown topic and a refused token give — none carrying the token;
 //! and a topic ingested into the durable event log, each event once, resuming after the
-//! last replay id appended.
+//! last replay id appended; and a managed subscription resuming after its commit.
 
 #![allow(
     clippy::unwrap_used,
@@ -392,4 +392,62 @@ async fn a_topic_is_ingested_into_the_event_log_once_and_resumed() {
 
 fn hex(n: u64) -> String {
     n.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_subscription_resumes_after_its_commit() {
+    let sb = sandbox().await;
+    let id = sb.define_managed_subscription("Account_Sync", "/data/AccountChangeEvent", true);
+    assert_eq!(id.len(), 18);
+    for name in ["A", "B", "C", "D", "E"] {
+        sb.with_org(|org| {
+            org.create("Account", &fields(json!({"Name": name})))
+                .unwrap()
+        });
+    }
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+    let mut first = client.managed_subscribe("Account_Sync", 2).await.unwrap();
+    let events = take(&mut first, 3).await;
+    assert_eq!(events[2].replay_number(), Some(3));
+    first.commit(&events[2].replay_id).await.unwrap();
+    // The bus keeps it; read on until its answer has come back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while first.committed().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no commit answer");
+        let _ = tokio::time::timeout(Duration::from_millis(100), first.next()).await;
+    }
+    assert_eq!(first.committed(), Some(3u64.to_be_bytes().to_vec()));
+    assert_eq!(sb.managed_committed("Account_Sync"), Some(3));
+    drop(first);
+
+    // Another subscriber (by id this time) starts after the commit.
+    let mut second = client.managed_subscribe(&id, 10).await.unwrap();
+    let next = take(&mut second, 1).await.remove(0);
+    assert_eq!(next.replay_number(), Some(4));
+    assert_eq!(next.payload["Name"], "D");
+
+    // A replay id the bus does not hold is refused, on the stream.
+    second.commit(&999_999u64.to_be_bytes()).await.unwrap();
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(10), second.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without the refusal"),
+        }
+    };
+    assert_eq!(refused.kind(), ErrorKind::Rejected, "{refused}");
+    assert_eq!(sb.managed_committed("Account_Sync"), Some(3));
+
+    let err = client.managed_subscribe("No_Such", 1).await;
+    let err = match err {
+        Err(e) => e,
+        Ok(mut s) => s.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    sb.stop().await;
 }

@@ -305,6 +305,45 @@ impl RunningSandbox {
         f(&mut org)
     }
 
+    /// Define a managed subscription of the Pub/Sub API (Salesforce's
+    /// `ManagedEventSubscription` record) named `developer_name` on `topic`, starting at
+    /// the earliest event kept or (`from_earliest` false) at the newest; its id.
+    #[cfg(feature = "pubsub")]
+    pub fn define_managed_subscription(
+        &self,
+        developer_name: &str,
+        topic: &str,
+        from_earliest: bool,
+    ) -> String {
+        let id = format!("18x8d{:013}", self.core.next_number());
+        self.core
+            .managed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                id.clone(),
+                pubsub::Managed {
+                    name: developer_name.to_owned(),
+                    topic: topic.to_owned(),
+                    from_earliest,
+                    committed: None,
+                },
+            );
+        id
+    }
+
+    /// The replay id last committed on managed subscription `developer_name`.
+    #[cfg(feature = "pubsub")]
+    pub fn managed_committed(&self, developer_name: &str) -> Option<i64> {
+        self.core
+            .managed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .find(|m| m.name == developer_name)
+            .and_then(|m| m.committed)
+    }
+
     /// Stop serving and wait until the server is down.
     pub async fn stop(mut self) {
         self.core

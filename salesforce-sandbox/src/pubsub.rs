@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use connector_salesforce::pubsub::EventSchema;
 use connector_salesforce::pubsub::proto::pub_sub_server::{PubSub, PubSubServer};
 use connector_salesforce::pubsub::proto::{
-    ConsumerEvent, FetchRequest, FetchResponse, ManagedFetchRequest, ManagedFetchResponse,
-    ProducerEvent, PublishRequest, PublishResponse, ReplayPreset, SchemaInfo, SchemaRequest,
-    TopicInfo, TopicRequest,
+    CommitReplayRequest, CommitReplayResponse, ConsumerEvent, FetchRequest, FetchResponse,
+    ManagedFetchRequest, ManagedFetchResponse, ProducerEvent, PublishRequest, PublishResponse,
+    ReplayPreset, SchemaInfo, SchemaRequest, TopicInfo, TopicRequest,
 };
 use futures::{SinkExt, Stream, StreamExt};
 use serde_json::{Map, Value, json};
@@ -31,6 +31,16 @@ use crate::state::Core;
 pub(crate) const ORG_ID: &str = "00D8d0000000001EAA";
 /// The most events one `FetchRequest` asks for; more are capped.
 const MAX_REQUESTED: i32 = 100;
+
+/// A managed subscription (Salesforce's `ManagedEventSubscription` record): a topic,
+/// where a first subscription starts, and the replay id last committed.
+#[derive(Debug, Clone)]
+pub(crate) struct Managed {
+    pub(crate) name: String,
+    pub(crate) topic: String,
+    pub(crate) from_earliest: bool,
+    pub(crate) committed: Option<i64>,
+}
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -226,14 +236,40 @@ fn epoch_ms(text: &str) -> Option<i64> {
         })
 }
 
+/// A response of a subscription stream: `Subscribe`'s or `ManagedSubscribe`'s.
+trait Batch: Clone + Send + 'static {
+    fn batch(events: Vec<ConsumerEvent>, latest: i64, pending: i32) -> Self;
+}
+
+impl Batch for FetchResponse {
+    fn batch(events: Vec<ConsumerEvent>, latest: i64, pending: i32) -> Self {
+        FetchResponse {
+            events,
+            latest_replay_id: replay_bytes(latest),
+            rpc_id: crate::state::secret_text(),
+            pending_num_requested: pending,
+        }
+    }
+}
+
+impl Batch for ManagedFetchResponse {
+    fn batch(events: Vec<ConsumerEvent>, latest: i64, pending: i32) -> Self {
+        ManagedFetchResponse {
+            events,
+            latest_replay_id: replay_bytes(latest),
+            rpc_id: crate::state::secret_text(),
+            pending_num_requested: pending,
+            commit_response: None,
+        }
+    }
+}
+
+type Outbox<R> = futures::channel::mpsc::Sender<Result<R, Status>>;
+
 /// Send `response` on the subscription, waiting while the client reads slowly; `false`
 /// when the stream is gone or the sandbox stops (a stalled reader must not hold the
 /// server's shutdown).
-async fn deliver(
-    tx: &mut futures::channel::mpsc::Sender<Result<FetchResponse, Status>>,
-    response: FetchResponse,
-    core: &Core,
-) -> bool {
+async fn deliver<R: Batch>(tx: &mut Outbox<R>, response: R, core: &Core) -> bool {
     loop {
         if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return false;
@@ -241,6 +277,179 @@ async fn deliver(
         match tokio::time::timeout(Duration::from_millis(50), tx.send(Ok(response.clone()))).await {
             Ok(sent) => return sent.is_ok(),
             Err(_) => continue,
+        }
+    }
+}
+
+/// Commit `commit`'s replay id as managed subscription `id`'s position; the answer (an
+/// error for a replay id the bus does not hold).
+fn commit_replay(core: &Core, id: &str, commit: &CommitReplayRequest) -> ManagedFetchResponse {
+    let latest = core.org().changes.latest();
+    let replay = <[u8; 8]>::try_from(commit.replay_id.as_slice())
+        .ok()
+        .map(i64::from_be_bytes)
+        .filter(|r| (0..=latest).contains(r));
+    let error = match replay {
+        Some(r) => {
+            if let Some(m) = core
+                .managed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(id)
+            {
+                m.committed = Some(r);
+            }
+            None
+        }
+        None => Some(connector_salesforce::pubsub::proto::Error {
+            code: connector_salesforce::pubsub::proto::ErrorCode::Commit as i32,
+            msg: "The replay id to commit is not one the bus holds".to_owned(),
+        }),
+    };
+    let mut answer = ManagedFetchResponse::batch(Vec::new(), latest, 0);
+    answer.commit_response = Some(CommitReplayResponse {
+        commit_request_id: commit.commit_request_id.clone(),
+        replay_id: commit.replay_id.clone(),
+        error,
+        process_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    });
+    answer
+}
+
+/// Where a subscription starts: `preset`, or after `replay_id` (checked against the
+/// retention window).
+fn start_of(core: &Core, preset: ReplayPreset, replay_id: &[u8]) -> Result<i64, Status> {
+    let (oldest, latest) = {
+        let org = core.org();
+        (org.changes.oldest(), org.changes.latest())
+    };
+    let floor = oldest.map_or(latest, |o| o - 1);
+    match preset {
+        ReplayPreset::Latest => Ok(latest),
+        ReplayPreset::Earliest => Ok(floor),
+        ReplayPreset::Custom => {
+            let id = <[u8; 8]>::try_from(replay_id)
+                .map(i64::from_be_bytes)
+                .map_err(|_| {
+                    Status::invalid_argument("The Replay ID validation failed: not a replay id")
+                })?;
+            if id < floor || id > latest {
+                return Err(Status::invalid_argument(format!(
+                    "The Replay ID validation failed: {id} is outside the retention window"
+                )));
+            }
+            Ok(id)
+        }
+    }
+}
+
+/// Deliver the change events of `entity` (every entity for `None`) after `start`, as many
+/// as `owed` allows, with keepalives, until the stream closes or the sandbox stops.
+fn spawn_delivery<R: Batch>(
+    core: Arc<Core>,
+    entity: Option<String>,
+    start: i64,
+    owed: Arc<std::sync::atomic::AtomicI32>,
+    mut tx: Outbox<R>,
+) {
+    let keepalive = core.config.pubsub_keepalive;
+    tokio::spawn(async move {
+        let mut position = start;
+        let mut quiet_since = Instant::now();
+        loop {
+            let wanted = owed.load(std::sync::atomic::Ordering::SeqCst);
+            let mut failed = None;
+            let (events, latest) = {
+                let org = core.org();
+                let mut events = Vec::new();
+                let mut last_seen = position;
+                if wanted > 0 {
+                    for e in org.changes.after(position) {
+                        if events.len() as i32 >= wanted {
+                            break;
+                        }
+                        last_seen = e.replay_id;
+                        if e.topic.is_some() || entity.as_ref().is_some_and(|x| *x != e.entity) {
+                            continue;
+                        }
+                        let Some(def) = org.object(&e.entity) else {
+                            continue;
+                        };
+                        let schema = Service::schema_of(def);
+                        let body = payload(def, &e.message);
+                        match schema.encode(&body) {
+                            Ok(bytes) => events.push(ConsumerEvent {
+                                event: Some(ProducerEvent {
+                                    id: format!("sandbox-{}", e.replay_id),
+                                    schema_id: schema.id.clone(),
+                                    payload: bytes,
+                                    headers: Vec::new(),
+                                }),
+                                replay_id: replay_bytes(e.replay_id),
+                            }),
+                            Err(err) => {
+                                failed = Some(Status::internal(format!(
+                                    "the sandbox could not encode event {}: {err}",
+                                    e.replay_id
+                                )));
+                                break;
+                            }
+                        }
+                    }
+                }
+                (events, (last_seen, org.changes.latest()))
+            };
+            if let Some(status) = failed {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+            let (last_seen, newest) = latest;
+            position = last_seen;
+            if !events.is_empty() {
+                let sent = events.len() as i32;
+                let left = owed.fetch_sub(sent, std::sync::atomic::Ordering::SeqCst) - sent;
+                if !deliver(&mut tx, R::batch(events, position, left.max(0)), &core).await {
+                    return;
+                }
+                quiet_since = Instant::now();
+                continue;
+            }
+            if quiet_since.elapsed() >= keepalive {
+                let pending = owed.load(std::sync::atomic::Ordering::SeqCst).max(0);
+                let response = R::batch(Vec::new(), newest.max(position), pending);
+                if !deliver(&mut tx, response, &core).await {
+                    return;
+                }
+                quiet_since = Instant::now();
+            }
+            if tx.is_closed() {
+                return;
+            }
+            if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = tx
+                    .send(Err(Status::unavailable("The server is shutting down")))
+                    .await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// The next request of a subscription's stream, or `None` once it ends, the
+/// subscription's responses are gone, or the sandbox stops (dropping the request stream
+/// resets it, so the connection can close).
+async fn next_request<T, R>(inbound: &mut Streaming<T>, tx: &Outbox<R>, core: &Core) -> Option<T> {
+    loop {
+        tokio::select! {
+            next = inbound.next() => return next.and_then(Result::ok),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if tx.is_closed() || core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+            }
         }
     }
 }
@@ -315,9 +524,59 @@ impl PubSub for Service {
         request: Request<Streaming<ManagedFetchRequest>>,
     ) -> Result<Response<Self::ManagedSubscribeStream>, Status> {
         self.authenticate(&request)?;
-        Err(Status::unimplemented(
-            "ManagedSubscribe is not served by the sandbox",
-        ))
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("The subscription sent no ManagedFetchRequest")
+        })?;
+        let (id, managed) = {
+            let all = self
+                .core
+                .managed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.iter()
+                .find(|(id, m)| {
+                    (!first.subscription_id.is_empty() && **id == first.subscription_id)
+                        || (!first.developer_name.is_empty() && m.name == first.developer_name)
+                })
+                .map(|(id, m)| (id.clone(), m.clone()))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "Managed subscription not found: {}{}",
+                        first.subscription_id, first.developer_name
+                    ))
+                })?
+        };
+        let object = self.topic(&managed.topic)?;
+        let start = match managed.committed {
+            Some(at) => at,
+            None if managed.from_earliest => start_of(&self.core, ReplayPreset::Earliest, &[])?,
+            None => start_of(&self.core, ReplayPreset::Latest, &[])?,
+        };
+        let owed = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<ManagedFetchResponse, Status>>(4);
+        {
+            let (owed, mut tx, core) = (owed.clone(), tx.clone(), self.core.clone());
+            tokio::spawn(async move {
+                let mut next = Some(first);
+                while let Some(r) = next {
+                    owed.fetch_add(
+                        r.num_requested.clamp(0, MAX_REQUESTED),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                    if let Some(commit) = r.commit_replay_id_request {
+                        let answer = commit_replay(&core, &id, &commit);
+                        if tx.send(Ok(answer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    next = next_request(&mut inbound, &tx, &core).await;
+                }
+            });
+        }
+        let entity = object.as_ref().map(|o| o.name.clone());
+        spawn_delivery(self.core.clone(), entity, start, owed, tx);
+        Ok(Response::new(Box::pin(rx)))
     }
 
     async fn subscribe(
@@ -332,168 +591,36 @@ impl PubSub for Service {
             .ok_or_else(|| Status::invalid_argument("The subscription sent no FetchRequest"))?;
         let topic = first.topic_name.clone();
         let object = self.topic(&topic)?;
-        let (oldest, latest) = {
-            let org = self.core.org();
-            (org.changes.oldest(), org.changes.latest())
-        };
-        let start = match ReplayPreset::try_from(first.replay_preset) {
-            Ok(ReplayPreset::Latest) => latest,
-            Ok(ReplayPreset::Earliest) => oldest.map_or(latest, |o| o - 1),
-            Ok(ReplayPreset::Custom) => {
-                let id = <[u8; 8]>::try_from(first.replay_id.as_slice())
-                    .map(i64::from_be_bytes)
-                    .map_err(|_| {
-                        Status::invalid_argument("The Replay ID validation failed: not a replay id")
-                    })?;
-                let floor = oldest.map_or(latest, |o| o - 1);
-                if id < floor || id > latest {
-                    return Err(Status::invalid_argument(format!(
-                        "The Replay ID validation failed: {id} is outside the retention window"
-                    )));
-                }
-                id
-            }
-            Err(_) => return Err(Status::invalid_argument("Unknown replay preset")),
-        };
+        let preset = ReplayPreset::try_from(first.replay_preset)
+            .map_err(|_| Status::invalid_argument("Unknown replay preset"))?;
+        let start = start_of(&self.core, preset, &first.replay_id)?;
         let owed = Arc::new(std::sync::atomic::AtomicI32::new(
             first.num_requested.clamp(0, MAX_REQUESTED),
         ));
-        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<FetchResponse, Status>>(4);
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<FetchResponse, Status>>(4);
         // Requests after the first: more events owed (a different topic ends the stream).
         {
             let (owed, mut tx, topic, core) =
                 (owed.clone(), tx.clone(), topic.clone(), self.core.clone());
             tokio::spawn(async move {
-                loop {
-                    // Dropping the request stream when the subscription ends (or the
-                    // sandbox stops) resets it, so the connection can close.
-                    let next = tokio::select! {
-                        next = inbound.next() => next,
-                        () = tokio::time::sleep(Duration::from_millis(50)) => {
-                            if tx.is_closed() || core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                                return;
-                            }
-                            continue;
-                        }
-                    };
-                    let Some(next) = next else { return };
-                    match next {
-                        Ok(r) if !r.topic_name.is_empty() && r.topic_name != topic => {
-                            let _ = tx
-                                .send(Err(Status::invalid_argument(format!(
-                                    "The topic of a FetchRequest must stay {topic}"
-                                ))))
-                                .await;
-                            return;
-                        }
-                        Ok(r) => {
-                            owed.fetch_add(
-                                r.num_requested.clamp(0, MAX_REQUESTED),
-                                std::sync::atomic::Ordering::SeqCst,
-                            );
-                        }
-                        Err(_) => return,
+                while let Some(r) = next_request(&mut inbound, &tx, &core).await {
+                    if !r.topic_name.is_empty() && r.topic_name != topic {
+                        let _ = tx
+                            .send(Err(Status::invalid_argument(format!(
+                                "The topic of a FetchRequest must stay {topic}"
+                            ))))
+                            .await;
+                        return;
                     }
+                    owed.fetch_add(
+                        r.num_requested.clamp(0, MAX_REQUESTED),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
                 }
             });
         }
-        let core = self.core.clone();
-        let keepalive = core.config.pubsub_keepalive;
-        tokio::spawn(async move {
-            let entity = object.as_ref().map(|o| o.name.clone());
-            let mut position = start;
-            let mut quiet_since = Instant::now();
-            loop {
-                let wanted = owed.load(std::sync::atomic::Ordering::SeqCst);
-                let mut failed = None;
-                let (events, latest) = {
-                    let org = core.org();
-                    let mut events = Vec::new();
-                    let mut last_seen = position;
-                    if wanted > 0 {
-                        for e in org.changes.after(position) {
-                            if events.len() as i32 >= wanted {
-                                break;
-                            }
-                            last_seen = e.replay_id;
-                            if e.topic.is_some() || entity.as_ref().is_some_and(|x| *x != e.entity)
-                            {
-                                continue;
-                            }
-                            let Some(def) = org.object(&e.entity) else {
-                                continue;
-                            };
-                            let schema = Service::schema_of(def);
-                            let body = payload(def, &e.message);
-                            match schema.encode(&body) {
-                                Ok(bytes) => events.push(ConsumerEvent {
-                                    event: Some(ProducerEvent {
-                                        id: format!("sandbox-{}", e.replay_id),
-                                        schema_id: schema.id.clone(),
-                                        payload: bytes,
-                                        headers: Vec::new(),
-                                    }),
-                                    replay_id: replay_bytes(e.replay_id),
-                                }),
-                                Err(err) => {
-                                    failed = Some(Status::internal(format!(
-                                        "the sandbox could not encode event {}: {err}",
-                                        e.replay_id
-                                    )));
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    (events, (last_seen, org.changes.latest()))
-                };
-                if let Some(status) = failed {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-                let (last_seen, newest) = latest;
-                position = last_seen;
-                if !events.is_empty() {
-                    let sent = events.len() as i32;
-                    let left = owed.fetch_sub(sent, std::sync::atomic::Ordering::SeqCst) - sent;
-                    let response = FetchResponse {
-                        events,
-                        latest_replay_id: replay_bytes(position),
-                        rpc_id: crate::state::secret_text(),
-                        pending_num_requested: left.max(0),
-                    };
-                    if !deliver(&mut tx, response, &core).await {
-                        return;
-                    }
-                    quiet_since = Instant::now();
-                    continue;
-                }
-                if quiet_since.elapsed() >= keepalive {
-                    let response = FetchResponse {
-                        events: Vec::new(),
-                        latest_replay_id: replay_bytes(newest.max(position)),
-                        rpc_id: crate::state::secret_text(),
-                        pending_num_requested: owed
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                            .max(0),
-                    };
-                    if !deliver(&mut tx, response, &core).await {
-                        return;
-                    }
-                    quiet_since = Instant::now();
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                    let _ = tx
-                        .send(Err(Status::unavailable("The server is shutting down")))
-                        .await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
+        let entity = object.as_ref().map(|o| o.name.clone());
+        spawn_delivery(self.core.clone(), entity, start, owed, tx);
         Ok(Response::new(Box::pin(rx)))
     }
 }

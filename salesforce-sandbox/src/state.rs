@@ -29,6 +29,9 @@ pub(crate) struct Core {
     /// Set when the sandbox stops: long-lived streams (Pub/Sub subscriptions) end, so
     /// that the server's graceful shutdown does not wait for them.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// The Pub/Sub API's managed subscriptions, by id.
+    #[cfg(feature = "pubsub")]
+    pub(crate) managed: Mutex<HashMap<String, crate::pubsub::Managed>>,
 }
 
 /// An API part's state reads through to the [`Core`] it holds in its `core` field.
@@ -154,6 +157,8 @@ impl Core {
             next: Mutex::new(0),
             faults: Mutex::new(FaultState::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "pubsub")]
+            managed: Mutex::new(HashMap::new()),
         }
     }
 

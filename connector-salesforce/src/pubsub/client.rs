@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use futures::stream::BoxStream;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use moodbridge_core::redact::Scrubber;
 use moodbridge_core::{Error, ErrorKind, Operation, Policy, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,8 +16,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use super::avro::EventSchema;
 use super::proto::pub_sub_client::PubSubClient as Raw;
 use super::proto::{
-    ConsumerEvent, FetchRequest, ProducerEvent, PublishRequest, ReplayPreset, SchemaRequest,
-    TopicInfo, TopicRequest,
+    CommitReplayRequest, CommitReplayResponse, ConsumerEvent, FetchRequest, FetchResponse,
+    ManagedFetchRequest, ManagedFetchResponse, ProducerEvent, PublishRequest, ReplayPreset,
+    SchemaRequest, TopicInfo, TopicRequest,
 };
 
 /// Salesforce's Pub/Sub API endpoint.
@@ -357,7 +358,7 @@ impl PubSubClient {
             .await
             .map_err(|s| self.status_error(&s, &format!("subscribe to {topic}")))?
             .into_inner();
-        let state = SubscriptionState {
+        let state = SubscriptionState::<Plain> {
             client: self.clone(),
             topic: topic.to_owned(),
             inbound,
@@ -365,12 +366,66 @@ impl PubSubClient {
             buffered: VecDeque::new(),
             owed: batch,
             batch,
+            committed: Arc::default(),
         };
-        Ok(futures::stream::unfold(state, |mut state| async move {
-            let next = state.next().await;
-            next.map(|item| (item, state))
+        Ok(state.into_stream())
+    }
+
+    /// Subscribe through managed subscription `subscription` (its id or developer
+    /// name): the bus keeps its position, moved by [`ManagedSubscription::commit`];
+    /// events come `batch` at a time (1 to [`MAX_BATCH`]), with the same flow control as
+    /// [`subscribe`](Self::subscribe).
+    pub async fn managed_subscribe(
+        &self,
+        subscription: &str,
+        batch: u32,
+    ) -> Result<ManagedSubscription> {
+        let batch = batch.clamp(1, MAX_BATCH) as i32;
+        let (mut requests, outbound) = mpsc::channel::<ManagedFetchRequest>(4);
+        // An id is 18 characters starting with 18x; anything else is a developer name.
+        let by_id = subscription.len() == 18 && subscription.starts_with("18x");
+        requests
+            .send(ManagedFetchRequest {
+                subscription_id: if by_id {
+                    subscription.to_owned()
+                } else {
+                    String::new()
+                },
+                developer_name: if by_id {
+                    String::new()
+                } else {
+                    subscription.to_owned()
+                },
+                num_requested: batch,
+                ..ManagedFetchRequest::default()
+            })
+            .await
+            .map_err(|_| Error::internal("the subscription's request stream closed"))?;
+        let mut raw = self.raw.clone();
+        let mut request = tonic::Request::new(outbound);
+        *request.metadata_mut() = self.metadata.clone();
+        let inbound = raw
+            .managed_subscribe(request)
+            .await
+            .map_err(|s| self.status_error(&s, &format!("managed subscription {subscription}")))?
+            .into_inner();
+        let committed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let state = SubscriptionState::<Managed> {
+            client: self.clone(),
+            topic: subscription.to_owned(),
+            inbound,
+            requests: requests.clone(),
+            buffered: VecDeque::new(),
+            owed: batch,
+            batch,
+            committed: committed.clone(),
+        };
+        Ok(ManagedSubscription {
+            events: state.into_stream(),
+            requests,
+            committed,
+            commits: 0,
         })
-        .boxed())
     }
 
     fn status_error(&self, status: &tonic::Status, what: &str) -> Error {
@@ -411,18 +466,70 @@ fn uuid_like() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct SubscriptionState {
+/// The two kinds of subscription stream: `Subscribe` and `ManagedSubscribe`.
+trait Feed: Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// A request for `n` more events.
+    fn more(n: i32) -> Self::Request;
+    /// A response's events, the events still owed, and a commit's outcome.
+    fn split(r: Self::Response) -> (Vec<ConsumerEvent>, i32, Option<CommitReplayResponse>);
+}
+
+struct Plain;
+
+impl Feed for Plain {
+    type Request = FetchRequest;
+    type Response = FetchResponse;
+    fn more(n: i32) -> FetchRequest {
+        FetchRequest {
+            num_requested: n,
+            ..FetchRequest::default()
+        }
+    }
+    fn split(r: FetchResponse) -> (Vec<ConsumerEvent>, i32, Option<CommitReplayResponse>) {
+        (r.events, r.pending_num_requested, None)
+    }
+}
+
+struct Managed;
+
+impl Feed for Managed {
+    type Request = ManagedFetchRequest;
+    type Response = ManagedFetchResponse;
+    fn more(n: i32) -> ManagedFetchRequest {
+        ManagedFetchRequest {
+            num_requested: n,
+            ..ManagedFetchRequest::default()
+        }
+    }
+    fn split(r: ManagedFetchResponse) -> (Vec<ConsumerEvent>, i32, Option<CommitReplayResponse>) {
+        (r.events, r.pending_num_requested, r.commit_response)
+    }
+}
+
+struct SubscriptionState<F: Feed> {
     client: PubSubClient,
     topic: String,
-    inbound: tonic::Streaming<super::proto::FetchResponse>,
-    requests: mpsc::Sender<FetchRequest>,
+    inbound: tonic::Streaming<F::Response>,
+    requests: mpsc::Sender<F::Request>,
     buffered: VecDeque<ConsumerEvent>,
     /// Events asked for and not yet received.
     owed: i32,
     batch: i32,
+    /// The replay id the server last confirmed as committed (managed subscriptions).
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
-impl SubscriptionState {
+impl<F: Feed> SubscriptionState<F> {
+    fn into_stream(self) -> BoxStream<'static, Result<PubSubEvent>> {
+        futures::stream::unfold(self, |mut state| async move {
+            let next = state.next().await;
+            next.map(|item| (item, state))
+        })
+        .boxed()
+    }
+
     async fn next(&mut self) -> Option<Result<PubSubEvent>> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
@@ -431,11 +538,7 @@ impl SubscriptionState {
             // Everything received has been read: ask for the next batch when nothing is
             // owed any more.
             if self.owed <= 0 {
-                let more = FetchRequest {
-                    num_requested: self.batch,
-                    ..FetchRequest::default()
-                };
-                if self.requests.send(more).await.is_err() {
+                if self.requests.send(F::more(self.batch)).await.is_err() {
                     return Some(Err(Error::unavailable(format!(
                         "the subscription to {} closed",
                         self.topic
@@ -445,8 +548,23 @@ impl SubscriptionState {
             }
             match self.inbound.message().await {
                 Ok(Some(response)) => {
-                    self.owed = response.pending_num_requested;
-                    self.buffered.extend(response.events);
+                    let (events, pending, commit) = F::split(response);
+                    self.owed = pending;
+                    self.buffered.extend(events);
+                    if let Some(commit) = commit {
+                        if let Some(e) = commit.error {
+                            return Some(Err(Error::new(
+                                ErrorKind::Rejected,
+                                format!(
+                                    "the bus refused commit {} on {}: {}",
+                                    commit.commit_request_id,
+                                    self.topic,
+                                    self.client.scrubber.scrub(&e.msg)
+                                ),
+                            )));
+                        }
+                        *self.committed.lock().expect("committed") = Some(commit.replay_id);
+                    }
                 }
                 Ok(None) => return None,
                 Err(status) => {
@@ -473,5 +591,60 @@ impl SubscriptionState {
             schema_id: produced.schema_id,
             payload: schema.decode(&produced.payload)?,
         })
+    }
+}
+
+/// A managed subscription's stream of events (Salesforce keeps its position): read the
+/// events, [`commit`](Self::commit) the replay id of the last one handled, and a new
+/// subscription resumes after it — in this process or another.
+pub struct ManagedSubscription {
+    events: BoxStream<'static, Result<PubSubEvent>>,
+    requests: mpsc::Sender<ManagedFetchRequest>,
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
+    commits: u64,
+}
+
+impl std::fmt::Debug for ManagedSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedSubscription")
+            .field("commits", &self.commits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagedSubscription {
+    /// Ask the bus to keep `replay_id` as the subscription's position. The bus answers
+    /// on the event stream: [`committed`](Self::committed) shows the last confirmed
+    /// commit once the stream has been read past the answer, and a refused commit comes
+    /// out of the stream as an error.
+    pub async fn commit(&mut self, replay_id: &[u8]) -> Result<()> {
+        self.commits += 1;
+        let request = ManagedFetchRequest {
+            commit_replay_id_request: Some(CommitReplayRequest {
+                commit_request_id: format!("commit-{}", self.commits),
+                replay_id: replay_id.to_vec(),
+            }),
+            ..ManagedFetchRequest::default()
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| Error::unavailable("the managed subscription closed"))
+    }
+
+    /// The replay id the bus last confirmed as committed.
+    pub fn committed(&self) -> Option<Vec<u8>> {
+        self.committed.lock().expect("committed").clone()
+    }
+}
+
+impl Stream for ManagedSubscription {
+    type Item = Result<PubSubEvent>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.events.poll_next_unpin(cx)
     }
 }

@@ -19,6 +19,7 @@ pub mod proto;
 
 pub use avro::{EventSchema, expand_bitmap};
 pub use client::{
-    DEFAULT_ENDPOINT, MAX_BATCH, PubSubClient, PubSubConfig, PubSubEvent, ReplayFrom,
+    DEFAULT_ENDPOINT, MAX_BATCH, ManagedSubscription, PubSubClient, PubSubConfig, PubSubEvent,
+    ReplayFrom,
 };
 pub use ingest::{INGEST_PARTITION, PubSubIngest};
