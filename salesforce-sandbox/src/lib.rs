@@ -322,7 +322,7 @@ impl RunningSandbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(
                 id.clone(),
-                pubsub::Managed {
+                state::Managed {
                     name: developer_name.to_owned(),
                     topic: topic.to_owned(),
                     from_earliest,

@@ -32,16 +32,6 @@ pub(crate) const ORG_ID: &str = "00D8d0000000001EAA";
 /// The most events one `FetchRequest` asks for; more are capped.
 const MAX_REQUESTED: i32 = 100;
 
-/// A managed subscription (Salesforce's `ManagedEventSubscription` record): a topic,
-/// where a first subscription starts, and the replay id last committed.
-#[derive(Debug, Clone)]
-pub(crate) struct Managed {
-    pub(crate) name: String,
-    pub(crate) topic: String,
-    pub(crate) from_earliest: bool,
-    pub(crate) committed: Option<i64>,
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The service, over the sandbox's core.

@@ -31,7 +31,18 @@ pub(crate) struct Core {
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// The Pub/Sub API's managed subscriptions, by id.
     #[cfg(feature = "pubsub")]
-    pub(crate) managed: Mutex<HashMap<String, crate::pubsub::Managed>>,
+    pub(crate) managed: Mutex<HashMap<String, Managed>>,
+}
+
+/// A managed subscription (Salesforce's `ManagedEventSubscription` record): a topic,
+/// where a first subscription starts, and the replay id last committed.
+#[cfg(feature = "pubsub")]
+#[derive(Debug, Clone)]
+pub(crate) struct Managed {
+    pub(crate) name: String,
+    pub(crate) topic: String,
+    pub(crate) from_earliest: bool,
+    pub(crate) committed: Option<i64>,
 }
 
 /// An API part's state reads through to the [`Core`] it holds in its `core` field.
