@@ -4,7 +4,8 @@
 //! protocol level (no event beyond what was asked for), keepalives, and the errors a
 //! bad replay id, an unknown topic and a refused token give — none carrying the token;
 //! and a topic ingested into the durable event log, each event once, resuming after the
-//! last replay id appended; and a managed subscription resuming after its commit.
+//! last replay id appended; a managed subscription resuming after its commit; and platform
+//! events published and delivered.
 
 #![allow(
     clippy::unwrap_used,
@@ -449,5 +450,73 @@ async fn a_managed_subscription_resumes_after_its_commit() {
         Ok(mut s) => s.next().await.unwrap().unwrap_err(),
     };
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_events_are_published_and_delivered() {
+    use salesforce_sandbox::org::FieldDef;
+    let sb = sandbox().await;
+    sb.define_platform_event(
+        "Case_Update__e",
+        vec![
+            FieldDef::new("Case_Id__c", "string"),
+            FieldDef::new("Status__c", "string"),
+            FieldDef::new("Hours__c", "double"),
+        ],
+    );
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+    let topic = client.topic("/event/Case_Update__e").await.unwrap();
+    assert!(topic.can_publish && topic.can_subscribe);
+    let mut events = client
+        .subscribe("/event/Case_Update__e", ReplayFrom::Latest, 10)
+        .await
+        .unwrap();
+    let replay_ids = client
+        .publish(
+            "/event/Case_Update__e",
+            &[
+                json!({"Case_Id__c": "500A", "Status__c": "Closed", "Hours__c": 2.5}),
+                json!({"Case_Id__c": "500B", "Status__c": "Working"}),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay_ids.len(), 2);
+    let got = take(&mut events, 2).await;
+    assert_eq!(got[0].replay_id, replay_ids[0]);
+    assert_eq!(got[0].payload["Case_Id__c"], "500A");
+    assert_eq!(got[0].payload["Hours__c"], 2.5);
+    assert_eq!(got[1].payload["Hours__c"], Value::Null);
+    assert_eq!(
+        got[1].payload["CreatedById"], "0058d000000001AAAA",
+        "set by the bus"
+    );
+    assert!(got[1].payload["CreatedDate"].as_i64().unwrap() > 1_700_000_000_000);
+
+    // A field the schema does not have is refused before anything is sent; change
+    // event topics cannot be published to.
+    let err = client
+        .publish("/event/Case_Update__e", &[json!({"Case_Id__c": 5})])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let err = client
+        .publish("/data/AccountChangeEvent", &[json!({})])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+    // Account changes do not reach the platform event's subscribers.
+    sb.with_org(|org| {
+        org.create("Account", &fields(json!({"Name": "X"})))
+            .unwrap()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.next())
+            .await
+            .is_err()
+    );
     sb.stop().await;
 }

@@ -150,6 +150,30 @@ impl ChangeLog {
         self.trim();
     }
 
+    /// Record a platform event published on `channel` (`/event/<Name>__e`): `payload` is
+    /// its fields; the message has the Streaming API's shape. Its replay id.
+    pub(crate) fn record_platform_event(
+        &mut self,
+        channel: &str,
+        name: &str,
+        payload: Value,
+    ) -> i64 {
+        let replay_id = self.next_replay;
+        self.next_replay += 1;
+        self.events.push_back(Event {
+            replay_id,
+            entity: name.to_owned(),
+            topic: Some(channel.to_owned()),
+            message: json!({
+                "schema": format!("sandbox-{name}-schema"),
+                "payload": payload,
+                "event": {"replayId": replay_id},
+            }),
+        });
+        self.trim();
+        replay_id
+    }
+
     /// Record a PushTopic notification on `channel` (`/topic/<Name>`).
     pub(crate) fn record_topic(
         &mut self,

@@ -332,6 +332,30 @@ impl RunningSandbox {
         id
     }
 
+    /// Define platform event `name` (`Case_Update__e`) with `fields` (custom fields;
+    /// `CreatedDate` and `CreatedById` are added): topic `/event/<name>` of the Pub/Sub
+    /// API, where events can be published and subscribed to.
+    #[cfg(feature = "pubsub")]
+    pub fn define_platform_event(&self, name: &str, fields: Vec<org::FieldDef>) {
+        let mut all = vec![
+            org::FieldDef::new("CreatedDate", "datetime"),
+            org::FieldDef::new("CreatedById", "reference"),
+        ];
+        all.extend(fields);
+        self.core
+            .platform_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.to_owned(),
+                org::ObjectDef {
+                    name: name.to_owned(),
+                    key_prefix: "e00".to_owned(),
+                    fields: all,
+                },
+            );
+    }
+
     /// The replay id last committed on managed subscription `developer_name`.
     #[cfg(feature = "pubsub")]
     pub fn managed_committed(&self, developer_name: &str) -> Option<i64> {

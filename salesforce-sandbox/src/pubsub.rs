@@ -69,21 +69,45 @@ impl Service {
         Ok(())
     }
 
-    /// The entity a topic carries (`None`: every entity), and its schema when it carries
-    /// one.
-    fn topic(&self, name: &str) -> Result<Option<ObjectDef>, Status> {
-        let entity = crate::cdc::channel_entity(name)
-            .map_err(|()| Status::not_found(format!("Topic not found: {name}")))?;
+    /// What a topic carries: change events (of one entity, or `None`: every entity), or
+    /// a platform event.
+    fn topic(&self, name: &str) -> Result<Topic, Status> {
+        let missing = || Status::not_found(format!("Topic not found: {name}"));
+        if let Some(event) = name.strip_prefix("/event/") {
+            return self
+                .core
+                .platform_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(event)
+                .cloned()
+                .map(Topic::Platform)
+                .ok_or_else(missing);
+        }
+        let entity = crate::cdc::channel_entity(name).map_err(|()| missing())?;
         match entity {
-            None => Ok(None),
+            None => Ok(Topic::Changes(None)),
             Some(entity) => {
                 let org = self.core.org();
                 org.object(&entity)
                     .cloned()
-                    .map(Some)
-                    .ok_or_else(|| Status::not_found(format!("Topic not found: {name}")))
+                    .map(|o| Topic::Changes(Some(o)))
+                    .ok_or_else(missing)
             }
         }
+    }
+
+    fn platform_schema_of(event: &ObjectDef) -> EventSchema {
+        let fields: Vec<Value> = event
+            .fields
+            .iter()
+            .map(|f| json!({"name": f.name, "type": ["null", avro_type(&f.field_type)], "default": null}))
+            .collect();
+        let json = json!({"type": "record", "name": event.name, "namespace": "com.sforce.eventbus", "fields": fields})
+            .to_string();
+        let digest = Sha256::digest(json.as_bytes());
+        EventSchema::parse(base64_url(&digest[..16]), json)
+            .expect("the sandbox writes valid schemas")
     }
 
     fn schema_of(object: &ObjectDef) -> EventSchema {
@@ -94,8 +118,51 @@ impl Service {
     }
 
     fn schema_by_id(&self, id: &str) -> Option<EventSchema> {
-        let org = self.core.org();
-        org.objects().map(Self::schema_of).find(|s| s.id == id)
+        let changes = {
+            let org = self.core.org();
+            org.objects().map(Self::schema_of).find(|s| s.id == id)
+        };
+        changes.or_else(|| {
+            self.core
+                .platform_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .map(Self::platform_schema_of)
+                .find(|s| s.id == id)
+        })
+    }
+}
+
+/// What a topic carries.
+enum Topic {
+    /// Change events: of one entity, or (`None`) of every one.
+    Changes(Option<ObjectDef>),
+    /// A platform event.
+    Platform(ObjectDef),
+}
+
+/// Which events of the log a subscription delivers.
+#[derive(Clone)]
+enum Filter {
+    /// Change events of one entity, or (`None`) of every one.
+    Changes(Option<String>),
+    /// The platform events of a topic, written in its schema.
+    Platform {
+        topic: String,
+        schema: Box<EventSchema>,
+    },
+}
+
+impl Filter {
+    fn of(name: &str, topic: &Topic) -> Filter {
+        match topic {
+            Topic::Changes(object) => Filter::Changes(object.as_ref().map(|o| o.name.clone())),
+            Topic::Platform(event) => Filter::Platform {
+                topic: name.to_owned(),
+                schema: Box::new(Service::platform_schema_of(event)),
+            },
+        }
     }
 }
 
@@ -339,7 +406,7 @@ fn start_of(core: &Core, preset: ReplayPreset, replay_id: &[u8]) -> Result<i64, 
 /// as `owed` allows, with keepalives, until the stream closes or the sandbox stops.
 fn spawn_delivery<R: Batch>(
     core: Arc<Core>,
-    entity: Option<String>,
+    filter: Filter,
     start: i64,
     owed: Arc<std::sync::atomic::AtomicI32>,
     mut tx: Outbox<R>,
@@ -361,14 +428,25 @@ fn spawn_delivery<R: Batch>(
                             break;
                         }
                         last_seen = e.replay_id;
-                        if e.topic.is_some() || entity.as_ref().is_some_and(|x| *x != e.entity) {
-                            continue;
-                        }
-                        let Some(def) = org.object(&e.entity) else {
-                            continue;
+                        let (schema, body) = match &filter {
+                            Filter::Changes(entity) => {
+                                if e.topic.is_some()
+                                    || entity.as_ref().is_some_and(|x| *x != e.entity)
+                                {
+                                    continue;
+                                }
+                                let Some(def) = org.object(&e.entity) else {
+                                    continue;
+                                };
+                                (Service::schema_of(def), payload(def, &e.message))
+                            }
+                            Filter::Platform { topic, schema } => {
+                                if e.topic.as_deref() != Some(topic.as_str()) {
+                                    continue;
+                                }
+                                ((**schema).clone(), e.message["payload"].clone())
+                            }
                         };
-                        let schema = Service::schema_of(def);
-                        let body = payload(def, &e.message);
                         match schema.encode(&body) {
                             Ok(bytes) => events.push(ConsumerEvent {
                                 event: Some(ProducerEvent {
@@ -460,13 +538,16 @@ impl PubSub for Service {
     ) -> Result<Response<TopicInfo>, Status> {
         self.authenticate(&request)?;
         let name = request.into_inner().topic_name;
-        let object = self.topic(&name)?;
+        let (can_publish, schema_id) = match self.topic(&name)? {
+            Topic::Changes(object) => (false, object.map(|o| Self::schema_of(&o).id)),
+            Topic::Platform(event) => (true, Some(Self::platform_schema_of(&event).id)),
+        };
         Ok(Response::new(TopicInfo {
             topic_name: name,
             tenant_guid: ORG_ID.to_owned(),
-            can_publish: false,
+            can_publish,
             can_subscribe: true,
-            schema_id: object.map(|o| Self::schema_of(&o).id).unwrap_or_default(),
+            schema_id: schema_id.unwrap_or_default(),
             rpc_id: crate::state::secret_text(),
         }))
     }
@@ -492,11 +573,60 @@ impl PubSub for Service {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         self.authenticate(&request)?;
-        let topic = request.into_inner().topic_name;
-        self.topic(&topic)?;
-        Err(Status::permission_denied(format!(
-            "Publishing is not allowed on {topic}: change events are published by the platform"
-        )))
+        let request = request.into_inner();
+        let topic = request.topic_name;
+        let Topic::Platform(event) = self.topic(&topic)? else {
+            return Err(Status::permission_denied(format!(
+                "Publishing is not allowed on {topic}: change events are published by the platform"
+            )));
+        };
+        let schema = Self::platform_schema_of(&event);
+        let results = request
+            .events
+            .into_iter()
+            .map(|produced| {
+                let refuse = |msg: String| connector_salesforce::pubsub::proto::PublishResult {
+                    replay_id: Vec::new(),
+                    error: Some(connector_salesforce::pubsub::proto::Error {
+                        code: connector_salesforce::pubsub::proto::ErrorCode::Publish as i32,
+                        msg,
+                    }),
+                    correlation_key: produced.id.clone(),
+                };
+                if produced.schema_id != schema.id {
+                    return refuse(format!(
+                        "The event's schema {} is not the topic's ({})",
+                        produced.schema_id, schema.id
+                    ));
+                }
+                let mut fields = match schema.decode(&produced.payload) {
+                    Ok(fields) => fields,
+                    Err(e) => return refuse(format!("The payload does not read: {e}")),
+                };
+                // The bus sets who published it and when.
+                fields["CreatedDate"] = Value::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                );
+                fields["CreatedById"] = Value::from("0058d000000001AAAA");
+                let replay =
+                    self.core
+                        .org_mut()
+                        .changes
+                        .record_platform_event(&topic, &event.name, fields);
+                connector_salesforce::pubsub::proto::PublishResult {
+                    replay_id: replay_bytes(replay),
+                    error: None,
+                    correlation_key: produced.id.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(PublishResponse {
+            results,
+            schema_id: schema.id.clone(),
+            rpc_id: crate::state::secret_text(),
+        }))
     }
 
     async fn publish_stream(
@@ -537,7 +667,7 @@ impl PubSub for Service {
                     ))
                 })?
         };
-        let object = self.topic(&managed.topic)?;
+        let filter = Filter::of(&managed.topic, &self.topic(&managed.topic)?);
         let start = match managed.committed {
             Some(at) => at,
             None if managed.from_earliest => start_of(&self.core, ReplayPreset::Earliest, &[])?,
@@ -564,8 +694,7 @@ impl PubSub for Service {
                 }
             });
         }
-        let entity = object.as_ref().map(|o| o.name.clone());
-        spawn_delivery(self.core.clone(), entity, start, owed, tx);
+        spawn_delivery(self.core.clone(), filter, start, owed, tx);
         Ok(Response::new(Box::pin(rx)))
     }
 
@@ -580,7 +709,7 @@ impl PubSub for Service {
             .await?
             .ok_or_else(|| Status::invalid_argument("The subscription sent no FetchRequest"))?;
         let topic = first.topic_name.clone();
-        let object = self.topic(&topic)?;
+        let filter = Filter::of(&topic, &self.topic(&topic)?);
         let preset = ReplayPreset::try_from(first.replay_preset)
             .map_err(|_| Status::invalid_argument("Unknown replay preset"))?;
         let start = start_of(&self.core, preset, &first.replay_id)?;
@@ -609,8 +738,7 @@ impl PubSub for Service {
                 }
             });
         }
-        let entity = object.as_ref().map(|o| o.name.clone());
-        spawn_delivery(self.core.clone(), entity, start, owed, tx);
+        spawn_delivery(self.core.clone(), filter, start, owed, tx);
         Ok(Response::new(Box::pin(rx)))
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct Core {
     /// The Pub/Sub API's managed subscriptions, by id.
     #[cfg(feature = "pubsub")]
     pub(crate) managed: Mutex<HashMap<String, Managed>>,
+    /// The platform events defined (`Case_Update__e`), by name.
+    #[cfg(feature = "pubsub")]
+    pub(crate) platform_events: Mutex<HashMap<String, crate::org::ObjectDef>>,
 }
 
 /// A managed subscription (Salesforce's `ManagedEventSubscription` record): a topic,
@@ -170,6 +173,8 @@ impl Core {
             stopping: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "pubsub")]
             managed: Mutex::new(HashMap::new()),
+            #[cfg(feature = "pubsub")]
+            platform_events: Mutex::new(HashMap::new()),
         }
     }
 

@@ -279,6 +279,13 @@ impl PubSubClient {
     /// its reason (events before it were published).
     pub async fn publish(&self, topic: &str, events: &[serde_json::Value]) -> Result<Vec<Vec<u8>>> {
         let info = self.topic(topic).await?;
+        if !info.can_publish {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("the event bus does not let this user publish to {topic}"),
+            )
+            .with_hint("publish platform events (/event/<Name>__e); change events come from record changes"));
+        }
         let schema = self.schema(&info.schema_id).await?;
         let mut produced = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
