@@ -103,18 +103,14 @@ impl Service {
             .iter()
             .map(|f| json!({"name": f.name, "type": ["null", avro_type(&f.field_type)], "default": null}))
             .collect();
-        let json = json!({"type": "record", "name": event.name, "namespace": "com.sforce.eventbus", "fields": fields})
-            .to_string();
-        let digest = Sha256::digest(json.as_bytes());
-        EventSchema::parse(base64_url(&digest[..16]), json)
-            .expect("the sandbox writes valid schemas")
+        named_schema(
+            json!({"type": "record", "name": event.name, "namespace": "com.sforce.eventbus", "fields": fields})
+                .to_string(),
+        )
     }
 
     fn schema_of(object: &ObjectDef) -> EventSchema {
-        let json = schema_json(object);
-        let digest = Sha256::digest(json.as_bytes());
-        let id = base64_url(&digest[..16]);
-        EventSchema::parse(id, json).expect("the sandbox writes valid schemas")
+        named_schema(schema_json(object))
     }
 
     fn schema_by_id(&self, id: &str) -> Option<EventSchema> {
@@ -166,9 +162,13 @@ impl Filter {
     }
 }
 
-fn base64_url(bytes: &[u8]) -> String {
+/// A schema the sandbox wrote, named by its fingerprint: the first 16 bytes of the
+/// SHA-256 of its JSON, base64url.
+fn named_schema(json: String) -> EventSchema {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let digest = Sha256::digest(json.as_bytes());
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+    EventSchema::parse(id, json).expect("the sandbox writes valid schemas")
 }
 
 /// The fields of an entity's change event, after the header: every field but `Id` and
@@ -415,6 +415,8 @@ fn spawn_delivery<R: Batch>(
     tokio::spawn(async move {
         let mut position = start;
         let mut quiet_since = Instant::now();
+        let mut schemas: std::collections::HashMap<String, EventSchema> =
+            std::collections::HashMap::new();
         loop {
             let wanted = owed.load(std::sync::atomic::Ordering::SeqCst);
             let mut failed = None;
@@ -438,7 +440,12 @@ fn spawn_delivery<R: Batch>(
                                 let Some(def) = org.object(&e.entity) else {
                                     continue;
                                 };
-                                (Service::schema_of(def), payload(def, &e.message))
+                                // Built once per entity for the subscription's life.
+                                let schema = schemas
+                                    .entry(e.entity.clone())
+                                    .or_insert_with(|| Service::schema_of(def))
+                                    .clone();
+                                (schema, payload(def, &e.message))
                             }
                             Filter::Platform { topic, schema } => {
                                 if e.topic.as_deref() != Some(topic.as_str()) {

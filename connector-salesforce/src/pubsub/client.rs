@@ -470,7 +470,7 @@ fn uuid_like() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The two kinds of subscription stream: `Subscribe` and `ManagedSubscribe`.
