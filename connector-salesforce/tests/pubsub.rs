@@ -5,7 +5,8 @@
 //! bad replay id, an unknown topic and a refused token give — none carrying the token;
 //! and a topic ingested into the durable event log, each event once, resuming after the
 //! last replay id appended; a managed subscription resuming after its commit; and platform
-//! events published and delivered.
+//! events published (one call, or batches on a publish stream) and delivered, with the
+//! bus's refusals.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +16,9 @@
 use std::time::Duration;
 
 use connector_salesforce::pubsub::proto::pub_sub_client::PubSubClient as Raw;
-use connector_salesforce::pubsub::proto::{FetchRequest, ReplayPreset};
+use connector_salesforce::pubsub::proto::{
+    FetchRequest, ProducerEvent, PublishRequest, PublishResponse, ReplayPreset,
+};
 use connector_salesforce::pubsub::{
     PubSubClient, PubSubConfig, PubSubEvent, PubSubIngest, ReplayFrom,
 };
@@ -39,6 +42,31 @@ async fn sandbox() -> RunningSandbox {
 
 fn config(sb: &RunningSandbox, token: String) -> PubSubConfig {
     PubSubConfig::new(sb.url(), ORG, token.into()).endpoint(sb.url())
+}
+
+/// The sandbox's user (what its tokens belong to).
+const USER: &str = "0058d000000001AAAA";
+
+fn define_case_update(sb: &RunningSandbox) {
+    use salesforce_sandbox::org::FieldDef;
+    sb.define_platform_event(
+        "Case_Update__e",
+        vec![
+            FieldDef::new("Case_Id__c", "string"),
+            FieldDef::new("Status__c", "string"),
+            FieldDef::new("Hours__c", "double"),
+        ],
+    );
+}
+
+/// `request` with the sandbox's authentication headers.
+fn authed<T>(sb: &RunningSandbox, token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("accesstoken", token.parse().unwrap());
+    metadata.insert("instanceurl", sb.url().parse().unwrap());
+    metadata.insert("tenantid", ORG.parse().unwrap());
+    request
 }
 
 fn fields(v: Value) -> Map<String, Value> {
@@ -455,17 +483,9 @@ async fn a_managed_subscription_resumes_after_its_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_events_are_published_and_delivered() {
-    use salesforce_sandbox::org::FieldDef;
     let sb = sandbox().await;
-    sb.define_platform_event(
-        "Case_Update__e",
-        vec![
-            FieldDef::new("Case_Id__c", "string"),
-            FieldDef::new("Status__c", "string"),
-            FieldDef::new("Hours__c", "double"),
-        ],
-    );
-    let client = PubSubClient::connect(config(&sb, sb.issue_token()))
+    define_case_update(&sb);
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()).user(USER))
         .await
         .unwrap();
     let topic = client.topic("/event/Case_Update__e").await.unwrap();
@@ -491,10 +511,32 @@ async fn platform_events_are_published_and_delivered() {
     assert_eq!(got[0].payload["Hours__c"], 2.5);
     assert_eq!(got[1].payload["Hours__c"], Value::Null);
     assert_eq!(
-        got[1].payload["CreatedById"], "0058d000000001AAAA",
-        "set by the bus"
+        got[1].payload["CreatedById"], USER,
+        "filled in from the configured user"
     );
     assert!(got[1].payload["CreatedDate"].as_i64().unwrap() > 1_700_000_000_000);
+
+    // Without a configured user, an event must carry CreatedById itself.
+    let anonymous = PubSubClient::connect(config(&sb, sb.issue_token()))
+        .await
+        .unwrap();
+    let err = anonymous
+        .publish("/event/Case_Update__e", &[json!({"Case_Id__c": "500C"})])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.hint().contains("PubSubConfig::user"), "{err:?}");
+    anonymous
+        .publish(
+            "/event/Case_Update__e",
+            &[json!({"Case_Id__c": "500C", "CreatedById": "005000000000042AAA"})],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&mut events, 1).await[0].payload["CreatedById"],
+        "005000000000042AAA"
+    );
 
     // A field the schema does not have is refused before anything is sent; change
     // event topics cannot be published to.
@@ -517,6 +559,204 @@ async fn platform_events_are_published_and_delivered() {
         tokio::time::timeout(Duration::from_millis(300), events.next())
             .await
             .is_err()
+    );
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_sends_batches_without_waiting_and_every_event_is_answered() {
+    let sb = sandbox().await;
+    define_case_update(&sb);
+    let client = PubSubClient::connect(config(&sb, sb.issue_token()).user(USER))
+        .await
+        .unwrap();
+    let mut events = client
+        .subscribe("/event/Case_Update__e", ReplayFrom::Latest, 100)
+        .await
+        .unwrap();
+    let mut publisher = client.publisher("/event/Case_Update__e").await.unwrap();
+    let mut sent = Vec::new();
+    for batch in 0..5 {
+        let payloads: Vec<Value> = (0..20)
+            .map(|i| json!({"Case_Id__c": format!("500-{batch}-{i}"), "Hours__c": f64::from(i)}))
+            .collect();
+        sent.extend(publisher.send(&payloads).await.unwrap());
+    }
+    assert_eq!(sent.len(), 100);
+    assert!(
+        sent.iter().all(|k| k.len() == 36),
+        "UUIDs: {:?}",
+        &sent[..2]
+    );
+    // An event that does not fit the schema is refused before anything is sent.
+    let err = publisher
+        .send(&[json!({"Case_Id__c": 5})])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let outcomes = publisher.close().await.unwrap();
+    assert_eq!(outcomes.len(), 100);
+    let mut answered: Vec<String> = outcomes.iter().map(|o| o.correlation_key.clone()).collect();
+    answered.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(answered, expected, "one outcome per event sent");
+    let replay_of: std::collections::HashMap<String, Vec<u8>> = outcomes
+        .into_iter()
+        .map(|o| (o.correlation_key, o.result.unwrap()))
+        .collect();
+    // Delivered in the order sent, under the replay ids the bus answered with.
+    let got = take(&mut events, 100).await;
+    for (i, (event, key)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(event.replay_id, replay_of[key]);
+        assert_eq!(
+            event.payload["Case_Id__c"],
+            format!("500-{}-{}", i / 20, i % 20)
+        );
+        assert_eq!(event.payload["CreatedById"], USER);
+    }
+    // A change event topic takes no publisher.
+    let err = client
+        .publisher("/data/AccountChangeEvent")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_refuses_bad_events_and_bad_publish_streams_and_closes_idle_ones() {
+    let sb = Sandbox::new(SandboxConfig {
+        pubsub_keepalive: Duration::from_millis(200),
+        pubsub_publish_idle: Duration::from_millis(1_500),
+        ..SandboxConfig::default()
+    })
+    .start()
+    .await
+    .unwrap();
+    define_case_update(&sb);
+    let token = sb.issue_token();
+    let client = PubSubClient::connect(config(&sb, token.clone()).user(USER))
+        .await
+        .unwrap();
+    let info = client.topic("/event/Case_Update__e").await.unwrap();
+    let schema = client.schema(&info.schema_id).await.unwrap();
+    let payload = schema
+        .encode(&json!({"CreatedDate": 1_700_000_000_000i64, "CreatedById": USER, "Case_Id__c": "500A"}))
+        .unwrap();
+    let event = |id: &str, schema_id: &str| ProducerEvent {
+        id: id.to_owned(),
+        schema_id: schema_id.to_owned(),
+        payload: payload.clone(),
+        headers: Vec::new(),
+    };
+    let mut raw = Raw::connect(sb.url().to_owned()).await.unwrap();
+    let response = raw
+        .publish(authed(
+            &sb,
+            &token,
+            PublishRequest {
+                topic_name: "/event/Case_Update__e".into(),
+                events: vec![
+                    event("", &info.schema_id),
+                    event(&"x".repeat(37), &info.schema_id),
+                    event("mine-1", "not-the-schema"),
+                    event("mine-2", &info.schema_id),
+                ],
+                ..PublishRequest::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = &response.results;
+    assert_eq!(r.len(), 4);
+    assert!(r[0].error.is_none());
+    assert_eq!(r[0].correlation_key.len(), 36, "a generated UUID");
+    assert!(r[1].error.as_ref().unwrap().msg.contains("36"), "{r:?}");
+    assert!(r[2].error.as_ref().unwrap().msg.contains("schema"), "{r:?}");
+    assert_eq!(r[2].correlation_key, "mine-1");
+    assert!(r[3].error.is_none());
+    assert_eq!(r[3].correlation_key, "mine-2");
+    assert_eq!(r[3].replay_id.len(), 8);
+
+    // A publish stream: an answer per request, keepalives while quiet, a refusal for a
+    // request naming another topic.
+    let (mut requests, outbound) = futures::channel::mpsc::channel::<PublishRequest>(4);
+    let mut inbound = raw
+        .publish_stream(authed(&sb, &token, outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let publish = |topic: &str, id: &str| PublishRequest {
+        topic_name: topic.to_owned(),
+        events: vec![event(id, &info.schema_id)],
+        ..PublishRequest::default()
+    };
+    requests
+        .send(publish("/event/Case_Update__e", "s-1"))
+        .await
+        .unwrap();
+    requests.send(publish("", "s-2")).await.unwrap();
+    let mut keys = Vec::new();
+    let mut keepalives = 0;
+    while keepalives == 0 {
+        let r: PublishResponse = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if r.results.is_empty() {
+            keepalives += 1;
+        }
+        keys.extend(r.results.into_iter().map(|x| x.correlation_key));
+    }
+    assert_eq!(keys, ["s-1", "s-2"]);
+    requests
+        .send(publish("/event/Other__e", "s-3"))
+        .await
+        .unwrap();
+    let status = loop {
+        match inbound.message().await {
+            Ok(Some(r)) => assert!(r.results.is_empty(), "{r:?}"),
+            Ok(None) => panic!("ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A stream's first request must name a topic, and a platform event's.
+    for (topic, code) in [
+        ("", tonic::Code::InvalidArgument),
+        ("/data/AccountChangeEvent", tonic::Code::PermissionDenied),
+    ] {
+        let (mut requests, outbound) = futures::channel::mpsc::channel::<PublishRequest>(4);
+        let mut inbound = raw
+            .publish_stream(authed(&sb, &token, outbound))
+            .await
+            .unwrap()
+            .into_inner();
+        requests.send(publish(topic, "s")).await.unwrap();
+        let status = inbound.message().await.unwrap_err();
+        assert_eq!(status.code(), code, "{topic}: {status:?}");
+    }
+
+    // A stream publishing nothing is closed by the bus; the publisher says so.
+    let mut publisher = client.publisher("/event/Case_Update__e").await.unwrap();
+    publisher
+        .send(&[json!({"Case_Id__c": "500Z"})])
+        .await
+        .unwrap();
+    assert_eq!(publisher.flush().await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let err = match publisher.send(&[json!({"Case_Id__c": "500Y"})]).await {
+        Err(err) => err,
+        Ok(_) => publisher.next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string().contains("no events were published"),
+        "{err}"
     );
     sb.stop().await;
 }

@@ -152,6 +152,7 @@ impl ChangeLog {
 
     /// Record a platform event published on `channel` (`/event/<Name>__e`): `payload` is
     /// its fields; the message has the Streaming API's shape. Its replay id.
+    #[cfg(feature = "pubsub")]
     pub(crate) fn record_platform_event(
         &mut self,
         channel: &str,

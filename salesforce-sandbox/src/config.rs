@@ -50,6 +50,9 @@ pub struct SandboxConfig {
     /// How long a Pub/Sub API subscription waits with nothing to send before an empty
     /// keepalive response (Salesforce: 270 s).
     pub pubsub_keepalive: Duration,
+    /// How long a Pub/Sub API publish stream may go without a publish request carrying
+    /// events before the server closes it (Salesforce: 70 s).
+    pub pubsub_publish_idle: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -75,6 +78,7 @@ impl Default for SandboxConfig {
             delete_log_granularity: Duration::from_secs(60),
             tls: false,
             pubsub_keepalive: Duration::from_secs(270),
+            pubsub_publish_idle: Duration::from_secs(70),
         }
     }
 }

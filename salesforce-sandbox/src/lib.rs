@@ -45,6 +45,8 @@ pub mod sosl;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "pubsub")]
+mod tooling;
 
 use moodbridge_core::{Error, Result};
 use std::sync::Arc;
@@ -315,7 +317,12 @@ impl RunningSandbox {
         topic: &str,
         from_earliest: bool,
     ) -> String {
-        let id = format!("18x8d{:013}", self.core.next_number());
+        // An 18-character id: "18x", pod "8d", reserved "0", 9 base-62 digits, and the
+        // case checksum.
+        let id = org::id18(&format!(
+            "18x8d0{}",
+            org::base62(self.core.next_number(), 9)
+        ));
         self.core
             .managed
             .lock()

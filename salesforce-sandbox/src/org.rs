@@ -268,7 +268,7 @@ pub fn id18(id15: &str) -> String {
     format!("{id15}{suffix}")
 }
 
-fn base62(mut n: u64, width: usize) -> String {
+pub(crate) fn base62(mut n: u64, width: usize) -> String {
     const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut out = vec![b'0'; width];
     for slot in out.iter_mut().rev() {

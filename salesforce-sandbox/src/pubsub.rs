@@ -101,7 +101,14 @@ impl Service {
         let fields: Vec<Value> = event
             .fields
             .iter()
-            .map(|f| json!({"name": f.name, "type": ["null", avro_type(&f.field_type)], "default": null}))
+            .map(|f| {
+                if matches!(f.name.as_str(), "CreatedDate" | "CreatedById") {
+                    // Required of every publisher.
+                    json!({"name": f.name, "type": avro_type(&f.field_type)})
+                } else {
+                    json!({"name": f.name, "type": ["null", avro_type(&f.field_type)], "default": null})
+                }
+            })
             .collect();
         named_schema(
             json!({"type": "record", "name": event.name, "namespace": "com.sforce.eventbus", "fields": fields})
@@ -293,6 +300,93 @@ fn epoch_ms(text: &str) -> Option<i64> {
         })
 }
 
+/// Publishing to a platform event topic: the event's definition and schema.
+struct Publishing {
+    topic: String,
+    event: ObjectDef,
+    schema: EventSchema,
+}
+
+/// The longest event id (`ProducerEvent.id`) a publisher may give.
+const MAX_EVENT_ID: usize = 36;
+
+impl Publishing {
+    /// Publishing to `topic`: a platform event's (change events are the platform's).
+    fn of(service: &Service, topic: &str) -> Result<Publishing, Status> {
+        let Topic::Platform(event) = service.topic(topic)? else {
+            return Err(Status::permission_denied(format!(
+                "Publishing is not allowed on {topic}: change events are published by the platform"
+            )));
+        };
+        Ok(Publishing {
+            topic: topic.to_owned(),
+            schema: Service::platform_schema_of(&event),
+            event,
+        })
+    }
+
+    /// Publish `events`: a result for each, in order. An event is refused for another
+    /// schema than the topic's, a payload that does not read, a missing `CreatedDate` or
+    /// `CreatedById`, or an id over 36 characters; an event without an id gets a UUID
+    /// (a refused one's correlation key stays empty).
+    fn publish(&self, core: &Core, events: Vec<ProducerEvent>) -> PublishResponse {
+        use connector_salesforce::pubsub::proto::{Error, ErrorCode, PublishResult};
+        let results = events
+            .into_iter()
+            .map(|produced| {
+                let refuse = |msg: String| PublishResult {
+                    replay_id: Vec::new(),
+                    error: Some(Error {
+                        code: ErrorCode::Publish as i32,
+                        msg,
+                    }),
+                    correlation_key: produced.id.clone(),
+                };
+                if produced.id.chars().count() > MAX_EVENT_ID {
+                    return refuse(format!(
+                        "The event id is {} characters long: at most {MAX_EVENT_ID} are allowed",
+                        produced.id.chars().count()
+                    ));
+                }
+                if produced.schema_id != self.schema.id {
+                    return refuse(format!(
+                        "The event's schema {} is not the topic's ({})",
+                        produced.schema_id, self.schema.id
+                    ));
+                }
+                let fields = match self.schema.decode(&produced.payload) {
+                    Ok(fields) => fields,
+                    Err(e) => return refuse(format!("The payload does not read: {e}")),
+                };
+                for system in ["CreatedDate", "CreatedById"] {
+                    if fields[system].is_null() {
+                        return refuse(format!("The required field {system} is missing"));
+                    }
+                }
+                let replay = core.org_mut().changes.record_platform_event(
+                    &self.topic,
+                    &self.event.name,
+                    fields,
+                );
+                PublishResult {
+                    replay_id: replay_bytes(replay),
+                    error: None,
+                    correlation_key: if produced.id.is_empty() {
+                        uuid::Uuid::new_v4().to_string()
+                    } else {
+                        produced.id.clone()
+                    },
+                }
+            })
+            .collect();
+        PublishResponse {
+            results,
+            schema_id: self.schema.id.clone(),
+            rpc_id: crate::state::secret_text(),
+        }
+    }
+}
+
 /// A response of a subscription stream: `Subscribe`'s or `ManagedSubscribe`'s.
 trait Batch: Clone + Send + 'static {
     fn batch(events: Vec<ConsumerEvent>, latest: i64, pending: i32) -> Self;
@@ -326,7 +420,7 @@ type Outbox<R> = futures::channel::mpsc::Sender<Result<R, Status>>;
 /// Send `response` on the subscription, waiting while the client reads slowly; `false`
 /// when the stream is gone or the sandbox stops (a stalled reader must not hold the
 /// server's shutdown).
-async fn deliver<R: Batch>(tx: &mut Outbox<R>, response: R, core: &Core) -> bool {
+async fn deliver<R: Clone>(tx: &mut Outbox<R>, response: R, core: &Core) -> bool {
     loop {
         if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return false;
@@ -581,59 +675,10 @@ impl PubSub for Service {
     ) -> Result<Response<PublishResponse>, Status> {
         self.authenticate(&request)?;
         let request = request.into_inner();
-        let topic = request.topic_name;
-        let Topic::Platform(event) = self.topic(&topic)? else {
-            return Err(Status::permission_denied(format!(
-                "Publishing is not allowed on {topic}: change events are published by the platform"
-            )));
-        };
-        let schema = Self::platform_schema_of(&event);
-        let results = request
-            .events
-            .into_iter()
-            .map(|produced| {
-                let refuse = |msg: String| connector_salesforce::pubsub::proto::PublishResult {
-                    replay_id: Vec::new(),
-                    error: Some(connector_salesforce::pubsub::proto::Error {
-                        code: connector_salesforce::pubsub::proto::ErrorCode::Publish as i32,
-                        msg,
-                    }),
-                    correlation_key: produced.id.clone(),
-                };
-                if produced.schema_id != schema.id {
-                    return refuse(format!(
-                        "The event's schema {} is not the topic's ({})",
-                        produced.schema_id, schema.id
-                    ));
-                }
-                let mut fields = match schema.decode(&produced.payload) {
-                    Ok(fields) => fields,
-                    Err(e) => return refuse(format!("The payload does not read: {e}")),
-                };
-                // The bus sets who published it and when.
-                fields["CreatedDate"] = Value::from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                );
-                fields["CreatedById"] = Value::from("0058d000000001AAAA");
-                let replay =
-                    self.core
-                        .org_mut()
-                        .changes
-                        .record_platform_event(&topic, &event.name, fields);
-                connector_salesforce::pubsub::proto::PublishResult {
-                    replay_id: replay_bytes(replay),
-                    error: None,
-                    correlation_key: produced.id.clone(),
-                }
-            })
-            .collect();
-        Ok(Response::new(PublishResponse {
-            results,
-            schema_id: schema.id.clone(),
-            rpc_id: crate::state::secret_text(),
-        }))
+        let publishing = Publishing::of(self, &request.topic_name)?;
+        Ok(Response::new(
+            publishing.publish(&self.core, request.events),
+        ))
     }
 
     async fn publish_stream(
@@ -641,9 +686,93 @@ impl PubSub for Service {
         request: Request<Streaming<PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         self.authenticate(&request)?;
-        Err(Status::unimplemented(
-            "PublishStream is not served by the sandbox",
-        ))
+        let mut inbound = request.into_inner();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<PublishResponse, Status>>(4);
+        let core = self.core.clone();
+        let service = Service { core: core.clone() };
+        // The stream's headers go out at once; its first request names the topic.
+        tokio::spawn(async move {
+            let (keepalive, idle) = (
+                core.config.pubsub_keepalive,
+                core.config.pubsub_publish_idle,
+            );
+            let mut publishing: Option<Publishing> = None;
+            let (mut last_publish, mut last_sent) = (Instant::now(), Instant::now());
+            loop {
+                let wait = keepalive
+                    .saturating_sub(last_sent.elapsed())
+                    .min(idle.saturating_sub(last_publish.elapsed()))
+                    .min(Duration::from_millis(50));
+                let next = tokio::select! {
+                    next = inbound.next() => Some(next),
+                    () = tokio::time::sleep(wait) => None,
+                };
+                if core.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tx
+                        .send(Err(Status::unavailable("The server is shutting down")))
+                        .await;
+                    return;
+                }
+                let response = match next {
+                    // The client closed its side: every batch has been answered.
+                    Some(None) => return,
+                    Some(Some(Err(_))) => return,
+                    Some(Some(Ok(request))) => {
+                        let topic = &request.topic_name;
+                        let current = match &publishing {
+                            Some(p) if topic.is_empty() || *topic == p.topic => Ok(p),
+                            Some(p) => Err(Status::invalid_argument(format!(
+                                "The topic of a PublishRequest must stay {}",
+                                p.topic
+                            ))),
+                            None if topic.is_empty() => Err(Status::invalid_argument(
+                                "The first PublishRequest of a stream must name the topic",
+                            )),
+                            None => Publishing::of(&service, topic).map(|p| &*publishing.insert(p)),
+                        };
+                        let current = match current {
+                            Ok(current) => current,
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                        };
+                        if !request.events.is_empty() {
+                            last_publish = Instant::now();
+                        }
+                        current.publish(&core, request.events)
+                    }
+                    None if last_publish.elapsed() >= idle => {
+                        let _ = tx
+                            .send(Err(Status::aborted(format!(
+                                "The publish stream was closed: no events were published for {} s",
+                                idle.as_secs()
+                            ))))
+                            .await;
+                        return;
+                    }
+                    None if last_sent.elapsed() >= keepalive => PublishResponse {
+                        results: Vec::new(),
+                        schema_id: publishing
+                            .as_ref()
+                            .map(|p| p.schema.id.clone())
+                            .unwrap_or_default(),
+                        rpc_id: crate::state::secret_text(),
+                    },
+                    None => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if !deliver(&mut tx, response, &core).await {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
     }
 
     async fn managed_subscribe(

@@ -73,6 +73,8 @@ pub(crate) fn server(core: Arc<Core>) -> Server {
     let bulk = Bulk::new(core.clone());
     let streaming = Streaming::new(core.clone());
     let rest = rest_routes(core.clone()).merge(bulk.routes());
+    #[cfg(feature = "pubsub")]
+    let rest = rest.merge(crate::tooling::routes(core.clone()));
     // Composite subrequests are dispatched here: same routes, no second authorization,
     // no API-call count of their own (a composite request is one call).
     let internal = Router::new().nest("/services/data/{version}", rest.clone());

@@ -3,7 +3,9 @@
 //! against the sandbox over TLS — connects with a token the sandbox issued, subscribes
 //! from the earliest event and after a replay id with flow control, fetches the schemas,
 //! decodes the Avro payloads and, with its own parser, the header's bitmap fields, and
-//! sees an unknown topic refused. `scripts/test.sh` installs it (`npm ci` in
+//! sees an unknown topic refused; publishes platform events with `Publish` and on a
+//! `PublishStream` and reads them back; looks a managed subscription up with the Tooling
+//! API, commits a position on it and resumes after it. `scripts/test.sh` installs it (`npm ci` in
 //! `tests/pubsub-node`).
 
 #![allow(
@@ -52,6 +54,18 @@ async fn the_npm_pubsub_client_works_against_the_sandbox_unchanged() {
         )
         .unwrap();
     });
+    sb.define_platform_event(
+        "Case_Update__e",
+        ["Case_Id__c", "Status__c"]
+            .into_iter()
+            .map(|name| salesforce_sandbox::org::FieldDef::new(name, "string"))
+            .chain([salesforce_sandbox::org::FieldDef::new("Hours__c", "double")])
+            .collect(),
+    );
+    let managed = sb.define_managed_subscription("Account_Sync", "/data/AccountChangeEvent", true);
+    // The client's Tooling API calls (jsforce) trust the sandbox's certificate.
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), sb.ca_pem().unwrap()).unwrap();
     // The certificate names localhost and 127.0.0.1; TLS server names are host names.
     let endpoint = sb.url().replace("https://127.0.0.1", "localhost");
     let output = tokio::process::Command::new("node")
@@ -60,6 +74,10 @@ async fn the_npm_pubsub_client_works_against_the_sandbox_unchanged() {
         .env("PUBSUB_ENDPOINT", endpoint)
         .env("ACCESS_TOKEN", sb.issue_token())
         .env("ORG_ID", "00D8d0000000001EAA")
+        .env("USER_ID", "0058d000000001AAAA")
+        .env("MANAGED_NAME", "Account_Sync")
+        .env("MANAGED_ID", &managed)
+        .env("NODE_EXTRA_CA_CERTS", ca.path())
         .kill_on_drop(true)
         .output()
         .await
@@ -71,5 +89,10 @@ async fn the_npm_pubsub_client_works_against_the_sandbox_unchanged() {
         "the npm Pub/Sub client failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert_eq!(
+        sb.managed_committed("Account_Sync"),
+        Some(2),
+        "the npm client's commit is the subscription's position"
+    );
     sb.stop().await;
 }

@@ -17,8 +17,8 @@ use super::avro::EventSchema;
 use super::proto::pub_sub_client::PubSubClient as Raw;
 use super::proto::{
     CommitReplayRequest, CommitReplayResponse, ConsumerEvent, FetchRequest, FetchResponse,
-    ManagedFetchRequest, ManagedFetchResponse, ProducerEvent, PublishRequest, ReplayPreset,
-    SchemaRequest, TopicInfo, TopicRequest,
+    ManagedFetchRequest, ManagedFetchResponse, ProducerEvent, PublishRequest, PublishResponse,
+    PublishResult, ReplayPreset, SchemaRequest, TopicInfo, TopicRequest,
 };
 
 /// Salesforce's Pub/Sub API endpoint.
@@ -51,6 +51,10 @@ pub struct PubSubConfig {
     pub access_token: SecretString,
     /// A certificate (PEM) to trust besides the public roots: a local server's.
     pub ca_pem: Option<String>,
+    /// The id of the user the token belongs to (`005…`, the last part of the token
+    /// response's `id` URL): written as `CreatedById` of the platform events published
+    /// that do not carry one.
+    pub user_id: Option<String>,
 }
 
 impl std::fmt::Debug for PubSubConfig {
@@ -59,6 +63,7 @@ impl std::fmt::Debug for PubSubConfig {
             .field("endpoint", &self.endpoint)
             .field("instance_url", &self.instance_url)
             .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +81,7 @@ impl PubSubConfig {
             tenant_id: tenant_id.into(),
             access_token,
             ca_pem: None,
+            user_id: None,
         }
     }
 
@@ -88,6 +94,12 @@ impl PubSubConfig {
     /// Trust this certificate (PEM) too.
     pub fn trust(mut self, ca_pem: impl Into<String>) -> Self {
         self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// The calling user's id, written as `CreatedById` of published platform events.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = Some(user_id.into());
         self
     }
 }
@@ -163,6 +175,7 @@ pub struct PubSubClient {
     scrubber: Scrubber,
     policy: Policy,
     schemas: Arc<Mutex<HashMap<String, Arc<EventSchema>>>>,
+    user_id: Option<String>,
 }
 
 impl std::fmt::Debug for PubSubClient {
@@ -213,6 +226,7 @@ impl PubSubClient {
             scrubber: Scrubber::new([config.access_token.expose_secret()]),
             policy: Policy::builder("salesforce.pubsub").build(),
             schemas: Arc::default(),
+            user_id: config.user_id,
         })
     }
 
@@ -275,27 +289,20 @@ impl PubSubClient {
     }
 
     /// Publish `events` (JSON objects, written in the topic's current schema) to
-    /// `topic`; their replay ids, in order. An event the bus refuses fails the call with
-    /// its reason (events before it were published).
+    /// `topic`; their replay ids, in order. `CreatedDate` (now) and `CreatedById` (the
+    /// configured [user](PubSubConfig::user)) are filled in where an event lacks them.
+    /// An event the bus refuses fails the call with its reason (the events before it
+    /// were published). For many events at a high rate, use a
+    /// [`publisher`](Self::publisher).
+    ///
+    /// # Errors
+    /// A topic the user may not publish to ([`Forbidden`](ErrorKind::Forbidden)), an
+    /// event that does not fit the schema ([`InvalidInput`](ErrorKind::InvalidInput),
+    /// before anything is sent), an event refused by the bus
+    /// ([`Rejected`](ErrorKind::Rejected)).
     pub async fn publish(&self, topic: &str, events: &[serde_json::Value]) -> Result<Vec<Vec<u8>>> {
-        let info = self.topic(topic).await?;
-        if !info.can_publish {
-            return Err(Error::new(
-                ErrorKind::Forbidden,
-                format!("the event bus does not let this user publish to {topic}"),
-            )
-            .with_hint("publish platform events (/event/<Name>__e); change events come from record changes"));
-        }
-        let schema = self.schema(&info.schema_id).await?;
-        let mut produced = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            produced.push(ProducerEvent {
-                id: format!("moodbridge-{}-{i}", uuid_like()),
-                schema_id: schema.id.clone(),
-                payload: schema.encode(event)?,
-                headers: Vec::new(),
-            });
-        }
+        let schema = self.publishable(topic).await?;
+        let produced = self.produce(&schema, events)?;
         let response = self
             .policy
             .call_as(Operation::new("salesforce.pubsub.publish"), || {
@@ -316,17 +323,104 @@ impl PubSubClient {
         response
             .results
             .into_iter()
-            .map(|r| match r.error {
+            .map(|r| self.outcome(topic, r).result)
+            .collect()
+    }
+
+    /// Open a publish stream to `topic` (`PublishStream`): batches are sent without
+    /// waiting for the bus's answers, which come back as they are ready
+    /// ([`Publisher`]).
+    ///
+    /// # Errors
+    /// A topic the user may not publish to ([`Forbidden`](ErrorKind::Forbidden)) or that
+    /// does not exist ([`NotFound`](ErrorKind::NotFound)).
+    pub async fn publisher(&self, topic: &str) -> Result<Publisher> {
+        let schema = self.publishable(topic).await?;
+        let (requests, outbound) = mpsc::channel::<PublishRequest>(16);
+        let mut raw = self.raw.clone();
+        let inbound = raw
+            .publish_stream(self.request(outbound))
+            .await
+            .map_err(|s| self.status_error(&s, &format!("publish stream to {topic}")))?
+            .into_inner();
+        Ok(Publisher {
+            client: self.clone(),
+            topic: topic.to_owned(),
+            schema,
+            requests: Some(requests),
+            inbound,
+            in_flight: std::collections::HashSet::new(),
+            answered: VecDeque::new(),
+        })
+    }
+
+    /// The schema of platform event topic `topic`, once the bus says the user may
+    /// publish to it.
+    async fn publishable(&self, topic: &str) -> Result<Arc<EventSchema>> {
+        let info = self.topic(topic).await?;
+        if !info.can_publish {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("the event bus does not let this user publish to {topic}"),
+            )
+            .with_hint("publish platform events (/event/<Name>__e); change events come from record changes"));
+        }
+        self.schema(&info.schema_id).await
+    }
+
+    /// `events` as the bus takes them: encoded under `schema`, each with a fresh UUID as
+    /// its id, the system fields filled in.
+    fn produce(
+        &self,
+        schema: &EventSchema,
+        events: &[serde_json::Value],
+    ) -> Result<Vec<ProducerEvent>> {
+        let fields = schema.field_names();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        events
+            .iter()
+            .map(|event| {
+                let mut event = event.clone();
+                if let Some(object) = event.as_object_mut() {
+                    if fields.contains(&"CreatedDate") && object.get("CreatedDate").is_none_or(serde_json::Value::is_null) {
+                        object.insert("CreatedDate".into(), now.into());
+                    }
+                    if fields.contains(&"CreatedById") && object.get("CreatedById").is_none_or(serde_json::Value::is_null) {
+                        let user = self.user_id.as_ref().ok_or_else(|| {
+                            Error::invalid_input("a platform event needs CreatedById: the event has none and no user is configured")
+                                .with_hint("set PubSubConfig::user to the id of the token's user (005…), or give CreatedById in the event")
+                        })?;
+                        object.insert("CreatedById".into(), user.clone().into());
+                    }
+                }
+                Ok(ProducerEvent {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    schema_id: schema.id.clone(),
+                    payload: schema.encode(&event)?,
+                    headers: Vec::new(),
+                })
+            })
+            .collect()
+    }
+
+    /// One event's outcome as the bus gave it.
+    fn outcome(&self, topic: &str, result: PublishResult) -> Published {
+        Published {
+            result: match result.error {
                 Some(e) => Err(Error::new(
                     ErrorKind::Rejected,
                     format!(
-                        "the event bus refused an event for {topic}: {}",
+                        "the event bus refused event {} for {topic}: {}",
+                        result.correlation_key,
                         self.scrubber.scrub(&e.msg)
                     ),
                 )),
-                None => Ok(r.replay_id),
-            })
-            .collect()
+                None => Ok(result.replay_id),
+            },
+            correlation_key: result.correlation_key,
+        }
     }
 
     /// Subscribe to `topic` from `from`, asking for `batch` events at a time (1 to
@@ -389,8 +483,10 @@ impl PubSubClient {
     ) -> Result<ManagedSubscription> {
         let batch = batch.clamp(1, MAX_BATCH) as i32;
         let (mut requests, outbound) = mpsc::channel::<ManagedFetchRequest>(4);
-        // An id is 18 characters starting with 18x; anything else is a developer name.
-        let by_id = subscription.len() == 18 && subscription.starts_with("18x");
+        // An id is 15 or 18 characters with key prefix 18x; anything else is a developer
+        // name.
+        let by_id = matches!(subscription.len(), 15 | 18)
+            && subscription.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("18x"));
         requests
             .send(ManagedFetchRequest {
                 subscription_id: if by_id {
@@ -463,14 +559,6 @@ impl PubSubClient {
             _ => error,
         }
     }
-}
-
-/// A unique-enough id for published events (the bus takes any string).
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 12];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// The two kinds of subscription stream: `Subscribe` and `ManagedSubscribe`.
@@ -653,5 +741,175 @@ impl Stream for ManagedSubscription {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         self.events.poll_next_unpin(cx)
+    }
+}
+
+/// The outcome of one event sent on a [`Publisher`].
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The event's id, as [`Publisher::send`] returned it.
+    pub correlation_key: String,
+    /// Its replay id, or why the bus refused it ([`Rejected`](ErrorKind::Rejected)).
+    pub result: Result<Vec<u8>>,
+}
+
+/// A publish stream to one platform event topic: [`send`](Self::send) batches without
+/// waiting, and read the bus's answers with [`next`](Self::next), [`flush`](Self::flush)
+/// or [`close`](Self::close). The bus answers each batch when it is published, not
+/// necessarily in the order sent: outcomes name their event by its correlation key.
+///
+/// The bus closes a stream that publishes nothing for 70 seconds; a closed stream makes
+/// `send` and `next` fail with [`Unavailable`](ErrorKind::Unavailable), and a new
+/// publisher is needed. Events whose outcome was not read before then may or may not
+/// have been published.
+///
+/// ```no_run
+/// # async fn run(client: connector_salesforce::pubsub::PubSubClient) -> moodbridge_core::Result<()> {
+/// use serde_json::json;
+/// let mut publisher = client.publisher("/event/Case_Update__e").await?;
+/// for batch in 0..10 {
+///     publisher.send(&[json!({"Case_Id__c": format!("500{batch}")})]).await?;
+/// }
+/// for published in publisher.close().await? {
+///     let replay_id = published.result?;
+///     println!("{} -> {replay_id:?}", published.correlation_key);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Publisher {
+    client: PubSubClient,
+    topic: String,
+    schema: Arc<EventSchema>,
+    requests: Option<mpsc::Sender<PublishRequest>>,
+    inbound: tonic::Streaming<PublishResponse>,
+    /// Events sent and not yet answered, by correlation key.
+    in_flight: std::collections::HashSet<String>,
+    /// Outcomes received and not yet read.
+    answered: VecDeque<Published>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Send `events` (JSON objects in the topic's schema; system fields filled in as by
+    /// [`PubSubClient::publish`]) as one batch, without waiting for the bus: their
+    /// correlation keys, in order.
+    ///
+    /// # Errors
+    /// An event that does not fit the schema ([`InvalidInput`](ErrorKind::InvalidInput):
+    /// nothing of the batch is sent), a closed stream ([`Unavailable`](ErrorKind::Unavailable)).
+    pub async fn send(&mut self, events: &[serde_json::Value]) -> Result<Vec<String>> {
+        let produced = self.client.produce(&self.schema, events)?;
+        let keys: Vec<String> = produced.iter().map(|e| e.id.clone()).collect();
+        let requests = self
+            .requests
+            .as_mut()
+            .ok_or_else(|| Error::internal("the publisher was closed"))?;
+        let sent = requests
+            .send(PublishRequest {
+                topic_name: self.topic.clone(),
+                events: produced,
+                auth_refresh: String::new(),
+            })
+            .await;
+        if sent.is_err() {
+            // The bus ended the stream: its status, after what it sent before, says why.
+            loop {
+                match self.inbound.message().await {
+                    Ok(Some(response)) => self.take(response),
+                    Ok(None) => {
+                        return Err(Error::unavailable(format!(
+                            "the publish stream to {} closed",
+                            self.topic
+                        )));
+                    }
+                    Err(status) => {
+                        return Err(self
+                            .client
+                            .status_error(&status, &format!("publish stream to {}", self.topic)));
+                    }
+                }
+            }
+        }
+        self.in_flight.extend(keys.iter().cloned());
+        Ok(keys)
+    }
+
+    /// Keep a response's outcomes (a keepalive has none).
+    fn take(&mut self, response: PublishResponse) {
+        for result in response.results {
+            self.in_flight.remove(&result.correlation_key);
+            self.answered
+                .push_back(self.client.outcome(&self.topic, result));
+        }
+    }
+
+    /// Events sent whose outcome has not arrived yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The next outcome: one already received, or the next to arrive; `None` when every
+    /// event sent has been answered and read.
+    ///
+    /// # Errors
+    /// The stream ended by the bus ([`Unavailable`](ErrorKind::Unavailable) and others,
+    /// from its status) while events were in flight.
+    pub async fn next(&mut self) -> Option<Result<Published>> {
+        loop {
+            if let Some(outcome) = self.answered.pop_front() {
+                return Some(Ok(outcome));
+            }
+            if self.in_flight.is_empty() {
+                return None;
+            }
+            match self.inbound.message().await {
+                // A keepalive has no results.
+                Ok(Some(response)) => self.take(response),
+                Ok(None) => {
+                    return Some(Err(Error::unavailable(format!(
+                        "the publish stream to {} ended with {} events unanswered",
+                        self.topic,
+                        self.in_flight.len()
+                    ))));
+                }
+                Err(status) => {
+                    return Some(Err(self.client.status_error(
+                        &status,
+                        &format!("publish stream to {}", self.topic),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Wait for the outcome of every event sent so far: those not read yet, in the order
+    /// they arrived.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next).
+    pub async fn flush(&mut self) -> Result<Vec<Published>> {
+        let mut out = Vec::new();
+        while let Some(outcome) = self.next().await {
+            out.push(outcome?);
+        }
+        Ok(out)
+    }
+
+    /// [`flush`](Self::flush), then end the stream.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next).
+    pub async fn close(mut self) -> Result<Vec<Published>> {
+        let out = self.flush().await;
+        self.requests = None;
+        out
     }
 }

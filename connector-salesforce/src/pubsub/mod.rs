@@ -3,7 +3,9 @@
 //!
 //! - [`PubSubClient`]: topics, schemas (cached by id), [`subscribe`](PubSubClient::subscribe)
 //!   with flow control (`num_requested`) and replay (latest, earliest, after a replay id),
-//!   and [`publish`](PubSubClient::publish).
+//!   [`managed_subscribe`](PubSubClient::managed_subscribe) with commits kept by the bus,
+//!   [`publish`](PubSubClient::publish), and a [`Publisher`] over `PublishStream` for
+//!   batches sent without waiting.
 //! - [`EventSchema`]: Avro payloads decoded to JSON (and encoded for publishing), with a
 //!   change event header's bitmap fields (`changedFields`, `nulledFields`,
 //!   `diffFields`) turned into field names ([`expand_bitmap`]).
@@ -20,6 +22,6 @@ pub mod proto;
 pub use avro::{EventSchema, expand_bitmap};
 pub use client::{
     DEFAULT_ENDPOINT, MAX_BATCH, ManagedSubscription, PubSubClient, PubSubConfig, PubSubEvent,
-    ReplayFrom,
+    Published, Publisher, ReplayFrom,
 };
 pub use ingest::{INGEST_PARTITION, PubSubIngest};
