@@ -1,8 +1,17 @@
-//! Events end to end, on loopback with no account anywhere: a webhook receiver and a
-//! Salesforce Outbound Message listener store what they are sent in a durable event log;
-//! a local sender posts signed webhooks (signed by the Standard Webhooks reference
-//! library), a forged one, a retry, and an Outbound Message twice; two consumers route
-//! the events by type to their handlers; then one consumer is replayed.
+//! Events end to end, on loopback with no account anywhere:
+//!
+//! 1. A webhook receiver and a Salesforce Outbound Message listener store what they are
+//!    sent in a durable event log. A local sender posts signed webhooks (signed by the
+//!    Standard Webhooks reference library), a forged one, a retry, and an Outbound
+//!    Message twice.
+//! 2. Account changes in a local Salesforce org (the sandbox) arrive over the Pub/Sub API
+//!    (gRPC, Avro) and are ingested into the same log.
+//! 3. Two consumers route the events by source and type: case webhooks are written to a
+//!    SQLite warehouse through a pipeline (`SinkHandler`), Account change events start an
+//!    incremental sync of Accounts into the warehouse (`SyncTrigger`), Outbound Messages
+//!    go to a handler of their own.
+//! 4. The cases consumer is replayed: the warehouse ends the same, since writes are
+//!    upserts by key.
 //!
 //! ```sh
 //! cargo run --example events
@@ -11,11 +20,17 @@
 //! The signing secret is read from `MOODBRIDGE_EVENTS_SECRET` (a `whsec_` secret) when
 //! set, else a demo secret is used. It is never printed or logged.
 
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use moodbridge::engine::EventConsumer;
+use moodbridge::engine::{
+    EventConsumer, EventHandler, EventRouter, Match, Pipeline, SinkHandler, SyncEngine, SyncTrigger,
+};
 use moodbridge::http::webhooks::{OutboundSource, WebhookReceiver, WebhookSource};
+use moodbridge::salesforce::pubsub::{PubSubClient, PubSubConfig, PubSubIngest, ReplayFrom};
+use moodbridge::salesforce::sandbox::{Sandbox, SandboxConfig};
+use moodbridge::salesforce::sync::SalesforceSource;
+use moodbridge::sqlite::SqliteTableSink;
 use moodbridge::state::{EventWriter, SqliteStateStore, StoredEvent};
 use moodbridge::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -128,60 +143,168 @@ async fn main() -> Result<()> {
         println!("outbound message {attempt}: acknowledged = {acked}");
     }
 
-    // Two consumers, each routing by type to its own handler.
-    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
-    let route = |consumer: &'static str, handled: Arc<Mutex<Vec<String>>>| {
-        move |event: StoredEvent| {
-            let handled = handled.clone();
-            async move {
-                let e = &event.event;
-                let line = match (consumer, e.source.as_str(), e.event_type.as_str()) {
-                    ("cases", "apex", "case.updated") => format!("update case {}", partition(e)),
-                    ("cases", "apex", "case.closed") => format!("close case {}", partition(e)),
-                    ("accounts", "prod", "Account") => format!("sync account {}", partition(e)),
-                    _ => return Ok(()), // not this consumer's
-                };
-                println!("  [{consumer}] #{} {line}", event.sequence);
-                handled
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(line);
-                Ok(())
-            }
+    // Account changes in the org, over the Pub/Sub API into the same log.
+    let sandbox = Sandbox::new(SandboxConfig::default()).start().await?;
+    let org_client = sandbox
+        .client_builder("salesforce:sandbox")?
+        .connect()
+        .await?;
+    let firms = [
+        "Hargreave & Cole LLP",
+        "Okafor Legal",
+        "Lindqvist Advokatbyrå",
+    ];
+    for name in firms {
+        org_client
+            .create("Account", &serde_json::json!({"Name": name}))
+            .await?;
+    }
+    let pubsub = PubSubClient::connect(
+        PubSubConfig::new(sandbox.url(), SANDBOX_ORG, sandbox.issue_token().into())
+            .endpoint(sandbox.url()),
+    )
+    .await?;
+    let ingest = PubSubIngest::new(
+        pubsub,
+        "/data/AccountChangeEvent",
+        state.clone(),
+        state.clone(),
+    )
+    .start(ReplayFrom::Earliest);
+    // Caught up once the third change (replay id 3) is in the log.
+    let caught_up = async {
+        while ingest.position().await.ok().flatten() != Some(3u64.to_be_bytes().to_vec()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
+    let moved = tokio::time::timeout(Duration::from_secs(30), ingest.run_until(caught_up))
+        .await
+        .map_err(|_| Error::internal("the Pub/Sub ingest did not catch up in 30 s"))??;
+    println!("pub/sub: {moved} Account change events ingested from /data/AccountChangeEvent");
+
+    // The warehouse the consumers write to.
+    let warehouse = Arc::new(SqliteTableSink::open(&dir.path().join("warehouse.db")).await?);
+    let cases_pipeline = Arc::new(Pipeline::from_toml(CASES_PIPELINE)?);
+    let accounts_pipeline = Arc::new(Pipeline::from_toml(ACCOUNTS_PIPELINE)?);
+    let accounts_sync = Arc::new(SyncTrigger::new(
+        SyncEngine::new(state.clone()),
+        accounts_pipeline,
+        Arc::new(SalesforceSource::new(org_client, ["Account"])),
+        warehouse.clone(),
+    ));
+
+    // Two consumers, each routing by source and type.
+    let cases_router = EventRouter::new().route(
+        Match::source("apex").and_type("case.*"),
+        Logged(
+            "cases",
+            SinkHandler::new(cases_pipeline, "Case", warehouse.clone())?.at("/data"),
+        ),
+    );
+    let accounts_router = EventRouter::new()
+        .route(
+            Match::source("pubsub:*").and_type("Account"),
+            Logged("accounts", accounts_sync.clone()),
+        )
+        .route(
+            Match::source("prod").and_type("Account"),
+            Logged("accounts", |_: StoredEvent| async { Ok(()) }),
+        );
     let cases = EventConsumer::new("cases", state.clone(), state.clone());
     let accounts = EventConsumer::new("accounts", state.clone(), state.clone());
     println!("consumer cases:");
-    let r = cases.run_once(&route("cases", handled.clone())).await?;
+    let r = cases.run_once(&cases_router).await?;
     println!("  position {} ({} events read)", r.position, r.handled);
     println!("consumer accounts:");
-    let r = accounts
-        .run_once(&route("accounts", handled.clone()))
-        .await?;
-    println!("  position {} ({} events read)", r.position, r.handled);
+    let r = accounts.run_once(&accounts_router).await?;
+    println!(
+        "  position {} ({} events read); {} incremental sync run(s) for the change events",
+        r.position,
+        r.handled,
+        accounts_sync.runs()
+    );
 
     // Replay one consumer from just after the first event; the other stays put.
     cases.replay_from(1).await?;
     println!("consumer cases, replayed from position 1:");
-    cases.run_once(&route("cases", handled.clone())).await?;
+    cases.run_once(&cases_router).await?;
     println!(
         "lag: cases {} events, accounts {} events",
         cases.lag().await?.events,
         accounts.lag().await?.events
     );
-    let lines = handled
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len();
+    let case_rows = warehouse.rows("Case").await?;
+    let account_rows = warehouse.count("Account").await?;
+    println!(
+        "warehouse: {} cases ({}), {account_rows} accounts",
+        case_rows.len(),
+        case_rows
+            .iter()
+            .map(|r| format!(
+                "{} {}",
+                r.get("Id").and_then(|v| v.as_str()).unwrap_or("?"),
+                r.get("Status").and_then(|v| v.as_str()).unwrap_or("?")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     server.abort();
-    if lines != 7 {
+    sandbox.stop().await;
+    let closed = case_rows.iter().any(|r| {
+        r.get("Id").and_then(|v| v.as_str()) == Some("500A")
+            && r.get("Status").and_then(|v| v.as_str()) == Some("Closed")
+    });
+    if case_rows.len() != 2 || !closed || account_rows != firms.len() as u64 {
         return Err(Error::internal(format!(
-            "expected 7 handled events (3 cases, 2 accounts, 2 replayed), got {lines}"
+            "expected 2 cases (500A closed) and {} accounts in the warehouse, got {} and {account_rows}",
+            firms.len(),
+            case_rows.len()
         )));
     }
-    println!("events example finished: every event stored once, routed, and replayed");
+    println!(
+        "events example finished: every event stored once, routed to the warehouse, and replayed"
+    );
     Ok(())
+}
+
+/// The cases stream: webhook bodies' `data` objects, upserted by Id (a redelivered or
+/// replayed event writes the same row).
+const CASES_PIPELINE: &str = r#"
+name = "case-events"
+[[streams]]
+name = "Case"
+write = { mode = "upsert", key = ["Id"] }
+validate = [{ rule = "required", field = "Id" }]
+"#;
+
+/// Accounts from the org, incremental after the first run.
+const ACCOUNTS_PIPELINE: &str = r#"
+name = "account-changes"
+[[streams]]
+name = "Account"
+validate = [{ rule = "required", field = "Name" }]
+"#;
+
+/// The sandbox's org id.
+const SANDBOX_ORG: &str = "00D8d0000000001EAA";
+
+/// A handler that prints each event it is given, then hands it on.
+struct Logged<H>(&'static str, H);
+
+#[async_trait::async_trait]
+impl<H: EventHandler> EventHandler for Logged<H> {
+    async fn handle(&self, event: &StoredEvent) -> Result<()> {
+        let e = &event.event;
+        println!(
+            "  [{}] #{} {} {} {}",
+            self.0,
+            event.sequence,
+            e.source,
+            e.event_type,
+            partition(e)
+        );
+        self.1.handle(event).await
+    }
 }
 
 fn partition(e: &moodbridge::state::NewEvent) -> &str {

@@ -486,7 +486,9 @@ impl PubSubClient {
         // An id is 15 or 18 characters with key prefix 18x; anything else is a developer
         // name.
         let by_id = matches!(subscription.len(), 15 | 18)
-            && subscription.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("18x"));
+            && subscription
+                .get(..3)
+                .is_some_and(|p| p.eq_ignore_ascii_case("18x"));
         requests
             .send(ManagedFetchRequest {
                 subscription_id: if by_id {

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{EventHandler, FilterPolicy, Pipeline, SyncEngine};
+use crate::catalog::StreamDescriptor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{Record, RecordBatch};
 use crate::state::StoredEvent;
@@ -197,6 +198,11 @@ impl EventHandler for EventRouter {
 /// rejects, fails the event — the consumer dead-letters it with the reason; a temporary
 /// sink failure is retried by the consumer's policy.
 ///
+/// The sink's stream is begun once, before the first write (a table sink makes its
+/// table then, keyed by the upsert key), and each write is flushed before the event
+/// counts as handled, so a sink that buffers loses nothing when the consumer's position
+/// moves on.
+///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::sync::Arc;
@@ -228,6 +234,8 @@ pub struct SinkHandler {
     mode: WriteMode,
     sink: Arc<dyn SyncSink>,
     at: Option<String>,
+    /// Set once the sink's stream has been begun.
+    begun: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for SinkHandler {
@@ -264,6 +272,13 @@ impl SinkHandler {
             ))
             .with_hint("set write = { mode = \"upsert\", key = [\"Id\"] } on the stream: an event may be delivered twice")
         })?;
+        if mode == WriteMode::Overwrite {
+            return Err(Error::config(format!(
+                "stream {stream} of pipeline {} overwrites its target, which events cannot do: they arrive one by one, with no run to swap in",
+                pipeline.name()
+            ))
+            .with_hint("write events with mode = \"upsert\" (or \"append\")"));
+        }
         let target = plan.config.target.clone().unwrap_or_else(|| stream.clone());
         Ok(SinkHandler {
             pipeline,
@@ -272,6 +287,7 @@ impl SinkHandler {
             mode,
             sink,
             at: None,
+            begun: Arc::default(),
         })
     }
 
@@ -299,8 +315,18 @@ impl EventHandler for SinkHandler {
         };
         let record = Record::from_json(value)?;
         let record = self.pipeline.transform(&self.stream, record)?;
+        self.begun
+            .get_or_try_init(|| async {
+                let mut target = StreamDescriptor::new(&self.target);
+                if let WriteMode::Upsert { key } = &self.mode {
+                    target.primary_key.clone_from(key);
+                }
+                self.sink.begin_stream(&target, &self.mode).await
+            })
+            .await?;
         let batch = RecordBatch::new(&self.target, vec![record]);
         let report = self.sink.write(&batch, &self.mode).await?;
+        self.sink.flush(&self.target).await?;
         report.check_complete(1)?;
         if let Some((_, failure)) = report.failures().next() {
             let kind = match failure.kind {

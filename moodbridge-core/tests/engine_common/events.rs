@@ -360,7 +360,7 @@ pub async fn events_are_routed_to_a_sink_and_to_an_incremental_sync<B: Backend>(
         )
         .unwrap(),
     );
-    let cases = Arc::new(MemorySink::new());
+    let cases = Arc::new(Strict::default());
     let accounts_source = Arc::new(MemorySource::new());
     accounts_source.add_stream(account_descriptor());
     for i in 0..5 {
@@ -409,10 +409,20 @@ pub async fn events_are_routed_to_a_sink_and_to_an_incremental_sync<B: Backend>(
         .parallel(3);
     let report = consumer.run_once(&router).await.unwrap();
     assert_eq!((report.handled, report.dead_lettered), (8, 1));
-    assert_eq!(cases.len("Case"), 2);
+    assert_eq!(cases.inner.len("Case"), 2);
     assert_eq!(
-        cases.get("Case", "500A").unwrap().get("status"),
+        cases.inner.get("Case", "500A").unwrap().get("status"),
         Some(&json!("Closed"))
+    );
+    // The stream was begun once, keyed by the upsert key; every write was flushed.
+    assert_eq!(
+        *cases.begun.lock().unwrap(),
+        [("Case".to_owned(), vec!["Id".to_owned()])]
+    );
+    assert_eq!(
+        cases.flushed.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one flush per written event"
     );
     let letters = state.dead_letters("router", None, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -471,6 +481,63 @@ pub async fn events_are_routed_to_a_sink_and_to_an_incremental_sync<B: Backend>(
         Arc::new(Pipeline::from_toml("name = \"x\"\n[[streams]]\nname = \"Case\"").unwrap());
     let err = SinkHandler::new(no_mode, "Case", cases.clone()).unwrap_err();
     assert!(err.hint().contains("upsert"), "{err:?}");
+    let overwrite = Arc::new(
+        Pipeline::from_toml(
+            "name = \"x\"\n[[streams]]\nname = \"Case\"\nwrite = { mode = \"overwrite\" }",
+        )
+        .unwrap(),
+    );
+    let err = SinkHandler::new(overwrite, "Case", cases.clone()).unwrap_err();
+    assert!(err.to_string().contains("overwrites"), "{err}");
+}
+
+/// A sink that, like a table, takes writes only for a begun stream; it counts flushes.
+#[derive(Default)]
+struct Strict {
+    inner: MemorySink,
+    begun: Mutex<Vec<(String, Vec<String>)>>,
+    flushed: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl moodbridge_core::SyncSink for Strict {
+    async fn begin_stream(
+        &self,
+        stream: &moodbridge_core::StreamDescriptor,
+        mode: &moodbridge_core::WriteMode,
+    ) -> moodbridge_core::Result<()> {
+        self.begun
+            .lock()
+            .unwrap()
+            .push((stream.name.clone(), stream.primary_key.clone()));
+        self.inner.begin_stream(stream, mode).await
+    }
+
+    async fn write(
+        &self,
+        batch: &moodbridge_core::RecordBatch,
+        mode: &moodbridge_core::WriteMode,
+    ) -> moodbridge_core::Result<moodbridge_core::WriteReport> {
+        if !self
+            .begun
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, _)| *s == batch.stream)
+        {
+            return Err(Error::invalid_input(format!(
+                "stream {} was not begun",
+                batch.stream
+            )));
+        }
+        self.inner.write(batch, mode).await
+    }
+
+    async fn flush(&self, _: &str) -> moodbridge_core::Result<()> {
+        self.flushed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 struct Refusing;
