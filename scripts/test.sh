@@ -146,6 +146,7 @@ for subset in \
   "-p connector-sqlite" \
   "-p moodbridge-ops" \
   "-p connector-aws" \
+  "-p connector-aws --no-default-features --features sqs" \
   "-p connector-azure" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"
@@ -222,6 +223,10 @@ wait_port "$AZURITE_PORT"
 AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
   example s3_upload cargo run --locked --features aws --example s3_upload -- \
   --endpoint "http://127.0.0.1:$MOTO_PORT" --path-style --create-bucket --bucket examples --size-mib 64
+# Queue events into the pipeline: SQS queues on moto, created by the example.
+AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
+  example queues cargo run --locked --features aws-sqs --example queues -- \
+  --endpoint "http://127.0.0.1:$MOTO_PORT" --create
 # The well-known Azurite development account (published by Microsoft, yet the key this
 # run signs with: it must not leak either).
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \

@@ -59,7 +59,8 @@ pub use connector_sqlite as sqlite;
 #[cfg(feature = "http")]
 pub use moodbridge_ops as http;
 
-/// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]).
+/// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]); with `aws-sqs`, SQS
+/// queues (`aws::SqsQueue`).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
@@ -77,6 +78,7 @@ pub use connector_azure as azure;
 /// | `encrypted-sqlite` | the encrypted credential store | `sqlite` (default) |
 /// | `salesforce` | `salesforce::SalesforceIntegration` (source and sink) | `salesforce` |
 /// | `s3` | `aws::S3ObjectStore` | `aws` |
+/// | `sqs` | `aws::SqsQueue` (a `queue::MessageQueue`) | `aws-sqs` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 ///
 /// A host adds its own factories with [`Registry::register`].
@@ -105,6 +107,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(salesforce::SalesforceFactory));
     #[cfg(feature = "aws")]
     add(std::sync::Arc::new(aws::S3Factory));
+    #[cfg(feature = "aws-sqs")]
+    add(std::sync::Arc::new(aws::SqsFactory));
     #[cfg(feature = "azure")]
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     registry

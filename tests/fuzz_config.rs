@@ -127,6 +127,7 @@ fn integration() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
             "salesforce",
             "s3",
+            "sqs",
             "azure-blob",
             "sqlite-warehouse",
             "local-objects",

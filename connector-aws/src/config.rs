@@ -20,9 +20,6 @@
 //! # credentials = { source = "store", prefix = "aws/prod", refresh = "5m" }   # keys in the host's credential store
 //! ```
 
-use std::time::Duration;
-
-use moodbridge_core::SecretRef;
 use moodbridge_core::config::{Validate, Validator};
 use serde::Deserialize;
 
@@ -107,53 +104,20 @@ pub enum EncryptionSetting {
     Kms,
 }
 
-/// Where an `s3` integration's keys come from, tagged by `source`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
-pub enum S3CredentialSettings {
-    /// The standard AWS chain: environment, profile, SSO, web identity, ECS, IMDS.
-    #[default]
-    Chain,
-    /// Fixed keys.
-    Static {
-        /// The access key id (not a secret).
-        access_key_id: String,
-        /// The secret access key.
-        secret_access_key: SecretRef,
-        /// The session token of temporary keys.
-        #[serde(default)]
-        session_token: Option<SecretRef>,
-    },
-    /// Keys in the host's credential store under `<prefix>/access_key_id`,
-    /// `<prefix>/secret_access_key` (and `<prefix>/session_token`), read again every
-    /// `refresh` so rotations are picked up.
-    Store {
-        /// The key prefix, e.g. `aws/prod`.
-        prefix: String,
-        /// How long keys are used before being read again (default 5 minutes).
-        #[serde(default = "default_refresh", with = "humantime_serde")]
-        refresh: Duration,
-    },
-}
-
-fn default_refresh() -> Duration {
-    Duration::from_secs(300)
-}
+/// Where an `s3` integration's keys come from (the crate's
+/// [`AwsCredentialSettings`](crate::sdk::AwsCredentialSettings)).
+pub use crate::sdk::AwsCredentialSettings as S3CredentialSettings;
 
 impl Validate for S3Settings {
     fn validate_into(&self, v: &mut Validator) {
         if let Err(e) = crate::s3::check_bucket_name(&self.bucket) {
             v.problem("bucket", e.message().to_owned(), e.hint().to_owned());
         }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            v.problem(
-                "endpoint",
-                format!("{endpoint:?} is not an http(s) URL"),
-                "give a URL such as \"https://s3.eu-west-1.amazonaws.com\" or \"http://127.0.0.1:9000\"",
-            );
-        }
+        crate::sdk::validate_endpoint(
+            self.endpoint.as_deref(),
+            "https://s3.eu-west-1.amazonaws.com",
+            v,
+        );
         let bytes = self.part_size_mib.saturating_mul(1024 * 1024);
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&bytes) {
             v.problem(
@@ -177,18 +141,7 @@ impl Validate for S3Settings {
                 "set encryption = \"kms\", or remove kms_key_id",
             );
         }
-        if let S3CredentialSettings::Store { prefix, refresh } = &self.credentials {
-            if prefix.trim().is_empty() {
-                v.problem(
-                    "credentials.prefix",
-                    "is empty",
-                    "name the credential store prefix, e.g. \"aws/prod\"",
-                );
-            }
-            if refresh.is_zero() {
-                v.problem("credentials.refresh", "is zero", "use e.g. \"5m\"");
-            }
-        }
+        self.credentials.validate_into(v);
     }
 }
 

@@ -1,23 +1,34 @@
-//! The `s3` kind: a bucket built from config ([`S3Settings`]) as an [`ObjectStore`](moodbridge_core::ObjectStore)
-//! integration, every request through the integration's `Policy`.
+//! The kinds of the crate, built from config, every request through the integration's
+//! `Policy`: `s3`, a bucket ([`S3Settings`]) as an
+//! [`ObjectStore`](moodbridge_core::ObjectStore); `sqs`, a queue
+//! ([`SqsSettings`](crate::sqs::SqsSettings)) as a
+//! [`MessageQueue`](moodbridge_core::queue::MessageQueue).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use moodbridge_core::config::Validator;
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
-use moodbridge_core::{Error, IntegrationConfig, PlatformIntegration, PolicyConfig, Result};
+use moodbridge_core::{IntegrationConfig, PlatformIntegration, PolicyConfig, Result};
 
-use crate::config::{EncryptionSetting, S3CredentialSettings, S3Settings};
-use crate::s3::{Encryption, S3Credentials, S3ObjectStore};
+#[cfg(feature = "s3")]
+use crate::config::{EncryptionSetting, S3Settings};
+#[cfg(feature = "s3")]
+use crate::s3::{Encryption, S3ObjectStore};
 
-/// The kind name.
+/// The kind name of S3 buckets.
+#[cfg(feature = "s3")]
 pub const KIND: &str = "s3";
 
+#[cfg(feature = "sqs")]
+pub use crate::sqs::SQS_KIND;
+
 /// Builds `s3` integrations from [`S3Settings`].
+#[cfg(feature = "s3")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct S3Factory;
 
+#[cfg(feature = "s3")]
 impl S3Factory {
     /// The store `ctx` describes (no request is made).
     pub async fn store(ctx: &BuildContext) -> Result<S3ObjectStore> {
@@ -49,33 +60,12 @@ impl S3Factory {
                 });
             }
         }
-        builder = builder.credentials(match &s.credentials {
-            S3CredentialSettings::Chain => S3Credentials::DefaultChain,
-            S3CredentialSettings::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => S3Credentials::Static {
-                access_key_id: access_key_id.clone(),
-                secret_access_key: ctx.resolve(secret_access_key).await?,
-                session_token: match session_token {
-                    Some(r) => Some(ctx.resolve(r).await?),
-                    None => None,
-                },
-            },
-            S3CredentialSettings::Store { prefix, refresh } => S3Credentials::Store {
-                store: ctx.credentials.clone().ok_or_else(|| {
-                    Error::config("credentials.source = \"store\" needs a credential store")
-                        .with_hint("name one in the config's `credentials` key")
-                })?,
-                prefix: prefix.clone(),
-                refresh: *refresh,
-            },
-        });
+        builder = builder.credentials(s.credentials.resolve(ctx).await?);
         builder.build().await
     }
 }
 
+#[cfg(feature = "s3")]
 #[async_trait]
 impl IntegrationFactory for S3Factory {
     fn kind(&self) -> &'static str {
@@ -92,5 +82,42 @@ impl IntegrationFactory for S3Factory {
 
     async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
         Ok(Arc::new(Self::store(&ctx).await?))
+    }
+}
+
+/// Builds `sqs` integrations from [`SqsSettings`](crate::sqs::SqsSettings): the queue is
+/// looked up and its attributes read when it is built.
+#[cfg(feature = "sqs")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqsFactory;
+
+#[cfg(feature = "sqs")]
+#[async_trait]
+impl IntegrationFactory for SqsFactory {
+    fn kind(&self) -> &'static str {
+        SQS_KIND
+    }
+
+    fn default_policy(&self) -> PolicyConfig {
+        crate::sqs::default_policy_config()
+    }
+
+    fn validate(&self, config: &IntegrationConfig, v: &mut Validator) {
+        config.check_settings::<crate::sqs::SqsSettings>(v);
+    }
+
+    async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
+        let s: crate::sqs::SqsSettings = ctx.settings()?;
+        let mut builder = crate::sqs::SqsQueue::builder(&s.queue)
+            .id(&ctx.config.id)
+            .policy(ctx.policy.clone())
+            .credentials(s.credentials.resolve(&ctx).await?);
+        if let Some(region) = &s.region {
+            builder = builder.region(region);
+        }
+        if let Some(endpoint) = &s.endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        Ok(Arc::new(builder.build().await?))
     }
 }

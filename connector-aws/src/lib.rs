@@ -1,6 +1,8 @@
 //! # connector-aws
 //!
-//! The AWS connector of MoodBridge Integrations. Feature `s3` (on by default):
+//! The AWS connector of MoodBridge Integrations. Feature `sqs`: [`SqsQueue`], Amazon SQS
+//! behind the core [`MessageQueue`](moodbridge_core::queue::MessageQueue) capability
+//! (kind `sqs`). Feature `s3` (on by default):
 //! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
@@ -22,14 +24,22 @@
 
 #[cfg(feature = "s3")]
 pub mod config;
-#[cfg(feature = "s3")]
+#[cfg(feature = "sdk")]
 pub mod integration;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "sdk")]
+pub mod sdk;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 #[cfg(feature = "s3")]
 pub use config::S3Settings;
 #[cfg(feature = "s3")]
 pub use integration::{KIND, S3Factory};
+#[cfg(feature = "sqs")]
+pub use integration::{SQS_KIND, SqsFactory};
 #[cfg(feature = "s3")]
 pub use s3::S3ObjectStore;
+#[cfg(feature = "sqs")]
+pub use sqs::{SqsQueue, SqsSettings};

@@ -17,7 +17,7 @@
 //!   virtual-host addressing, custom endpoints (MinIO, Ceph, moto …).
 //! - Credentials: the standard AWS chain (environment, profile, SSO, web identity, ECS,
 //!   IMDS) by default, static keys, or keys held in a MoodBridge
-//!   [`CredentialStore`] (re-read as they rotate).
+//!   [`CredentialStore`](moodbridge_core::CredentialStore) (re-read as they rotate).
 //!
 //! Errors map to core kinds: `NoSuchKey`/404 → NotFound, `SlowDown`/503 → RateLimited
 //! (temporary), `AccessDenied` → Forbidden, `InvalidAccessKeyId`/`SignatureDoesNotMatch` →
@@ -33,12 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::error::CredentialsError;
-use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
@@ -46,7 +41,6 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
     ServerSideEncryption, StorageClass,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -62,8 +56,8 @@ use moodbridge_core::storage::{
     ObjectStore, PresignMethod, PresignedRequest, PutOptions, PutResult, TransferProgress,
     byte_stream, sha256,
 };
-use moodbridge_core::{CredentialStore, Error, ErrorKind, Result};
-use secrecy::{ExposeSecret, SecretString};
+use moodbridge_core::{Error, ErrorKind, Result};
+use secrecy::SecretString;
 
 /// Sets the store's storage class and server-side encryption on a write request (the
 /// SDK's request builders share these method names but no trait).
@@ -116,126 +110,9 @@ pub enum Encryption {
     },
 }
 
-/// Where the store's AWS credentials come from.
-#[derive(Clone, Default)]
-pub enum S3Credentials {
-    /// The standard AWS chain: environment, shared profile, SSO, web identity, ECS, IMDS.
-    #[default]
-    DefaultChain,
-    /// Fixed keys.
-    Static {
-        /// Access key id.
-        access_key_id: String,
-        /// Secret access key.
-        secret_access_key: SecretString,
-        /// Session token of temporary credentials.
-        session_token: Option<SecretString>,
-    },
-    /// Keys in a MoodBridge [`CredentialStore`]: `<prefix>/access_key_id`,
-    /// `<prefix>/secret_access_key` and optionally `<prefix>/session_token`, read again
-    /// every `refresh` so rotated keys are picked up.
-    Store {
-        /// The store.
-        store: Arc<dyn CredentialStore>,
-        /// Key prefix, e.g. `aws/prod`.
-        prefix: String,
-        /// How long keys read from the store are used before being read again.
-        refresh: Duration,
-    },
-}
-
-impl fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            S3Credentials::DefaultChain => f.write_str("DefaultChain"),
-            S3Credentials::Static { access_key_id, .. } => f
-                .debug_struct("Static")
-                .field("access_key_id", access_key_id)
-                .field("secret_access_key", &"[REDACTED]")
-                .finish_non_exhaustive(),
-            S3Credentials::Store {
-                prefix, refresh, ..
-            } => f
-                .debug_struct("Store")
-                .field("prefix", prefix)
-                .field("refresh", refresh)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-/// Reads AWS keys from a [`CredentialStore`] for the SDK.
-struct StoreProvider {
-    store: Arc<dyn CredentialStore>,
-    prefix: String,
-    refresh: Duration,
-}
-
-impl fmt::Debug for StoreProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreProvider")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StoreProvider {
-    async fn load(&self) -> std::result::Result<Credentials, CredentialsError> {
-        let read = |name: &'static str| {
-            let key = format!("{}/{name}", self.prefix);
-            async move { self.store.get(&key).await }
-        };
-        let id = read("access_key_id")
-            .await
-            .map_err(CredentialsError::provider_error)?;
-        let secret = read("secret_access_key")
-            .await
-            .map_err(CredentialsError::provider_error)?;
-        let token = match read("session_token").await {
-            Ok(token) => Some(token.value.expose_secret().to_owned()),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(CredentialsError::provider_error(e)),
-        };
-        Ok(Credentials::new(
-            id.value.expose_secret(),
-            secret.value.expose_secret(),
-            token,
-            Some(SystemTime::now() + self.refresh),
-            "moodbridge-credential-store",
-        ))
-    }
-}
-
-impl ProvideCredentials for StoreProvider {
-    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        future::ProvideCredentials::new(self.load())
-    }
-}
-
-/// Remembers the secret key and session token of every credential it provides.
-#[derive(Debug)]
-struct Remembering {
-    inner: aws_credential_types::provider::SharedCredentialsProvider,
-    secrets: Secrets,
-}
-
-impl ProvideCredentials for Remembering {
-    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        future::ProvideCredentials::new(async move {
-            let credentials = self.inner.provide_credentials().await?;
-            self.secrets.remember(
-                std::iter::once(credentials.secret_access_key()).chain(credentials.session_token()),
-            );
-            Ok(credentials)
-        })
-    }
-}
+/// Where the store's AWS credentials come from (the crate's
+/// [`AwsCredentials`](crate::sdk::AwsCredentials)).
+pub use crate::sdk::AwsCredentials as S3Credentials;
 
 /// Settings of an [`S3ObjectStore`]; made by [`S3ObjectStore::builder`].
 #[derive(Debug, Clone)]
@@ -413,48 +290,12 @@ impl S3Builder {
             .clone()
             .unwrap_or_else(|| format!("s3:{}", self.bucket));
         moodbridge_core::integration::check_id(&id, PLATFORM)?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        match (&self.region, &self.endpoint) {
-            (Some(region), _) => loader = loader.region(Region::new(region.clone())),
-            (None, Some(_)) => {
-                let chain =
-                    aws_config::default_provider::region::DefaultRegionChain::builder().build();
-                let region = chain
-                    .region()
-                    .await
-                    .unwrap_or_else(|| Region::new("us-east-1"));
-                loader = loader.region(region);
-            }
-            (None, None) => {}
-        }
-        match &self.credentials {
-            S3Credentials::DefaultChain => {}
-            S3Credentials::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => {
-                loader = loader.credentials_provider(Credentials::new(
-                    access_key_id.clone(),
-                    secret_access_key.expose_secret(),
-                    session_token.as_ref().map(|t| t.expose_secret().to_owned()),
-                    None,
-                    "moodbridge-static",
-                ));
-            }
-            S3Credentials::Store {
-                store,
-                prefix,
-                refresh,
-            } => {
-                loader = loader.credentials_provider(StoreProvider {
-                    store: store.clone(),
-                    prefix: prefix.clone(),
-                    refresh: *refresh,
-                });
-            }
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::sdk::load_config(
+            self.region.as_deref(),
+            self.endpoint.is_some(),
+            &self.credentials,
+        )
+        .await;
         // Retries are the policy's: one attempt per SDK call.
         let mut config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(self.path_style)
@@ -462,11 +303,8 @@ impl S3Builder {
         // Whatever the provider hands the signer is remembered, so that no error made of
         // an answer can repeat it.
         let secrets = Secrets::new();
-        if let Some(provider) = sdk.credentials_provider() {
-            config = config.credentials_provider(Remembering {
-                inner: provider,
-                secrets: secrets.clone(),
-            });
+        if let Some(provider) = crate::sdk::remembering(&sdk, &secrets) {
+            config = config.credentials_provider(provider);
         }
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint_url(endpoint.clone());
@@ -582,32 +420,11 @@ where
         Some(key) => format!("S3 {operation} of {key:?}"),
         None => format!("S3 {operation}"),
     };
-    let mut said = None;
-    let (kind, status, code) = match &err {
-        SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status().as_u16();
-            let code = ctx.err().code().map(str::to_owned);
-            said = ctx.err().message().map(|m| secrets.clean(m));
-            (service_kind(status, code.as_deref()), Some(status), code)
-        }
-        SdkError::TimeoutError(_) => (ErrorKind::Timeout, None, None),
-        SdkError::DispatchFailure(f) if f.is_io() || f.is_timeout() => {
-            (ErrorKind::Unavailable, None, None)
-        }
-        SdkError::DispatchFailure(_) => (ErrorKind::Unavailable, None, None),
-        SdkError::ResponseError(_) => (ErrorKind::Protocol, None, None),
-        SdkError::ConstructionFailure(_) => (ErrorKind::InvalidInput, None, None),
-        _ => (ErrorKind::Internal, None, None),
-    };
-    let mut detail = match (&code, status) {
-        (Some(code), Some(status)) => format!("{code} (HTTP {status})"),
-        (None, Some(status)) => format!("HTTP {status}"),
-        _ => secrets.clean(&DisplayErrorContext(&err).to_string()),
-    };
-    if let Some(said) = said.filter(|m| !m.is_empty()) {
-        detail = format!("{detail}: {said}");
-    }
-    let hint = match kind {
+    crate::sdk::map_sdk_error(secrets, PLATFORM, what, err, service_kind, hint)
+}
+
+fn hint(kind: ErrorKind) -> &'static str {
+    match kind {
         ErrorKind::NotFound => "check the bucket and key (keys are case-sensitive)",
         ErrorKind::Forbidden => {
             "the credentials lack a permission for this bucket or key (check the IAM policy, bucket policy and KMS key policy)"
@@ -623,19 +440,7 @@ where
         }
         ErrorKind::Conflict => "the object changed meanwhile; read it again",
         _ => "",
-    };
-    let mut out = Error::new(kind, format!("{what} failed: {detail}"))
-        .with_connector(PLATFORM)
-        // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
-        // signed request.
-        .with_source(secrets.scrubbed_source(&err));
-    if let Some(status) = status {
-        out = out.with_context("http_status", status);
     }
-    if !hint.is_empty() {
-        out = out.with_hint(hint);
-    }
-    out
 }
 
 fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {

@@ -21,6 +21,8 @@
 //!   checkpoints, dead letters, audit and rollback, progress events;
 //! - [`storage`] — the [`ObjectStore`] capability (S3, Azure Blob, local filesystem) and
 //!   the embedded [`LocalObjectStore`](storage::LocalObjectStore);
+//! - [`queue`] — the [`MessageQueue`](queue::MessageQueue) capability (SQS, Azure queues,
+//!   the embedded queue);
 //! - [`observe`] — correlation ids and the metric names (see `docs/telemetry.md`).
 //!
 //! ```
@@ -45,6 +47,7 @@ pub mod error;
 pub mod host;
 pub mod integration;
 pub mod observe;
+pub mod queue;
 pub mod raw;
 pub mod record;
 pub mod redact;

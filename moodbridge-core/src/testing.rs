@@ -15,6 +15,7 @@ mod cursor;
 mod events;
 mod memory;
 mod metrics;
+mod queue;
 mod resilience;
 mod storage;
 mod sync;
@@ -26,6 +27,7 @@ pub use memory::{
     push_account_row,
 };
 pub use metrics::{CounterValue, Counters, MetricsCapture};
+pub use queue::{MemoryQueue, QueueFixture, message_queue_contract};
 pub use resilience::{
     FaultInjector, FaultPlan, ResilienceCase, resilience_contract, resilience_contract_policy,
 };

@@ -1,0 +1,308 @@
+//! The [`MessageQueue`] capability: queues that hand each message to one receiver at a
+//! time, hide it while the receiver works on it, and deliver it again unless it is
+//! acknowledged — Amazon SQS, Azure Queue storage, Azure Service Bus and the embedded
+//! queue. One contract suite (`testing::message_queue_contract`) holds every
+//! implementation to the same behaviour.
+//!
+//! Delivery is at least once: a receiver that does not [`ack`](MessageQueue::ack) in
+//! time (the visibility timeout) gets the message again, with a higher
+//! [`delivery_count`](ReceivedMessage::delivery_count). Handlers must be idempotent, or
+//! deduplicate by [`ReceivedMessage::id`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use moodbridge_core::queue::{MessageQueue, OutgoingMessage, ReceiveOptions};
+//! use moodbridge_core::testing::MemoryQueue;
+//!
+//! let queue = MemoryQueue::new("cases");
+//! let id = queue
+//!     .send(&OutgoingMessage::new(r#"{"Id": "500A"}"#).attribute("type", "case.closed"))
+//!     .await
+//!     .unwrap();
+//! let received = queue.receive(&ReceiveOptions::new(10).wait(Duration::from_secs(1))).await.unwrap();
+//! assert_eq!(received[0].id, id);
+//! assert_eq!(received[0].attributes["type"], "case.closed");
+//! queue.ack(&received[0].receipt).await.unwrap();
+//! # });
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+
+/// A message to send.
+///
+/// ```
+/// use std::time::Duration;
+/// use moodbridge_core::queue::OutgoingMessage;
+/// let message = OutgoingMessage::new("body")
+///     .attribute("source", "apex")
+///     .group("case-500A")
+///     .dedup_id("evt-1")
+///     .delay(Duration::from_secs(5));
+/// assert_eq!(message.group.as_deref(), Some("case-500A"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutgoingMessage {
+    /// The body: text (a JSON document, usually).
+    pub body: String,
+    /// Attributes, delivered with the message (SQS message attributes, Service Bus
+    /// application properties).
+    pub attributes: BTreeMap<String, String>,
+    /// The ordering group (an SQS FIFO message group, a Service Bus session): messages
+    /// of one group are delivered in the order sent, one at a time. Required by FIFO
+    /// queues, refused by others.
+    pub group: Option<String>,
+    /// The deduplication id: a second message with the same id within the queue's
+    /// window is accepted but not delivered (FIFO queues).
+    pub dedup_id: Option<String>,
+    /// How long the message stays invisible after it is sent.
+    pub delay: Duration,
+}
+
+impl OutgoingMessage {
+    /// A message with `body`, no attributes, no group, no delay.
+    pub fn new(body: impl Into<String>) -> Self {
+        OutgoingMessage {
+            body: body.into(),
+            ..OutgoingMessage::default()
+        }
+    }
+
+    /// Add attribute `name` = `value`.
+    #[must_use]
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// Send in ordering group `group`.
+    #[must_use]
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Deduplicate by `id`.
+    #[must_use]
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    /// Deliver no sooner than `delay` from now.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// The handle of one delivery of a message: what [`MessageQueue::ack`],
+/// [`nack`](MessageQueue::nack) and [`extend`](MessageQueue::extend) take. A later
+/// delivery of the same message has another receipt; an old one may be refused.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(String);
+
+impl Receipt {
+    /// A receipt from the queue's own handle (an SQS receipt handle, an Azure pop
+    /// receipt with its message id, a lock token).
+    pub fn new(handle: impl Into<String>) -> Self {
+        Receipt(handle.into())
+    }
+
+    /// The queue's handle.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Receipt handles run to hundreds of characters: the start tells them apart.
+        let shown: String = self.0.chars().take(12).collect();
+        write!(f, "Receipt({shown}…)")
+    }
+}
+
+/// A message as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The queue's id for the message (the same on every delivery).
+    pub id: String,
+    /// The body.
+    pub body: String,
+    /// The attributes it was sent with.
+    pub attributes: BTreeMap<String, String>,
+    /// Its ordering group, on queues that have them.
+    pub group: Option<String>,
+    /// Deliveries so far, this one included (1 the first time).
+    pub delivery_count: u32,
+    /// When it was sent, when the queue says.
+    pub sent_at: Option<SystemTime>,
+    /// This delivery's handle.
+    pub receipt: Receipt,
+}
+
+/// How to receive.
+///
+/// ```
+/// use std::time::Duration;
+/// use moodbridge_core::queue::ReceiveOptions;
+/// let options = ReceiveOptions::new(10).wait(Duration::from_secs(20)).visibility(Duration::from_secs(60));
+/// assert_eq!(options.max_messages, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// The most messages to return (1 to the queue's [`QueueFeatures::max_receive`]).
+    pub max_messages: u32,
+    /// How long to wait for a first message when none is there (long polling); zero
+    /// answers at once.
+    pub wait: Duration,
+    /// How long the messages stay hidden from other receivers (default: the queue's).
+    pub visibility: Option<Duration>,
+}
+
+impl ReceiveOptions {
+    /// Up to `max_messages`, no waiting, the queue's visibility timeout.
+    pub fn new(max_messages: u32) -> Self {
+        ReceiveOptions {
+            max_messages,
+            wait: Duration::ZERO,
+            visibility: None,
+        }
+    }
+
+    /// Wait up to `wait` for a first message.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Hide the messages for `visibility`.
+    #[must_use]
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = Some(visibility);
+        self
+    }
+}
+
+/// What a queue can do and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFeatures {
+    /// Ordering groups and deduplication ids (SQS FIFO, Service Bus sessions).
+    pub fifo: bool,
+    /// The largest body, in bytes.
+    pub max_body_bytes: usize,
+    /// The most messages of one [`send_batch`](MessageQueue::send_batch) request (a
+    /// longer slice is sent in several).
+    pub max_batch: usize,
+    /// The most messages one [`receive`](MessageQueue::receive) returns.
+    pub max_receive: u32,
+    /// The longest [`OutgoingMessage::delay`].
+    pub max_delay: Duration,
+    /// The longest visibility timeout.
+    pub max_visibility: Duration,
+    /// Deliveries after which a message is moved to the dead-letter queue, when the
+    /// queue has one.
+    pub dead_letter_after: Option<u32>,
+}
+
+/// A message queue. See the [module docs](self).
+#[async_trait]
+pub trait MessageQueue: Send + Sync {
+    /// The queue's name (for logs and errors).
+    fn name(&self) -> &str;
+
+    /// What the queue can do.
+    fn features(&self) -> QueueFeatures;
+
+    /// Send one message; its id.
+    ///
+    /// # Errors
+    /// A message the queue refuses ([`InvalidInput`](crate::ErrorKind::InvalidInput):
+    /// too large, a group on a standard queue, none on a FIFO queue), or the platform's
+    /// errors.
+    async fn send(&self, message: &OutgoingMessage) -> Result<String> {
+        let mut outcomes = self.send_batch(std::slice::from_ref(message)).await?;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("a batch of one gave no outcome")))
+    }
+
+    /// Send `messages`: one outcome per message, in order (the id, or why that message
+    /// was refused). The whole call fails only when nothing could be sent.
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<Result<String>>>;
+
+    /// Receive up to `options.max_messages` messages, waiting up to `options.wait` for
+    /// the first; none is an empty list.
+    async fn receive(&self, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>>;
+
+    /// The message of `receipt` is handled: delete it.
+    async fn ack(&self, receipt: &Receipt) -> Result<()>;
+
+    /// Acknowledge several deliveries: one outcome per receipt, in order.
+    async fn ack_batch(&self, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
+        let mut out = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            out.push(self.ack(receipt).await);
+        }
+        Ok(out)
+    }
+
+    /// The message of `receipt` was not handled: deliver it again after `delay` (zero:
+    /// at once). It counts as delivered once more.
+    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()>;
+
+    /// Keep the message of `receipt` hidden for `visibility` from now (a handler that
+    /// needs longer than the visibility timeout).
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()>;
+}
+
+/// Check `message` against `features`: the reason it would be refused, or `None`.
+///
+/// ```
+/// use std::time::Duration;
+/// use moodbridge_core::queue::{OutgoingMessage, QueueFeatures, refusal};
+/// let features = QueueFeatures {
+///     fifo: false, max_body_bytes: 8, max_batch: 10, max_receive: 10,
+///     max_delay: Duration::from_secs(900), max_visibility: Duration::from_secs(43_200),
+///     dead_letter_after: None,
+/// };
+/// assert!(refusal(&OutgoingMessage::new("short"), &features).is_none());
+/// assert!(refusal(&OutgoingMessage::new("far too long"), &features).unwrap().contains("8 bytes"));
+/// assert!(refusal(&OutgoingMessage::new("x").group("g"), &features).unwrap().contains("group"));
+/// ```
+pub fn refusal(message: &OutgoingMessage, features: &QueueFeatures) -> Option<String> {
+    if message.body.len() > features.max_body_bytes {
+        return Some(format!(
+            "the message body is {} bytes: the queue takes at most {} bytes",
+            message.body.len(),
+            features.max_body_bytes
+        ));
+    }
+    if message.delay > features.max_delay {
+        return Some(format!(
+            "a delay of {} s is over the queue's most, {} s",
+            message.delay.as_secs(),
+            features.max_delay.as_secs()
+        ));
+    }
+    match (features.fifo, &message.group) {
+        (true, None) => Some("a FIFO queue needs a group on every message".to_owned()),
+        (true, Some(_)) if !message.delay.is_zero() => Some(
+            "a FIFO queue cannot delay one message: set a delay on the queue instead".to_owned(),
+        ),
+        (false, Some(_)) => Some(
+            "a standard queue has no ordering groups: send without a group, or use a FIFO queue"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
