@@ -148,6 +148,11 @@ struct StorageGuide;
 #[doc = include_str!("../docs/events.md")]
 struct EventsGuide;
 
+/// The queues guide's example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/queues.md")]
+struct QueuesGuide;
+
 /// The README's config example builds and runs against the local sandbox.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

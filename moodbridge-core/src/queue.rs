@@ -1,7 +1,7 @@
 //! The [`MessageQueue`] capability: queues that hand each message to one receiver at a
 //! time, hide it while the receiver works on it, and deliver it again unless it is
 //! acknowledged — Amazon SQS, Azure Queue storage, Azure Service Bus and the embedded
-//! queue. One contract suite (`testing::message_queue_contract`) holds every
+//! queue ([`StoreQueue`], in the state store). One contract suite (`testing::message_queue_contract`) holds every
 //! implementation to the same behaviour.
 //!
 //! Delivery is at least once: a receiver that does not [`ack`](MessageQueue::ack) in
@@ -304,5 +304,241 @@ pub fn refusal(message: &OutgoingMessage, features: &QueueFeatures) -> Option<St
                 .to_owned(),
         ),
         _ => None,
+    }
+}
+
+/// A durable queue in the state store (SQLite or PostgreSQL): the embedded queue, for
+/// hosts without a cloud queue, with the same behaviour as SQS — visibility timeouts,
+/// delays, delivery counts, FIFO groups with deduplication ids (five minutes), and a
+/// dead-letter queue after N deliveries (another queue of the same store). Several
+/// processes sharing the store can send and receive; each message goes to one at a
+/// time.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use moodbridge_core::queue::{MessageQueue, OutgoingMessage, ReceiveOptions, StoreQueue};
+/// use moodbridge_core::state::SqliteStateStore;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Arc::new(SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap());
+/// let queue = StoreQueue::new(store.clone(), "cases").unwrap().dead_letter("cases-dlq", 5);
+/// queue.send(&OutgoingMessage::new(r#"{"Id":"500A"}"#)).await.unwrap();
+/// let got = queue.receive(&ReceiveOptions::new(10).wait(Duration::from_secs(1))).await.unwrap();
+/// assert_eq!(got[0].delivery_count, 1);
+/// queue.ack(&got[0].receipt).await.unwrap();
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct StoreQueue {
+    store: std::sync::Arc<dyn crate::state::QueueStore>,
+    name: String,
+    fifo: bool,
+    visibility: Duration,
+    dead_letter: Option<(String, u32)>,
+}
+
+impl fmt::Debug for StoreQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreQueue")
+            .field("name", &self.name)
+            .field("fifo", &self.fifo)
+            .field("dead_letter", &self.dead_letter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest body of the embedded queue (256 KiB).
+pub const STORE_MAX_BODY: usize = 262_144;
+
+impl StoreQueue {
+    /// Queue `name` of `store`: FIFO when the name ends in `.fifo`; a 30-second
+    /// visibility timeout.
+    ///
+    /// # Errors
+    /// An empty name, or one over 80 characters ([`InvalidInput`](crate::ErrorKind::InvalidInput)).
+    pub fn new(
+        store: std::sync::Arc<dyn crate::state::QueueStore>,
+        name: impl Into<String>,
+    ) -> Result<Self> {
+        let name = name.into();
+        if name.trim().is_empty() || name.chars().count() > 80 {
+            return Err(Error::invalid_input(format!(
+                "queue name {name:?} must have 1 to 80 characters"
+            )));
+        }
+        Ok(StoreQueue {
+            store,
+            fifo: name.ends_with(".fifo"),
+            name,
+            visibility: Duration::from_secs(30),
+            dead_letter: None,
+        })
+    }
+
+    /// Hide received messages for `visibility` unless a receive says otherwise.
+    #[must_use]
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Move a message to queue `queue` of the same store once it has been delivered
+    /// `after` times.
+    #[must_use]
+    pub fn dead_letter(mut self, queue: impl Into<String>, after: u32) -> Self {
+        self.dead_letter = Some((queue.into(), after.max(1)));
+        self
+    }
+
+    /// Messages visible now.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn depth(&self) -> Result<u64> {
+        self.store.queue_depth(&self.name).await
+    }
+
+    async fn settle(&self, receipt: &Receipt, settle: crate::state::Settle) -> Result<()> {
+        if self
+            .store
+            .queue_settle(&self.name, receipt.as_str(), settle)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(format!(
+                "queue {}: the receipt is not that of a message's current delivery",
+                self.name
+            ))
+            .with_hint("a receipt is good until the message is delivered again or acknowledged"))
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl MessageQueue for StoreQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn features(&self) -> QueueFeatures {
+        QueueFeatures {
+            fifo: self.fifo,
+            max_body_bytes: STORE_MAX_BODY,
+            max_batch: 100,
+            max_receive: 100,
+            max_delay: Duration::from_secs(900),
+            max_visibility: Duration::from_secs(43_200),
+            dead_letter_after: self.dead_letter.as_ref().map(|(_, n)| *n),
+        }
+    }
+
+    async fn send_batch(&self, messages: &[OutgoingMessage]) -> Result<Vec<Result<String>>> {
+        let features = self.features();
+        let mut outcomes: Vec<Option<Result<String>>> = vec![None; messages.len()];
+        let mut stored = Vec::new();
+        let mut at = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if let Some(why) = refusal(m, &features) {
+                outcomes[i] = Some(Err(Error::invalid_input(format!(
+                    "queue {}: {why}",
+                    self.name
+                ))));
+                continue;
+            }
+            stored.push(crate::state::QueuedMessage {
+                body: m.body.clone(),
+                attributes: serde_json::to_string(&m.attributes)
+                    .map_err(|e| Error::internal(format!("attributes as JSON: {e}")))?,
+                group: m.group.clone(),
+                dedup_id: m.dedup_id.clone().filter(|_| self.fifo),
+                delay_ms: ms(m.delay),
+            });
+            at.push(i);
+        }
+        if !stored.is_empty() {
+            let ids = self.store.queue_send(&self.name, &stored).await?;
+            for (i, id) in at.into_iter().zip(ids) {
+                outcomes[i] = Some(Ok(id.to_string()));
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::internal("a message was not stored"))))
+            .collect())
+    }
+
+    async fn receive(&self, options: &ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+        use rand::RngCore;
+        let deadline = std::time::Instant::now() + options.wait;
+        let visibility = options
+            .visibility
+            .unwrap_or(self.visibility)
+            .min(self.features().max_visibility);
+        loop {
+            let mut nonce = [0u8; 12];
+            rand::rng().fill_bytes(&mut nonce);
+            let request = crate::state::QueueReceive {
+                max: options.max_messages.clamp(1, 100),
+                visibility_ms: ms(visibility),
+                nonce: nonce.iter().map(|b| format!("{b:02x}")).collect(),
+                dead_letter: self.dead_letter.clone(),
+            };
+            let rows = self.store.queue_receive(&self.name, &request).await?;
+            if !rows.is_empty() || std::time::Instant::now() >= deadline {
+                return rows
+                    .into_iter()
+                    .map(|r| {
+                        Ok(ReceivedMessage {
+                            id: r.id.to_string(),
+                            body: r.body,
+                            attributes: serde_json::from_str(&r.attributes).map_err(|e| {
+                                Error::internal(format!("stored attributes are not JSON: {e}"))
+                            })?,
+                            group: r.group,
+                            delivery_count: r.deliveries,
+                            sent_at: u64::try_from(r.sent_at_ms)
+                                .ok()
+                                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+                            receipt: Receipt::new(r.receipt),
+                        })
+                    })
+                    .collect();
+            }
+            // Long polling by polling: a message sent meanwhile is seen within 50 ms.
+            tokio::time::sleep(Duration::from_millis(50).min(deadline - std::time::Instant::now()))
+                .await;
+        }
+    }
+
+    async fn ack(&self, receipt: &Receipt) -> Result<()> {
+        self.settle(receipt, crate::state::Settle::Delete).await
+    }
+
+    async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.settle(
+            receipt,
+            crate::state::Settle::Release {
+                delay_ms: ms(delay),
+            },
+        )
+        .await
+    }
+
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
+        self.settle(
+            receipt,
+            crate::state::Settle::Hide {
+                for_ms: ms(visibility),
+            },
+        )
+        .await
     }
 }

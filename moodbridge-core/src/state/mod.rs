@@ -15,6 +15,7 @@ mod cursor;
 mod events;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod queue_store;
 mod records;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
@@ -26,6 +27,8 @@ mod sql_cursors;
 mod sql_events;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_ops;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_queue;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -33,6 +36,7 @@ pub use cursor::{CursorStore, StoredCursor};
 pub use events::{Appended, EventLog, EventWriter, NewEvent, StoredEvent};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
+pub use queue_store::{DEDUP_WINDOW_MS, QueueReceive, QueueRow, QueueStore, QueuedMessage, Settle};
 pub use records::{
     Conflict, DeadLetter, FailureStage, IntegrationEntry, Lease, NewConflict, NewDeadLetter,
     PlatformConfig, PurgeReport, RetentionPolicy,

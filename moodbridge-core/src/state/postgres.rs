@@ -89,6 +89,23 @@ impl PostgresStateStore {
          FROM candidate WHERE leases.name = candidate.name
          RETURNING leases.name, leases.holder, leases.token, leases.expires_at";
 
+    /// The receivers of one queue take turns (a transaction-scoped advisory lock), so a
+    /// FIFO group never goes to two of them at once.
+    const QUEUE_LOCK_SQL: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(hashtext($1))");
+
+    const QUEUE_RECEIVE_SQL: &'static str = "WITH picked AS (
+           SELECT m.id FROM queue_messages m
+           WHERE m.queue = $1 AND m.visible_at <= $2
+             AND (m.group_id IS NULL OR NOT EXISTS (
+               SELECT 1 FROM queue_messages p
+               WHERE p.queue = m.queue AND p.group_id = m.group_id
+                 AND p.id < m.id AND p.visible_at > $2))
+           ORDER BY m.id LIMIT $5)
+         UPDATE queue_messages q
+         SET deliveries = q.deliveries + 1, visible_at = $3, receipt = $4 || '.' || q.id
+         FROM picked WHERE q.id = picked.id
+         RETURNING q.id, q.body, q.attributes, q.group_id, q.deliveries, q.sent_at, q.receipt";
+
     fn db_err(&self, e: sqlx::Error) -> Error {
         err(e)
     }

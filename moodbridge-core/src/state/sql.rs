@@ -300,6 +300,7 @@ macro_rules! sql_state_store {
         super::sql_ops::sql_operations!($store);
         super::sql_cursors::sql_cursor_store!($store);
         super::sql_events::sql_event_log!($store);
+        super::sql_queue::sql_queue_store!($store);
     };
 }
 

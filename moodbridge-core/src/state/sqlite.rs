@@ -330,6 +330,22 @@ impl SqliteStateStore {
          SELECT value FROM json_each($1) WHERE true ON CONFLICT (name) DO NOTHING";
 
     /// One statement, so atomic: SQLite has one writer at a time.
+    /// SQLite serializes writers: no lock of its own.
+    const QUEUE_LOCK_SQL: Option<&'static str> = None;
+
+    /// One statement: atomic under SQLite's write lock.
+    const QUEUE_RECEIVE_SQL: &'static str = "UPDATE queue_messages
+         SET deliveries = deliveries + 1, visible_at = $3, receipt = $4 || '.' || id
+         WHERE id IN (
+           SELECT m.id FROM queue_messages m
+           WHERE m.queue = $1 AND m.visible_at <= $2
+             AND (m.group_id IS NULL OR NOT EXISTS (
+               SELECT 1 FROM queue_messages p
+               WHERE p.queue = m.queue AND p.group_id = m.group_id
+                 AND p.id < m.id AND p.visible_at > $2))
+           ORDER BY m.id LIMIT $5)
+         RETURNING id, body, attributes, group_id, deliveries, sent_at, receipt";
+
     const CLAIM_LEASE_SQL: &'static str =
         "UPDATE leases SET holder = $3, token = token + 1, expires_at = $4
          WHERE name = (SELECT name FROM leases
