@@ -147,6 +147,7 @@ for subset in \
   "-p moodbridge-ops" \
   "-p connector-aws" \
   "-p connector-aws --no-default-features --features sqs" \
+  "-p connector-aws --no-default-features --features sns" \
   "-p connector-azure" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"

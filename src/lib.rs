@@ -60,7 +60,7 @@ pub use connector_sqlite as sqlite;
 pub use moodbridge_ops as http;
 
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]); with `aws-sqs`, SQS
-/// queues (`aws::SqsQueue`).
+/// queues (`aws::SqsQueue`); with `aws-sns`, SNS topics (`aws::SnsTopic`).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
@@ -79,6 +79,7 @@ pub use connector_azure as azure;
 /// | `salesforce` | `salesforce::SalesforceIntegration` (source and sink) | `salesforce` |
 /// | `s3` | `aws::S3ObjectStore` | `aws` |
 /// | `sqs` | `aws::SqsQueue` (a `queue::MessageQueue`) | `aws-sqs` |
+/// | `sns` | `aws::SnsTopic` | `aws-sns` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 ///
 /// A host adds its own factories with [`Registry::register`].
@@ -109,6 +110,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(aws::S3Factory));
     #[cfg(feature = "aws-sqs")]
     add(std::sync::Arc::new(aws::SqsFactory));
+    #[cfg(feature = "aws-sns")]
+    add(std::sync::Arc::new(aws::SnsFactory));
     #[cfg(feature = "azure")]
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     registry

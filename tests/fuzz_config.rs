@@ -128,6 +128,7 @@ fn integration() -> impl Strategy<Value = String> {
             "salesforce",
             "s3",
             "sqs",
+            "sns",
             "azure-blob",
             "sqlite-warehouse",
             "local-objects",

@@ -23,6 +23,9 @@ pub const KIND: &str = "s3";
 #[cfg(feature = "sqs")]
 pub use crate::sqs::SQS_KIND;
 
+#[cfg(feature = "sns")]
+pub use crate::sns::SNS_KIND;
+
 /// Builds `s3` integrations from [`S3Settings`].
 #[cfg(feature = "s3")]
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,6 +112,43 @@ impl IntegrationFactory for SqsFactory {
     async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
         let s: crate::sqs::SqsSettings = ctx.settings()?;
         let mut builder = crate::sqs::SqsQueue::builder(&s.queue)
+            .id(&ctx.config.id)
+            .policy(ctx.policy.clone())
+            .credentials(s.credentials.resolve(&ctx).await?);
+        if let Some(region) = &s.region {
+            builder = builder.region(region);
+        }
+        if let Some(endpoint) = &s.endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        Ok(Arc::new(builder.build().await?))
+    }
+}
+
+/// Builds `sns` integrations from [`SnsSettings`](crate::sns::SnsSettings): the topic is
+/// looked up when it is built.
+#[cfg(feature = "sns")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnsFactory;
+
+#[cfg(feature = "sns")]
+#[async_trait]
+impl IntegrationFactory for SnsFactory {
+    fn kind(&self) -> &'static str {
+        SNS_KIND
+    }
+
+    fn default_policy(&self) -> PolicyConfig {
+        crate::sns::default_policy_config()
+    }
+
+    fn validate(&self, config: &IntegrationConfig, v: &mut Validator) {
+        config.check_settings::<crate::sns::SnsSettings>(v);
+    }
+
+    async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
+        let s: crate::sns::SnsSettings = ctx.settings()?;
+        let mut builder = crate::sns::SnsTopic::builder(&s.topic)
             .id(&ctx.config.id)
             .policy(ctx.policy.clone())
             .credentials(s.credentials.resolve(&ctx).await?);

@@ -2,7 +2,8 @@
 //!
 //! The AWS connector of MoodBridge Integrations. Feature `sqs`: [`SqsQueue`], Amazon SQS
 //! behind the core [`MessageQueue`](moodbridge_core::queue::MessageQueue) capability
-//! (kind `sqs`). Feature `s3` (on by default):
+//! (kind `sqs`). Feature `sns`: [`SnsTopic`], SNS topics that fan messages out to SQS
+//! queues with filter policies (kind `sns`). Feature `s3` (on by default):
 //! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
@@ -30,6 +31,8 @@ pub mod integration;
 pub mod s3;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+#[cfg(feature = "sns")]
+pub mod sns;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
@@ -37,9 +40,13 @@ pub mod sqs;
 pub use config::S3Settings;
 #[cfg(feature = "s3")]
 pub use integration::{KIND, S3Factory};
+#[cfg(feature = "sns")]
+pub use integration::{SNS_KIND, SnsFactory};
 #[cfg(feature = "sqs")]
 pub use integration::{SQS_KIND, SqsFactory};
 #[cfg(feature = "s3")]
 pub use s3::S3ObjectStore;
+#[cfg(feature = "sns")]
+pub use sns::{SnsSettings, SnsTopic};
 #[cfg(feature = "sqs")]
 pub use sqs::{SqsQueue, SqsSettings};

@@ -172,6 +172,48 @@ pub(crate) fn validate_endpoint(endpoint: Option<&str>, example: &str, v: &mut V
     }
 }
 
+/// The most message attributes SQS and SNS take on a message.
+pub const MAX_ATTRIBUTES: usize = 10;
+
+/// Why SQS or SNS would refuse `attributes` (sent as `String` attributes), or `Ok`: at
+/// most ten, names of letters, digits, `_`, `-` and `.` not starting with `AWS.` or
+/// `Amazon.`, no empty value.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+pub(crate) fn check_attributes(
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(format!(
+            "{} attributes: at most {MAX_ATTRIBUTES} are taken on a message",
+            attributes.len()
+        ));
+    }
+    for (name, value) in attributes {
+        let lower = name.to_ascii_lowercase();
+        if name.is_empty()
+            || name.len() > 256
+            || lower.starts_with("aws.")
+            || lower.starts_with("amazon.")
+            || name.starts_with('.')
+            || name.ends_with('.')
+            || name.contains("..")
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(format!(
+                "attribute name {name:?} is not one AWS takes (letters, digits, _ - and ., not starting with AWS. or Amazon.)"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!(
+                "attribute {name} is empty: AWS takes no empty values"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads AWS keys from a [`CredentialStore`] for the SDK.
 struct StoreProvider {
     store: Arc<dyn CredentialStore>,
@@ -353,4 +395,117 @@ where
         out = out.with_hint(hint);
     }
     out
+}
+
+/// How a service's errors read: its error codes' kinds and the advice for a kind.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceErrors {
+    /// The connector kind (`sqs`, `sns`): the errors' `connector`, the operations'
+    /// prefix.
+    pub(crate) platform: &'static str,
+    /// The service's name in messages (`SQS`).
+    pub(crate) service: &'static str,
+    pub(crate) kind_of: fn(u16, Option<&str>) -> ErrorKind,
+    pub(crate) hint_of: fn(ErrorKind) -> &'static str,
+}
+
+/// What a messaging client is made of: its integration id, its policy, the secrets it
+/// remembers and the SDK configuration.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+pub(crate) struct ClientParts {
+    pub(crate) id: String,
+    pub(crate) policy: moodbridge_core::Policy,
+    pub(crate) secrets: Secrets,
+    pub(crate) sdk: aws_types::SdkConfig,
+}
+
+/// The parts of a client of resource `name`: the id (`<platform>:<name>` unless given),
+/// the policy (`default_policy` unless given), the SDK configuration.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the builders' fields, passed through"
+)]
+pub(crate) async fn client_parts(
+    platform: &str,
+    name: &str,
+    id: Option<&str>,
+    region: Option<&str>,
+    endpoint: Option<&str>,
+    credentials: &AwsCredentials,
+    policy: Option<&moodbridge_core::Policy>,
+    default_policy: moodbridge_core::PolicyConfig,
+) -> Result<ClientParts> {
+    let sdk = load_config(region, endpoint.is_some(), credentials).await;
+    let id = id.map_or_else(|| format!("{platform}:{name}"), str::to_owned);
+    moodbridge_core::integration::check_id(&id, platform)?;
+    let policy = match policy {
+        Some(p) => p.clone(),
+        None => moodbridge_core::Policy::from_config(id.clone(), &default_policy)?,
+    };
+    Ok(ClientParts {
+        id,
+        policy,
+        secrets: Secrets::new(),
+        sdk,
+    })
+}
+
+/// The default policy of the messaging kinds: up to 4 attempts with backoff, each
+/// attempt at most `attempt_timeout`.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+pub(crate) fn messaging_policy_config(attempt_timeout: Duration) -> moodbridge_core::PolicyConfig {
+    moodbridge_core::PolicyConfig {
+        retry: Some(moodbridge_core::RetryConfig {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(60),
+            budget: None,
+        }),
+        attempt_timeout: Some(attempt_timeout),
+        ..Default::default()
+    }
+}
+
+/// One SDK call of `operation` on `resource` through `policy`, its error mapped with
+/// `errors`.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+#[allow(clippy::too_many_arguments, reason = "a call's whole context")]
+pub(crate) async fn call<T, E, F, Fut>(
+    policy: &moodbridge_core::Policy,
+    secrets: &Secrets,
+    errors: ServiceErrors,
+    resource: &str,
+    operation: &'static str,
+    idempotent: bool,
+    f: F,
+) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mut op = moodbridge_core::Operation::new(format!("{}.{operation}", errors.platform));
+    if !idempotent {
+        op = op.non_idempotent();
+    }
+    policy
+        .call_as(op, || {
+            let fut = f();
+            async move {
+                fut.await.map_err(|e| {
+                    map_sdk_error(
+                        secrets,
+                        errors.platform,
+                        format!("{} {operation} on {resource}", errors.service),
+                        e,
+                        errors.kind_of,
+                        errors.hint_of,
+                    )
+                })
+            }
+        })
+        .await
 }

@@ -35,11 +35,11 @@ use moodbridge_core::queue::{
 };
 use moodbridge_core::redact::Secrets;
 use moodbridge_core::{
-    Capabilities, Capability, Error, ErrorKind, HealthReport, Operation, PlatformIntegration,
-    Policy, PolicyConfig, Result,
+    Capabilities, Capability, Error, ErrorKind, HealthReport, PlatformIntegration, Policy,
+    PolicyConfig, Result,
 };
 
-use crate::sdk::{AwsCredentialSettings, AwsCredentials, map_sdk_error};
+use crate::sdk::{AwsCredentialSettings, AwsCredentials};
 
 const PLATFORM: &str = "sqs";
 
@@ -109,22 +109,12 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// The longest visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// The most message attributes a message may carry.
-pub const MAX_ATTRIBUTES: usize = 10;
+pub use crate::sdk::MAX_ATTRIBUTES;
 
 /// The default policy of an `sqs` integration: up to 4 attempts with backoff (throttling
 /// and 5xx are temporary), and an attempt timeout longer than a long poll.
 pub fn default_policy_config() -> PolicyConfig {
-    PolicyConfig {
-        retry: Some(moodbridge_core::RetryConfig {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(60),
-            budget: None,
-        }),
-        attempt_timeout: Some(MAX_WAIT + Duration::from_secs(10)),
-        ..Default::default()
-    }
+    crate::sdk::messaging_policy_config(MAX_WAIT + Duration::from_secs(10))
 }
 
 /// Settings of an [`SqsQueue`]; made by [`SqsQueue::builder`].
@@ -206,36 +196,33 @@ impl SqsBuilder {
 
     /// The client and policy, without looking the queue up.
     async fn connect_only(self) -> Result<Inner> {
-        let sdk = crate::sdk::load_config(
+        let name = queue_name(&self.queue).to_owned();
+        let parts = crate::sdk::client_parts(
+            PLATFORM,
+            &name,
+            self.id.as_deref(),
             self.region.as_deref(),
-            self.endpoint.is_some(),
+            self.endpoint.as_deref(),
             &self.credentials,
+            self.policy.as_ref(),
+            default_policy_config(),
         )
-        .await;
-        let secrets = Secrets::new();
-        let mut config = aws_sdk_sqs::config::Builder::from(&sdk)
+        .await?;
+        let mut config = aws_sdk_sqs::config::Builder::from(&parts.sdk)
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled());
-        if let Some(provider) = crate::sdk::remembering(&sdk, &secrets) {
+        if let Some(provider) = crate::sdk::remembering(&parts.sdk, &parts.secrets) {
             config = config.credentials_provider(provider);
         }
         if let Some(endpoint) = &self.endpoint {
             config = config.endpoint_url(endpoint.clone());
         }
-        let client = Client::from_conf(config.build());
-        let name = queue_name(&self.queue).to_owned();
-        let id = self.id.clone().unwrap_or_else(|| format!("sqs:{name}"));
-        moodbridge_core::integration::check_id(&id, PLATFORM)?;
-        let policy = match &self.policy {
-            Some(p) => p.clone(),
-            None => Policy::from_config(id.clone(), &default_policy_config())?,
-        };
         Ok(Inner {
-            id,
+            id: parts.id,
             name,
             url: String::new(),
-            client,
-            policy,
-            secrets,
+            client: Client::from_conf(config.build()),
+            policy: parts.policy,
+            secrets: parts.secrets,
             features: QueueFeatures {
                 fifo: false,
                 max_body_bytes: 262_144,
@@ -361,27 +348,22 @@ impl Inner {
             >,
         E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut op = Operation::new(format!("sqs.{operation}"));
-        if !idempotent {
-            op = op.non_idempotent();
-        }
-        self.policy
-            .call_as(op, || {
-                let fut = f();
-                async move {
-                    fut.await.map_err(|e| {
-                        map_sdk_error(
-                            &self.secrets,
-                            PLATFORM,
-                            format!("SQS {operation} on {}", self.name),
-                            e,
-                            service_kind,
-                            hint,
-                        )
-                    })
-                }
-            })
-            .await
+        let errors = crate::sdk::ServiceErrors {
+            platform: PLATFORM,
+            service: "SQS",
+            kind_of: service_kind,
+            hint_of: hint,
+        };
+        crate::sdk::call(
+            &self.policy,
+            &self.secrets,
+            errors,
+            &self.name,
+            operation,
+            idempotent,
+            f,
+        )
+        .await
     }
 }
 
@@ -444,43 +426,18 @@ fn hint(kind: ErrorKind) -> &'static str {
 fn sqs_attributes(
     attributes: &BTreeMap<String, String>,
 ) -> std::result::Result<HashMap<String, MessageAttributeValue>, String> {
-    if attributes.len() > MAX_ATTRIBUTES {
-        return Err(format!(
-            "{} attributes: SQS takes at most {MAX_ATTRIBUTES} a message",
-            attributes.len()
-        ));
-    }
-    let mut out = HashMap::new();
-    for (name, value) in attributes {
-        let lower = name.to_ascii_lowercase();
-        if name.is_empty()
-            || name.len() > 256
-            || lower.starts_with("aws.")
-            || lower.starts_with("amazon.")
-            || name.starts_with('.')
-            || name.ends_with('.')
-            || name.contains("..")
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(format!(
-                "attribute name {name:?} is not one SQS takes (letters, digits, _ - and ., not starting with AWS. or Amazon.)"
-            ));
-        }
-        if value.is_empty() {
-            return Err(format!(
-                "attribute {name} is empty: SQS takes no empty values"
-            ));
-        }
-        let value = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-            .map_err(|e| format!("attribute {name}: {e}"))?;
-        out.insert(name.clone(), value);
-    }
-    Ok(out)
+    crate::sdk::check_attributes(attributes)?;
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map(|v| (name.clone(), v))
+                .map_err(|e| format!("attribute {name}: {e}"))
+        })
+        .collect()
 }
 
 /// The bytes SQS counts for a message: its body and its attributes' names, types and
@@ -520,6 +477,39 @@ impl SqsQueue {
     /// The ARN of the queue's dead-letter queue, from its redrive policy.
     pub fn dead_letter_arn(&self) -> Option<&str> {
         self.inner.dead_letter_arn.as_deref()
+    }
+
+    /// Let SNS topic `topic_arn` send messages to this queue: sets the queue's access
+    /// policy to one statement allowing `sns.amazonaws.com` to `sqs:SendMessage` from
+    /// that topic (replacing any policy the queue had).
+    ///
+    /// # Errors
+    /// The platform's errors.
+    pub async fn allow_topic(&self, topic_arn: &str) -> Result<()> {
+        let queue_arn = self.arn().unwrap_or("*").to_owned();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "moodbridge-sns",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+            }]
+        })
+        .to_string();
+        self.inner
+            .call("set_queue_attributes", true, || {
+                self.inner
+                    .client
+                    .set_queue_attributes()
+                    .queue_url(&self.inner.url)
+                    .attributes(QueueAttributeName::Policy, &policy)
+                    .send()
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Messages waiting (visible), by SQS's approximate count.

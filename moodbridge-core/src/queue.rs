@@ -7,7 +7,9 @@
 //! Delivery is at least once: a receiver that does not [`ack`](MessageQueue::ack) in
 //! time (the visibility timeout) gets the message again, with a higher
 //! [`delivery_count`](ReceivedMessage::delivery_count). Handlers must be idempotent, or
-//! deduplicate by [`ReceivedMessage::id`].
+//! deduplicate by [`ReceivedMessage::id`]. [`QueueWorker`] runs handlers on a queue:
+//! it keeps a message hidden while its handler runs, acknowledges it after, and
+//! releases it with a growing backoff when the handler fails.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -540,5 +542,232 @@ impl MessageQueue for StoreQueue {
             },
         )
         .await
+    }
+}
+
+/// Handles one received message for a [`QueueWorker`].
+///
+/// Implemented for closures `Fn(ReceivedMessage) -> impl Future<Output = Result<()>>`.
+#[async_trait]
+pub trait MessageHandler: Send + Sync {
+    /// Handle `message`: `Ok` acknowledges it, an error lets it come back later.
+    async fn handle(&self, message: &ReceivedMessage) -> Result<()>;
+}
+
+#[async_trait]
+impl<F, Fut> MessageHandler for F
+where
+    F: Fn(ReceivedMessage) -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    async fn handle(&self, message: &ReceivedMessage) -> Result<()> {
+        self(message.clone()).await
+    }
+}
+
+/// What one [`QueueWorker::run_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkReport {
+    /// Messages handled and acknowledged.
+    pub handled: u64,
+    /// Messages whose handler failed: released to come back after a backoff (or, past
+    /// the queue's limit, to go to its dead-letter queue).
+    pub failed: u64,
+}
+
+/// Receives messages and runs a [`MessageHandler`] on each, several at once:
+/// - while a handler runs, the message's visibility is extended every half visibility
+///   timeout, so a slow handler does not see its message handed to another receiver;
+/// - a handler that succeeds acknowledges its message;
+/// - a handler that fails releases it with a backoff that doubles with each delivery
+///   (from `initial` up to `max`); the queue's dead-letter policy takes it after its
+///   last delivery.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use moodbridge_core::queue::{MessageQueue, OutgoingMessage, QueueWorker, ReceivedMessage};
+/// use moodbridge_core::testing::MemoryQueue;
+///
+/// let queue = Arc::new(MemoryQueue::new("cases"));
+/// queue.send(&OutgoingMessage::new("500A")).await.unwrap();
+/// let worker = QueueWorker::new(queue.clone()).wait(Duration::from_millis(100));
+/// let report = worker
+///     .run_once(&|m: ReceivedMessage| async move {
+///         println!("case {}", m.body);
+///         Ok(())
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(report.handled, 1);
+/// # });
+/// ```
+pub struct QueueWorker {
+    queue: std::sync::Arc<dyn MessageQueue>,
+    visibility: Duration,
+    wait: Duration,
+    concurrency: usize,
+    backoff: (Duration, Duration),
+}
+
+impl fmt::Debug for QueueWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueWorker")
+            .field("queue", &self.queue.name())
+            .field("visibility", &self.visibility)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueWorker {
+    /// A worker on `queue`: 30-second visibility, 20-second long polls, 8 messages at
+    /// once, failures retried after 1 s doubling to at most 5 minutes.
+    pub fn new(queue: std::sync::Arc<dyn MessageQueue>) -> Self {
+        QueueWorker {
+            queue,
+            visibility: Duration::from_secs(30),
+            wait: Duration::from_secs(20),
+            concurrency: 8,
+            backoff: (Duration::from_secs(1), Duration::from_secs(300)),
+        }
+    }
+
+    /// Hide each message for `visibility` at a time (extended while its handler runs).
+    #[must_use]
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = visibility.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Wait up to `wait` for messages.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Handle up to `n` messages at once (and receive that many at a time).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Release a failed message for `initial` after its first delivery, doubling with
+    /// each delivery up to `max`.
+    #[must_use]
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = (initial, max.max(initial));
+        self
+    }
+
+    /// The delay before delivery `count + 1` of a message that failed.
+    fn delay_after(&self, count: u32) -> Duration {
+        let (initial, max) = self.backoff;
+        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(20));
+        initial.saturating_mul(factor).min(max)
+    }
+
+    /// Receive one batch (waiting up to [`wait`](Self::wait)) and handle it.
+    ///
+    /// # Errors
+    /// The queue's errors on receive. A handler's error is not one: its message is
+    /// released and counted in [`WorkReport::failed`].
+    pub async fn run_once(&self, handler: &dyn MessageHandler) -> Result<WorkReport> {
+        let features = self.queue.features();
+        let visibility = self.visibility.min(features.max_visibility);
+        let messages = self
+            .queue
+            .receive(
+                &ReceiveOptions::new((self.concurrency as u32).min(features.max_receive))
+                    .wait(self.wait)
+                    .visibility(visibility),
+            )
+            .await?;
+        let outcomes = futures::future::join_all(
+            messages
+                .iter()
+                .map(|m| self.handle_one(handler, m, visibility)),
+        )
+        .await;
+        let mut report = WorkReport::default();
+        for ok in outcomes {
+            if ok {
+                report.handled += 1;
+            } else {
+                report.failed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Run `handler` on `message`, extending its visibility meanwhile; settle it.
+    async fn handle_one(
+        &self,
+        handler: &dyn MessageHandler,
+        message: &ReceivedMessage,
+        visibility: Duration,
+    ) -> bool {
+        let work = handler.handle(message);
+        tokio::pin!(work);
+        let beat = visibility / 2;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                () = tokio::time::sleep(beat) => {
+                    if let Err(e) = self.queue.extend(&message.receipt, visibility).await {
+                        tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                            "the visibility of a message being handled could not be extended");
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = self.queue.ack(&message.receipt).await {
+                    tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                        "a handled message could not be acknowledged: it will be delivered again");
+                }
+                true
+            }
+            Err(e) => {
+                let delay = self
+                    .delay_after(message.delivery_count)
+                    .min(self.queue.features().max_visibility);
+                tracing::warn!(queue = %self.queue.name(), message = %message.id,
+                    delivery = message.delivery_count, retry_in = ?delay, error = %e,
+                    "a message's handler failed");
+                if let Err(e) = self.queue.nack(&message.receipt, delay).await {
+                    tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                        "a failed message could not be released: it comes back when its visibility ends");
+                }
+                false
+            }
+        }
+    }
+
+    /// [`run_once`](Self::run_once) until `stop` resolves; the totals.
+    ///
+    /// # Errors
+    /// The first receive error.
+    pub async fn run_until(
+        &self,
+        handler: &dyn MessageHandler,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<WorkReport> {
+        tokio::pin!(stop);
+        let mut total = WorkReport::default();
+        loop {
+            tokio::select! {
+                () = &mut stop => return Ok(total),
+                report = self.run_once(handler) => {
+                    let report = report?;
+                    total.handled += report.handled;
+                    total.failed += report.failed;
+                }
+            }
+        }
     }
 }

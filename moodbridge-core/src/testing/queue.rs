@@ -652,4 +652,103 @@ mod tests {
         assert!(err.hint().contains("acknowledged"), "{err:?}");
         assert!(format!("{:?}", got[0].receipt).starts_with("Receipt("));
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_extends_a_slow_handlers_message_and_backs_off_a_failed_one() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        use crate::queue::{QueueWorker, WorkReport};
+
+        let queue = Arc::new(MemoryQueue::new("work"));
+        queue.send(&OutgoingMessage::new("slow")).await.unwrap();
+        let worker = QueueWorker::new(queue.clone())
+            .visibility(Duration::from_secs(1))
+            .wait(Duration::from_millis(200))
+            .backoff(Duration::from_millis(600), Duration::from_secs(5));
+        // A handler three times as slow as the visibility timeout: while it runs, the
+        // message is not handed out again.
+        let watcher = queue.clone();
+        let stolen = tokio::spawn(async move {
+            let mut stolen = 0;
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                stolen += watcher
+                    .receive(&ReceiveOptions::new(10))
+                    .await
+                    .unwrap()
+                    .len();
+            }
+            stolen
+        });
+        let report = worker
+            .run_once(&|_: ReceivedMessage| async {
+                tokio::time::sleep(Duration::from_millis(3_000)).await;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            WorkReport {
+                handled: 1,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            stolen.await.unwrap(),
+            0,
+            "the message stayed hidden while handled"
+        );
+        assert!(
+            queue
+                .receive(&ReceiveOptions::new(10))
+                .await
+                .unwrap()
+                .is_empty(),
+            "acknowledged"
+        );
+
+        // A failing handler: released, back after the backoff (600 ms), counted 2.
+        queue
+            .send(&OutgoingMessage::new("fails once"))
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let handler = {
+            let calls = calls.clone();
+            move |m: ReceivedMessage| {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if m.delivery_count == 1 {
+                        Err(Error::unavailable("the warehouse is down"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let first = worker.run_once(&handler).await.unwrap();
+        assert_eq!(
+            first,
+            WorkReport {
+                handled: 0,
+                failed: 1
+            }
+        );
+        let early = queue
+            .receive(&ReceiveOptions::new(1).wait(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert!(early.is_empty(), "not back before its backoff");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let second = worker.run_once(&handler).await.unwrap();
+        assert_eq!(
+            second,
+            WorkReport {
+                handled: 1,
+                failed: 0
+            }
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
 }
