@@ -214,6 +214,44 @@ pub(crate) fn check_attributes(
     Ok(())
 }
 
+/// The bytes SQS and SNS count for a message: its body and its attributes' names, types
+/// (`String`) and values.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+pub(crate) fn message_size(message: &moodbridge_core::queue::OutgoingMessage) -> usize {
+    message.body.len()
+        + message
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + "String".len())
+            .sum::<usize>()
+}
+
+/// Check a queue or topic setting `field` (`given`, whose name is `name`): 1 to `max`
+/// letters, digits, `-` and `_`, with `.fifo` for a FIFO one.
+#[cfg(any(feature = "sqs", feature = "sns"))]
+pub(crate) fn validate_name(
+    v: &mut Validator,
+    field: &str,
+    what: &str,
+    given: &str,
+    name: &str,
+    max: usize,
+) {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    if base.is_empty()
+        || base.len() > max
+        || !base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.problem(
+            field,
+            format!("{given:?} is not an {what} name"),
+            format!("a name is 1 to {max} letters, digits, - and _ (with .fifo for a FIFO one)"),
+        );
+    }
+}
+
 /// Reads AWS keys from a [`CredentialStore`] for the SDK.
 struct StoreProvider {
     store: Arc<dyn CredentialStore>,

@@ -73,20 +73,14 @@ pub struct SnsSettings {
 
 impl moodbridge_core::config::Validate for SnsSettings {
     fn validate_into(&self, v: &mut moodbridge_core::config::Validator) {
-        let name = topic_name(&self.topic);
-        let base = name.strip_suffix(".fifo").unwrap_or(name);
-        if base.is_empty()
-            || base.len() > 256
-            || !base
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            v.problem(
-                "topic",
-                format!("{:?} is not an SNS topic name or ARN", self.topic),
-                "a name is 1 to 256 letters, digits, - and _ (with .fifo for a FIFO topic)",
-            );
-        }
+        crate::sdk::validate_name(
+            v,
+            "topic",
+            "SNS topic",
+            &self.topic,
+            topic_name(&self.topic),
+            256,
+        );
         crate::sdk::validate_endpoint(
             self.endpoint.as_deref(),
             "https://sns.eu-west-1.amazonaws.com",
@@ -443,12 +437,7 @@ impl SnsTopic {
 
     /// Why SNS would refuse `message`, or `None`.
     fn refusal(&self, message: &OutgoingMessage) -> Option<String> {
-        let size = message.body.len()
-            + message
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + "String".len())
-                .sum::<usize>();
+        let size = crate::sdk::message_size(message);
         if size > MAX_MESSAGE_BYTES {
             return Some(format!(
                 "the message with its attributes is {size} bytes: SNS takes at most {MAX_MESSAGE_BYTES}"

@@ -77,20 +77,14 @@ pub struct SqsSettings {
 
 impl moodbridge_core::config::Validate for SqsSettings {
     fn validate_into(&self, v: &mut moodbridge_core::config::Validator) {
-        let name = queue_name(&self.queue);
-        let base = name.strip_suffix(".fifo").unwrap_or(name);
-        if base.is_empty()
-            || base.len() > 80
-            || !base
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            v.problem(
-                "queue",
-                format!("{:?} is not an SQS queue name or URL", self.queue),
-                "a name is 1 to 80 letters, digits, - and _ (with .fifo for a FIFO queue)",
-            );
-        }
+        crate::sdk::validate_name(
+            v,
+            "queue",
+            "SQS queue",
+            &self.queue,
+            queue_name(&self.queue),
+            80,
+        );
         crate::sdk::validate_endpoint(
             self.endpoint.as_deref(),
             "https://sqs.eu-west-1.amazonaws.com",
@@ -168,12 +162,9 @@ impl SqsBuilder {
     /// A queue that exists with other attributes ([`Conflict`](ErrorKind::Conflict)), and
     /// as [`build`](Self::build).
     pub async fn create(self, dead_letters: Option<(&SqsQueue, u32)>) -> Result<SqsQueue> {
-        let name = queue_name(&self.queue).to_owned();
-        // A client for the creation: the queue's URL is not known yet.
-        let probe = SqsQueue {
-            inner: Arc::new(self.clone().connect_only().await?),
-        };
-        let mut request = probe.inner.client.create_queue().queue_name(&name);
+        let inner = self.connect_only().await?;
+        let name = inner.name.clone();
+        let mut request = inner.client.create_queue().queue_name(&name);
         if name.ends_with(".fifo") {
             request = request.attributes(QueueAttributeName::FifoQueue, "true");
         }
@@ -187,11 +178,13 @@ impl SqsBuilder {
                     .to_string(),
             );
         }
-        probe
-            .inner
+        let url = inner
             .call("create_queue", true, || request.clone().send())
-            .await?;
-        self.build().await
+            .await?
+            .queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "SQS gave no queue URL"))?;
+        Self::describe(inner, url).await
     }
 
     /// The client and policy, without looking the queue up.
@@ -245,20 +238,26 @@ impl SqsBuilder {
     /// credentials, an unreachable endpoint.
     pub async fn build(self) -> Result<SqsQueue> {
         let queue = self.queue.clone();
-        let mut inner = self.connect_only().await?;
-        inner.url = if queue.starts_with("https://") || queue.starts_with("http://") {
-            queue.clone()
+        let inner = self.connect_only().await?;
+        let url = if queue.starts_with("https://") || queue.starts_with("http://") {
+            queue
         } else {
-            let name = queue.clone();
             inner
                 .call("get_queue_url", true, || {
-                    inner.client.get_queue_url().queue_name(&name).send()
+                    inner.client.get_queue_url().queue_name(&queue).send()
                 })
                 .await?
                 .queue_url()
                 .map(str::to_owned)
                 .ok_or_else(|| Error::new(ErrorKind::Protocol, "SQS gave no queue URL"))?
         };
+        Self::describe(inner, url).await
+    }
+
+    /// The queue at `url`, its attributes read: FIFO, largest message, ARN, redrive
+    /// policy.
+    async fn describe(mut inner: Inner, url: String) -> Result<SqsQueue> {
+        inner.url = url;
         let attributes = inner
             .call("get_queue_attributes", true, || {
                 inner
@@ -440,17 +439,6 @@ fn sqs_attributes(
         .collect()
 }
 
-/// The bytes SQS counts for a message: its body and its attributes' names, types and
-/// values.
-fn wire_size(message: &OutgoingMessage) -> usize {
-    message.body.len()
-        + message
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + "String".len())
-            .sum::<usize>()
-}
-
 impl SqsQueue {
     /// A builder for the queue named `queue` (or with URL `queue`).
     pub fn builder(queue: impl Into<String>) -> SqsBuilder {
@@ -615,7 +603,7 @@ impl MessageQueue for SqsQueue {
                 outcomes[i] = refuse(why);
                 continue;
             }
-            let size = wire_size(m);
+            let size = crate::sdk::message_size(m);
             if size > features.max_body_bytes {
                 outcomes[i] = refuse(format!(
                     "the message with its attributes is {size} bytes: the queue takes at most {}",

@@ -661,15 +661,15 @@ mod tests {
         let queue = Arc::new(MemoryQueue::new("work"));
         queue.send(&OutgoingMessage::new("slow")).await.unwrap();
         let worker = QueueWorker::new(queue.clone())
-            .visibility(Duration::from_secs(1))
+            .visibility(Duration::from_secs(2))
             .wait(Duration::from_millis(200))
             .backoff(Duration::from_millis(600), Duration::from_secs(5));
-        // A handler three times as slow as the visibility timeout: while it runs, the
-        // message is not handed out again.
+        // A handler more than twice as slow as the visibility timeout (extended every
+        // second): while it runs, the message is not handed out again.
         let watcher = queue.clone();
         let stolen = tokio::spawn(async move {
             let mut stolen = 0;
-            for _ in 0..20 {
+            for _ in 0..30 {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 stolen += watcher
                     .receive(&ReceiveOptions::new(10))
@@ -681,7 +681,7 @@ mod tests {
         });
         let report = worker
             .run_once(&|_: ReceivedMessage| async {
-                tokio::time::sleep(Duration::from_millis(3_000)).await;
+                tokio::time::sleep(Duration::from_millis(4_500)).await;
                 Ok(())
             })
             .await
