@@ -149,6 +149,7 @@ for subset in \
   "-p connector-aws --no-default-features --features sqs" \
   "-p connector-aws --no-default-features --features sns" \
   "-p connector-azure" \
+  "-p connector-azure --no-default-features --features queue" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"
   # shellcheck disable=SC2086 # the subset is a list of arguments
@@ -218,8 +219,13 @@ AZURITE_PORT=$(free_port)
 connector-azure/tests/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
   --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent >/dev/null 2>&1 &
 EXAMPLE_PIDS+=($!)
+AZURITE_QUEUE_PORT=$(free_port)
+connector-azure/tests/azurite/node_modules/.bin/azurite-queue --queueHost 127.0.0.1 --queuePort "$AZURITE_QUEUE_PORT" \
+  --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent >/dev/null 2>&1 &
+EXAMPLE_PIDS+=($!)
 wait_port "$MOTO_PORT"
 wait_port "$AZURITE_PORT"
+wait_port "$AZURITE_QUEUE_PORT"
 # Temporary credentials from the environment (the AWS chain), session token included.
 AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
   example s3_upload cargo run --locked --features aws --example s3_upload -- \
@@ -232,6 +238,9 @@ AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET
 # run signs with: it must not leak either).
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
   example azure_upload cargo run --locked --features azure --example azure_upload -- --create-container --size-mib 64
+# The same queue flow on Azure Queue storage (Azurite), with its poison queue.
+AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;QueueEndpoint=http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1" \
+  example azure_queues cargo run --locked --features azure-queue --example azure_queues -- --create
 # oauth_login against a real OpenID provider (oidc-provider, the auth tests' one), with
 # curl as the "browser": it follows the login redirects, keeping cookies, to the
 # example's loopback listener.

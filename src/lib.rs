@@ -20,9 +20,12 @@
 //! | `salesforce` | `salesforce`: kind `salesforce` |
 //! | `sandbox` | the local Salesforce sandbox server (`salesforce::sandbox`) |
 //! | `aws` | `aws`: kind `s3` |
+//! | `aws-sqs` | kind `sqs` (`aws::SqsQueue`) |
+//! | `aws-sns` | kind `sns` (`aws::SnsTopic`) |
 //! | `azure` | `azure`: kind `azure-blob` |
+//! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | `salesforce`, `aws`, `azure` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `azure`, `azure-queue` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -64,7 +67,8 @@ pub use moodbridge_ops as http;
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
-/// Azure (feature `azure`): Blob Storage ([`azure::AzureBlobStore`]).
+/// Azure (feature `azure`): Blob Storage ([`azure::AzureBlobStore`]); with
+/// `azure-queue`, Queue storage (`azure::queue::AzureQueue`).
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
 
@@ -81,6 +85,7 @@ pub use connector_azure as azure;
 /// | `sqs` | `aws::SqsQueue` (a `queue::MessageQueue`) | `aws-sqs` |
 /// | `sns` | `aws::SnsTopic` | `aws-sns` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
+/// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///
@@ -114,6 +119,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(aws::SnsFactory));
     #[cfg(feature = "azure")]
     add(std::sync::Arc::new(azure::AzureBlobFactory));
+    #[cfg(feature = "azure-queue")]
+    add(std::sync::Arc::new(azure::queue::AzureQueueFactory));
     registry
 }
 

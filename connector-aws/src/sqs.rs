@@ -564,7 +564,7 @@ impl SqsQueue {
                 match outcome {
                     Ok(_) => done.push(message.receipt.clone()),
                     Err(e) => {
-                        tracing::warn!(queue = %self.inner.name, message = %message.id, error = %e, "a dead letter could not be sent back");
+                        tracing::warn!(queue = %self.inner.name, message_id = %message.id, error = %e, "a dead letter could not be sent back");
                     }
                 }
             }

@@ -77,9 +77,11 @@ fn hmac_sha256_b64(key: &[u8], text: &str) -> Result<String> {
 ///     "DefaultEndpointsProtocol=https;AccountName=moodbridge;AccountKey=a2V5;EndpointSuffix=core.windows.net",
 /// )?;
 /// assert_eq!(cs.blob_endpoint.as_str(), "https://moodbridge.blob.core.windows.net/");
+/// assert_eq!(cs.queue_endpoint.as_str(), "https://moodbridge.queue.core.windows.net/");
 /// assert!(!format!("{cs:?}").contains("a2V5"));
 /// let dev = ConnectionString::parse("UseDevelopmentStorage=true")?;
 /// assert_eq!(dev.blob_endpoint.as_str(), "http://127.0.0.1:10000/devstoreaccount1");
+/// assert_eq!(dev.queue_endpoint.as_str(), "http://127.0.0.1:10001/devstoreaccount1");
 /// # Ok::<_, moodbridge_core::Error>(())
 /// ```
 #[derive(Clone)]
@@ -92,6 +94,8 @@ pub struct ConnectionString {
     pub sas: Option<SecretString>,
     /// The Blob service endpoint.
     pub blob_endpoint: Url,
+    /// The Queue service endpoint.
+    pub queue_endpoint: Url,
 }
 
 impl fmt::Debug for ConnectionString {
@@ -101,6 +105,7 @@ impl fmt::Debug for ConnectionString {
             .field("key", &self.key.as_ref().map(|_| "[REDACTED]"))
             .field("sas", &self.sas.as_ref().map(|_| "[REDACTED]"))
             .field("blob_endpoint", &self.blob_endpoint.as_str())
+            .field("queue_endpoint", &self.queue_endpoint.as_str())
             .finish()
     }
 }
@@ -115,6 +120,7 @@ impl ConnectionString {
         let mut protocol = "https".to_owned();
         let mut suffix = "core.windows.net".to_owned();
         let mut blob_endpoint = None;
+        let mut queue_endpoint = None;
         let mut dev = false;
         for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((name, value)) = part.split_once('=') else {
@@ -132,6 +138,7 @@ impl ConnectionString {
                 "defaultendpointsprotocol" => protocol = value.trim().to_owned(),
                 "endpointsuffix" => suffix = value.trim().to_owned(),
                 "blobendpoint" => blob_endpoint = Some(value.trim().to_owned()),
+                "queueendpoint" => queue_endpoint = Some(value.trim().to_owned()),
                 "usedevelopmentstorage" => dev = value.trim().eq_ignore_ascii_case("true"),
                 _ => {}
             }
@@ -143,6 +150,8 @@ impl ConnectionString {
                 sas: None,
                 blob_endpoint: Url::parse("http://127.0.0.1:10000/devstoreaccount1")
                     .map_err(|e| Error::internal(e.to_string()))?,
+                queue_endpoint: Url::parse("http://127.0.0.1:10001/devstoreaccount1")
+                    .map_err(|e| Error::internal(e.to_string()))?,
             });
         }
         let account = account.ok_or_else(|| {
@@ -153,16 +162,21 @@ impl ConnectionString {
             return Err(Error::config(format!("connection string of account {account:?} has neither AccountKey nor SharedAccessSignature"))
                 .with_hint("copy a connection string with a key, or use Entra ID credentials instead"));
         }
-        let endpoint =
-            blob_endpoint.unwrap_or_else(|| format!("{protocol}://{account}.blob.{suffix}/"));
-        let blob_endpoint = Url::parse(&endpoint).map_err(|e| {
-            Error::config(format!("connection string of account {account:?}: blob endpoint {endpoint:?} is not a URL: {e}"))
-        })?;
+        let endpoint = |service: &str, given: Option<String>| {
+            let endpoint =
+                given.unwrap_or_else(|| format!("{protocol}://{account}.{service}.{suffix}/"));
+            Url::parse(&endpoint).map_err(|e| {
+                Error::config(format!("connection string of account {account:?}: {service} endpoint {endpoint:?} is not a URL: {e}"))
+            })
+        };
+        let blob_endpoint = endpoint("blob", blob_endpoint)?;
+        let queue_endpoint = endpoint("queue", queue_endpoint)?;
         Ok(ConnectionString {
             account,
             key,
             sas,
             blob_endpoint,
+            queue_endpoint,
         })
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, NoFormat, RequestContent, Url, XmlFormat};
+use azure_core::http::{NoFormat, RequestContent, Url, XmlFormat};
 use azure_storage_blob::models::{
     BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesOptions,
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
@@ -42,7 +42,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use moodbridge_core::integration::{Capabilities, Capability, HealthReport, PlatformIntegration};
 use moodbridge_core::raw::{
-    DownloadPlan, PartReader, kind_of_status, ranged_download, upload_parts, with_progress,
+    DownloadPlan, PartReader, ranged_download, upload_parts, with_progress,
 };
 use moodbridge_core::redact::Secrets;
 use moodbridge_core::resilience::{Policy, PolicyConfig};
@@ -54,9 +54,20 @@ use moodbridge_core::{Error, ErrorKind, Result};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::{
-    ConnectionString, SasPermission, SharedKey, SharedKeyPolicy, UserDelegationKey, blob_sas,
-    sas_time, user_delegation_sas,
+    ConnectionString, SasPermission, UserDelegationKey, blob_sas, sas_time, user_delegation_sas,
 };
+pub use crate::storage::AzureCredentials;
+use crate::storage::{StorageClient, storage_client, storage_error};
+
+/// A Blob SDK error as a core error (see [`storage_error`]).
+fn map_err(
+    secrets: &Secrets,
+    request: &'static str,
+    key: Option<&str>,
+    err: azure_core::Error,
+) -> Error {
+    storage_error("Azure Blob", PLATFORM, secrets, request, key, err)
+}
 
 const PLATFORM: &str = "azure-blob";
 
@@ -70,34 +81,10 @@ pub const MAX_BLOCKS: u64 = 50_000;
 pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
 /// Default blocks in flight per upload.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+pub use crate::storage::DEFAULT_API_VERSION;
 pub use moodbridge_core::raw::{
     DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY, MIN_DOWNLOAD_BUFFER,
 };
-/// The service API version sent by default; Azurite 3.35 accepts it.
-pub const DEFAULT_API_VERSION: &str = "2025-11-05";
-
-/// How requests are authorized.
-#[derive(Clone)]
-pub enum AzureCredentials {
-    /// Shared Key: account name and key.
-    SharedKey(SharedKey),
-    /// A SAS token (query string without `?`) appended to every request.
-    Sas(SecretString),
-    /// Entra ID through any `TokenCredential` (`azure_identity`'s
-    /// `ManagedIdentityCredential`, `ClientSecretCredential`, `DeveloperToolsCredential` …;
-    /// https endpoints only).
-    Entra(Arc<dyn TokenCredential>),
-}
-
-impl fmt::Debug for AzureCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AzureCredentials::SharedKey(key) => f.debug_tuple("SharedKey").field(key).finish(),
-            AzureCredentials::Sas(_) => f.write_str("Sas([REDACTED])"),
-            AzureCredentials::Entra(_) => f.write_str("Entra(..)"),
-        }
-    }
-}
 
 /// Checks a container name against Blob Storage's rules (3–63 characters of lower-case
 /// letters, digits and single hyphens, starting and ending with a letter or digit).
@@ -160,14 +147,7 @@ impl AzureBlobBuilder {
     /// Endpoint and credentials from a connection string.
     pub fn connection_string(mut self, connection_string: &ConnectionString) -> Self {
         self.endpoint = Some(connection_string.blob_endpoint.to_string());
-        self.credentials = Some(match (&connection_string.key, &connection_string.sas) {
-            (Some(key), _) => AzureCredentials::SharedKey(SharedKey {
-                account: connection_string.account.clone(),
-                key: key.clone(),
-            }),
-            (None, Some(sas)) => AzureCredentials::Sas(sas.clone()),
-            (None, None) => unreachable!("ConnectionString::parse requires a key or a SAS"),
-        });
+        self.credentials = Some(AzureCredentials::from_connection_string(connection_string));
         self
     }
 
@@ -270,74 +250,24 @@ impl AzureBlobBuilder {
             self.download_concurrency,
             self.download_buffer,
         )?;
-        let endpoint = self.endpoint.clone().ok_or_else(|| {
-            Error::config("Azure Blob store has no endpoint")
-                .with_hint("set endpoint(...) or connection_string(...)")
-        })?;
-        let mut base = Url::parse(endpoint.trim_end_matches('/')).map_err(|e| {
-            Error::config(format!(
-                "Azure Blob endpoint {endpoint:?} is not a URL: {e}"
-            ))
-            .with_connector(PLATFORM)
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(
-                Error::config(format!("Azure Blob endpoint {endpoint:?} is not http(s)"))
-                    .with_connector(PLATFORM),
-            );
-        }
-        let credentials = self.credentials.clone().ok_or_else(|| {
-            Error::config("Azure Blob store has no credentials")
-                .with_hint("set credentials(...) or connection_string(...)")
-        })?;
-        let path = format!("{}/{}", base.path().trim_end_matches('/'), self.container);
-        base.set_path(&path);
-        let mut client_options = ClientOptions {
-            // One HTTP client (and connection pool) for every blob client this store
-            // makes; automatic decompression off, as the official clients configure it.
-            transport: Some(azure_core::http::Transport::new(
-                self.http_client.clone().unwrap_or_else(|| {
-                    azure_core::http::new_http_client(Some(azure_core::http::HttpClientOptions {
-                        automatic_decompression: false,
-                    }))
-                }),
-            )),
-            // Retries are the policy's: one attempt per SDK call.
-            retry: azure_core::http::RetryOptions::none(),
-            ..Default::default()
-        };
-        let mut token: Option<Arc<dyn TokenCredential>> = None;
-        client_options
-            .per_try_policies
-            .extend(self.policies.iter().cloned());
-        // Every credential a request carries, scrubbed from every error made of an answer.
-        let secrets = Secrets::new();
-        match &credentials {
-            AzureCredentials::SharedKey(key) => {
-                key.sign("check").map(|_| ())?;
-                secrets.remember([key.key.expose_secret()]);
-                client_options
-                    .per_try_policies
-                    .push(SharedKeyPolicy::new(key.clone()));
-            }
-            AzureCredentials::Sas(sas) => {
-                let query = sas.expose_secret();
-                secrets.remember(
-                    std::iter::once(query.to_owned()).chain(
-                        url::form_urlencoded::parse(query.as_bytes())
-                            .filter(|(name, _)| name == "sig")
-                            .map(|(_, value)| value.into_owned()),
-                    ),
-                );
-                base.set_query(Some(query));
-            }
-            AzureCredentials::Entra(credential) => {
-                token = Some(Arc::new(RememberingCredential {
-                    inner: credential.clone(),
-                    secrets: secrets.clone(),
-                }));
-            }
-        }
+        let StorageClient {
+            url: base,
+            options: client_options,
+            token,
+            secrets,
+        } = storage_client(
+            "Azure Blob store",
+            PLATFORM,
+            self.endpoint.as_deref(),
+            &self.container,
+            self.credentials.as_ref(),
+            self.http_client.clone(),
+            &self.policies,
+        )?;
+        let credentials = self
+            .credentials
+            .clone()
+            .ok_or_else(|| Error::internal("checked"))?;
         let container = BlobContainerClient::new(
             base.clone(),
             token.clone(),
@@ -421,93 +351,6 @@ impl fmt::Debug for AzureBlobStore {
             .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
     }
-}
-
-/// An SDK error as a core error; `request` names the REST operation (`Put Blob`) in the
-/// message. The operation name itself is set by the policy around the call.
-fn map_err(
-    secrets: &Secrets,
-    request: &'static str,
-    key: Option<&str>,
-    err: azure_core::Error,
-) -> Error {
-    let what = match key {
-        Some(key) => format!("Azure Blob {request} of {key:?}"),
-        None => format!("Azure Blob {request}"),
-    };
-    // Not the SDK error itself: its Debug holds the raw answer, which may repeat the
-    // request's URL (a SAS signature) or headers.
-    let source = secrets.scrubbed_source(&err);
-    let (kind, detail, status) = match err.kind() {
-        azure_core::error::ErrorKind::HttpResponse {
-            status, error_code, ..
-        } => {
-            let status = u16::from(*status);
-            let code = error_code.clone();
-            (
-                service_kind(status, code.as_deref()),
-                format!("{} (HTTP {status})", code.unwrap_or_default()),
-                Some(status),
-            )
-        }
-        azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-            // The causes say why (the TLS or connection error underneath).
-            (ErrorKind::Unavailable, source.as_str().to_owned(), None)
-        }
-        azure_core::error::ErrorKind::Credential => {
-            (ErrorKind::Auth, secrets.clean(&err.to_string()), None)
-        }
-        _ => (ErrorKind::Protocol, secrets.clean(&err.to_string()), None),
-    };
-    let mut out = Error::new(kind, format!("{what} failed: {detail}")).with_connector(PLATFORM);
-    if let Some(status) = status {
-        out = out.with_context("http_status", status);
-    }
-    out.with_source(source)
-}
-
-/// Remembers every token the credential it wraps hands out.
-#[derive(Debug)]
-struct RememberingCredential {
-    inner: Arc<dyn TokenCredential>,
-    secrets: Secrets,
-}
-
-#[async_trait::async_trait]
-impl TokenCredential for RememberingCredential {
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-        let token = self.inner.get_token(scopes, options).await?;
-        self.secrets.remember([token.token.secret()]);
-        Ok(token)
-    }
-}
-
-fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
-    match code {
-        Some("BlobNotFound" | "ContainerNotFound" | "ResourceNotFound") => {
-            return ErrorKind::NotFound;
-        }
-        Some("ServerBusy" | "OperationTimedOut") => {
-            return ErrorKind::RateLimited { retry_after: None };
-        }
-        Some(
-            "AuthorizationFailure"
-            | "AuthorizationPermissionMismatch"
-            | "InsufficientAccountPermissions",
-        ) => return ErrorKind::Forbidden,
-        Some("AuthenticationFailed" | "InvalidAuthenticationInfo") => return ErrorKind::Auth,
-        Some("ConditionNotMet" | "TargetConditionNotMet") => return ErrorKind::Conflict,
-        Some("Md5Mismatch" | "Crc64Mismatch" | "InvalidMd5") => return ErrorKind::Integrity,
-        Some("InvalidRange") => return ErrorKind::InvalidInput,
-        _ => {}
-    }
-    // Throttling is told by its error code (above); a bare 503 (no code: a gateway) is
-    // an outage.
-    kind_of_status(status)
 }
 
 /// Options for bytes `start..end` as one `GET` whose body streams as it arrives. The

@@ -22,15 +22,19 @@
 //! code with [`AzureBlobStore::builder`](crate::blob::AzureBlobStore::builder).
 
 use moodbridge_core::SecretRef;
-use moodbridge_core::config::{Validate, Validator};
+#[cfg(feature = "blob")]
+use moodbridge_core::config::Validate;
+use moodbridge_core::config::Validator;
 use serde::Deserialize;
 
+#[cfg(feature = "blob")]
 use crate::blob::{
     DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_DOWNLOAD_BUFFER, DEFAULT_DOWNLOAD_CONCURRENCY,
     MAX_BLOCK_SIZE,
 };
 
 /// Settings of an `azure-blob` integration. See the [module docs](self).
+#[cfg(feature = "blob")]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureBlobSettings {
@@ -64,18 +68,22 @@ pub struct AzureBlobSettings {
     pub api_version: Option<String>,
 }
 
+#[cfg(feature = "blob")]
 fn default_block_size_mib() -> u64 {
     DEFAULT_BLOCK_SIZE / (1024 * 1024)
 }
 
+#[cfg(feature = "blob")]
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
 }
 
+#[cfg(feature = "blob")]
 fn default_download_concurrency() -> usize {
     DEFAULT_DOWNLOAD_CONCURRENCY
 }
 
+#[cfg(feature = "blob")]
 fn default_download_buffer_mib() -> u64 {
     DEFAULT_DOWNLOAD_BUFFER / (1024 * 1024)
 }
@@ -98,38 +106,19 @@ pub enum AzureCredentialSettings {
     },
 }
 
+#[cfg(feature = "blob")]
 impl Validate for AzureBlobSettings {
     fn validate_into(&self, v: &mut Validator) {
         if let Err(e) = crate::blob::check_container_name(&self.container) {
             v.problem("container", e.message().to_owned(), e.hint().to_owned());
         }
-        match (&self.connection_string, &self.endpoint, &self.credentials) {
-            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
-            (None, None, _) => v.problem(
-                "connection_string",
-                "is missing, and so is endpoint",
-                "set connection_string = \"secret:…\", or endpoint and credentials",
-            ),
-            (None, Some(_), None) => v.problem(
-                "credentials",
-                "is missing",
-                "set credentials = { source = \"shared_key\", … } or { source = \"sas\", … }",
-            ),
-            (Some(_), _, _) => v.problem(
-                "connection_string",
-                "is set together with endpoint or credentials",
-                "keep the connection string, or endpoint and credentials",
-            ),
-        }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-        {
-            v.problem(
-                "endpoint",
-                format!("{endpoint:?} is not an http(s) URL"),
-                "use e.g. \"https://acme.blob.core.windows.net\"",
-            );
-        }
+        validate_access(
+            v,
+            self.connection_string.as_ref(),
+            self.endpoint.as_deref(),
+            self.credentials.as_ref(),
+            "https://acme.blob.core.windows.net",
+        );
         let bytes = self.block_size_mib.saturating_mul(1024 * 1024);
         if bytes == 0 || bytes > MAX_BLOCK_SIZE {
             v.problem(
@@ -149,7 +138,45 @@ impl Validate for AzureBlobSettings {
     }
 }
 
-#[cfg(test)]
+/// Checks that exactly one of a connection string or an endpoint with credentials is
+/// given, and that the endpoint is an http(s) URL (`example` shows one).
+pub(crate) fn validate_access(
+    v: &mut Validator,
+    connection_string: Option<&SecretRef>,
+    endpoint: Option<&str>,
+    credentials: Option<&AzureCredentialSettings>,
+    example: &str,
+) {
+    match (connection_string, endpoint, credentials) {
+        (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+        (None, None, _) => v.problem(
+            "connection_string",
+            "is missing, and so is endpoint",
+            "set connection_string = \"secret:…\", or endpoint and credentials",
+        ),
+        (None, Some(_), None) => v.problem(
+            "credentials",
+            "is missing",
+            "set credentials = { source = \"shared_key\", … } or { source = \"sas\", … }",
+        ),
+        (Some(_), _, _) => v.problem(
+            "connection_string",
+            "is set together with endpoint or credentials",
+            "keep the connection string, or endpoint and credentials",
+        ),
+    }
+    if let Some(endpoint) = endpoint
+        && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+    {
+        v.problem(
+            "endpoint",
+            format!("{endpoint:?} is not an http(s) URL"),
+            format!("use e.g. \"{example}\""),
+        );
+    }
+}
+
+#[cfg(all(test, feature = "blob"))]
 mod tests {
     #![allow(
         clippy::unwrap_used,

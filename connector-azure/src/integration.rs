@@ -8,11 +8,9 @@ use async_trait::async_trait;
 use moodbridge_core::config::Validator;
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
 use moodbridge_core::{IntegrationConfig, PlatformIntegration, PolicyConfig, Result};
-use secrecy::ExposeSecret;
 
-use crate::auth::{ConnectionString, SharedKey};
-use crate::blob::{AzureBlobStore, AzureCredentials};
-use crate::config::{AzureBlobSettings, AzureCredentialSettings};
+use crate::blob::AzureBlobStore;
+use crate::config::AzureBlobSettings;
 
 /// The kind name.
 pub const KIND: &str = "azure-blob";
@@ -35,24 +33,20 @@ impl AzureBlobFactory {
         if let Some(version) = &s.api_version {
             builder = builder.api_version(version);
         }
-        if let Some(r) = &s.connection_string {
-            let text = ctx.resolve(r).await?;
-            builder = builder.connection_string(&ConnectionString::parse(text.expose_secret())?);
+        let access = crate::storage::resolve_access(
+            ctx,
+            s.connection_string.as_ref(),
+            s.credentials.as_ref(),
+        )
+        .await?;
+        if let Some(cs) = &access.connection_string {
+            builder = builder.connection_string(cs);
         }
         if let Some(endpoint) = &s.endpoint {
             builder = builder.endpoint(endpoint);
         }
-        match &s.credentials {
-            None => {}
-            Some(AzureCredentialSettings::SharedKey { account, key }) => {
-                builder = builder.credentials(AzureCredentials::SharedKey(SharedKey {
-                    account: account.clone(),
-                    key: ctx.resolve(key).await?,
-                }));
-            }
-            Some(AzureCredentialSettings::Sas { token }) => {
-                builder = builder.credentials(AzureCredentials::Sas(ctx.resolve(token).await?));
-            }
+        if let Some(credentials) = access.credentials {
+            builder = builder.credentials(credentials);
         }
         builder.build()
     }

@@ -4,7 +4,10 @@
 //! [`AzureBlobStore`], Azure Blob Storage behind the core
 //! [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `azure_storage_blob` crate — with what that crate leaves out added here ([`auth`]):
-//! connection strings, the Shared Key signing policy and service SAS URLs.
+//! connection strings, the Shared Key signing policy and service SAS URLs. Feature
+//! `queue`: [`queue::AzureQueue`], Azure Queue storage behind the core
+//! [`MessageQueue`](moodbridge_core::queue::MessageQueue) capability (kind
+//! `azure-queue`), on the official `azure_storage_queue` crate, with poison queues.
 //!
 //! ```no_run
 //! use connector_azure::auth::ConnectionString;
@@ -19,14 +22,18 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "blob")]
+#[cfg(any(feature = "blob", feature = "queue"))]
 pub mod auth;
 #[cfg(feature = "blob")]
 pub mod blob;
-#[cfg(feature = "blob")]
+#[cfg(any(feature = "blob", feature = "queue"))]
 pub mod config;
 #[cfg(feature = "blob")]
 pub mod integration;
+#[cfg(feature = "queue")]
+pub mod queue;
+#[cfg(any(feature = "blob", feature = "queue"))]
+pub mod storage;
 
 #[cfg(feature = "blob")]
 pub use blob::AzureBlobStore;
@@ -34,3 +41,5 @@ pub use blob::AzureBlobStore;
 pub use config::AzureBlobSettings;
 #[cfg(feature = "blob")]
 pub use integration::{AzureBlobFactory, KIND};
+#[cfg(feature = "queue")]
+pub use queue::{AzureQueue, AzureQueueFactory, AzureQueueSettings, QUEUE_KIND};

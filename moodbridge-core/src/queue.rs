@@ -718,7 +718,7 @@ impl QueueWorker {
                 outcome = &mut work => break outcome,
                 () = tokio::time::sleep(beat) => {
                     if let Err(e) = self.queue.extend(&message.receipt, visibility).await {
-                        tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                        tracing::warn!(queue = %self.queue.name(), message_id = %message.id, error = %e,
                             "the visibility of a message being handled could not be extended");
                     }
                 }
@@ -727,7 +727,7 @@ impl QueueWorker {
         match outcome {
             Ok(()) => {
                 if let Err(e) = self.queue.ack(&message.receipt).await {
-                    tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                    tracing::warn!(queue = %self.queue.name(), message_id = %message.id, error = %e,
                         "a handled message could not be acknowledged: it will be delivered again");
                 }
                 true
@@ -736,11 +736,11 @@ impl QueueWorker {
                 let delay = self
                     .delay_after(message.delivery_count)
                     .min(self.queue.features().max_visibility);
-                tracing::warn!(queue = %self.queue.name(), message = %message.id,
+                tracing::warn!(queue = %self.queue.name(), message_id = %message.id,
                     delivery = message.delivery_count, retry_in = ?delay, error = %e,
                     "a message's handler failed");
                 if let Err(e) = self.queue.nack(&message.receipt, delay).await {
-                    tracing::warn!(queue = %self.queue.name(), message = %message.id, error = %e,
+                    tracing::warn!(queue = %self.queue.name(), message_id = %message.id, error = %e,
                         "a failed message could not be released: it comes back when its visibility ends");
                 }
                 false

@@ -23,7 +23,12 @@ pub struct Azurite {
 
 impl Azurite {
     pub fn start() -> Azurite {
-        Self::launch(None)
+        Self::launch("blob", None)
+    }
+
+    /// Azurite's queue service on a free port.
+    pub fn start_queue() -> Azurite {
+        Self::launch("queue", None)
     }
 
     /// Azurite on https (a throwaway self-signed certificate for 127.0.0.1, made with
@@ -64,19 +69,22 @@ impl Azurite {
             "--oauth".to_owned(),
             "basic".to_owned(),
         ];
-        let mut azurite = Self::launch(Some(&tls));
+        let mut azurite = Self::launch("blob", Some(&tls));
         azurite.cert_pem = Some(std::fs::read(&cert).unwrap());
         azurite._tls_dir = Some(dir);
         azurite
     }
 
-    fn launch(tls: Option<&[String]>) -> Azurite {
-        let bin = std::env::var("MOODBRIDGE_AZURITE_BLOB").unwrap_or_else(|_| {
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/azurite/node_modules/.bin/azurite-blob"
+    fn launch(service: &str, tls: Option<&[String]>) -> Azurite {
+        let bin = std::env::var(format!(
+            "MOODBRIDGE_AZURITE_{}",
+            service.to_ascii_uppercase()
+        ))
+        .unwrap_or_else(|_| {
+            format!(
+                "{}/tests/azurite/node_modules/.bin/azurite-{service}",
+                env!("CARGO_MANIFEST_DIR")
             )
-            .to_owned()
         });
         assert!(
             std::path::Path::new(&bin).exists(),
@@ -90,9 +98,9 @@ impl Azurite {
                 .port();
             let mut child = Command::new(&bin)
                 .args([
-                    "--blobHost",
+                    &format!("--{service}Host"),
                     "127.0.0.1",
-                    "--blobPort",
+                    &format!("--{service}Port"),
                     &port.to_string(),
                     "--inMemoryPersistence",
                     "--skipApiVersionCheck",

@@ -128,7 +128,7 @@ impl QueueIngest {
         for (m, outcome) in messages.iter().zip(self.queue.ack_batch(&receipts).await?) {
             if let Err(e) = outcome {
                 // Committed already: a redelivery will be a duplicate.
-                tracing::warn!(queue = %self.queue.name(), message = %m.id, error = %e, "an ingested message could not be acknowledged");
+                tracing::warn!(queue = %self.queue.name(), message_id = %m.id, error = %e, "an ingested message could not be acknowledged");
             }
         }
         Ok(messages.len())
