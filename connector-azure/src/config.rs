@@ -21,11 +21,16 @@
 //! Entra ID (managed identity, service principals) takes a `TokenCredential`, given in
 //! code with [`AzureBlobStore::builder`](crate::blob::AzureBlobStore::builder).
 
+use moodbridge_core::Result;
 use moodbridge_core::SecretRef;
 #[cfg(feature = "blob")]
 use moodbridge_core::config::Validate;
 use moodbridge_core::config::Validator;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
+
+use crate::auth::{ConnectionString, SharedKey};
+use crate::storage::AzureCredentials;
 
 #[cfg(feature = "blob")]
 use crate::blob::{
@@ -136,6 +141,43 @@ impl Validate for AzureBlobSettings {
             self.download_buffer_mib,
         );
     }
+}
+
+/// Where an integration's settings say its service is and how to authorize: the
+/// connection string (parsed) or the credentials, their secrets resolved.
+pub(crate) struct Access {
+    pub(crate) connection_string: Option<ConnectionString>,
+    pub(crate) credentials: Option<AzureCredentials>,
+}
+
+/// Resolves the access settings of an integration through `ctx`'s credential store.
+pub(crate) async fn resolve_access(
+    ctx: &moodbridge_core::registry::BuildContext,
+    connection_string: Option<&moodbridge_core::SecretRef>,
+    credentials: Option<&AzureCredentialSettings>,
+) -> Result<Access> {
+    let connection_string = match connection_string {
+        Some(r) => Some(ConnectionString::parse(
+            ctx.resolve(r).await?.expose_secret(),
+        )?),
+        None => None,
+    };
+    let credentials = match credentials {
+        None => None,
+        Some(AzureCredentialSettings::SharedKey { account, key }) => {
+            Some(AzureCredentials::SharedKey(SharedKey {
+                account: account.clone(),
+                key: ctx.resolve(key).await?,
+            }))
+        }
+        Some(AzureCredentialSettings::Sas { token }) => {
+            Some(AzureCredentials::Sas(ctx.resolve(token).await?))
+        }
+    };
+    Ok(Access {
+        connection_string,
+        credentials,
+    })
 }
 
 /// Checks that exactly one of a connection string or an endpoint with credentials is

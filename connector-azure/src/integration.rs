@@ -33,7 +33,7 @@ impl AzureBlobFactory {
         if let Some(version) = &s.api_version {
             builder = builder.api_version(version);
         }
-        let access = crate::storage::resolve_access(
+        let access = crate::config::resolve_access(
             ctx,
             s.connection_string.as_ref(),
             s.credentials.as_ref(),

@@ -1112,7 +1112,7 @@ impl AzureQueueFactory {
         if let Some(version) = &s.api_version {
             builder = builder.api_version(version);
         }
-        let access = crate::storage::resolve_access(
+        let access = crate::config::resolve_access(
             ctx,
             s.connection_string.as_ref(),
             s.credentials.as_ref(),

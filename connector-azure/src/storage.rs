@@ -53,44 +53,6 @@ impl AzureCredentials {
     }
 }
 
-/// Where an integration's settings say its service is and how to authorize: the
-/// connection string (parsed) or the credentials, their secrets resolved.
-pub(crate) struct Access {
-    pub(crate) connection_string: Option<ConnectionString>,
-    pub(crate) credentials: Option<AzureCredentials>,
-}
-
-/// Resolves the access settings of an integration through `ctx`'s credential store.
-pub(crate) async fn resolve_access(
-    ctx: &moodbridge_core::registry::BuildContext,
-    connection_string: Option<&moodbridge_core::SecretRef>,
-    credentials: Option<&crate::config::AzureCredentialSettings>,
-) -> Result<Access> {
-    use crate::config::AzureCredentialSettings;
-    let connection_string = match connection_string {
-        Some(r) => Some(ConnectionString::parse(
-            ctx.resolve(r).await?.expose_secret(),
-        )?),
-        None => None,
-    };
-    let credentials = match credentials {
-        None => None,
-        Some(AzureCredentialSettings::SharedKey { account, key }) => {
-            Some(AzureCredentials::SharedKey(SharedKey {
-                account: account.clone(),
-                key: ctx.resolve(key).await?,
-            }))
-        }
-        Some(AzureCredentialSettings::Sas { token }) => {
-            Some(AzureCredentials::Sas(ctx.resolve(token).await?))
-        }
-    };
-    Ok(Access {
-        connection_string,
-        credentials,
-    })
-}
-
 impl fmt::Debug for AzureCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
