@@ -148,6 +148,7 @@ for subset in \
   "-p connector-aws" \
   "-p connector-aws --no-default-features --features sqs" \
   "-p connector-aws --no-default-features --features sns" \
+  "-p connector-aws --no-default-features --features secrets" \
   "-p connector-azure" \
   "-p connector-azure --no-default-features --features queue" \
   "-p moodbridge --no-default-features --features postgres,full"; do

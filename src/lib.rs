@@ -22,10 +22,11 @@
 //! | `aws` | `aws`: kind `s3` |
 //! | `aws-sqs` | kind `sqs` (`aws::SqsQueue`) |
 //! | `aws-sns` | kind `sns` (`aws::SnsTopic`) |
+//! | `aws-secrets` | kind `aws-secrets-manager` (`aws::SecretsManagerStore`, a credential store) |
 //! | `azure` | `azure`: kind `azure-blob` |
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `azure`, `azure-queue` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `azure`, `azure-queue` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -63,7 +64,8 @@ pub use connector_sqlite as sqlite;
 pub use moodbridge_ops as http;
 
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]); with `aws-sqs`, SQS
-/// queues (`aws::SqsQueue`); with `aws-sns`, SNS topics (`aws::SnsTopic`).
+/// queues (`aws::SqsQueue`); with `aws-sns`, SNS topics (`aws::SnsTopic`); with
+/// `aws-secrets`, Secrets Manager as a credential store (`aws::SecretsManagerStore`).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
@@ -84,6 +86,7 @@ pub use connector_azure as azure;
 /// | `s3` | `aws::S3ObjectStore` | `aws` |
 /// | `sqs` | `aws::SqsQueue` (a `queue::MessageQueue`) | `aws-sqs` |
 /// | `sns` | `aws::SnsTopic` | `aws-sns` |
+/// | `aws-secrets-manager` | `aws::SecretsManagerStore` (a [`CredentialStore`]) | `aws-secrets` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
 ///
@@ -117,6 +120,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(aws::SqsFactory));
     #[cfg(feature = "aws-sns")]
     add(std::sync::Arc::new(aws::SnsFactory));
+    #[cfg(feature = "aws-secrets")]
+    add(std::sync::Arc::new(aws::SecretsManagerFactory));
     #[cfg(feature = "azure")]
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     #[cfg(feature = "azure-queue")]

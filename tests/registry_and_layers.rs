@@ -118,11 +118,15 @@ struct OneSecret;
 #[async_trait]
 impl CredentialStore for OneSecret {
     async fn get(&self, key: &str) -> Result<Secret> {
-        self.get_version(key, SecretVersion(1)).await
+        self.get_version(key, &SecretVersion::from(1)).await
     }
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret> {
-        if key == "warehouse/main/password" && version == SecretVersion(1) {
-            Ok(Secret::new(key, version, SecretString::from(PASSWORD)))
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret> {
+        if key == "warehouse/main/password" && *version == SecretVersion::from(1) {
+            Ok(Secret::new(
+                key,
+                version.clone(),
+                SecretString::from(PASSWORD),
+            ))
         } else {
             Err(Error::not_found(format!("no secret {key} {version}")))
         }
@@ -136,7 +140,7 @@ impl CredentialStore for OneSecret {
     async fn list(&self, _: &str) -> Result<Vec<SecretMetadata>> {
         Ok(Vec::new())
     }
-    async fn retire(&self, _: &str, _: SecretVersion) -> Result<usize> {
+    async fn retire(&self, _: &str, _: &SecretVersion) -> Result<usize> {
         Ok(0)
     }
 }

@@ -3,7 +3,10 @@
 //! The AWS connector of MoodBridge Integrations. Feature `sqs`: [`SqsQueue`], Amazon SQS
 //! behind the core [`MessageQueue`](moodbridge_core::queue::MessageQueue) capability
 //! (kind `sqs`). Feature `sns`: [`SnsTopic`], SNS topics that fan messages out to SQS
-//! queues with filter policies (kind `sns`). Feature `s3` (on by default):
+//! queues with filter policies (kind `sns`). Feature `secrets`:
+//! [`SecretsManagerStore`], AWS Secrets Manager as a MoodBridge
+//! [`CredentialStore`](moodbridge_core::CredentialStore) with current, previous and
+//! pending versions (kind `aws-secrets-manager`). Feature `s3` (on by default):
 //! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
@@ -25,12 +28,14 @@
 
 #[cfg(feature = "s3")]
 pub mod config;
-#[cfg(feature = "sdk")]
+#[cfg(any(feature = "s3", feature = "sqs", feature = "sns"))]
 pub mod integration;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "sdk")]
 pub mod sdk;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 #[cfg(feature = "sns")]
 pub mod sns;
 #[cfg(feature = "sqs")]
@@ -46,6 +51,10 @@ pub use integration::{SNS_KIND, SnsFactory};
 pub use integration::{SQS_KIND, SqsFactory};
 #[cfg(feature = "s3")]
 pub use s3::S3ObjectStore;
+#[cfg(feature = "secrets")]
+pub use secrets::{
+    SECRETS_KIND, SecretsManagerFactory, SecretsManagerSettings, SecretsManagerStore,
+};
 #[cfg(feature = "sns")]
 pub use sns::{SnsSettings, SnsTopic};
 #[cfg(feature = "sqs")]

@@ -345,7 +345,7 @@ async fn persist(store: Option<&Arc<dyn CredentialStore>>, entry: &Entry, tokens
     let key = entry.store_key();
     let result = async {
         let version = store.put(&key, tokens.to_secret()?).await?;
-        store.retire(&key, version).await?;
+        store.retire(&key, &version).await?;
         Ok::<_, Error>(())
     }
     .await;

@@ -216,7 +216,10 @@ async fn rotation_reencrypts_everything_under_the_new_key() {
         store.get("k/000").await.unwrap().value.expose_secret(),
         "value-0-v2"
     );
-    let v1 = store.get_version("k/000", SecretVersion(1)).await.unwrap();
+    let v1 = store
+        .get_version("k/000", &SecretVersion::from(1))
+        .await
+        .unwrap();
     assert_eq!(v1.value.expose_secret(), "value-0");
     assert_all_readable_from(&store, 1, 250).await;
 }
@@ -283,8 +286,131 @@ async fn concurrent_puts_get_distinct_versions() {
         .collect();
     let mut versions = Vec::new();
     for t in tasks {
-        versions.push(t.await.unwrap().0);
+        versions.push(t.await.unwrap().as_str().parse::<u64>().unwrap());
     }
     versions.sort_unstable();
     assert_eq!(versions, (1..=20).collect::<Vec<u64>>());
+}
+
+/// A rotation on a store with pending versions (memory) and on one without (encrypted):
+/// a failed check leaves the current version untouched; a passed one promotes the new
+/// value, keeps the previous readable through the grace period, then retires it; every
+/// step is in the audit log, with version ids and never a value.
+#[tokio::test]
+async fn rotations_verify_before_promoting_and_are_audited() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use moodbridge_core::rotation::Rotation;
+    use moodbridge_core::state::{RunStatus, SqliteStateStore, StateStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(
+        SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let stores: Vec<Arc<dyn CredentialStore>> = vec![
+        Arc::new(MemoryStore::new()),
+        Arc::new(
+            EncryptedStore::create(&dir.path().join("s.db"), key_one())
+                .await
+                .unwrap(),
+        ),
+    ];
+    for store in stores {
+        let key = "webhooks/apex";
+        let first = store
+            .put(key, SecretString::from("old-secret-never-logged"))
+            .await
+            .unwrap();
+        let rotation = Rotation::new(store.clone(), key)
+            .grace(Duration::from_millis(300))
+            .audit(state.clone(), "ops:test");
+
+        // A candidate that fails its check: nothing changes for readers.
+        let err = rotation
+            .rotate(
+                SecretString::from("bad-candidate-never-logged"),
+                async |_: &SecretString| {
+                    Err(moodbridge_core::Error::new(
+                        ErrorKind::Auth,
+                        "test login refused",
+                    ))
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+        assert!(err.hint().contains("unchanged"), "{err:?}");
+        let current = store.get(key).await.unwrap();
+        assert_eq!(current.version, first);
+        assert_eq!(current.value.expose_secret(), "old-secret-never-logged");
+
+        // A candidate that passes: current, the previous still readable.
+        let seen = std::sync::Mutex::new(String::new());
+        let rotated = rotation
+            .rotate(
+                SecretString::from("new-secret-never-logged"),
+                async |c: &SecretString| {
+                    *seen.lock().unwrap() = c.expose_secret().to_owned();
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), "new-secret-never-logged");
+        assert_eq!(rotated.previous, first);
+        let current = store.get(key).await.unwrap();
+        assert_eq!(current.version, rotated.version);
+        assert_eq!(current.value.expose_secret(), "new-secret-never-logged");
+        assert!(store.get_version(key, &first).await.is_ok());
+
+        // Retiring waits for the grace period.
+        let early = rotation.retire(&rotated).await.unwrap_err();
+        assert_eq!(early.kind(), ErrorKind::Conflict, "{early}");
+        assert!(store.get_version(key, &first).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(rotation.retire(&rotated).await.unwrap() >= 1);
+        assert_eq!(
+            store.get_version(key, &first).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+
+        // The audit: the failed rotation and the successful one, step by step.
+        let run = rotated.run.unwrap();
+        let steps: Vec<String> = state
+            .audit(run)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.entry.after.as_ref().unwrap()["step"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let expected: Vec<&str> = if store.can_stage() {
+            vec!["staged", "verified", "promoted", "retired"]
+        } else {
+            vec!["verified", "promoted", "retired"]
+        };
+        assert_eq!(steps, expected);
+        assert_eq!(state.run(run).await.unwrap().status, RunStatus::Succeeded);
+        // The failed rotation's run is the one started just before.
+        let failed = moodbridge_core::state::RunId(run.0 - 1);
+        let failed_steps = state.audit(failed).await.unwrap();
+        assert!(
+            failed_steps
+                .iter()
+                .any(|r| r.entry.after.as_ref().unwrap()["step"] == "verification_failed"),
+            "{failed_steps:?}"
+        );
+        assert_eq!(state.run(failed).await.unwrap().status, RunStatus::Failed);
+        let everything =
+            format!("{:?}", state.audit(run).await.unwrap()) + &format!("{failed_steps:?}");
+        assert!(!everything.contains("never-logged"), "{everything}");
+        store.delete(key).await.unwrap();
+    }
 }

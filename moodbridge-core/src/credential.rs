@@ -1,8 +1,14 @@
 //! [`CredentialStore`]: versioned secrets.
 //!
-//! A secret lives under a key (`salesforce/prod/client_secret`). `put` of an existing key
-//! makes a new version — that is rotation — and older versions stay readable until they
-//! are retired, so a process still holding the old value keeps working during a rollover.
+//! A secret lives under a key (`salesforce/prod/client_secret`). Each value written is a
+//! version with an opaque id ([`SecretVersion`]: the store's own) and a creation time.
+//! One version is **current** (what [`get`](CredentialStore::get) returns). `put` makes a
+//! new current version; the one it replaces becomes **previous** and stays readable —
+//! with every older version — until it is retired, so a process still holding the old
+//! value keeps working during a rollover. Stores that can also hold a **pending** version
+//! (written, not yet current: [`stage`](CredentialStore::stage) then
+//! [`promote`](CredentialStore::promote)) let a rotation verify a new value in place
+//! before any reader sees it; [`crate::rotation`] drives rotations over any store.
 //! Values are [`SecretString`]s from the moment they are read until the moment they are
 //! used, so they never reach a log or a `Debug` string.
 //!
@@ -17,16 +23,46 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
-/// A version number of a secret; the first `put` makes version 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The id of one version of a secret: opaque, the store's own — a counter in the local
+/// stores (`"1"`, `"2"` …), a UUID in AWS Secrets Manager, 32 hex digits in Azure Key
+/// Vault. Compare versions for equality only; their order is their
+/// [`created_at`](Secret::created_at), which every store keeps.
+///
+/// ```
+/// use moodbridge_core::SecretVersion;
+/// let v = SecretVersion::new("a1b2c3");
+/// assert_eq!(v.as_str(), "a1b2c3");
+/// assert_eq!(v.to_string(), "version a1b2c3");
+/// assert_eq!(SecretVersion::from(3), SecretVersion::new("3"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SecretVersion(pub u64);
+pub struct SecretVersion(String);
+
+impl SecretVersion {
+    /// The version with id `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        SecretVersion(id.into())
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<u64> for SecretVersion {
+    /// A counter's version (the local stores number versions from 1).
+    fn from(n: u64) -> Self {
+        SecretVersion(n.to_string())
+    }
+}
 
 impl fmt::Display for SecretVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}", self.0)
+        write!(f, "version {}", self.0)
     }
 }
 
@@ -36,7 +72,7 @@ impl fmt::Display for SecretVersion {
 /// use moodbridge_core::{Secret, SecretVersion};
 /// use secrecy::{ExposeSecret, SecretString};
 ///
-/// let s = Secret::new("salesforce/prod/client_secret", SecretVersion(2), SecretString::from("hunter2"));
+/// let s = Secret::new("salesforce/prod/client_secret", SecretVersion::from(2), SecretString::from("hunter2"));
 /// assert!(!format!("{s:?}").contains("hunter2"));
 /// assert_eq!(s.value.expose_secret(), "hunter2");
 /// ```
@@ -79,40 +115,86 @@ impl fmt::Debug for Secret {
 pub struct SecretMetadata {
     /// The key.
     pub key: String,
-    /// The newest version.
-    pub latest: SecretVersion,
-    /// Versions still readable (not retired), oldest first.
+    /// The current version: what [`CredentialStore::get`] returns.
+    pub current: SecretVersion,
+    /// A staged version waiting for [`CredentialStore::promote`], if any.
+    pub pending: Option<SecretVersion>,
+    /// Versions still readable (not retired), oldest first: the current one, the ones
+    /// it replaced, and a pending one.
     pub readable: Vec<SecretVersion>,
-    /// When the newest version was written.
+    /// When the current version was written.
     pub updated_at: SystemTime,
 }
 
-/// A store of versioned secrets.
+/// A store of versioned secrets. See the [module docs](self) for current, previous and
+/// pending versions.
 ///
-/// Errors: an unknown key or version is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound);
+/// Errors: an unknown key or version is [`ErrorKind::NotFound`];
 /// a retired version is `NotFound` too, with a hint that it was retired; an invalid key is
-/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput).
+/// [`ErrorKind::InvalidInput`]; staging on a store that
+/// cannot is [`ErrorKind::Unsupported`].
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
-    /// The newest version of `key`.
+    /// The current version of `key`.
     async fn get(&self, key: &str) -> Result<Secret>;
 
     /// One version of `key`.
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret>;
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret>;
 
-    /// Store `value` as the new newest version of `key` (creating the key if needed) and
-    /// return its version. Older versions stay readable.
+    /// Store `value` as the new current version of `key` (creating the key if needed)
+    /// and return its version. The version it replaces, and older ones, stay readable.
     async fn put(&self, key: &str, value: SecretString) -> Result<SecretVersion>;
 
-    /// Delete `key` and all its versions. Deleting a missing key is not an error.
+    /// Delete `key` and all its versions. Deleting a missing key is not an error. Cloud
+    /// stores delete softly (a recovery window); see each store for recovery.
     async fn delete(&self, key: &str) -> Result<()>;
 
     /// Metadata of every key that starts with `prefix` (`""` lists all), sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<SecretMetadata>>;
 
-    /// Make every version of `key` older than `keep_from` unreadable; return how many
-    /// versions were retired. The newest version can never be retired.
-    async fn retire(&self, key: &str, keep_from: SecretVersion) -> Result<usize>;
+    /// Make every version of `key` created before `keep_from` unreadable; return how many
+    /// versions were retired. The current and the pending version are never retired.
+    ///
+    /// # Errors
+    /// `NotFound` when `keep_from` is not a version of `key`.
+    async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize>;
+
+    /// Whether the store holds pending versions ([`stage`](Self::stage) and
+    /// [`promote`](Self::promote) work).
+    fn can_stage(&self) -> bool {
+        false
+    }
+
+    /// Store `value` as the pending version of `key`, not current: [`get`](Self::get)
+    /// still returns the current one until [`promote`](Self::promote). A pending version
+    /// staged before is no longer pending.
+    ///
+    /// # Errors
+    /// `Unsupported` on a store that cannot (the default); `NotFound` for a key with no
+    /// current version yet (`put` the first one).
+    async fn stage(&self, key: &str, value: SecretString) -> Result<SecretVersion> {
+        let _ = value;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("this credential store cannot hold a pending version of {key}"),
+        )
+        .with_hint(
+            "verify the new value before writing it, then put it (moodbridge_core::rotation does)",
+        ))
+    }
+
+    /// Make `version` (the pending one, or any readable one) current; the version it
+    /// replaces stays readable. Promoting the current version changes nothing.
+    ///
+    /// # Errors
+    /// `Unsupported` on a store that cannot (the default); `NotFound` for a version
+    /// that is not readable.
+    async fn promote(&self, key: &str, version: &SecretVersion) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("this credential store cannot promote {version} of {key}"),
+        ))
+    }
 }
 
 /// A shared store is a store.
@@ -122,7 +204,7 @@ impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
         (**self).get(key).await
     }
 
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret> {
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret> {
         (**self).get_version(key, version).await
     }
 
@@ -138,8 +220,20 @@ impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
         (**self).list(prefix).await
     }
 
-    async fn retire(&self, key: &str, keep_from: SecretVersion) -> Result<usize> {
+    async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize> {
         (**self).retire(key, keep_from).await
+    }
+
+    fn can_stage(&self) -> bool {
+        (**self).can_stage()
+    }
+
+    async fn stage(&self, key: &str, value: SecretString) -> Result<SecretVersion> {
+        (**self).stage(key, value).await
+    }
+
+    async fn promote(&self, key: &str, version: &SecretVersion) -> Result<()> {
+        (**self).promote(key, version).await
     }
 }
 

@@ -53,6 +53,7 @@ pub mod record;
 pub mod redact;
 pub mod registry;
 pub mod resilience;
+pub mod rotation;
 pub mod rows;
 pub mod state;
 pub mod storage;

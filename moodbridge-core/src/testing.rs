@@ -149,31 +149,37 @@ pub async fn credential_store_contract(store: &dyn CredentialStore, prefix: &str
         .expect_err("get of a missing key must fail");
     assert_eq!(err.kind(), ErrorKind::NotFound, "missing key: {err}");
 
-    // put makes versions 1, 2, 3; get returns the newest.
-    for (i, v) in ["one", "two", "three"].into_iter().enumerate() {
+    // put makes three versions with distinct ids; get returns the current (last put).
+    let mut versions = Vec::new();
+    for v in ["one", "two", "three"] {
         let version = store.put(&a, s(v)).await.expect("put");
-        assert_eq!(
-            version,
-            SecretVersion(i as u64 + 1),
-            "versions count from 1"
-        );
+        assert!(!versions.contains(&version), "version ids are distinct");
+        versions.push(version);
     }
-    let latest = store.get(&a).await.expect("get latest");
-    assert_eq!(latest.version, SecretVersion(3));
-    assert_eq!(latest.value.expose_secret(), "three");
-    assert_eq!(latest.key, a);
+    let [v1, v2, v3] = [
+        versions[0].clone(),
+        versions[1].clone(),
+        versions[2].clone(),
+    ];
+    let current = store.get(&a).await.expect("get current");
+    assert_eq!(current.version, v3);
+    assert_eq!(current.value.expose_secret(), "three");
+    assert_eq!(current.key, a);
 
     // Older versions stay readable (rotation).
-    let first = store
-        .get_version(&a, SecretVersion(1))
-        .await
-        .expect("get v1");
+    let first = store.get_version(&a, &v1).await.expect("get v1");
     assert_eq!(first.value.expose_secret(), "one");
+    assert_eq!(first.version, v1);
+    assert!(
+        first.created_at <= current.created_at,
+        "versions keep their creation times"
+    );
+    let unknown = SecretVersion::new("00000000000000000000000000000000");
     let err = store
-        .get_version(&a, SecretVersion(9))
+        .get_version(&a, &unknown)
         .await
         .expect_err("a version that does not exist");
-    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     // Values round-trip exactly, unicode and empty included.
     store
@@ -184,8 +190,22 @@ pub async fn credential_store_contract(store: &dyn CredentialStore, prefix: &str
         store.get(&b).await.expect("get").value.expose_secret(),
         "ключ 🔑 \n\t\"'"
     );
-    store.put(&b, s("")).await.expect("put empty");
-    assert_eq!(store.get(&b).await.expect("get").value.expose_secret(), "");
+    // An empty value round-trips, or is refused clearly (AWS Secrets Manager cannot
+    // hold one) and the key keeps its value.
+    match store.put(&b, s("")).await {
+        Ok(_) => assert_eq!(store.get(&b).await.expect("get").value.expose_secret(), ""),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "an empty value: {e}");
+            assert!(
+                !e.hint().is_empty(),
+                "an empty value's refusal says what to do: {e:?}"
+            );
+            assert_eq!(
+                store.get(&b).await.expect("get").value.expose_secret(),
+                "ключ 🔑 \n\t\"'"
+            );
+        }
+    }
     store.put(&other, s("x")).await.expect("put other");
 
     // list by prefix, sorted, with versions; other prefixes excluded.
@@ -196,44 +216,89 @@ pub async fn credential_store_contract(store: &dyn CredentialStore, prefix: &str
         [a.as_str(), b.as_str()],
         "list is by prefix, sorted by key"
     );
-    assert_eq!(listed[0].latest, SecretVersion(3));
-    assert_eq!(
-        listed[0].readable,
-        [SecretVersion(1), SecretVersion(2), SecretVersion(3)]
-    );
+    assert_eq!(listed[0].current, v3);
+    assert_eq!(listed[0].pending, None);
+    assert_eq!(listed[0].readable, [v1.clone(), v2.clone(), v3.clone()]);
 
-    // retire: versions before keep_from become unreadable; the newest never.
-    let retired = store.retire(&a, SecretVersion(3)).await.expect("retire");
+    // retire: versions created before keep_from become unreadable; the current never.
+    let retired = store.retire(&a, &v3).await.expect("retire");
     assert_eq!(retired, 2);
     let err = store
-        .get_version(&a, SecretVersion(1))
+        .get_version(&a, &v1)
         .await
         .expect_err("a retired version must not be readable");
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(store.get(&a).await.expect("current survives").version, v3);
     assert_eq!(
-        store.get(&a).await.expect("latest survives").version,
-        SecretVersion(3)
-    );
-    assert_eq!(
-        store
-            .retire(&a, SecretVersion(100))
-            .await
-            .expect("retire all"),
+        store.retire(&a, &v3).await.expect("retire again"),
         0,
-        "the newest is never retired"
+        "nothing left to retire"
     );
-    assert_eq!(
-        store.get(&a).await.expect("latest survives").version,
-        SecretVersion(3)
-    );
+    let err = store
+        .retire(&a, &unknown)
+        .await
+        .expect_err("retiring from a version that does not exist");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let listed = store.list(&a).await.expect("list one");
-    assert_eq!(listed[0].readable, [SecretVersion(3)]);
+    assert_eq!(listed[0].readable, std::slice::from_ref(&v3));
 
-    // A new version after retiring continues the numbering.
-    assert_eq!(
-        store.put(&a, s("four")).await.expect("put"),
-        SecretVersion(4)
-    );
+    // A new version after retiring has a new id.
+    let v4 = store.put(&a, s("four")).await.expect("put");
+    assert!(![&v1, &v2, &v3].contains(&&v4), "a fresh version id");
+
+    // Pending versions, where the store holds them.
+    if store.can_stage() {
+        let v5 = store.stage(&a, s("five")).await.expect("stage");
+        assert_eq!(
+            store.get(&a).await.expect("get").version,
+            v4,
+            "a staged version is not current"
+        );
+        assert_eq!(
+            store
+                .get_version(&a, &v5)
+                .await
+                .expect("read pending")
+                .value
+                .expose_secret(),
+            "five"
+        );
+        let listed = store.list(&a).await.expect("list");
+        assert_eq!(listed[0].current, v4);
+        assert_eq!(listed[0].pending.as_ref(), Some(&v5));
+        assert_eq!(
+            store.retire(&a, &v5).await.expect("retire before pending"),
+            1,
+            "v3 goes; the current (v4) and the pending stay"
+        );
+        store.promote(&a, &v5).await.expect("promote");
+        let current = store.get(&a).await.expect("get");
+        assert_eq!(current.version, v5);
+        assert_eq!(current.value.expose_secret(), "five");
+        assert_eq!(
+            store
+                .get_version(&a, &v4)
+                .await
+                .expect("the previous version stays readable")
+                .value
+                .expose_secret(),
+            "four"
+        );
+        let listed = store.list(&a).await.expect("list");
+        assert_eq!(listed[0].pending, None);
+        store.promote(&a, &v5).await.expect("promoting the current");
+        let err = store
+            .stage(&format!("{prefix}/app/never_put"), s("x"))
+            .await
+            .expect_err("staging a key with no current version");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    } else {
+        let err = store
+            .stage(&a, s("five"))
+            .await
+            .expect_err("a store that cannot stage says so");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    }
 
     // Invalid keys are InvalidInput and never reach the backend.
     for bad in ["", "../etc/passwd", "a//b", "/abs", "sp ace"] {

@@ -187,7 +187,7 @@ impl WebhookSource {
             })?;
         let mut secrets = Vec::new();
         for version in meta.readable {
-            secrets.push(store.get_version(key, version).await?.value);
+            secrets.push(store.get_version(key, &version).await?.value);
         }
         Self::signed(name, secrets)
     }

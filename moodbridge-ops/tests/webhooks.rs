@@ -512,7 +512,7 @@ async fn a_secret_rotated_in_the_credential_store_is_honoured() {
     let both = WebhookSource::signed_from_store("apex", &store, "webhooks/apex")
         .await
         .unwrap();
-    store.retire("webhooks/apex", new_version).await.unwrap();
+    store.retire("webhooks/apex", &new_version).await.unwrap();
     let new_only = WebhookSource::signed_from_store("apex", &store, "webhooks/apex")
         .await
         .unwrap();

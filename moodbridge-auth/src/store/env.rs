@@ -61,7 +61,7 @@ impl CredentialStore for EnvStore {
         match std::env::var(&var) {
             Ok(value) => Ok(Secret::new(
                 key,
-                SecretVersion(1),
+                SecretVersion::from(1),
                 SecretString::from(value),
             )),
             Err(std::env::VarError::NotPresent) => Err(Error::not_found(format!(
@@ -73,8 +73,8 @@ impl CredentialStore for EnvStore {
         }
     }
 
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret> {
-        if version != SecretVersion(1) {
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret> {
+        if *version != SecretVersion::from(1) {
             return Err(Error::not_found(format!(
                 "no secret {key} {version}: environment secrets have only version 1"
             )));
@@ -105,15 +105,16 @@ impl CredentialStore for EnvStore {
             .into_iter()
             .map(|key| SecretMetadata {
                 key,
-                latest: SecretVersion(1),
-                readable: vec![SecretVersion(1)],
+                current: SecretVersion::from(1),
+                pending: None,
+                readable: vec![SecretVersion::from(1)],
                 updated_at: SystemTime::UNIX_EPOCH,
             })
             .collect())
     }
 
-    async fn retire(&self, _key: &str, _keep_from: SecretVersion) -> Result<usize> {
-        Ok(0)
+    async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize> {
+        self.get_version(key, keep_from).await.map(|_| 0)
     }
 }
 
@@ -128,7 +129,7 @@ mod tests {
         let store = EnvStore::new("");
         let secret = store.get("path").await.unwrap();
         assert_eq!(secret.value.expose_secret(), std::env::var("PATH").unwrap());
-        assert_eq!(secret.version, SecretVersion(1));
+        assert_eq!(secret.version, SecretVersion::from(1));
     }
 
     #[tokio::test]

@@ -164,11 +164,11 @@ mod tests {
         #[async_trait]
         impl CredentialStore for Store {
             async fn get(&self, key: &str) -> Result<Secret>;
-            async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret>;
+            async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret>;
             async fn put(&self, key: &str, value: SecretString) -> Result<SecretVersion>;
             async fn delete(&self, key: &str) -> Result<()>;
             async fn list(&self, prefix: &str) -> Result<Vec<SecretMetadata>>;
-            async fn retire(&self, key: &str, keep_from: SecretVersion) -> Result<usize>;
+            async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize>;
         }
     }
 
@@ -179,7 +179,13 @@ mod tests {
             .expect_get()
             .with(eq("sf/prod/secret"))
             .times(1)
-            .returning(|k| Ok(Secret::new(k, SecretVersion(3), SecretString::from("v3"))));
+            .returning(|k| {
+                Ok(Secret::new(
+                    k,
+                    SecretVersion::from(3),
+                    SecretString::from("v3"),
+                ))
+            });
         let r: SecretRef = "secret:sf/prod/secret".parse().unwrap();
         let value = r.resolve(Some(&store)).await.unwrap();
         assert_eq!(value.expose_secret(), "v3");

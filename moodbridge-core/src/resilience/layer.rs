@@ -218,7 +218,7 @@ impl<T: CredentialStore> CredentialStore for Guarded<T> {
             .await
     }
 
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret> {
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret> {
         self.policy
             .call_as("secret.get_version", || {
                 self.inner.get_version(key, version)
@@ -246,9 +246,27 @@ impl<T: CredentialStore> CredentialStore for Guarded<T> {
             .await
     }
 
-    async fn retire(&self, key: &str, keep_from: SecretVersion) -> Result<usize> {
+    async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize> {
         self.policy
             .call_as("secret.retire", || self.inner.retire(key, keep_from))
+            .await
+    }
+
+    fn can_stage(&self) -> bool {
+        self.inner.can_stage()
+    }
+
+    async fn stage(&self, key: &str, value: SecretString) -> Result<SecretVersion> {
+        self.policy
+            .call_as(Operation::new("secret.stage").non_idempotent(), || {
+                self.inner.stage(key, value.clone())
+            })
+            .await
+    }
+
+    async fn promote(&self, key: &str, version: &SecretVersion) -> Result<()> {
+        self.policy
+            .call_as("secret.promote", || self.inner.promote(key, version))
             .await
     }
 }

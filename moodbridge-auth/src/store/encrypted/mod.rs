@@ -473,7 +473,7 @@ impl EncryptedStore {
         })?;
         Ok(Secret {
             key: name.to_owned(),
-            version: SecretVersion(u64::try_from(version).unwrap_or(0)),
+            version: SecretVersion::from(u64::try_from(version).unwrap_or(0)),
             value: SecretString::from(text),
             created_at: from_ms(row.get("created_at")),
         })
@@ -481,8 +481,8 @@ impl EncryptedStore {
 }
 
 fn retired(name: &str, version: i64) -> Error {
-    Error::not_found(format!("secret {name} v{version} was retired"))
-        .with_hint("read the latest version, or a version not yet retired")
+    Error::not_found(format!("secret {name} version {version} was retired"))
+        .with_hint("read the current version, or a version not yet retired")
 }
 
 fn missing_key(name: &str, version: i64, key_id: &str) -> Error {
@@ -540,9 +540,10 @@ impl CredentialStore for EncryptedStore {
         }
     }
 
-    async fn get_version(&self, key: &str, version: SecretVersion) -> Result<Secret> {
+    async fn get_version(&self, key: &str, version: &SecretVersion) -> Result<Secret> {
         check_secret_key(key)?;
-        let v = i64::try_from(version.0).unwrap_or(i64::MAX);
+        // Versions are numbers here: another id is no version of this store.
+        let v = version.as_str().parse::<i64>().unwrap_or(-1);
         let row = sqlx::query(
             "SELECT version, key_id, nonce, ciphertext, created_at FROM secret_versions
              WHERE name = ? AND version = ?",
@@ -597,7 +598,7 @@ impl CredentialStore for EncryptedStore {
         .await
         .map_err(|e| db_error(&self.path, e))?;
         tx.commit().await.map_err(|e| db_error(&self.path, e))?;
-        Ok(SecretVersion(u64::try_from(version).unwrap_or(0)))
+        Ok(SecretVersion::from(u64::try_from(version).unwrap_or(0)))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -623,12 +624,13 @@ impl CredentialStore for EncryptedStore {
         let mut out: Vec<SecretMetadata> = Vec::new();
         for row in rows {
             let name: String = row.get("name");
-            let version = SecretVersion(u64::try_from(row.get::<i64, _>("version")).unwrap_or(0));
+            let version =
+                SecretVersion::from(u64::try_from(row.get::<i64, _>("version")).unwrap_or(0));
             let created = from_ms(row.get("created_at"));
             let readable = row.get::<Option<i64>, _>("retired_at").is_none();
             match out.last_mut() {
                 Some(m) if m.key == name => {
-                    m.latest = version;
+                    m.current = version.clone();
                     m.updated_at = created;
                     if readable {
                         m.readable.push(version);
@@ -636,7 +638,8 @@ impl CredentialStore for EncryptedStore {
                 }
                 _ => out.push(SecretMetadata {
                     key: name,
-                    latest: version,
+                    current: version.clone(),
+                    pending: None,
                     readable: if readable { vec![version] } else { Vec::new() },
                     updated_at: created,
                 }),
@@ -645,10 +648,21 @@ impl CredentialStore for EncryptedStore {
         Ok(out)
     }
 
-    async fn retire(&self, key: &str, keep_from: SecretVersion) -> Result<usize> {
+    async fn retire(&self, key: &str, keep_from: &SecretVersion) -> Result<usize> {
         check_secret_key(key)?;
         let _writer = self.writer.lock().await;
-        let keep = i64::try_from(keep_from.0).unwrap_or(i64::MAX);
+        let keep = keep_from.as_str().parse::<i64>().unwrap_or(-1);
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM secret_versions WHERE name = ? AND version = ?",
+        )
+        .bind(key)
+        .bind(keep)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(&self.path, e))?;
+        if known.is_none() {
+            return Err(Error::not_found(format!("no secret {key} {keep_from}")));
+        }
         let done = sqlx::query(
             "UPDATE secret_versions SET key_id = NULL, nonce = NULL, ciphertext = NULL, retired_at = ?
              WHERE name = ? AND retired_at IS NULL AND version < ?
