@@ -151,6 +151,8 @@ for subset in \
   "-p connector-aws --no-default-features --features secrets" \
   "-p connector-azure" \
   "-p connector-azure --no-default-features --features queue" \
+  "-p connector-azure --no-default-features --features keyvault" \
+  "-p azure-sandbox" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"
   # shellcheck disable=SC2086 # the subset is a list of arguments

@@ -25,8 +25,9 @@
 //! | `aws-secrets` | kind `aws-secrets-manager` (`aws::SecretsManagerStore`, a credential store) |
 //! | `azure` | `azure`: kind `azure-blob` |
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
+//! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `azure`, `azure-queue` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `azure`, `azure-queue`, `azure-keyvault` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -70,7 +71,8 @@ pub use moodbridge_ops as http;
 pub use connector_aws as aws;
 
 /// Azure (feature `azure`): Blob Storage ([`azure::AzureBlobStore`]); with
-/// `azure-queue`, Queue storage (`azure::queue::AzureQueue`).
+/// `azure-queue`, Queue storage (`azure::queue::AzureQueue`); with `azure-keyvault`, Key
+/// Vault secrets as a credential store (`azure::KeyVaultStore`).
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
 
@@ -89,6 +91,7 @@ pub use connector_azure as azure;
 /// | `aws-secrets-manager` | `aws::SecretsManagerStore` (a [`CredentialStore`]) | `aws-secrets` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
+/// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///
@@ -126,6 +129,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     #[cfg(feature = "azure-queue")]
     add(std::sync::Arc::new(azure::queue::AzureQueueFactory));
+    #[cfg(feature = "azure-keyvault")]
+    add(std::sync::Arc::new(azure::KeyVaultFactory));
     registry
 }
 

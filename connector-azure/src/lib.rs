@@ -22,17 +22,21 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(any(feature = "blob", feature = "queue"))]
+#[cfg(any(feature = "blob", feature = "queue", feature = "keyvault"))]
 pub mod auth;
 #[cfg(feature = "blob")]
 pub mod blob;
 #[cfg(any(feature = "blob", feature = "queue"))]
 pub mod config;
+#[cfg(feature = "keyvault")]
+pub mod entra;
 #[cfg(feature = "blob")]
 pub mod integration;
+#[cfg(feature = "keyvault")]
+pub mod keyvault;
 #[cfg(feature = "queue")]
 pub mod queue;
-#[cfg(any(feature = "blob", feature = "queue"))]
+#[cfg(any(feature = "blob", feature = "queue", feature = "keyvault"))]
 pub mod storage;
 
 #[cfg(feature = "blob")]
@@ -41,5 +45,7 @@ pub use blob::AzureBlobStore;
 pub use config::AzureBlobSettings;
 #[cfg(feature = "blob")]
 pub use integration::{AzureBlobFactory, KIND};
+#[cfg(feature = "keyvault")]
+pub use keyvault::{KEYVAULT_KIND, KeyVaultFactory, KeyVaultSettings, KeyVaultStore};
 #[cfg(feature = "queue")]
 pub use queue::{AzureQueue, AzureQueueFactory, AzureQueueSettings, QUEUE_KIND};

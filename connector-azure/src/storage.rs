@@ -1,6 +1,9 @@
 //! What the Storage clients (Blob, Queue) share: how requests are authorized, the
 //! client options every official client is built with, and their error mapping.
 
+// Key Vault alone uses the credentials and the error mapping, not the client parts.
+#![cfg_attr(not(any(feature = "blob", feature = "queue")), allow(unused_imports))]
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -166,6 +169,7 @@ pub(crate) fn service_kind(status: u16, code: Option<&str>) -> ErrorKind {
     kind_of_status(status)
 }
 
+#[cfg(any(feature = "blob", feature = "queue"))]
 /// What an official Storage client is built from: its URL (with the SAS query when
 /// SAS-authorized), its options (our transport, no retries of its own, the Shared Key
 /// signing policy), the bearer credential (Entra ID) and the secrets to scrub.
@@ -176,6 +180,7 @@ pub(crate) struct StorageClient {
     pub(crate) secrets: Secrets,
 }
 
+#[cfg(any(feature = "blob", feature = "queue"))]
 /// The client parts of resource `path` (a container, a queue) of `service` at
 /// `endpoint`.
 pub(crate) fn storage_client(
