@@ -23,11 +23,12 @@
 //! | `aws-sqs` | kind `sqs` (`aws::SqsQueue`) |
 //! | `aws-sns` | kind `sns` (`aws::SnsTopic`) |
 //! | `aws-secrets` | kind `aws-secrets-manager` (`aws::SecretsManagerStore`, a credential store) |
+//! | `aws-logs` | `aws::logs::CloudWatchLogs`: a `tracing` layer shipping logs to CloudWatch Logs |
 //! | `azure` | `azure`: kind `azure-blob` |
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `azure`, `azure-queue`, `azure-keyvault` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `azure`, `azure-queue`, `azure-keyvault` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};

@@ -6,7 +6,9 @@
 //! queues with filter policies (kind `sns`). Feature `secrets`:
 //! [`SecretsManagerStore`], AWS Secrets Manager as a MoodBridge
 //! [`CredentialStore`](moodbridge_core::CredentialStore) with current, previous and
-//! pending versions (kind `aws-secrets-manager`). Feature `s3` (on by default):
+//! pending versions (kind `aws-secrets-manager`). Feature `logs`: [`logs::CloudWatchLogs`],
+//! a `tracing` layer shipping scrubbed structured logs to CloudWatch Logs in batches.
+//! Feature `s3` (on by default):
 //! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
 //! `aws-sdk-s3` — multipart uploads with parts in parallel and aborted on failure or
@@ -30,6 +32,8 @@
 pub mod config;
 #[cfg(any(feature = "s3", feature = "sqs", feature = "sns"))]
 pub mod integration;
+#[cfg(feature = "logs")]
+pub mod logs;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "sdk")]

@@ -160,6 +160,7 @@ impl AwsCredentialSettings {
 }
 
 /// Check an endpoint setting: an http(s) URL.
+#[cfg(any(feature = "s3", feature = "sqs", feature = "sns", feature = "secrets"))]
 pub(crate) fn validate_endpoint(endpoint: Option<&str>, example: &str, v: &mut Validator) {
     if let Some(endpoint) = endpoint
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -436,7 +437,12 @@ where
 }
 
 /// How a service's errors read: its error codes' kinds and the advice for a kind.
-#[cfg(any(feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "logs"
+))]
 #[derive(Clone, Copy)]
 pub(crate) struct ServiceErrors {
     /// The connector kind (`sqs`, `sns`): the errors' `connector`, the operations'
@@ -450,7 +456,12 @@ pub(crate) struct ServiceErrors {
 
 /// What a messaging client is made of: its integration id, its policy, the secrets it
 /// remembers and the SDK configuration.
-#[cfg(any(feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "logs"
+))]
 pub(crate) struct ClientParts {
     pub(crate) id: String,
     pub(crate) policy: moodbridge_core::Policy,
@@ -460,7 +471,12 @@ pub(crate) struct ClientParts {
 
 /// The parts of a client of resource `name`: the id (`<platform>:<name>` unless given),
 /// the policy (`default_policy` unless given), the SDK configuration.
-#[cfg(any(feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "logs"
+))]
 #[allow(
     clippy::too_many_arguments,
     reason = "the builders' fields, passed through"
@@ -492,7 +508,12 @@ pub(crate) async fn client_parts(
 
 /// The default policy of the messaging kinds: up to 4 attempts with backoff, each
 /// attempt at most `attempt_timeout`.
-#[cfg(any(feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "logs"
+))]
 pub(crate) fn messaging_policy_config(attempt_timeout: Duration) -> moodbridge_core::PolicyConfig {
     moodbridge_core::PolicyConfig {
         retry: Some(moodbridge_core::RetryConfig {
@@ -509,7 +530,12 @@ pub(crate) fn messaging_policy_config(attempt_timeout: Duration) -> moodbridge_c
 
 /// One SDK call of `operation` on `resource` through `policy`, its error mapped with
 /// `errors`.
-#[cfg(any(feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "logs"
+))]
 #[allow(clippy::too_many_arguments, reason = "a call's whole context")]
 pub(crate) async fn call<T, E, F, Fut>(
     policy: &moodbridge_core::Policy,
