@@ -332,3 +332,144 @@ async fn an_azure_queue_integration_is_built_from_config_and_its_errors_keep_its
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.hint().contains("create"), "{err:?}");
 }
+
+/// Fails tries by plan — before they reach the service (`503 ServerBusy`), or after it
+/// handled them (`500`, or the connection lost): a per-try policy of the client's
+/// pipeline. Never two faults in a row.
+#[derive(Debug, Default)]
+struct Faults {
+    next: AtomicU32,
+    before: AtomicU32,
+    after: AtomicU32,
+    lost: AtomicU32,
+}
+
+#[async_trait]
+impl azure_core::http::policies::Policy for Faults {
+    async fn send(
+        &self,
+        ctx: &azure_core::http::Context,
+        request: &mut azure_core::http::Request,
+        next: &[Arc<dyn azure_core::http::policies::Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        if n < 4 {
+            return next[0].send(ctx, request, &next[1..]).await;
+        }
+        match n % 10 {
+            2 => {
+                self.before.fetch_add(1, Ordering::SeqCst);
+                let mut headers = azure_core::http::headers::Headers::new();
+                headers.insert("x-ms-error-code", "ServerBusy");
+                Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                    azure_core::http::StatusCode::ServiceUnavailable,
+                    headers,
+                    "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code><Message>injected</Message></Error>",
+                ))
+            }
+            6 => {
+                let _ = next[0].send(ctx, request, &next[1..]).await?;
+                self.after.fetch_add(1, Ordering::SeqCst);
+                let mut headers = azure_core::http::headers::Headers::new();
+                headers.insert("x-ms-error-code", "InternalError");
+                Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                    azure_core::http::StatusCode::InternalServerError,
+                    headers,
+                    "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InternalError</Code><Message>injected</Message></Error>",
+                ))
+            }
+            9 => {
+                let _ = next[0].send(ctx, request, &next[1..]).await?;
+                self.lost.fetch_add(1, Ordering::SeqCst);
+                Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Io,
+                    "connection reset by the test policy",
+                ))
+            }
+            _ => next[0].send(ctx, request, &next[1..]).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_through_busy_answers_lost_answers_and_dropped_connections() {
+    let azurite = Azurite::start_queue();
+    let name = fresh("faults");
+    builder(&azurite, &name).create().await.unwrap();
+    let faults = Arc::new(Faults::default());
+    let q = builder(&azurite, &name)
+        .per_try_policy(faults.clone())
+        .build()
+        .unwrap();
+    let total = 200;
+    let messages: Vec<OutgoingMessage> = (0..total)
+        .map(|i| {
+            OutgoingMessage::new(format!("case {i}")).attribute("event-id", format!("evt-{i}"))
+        })
+        .collect();
+    for chunk in messages.chunks(20) {
+        for outcome in q.send_batch(chunk).await.unwrap() {
+            outcome.unwrap();
+        }
+    }
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = std::time::Instant::now();
+    while std::time::Instant::now() < deadline {
+        let got = match q
+            .receive(
+                &ReceiveOptions::new(32)
+                    .wait(Duration::from_millis(500))
+                    .visibility(Duration::from_secs(2)),
+            )
+            .await
+        {
+            Ok(got) => got,
+            Err(_) => continue,
+        };
+        if got.is_empty() {
+            if seen.len() == total && quiet_since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+            continue;
+        }
+        quiet_since = std::time::Instant::now();
+        for m in &got {
+            *seen.entry(m.attributes["event-id"].clone()).or_default() += 1;
+        }
+        // A delete whose answer was lost is retried and then finds nothing: the message
+        // is gone either way.
+        let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
+        let _ = q.ack_batch(&receipts).await;
+    }
+    let missing: Vec<usize> = (0..total)
+        .filter(|i| !seen.contains_key(&format!("evt-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    let lost = (faults.after.load(Ordering::SeqCst) + faults.lost.load(Ordering::SeqCst)) as usize;
+    assert!(
+        duplicates <= lost * 32,
+        "{duplicates} duplicates for {lost} lost answers"
+    );
+    for (what, n) in [
+        ("busy", &faults.before),
+        ("lost answers", &faults.after),
+        ("dropped connections", &faults.lost),
+    ] {
+        assert!(n.load(Ordering::SeqCst) > 0, "{what} were injected");
+    }
+    let direct = builder(&azurite, &name).build().unwrap();
+    assert_eq!(
+        direct.approximate_depth().await.unwrap(),
+        0,
+        "every message acknowledged"
+    );
+    eprintln!(
+        "sent {total}, received {} ({duplicates} duplicates); injected {} busy, {} lost answers, {} dropped connections",
+        seen.values().sum::<usize>(),
+        faults.before.load(Ordering::SeqCst),
+        faults.after.load(Ordering::SeqCst),
+        faults.lost.load(Ordering::SeqCst)
+    );
+}
