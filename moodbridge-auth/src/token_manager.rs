@@ -80,6 +80,69 @@ impl TokenSource for ClientCredentialsSource {
     }
 }
 
+/// Tokens by client credentials, the client secret read from a [`CredentialStore`] at
+/// every fetch: once the secret is rotated (a new current version under `secret_key`,
+/// e.g. by [`moodbridge_core::rotation`]), the next token is asked for with the new one —
+/// no restart, nothing rebuilt. A fetch happens once per token lifetime, so the store is
+/// read that often.
+pub struct StoredClientCredentialsSource {
+    /// The client: provider, client id and HTTP client (its own secret is not used).
+    pub client: Arc<OAuthClient>,
+    /// Where the client secret is.
+    pub store: Arc<dyn CredentialStore>,
+    /// The secret's key in `store`.
+    pub secret_key: String,
+    /// Scopes to ask for.
+    pub scopes: Vec<String>,
+    /// Resource indicator, if the provider needs one.
+    pub resource: Option<String>,
+}
+
+#[async_trait]
+impl TokenSource for StoredClientCredentialsSource {
+    async fn fetch(&self, _current: Option<&TokenSet>) -> Result<TokenSet> {
+        let secret = self.store.get(&self.secret_key).await.map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "the client secret of {} ({}) could not be read: {}",
+                    self.client.client_id(),
+                    self.secret_key,
+                    e.message()
+                ),
+            )
+            .with_hint(e.hint().to_owned())
+        })?;
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        self.client
+            .with_client_secret(secret.value)
+            .client_credentials(&scopes, self.resource.as_deref())
+            .await
+    }
+}
+
+/// Tokens by the JWT bearer grant, the private key read from a [`CredentialStore`] at
+/// every fetch: a rotated key (a new current version under `key_key`) signs the next
+/// assertion, with no restart.
+pub struct StoredJwtBearerSource {
+    /// The connected app's client.
+    pub client: Arc<OAuthClient>,
+    /// The user the tokens are for.
+    pub subject: String,
+    /// Where the private key (PEM) is.
+    pub store: Arc<dyn CredentialStore>,
+    /// The key's key in `store`.
+    pub key_key: String,
+}
+
+#[async_trait]
+impl TokenSource for StoredJwtBearerSource {
+    async fn fetch(&self, _current: Option<&TokenSet>) -> Result<TokenSet> {
+        let key = self.store.get(&self.key_key).await?;
+        self.client.jwt_bearer(&self.subject, &key.value).await
+    }
+}
+
 /// Tokens by refreshing a user's login (seed it with [`TokenManager::seed`] after the
 /// authorization-code flow).
 pub struct RefreshSource {

@@ -321,3 +321,65 @@ async fn against_the_provider_an_expiring_access_token_is_refreshed_with_the_rot
         refreshed.access_token.expose_secret()
     );
 }
+
+/// A rotated client secret is used from the next token on, with nothing rebuilt: the
+/// source reads the secret from the store at each fetch. Against the real OpenID
+/// provider (oidc-provider), which knows only the new secret.
+#[tokio::test]
+async fn a_rotated_client_secret_is_picked_up_without_a_restart() {
+    use moodbridge_auth::store::MemoryStore;
+    use moodbridge_auth::token_manager::StoredClientCredentialsSource;
+    use moodbridge_core::rotation::Rotation;
+
+    let oidc = OidcProvider::start(Options::default()).await;
+    let http = moodbridge_auth::http::client().unwrap();
+    let provider = Provider::discover("test-oidc", &http, &oidc.issuer)
+        .await
+        .unwrap();
+    let client = Arc::new(OAuthClient::new(provider, "svc", None).unwrap());
+    let store: Arc<dyn CredentialStore> = Arc::new(MemoryStore::new());
+    store
+        .put(
+            "oauth/svc/client_secret",
+            SecretString::from("old-secret-never-logged"),
+        )
+        .await
+        .unwrap();
+    let manager = TokenManager::new();
+    manager.register(
+        "test-oidc",
+        "svc",
+        Arc::new(StoredClientCredentialsSource {
+            client: client.clone(),
+            store: store.clone(),
+            secret_key: "oauth/svc/client_secret".to_owned(),
+            scopes: vec!["api:read".to_owned()],
+            resource: Some("urn:moodbridge:api".to_owned()),
+        }),
+    );
+    // The provider no longer takes the old secret.
+    let err = manager.token("test-oidc", "svc").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!format!("{err:?}").contains("old-secret-never-logged"));
+
+    // Rotated in the store, checked against the provider before it is promoted.
+    let rotation = Rotation::new(store.clone(), "oauth/svc/client_secret").grace(Duration::ZERO);
+    let check = client.clone();
+    rotation
+        .rotate(
+            SecretString::from("svc-secret"),
+            async move |candidate: &SecretString| {
+                check
+                    .with_client_secret(candidate.clone())
+                    .client_credentials(&["api:read"], Some("urn:moodbridge:api"))
+                    .await
+                    .map(|_| ())
+            },
+        )
+        .await
+        .unwrap();
+    // The same manager and source: the next token comes with the new secret.
+    let token = manager.token("test-oidc", "svc").await.unwrap();
+    assert!(!token.access_token.expose_secret().is_empty());
+    oidc.stop().await;
+}

@@ -119,6 +119,17 @@ impl OAuthClient {
         })
     }
 
+    /// The same client (provider, client id, HTTP client) with `secret` as its client
+    /// secret: what a token source uses after the secret was rotated.
+    pub fn with_client_secret(&self, secret: SecretString) -> OAuthClient {
+        OAuthClient {
+            provider: self.provider.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: Some(secret),
+            http: self.http.clone(),
+        }
+    }
+
     /// The provider.
     pub fn provider(&self) -> &Provider {
         &self.provider
