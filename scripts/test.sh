@@ -238,6 +238,10 @@ AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET
 AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
   example queues cargo run --locked --features aws-sqs --example queues -- \
   --endpoint "http://127.0.0.1:$MOTO_PORT" --create
+# A worker fed by an SNS topic through a filter policy, both integrations from config.
+AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
+  example queue_worker cargo run --locked --features aws-sqs,aws-sns --example queue_worker -- \
+  --endpoint "http://127.0.0.1:$MOTO_PORT" --create
 # The well-known Azurite development account (published by Microsoft, yet the key this
 # run signs with: it must not leak either).
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \

@@ -93,12 +93,111 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 enum Auth {
     /// Standard Webhooks signatures under any of these keys (decoded secrets).
     Signed(Vec<SecretBytes>),
+    /// Standard Webhooks signatures under the readable versions of a key in a
+    /// credential store, read again as they may change.
+    Watched(Arc<Watched>),
     /// A bearer token; kept as its SHA-256, compared in constant time.
     Bearer([u8; 32]),
 }
 
 /// Key bytes that never reach a `Debug` string.
 struct SecretBytes(Vec<u8>);
+
+/// The signing keys of a source, kept from a credential store: read again once they
+/// are older than `refresh`, and at once (at most every `MIN_RELOAD`) when a signature
+/// matches none of them — the sender may have moved to a version promoted since.
+struct Watched {
+    name: String,
+    store: Arc<dyn CredentialStore>,
+    key: String,
+    refresh: Duration,
+    keys: tokio::sync::RwLock<(Arc<Vec<SecretBytes>>, std::time::Instant)>,
+}
+
+/// The shortest time between two reads caused by bad signatures.
+const MIN_RELOAD: Duration = Duration::from_secs(1);
+
+impl Watched {
+    /// The readable versions of the key, decoded.
+    async fn read(name: &str, store: &dyn CredentialStore, key: &str) -> Result<Vec<SecretBytes>> {
+        let meta = store
+            .list(key)
+            .await?
+            .into_iter()
+            .find(|m| m.key == key)
+            .ok_or_else(|| {
+                Error::not_found(format!("no secret {key} in the credential store"))
+                    .with_hint("store the sender's signing secret under this key")
+            })?;
+        let mut secrets = Vec::new();
+        for version in meta.readable {
+            secrets.push(store.get_version(key, &version).await?.value);
+        }
+        decode_keys(name, secrets)
+    }
+
+    /// The keys, read again first when older than `refresh` (a failed read keeps the
+    /// ones held, and says so in the log).
+    async fn current(&self) -> Arc<Vec<SecretBytes>> {
+        let (keys, at) = {
+            let held = self.keys.read().await;
+            (held.0.clone(), held.1)
+        };
+        if at.elapsed() < self.refresh {
+            return keys;
+        }
+        self.reload(Duration::ZERO).await.unwrap_or(keys)
+    }
+
+    /// Reads the keys again unless they were read less than `min_age` ago; the new keys.
+    async fn reload(&self, min_age: Duration) -> Option<Arc<Vec<SecretBytes>>> {
+        let mut held = self.keys.write().await;
+        if held.1.elapsed() < min_age {
+            return None;
+        }
+        match Self::read(&self.name, &*self.store, &self.key).await {
+            Ok(keys) => {
+                *held = (Arc::new(keys), std::time::Instant::now());
+                Some(held.0.clone())
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.name, error = %e, "webhook signing secrets could not be read again; keeping the ones held");
+                held.1 = std::time::Instant::now();
+                None
+            }
+        }
+    }
+}
+
+/// Decodes `whsec_` secrets; an error names the source and the secret's place, never
+/// the secret.
+fn decode_keys(
+    name: &str,
+    secrets: impl IntoIterator<Item = SecretString>,
+) -> Result<Vec<SecretBytes>> {
+    let mut keys = Vec::new();
+    for (i, secret) in secrets.into_iter().enumerate() {
+        let text = secret.expose_secret();
+        let text = text.strip_prefix("whsec_").unwrap_or(text);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| {
+                Error::config(format!(
+                    "webhook source {name}: secret {} is not a whsec_ secret (base64 after the prefix)",
+                    i + 1
+                ))
+                .with_hint("copy the signing secret exactly as the sender shows it")
+            })?;
+        keys.push(SecretBytes(key));
+    }
+    if keys.is_empty() {
+        return Err(
+            Error::config(format!("webhook source {name} has no secret"))
+                .with_hint("give the sender's signing secret (whsec_…)"),
+        );
+    }
+    Ok(keys)
+}
 
 /// One sender of webhooks: its name (the path segment and the events' source), how it
 /// authenticates, and how its events are read.
@@ -113,6 +212,9 @@ impl std::fmt::Debug for WebhookSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let auth = match &self.auth {
             Auth::Signed(keys) => format!("signed ({} secrets)", keys.len()),
+            Auth::Watched(w) => {
+                format!("signed (secrets of {}, read every {:?})", w.key, w.refresh)
+            }
             Auth::Bearer(_) => "bearer".to_owned(),
         };
         f.debug_struct("WebhookSource")
@@ -144,27 +246,7 @@ impl WebhookSource {
     ) -> Result<Self> {
         let name = name.into();
         check_name(&name)?;
-        let mut keys = Vec::new();
-        for (i, secret) in secrets.into_iter().enumerate() {
-            let text = secret.expose_secret();
-            let text = text.strip_prefix("whsec_").unwrap_or(text);
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|_| {
-                    Error::config(format!(
-                        "webhook source {name}: secret {} is not a whsec_ secret (base64 after the prefix)",
-                        i + 1
-                    ))
-                    .with_hint("copy the signing secret exactly as the sender shows it")
-                })?;
-            keys.push(SecretBytes(key));
-        }
-        if keys.is_empty() {
-            return Err(
-                Error::config(format!("webhook source {name} has no secret"))
-                    .with_hint("give the sender's signing secret (whsec_…)"),
-            );
-        }
+        let keys = decode_keys(&name, secrets)?;
         Ok(Self::with_auth(name, Auth::Signed(keys)))
     }
 
@@ -176,20 +258,37 @@ impl WebhookSource {
         store: &dyn CredentialStore,
         key: &str,
     ) -> Result<Self> {
-        let meta = store
-            .list(key)
-            .await?
-            .into_iter()
-            .find(|m| m.key == key)
-            .ok_or_else(|| {
-                Error::not_found(format!("no secret {key} in the credential store"))
-                    .with_hint("store the sender's signing secret under this key")
-            })?;
-        let mut secrets = Vec::new();
-        for version in meta.readable {
-            secrets.push(store.get_version(key, &version).await?.value);
-        }
-        Self::signed(name, secrets)
+        let name = name.into();
+        check_name(&name)?;
+        let keys = Watched::read(&name, store, key).await?;
+        Ok(Self::with_auth(name, Auth::Signed(keys)))
+    }
+
+    /// As [`signed_from_store`](Self::signed_from_store), with the versions read again
+    /// while the receiver runs: every `refresh`, and at once (at most every second) when
+    /// a signature matches none of the keys held. A secret rotated in the store
+    /// ([`moodbridge_core::rotation`]) is accepted as soon as the sender signs with it,
+    /// and a retired version is refused from the next read on — no restart.
+    ///
+    /// # Errors
+    /// The key missing from the store, or a version that is not a `whsec_` secret.
+    pub async fn signed_watching(
+        name: impl Into<String>,
+        store: Arc<dyn CredentialStore>,
+        key: &str,
+        refresh: Duration,
+    ) -> Result<Self> {
+        let name = name.into();
+        check_name(&name)?;
+        let keys = Watched::read(&name, &*store, key).await?;
+        let watched = Watched {
+            name: name.clone(),
+            store,
+            key: key.to_owned(),
+            refresh,
+            keys: tokio::sync::RwLock::new((Arc::new(keys), std::time::Instant::now())),
+        };
+        Ok(Self::with_auth(name, Auth::Watched(Arc::new(watched))))
     }
 
     /// A source that sends `Authorization: Bearer <token>`.
@@ -371,6 +470,16 @@ async fn accept(
     let body = read_body(headers, body, "application/json", src.max_body).await?;
     let id = match &src.auth {
         Auth::Signed(keys) => verify_signed(keys, headers, &body, SystemTime::now())?,
+        Auth::Watched(w) => {
+            let keys = w.current().await;
+            match verify_signed(&keys, headers, &body, SystemTime::now()) {
+                Ok(id) => id,
+                Err(refusal) => match w.reload(MIN_RELOAD).await {
+                    Some(keys) => verify_signed(&keys, headers, &body, SystemTime::now())?,
+                    None => return Err(refusal),
+                },
+            }
+        }
         Auth::Bearer(digest) => verify_bearer(digest, headers)?,
     };
     let text = std::str::from_utf8(&body).map_err(|_| {
@@ -772,7 +881,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         match source.auth {
             Auth::Signed(keys) => keys,
-            Auth::Bearer(_) => panic!("signed"),
+            Auth::Watched(_) | Auth::Bearer(_) => panic!("signed"),
         }
     }
 

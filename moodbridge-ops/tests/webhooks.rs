@@ -543,3 +543,73 @@ async fn a_secret_rotated_in_the_credential_store_is_honoured() {
         task.abort();
     }
 }
+
+/// A receiver built before a rotation follows it: the new secret is accepted as soon as
+/// the sender signs with it, and the old one is refused once retired and read again —
+/// without building the receiver again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_source_follows_a_rotation_without_a_rebuild() {
+    use moodbridge_core::credential::CredentialStore;
+    use std::time::Duration;
+    let store: Arc<dyn CredentialStore> = Arc::new(moodbridge_auth::store::MemoryStore::new());
+    store
+        .put("webhooks/apex", SecretString::from(OLD))
+        .await
+        .unwrap();
+    let source = WebhookSource::signed_watching(
+        "apex",
+        store.clone(),
+        "webhooks/apex",
+        Duration::from_millis(800),
+    )
+    .await
+    .unwrap();
+    assert!(format!("{source:?}").contains("webhooks/apex"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        SqliteStateStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let router = WebhookReceiver::new(EventWriter::spawn(log.clone(), 10))
+        .source(source)
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = reqwest::Client::new();
+    let send = |secret: &'static str, id: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            answer(signed(&client, &url, secret, id, now(), "{}"))
+                .await
+                .0
+        }
+    };
+    assert_eq!(send(OLD, "w-1").await, 200, "the secret of the time");
+    assert_ne!(
+        send(NEW, "w-2").await,
+        200,
+        "a secret the store does not hold"
+    );
+
+    // Rotated: the sender moves to the new secret at once; both are accepted.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let new_version = store
+        .put("webhooks/apex", SecretString::from(NEW))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(NEW, "w-3").await,
+        200,
+        "the new secret, with no rebuild"
+    );
+    assert_eq!(send(OLD, "w-4").await, 200, "the old one, until retired");
+
+    // Retired: refused from the next read on.
+    store.retire("webhooks/apex", &new_version).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_ne!(send(OLD, "w-5").await, 200, "a retired secret");
+    assert_eq!(send(NEW, "w-6").await, 200);
+    task.abort();
+}
