@@ -853,7 +853,16 @@ impl CredentialStore for SecretsManagerStore {
             let Some(current) = described.labelled(CURRENT).map(SecretVersion::new) else {
                 continue;
             };
-            let updated_at = self.read(&key, Some(CURRENT), None).await?.created_at;
+            // When the current version was written, from the version list: listing reads
+            // no secret value.
+            let updated_at = versions
+                .iter()
+                .find(|(age, _)| age.id == current.as_str())
+                .map(|(age, _)| {
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(age.millis).unwrap_or(0))
+                })
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(SecretMetadata {
                 pending: described.labelled(PENDING).map(SecretVersion::new),
                 readable: versions

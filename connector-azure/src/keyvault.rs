@@ -317,6 +317,8 @@ impl fmt::Debug for KeyVaultStore {
 #[derive(Debug, Clone)]
 struct Listed {
     version: String,
+    /// The MoodBridge key the version was written for (its `moodbridge-key` tag).
+    owner: Option<String>,
     order: (i64, String),
     enabled: bool,
     pending: bool,
@@ -463,6 +465,7 @@ impl KeyVaultStore {
                 let version = p.resource_id().ok()?.version?;
                 let attributes = p.attributes.clone().unwrap_or_default();
                 Some(Listed {
+                    owner: p.tags.as_ref().and_then(|t| t.get(KEY_TAG).cloned()),
                     order: order_of(&version, p.tags.as_ref(), attributes.created),
                     enabled: attributes.enabled.unwrap_or(true),
                     pending: p
@@ -578,7 +581,7 @@ impl KeyVaultStore {
                         .with_hint("put the first version; stage the ones that replace it"),
                 );
             }
-            (Some(_), _) => self.check_owner(key, &name).await?,
+            (Some(versions), _) => check_owner(key, &name, versions)?,
             (None, false) => {}
         }
         // A pending version staged before is pending no more.
@@ -622,32 +625,6 @@ impl KeyVaultStore {
             )
         })?;
         Ok(SecretVersion::new(id.version.unwrap_or_default()))
-    }
-
-    /// Refuses a name that holds another key.
-    async fn check_owner(&self, key: &str, name: &str) -> Result<()> {
-        let latest = self
-            .call("get_secret", "Get Secret", name, || async {
-                self.inner.client.get_secret(name, None).await?.into_model()
-            })
-            .await;
-        let tags = match latest {
-            Ok(s) => s.tags,
-            // A disabled newest version: its owner is not known here, nor needed.
-            Err(e) if e.kind() == ErrorKind::Forbidden => None,
-            Err(e) => return Err(e),
-        };
-        match tags.as_ref().and_then(|t| t.get(KEY_TAG)) {
-            Some(owner) if owner != key => Err(Error::new(
-                ErrorKind::Conflict,
-                format!("secret key {key} maps to Key Vault name {name}, which holds key {owner}"),
-            )
-            .with_connector(PLATFORM)
-            .with_hint(
-                "keys that differ only in punctuation or case share a Key Vault name: rename one",
-            )),
-            _ => Ok(()),
-        }
     }
 
     /// Sets the stage tag of `version` (`None` removes it), keeping its other tags.
@@ -737,6 +714,22 @@ impl KeyVaultStore {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// Refuses a name whose newest version holds another key (from the version list: no
+/// request of its own).
+fn check_owner(key: &str, name: &str, versions: &[Listed]) -> Result<()> {
+    match versions.last().and_then(|v| v.owner.as_deref()) {
+        Some(owner) if owner != key => Err(Error::new(
+            ErrorKind::Conflict,
+            format!("secret key {key} maps to Key Vault name {name}, which holds key {owner}"),
+        )
+        .with_connector(PLATFORM)
+        .with_hint(
+            "keys that differ only in punctuation or case share a Key Vault name: rename one",
+        )),
+        _ => Ok(()),
     }
 }
 
