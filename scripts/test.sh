@@ -150,6 +150,7 @@ for subset in \
   "-p connector-aws --no-default-features --features sns" \
   "-p connector-aws --no-default-features --features secrets" \
   "-p connector-aws --no-default-features --features logs" \
+  "-p connector-aws --no-default-features --features dynamodb" \
   "-p connector-azure" \
   "-p connector-azure --no-default-features --features queue" \
   "-p connector-azure --no-default-features --features keyvault" \

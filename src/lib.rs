@@ -24,11 +24,12 @@
 //! | `aws-sns` | kind `sns` (`aws::SnsTopic`) |
 //! | `aws-secrets` | kind `aws-secrets-manager` (`aws::SecretsManagerStore`, a credential store) |
 //! | `aws-logs` | `aws::logs::CloudWatchLogs`: a `tracing` layer shipping logs to CloudWatch Logs |
+//! | `aws-dynamodb` | kind `aws-dynamodb` (`aws::DynamoDb`: tables as a source and sink; a state table of cursors and leases) |
 //! | `azure` | `azure`: kind `azure-blob` |
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `azure`, `azure-queue`, `azure-keyvault` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-keyvault` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -67,7 +68,8 @@ pub use moodbridge_ops as http;
 
 /// AWS (feature `aws`): S3 object storage ([`aws::S3ObjectStore`]); with `aws-sqs`, SQS
 /// queues (`aws::SqsQueue`); with `aws-sns`, SNS topics (`aws::SnsTopic`); with
-/// `aws-secrets`, Secrets Manager as a credential store (`aws::SecretsManagerStore`).
+/// `aws-secrets`, Secrets Manager as a credential store (`aws::SecretsManagerStore`); with
+/// `aws-dynamodb`, DynamoDB tables as a source and sink (`aws::DynamoDb`).
 #[cfg(feature = "aws")]
 pub use connector_aws as aws;
 
@@ -90,6 +92,7 @@ pub use connector_azure as azure;
 /// | `sqs` | `aws::SqsQueue` (a `queue::MessageQueue`) | `aws-sqs` |
 /// | `sns` | `aws::SnsTopic` | `aws-sns` |
 /// | `aws-secrets-manager` | `aws::SecretsManagerStore` (a [`CredentialStore`]) | `aws-secrets` |
+/// | `aws-dynamodb` | `aws::DynamoDb` (a [`SyncSource`] and [`SyncSink`]; with a state table, a `state::CursorStore`) | `aws-dynamodb` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
@@ -126,6 +129,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(aws::SnsFactory));
     #[cfg(feature = "aws-secrets")]
     add(std::sync::Arc::new(aws::SecretsManagerFactory));
+    #[cfg(feature = "aws-dynamodb")]
+    add(std::sync::Arc::new(aws::DynamoDbFactory));
     #[cfg(feature = "azure")]
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     #[cfg(feature = "azure-queue")]

@@ -8,6 +8,8 @@
 //! [`CredentialStore`](moodbridge_core::CredentialStore) with current, previous and
 //! pending versions (kind `aws-secrets-manager`). Feature `logs`: [`logs::CloudWatchLogs`],
 //! a `tracing` layer shipping scrubbed structured logs to CloudWatch Logs in batches.
+//! Feature `dynamodb`: [`DynamoDb`], DynamoDB tables as a sync source and sink, and a
+//! state table of cursors and leases (kind `aws-dynamodb`).
 //! Feature `s3` (on by default):
 //! [`S3ObjectStore`], Amazon S3 and S3-compatible stores behind the
 //! core [`ObjectStore`](moodbridge_core::ObjectStore) capability, on the official
@@ -30,6 +32,8 @@
 
 #[cfg(feature = "s3")]
 pub mod config;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 #[cfg(any(feature = "s3", feature = "sqs", feature = "sns"))]
 pub mod integration;
 #[cfg(feature = "logs")]
@@ -47,6 +51,8 @@ pub mod sqs;
 
 #[cfg(feature = "s3")]
 pub use config::S3Settings;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DYNAMODB_KIND, DynamoDb, DynamoDbFactory, DynamoSettings};
 #[cfg(feature = "s3")]
 pub use integration::{KIND, S3Factory};
 #[cfg(feature = "sns")]

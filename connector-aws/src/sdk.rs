@@ -160,7 +160,13 @@ impl AwsCredentialSettings {
 }
 
 /// Check an endpoint setting: an http(s) URL.
-#[cfg(any(feature = "s3", feature = "sqs", feature = "sns", feature = "secrets"))]
+#[cfg(any(
+    feature = "s3",
+    feature = "sqs",
+    feature = "sns",
+    feature = "secrets",
+    feature = "dynamodb"
+))]
 pub(crate) fn validate_endpoint(endpoint: Option<&str>, example: &str, v: &mut Validator) {
     if let Some(endpoint) = endpoint
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -441,7 +447,8 @@ where
     feature = "sqs",
     feature = "sns",
     feature = "secrets",
-    feature = "logs"
+    feature = "logs",
+    feature = "dynamodb"
 ))]
 #[derive(Clone, Copy)]
 pub(crate) struct ServiceErrors {
@@ -460,7 +467,8 @@ pub(crate) struct ServiceErrors {
     feature = "sqs",
     feature = "sns",
     feature = "secrets",
-    feature = "logs"
+    feature = "logs",
+    feature = "dynamodb"
 ))]
 pub(crate) struct ClientParts {
     pub(crate) id: String,
@@ -475,7 +483,8 @@ pub(crate) struct ClientParts {
     feature = "sqs",
     feature = "sns",
     feature = "secrets",
-    feature = "logs"
+    feature = "logs",
+    feature = "dynamodb"
 ))]
 #[allow(
     clippy::too_many_arguments,
@@ -512,7 +521,8 @@ pub(crate) async fn client_parts(
     feature = "sqs",
     feature = "sns",
     feature = "secrets",
-    feature = "logs"
+    feature = "logs",
+    feature = "dynamodb"
 ))]
 pub(crate) fn messaging_policy_config(attempt_timeout: Duration) -> moodbridge_core::PolicyConfig {
     moodbridge_core::PolicyConfig {
@@ -534,7 +544,8 @@ pub(crate) fn messaging_policy_config(attempt_timeout: Duration) -> moodbridge_c
     feature = "sqs",
     feature = "sns",
     feature = "secrets",
-    feature = "logs"
+    feature = "logs",
+    feature = "dynamodb"
 ))]
 #[allow(clippy::too_many_arguments, reason = "a call's whole context")]
 pub(crate) async fn call<T, E, F, Fut>(
