@@ -20,9 +20,9 @@ use aws_sdk_dynamodb::types::{
 };
 use connector_aws::dynamodb::{DynamoDb, StreamTable};
 use connector_aws::sdk::AwsCredentials;
-use moodbridge_core::state::CursorStore;
+use moodbridge_core::state::{CursorStore, LeaseStore};
 use moodbridge_core::testing::{
-    SinkContract, SourceContract, cursor_store_contract, sync_sink_contract,
+    SinkContract, SourceContract, cursor_store_contract, lease_store_contract, sync_sink_contract,
     sync_sink_deletes_contract, sync_source_contract,
 };
 use moodbridge_core::{
@@ -622,7 +622,7 @@ async fn unprocessed_items_are_written_again_and_what_stays_unprocessed_fails_al
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_table_meets_the_cursor_store_contract() {
+async fn a_state_table_meets_the_cursor_and_lease_store_contracts() {
     let moto = Moto::start();
     let state = db(&moto.endpoint)
         .build()
@@ -636,6 +636,7 @@ async fn a_state_table_meets_the_cursor_store_contract() {
         "case-changes",
     )
     .await;
+    lease_store_contract(Arc::new(state.clone()) as Arc<dyn LeaseStore>, "contract").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,6 +704,13 @@ async fn a_dynamodb_integration_is_built_from_config_with_its_state_table() {
     state.ensure().await.unwrap();
     let cursors = built.interfaces.get::<dyn CursorStore>().unwrap();
     assert_eq!(cursors.commit_cursor("c", "p", "1").await.unwrap(), 1);
+    let leases = built.interfaces.get::<dyn LeaseStore>().unwrap();
+    let lease = leases
+        .acquire_lease("case-changes", "host-a", std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.token, 1);
     let health = built.integration.health_check().await;
     assert!(health.detail.contains("answers"), "{health:?}");
 
@@ -722,4 +730,69 @@ async fn a_dynamodb_integration_is_built_from_config_with_its_state_table() {
     for path in ["table_prefix", "streams.Case.index", "streams.Case.cursor"] {
         assert!(text.contains(path), "{path} in {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_one_singleton_subscriber_through_the_state_table() {
+    use moodbridge_core::state::{LeasedRun, run_leased};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let moto = Moto::start();
+    let state = db(&moto.endpoint)
+        .build()
+        .await
+        .unwrap()
+        .state_table("moodbridge-state");
+    state.ensure().await.unwrap();
+    let active = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let host = |name: &'static str| {
+        let (state, active, most) = (state.clone(), active.clone(), most.clone());
+        tokio::spawn(async move {
+            let leases: Arc<dyn LeaseStore> = Arc::new(state.clone());
+            run_leased(
+                leases.as_ref(),
+                "case-changes",
+                name,
+                std::time::Duration::from_millis(600),
+                std::future::pending::<()>(),
+                |_lease| async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // The subscriber's work: replay ids committed, fenced on the
+                    // sequence read, while the lease is renewed.
+                    for _ in 0..3 {
+                        let at = state
+                            .cursor("case-changes", "/data/CaseChangeEvent")
+                            .await
+                            .unwrap();
+                        let seq = at.as_ref().map_or(0, |c| c.sequence);
+                        state
+                            .commit_cursor_if(
+                                "case-changes",
+                                "/data/CaseChangeEvent",
+                                &format!("{name}-{seq}"),
+                                seq,
+                            )
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                },
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let (a, b) = (host("host-a"), host("host-b"));
+    for h in [a, b] {
+        assert!(matches!(h.await.unwrap(), LeasedRun::Done(())));
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one subscriber at a time");
+    let at = state
+        .cursor("case-changes", "/data/CaseChangeEvent")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.sequence, 6, "every commit of both turns landed");
 }

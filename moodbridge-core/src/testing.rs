@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 mod crash;
 mod cursor;
 mod events;
+mod lease;
 mod memory;
 mod metrics;
 mod queue;
@@ -22,6 +23,7 @@ mod sync;
 pub use crash::{CrashChild, crash_rng};
 pub use cursor::cursor_store_contract;
 pub use events::event_log_contract;
+pub use lease::lease_store_contract;
 pub use memory::{
     Faults, MemorySink, MemorySource, MemorySystem, account, account_columns, account_descriptor,
     push_account_row,

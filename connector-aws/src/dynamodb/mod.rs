@@ -1,6 +1,7 @@
 //! Amazon DynamoDB (feature `dynamodb`, kind `aws-dynamodb`), on the official
 //! `aws-sdk-dynamodb`: tables as a [`SyncSink`] and a [`SyncSource`], and a state table
-//! as a [`CursorStore`] for hosts without PostgreSQL ([`DynamoStateTable`]).
+//! as a [`CursorStore`] and a [`LeaseStore`] for hosts without PostgreSQL
+//! ([`DynamoStateTable`]).
 //!
 //! **Streams and tables.** A stream is a table: the one its [`StreamTable`] names, or
 //! `<table_prefix><stream>`. The table's key (partition key, and sort key if any) is the
@@ -56,7 +57,7 @@ use moodbridge_core::integration::{
 };
 use moodbridge_core::redact::Secrets;
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
-use moodbridge_core::state::CursorStore;
+use moodbridge_core::state::{CursorStore, LeaseStore};
 use moodbridge_core::{
     Error, ErrorKind, IntegrationConfig, Policy, PolicyConfig, Result, SyncSink, SyncSource,
 };
@@ -701,7 +702,7 @@ impl PlatformIntegration for DynamoDb {
 }
 
 /// An `aws-dynamodb` integration with a state table: its tables, and the state table as
-/// a cursor store.
+/// a cursor store and a lease store.
 struct WithState {
     db: DynamoDb,
     state: DynamoStateTable,
@@ -729,6 +730,7 @@ impl PlatformIntegration for WithState {
         Arc::new(self.db.clone())
             .interfaces()
             .with::<dyn CursorStore>(Arc::new(self.state.clone()))
+            .with::<dyn LeaseStore>(Arc::new(self.state.clone()))
             .with::<DynamoStateTable>(Arc::new(self.state.clone()))
     }
 }

@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Pipeline, SyncEngine};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::state::{Lease, RunStatus};
 use crate::sync::{SyncSink, SyncSource};
 
@@ -321,23 +321,6 @@ impl Worker {
 
     /// Renew `lease` every third of its TTL; returns (with the reason) only when it is lost.
     async fn keep_lease(&self, lease: &Lease) -> Error {
-        let mut lease = lease.clone();
-        loop {
-            tokio::time::sleep(self.lease_ttl / 3).await;
-            match self
-                .engine
-                .state()
-                .renew_lease(&lease, self.lease_ttl)
-                .await
-            {
-                Ok(renewed) => lease = renewed,
-                Err(e) if e.kind() == ErrorKind::Conflict => return e,
-                // The store is briefly unreachable: keep trying until the lease lapses.
-                Err(e) if e.is_temporary() => {
-                    tracing::warn!(worker = %self.id, error = %e, "lease renewal failed; retrying");
-                }
-                Err(e) => return e,
-            }
-        }
+        crate::state::hold_lease(self.engine.state().as_ref(), lease.clone(), self.lease_ttl).await
     }
 }

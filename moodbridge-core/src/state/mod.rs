@@ -13,6 +13,7 @@
 
 mod cursor;
 mod events;
+mod lease;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod queue_store;
@@ -34,6 +35,7 @@ mod sqlite;
 
 pub use cursor::{CursorStore, StoredCursor};
 pub use events::{Appended, EventLog, EventWriter, NewEvent, StoredEvent};
+pub use lease::{LeaseStore, LeasedRun, hold_lease, run_leased};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
 pub use queue_store::{DEDUP_WINDOW_MS, QueueReceive, QueueRow, QueueStore, QueuedMessage, Settle};
@@ -45,7 +47,7 @@ pub use records::{
 pub use sqlite::SqliteStateStore;
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -576,9 +578,9 @@ impl ChainVerifier {
 }
 
 /// Durable state of the sync engine. See the module docs. Every state store is also the
-/// host's [`CursorStore`] and [`EventLog`].
+/// host's [`CursorStore`], [`EventLog`] and [`LeaseStore`].
 #[async_trait]
-pub trait StateStore: CursorStore + EventLog + Send + Sync {
+pub trait StateStore: CursorStore + EventLog + LeaseStore + Send + Sync {
     /// Record the start of a run of `pipeline`.
     async fn start_run(&self, pipeline: &str) -> Result<RunId>;
 
@@ -670,28 +672,6 @@ pub trait StateStore: CursorStore + EventLog + Send + Sync {
 
     /// Close a parked conflict with a note of how it was resolved.
     async fn resolve_conflict(&self, id: i64, resolution: &str) -> Result<()>;
-
-    /// Take the lease on `name` for `ttl` if it is free, lapsed, or already `holder`'s
-    /// (then it is extended, keeping its token). `None` when someone else holds it.
-    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration)
-    -> Result<Option<Lease>>;
-
-    /// Take the lease on whichever of `names` is free or lapsed (the one lapsed longest
-    /// first), skipping rows other workers are claiming at the same moment
-    /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL). `None` when all are held.
-    async fn claim_lease(
-        &self,
-        names: &[String],
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>>;
-
-    /// Extend a held lease. [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) when it
-    /// was lost (someone else took it after it lapsed): stop working on it.
-    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
-
-    /// Give a lease back (no-op if it was already lost).
-    async fn release_lease(&self, lease: &Lease) -> Result<()>;
 
     /// What a bidirectional sync last wrote for each of `keys` of `stream` (fingerprints
     /// of the synced fields), by key; keys never written are absent.

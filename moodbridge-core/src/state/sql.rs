@@ -18,9 +18,9 @@ pub(crate) mod prelude {
     };
     pub(crate) use super::super::{
         AuditEntry, AuditRecord, ChainStatus, ChainTail, ChainVerifier, Conflict, DeadLetter,
-        IntegrationEntry, Lease, NewConflict, NewDeadLetter, PlatformConfig, PurgeReport,
-        RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint, SyncRun,
-        image_text,
+        IntegrationEntry, Lease, LeaseStore, NewConflict, NewDeadLetter, PlatformConfig,
+        PurgeReport, RetentionPolicy, RunCounts, RunId, RunStatus, StateStore, StoredCheckpoint,
+        SyncRun, image_text,
     };
     pub(crate) use crate::error::{Error, ErrorKind, Result};
     pub(crate) use crate::record::Record;
@@ -30,6 +30,35 @@ pub(crate) mod prelude {
 
 macro_rules! sql_state_store {
     ($store:ty) => {
+        #[async_trait::async_trait]
+        impl LeaseStore for $store {
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<Lease>> {
+                self.acquire_lease_sql(name, holder, ttl).await
+            }
+
+            async fn claim_lease(
+                &self,
+                names: &[String],
+                holder: &str,
+                ttl: std::time::Duration,
+            ) -> Result<Option<Lease>> {
+                self.claim_lease_sql(names, holder, ttl).await
+            }
+
+            async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<Lease> {
+                self.renew_lease_sql(lease, ttl).await
+            }
+
+            async fn release_lease(&self, lease: &Lease) -> Result<()> {
+                self.release_lease_sql(lease).await
+            }
+        }
+
         #[async_trait::async_trait]
         impl StateStore for $store {
             async fn start_run(&self, pipeline: &str) -> Result<RunId> {
@@ -242,32 +271,6 @@ macro_rules! sql_state_store {
 
             async fn resolve_conflict(&self, id: i64, resolution: &str) -> Result<()> {
                 self.resolve_conflict_sql(id, resolution).await
-            }
-
-            async fn acquire_lease(
-                &self,
-                name: &str,
-                holder: &str,
-                ttl: std::time::Duration,
-            ) -> Result<Option<Lease>> {
-                self.acquire_lease_sql(name, holder, ttl).await
-            }
-
-            async fn claim_lease(
-                &self,
-                names: &[String],
-                holder: &str,
-                ttl: std::time::Duration,
-            ) -> Result<Option<Lease>> {
-                self.claim_lease_sql(names, holder, ttl).await
-            }
-
-            async fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<Lease> {
-                self.renew_lease_sql(lease, ttl).await
-            }
-
-            async fn release_lease(&self, lease: &Lease) -> Result<()> {
-                self.release_lease_sql(lease).await
             }
 
             async fn fingerprints(

@@ -50,6 +50,106 @@ pub async fn meets_the_event_log_contract<B: Backend>() {
     moodbridge_core::testing::event_log_contract(Arc::new(b.open().await)).await;
 }
 
+pub async fn meets_the_lease_contract<B: Backend>() {
+    let b = B::new().await;
+    moodbridge_core::testing::lease_store_contract(Arc::new(b.open().await), "contract").await;
+}
+
+/// Two hosts run one singleton job under one lease: never both at once; the second takes
+/// over when the first finishes; a holder whose lease is taken after it lapsed is
+/// stopped; a shutdown while waiting stops the wait.
+pub async fn run_leased_keeps_one_holder_at_a_time<B: Backend>() {
+    use moodbridge_core::state::{LeaseStore, LeasedRun, run_leased};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let b = B::new().await;
+    let store = Arc::new(b.open().await);
+    let ttl = Duration::from_millis(300);
+    let active = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let host = |name: &'static str| {
+        let (store, active, most) = (store.clone(), active.clone(), most.clone());
+        tokio::spawn(async move {
+            run_leased(
+                store.as_ref(),
+                "singleton",
+                name,
+                ttl,
+                std::future::pending::<()>(),
+                |lease| async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Longer than the TTL: the lease is renewed while the work runs.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    lease.token
+                },
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let (a, b_host) = (host("host-a"), host("host-b"));
+    let mut tokens = Vec::new();
+    for h in [a, b_host] {
+        match h.await.unwrap() {
+            LeasedRun::Done(token) => tokens.push(token),
+            other => panic!("both hosts finish their turn: {other:?}"),
+        }
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two holders at once");
+    tokens.sort();
+    assert!(
+        tokens[0] < tokens[1],
+        "the second holder has a greater token: {tokens:?}"
+    );
+
+    // Lost: the holder's lease is shortened and lapses; another host takes it; the
+    // holder's work is stopped.
+    let thief = store.clone();
+    let lost = run_leased(
+        store.as_ref(),
+        "stolen",
+        "host-a",
+        ttl,
+        std::future::pending::<()>(),
+        |lease| async move {
+            thief
+                .renew_lease(&lease, Duration::from_millis(1))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                thief
+                    .acquire_lease("stolen", "host-b", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "finished"
+        },
+    )
+    .await
+    .unwrap();
+    match lost {
+        LeasedRun::Lost(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        other => panic!("the work is stopped when the lease is lost: {other:?}"),
+    }
+
+    // Waiting for a held lease ends with the shutdown.
+    let waited = run_leased(
+        store.as_ref(),
+        "stolen",
+        "host-c",
+        ttl,
+        tokio::time::sleep(Duration::from_millis(200)),
+        |_| async { panic!("host-b still holds it") },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(waited, LeasedRun::<()>::Stopped));
+}
+
 pub async fn meets_the_cursor_contract<B: Backend>() {
     let b = B::new().await;
     moodbridge_core::testing::cursor_store_contract(Arc::new(b.open().await), "contract").await;
@@ -372,99 +472,6 @@ pub async fn conflicts_are_parked_listed_and_resolved<B: Backend>() {
     );
 }
 
-const LONG: Duration = Duration::from_secs(60);
-
-pub async fn a_lease_is_held_by_one_worker_until_it_lapses<B: Backend>() {
-    let b = B::new().await;
-    let s = b.open().await;
-    let a = s
-        .acquire_lease("nightly", "worker-a", LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(a.holder, "worker-a");
-    assert!(
-        s.acquire_lease("nightly", "worker-b", LONG)
-            .await
-            .unwrap()
-            .is_none(),
-        "held by another worker"
-    );
-    let again = s
-        .acquire_lease("nightly", "worker-a", LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        again.token, a.token,
-        "re-acquiring one's own lease extends it"
-    );
-    let renewed = s.renew_lease(&a, LONG).await.unwrap();
-    assert_eq!(renewed.token, a.token);
-
-    // Let it lapse (a 1 ms lease; any later clock reading is past it).
-    let short = s.renew_lease(&a, Duration::from_millis(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let b_lease = s
-        .acquire_lease("nightly", "worker-b", LONG)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        b_lease.token > short.token,
-        "a new holder gets a new fencing token"
-    );
-    let err = s.renew_lease(&short, LONG).await.unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::Conflict,
-        "the old holder learns it lost the lease"
-    );
-    assert!(err.to_string().contains("lost"), "{err}");
-
-    // Releasing a lost lease does nothing; releasing a held one frees it.
-    s.release_lease(&short).await.unwrap();
-    assert!(
-        s.acquire_lease("nightly", "worker-c", LONG)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    s.release_lease(&b_lease).await.unwrap();
-    assert!(
-        s.acquire_lease("nightly", "worker-c", LONG)
-            .await
-            .unwrap()
-            .is_some()
-    );
-}
-
-pub async fn concurrent_claims_never_give_one_pipeline_to_two_workers<B: Backend>() {
-    let b = B::new().await;
-    let s = Arc::new(b.open().await);
-    let names: Vec<String> = (0..3).map(|i| format!("pipeline-{i}")).collect();
-    let tasks: Vec<_> = (0..8)
-        .map(|w| {
-            let (s, names) = (s.clone(), names.clone());
-            tokio::spawn(async move {
-                s.claim_lease(&names, &format!("worker-{w}"), LONG)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut claimed = Vec::new();
-    for t in tasks {
-        if let Some(lease) = t.await.unwrap() {
-            claimed.push(lease.name);
-        }
-    }
-    claimed.sort();
-    assert_eq!(claimed, names, "each pipeline claimed exactly once");
-    assert!(s.claim_lease(&names, "late", LONG).await.unwrap().is_none());
-    assert!(s.claim_lease(&[], "late", LONG).await.unwrap().is_none());
-}
-
 pub async fn retention_purges_only_old_finished_work<B: Backend>() {
     let b = B::new().await;
     let s = b.open().await;
@@ -634,12 +641,12 @@ macro_rules! state_store_tests {
             state_common::conflicts_are_parked_listed_and_resolved::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_lease_is_held_by_one_worker_until_it_lapses() {
-            state_common::a_lease_is_held_by_one_worker_until_it_lapses::<$b>().await;
+        async fn meets_the_lease_contract() {
+            state_common::meets_the_lease_contract::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn concurrent_claims_never_give_one_pipeline_to_two_workers() {
-            state_common::concurrent_claims_never_give_one_pipeline_to_two_workers::<$b>().await;
+        async fn run_leased_keeps_one_holder_at_a_time() {
+            state_common::run_leased_keeps_one_holder_at_a_time::<$b>().await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn fingerprints_are_remembered_per_record() {
