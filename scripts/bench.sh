@@ -41,6 +41,7 @@ MOODBRIDGE_S3S_FS="$TOOLS/bin/s3s-fs" MOODBRIDGE_AWS_CLI="$BENCH_VENV/bin/aws" \
   MOODBRIDGE_BENCH_PYTHON="$BENCH_VENV/bin/python" \
   cargo bench --locked -p connector-aws --bench s3_download
 cargo bench --locked -p connector-aws --features sqs --bench sqs_throughput
+cargo bench --locked -p connector-aws --features sns,sqs --bench sns_fanout
 cargo bench --locked -p connector-azure --features queue --bench queue_throughput
 cargo bench --locked -p connector-azure --bench blob_transfer
 ./scripts/measure_ops_server.sh 5

@@ -27,61 +27,31 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
-use connector_aws::sdk::AwsCredentials;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{Figures, WORKERS, batches, keys};
 use connector_aws::sqs::SqsQueue;
 use futures::StreamExt;
-use moodbridge_core::queue::{MessageQueue, OutgoingMessage, ReceiveOptions};
+use moodbridge_core::queue::MessageQueue;
 use moodbridge_core::testing::cpu_seconds_of;
-
-const WORKERS: usize = 8;
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    send_per_sec: f64,
-    receive_per_sec: f64,
-    cpu_per_1000: f64,
-}
-
-fn body(i: usize) -> String {
-    let pad = "x".repeat(1024 - 40);
-    format!(r#"{{"Id":"500A{i:08}","Status":"Working","pad":"{pad}"}}"#)
-}
 
 async fn ours(endpoint: &str, queue: &str, n: usize) -> Figures {
     let queue = Arc::new(
         SqsQueue::builder(queue)
             .region("us-east-1")
             .endpoint(endpoint)
-            .credentials(AwsCredentials::Static {
-                access_key_id: "test".into(),
-                secret_access_key: "test".to_owned().into(),
-                session_token: None,
-            })
+            .credentials(keys())
             .create(None)
             .await
             .unwrap(),
     );
     let cpu = cpu_seconds_of(std::process::id());
     let started = Instant::now();
-    let batches: Vec<Vec<OutgoingMessage>> = (0..n)
-        .collect::<Vec<_>>()
-        .chunks(10)
-        .map(|c| {
-            c.iter()
-                .map(|&i| {
-                    OutgoingMessage::new(body(i))
-                        .attribute("type", "case.updated")
-                        .attribute("event-id", format!("evt-{i}"))
-                })
-                .collect()
-        })
-        .collect();
-    futures::stream::iter(batches)
+    futures::stream::iter(batches(n))
         .map(|batch| {
             let queue = queue.clone();
             async move {
@@ -94,50 +64,7 @@ async fn ours(endpoint: &str, queue: &str, n: usize) -> Figures {
         .collect::<Vec<()>>()
         .await;
     let sent = started.elapsed();
-    // Delivery is at least once: a message may come twice (moto, like SQS, can hand
-    // one out again), so what counts is the distinct messages received.
-    let seen = Arc::new(std::sync::Mutex::new(
-        std::collections::HashSet::<String>::new(),
-    ));
-    let duplicates = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let (queue, seen, duplicates) = (queue.clone(), seen.clone(), duplicates.clone());
-            tokio::spawn(async move {
-                while seen.lock().unwrap().len() < n {
-                    let got = queue
-                        .receive(&ReceiveOptions::new(10).wait(Duration::from_secs(1)))
-                        .await
-                        .unwrap();
-                    if got.is_empty() {
-                        continue;
-                    }
-                    let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
-                    for outcome in queue.ack_batch(&receipts).await.unwrap() {
-                        outcome.unwrap();
-                    }
-                    let mut seen = seen.lock().unwrap();
-                    for m in &got {
-                        if !seen.insert(m.body.clone()) {
-                            duplicates.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    let drained = started.elapsed();
-    assert_eq!(seen.lock().unwrap().len(), n, "every message received");
-    let duplicates = duplicates.load(Ordering::SeqCst);
-    if duplicates > 0 {
-        println!(
-            "(moodbridge phase: {duplicates} message(s) delivered twice, as at-least-once allows)"
-        );
-    }
+    let drained = common::drain(queue as Arc<dyn MessageQueue>, n, "moodbridge").await;
     Figures {
         send_per_sec: n as f64 / sent.as_secs_f64(),
         receive_per_sec: n as f64 / drained.as_secs_f64(),
@@ -197,61 +124,8 @@ assert len(seen) == n, len(seen)
 print(json.dumps({"sent": sent, "drained": drained, "cpu": cpu}))
 "#;
 
-fn python() -> String {
-    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
-        return std::path::Path::new(&moto)
-            .with_file_name("python")
-            .display()
-            .to_string();
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    format!("{home}/.cache/moodbridge/venv/bin/python")
-}
-
-fn boto3(endpoint: &str, queue: &str, n: usize) -> Figures {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            BOTO3,
-            endpoint,
-            queue,
-            &n.to_string(),
-            &WORKERS.to_string(),
-        ])
-        .output()
-        .expect("python with boto3 (moto's venv)");
-    assert!(
-        out.status.success(),
-        "boto3 phase failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    Figures {
-        send_per_sec: n as f64 / v["sent"].as_f64().unwrap(),
-        receive_per_sec: n as f64 / v["drained"].as_f64().unwrap(),
-        cpu_per_1000: v["cpu"].as_f64().unwrap() * 1000.0 / n as f64,
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 1_000 } else { 200 });
-    let rounds: usize = if bench {
-        std::env::var("MOODBRIDGE_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3)
-    } else {
-        1
-    };
+    let (n, rounds) = common::size();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -263,21 +137,19 @@ fn main() {
     for round in 0..rounds {
         let f = runtime.block_on(ours(&moto.endpoint, &format!("ours-{round}"), n));
         results[0].1.push(f);
-        let f = boto3(&moto.endpoint, &format!("boto3-{round}"), n);
+        let name = format!("boto3-{round}");
+        let f = common::boto3(
+            BOTO3,
+            &[&moto.endpoint, &name, &n.to_string(), &WORKERS.to_string()],
+            n,
+        );
         results[1].1.push(f);
     }
-    println!("SQS on moto, {n} messages of 1 KiB, {WORKERS} workers, median of {rounds} round(s)");
-    println!(
-        "{:<22} {:>14} {:>22} {:>20}",
-        "client", "sent msg/s", "received+acked msg/s", "client CPU s/1000"
+    common::report(
+        &format!(
+            "SQS on moto, {n} messages of 1 KiB, {WORKERS} workers, median of {rounds} round(s)"
+        ),
+        "sent msg/s",
+        &results,
     );
-    for (name, figures) in &results {
-        println!(
-            "{:<22} {:>14.0} {:>22.0} {:>20.3}",
-            name,
-            median(figures.iter().map(|f| f.send_per_sec).collect()),
-            median(figures.iter().map(|f| f.receive_per_sec).collect()),
-            median(figures.iter().map(|f| f.cpu_per_1000).collect()),
-        );
-    }
 }
