@@ -42,6 +42,7 @@ MOODBRIDGE_S3S_FS="$TOOLS/bin/s3s-fs" MOODBRIDGE_AWS_CLI="$BENCH_VENV/bin/aws" \
   cargo bench --locked -p connector-aws --bench s3_download
 cargo bench --locked -p connector-aws --features sqs --bench sqs_throughput
 cargo bench --locked -p connector-aws --features sns,sqs --bench sns_fanout
+cargo bench --locked -p connector-aws --features dynamodb --bench dynamodb_sync
 cargo bench --locked -p connector-azure --features queue --bench queue_throughput
 cargo bench --locked -p connector-azure --bench blob_transfer
 ./scripts/measure_ops_server.sh 5

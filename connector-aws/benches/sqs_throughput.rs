@@ -125,7 +125,7 @@ print(json.dumps({"sent": sent, "drained": drained, "cpu": cpu}))
 "#;
 
 fn main() {
-    let (n, rounds) = common::size();
+    let (n, rounds) = common::size(1_000, 200);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

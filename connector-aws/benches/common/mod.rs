@@ -1,5 +1,5 @@
-//! What the AWS messaging benches share: the message they move, the drain of an SQS queue
-//! by our client, boto3 run in moto's venv, the medians and the table.
+//! What the AWS benches share: the message they move, the drain of an SQS queue by our
+//! client, boto3 run in moto's venv, the medians and the table.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,14 +135,14 @@ pub fn boto3(script: &str, args: &[&str], n: usize) -> Figures {
     }
 }
 
-/// The message count (an argument; 1,000 under `cargo bench`, else a 200-message smoke
-/// run) and the rounds (`MOODBRIDGE_BENCH_ROUNDS`, 3 under `cargo bench`, else 1).
-pub fn size() -> (usize, usize) {
+/// The message count (an argument, else `bench` under `cargo bench` and `smoke`
+/// without it) and the rounds (`MOODBRIDGE_BENCH_ROUNDS`, 3 under `cargo bench`, else 1).
+pub fn size(bench_default: usize, smoke: usize) -> (usize, usize) {
     let bench = std::env::args().any(|a| a == "--bench");
     let n = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 1_000 } else { 200 });
+        .unwrap_or(if bench { bench_default } else { smoke });
     let rounds = if bench {
         std::env::var("MOODBRIDGE_BENCH_ROUNDS")
             .ok()
@@ -162,14 +162,23 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Print the medians of each client's rounds under `title`; `sent` names the first
 /// column's operation.
 pub fn report(title: &str, sent: &str, results: &[(&str, Vec<Figures>)]) {
+    report_with(
+        title,
+        [sent, "received+acked msg/s", "client CPU s/1000"],
+        results,
+    );
+}
+
+/// Print the medians of each client's rounds under `title`, with these column names.
+pub fn report_with(title: &str, columns: [&str; 3], results: &[(&str, Vec<Figures>)]) {
     println!("{title}");
     println!(
-        "{:<22} {:>14} {:>22} {:>20}",
-        "client", sent, "received+acked msg/s", "client CPU s/1000"
+        "{:<22} {:>16} {:>22} {:>20}",
+        "client", columns[0], columns[1], columns[2]
     );
     for (name, figures) in results {
         println!(
-            "{:<22} {:>14.0} {:>22.0} {:>20.3}",
+            "{:<22} {:>16.0} {:>22.0} {:>20.3}",
             name,
             median(figures.iter().map(|f| f.send_per_sec).collect()),
             median(figures.iter().map(|f| f.receive_per_sec).collect()),
