@@ -9,15 +9,6 @@
 
 use azure_sandbox::{KeyVault, KeyVaultConfig};
 
-/// The venv's Python (scripts/test.sh installs it beside moto).
-fn python() -> std::path::PathBuf {
-    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
-        return std::path::Path::new(&moto).with_file_name("python");
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    std::path::PathBuf::from(format!("{home}/.cache/moodbridge/venv/bin/python"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_accepts_the_fake_vault() {
     let vault = KeyVault::start(KeyVaultConfig::default()).await.unwrap();
@@ -28,7 +19,7 @@ async fn the_python_sdk_accepts_the_fake_vault() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/keyvault_client.py"
     );
-    let out = tokio::process::Command::new(python())
+    let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)
         .env("VAULT_URL", vault.url())
         .env("VAULT_CA", &ca)

@@ -161,22 +161,11 @@ assert len(seen) == n, len(seen)
 print(json.dumps({"sent": sent, "drained": drained, "cpu": cpu}))
 "#;
 
-fn python() -> String {
-    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
-        return std::path::Path::new(&moto)
-            .with_file_name("python")
-            .display()
-            .to_string();
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    format!("{home}/.cache/moodbridge/venv/bin/python")
-}
-
 fn microsoft(endpoint: &str, queue: &str, n: usize) -> Figures {
     let conn = format!(
         "DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};QueueEndpoint={endpoint}"
     );
-    let out = Command::new(python())
+    let out = Command::new(moodbridge_core::testing::venv_python())
         .args([
             "-c",
             PYTHON,

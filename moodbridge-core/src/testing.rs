@@ -65,6 +65,26 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The Python of the test venv, where `scripts/test.sh` installs moto and the vendors'
+/// Python clients (boto3, azure-storage-queue, azure-keyvault-secrets): beside
+/// `MOODBRIDGE_MOTO_SERVER` when it is set, else `$MOODBRIDGE_VENV/bin/python`, else
+/// `~/.cache/moodbridge/venv/bin/python`.
+///
+/// ```
+/// let python = moodbridge_core::testing::venv_python();
+/// assert!(python.ends_with("python"));
+/// ```
+pub fn venv_python() -> std::path::PathBuf {
+    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
+        return std::path::Path::new(&moto).with_file_name("python");
+    }
+    if let Ok(venv) = std::env::var("MOODBRIDGE_VENV") {
+        return std::path::Path::new(&venv).join("bin").join("python");
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    std::path::PathBuf::from(format!("{home}/.cache/moodbridge/venv/bin/python"))
+}
+
 /// The figures a benchmark's child process printed on its standard output (numbers
 /// separated by white space), once it exited successfully.
 ///

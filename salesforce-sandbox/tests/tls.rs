@@ -9,15 +9,6 @@
 
 use salesforce_sandbox::{Sandbox, SandboxConfig};
 
-/// The venv's Python (scripts/test.sh installs it beside moto).
-fn python() -> std::path::PathBuf {
-    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
-        return std::path::Path::new(&moto).with_file_name("python");
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    std::path::PathBuf::from(format!("{home}/.cache/moodbridge/venv/bin/python"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_trust_its_certificate_reach_it_over_https() {
     let sb = Sandbox::new(SandboxConfig {
@@ -77,7 +68,7 @@ try:
 except requests.exceptions.SSLError:
     print("unverified refused")
 "#;
-    let out = tokio::process::Command::new(python())
+    let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .args(["-c", script, sb.url(), ca.to_str().unwrap()])
         .output()
         .await

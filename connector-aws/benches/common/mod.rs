@@ -101,22 +101,10 @@ pub async fn drain(queue: Arc<dyn MessageQueue>, n: usize, phase: &str) -> Durat
     drained
 }
 
-/// The Python of moto's venv (it has boto3).
-pub fn python() -> String {
-    if let Ok(moto) = std::env::var("MOODBRIDGE_MOTO_SERVER") {
-        return std::path::Path::new(&moto)
-            .with_file_name("python")
-            .display()
-            .to_string();
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    format!("{home}/.cache/moodbridge/venv/bin/python")
-}
-
 /// Run a boto3 phase (`script` prints `{"sent", "drained", "cpu"}` in seconds) with
 /// `args`, for `n` messages.
 pub fn boto3(script: &str, args: &[&str], n: usize) -> Figures {
-    let out = Command::new(python())
+    let out = Command::new(moodbridge_core::testing::venv_python())
         .arg("-c")
         .arg(script)
         .args(args)
