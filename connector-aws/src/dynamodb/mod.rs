@@ -12,8 +12,8 @@
 //! **Writing** ([`sink`]): upserts read the stored items first (`BatchGetItem`, 100 keys
 //! a call) so each record reports `Created`, `Updated` (with the item before, for
 //! rollback) or `Unchanged` (not written again), then write in `BatchWriteItem` calls of
-//! 25, retrying the items DynamoDB leaves unprocessed with backoff; what stays
-//! unprocessed fails alone as a temporary failure. With
+//! 25 (four at a time), retrying the items DynamoDB leaves unprocessed with backoff;
+//! what stays unprocessed fails alone as a temporary failure. With
 //! [`only_newer`](StreamTable::only_newer), an upsert is a conditional `PutItem` that
 //! writes only when the record's cursor is newer than the stored one — a late replay
 //! never overwrites newer data. Appends are conditional puts that never touch an

@@ -27,6 +27,8 @@ pub const GET_BATCH: usize = 100;
 const UNPROCESSED_ATTEMPTS: u32 = 8;
 /// Single-item requests in flight at once.
 const CONCURRENCY: usize = 16;
+/// `BatchWriteItem` calls of one batch in flight at once.
+pub const WRITES_IN_FLIGHT: usize = 4;
 
 fn built<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
     r.map_err(|e| {
@@ -289,71 +291,92 @@ impl DynamoDb {
         Ok(found)
     }
 
-    /// Put `items` in calls of 25, asking again for what DynamoDB leaves unprocessed;
-    /// the positions (in `items`) that could not be written, with why.
+    /// Put `items` in calls of 25, up to [`WRITES_IN_FLIGHT`] calls at once, asking again
+    /// for what DynamoDB leaves unprocessed; the positions (in `items`) that could not be
+    /// written, with why. The items' keys are distinct, so the calls' order does not
+    /// matter.
     async fn batch_put(&self, table: &str, items: &[&Prepared]) -> Vec<(usize, RecordFailure)> {
+        let calls: Vec<_> = items
+            .chunks(WRITE_BATCH)
+            .enumerate()
+            .map(|(c, chunk)| self.put_chunk(table, chunk, c * WRITE_BATCH))
+            .collect();
+        futures::stream::iter(calls)
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One call of up to 25 puts (`chunk`, at `base` in the caller's items) and its
+    /// retries of unprocessed items; the failures.
+    async fn put_chunk(
+        &self,
+        table: &str,
+        chunk: &[&Prepared],
+        base: usize,
+    ) -> Vec<(usize, RecordFailure)> {
         let mut failed = Vec::new();
-        for (c, chunk) in items.chunks(WRITE_BATCH).enumerate() {
-            let base = c * WRITE_BATCH;
-            let requests: Result<Vec<WriteRequest>> = chunk
-                .iter()
-                .map(|p| {
-                    let put = built(PutRequest::builder().set_item(Some(p.item.clone())).build())?;
-                    Ok(WriteRequest::builder().put_request(put).build())
+        let requests: Result<Vec<WriteRequest>> = chunk
+            .iter()
+            .map(|p| {
+                let put = built(PutRequest::builder().set_item(Some(p.item.clone())).build())?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect();
+        let mut pending = match requests {
+            Ok(r) => r,
+            Err(e) => {
+                failed.extend((0..chunk.len()).map(|i| (base + i, failure_of(&e))));
+                return failed;
+            }
+        };
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let sent = pending.clone();
+            let out = self
+                .call("batch_write_item", table, true, || {
+                    self.inner
+                        .client
+                        .batch_write_item()
+                        .request_items(table, sent.clone())
+                        .send()
                 })
-                .collect();
-            let mut pending = match requests {
-                Ok(r) => r,
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    // One item the service refuses fails the call: write these one
+                    // by one so the bad one fails alone.
+                    failed.extend(self.put_each(table, chunk, &sent, base).await);
+                    break;
+                }
                 Err(e) => {
-                    failed.extend((0..chunk.len()).map(|i| (base + i, failure_of(&e))));
-                    continue;
+                    let left = unsent_positions(chunk, &sent, base);
+                    failed.extend(left.into_iter().map(|i| (i, failure_of(&e))));
+                    break;
                 }
             };
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let sent = pending.clone();
-                let out = self
-                    .call("batch_write_item", table, true, || {
-                        self.inner
-                            .client
-                            .batch_write_item()
-                            .request_items(table, sent.clone())
-                            .send()
-                    })
-                    .await;
-                let out = match out {
-                    Ok(out) => out,
-                    Err(e) if e.kind() == ErrorKind::InvalidInput => {
-                        // One item the service refuses fails the call: write these one
-                        // by one so the bad one fails alone.
-                        failed.extend(self.put_each(table, chunk, &sent, base).await);
-                        break;
-                    }
-                    Err(e) => {
-                        let left = unsent_positions(chunk, &sent, base);
-                        failed.extend(left.into_iter().map(|i| (i, failure_of(&e))));
-                        break;
-                    }
-                };
-                pending = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(table))
-                    .cloned()
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                attempt += 1;
-                tracing::debug!(table = %table, unprocessed = pending.len(), attempt, "DynamoDB left items unprocessed");
-                if attempt >= UNPROCESSED_ATTEMPTS {
-                    let left = unsent_positions(chunk, &pending, base);
-                    failed.extend(left.into_iter().map(|i| {
-                        (i, temporary(format!("DynamoDB left the item unprocessed {attempt} times (throttled): write it again later")))
-                    }));
-                    break;
-                }
-                tokio::time::sleep(unprocessed_backoff(attempt)).await;
+            pending = out
+                .unprocessed_items()
+                .and_then(|u| u.get(table))
+                .cloned()
+                .unwrap_or_default();
+            if pending.is_empty() {
+                break;
             }
+            attempt += 1;
+            tracing::debug!(table = %table, unprocessed = pending.len(), attempt, "DynamoDB left items unprocessed");
+            if attempt >= UNPROCESSED_ATTEMPTS {
+                let left = unsent_positions(chunk, &pending, base);
+                failed.extend(left.into_iter().map(|i| {
+                    (i, temporary(format!("DynamoDB left the item unprocessed {attempt} times (throttled): write it again later")))
+                }));
+                break;
+            }
+            tokio::time::sleep(unprocessed_backoff(attempt)).await;
         }
         failed
     }
