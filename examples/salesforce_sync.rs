@@ -10,7 +10,9 @@
 //!
 //! A `login_url` of `"{sandbox}"` starts the embedded sandbox and uses it; any other
 //! login URL is a real org (its secret from the credential store or the environment,
-//! never from the file).
+//! never from the file). `{env:NAME}` anywhere in the file is replaced by the environment
+//! variable `NAME` (an endpoint, a path): `examples/config/salesforce_dynamodb.toml` moves
+//! the same objects into DynamoDB (`--features aws-dynamodb`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +46,8 @@ async fn main() -> Result<()> {
             .with_hint("pass the path of a TOML file like examples/config/salesforce_sync.toml")
             .with_source(e)
     })?;
+
+    text = with_env(&text)?;
 
     // The embedded sandbox, when the config asks for it: its app's secret goes into an
     // in-memory credential store, where the config's `secret:` reference finds it.
@@ -82,6 +86,12 @@ async fn main() -> Result<()> {
         for pass in ["first", "second"] {
             let report = host.run(&name).await?;
             println!("== {name}: {pass} run ({}):", report.run);
+            if sandbox.is_some() && report.counts.failed != 0 {
+                return Err(Error::internal(format!(
+                    "{} records of the sandbox failed to move",
+                    report.counts.failed
+                )));
+            }
             if sandbox.is_some() && pass == "second" && report.counts.read != 0 {
                 return Err(Error::internal(format!(
                     "the incremental run read {} records from an unchanged sandbox",
@@ -103,6 +113,38 @@ async fn main() -> Result<()> {
         sandbox.stop().await;
     }
     Ok(())
+}
+
+/// `text` with every `{env:NAME}` replaced by the environment variable `NAME` (comment
+/// lines are left as they are).
+fn with_env(text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("{env:") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "{env:".len()..];
+            let end = after.find('}').ok_or_else(|| {
+                Error::config("an {env:NAME} placeholder is not closed")
+                    .with_hint("write {env:NAME} with its closing brace")
+            })?;
+            let name = &after[..end];
+            let value = std::env::var(name).map_err(|_| {
+                Error::config(format!(
+                    "the config uses {{env:{name}}}, and {name} is not set"
+                ))
+                .with_hint(format!("set {name} in the environment, or edit the file"))
+            })?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
 }
 
 /// Removes the state and warehouse files the config names (with their WAL files).

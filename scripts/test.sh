@@ -243,6 +243,11 @@ AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET
 AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
   example queue_worker cargo run --locked --features aws-sqs,aws-sns --example queue_worker -- \
   --endpoint "http://127.0.0.1:$MOTO_PORT" --create
+# Salesforce (the embedded sandbox) into DynamoDB tables on moto, from a config file.
+AWS_ACCESS_KEY_ID=AKIDCANARYMOODBRIDGE AWS_SECRET_ACCESS_KEY="$AWS_CANARY_SECRET" AWS_SESSION_TOKEN="$AWS_CANARY_TOKEN" \
+  MOODBRIDGE_DYNAMODB_ENDPOINT="http://127.0.0.1:$MOTO_PORT" \
+  example salesforce_dynamodb cargo run --locked --features aws-dynamodb --example salesforce_sync -- \
+  examples/config/salesforce_dynamodb.toml
 # The well-known Azurite development account (published by Microsoft, yet the key this
 # run signs with: it must not leak either).
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1" \
