@@ -10,7 +10,7 @@
 //! the stream's cursor index when one is configured.
 //!
 //! **Writing** ([`sink`]): upserts read the stored items first (`BatchGetItem`, 100 keys
-//! a call) so each record reports `Created`, `Updated` (with the item before, for
+//! a call, four at a time) so each record reports `Created`, `Updated` (with the item before, for
 //! rollback) or `Unchanged` (not written again), then write in `BatchWriteItem` calls of
 //! 25 (four at a time), retrying the items DynamoDB leaves unprocessed with backoff;
 //! what stays unprocessed fails alone as a temporary failure. With

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, PutRequest,
     ReturnValue, ScalarAttributeType, WriteRequest,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use moodbridge_core::{
     DELETED, DELETED_AT, Error, ErrorKind, FailureKind, FieldType, Record, RecordBatch,
     RecordFailure, RecordKey, RecordOutcome, Result, StreamDescriptor, SyncSink, WriteAction,
@@ -29,6 +29,8 @@ const UNPROCESSED_ATTEMPTS: u32 = 8;
 const CONCURRENCY: usize = 16;
 /// `BatchWriteItem` calls of one batch in flight at once.
 pub const WRITES_IN_FLIGHT: usize = 4;
+/// `BatchGetItem` calls of one batch in flight at once.
+pub const READS_IN_FLIGHT: usize = 4;
 
 fn built<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
     r.map_err(|e| {
@@ -237,55 +239,72 @@ impl DynamoDb {
     /// The stored items of `keys`, by their key; items DynamoDB leaves unprocessed are
     /// asked for again.
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<HashMap<String, Item>> {
-        let mut found = HashMap::new();
-        for chunk in keys.chunks(GET_BATCH) {
-            let mut pending: Vec<Item> = chunk.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let ask = built(
-                    KeysAndAttributes::builder()
-                        .set_keys(Some(pending.clone()))
-                        .consistent_read(true)
-                        .build(),
-                )?;
-                let out = self
-                    .call("batch_get_item", table, true, || {
-                        self.inner
-                            .client
-                            .batch_get_item()
-                            .request_items(table, ask.clone())
-                            .send()
-                    })
-                    .await?;
-                let info_key: Vec<String> = pending
-                    .first()
-                    .map(|k| k.keys().cloned().collect())
-                    .unwrap_or_default();
-                for item in out
-                    .responses()
+        let Some(names) = keys.first().map(|k| k.keys().cloned().collect::<Vec<_>>()) else {
+            return Ok(HashMap::new());
+        };
+        let calls: Vec<_> = keys
+            .chunks(GET_BATCH)
+            .map(|chunk| self.get_chunk(table, chunk))
+            .collect();
+        let pages: Vec<Vec<Item>> = futures::stream::iter(calls)
+            .buffer_unordered(READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(pages
+            .into_iter()
+            .flatten()
+            .map(|item| (key_string(&item, &names), item))
+            .collect())
+    }
+
+    /// The stored items of up to 100 `keys` (one `BatchGetItem` and its retries of
+    /// unprocessed keys).
+    async fn get_chunk(&self, table: &str, keys: &[Item]) -> Result<Vec<Item>> {
+        let mut found = Vec::new();
+        let mut pending: Vec<Item> = keys.to_vec();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let ask = built(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(pending.clone()))
+                    .consistent_read(true)
+                    .build(),
+            )?;
+            let out = self
+                .call("batch_get_item", table, true, || {
+                    self.inner
+                        .client
+                        .batch_get_item()
+                        .request_items(table, ask.clone())
+                        .send()
+                })
+                .await?;
+            found.extend(
+                out.responses()
                     .and_then(|r| r.get(table))
                     .into_iter()
                     .flatten()
-                {
-                    found.insert(key_string(item, &info_key), item.clone());
+                    .cloned(),
+            );
+            pending = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(table))
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                attempt += 1;
+                if attempt >= UNPROCESSED_ATTEMPTS {
+                    return Err(Error::new(
+                        ErrorKind::RateLimited { retry_after: None },
+                        format!(
+                            "DynamoDB left {} keys of table {table} unread after {attempt} calls",
+                            pending.len()
+                        ),
+                    )
+                    .with_connector(PLATFORM)
+                    .with_hint(super::hint(ErrorKind::RateLimited { retry_after: None })));
                 }
-                pending = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(table))
-                    .map(|k| k.keys().to_vec())
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt >= UNPROCESSED_ATTEMPTS {
-                        return Err(Error::new(
-                            ErrorKind::RateLimited { retry_after: None },
-                            format!("DynamoDB left {} keys of table {table} unread after {attempt} calls", pending.len()),
-                        )
-                        .with_connector(PLATFORM)
-                        .with_hint(super::hint(ErrorKind::RateLimited { retry_after: None })));
-                    }
-                    tokio::time::sleep(unprocessed_backoff(attempt)).await;
-                }
+                tokio::time::sleep(unprocessed_backoff(attempt)).await;
             }
         }
         Ok(found)
