@@ -96,32 +96,6 @@ t = time.monotonic()
 with ThreadPoolExecutor(workers) as pool:
     list(pool.map(send, range(0, n, 10)))
 sent = time.monotonic() - t
-seen = set()
-lock = threading.Lock()
-def drain():
-    while True:
-        with lock:
-            if len(seen) >= n:
-                return
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                  MessageAttributeNames=["All"],
-                                  MessageSystemAttributeNames=["All"]).get("Messages", [])
-        if not got:
-            continue
-        out = sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)])
-        assert not out.get("Failed"), out.get("Failed")
-        with lock:
-            seen.update(m["Body"] for m in got)
-t = time.monotonic()
-threads = [threading.Thread(target=drain) for _ in range(workers)]
-for th in threads: th.start()
-for th in threads: th.join()
-drained = time.monotonic() - t
-cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-assert len(seen) == n, len(seen)
-print(json.dumps({"sent": sent, "drained": drained, "cpu": cpu}))
 "#;
 
 fn main() {
@@ -138,7 +112,7 @@ fn main() {
         let f = runtime.block_on(ours(&moto.endpoint, &format!("ours-{round}"), n));
         results[0].1.push(f);
         let name = format!("boto3-{round}");
-        let f = common::boto3(
+        let f = common::boto3_queue(
             BOTO3,
             &[&moto.endpoint, &name, &n.to_string(), &WORKERS.to_string()],
             n,

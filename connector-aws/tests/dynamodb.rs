@@ -753,7 +753,7 @@ async fn two_hosts_share_one_singleton_subscriber_through_the_state_table() {
                 leases.as_ref(),
                 "case-changes",
                 name,
-                std::time::Duration::from_millis(600),
+                std::time::Duration::from_secs(2),
                 std::future::pending::<()>(),
                 |_lease| async move {
                     let now = active.fetch_add(1, Ordering::SeqCst) + 1;

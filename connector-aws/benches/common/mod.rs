@@ -101,6 +101,43 @@ pub async fn drain(queue: Arc<dyn MessageQueue>, n: usize, phase: &str) -> Durat
     drained
 }
 
+/// The end of a queue phase's boto3 script: drain the SQS queue at `url` (client `sqs`)
+/// of `n` messages with `workers` threads, then print the figures. The script before it
+/// defines those, and `sent` (seconds) and `cpu0` (`getrusage` at the start).
+const BOTO3_DRAIN: &str = r#"
+seen = set()
+lock = threading.Lock()
+def drain():
+    while True:
+        with lock:
+            if len(seen) >= n:
+                return
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                  MessageAttributeNames=["All"],
+                                  MessageSystemAttributeNames=["All"]).get("Messages", [])
+        if not got:
+            continue
+        out = sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)])
+        assert not out.get("Failed"), out.get("Failed")
+        with lock:
+            seen.update(m["Body"] for m in got)
+t = time.monotonic()
+threads = [threading.Thread(target=drain) for _ in range(workers)]
+for th in threads: th.start()
+for th in threads: th.join()
+drained = time.monotonic() - t
+cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+assert len(seen) == n, len(seen)
+print(json.dumps({"sent": sent, "drained": drained, "cpu": cpu}))
+"#;
+
+/// Run a boto3 queue phase: `script` sends, [`BOTO3_DRAIN`] receives and acknowledges.
+pub fn boto3_queue(script: &str, args: &[&str], n: usize) -> Figures {
+    boto3(&format!("{script}{BOTO3_DRAIN}"), args, n)
+}
+
 /// Run a boto3 phase (`script` prints `{"sent", "drained", "cpu"}` in seconds) with
 /// `args`, for `n` messages.
 pub fn boto3(script: &str, args: &[&str], n: usize) -> Figures {

@@ -500,6 +500,15 @@ pub(crate) const ERRORS: crate::sdk::ServiceErrors = crate::sdk::ServiceErrors {
     hint_of: hint,
 };
 
+/// A request built by an SDK builder, or an internal error.
+pub(crate) fn built<T>(
+    r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>,
+) -> Result<T> {
+    r.map_err(|e| {
+        Error::internal(format!("building a DynamoDB request: {e}")).with_connector(PLATFORM)
+    })
+}
+
 /// Whether `err` is DynamoDB's answer to a failed condition.
 pub(crate) fn condition_failed(err: &Error) -> bool {
     err.kind() == ErrorKind::Conflict && err.message().contains("ConditionalCheckFailed")
@@ -597,6 +606,30 @@ impl DynamoDb {
 
     fn cached(&self, stream: &str) -> Option<Arc<TableInfo>> {
         self.inner.tables.lock().ok()?.get(stream).cloned()
+    }
+
+    /// Wait until `table` is active (a minute at most).
+    pub(crate) async fn wait_active(&self, table: &str) -> Result<()> {
+        for _ in 0..600 {
+            let out = self
+                .call("describe_table", table, true, || {
+                    self.inner.client.describe_table().table_name(table).send()
+                })
+                .await?;
+            if out
+                .table()
+                .and_then(|t| t.table_status())
+                .is_some_and(|s| *s == aws_sdk_dynamodb::types::TableStatus::Active)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Error::new(
+            ErrorKind::Timeout,
+            format!("DynamoDB table {table} did not become active within a minute"),
+        )
+        .with_connector(PLATFORM))
     }
 
     pub(crate) fn forget(&self, stream: &str) {

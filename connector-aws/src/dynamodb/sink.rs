@@ -17,14 +17,14 @@ use moodbridge_core::{
 };
 
 use super::value::{self, Item, MAX_ITEM_BYTES};
-use super::{DynamoDb, PLATFORM, TableInfo, condition_failed};
+use super::{DynamoDb, PLATFORM, TableInfo, built, condition_failed};
 
 /// Items per `BatchWriteItem` call (the service's limit).
 pub const WRITE_BATCH: usize = 25;
 /// Keys per `BatchGetItem` call (the service's limit).
 pub const GET_BATCH: usize = 100;
 /// Calls for items DynamoDB leaves unprocessed before they fail as temporary.
-const UNPROCESSED_ATTEMPTS: u32 = 8;
+pub(crate) const UNPROCESSED_ATTEMPTS: u32 = 8;
 /// Single-item requests in flight at once.
 const CONCURRENCY: usize = 16;
 /// `BatchWriteItem` calls of one batch in flight at once.
@@ -32,10 +32,14 @@ pub const WRITES_IN_FLIGHT: usize = 4;
 /// `BatchGetItem` calls of one batch in flight at once.
 pub const READS_IN_FLIGHT: usize = 4;
 
-fn built<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
-    r.map_err(|e| {
-        Error::internal(format!("building a DynamoDB request: {e}")).with_connector(PLATFORM)
-    })
+/// How a [`DynamoDb::write_batch`] ended.
+pub(crate) enum BatchWritten {
+    /// Every request was processed.
+    Done,
+    /// A call failed: the requests it carried (none of them known to be written), and why.
+    Failed(Vec<WriteRequest>, Error),
+    /// DynamoDB still left these unprocessed after every retry.
+    Unprocessed(Vec<WriteRequest>),
 }
 
 /// One record of a batch, ready to send.
@@ -213,27 +217,9 @@ impl DynamoDb {
             Err(e) => return Err(e),
         }
         tracing::info!(table = %table, stream = %stream.name, "created DynamoDB table");
-        for _ in 0..600 {
-            let out = self
-                .call("describe_table", &table, true, || {
-                    self.inner.client.describe_table().table_name(&table).send()
-                })
-                .await?;
-            let active = out
-                .table()
-                .and_then(|t| t.table_status())
-                .is_some_and(|s| *s == aws_sdk_dynamodb::types::TableStatus::Active);
-            if active {
-                self.forget(&stream.name);
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            format!("DynamoDB table {table} did not become active within a minute"),
-        )
-        .with_connector(PLATFORM))
+        self.wait_active(&table).await?;
+        self.forget(&stream.name);
+        Ok(())
     }
 
     /// The stored items of `keys`, by their key; items DynamoDB leaves unprocessed are
@@ -253,13 +239,13 @@ impl DynamoDb {
         Ok(pages
             .into_iter()
             .flatten()
-            .map(|item| (key_string(&item, &names), item))
+            .map(|item| (value::key_text(&item, &names), item))
             .collect())
     }
 
     /// The stored items of up to 100 `keys` (one `BatchGetItem` and its retries of
     /// unprocessed keys).
-    async fn get_chunk(&self, table: &str, keys: &[Item]) -> Result<Vec<Item>> {
+    pub(crate) async fn get_chunk(&self, table: &str, keys: &[Item]) -> Result<Vec<Item>> {
         let mut found = Vec::new();
         let mut pending: Vec<Item> = keys.to_vec();
         let mut attempt = 0;
@@ -345,16 +331,45 @@ impl DynamoDb {
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect();
-        let mut pending = match requests {
+        let pending = match requests {
             Ok(r) => r,
             Err(e) => {
                 failed.extend((0..chunk.len()).map(|i| (base + i, failure_of(&e))));
                 return failed;
             }
         };
+        match self.write_batch(table, pending).await {
+            BatchWritten::Done => {}
+            // One item the service refuses fails the call: write these one by one so the
+            // bad one fails alone.
+            BatchWritten::Failed(sent, e) if e.kind() == ErrorKind::InvalidInput => {
+                failed.extend(self.put_each(table, chunk, &sent, base).await);
+            }
+            BatchWritten::Failed(sent, e) => {
+                let left = unsent_positions(chunk, &sent, base);
+                failed.extend(left.into_iter().map(|i| (i, failure_of(&e))));
+            }
+            BatchWritten::Unprocessed(left) => {
+                let left = unsent_positions(chunk, &left, base);
+                failed.extend(left.into_iter().map(|i| {
+                    (i, temporary(format!("DynamoDB left the item unprocessed {UNPROCESSED_ATTEMPTS} times (throttled): write it again later")))
+                }));
+            }
+        }
+        failed
+    }
+
+    /// One `BatchWriteItem` of `requests` (25 at most), sending again what DynamoDB leaves
+    /// unprocessed, with backoff, [`UNPROCESSED_ATTEMPTS`] calls at most.
+    pub(crate) async fn write_batch(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> BatchWritten {
+        let mut pending = requests;
         let mut attempt = 0;
         while !pending.is_empty() {
-            let sent = pending.clone();
+            let sent = pending;
             let out = self
                 .call("batch_write_item", table, true, || {
                     self.inner
@@ -366,17 +381,7 @@ impl DynamoDb {
                 .await;
             let out = match out {
                 Ok(out) => out,
-                Err(e) if e.kind() == ErrorKind::InvalidInput => {
-                    // One item the service refuses fails the call: write these one
-                    // by one so the bad one fails alone.
-                    failed.extend(self.put_each(table, chunk, &sent, base).await);
-                    break;
-                }
-                Err(e) => {
-                    let left = unsent_positions(chunk, &sent, base);
-                    failed.extend(left.into_iter().map(|i| (i, failure_of(&e))));
-                    break;
-                }
+                Err(e) => return BatchWritten::Failed(sent, e),
             };
             pending = out
                 .unprocessed_items()
@@ -389,15 +394,11 @@ impl DynamoDb {
             attempt += 1;
             tracing::debug!(table = %table, unprocessed = pending.len(), attempt, "DynamoDB left items unprocessed");
             if attempt >= UNPROCESSED_ATTEMPTS {
-                let left = unsent_positions(chunk, &pending, base);
-                failed.extend(left.into_iter().map(|i| {
-                    (i, temporary(format!("DynamoDB left the item unprocessed {attempt} times (throttled): write it again later")))
-                }));
-                break;
+                return BatchWritten::Unprocessed(pending);
             }
             tokio::time::sleep(unprocessed_backoff(attempt)).await;
         }
-        failed
+        BatchWritten::Done
     }
 
     /// `PutItem` each of `sent` (a part of `chunk`); the failures.
@@ -458,7 +459,7 @@ impl DynamoDb {
         let names = info.key_names();
         let mut to_write: Vec<&Prepared> = Vec::new();
         for p in round {
-            let before = stored.get(&key_string(&p.key, &names));
+            let before = stored.get(&value::key_text(&p.key, &names));
             let outcome = match before {
                 None => RecordOutcome::ok(p.index, WriteAction::Created),
                 Some(b) if *b == p.item => RecordOutcome::ok(p.index, WriteAction::Unchanged),
@@ -657,22 +658,6 @@ fn kind_of_failure(kind: FailureKind) -> ErrorKind {
         FailureKind::Temporary => ErrorKind::Unavailable,
         FailureKind::Other => ErrorKind::Internal,
     }
-}
-
-/// An item's key attributes `names` as one string (for lookups within a batch).
-fn key_string(item: &Item, names: &[String]) -> String {
-    let mut sorted: Vec<&String> = names.iter().collect();
-    sorted.sort();
-    sorted
-        .iter()
-        .map(|n| {
-            item.get(*n)
-                .map(value::tagged)
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\u{1f}")
 }
 
 /// The positions (offset by `base`) of `chunk`'s items among `requests`.

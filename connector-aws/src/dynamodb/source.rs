@@ -54,20 +54,6 @@ fn field_type(kind: &aws_sdk_dynamodb::types::ScalarAttributeType) -> FieldType 
     }
 }
 
-/// A key of an item as compared within one cursor value.
-fn key_id(item: &Item, info: &TableInfo) -> String {
-    info.key
-        .iter()
-        .map(|(n, _)| {
-            item.get(n)
-                .map(value::tagged)
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\u{1f}")
-}
-
 impl DynamoDb {
     /// The descriptor of `stream`, from its table's description and mapping.
     async fn descriptor(&self, stream: &str) -> Result<StreamDescriptor> {
@@ -234,7 +220,7 @@ impl Reader {
                     let Some(c) = item.get(&cursor_attr) else {
                         continue;
                     };
-                    let id = key_id(item, &self.info);
+                    let id = value::key_text(item, &self.info.key_names());
                     if cursor.as_ref() == Some(c) {
                         if seen.contains(&id) {
                             continue;

@@ -23,8 +23,9 @@ use aws_sdk_dynamodb::types::{
 use moodbridge_core::state::{CursorStore, Lease, LeaseStore, StoredCursor};
 use moodbridge_core::{Error, ErrorKind, Result};
 
+use super::sink::BatchWritten;
 use super::value::Item;
-use super::{DynamoDb, PLATFORM, condition_failed};
+use super::{DynamoDb, PLATFORM, built, condition_failed};
 
 /// A state table: cursors and leases (see the [module docs](self)). Made by
 /// [`DynamoDb::state_table`].
@@ -47,12 +48,6 @@ use super::{DynamoDb, PLATFORM, condition_failed};
 pub struct DynamoStateTable {
     db: DynamoDb,
     table: String,
-}
-
-fn built<T>(r: std::result::Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T> {
-    r.map_err(|e| {
-        Error::internal(format!("building a DynamoDB request: {e}")).with_connector(PLATFORM)
-    })
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -114,7 +109,7 @@ impl DynamoStateTable {
             })
             .await;
         match exists {
-            Ok(_) => return self.wait_active().await,
+            Ok(_) => return self.db.wait_active(&self.table).await,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -156,39 +151,7 @@ impl DynamoStateTable {
             Err(e) if e.kind() == ErrorKind::Conflict => {}
             Err(e) => return Err(e),
         }
-        self.wait_active().await
-    }
-
-    async fn wait_active(&self) -> Result<()> {
-        for _ in 0..600 {
-            let out = self
-                .db
-                .call("describe_table", &self.table, true, || {
-                    self.db
-                        .inner
-                        .client
-                        .describe_table()
-                        .table_name(&self.table)
-                        .send()
-                })
-                .await?;
-            if out
-                .table()
-                .and_then(|t| t.table_status())
-                .is_some_and(|s| *s == aws_sdk_dynamodb::types::TableStatus::Active)
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "DynamoDB table {} did not become active within a minute",
-                self.table
-            ),
-        )
-        .with_connector(PLATFORM))
+        self.db.wait_active(&self.table).await
     }
 
     fn stored_cursor(consumer: &str, item: &Item) -> Result<StoredCursor> {
@@ -365,40 +328,21 @@ impl CursorStore for DynamoStateTable {
             .collect();
         let n = keys.len() as u64;
         for chunk in keys.chunks(super::sink::WRITE_BATCH) {
-            let mut pending = super::sink::delete_requests(chunk.to_vec())?;
-            for attempt in 0..8u32 {
-                let sent = pending.clone();
-                let out = self
-                    .db
-                    .call("batch_write_item", &self.table, true, || {
-                        self.db
-                            .inner
-                            .client
-                            .batch_write_item()
-                            .request_items(&self.table, sent.clone())
-                            .send()
-                    })
-                    .await?;
-                pending = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
+            let requests = super::sink::delete_requests(chunk.to_vec())?;
+            match self.db.write_batch(&self.table, requests).await {
+                BatchWritten::Done => {}
+                BatchWritten::Failed(_, e) => return Err(e),
+                BatchWritten::Unprocessed(left) => {
+                    return Err(Error::new(
+                        ErrorKind::RateLimited { retry_after: None },
+                        format!(
+                            "DynamoDB left {} cursors of {consumer} undeleted (throttled)",
+                            left.len()
+                        ),
+                    )
+                    .with_connector(PLATFORM)
+                    .with_hint("reset again"));
                 }
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
-            }
-            if !pending.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::RateLimited { retry_after: None },
-                    format!(
-                        "DynamoDB left {} cursors of {consumer} undeleted (throttled)",
-                        pending.len()
-                    ),
-                )
-                .with_connector(PLATFORM)
-                .with_hint("reset again"));
             }
         }
         Ok(n)
@@ -426,51 +370,10 @@ impl DynamoStateTable {
                     ])
                 })
                 .collect();
-            let mut pending = keys;
-            for attempt in 0..8u32 {
-                let ask = built(
-                    aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                        .set_keys(Some(pending.clone()))
-                        .consistent_read(true)
-                        .build(),
-                )?;
-                let out = self
-                    .db
-                    .call("batch_get_item", &self.table, true, || {
-                        self.db
-                            .inner
-                            .client
-                            .batch_get_item()
-                            .request_items(&self.table, ask.clone())
-                            .send()
-                    })
-                    .await?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(name) = text(item, "sk") {
-                        found.insert(name.to_owned(), item.clone());
-                    }
+            for item in self.db.get_chunk(&self.table, &keys).await? {
+                if let Some(name) = text(&item, "sk") {
+                    found.insert(name.to_owned(), item);
                 }
-                pending = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .map(|k| k.keys().to_vec())
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
-            }
-            if !pending.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::RateLimited { retry_after: None },
-                    "DynamoDB left lease reads unprocessed (throttled)",
-                )
-                .with_connector(PLATFORM));
             }
         }
         Ok(found)

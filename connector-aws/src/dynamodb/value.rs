@@ -188,6 +188,18 @@ pub fn untagged_item(value: &Value) -> Option<Item> {
         .collect()
 }
 
+/// The values of an item's key attributes `names` as one string, the same whatever
+/// the order of `names` (for lookups within a batch, and the keys a checkpoint keeps).
+pub fn key_text(item: &Item, names: &[String]) -> String {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|n| item.get(*n).map(tagged).unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}
+
 /// The size DynamoDB counts for an item: names plus values (strings and binaries by
 /// their bytes, numbers by about one byte per two digits, containers with their
 /// overhead).
