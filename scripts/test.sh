@@ -154,6 +154,7 @@ for subset in \
   "-p connector-azure" \
   "-p connector-azure --no-default-features --features queue" \
   "-p connector-azure --no-default-features --features keyvault" \
+  "-p connector-azure --no-default-features --features servicebus" \
   "-p azure-sandbox" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"

@@ -27,9 +27,10 @@
 //! | `aws-dynamodb` | kind `aws-dynamodb` (`aws::DynamoDb`: tables as a source and sink; a state table of cursors and leases) |
 //! | `azure` | `azure`: kind `azure-blob` |
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
+//! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-keyvault` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -74,8 +75,9 @@ pub use moodbridge_ops as http;
 pub use connector_aws as aws;
 
 /// Azure (feature `azure`): Blob Storage ([`azure::AzureBlobStore`]); with
-/// `azure-queue`, Queue storage (`azure::queue::AzureQueue`); with `azure-keyvault`, Key
-/// Vault secrets as a credential store (`azure::KeyVaultStore`).
+/// `azure-queue`, Queue storage (`azure::queue::AzureQueue`); with `azure-servicebus`,
+/// Service Bus queues and subscriptions (`azure::servicebus::ServiceBusQueue`); with
+/// `azure-keyvault`, Key Vault secrets as a credential store (`azure::KeyVaultStore`).
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
 
@@ -95,6 +97,7 @@ pub use connector_azure as azure;
 /// | `aws-dynamodb` | `aws::DynamoDb` (a [`SyncSource`] and [`SyncSink`]; with a state table, a `state::CursorStore`) | `aws-dynamodb` |
 /// | `azure-blob` | `azure::AzureBlobStore` | `azure` |
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
+/// | `azure-servicebus` | `azure::servicebus::ServiceBusQueue` (a `queue::MessageQueue`) | `azure-servicebus` |
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
 ///
 /// A host adds its own factories with [`Registry::register`].
@@ -135,6 +138,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(azure::AzureBlobFactory));
     #[cfg(feature = "azure-queue")]
     add(std::sync::Arc::new(azure::queue::AzureQueueFactory));
+    #[cfg(feature = "azure-servicebus")]
+    add(std::sync::Arc::new(azure::servicebus::ServiceBusFactory));
     #[cfg(feature = "azure-keyvault")]
     add(std::sync::Arc::new(azure::KeyVaultFactory));
     registry

@@ -8,6 +8,10 @@
 //! `queue`: [`queue::AzureQueue`], Azure Queue storage behind the core
 //! [`MessageQueue`](moodbridge_core::queue::MessageQueue) capability (kind
 //! `azure-queue`), on the official `azure_storage_queue` crate, with poison queues.
+//! Feature `servicebus`: [`servicebus::ServiceBusQueue`], Azure Service Bus queues and
+//! subscriptions behind the same capability (kind `azure-servicebus`), over AMQP 1.0 with
+//! `fe2o3-amqp`. Feature `keyvault`: [`keyvault::KeyVaultStore`], Key Vault secrets as a
+//! credential store.
 //!
 //! ```no_run
 //! use connector_azure::auth::ConnectionString;
@@ -36,6 +40,8 @@ pub mod integration;
 pub mod keyvault;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[cfg(feature = "servicebus")]
+pub mod servicebus;
 #[cfg(any(feature = "blob", feature = "queue", feature = "keyvault"))]
 pub mod storage;
 
@@ -49,3 +55,5 @@ pub use integration::{AzureBlobFactory, KIND};
 pub use keyvault::{KEYVAULT_KIND, KeyVaultFactory, KeyVaultSettings, KeyVaultStore};
 #[cfg(feature = "queue")]
 pub use queue::{AzureQueue, AzureQueueFactory, AzureQueueSettings, QUEUE_KIND};
+#[cfg(feature = "servicebus")]
+pub use servicebus::{SERVICE_BUS_KIND, ServiceBusFactory, ServiceBusQueue, ServiceBusSettings};
