@@ -44,5 +44,6 @@ cargo bench --locked -p connector-aws --features sqs --bench sqs_throughput
 cargo bench --locked -p connector-aws --features sns,sqs --bench sns_fanout
 cargo bench --locked -p connector-aws --features dynamodb --bench dynamodb_sync
 cargo bench --locked -p connector-azure --features queue --bench queue_throughput
+cargo bench --locked -p connector-azure --features servicebus --bench servicebus_throughput
 cargo bench --locked -p connector-azure --bench blob_transfer
 ./scripts/measure_ops_server.sh 5

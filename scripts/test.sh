@@ -194,6 +194,7 @@ AWS_CANARY_SECRET="canary/AwsSecretKey+7Q2wz9XkLmN4pR8sT1vY3bC6"
 AWS_CANARY_TOKEN="FwoGZXIvYXdzCanarySessionToken/Qm9+z1Xy2Wv3Ut4=="
 WEB_CANARY_SECRET="canary-web-client-secret-5f1c9e"
 EVENTS_CANARY_SECRET="whsec_Y2FuYXJ5LWV2ZW50cy1zaWduaW5nLWtleS03YzQx"
+SERVICEBUS_CANARY_KEY="canary-servicebus-key/3b9e+Q1w="
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # example NAME COMMAND…: run it at TRACE, its output in $CANARY_DIR/NAME.log (shown when
 # it fails), its temporary files under $CANARY_DIR/tmp.
@@ -256,6 +257,10 @@ AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURIT
 # The same queue flow on Azure Queue storage (Azurite), with its poison queue.
 AZURE_STORAGE_CONNECTION_STRING="AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;QueueEndpoint=http://127.0.0.1:$AZURITE_QUEUE_PORT/devstoreaccount1" \
   example azure_queues cargo run --locked --features azure-queue --example azure_queues -- --create
+# The same queue flow on Azure Service Bus (the sandbox, in the example's process), its
+# dead letters in the queue's $DeadLetterQueue.
+MOODBRIDGE_SERVICEBUS_SANDBOX_KEY="$SERVICEBUS_CANARY_KEY" \
+  example servicebus_queues cargo run --locked --features azure-servicebus --example servicebus_queues
 # oauth_login against a real OpenID provider (oidc-provider, the auth tests' one), with
 # curl as the "browser": it follows the login redirects, keeping cookies, to the
 # example's loopback listener.
@@ -274,6 +279,7 @@ python3 scripts/canary.py --self-test \
   --secret "$AWS_CANARY_SECRET" --secret "$AWS_CANARY_TOKEN" --secret "$AZURITE_KEY" \
   --secret "$WEB_CANARY_SECRET" --secret sandbox-secret \
   --secret "$EVENTS_CANARY_SECRET" --secret canary-events-signing-key-7c41 \
+  --secret "$SERVICEBUS_CANARY_KEY" --pattern 'SharedAccessSignature sr=' \
   --secret '00D8d0000000001!sandbox.' --pattern '00D8d0000000001!sandbox\.[A-Za-z0-9_-]{6}' \
   --pattern '5Aep861sandbox[A-Za-z0-9_-]{6}' \
   "$CANARY_DIR" target/salesforce_sync

@@ -36,4 +36,6 @@ mod servicebus;
 mod tls;
 
 pub use keyvault::{KeyVault, KeyVaultConfig};
-pub use servicebus::{QueueOptions, ServiceBus, ServiceBusConfig};
+pub use servicebus::{
+    CorrelationFilter, QueueOptions, RuleFilter, ServiceBus, ServiceBusConfig, TopicOptions,
+};

@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use azure_sandbox::{QueueOptions, ServiceBus, ServiceBusConfig};
+use azure_sandbox::{
+    CorrelationFilter, QueueOptions, RuleFilter, ServiceBus, ServiceBusConfig, TopicOptions,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_accepts_the_service_bus_sandbox() {
@@ -40,6 +42,30 @@ async fn the_python_sdk_accepts_the_service_bus_sandbox() {
             ..QueueOptions::default()
         },
     );
+    bus.create_topic("case-events", TopicOptions::default());
+    let rules = [
+        ("all", RuleFilter::True),
+        (
+            "closed",
+            RuleFilter::Sql("type = 'case.closed' AND amount > 100".to_owned()),
+        ),
+        (
+            "billing",
+            RuleFilter::Correlation(CorrelationFilter {
+                subject: Some("invoice".to_owned()),
+                ..CorrelationFilter::default()
+            }),
+        ),
+    ];
+    for (name, filter) in rules {
+        bus.create_subscription(
+            "case-events",
+            name,
+            QueueOptions::default(),
+            vec![("$Default".to_owned(), filter)],
+        )
+        .unwrap();
+    }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/servicebus_client.py"
@@ -70,6 +96,14 @@ async fn the_python_sdk_accepts_the_service_bus_sandbox() {
     assert_eq!(
         found["next_session"],
         serde_json::json!(["A", ["A0", "A1", "A2"]])
+    );
+    assert_eq!(
+        found["topics"],
+        serde_json::json!({
+            "all": ["closed big", "closed small", "invoice"],
+            "closed": ["closed big"],
+            "billing": ["invoice"],
+        })
     );
     assert_eq!(found["wrong_key"], "refused");
     bus.stop().await;

@@ -23,10 +23,10 @@
     reason = "bench binary"
 )]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,19 +37,9 @@ use futures::StreamExt;
 use moodbridge_core::queue::{MessageQueue, OutgoingMessage, ReceiveOptions};
 use moodbridge_core::testing::cpu_seconds_of;
 
+use common::{Figures, body};
+
 const WORKERS: usize = 8;
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    send_per_sec: f64,
-    receive_per_sec: f64,
-    cpu_per_1000: f64,
-}
-
-fn body(i: usize) -> String {
-    let pad = "x".repeat(1024 - 40);
-    format!(r#"{{"Id":"500A{i:08}","Status":"Working","pad":"{pad}"}}"#)
-}
 
 async fn ours(endpoint: &str, queue: &str, n: usize) -> Figures {
     let queue = Arc::new(
@@ -165,49 +155,16 @@ fn microsoft(endpoint: &str, queue: &str, n: usize) -> Figures {
     let conn = format!(
         "DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};QueueEndpoint={endpoint}"
     );
-    let out = Command::new(moodbridge_core::testing::venv_python())
-        .args([
-            "-c",
-            PYTHON,
-            &conn,
-            queue,
-            &n.to_string(),
-            &WORKERS.to_string(),
-        ])
-        .output()
-        .expect("python with azure-storage-queue (scripts/test.sh's venv)");
-    assert!(
-        out.status.success(),
-        "azure-storage-queue phase failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    Figures {
-        send_per_sec: n as f64 / v["sent"].as_f64().unwrap(),
-        receive_per_sec: n as f64 / v["drained"].as_f64().unwrap(),
-        cpu_per_1000: v["cpu"].as_f64().unwrap() * 1000.0 / n as f64,
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    common::python_phase(
+        PYTHON,
+        &[&conn, queue, &n.to_string(), &WORKERS.to_string()],
+        n,
+        "azure-storage-queue",
+    )
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 2_000 } else { 200 });
-    let rounds: usize = if bench {
-        std::env::var("MOODBRIDGE_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3)
-    } else {
-        1
-    };
+    let (n, rounds) = common::size(2_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -224,20 +181,11 @@ fn main() {
         let f = microsoft(&azurite.endpoint, &format!("python-{round}"), n);
         results[1].1.push(f);
     }
-    println!(
-        "Azure Queue on Azurite, {n} messages of 1 KiB, {WORKERS} workers, median of {rounds} round(s)"
+    common::report(
+        &format!(
+            "Azure Queue on Azurite, {n} messages of 1 KiB, {WORKERS} workers, median of {rounds} round(s)"
+        ),
+        "received+acked msg/s",
+        &results,
     );
-    println!(
-        "{:<22} {:>14} {:>22} {:>20}",
-        "client", "sent msg/s", "received+acked msg/s", "client CPU s/1000"
-    );
-    for (name, figures) in &results {
-        println!(
-            "{:<22} {:>14.0} {:>22.0} {:>20.3}",
-            name,
-            median(figures.iter().map(|f| f.send_per_sec).collect()),
-            median(figures.iter().map(|f| f.receive_per_sec).collect()),
-            median(figures.iter().map(|f| f.cpu_per_1000).collect()),
-        );
-    }
 }

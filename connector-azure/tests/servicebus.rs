@@ -1,8 +1,9 @@
 //! Service Bus queues on the Service Bus sandbox (azure-sandbox, whose fidelity
 //! Microsoft's Python client proves): the `MessageQueue` contract, standard and with
-//! sessions; dead letters with a reason; peeking; a wrong key; messages exchanged with
-//! Microsoft's Python client both ways; and dropped connections and throttling with
-//! nothing lost.
+//! sessions; dead letters with a reason, and redriven; peeking; deferred and scheduled
+//! messages; a topic fanned out to subscriptions by their rules; a wrong key; messages
+//! exchanged with Microsoft's Python client both ways; and dropped connections and
+//! throttling with nothing lost.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use azure_sandbox::{QueueOptions, ServiceBus, ServiceBusConfig};
+use azure_sandbox::{
+    CorrelationFilter, QueueOptions, RuleFilter, ServiceBus, ServiceBusConfig, TopicOptions,
+};
 use connector_azure::servicebus::{ServiceBusConnectionString, ServiceBusQueue};
 use moodbridge_core::ErrorKind;
 use moodbridge_core::queue::{MessageQueue, OutgoingMessage, ReceiveOptions};
@@ -269,5 +272,173 @@ async fn dropped_connections_and_throttling_lose_nothing() {
         "acknowledged messages do not come back: {:?}",
         left.iter().map(|m| &m.body).collect::<Vec<_>>()
     );
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_fans_out_to_its_subscriptions_by_their_rules() {
+    let bus = namespace().await;
+    bus.create_topic("case-events", TopicOptions::default());
+    let subscription = |name: &str, filter: RuleFilter| {
+        bus.create_subscription(
+            "case-events",
+            name,
+            QueueOptions::default(),
+            vec![(format!("{name}-rule"), filter)],
+        )
+        .unwrap();
+    };
+    subscription("all", RuleFilter::True);
+    subscription(
+        "closed",
+        RuleFilter::Sql("type = 'case.closed' AND region IN ('emea', 'apac')".to_owned()),
+    );
+    subscription(
+        "billing",
+        RuleFilter::Correlation(CorrelationFilter {
+            properties: [("type".to_owned(), "invoice.paid".to_owned())].into(),
+            ..CorrelationFilter::default()
+        }),
+    );
+    let connection = ServiceBusConnectionString::parse(&bus.connection_string()).unwrap();
+    let entity = |path: &str| {
+        ServiceBusQueue::builder(path)
+            .connection_string(connection.clone())
+            .build()
+            .unwrap()
+    };
+    let topic = entity("case-events");
+    let messages = [
+        OutgoingMessage::new("closed emea")
+            .attribute("type", "case.closed")
+            .attribute("region", "emea"),
+        OutgoingMessage::new("closed amer")
+            .attribute("type", "case.closed")
+            .attribute("region", "amer"),
+        OutgoingMessage::new("paid").attribute("type", "invoice.paid"),
+    ];
+    for outcome in topic.send_batch(&messages).await.unwrap() {
+        outcome.unwrap();
+    }
+    for (name, expected) in [
+        ("all", vec!["closed amer", "closed emea", "paid"]),
+        ("closed", vec!["closed emea"]),
+        ("billing", vec!["paid"]),
+    ] {
+        let subscription = entity(&format!("case-events/subscriptions/{name}"));
+        let got = subscription
+            .receive(&ReceiveOptions::new(10).wait(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, expected, "subscription {name}");
+        for outcome in subscription
+            .ack_batch(&got.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>())
+            .await
+            .unwrap()
+        {
+            outcome.unwrap();
+        }
+    }
+    // A topic is not received from: the error says where to receive.
+    let err = topic.receive(&ReceiveOptions::new(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("subscriptions"), "{err}");
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_redriven_back_to_the_queue() {
+    let bus = namespace().await;
+    let queue = queue_on(
+        &bus,
+        "redrive",
+        &QueueOptions {
+            max_delivery_count: 1,
+            ..QueueOptions::default()
+        },
+    );
+    queue
+        .send(&OutgoingMessage::new("poison").attribute("type", "case.closed"))
+        .await
+        .unwrap();
+    let got = queue
+        .receive(&ReceiveOptions::new(1).wait(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    queue.nack(&got[0].receipt, Duration::ZERO).await.unwrap();
+    assert_eq!(queue.redrive_dead_letters(10).await.unwrap(), 1);
+    let back = queue
+        .receive(&ReceiveOptions::new(1).wait(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body, "poison");
+    assert_eq!(
+        back[0].attributes.get("type").map(String::as_str),
+        Some("case.closed")
+    );
+    assert!(!back[0].attributes.contains_key("DeadLetterReason"));
+    assert_eq!(back[0].delivery_count, 1, "a fresh message");
+    queue.ack(&back[0].receipt).await.unwrap();
+    bus.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_and_scheduled_messages_come_back_by_sequence_number() {
+    let bus = namespace().await;
+    let queue = queue_on(&bus, "later", &QueueOptions::default());
+    queue
+        .send(&OutgoingMessage::new("wait for the court"))
+        .await
+        .unwrap();
+    let got = queue
+        .receive(&ReceiveOptions::new(1).wait(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let sequence = queue.defer(&got[0].receipt).await.unwrap();
+    let none = queue
+        .receive(&ReceiveOptions::new(1).wait(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a deferred message is not delivered");
+    let back = queue.receive_deferred(&[sequence]).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body, "wait for the court");
+    queue.ack(&back[0].receipt).await.unwrap();
+    let err = queue.receive_deferred(&[sequence]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    let kept = queue
+        .schedule(&OutgoingMessage::new("hearing reminder"), at)
+        .await
+        .unwrap();
+    let cancelled = queue
+        .schedule(&OutgoingMessage::new("cancelled reminder"), at)
+        .await
+        .unwrap();
+    assert_ne!(kept, cancelled);
+    queue.cancel_scheduled(&[cancelled]).await.unwrap();
+    let peeked = queue.peek(0, 10).await.unwrap();
+    assert_eq!(
+        peeked.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["hearing reminder"]
+    );
+    let early = queue
+        .receive(&ReceiveOptions::new(10).wait(Duration::from_millis(800)))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "not before its time");
+    let due = queue
+        .receive(&ReceiveOptions::new(10).wait(Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["hearing reminder"]
+    );
+    queue.ack(&due[0].receipt).await.unwrap();
     bus.stop().await;
 }

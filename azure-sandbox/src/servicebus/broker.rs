@@ -16,6 +16,8 @@ use serde_amqp::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::filter::Compiled;
+
 /// A message as the wire carries it.
 pub(crate) type AmqpMessage = Message<Body<Value>>;
 
@@ -109,8 +111,21 @@ struct SessionLock {
     state: Option<Vec<u8>>,
 }
 
+/// What an entity is.
+#[derive(Debug)]
+enum EntityKind {
+    Queue,
+    /// Messages sent to a topic go to each of its subscriptions whose rules match.
+    Topic,
+    Subscription {
+        topic: String,
+        rules: Vec<(String, Compiled)>,
+    },
+}
+
 #[derive(Debug)]
 struct Entity {
+    kind: EntityKind,
     options: EntityOptions,
     messages: BTreeMap<i64, Stored>,
     dedup: HashMap<String, SystemTime>,
@@ -222,6 +237,56 @@ impl Broker {
         state.entities.insert(path, Entity::new(options));
     }
 
+    /// Create topic `path`.
+    pub(crate) fn create_topic(&self, path: &str, options: EntityOptions) {
+        let mut topic = Entity::new(options);
+        topic.kind = EntityKind::Topic;
+        self.lock().entities.insert(normalize(path), topic);
+    }
+
+    /// Create subscription `name` of `topic` with `rules` (and its dead-letter
+    /// sub-queue).
+    pub(crate) fn create_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        options: EntityOptions,
+        rules: Vec<(String, Compiled)>,
+    ) -> Result<(), String> {
+        let topic = normalize(topic);
+        let path = format!("{topic}/subscriptions/{}", normalize(name));
+        if !matches!(
+            self.lock().entities.get(&topic).map(|e| &e.kind),
+            Some(EntityKind::Topic)
+        ) {
+            return Err(format!("there is no topic {topic:?}: create it first"));
+        }
+        self.create_queue(&path, options);
+        if let Some(subscription) = self.lock().entities.get_mut(&path) {
+            subscription.kind = EntityKind::Subscription { topic, rules };
+        }
+        Ok(())
+    }
+
+    /// Whether an entity at `path` can be received from: queues and subscriptions
+    /// (and their dead-letter sub-queues) can, topics cannot.
+    pub(crate) fn receivable(&self, path: &str) -> bool {
+        !matches!(
+            self.lock().entities.get(&normalize(path)).map(|e| &e.kind),
+            Some(EntityKind::Topic)
+        )
+    }
+
+    /// Whether messages can be sent to `path`: queues and topics take them.
+    pub(crate) fn sendable(&self, path: &str) -> bool {
+        let path = normalize(path);
+        !path.ends_with(DEAD_LETTER_QUEUE)
+            && !matches!(
+                self.lock().entities.get(&path).map(|e| &e.kind),
+                Some(EntityKind::Subscription { .. })
+            )
+    }
+
     /// Whether entity `path` exists, and whether it needs sessions.
     pub(crate) fn entity(&self, path: &str) -> Option<EntityOptions> {
         self.lock()
@@ -240,8 +305,8 @@ impl Broker {
     ) -> Result<Option<i64>, SbError> {
         let now = SystemTime::now();
         let mut state = self.lock();
-        let sequence = state.next_sequence + 1;
-        let entity = state.entities.get_mut(&normalize(path)).ok_or_else(|| {
+        let path = normalize(path);
+        let entity = state.entities.get_mut(&path).ok_or_else(|| {
             SbError::not_found(format!("The messaging entity '{path}' could not be found."))
         })?;
         if size > entity.options.max_message_bytes {
@@ -274,25 +339,48 @@ impl Broker {
             }
             entity.dedup.insert(id, now);
         }
+        // A queue keeps the message; a topic hands a copy to each subscription one of
+        // whose rules matches.
+        let destinations: Vec<String> = match &entity.kind {
+            EntityKind::Topic => state
+                .entities
+                .iter()
+                .filter(|(_, e)| match &e.kind {
+                    EntityKind::Subscription { topic, rules } => {
+                        *topic == path && rules.iter().any(|(_, r)| r.matches(&message))
+                    }
+                    _ => false,
+                })
+                .map(|(p, _)| p.clone())
+                .collect(),
+            _ => vec![path.clone()],
+        };
         let visible_from = scheduled_time(&message).unwrap_or(now).max(now);
-        entity.messages.insert(
-            sequence,
-            Stored {
-                message,
-                sequence,
-                enqueued: now,
-                visible_from,
-                place: Place::Active,
-                delivery_count: 0,
-                lock: None,
-                session,
-                dead_letter_source: None,
-            },
-        );
-        state.next_sequence = sequence;
+        let first = state.next_sequence + 1;
+        for destination in destinations {
+            let sequence = state.next_sequence + 1;
+            state.next_sequence = sequence;
+            if let Some(entity) = state.entities.get_mut(&destination) {
+                entity.messages.insert(
+                    sequence,
+                    Stored {
+                        message: message.clone(),
+                        sequence,
+                        enqueued: now,
+                        visible_from,
+                        place: Place::Active,
+                        delivery_count: 0,
+                        lock: None,
+                        session: session.clone(),
+                        dead_letter_source: None,
+                    },
+                );
+            }
+        }
+        state.next_sequence = state.next_sequence.max(first);
         drop(state);
         self.changed.notify_waiters();
-        Ok(Some(sequence))
+        Ok(Some(first))
     }
 
     /// Lock (or, with `delete`, remove) the next deliverable message of `path`, from
@@ -667,6 +755,7 @@ impl Broker {
 impl Entity {
     fn new(options: EntityOptions) -> Self {
         Entity {
+            kind: EntityKind::Queue,
             options,
             messages: BTreeMap::new(),
             dedup: HashMap::new(),

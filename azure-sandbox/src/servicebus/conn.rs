@@ -461,6 +461,28 @@ impl Conn {
                     Some(SbError::not_found(format!(
                         "The messaging entity 'sb://127.0.0.1/{path}' could not be found."
                     )))
+                } else if matches!(kind, Kind::Entity(_))
+                    && sender
+                    && !self.shared.broker.receivable(path)
+                {
+                    Some(SbError {
+                        condition: "amqp:not-allowed",
+                        description: format!(
+                            "Cannot receive from the topic '{path}': receive from one of its subscriptions, <topic>/subscriptions/<name>."
+                        ),
+                        status: 400,
+                    })
+                } else if matches!(kind, Kind::Entity(_))
+                    && !sender
+                    && !self.shared.broker.sendable(path)
+                {
+                    Some(SbError {
+                        condition: "amqp:not-allowed",
+                        description: format!(
+                            "Cannot send to '{path}': send to the queue or to the subscription's topic."
+                        ),
+                        status: 400,
+                    })
                 } else {
                     None
                 }

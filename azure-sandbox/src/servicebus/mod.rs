@@ -3,6 +3,7 @@
 
 mod broker;
 mod conn;
+mod filter;
 mod mgmt;
 mod wire;
 
@@ -16,6 +17,7 @@ use tokio::task::JoinSet;
 
 use broker::{Broker, EntityOptions};
 use conn::Shared;
+pub use filter::{CorrelationFilter, RuleFilter};
 
 /// How a queue behaves; the defaults are Service Bus's own (one-minute locks, ten
 /// deliveries, 256 KiB messages, no sessions, no duplicate detection).
@@ -53,6 +55,29 @@ impl Default for QueueOptions {
             lock_duration: Duration::from_secs(60),
             max_delivery_count: 10,
             requires_session: false,
+            duplicate_detection: None,
+            max_message_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// How a topic behaves; the defaults are Service Bus's own.
+///
+/// ```
+/// use azure_sandbox::TopicOptions;
+/// assert_eq!(TopicOptions::default().max_message_bytes, 256 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOptions {
+    /// Drop a message whose id was seen within this window.
+    pub duplicate_detection: Option<Duration>,
+    /// The largest message, in bytes (256 KiB on the Standard tier).
+    pub max_message_bytes: usize,
+}
+
+impl Default for TopicOptions {
+    fn default() -> Self {
+        TopicOptions {
             duplicate_detection: None,
             max_message_bytes: 256 * 1024,
         }
@@ -114,6 +139,16 @@ pub(crate) fn conn_path(address: &str) -> String {
     broker::normalize(rest)
 }
 
+fn entity_options(options: &QueueOptions) -> EntityOptions {
+    EntityOptions {
+        lock_duration: options.lock_duration,
+        max_delivery_count: options.max_delivery_count,
+        requires_session: options.requires_session,
+        duplicate_detection: options.duplicate_detection,
+        max_message_bytes: options.max_message_bytes,
+    }
+}
+
 impl ServiceBus {
     /// Start a namespace with no entities on a free loopback port.
     ///
@@ -154,16 +189,49 @@ impl ServiceBus {
 
     /// Create queue `name` (and its dead-letter sub-queue, `<name>/$DeadLetterQueue`).
     pub fn create_queue(&self, name: &str, options: QueueOptions) {
-        self.shared.broker.create_queue(
+        self.shared
+            .broker
+            .create_queue(name, entity_options(&options));
+    }
+
+    /// Create topic `name`: what is sent to it goes to its subscriptions.
+    pub fn create_topic(&self, name: &str, options: TopicOptions) {
+        self.shared.broker.create_topic(
             name,
             EntityOptions {
-                lock_duration: options.lock_duration,
-                max_delivery_count: options.max_delivery_count,
-                requires_session: options.requires_session,
+                lock_duration: Duration::from_secs(60),
+                max_delivery_count: u32::MAX,
+                requires_session: false,
                 duplicate_detection: options.duplicate_detection,
                 max_message_bytes: options.max_message_bytes,
             },
         );
+    }
+
+    /// Create subscription `name` of `topic` (received from as
+    /// `<topic>/subscriptions/<name>`, dead letters in its `$DeadLetterQueue`) with
+    /// `rules`: a message goes to the subscription when one rule's filter matches. Service
+    /// Bus gives a new subscription the rule `$Default` with [`RuleFilter::True`]; pass it
+    /// for the same.
+    ///
+    /// # Errors
+    /// No such topic, or a SQL filter the sandbox cannot parse (with the reason).
+    pub fn create_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        options: QueueOptions,
+        rules: Vec<(String, RuleFilter)>,
+    ) -> Result<(), String> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        for (rule, filter) in rules {
+            let parsed = filter::Compiled::new(&filter)
+                .map_err(|e| format!("rule {rule:?} of subscription {name:?}: {e}"))?;
+            compiled.push((rule, parsed));
+        }
+        self.shared
+            .broker
+            .create_subscription(topic, name, entity_options(&options), compiled)
     }
 
     /// Drop every open connection at once, as a network failure would (a fault hook:

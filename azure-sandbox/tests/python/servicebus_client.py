@@ -174,6 +174,24 @@ with ServiceBusClient.from_connection_string(conn) as client:
         for m in got:
             receiver.complete_message(m)
 
+    # A topic: each subscription gets what its rules let through.
+    with client.get_topic_sender("case-events") as sender:
+        sender.send_messages(
+            [
+                ServiceBusMessage("closed big", application_properties={"type": "case.closed", "amount": 1200}),
+                ServiceBusMessage("closed small", application_properties={"type": "case.closed", "amount": 50}),
+                ServiceBusMessage("invoice", subject="invoice", application_properties={"type": "billing"}),
+            ]
+        )
+    topics = {}
+    for name in ["all", "closed", "billing"]:
+        with client.get_subscription_receiver("case-events", name, max_wait_time=2) as receiver:
+            got = receiver.receive_messages(max_message_count=10, max_wait_time=2)
+            topics[name] = sorted(str(m) for m in got)
+            for m in got:
+                receiver.complete_message(m)
+    found["topics"] = topics
+
 # A wrong key: the token is refused.
 wrong = conn.replace("SharedAccessKey=", "SharedAccessKey=wrong")
 with ServiceBusClient.from_connection_string(wrong, retry_total=0) as client:

@@ -429,26 +429,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A receipt: the lock token, and the session after a `:` on session entities.
-fn receipt_of(token: Uuid, session: Option<&str>) -> Receipt {
-    match session {
-        Some(s) => Receipt::new(format!("{token}:{s}")),
-        None => Receipt::new(token.to_string()),
+/// A receipt: the lock token, the sequence number after a `.` (when known), and the
+/// session after a `:` on session entities.
+fn receipt_of(token: Uuid, sequence: Option<i64>, session: Option<&str>) -> Receipt {
+    let mut text = token.to_string();
+    if let Some(sequence) = sequence {
+        text.push_str(&format!(".{sequence}"));
     }
+    if let Some(session) = session {
+        text.push(':');
+        text.push_str(session);
+    }
+    Receipt::new(text)
 }
 
-fn parse_receipt(receipt: &Receipt) -> Result<(Uuid, Option<String>)> {
-    let text = receipt.as_str();
-    let (token, session) = match text.split_once(':') {
-        Some((t, s)) => (t, Some(s.to_owned())),
-        None => (text, None),
-    };
-    let token = Uuid::parse_str(token).map_err(|_| {
+/// The lock token, sequence number and session of a receipt.
+fn parse_receipt(receipt: &Receipt) -> Result<(Uuid, Option<i64>, Option<String>)> {
+    let bad = || {
         Error::invalid_input("not a Service Bus receipt")
             .with_connector(PLATFORM)
             .with_hint("pass the receipt of a message this queue returned")
-    })?;
-    Ok((token, session))
+    };
+    let text = receipt.as_str();
+    let (head, session) = match text.split_once(':') {
+        Some((h, s)) => (h, Some(s.to_owned())),
+        None => (text, None),
+    };
+    let (token, sequence) = match head.split_once('.') {
+        Some((t, n)) => (t, Some(n.parse::<i64>().map_err(|_| bad())?)),
+        None => (head, None),
+    };
+    let token = Uuid::parse_str(token).map_err(|_| bad())?;
+    Ok((token, sequence, session))
 }
 
 fn symbol_key(name: &str) -> OwnedKey {
@@ -592,7 +604,7 @@ fn from_amqp(received: Received) -> Delivered {
     let delivery_count = message.header.as_ref().map_or(0, |h| h.delivery_count) + 1;
     let receipt = token.map_or_else(
         || Receipt::new(id.clone()),
-        |t| receipt_of(t, session.as_deref()),
+        |t| receipt_of(t, sequence, session.as_deref()),
     );
     Delivered {
         message: ReceivedMessage {
@@ -744,7 +756,7 @@ impl ServiceBusQueue {
         reason: &str,
         description: &str,
     ) -> Result<()> {
-        let (token, session) = parse_receipt(receipt)?;
+        let (token, _, session) = parse_receipt(receipt)?;
         self.settle(
             &[token],
             session.as_deref(),
@@ -787,26 +799,202 @@ impl ServiceBusQueue {
             let Some(Value::Binary(bytes)) = entry.get(&Value::String("message".to_owned())) else {
                 continue;
             };
-            let message: AmqpMessage = serde_amqp::from_slice::<
-                fe2o3_amqp::types::messaging::message::__private::Deserializable<AmqpMessage>,
-            >(bytes)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Protocol,
-                    format!("a peeked message does not decode: {e}"),
-                )
-                .with_connector(PLATFORM)
-            })?
-            .0;
             out.push(
                 from_amqp(Received {
-                    message,
+                    message: decode_message(bytes)?,
                     tag: Vec::new(),
                 })
                 .message,
             );
         }
         Ok(out)
+    }
+
+    /// Set the message of `receipt` aside: it is not delivered again, and only
+    /// [`receive_deferred`](Self::receive_deferred) with the sequence number returned
+    /// here gives it back.
+    ///
+    /// # Errors
+    /// A lost lock ([`InvalidInput`](ErrorKind::InvalidInput)) and the platform's errors.
+    pub async fn defer(&self, receipt: &Receipt) -> Result<i64> {
+        let (token, sequence, session) = parse_receipt(receipt)?;
+        let sequence = sequence.ok_or_else(|| {
+            Error::invalid_input("this receipt has no sequence number to defer by")
+                .with_connector(PLATFORM)
+                .with_hint("defer a message this queue received")
+        })?;
+        self.settle(&[token], session.as_deref(), "defered", Vec::new())
+            .await?;
+        Ok(sequence)
+    }
+
+    /// The deferred messages with `sequences`, locked (settle them with their receipts).
+    ///
+    /// # Errors
+    /// A sequence number that names no deferred message, and the platform's errors.
+    pub async fn receive_deferred(&self, sequences: &[i64]) -> Result<Vec<ReceivedMessage>> {
+        let (_, body) = self
+            .request(
+                "receive-by-sequence-number",
+                vec![
+                    (
+                        "sequence-numbers",
+                        Value::Array(Array(sequences.iter().map(|s| Value::Long(*s)).collect())),
+                    ),
+                    ("receiver-settle-mode", Value::Uint(1)),
+                ],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for entry in list_field(&body, "messages") {
+            let Value::Map(entry) = entry else { continue };
+            let Some(Value::Binary(bytes)) = entry.get(&Value::String("message".to_owned())) else {
+                continue;
+            };
+            let tag = match entry.get(&Value::String("lock-token".to_owned())) {
+                Some(Value::Uuid(u)) => Uuid::from_bytes(<[u8; 16]>::from(u.clone()))
+                    .to_bytes_le()
+                    .to_vec(),
+                _ => Vec::new(),
+            };
+            out.push(
+                from_amqp(Received {
+                    message: decode_message(bytes)?,
+                    tag,
+                })
+                .message,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Send `message` to be enqueued at `at`: its sequence number, for
+    /// [`cancel_scheduled`](Self::cancel_scheduled). (A message with a
+    /// [`delay`](OutgoingMessage::delay) is scheduled too, without a number to cancel by.)
+    ///
+    /// # Errors
+    /// A message the queue refuses ([`InvalidInput`](ErrorKind::InvalidInput)), and the
+    /// platform's errors.
+    pub async fn schedule(&self, message: &OutgoingMessage, at: SystemTime) -> Result<i64> {
+        if let Some(why) = refusal(
+            &OutgoingMessage {
+                delay: Duration::ZERO,
+                ..message.clone()
+            },
+            &self.inner.features,
+        ) {
+            return Err(Error::invalid_input(why).with_connector(PLATFORM));
+        }
+        let (mut amqp, id) = to_amqp(message);
+        let mut annotations = fe2o3_amqp::types::primitives::OrderedMap::new();
+        annotations.insert(
+            symbol_key("x-opt-scheduled-enqueue-time"),
+            Value::Timestamp(to_timestamp(at)),
+        );
+        amqp.message_annotations = Some(MessageAnnotations(annotations));
+        let encoded = serde_amqp::to_vec(
+            &fe2o3_amqp::types::messaging::message::__private::Serializable(&amqp),
+        )
+        .map_err(|e| Error::internal(format!("a message does not encode: {e}")))?;
+        let mut entry = fe2o3_amqp::types::primitives::OrderedMap::new();
+        entry.insert(Value::String("message-id".to_owned()), Value::String(id));
+        entry.insert(
+            Value::String("message".to_owned()),
+            Value::Binary(Binary::from(encoded)),
+        );
+        if let Some(session) = &message.group {
+            entry.insert(
+                Value::String("session-id".to_owned()),
+                Value::String(session.clone()),
+            );
+        }
+        let (_, body) = self
+            .request(
+                "schedule-message",
+                vec![("messages", Value::List(vec![Value::Map(entry)]))],
+            )
+            .await?;
+        list_field(&body, "sequence-numbers")
+            .first()
+            .and_then(|v| match v {
+                Value::Long(n) => Some(*n),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    "Service Bus scheduled the message without a sequence number",
+                )
+                .with_connector(PLATFORM)
+            })
+    }
+
+    /// Cancel the scheduled messages `sequences` (one already enqueued is not touched).
+    ///
+    /// # Errors
+    /// The platform's errors.
+    pub async fn cancel_scheduled(&self, sequences: &[i64]) -> Result<()> {
+        self.request(
+            "cancel-scheduled-message",
+            vec![(
+                "sequence-numbers",
+                Value::Array(Array(sequences.iter().map(|s| Value::Long(*s)).collect())),
+            )],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Move up to `max` messages from the dead-letter sub-queue back to the entity: each
+    /// is sent again (without the dead-letter properties, with a new message id) before
+    /// it is completed there, so a failure in between duplicates a message but never
+    /// loses one. How many moved.
+    ///
+    /// # Errors
+    /// The platform's errors (what moved before stays moved).
+    pub async fn redrive_dead_letters(&self, max: u32) -> Result<u64> {
+        let dead = self.dead_letter_queue()?;
+        let mut moved = 0u64;
+        while moved < u64::from(max) {
+            let want = u32::try_from(u64::from(max) - moved)
+                .unwrap_or(MAX_RECEIVE)
+                .min(MAX_RECEIVE);
+            let got = dead
+                .receive(&ReceiveOptions::new(want).wait(Duration::from_millis(500)))
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            let again: Vec<OutgoingMessage> = got
+                .iter()
+                .map(|m| {
+                    let mut message = OutgoingMessage::new(m.body.clone());
+                    message.attributes = m
+                        .attributes
+                        .iter()
+                        .filter(|(k, _)| {
+                            !matches!(
+                                k.as_str(),
+                                "DeadLetterReason" | "DeadLetterErrorDescription"
+                            )
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    message.group = m.group.clone();
+                    message
+                })
+                .collect();
+            for outcome in self.send_batch(&again).await? {
+                outcome?;
+            }
+            let receipts: Vec<Receipt> = got.iter().map(|m| m.receipt.clone()).collect();
+            for outcome in dead.ack_batch(&receipts).await? {
+                outcome?;
+            }
+            moved += got.len() as u64;
+        }
+        dead.close().await;
+        Ok(moved)
     }
 
     fn keep(&self, token: Uuid, held: Held) {
@@ -970,6 +1158,21 @@ impl ServiceBusQueue {
         });
         Ok(got)
     }
+}
+
+/// A message as `$management` carries it: encoded in a binary.
+fn decode_message(bytes: &[u8]) -> Result<AmqpMessage> {
+    serde_amqp::from_slice::<
+        fe2o3_amqp::types::messaging::message::__private::Deserializable<AmqpMessage>,
+    >(bytes)
+    .map(|m| m.0)
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("a message from $management does not decode: {e}"),
+        )
+        .with_connector(PLATFORM)
+    })
 }
 
 fn instant_of(at: SystemTime) -> Instant {
@@ -1152,7 +1355,7 @@ impl MessageQueue for ServiceBusQueue {
     }
 
     async fn ack(&self, receipt: &Receipt) -> Result<()> {
-        let (token, session) = parse_receipt(receipt)?;
+        let (token, _, session) = parse_receipt(receipt)?;
         self.settle(&[token], session.as_deref(), "completed", Vec::new())
             .await
     }
@@ -1164,7 +1367,7 @@ impl MessageQueue for ServiceBusQueue {
         let mut out: Vec<Option<Result<()>>> = receipts.iter().map(|_| None).collect();
         for (i, receipt) in receipts.iter().enumerate() {
             match parse_receipt(receipt) {
-                Ok((token, session)) => groups.entry(session).or_default().push((i, token)),
+                Ok((token, _, session)) => groups.entry(session).or_default().push((i, token)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
@@ -1194,7 +1397,7 @@ impl MessageQueue for ServiceBusQueue {
     }
 
     async fn nack(&self, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let (token, session) = parse_receipt(receipt)?;
+        let (token, _, session) = parse_receipt(receipt)?;
         if delay.is_zero() {
             return self
                 .settle(&[token], session.as_deref(), "abandoned", Vec::new())
@@ -1205,7 +1408,7 @@ impl MessageQueue for ServiceBusQueue {
     }
 
     async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<()> {
-        let (token, session) = parse_receipt(receipt)?;
+        let (token, _, session) = parse_receipt(receipt)?;
         self.hold(token, session, visibility).await
     }
 }
@@ -1418,12 +1621,12 @@ mod tests {
     fn receipts_carry_the_lock_token_and_the_session() {
         let token = Uuid::new_v4();
         assert_eq!(
-            parse_receipt(&receipt_of(token, None)).unwrap(),
-            (token, None)
+            parse_receipt(&receipt_of(token, None, None)).unwrap(),
+            (token, None, None)
         );
         assert_eq!(
-            parse_receipt(&receipt_of(token, Some("case:500A"))).unwrap(),
-            (token, Some("case:500A".to_owned()))
+            parse_receipt(&receipt_of(token, Some(42), Some("case:500A.1"))).unwrap(),
+            (token, Some(42), Some("case:500A.1".to_owned()))
         );
         let err = parse_receipt(&Receipt::new("AQAB-pop-receipt")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -1459,7 +1662,7 @@ mod tests {
         assert_eq!(back.token, Some(token));
         assert_eq!(
             parse_receipt(&back.message.receipt).unwrap(),
-            (token, Some("case-500A".to_owned()))
+            (token, None, Some("case-500A".to_owned()))
         );
     }
 
