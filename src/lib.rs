@@ -29,8 +29,9 @@
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
+//! | `snowflake` | `snowflake::SnowflakeClient`: Snowflake over the drivers' protocol (login, statements with binds, Arrow results) |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -80,6 +81,11 @@ pub use connector_aws as aws;
 /// `azure-keyvault`, Key Vault secrets as a credential store (`azure::KeyVaultStore`).
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
+
+/// Snowflake (feature `snowflake`): [`snowflake::SnowflakeClient`], the drivers' own
+/// protocol with Arrow results.
+#[cfg(feature = "snowflake")]
+pub use connector_snowflake as snowflake;
 
 /// A [`Registry`] holding the factory of every kind this build enables:
 ///

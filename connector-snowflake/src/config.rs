@@ -1,0 +1,168 @@
+//! Where and as whom a [`SnowflakeClient`](crate::SnowflakeClient) logs in.
+
+use std::fmt;
+use std::time::Duration;
+
+use moodbridge_core::resilience::{PolicyConfig, RetryConfig};
+use moodbridge_core::{Error, Result};
+use secrecy::SecretString;
+
+use crate::PLATFORM;
+
+/// A Snowflake login: the account, the user and password, and the session's context.
+/// Its `Debug` form hides the password.
+///
+/// ```
+/// use connector_snowflake::SnowflakeConfig;
+/// use secrecy::SecretString;
+/// let config = SnowflakeConfig::new("acme-prod", "LOADER", SecretString::from("s3cret"))
+///     .database("CASES")
+///     .role("LOADER_ROLE");
+/// assert_eq!(config.base_url(), "https://acme-prod.snowflakecomputing.com");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct SnowflakeConfig {
+    pub(crate) account: String,
+    pub(crate) user: String,
+    pub(crate) password: SecretString,
+    pub(crate) url: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) warehouse: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) policy: Option<PolicyConfig>,
+}
+
+impl fmt::Debug for SnowflakeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnowflakeConfig")
+            .field("account", &self.account)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("url", &self.base_url())
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .field("warehouse", &self.warehouse)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnowflakeConfig {
+    /// Log in to `account` (the account identifier, `orgname-account` or a locator) as
+    /// `user` with `password`.
+    pub fn new(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        password: SecretString,
+    ) -> Self {
+        SnowflakeConfig {
+            account: account.into(),
+            user: user.into(),
+            password,
+            url: None,
+            database: None,
+            schema: None,
+            warehouse: None,
+            role: None,
+            timeout: Duration::from_secs(120),
+            policy: None,
+        }
+    }
+
+    /// The server's base URL (default `https://<account>.snowflakecomputing.com`; a
+    /// local server such as fakesnow: `http://127.0.0.1:<port>`).
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The session's database.
+    #[must_use]
+    pub fn database(mut self, database: impl Into<String>) -> Self {
+        self.database = Some(database.into());
+        self
+    }
+
+    /// The session's schema.
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The session's warehouse.
+    #[must_use]
+    pub fn warehouse(mut self, warehouse: impl Into<String>) -> Self {
+        self.warehouse = Some(warehouse.into());
+        self
+    }
+
+    /// The session's role.
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// How long one request may take (default 120 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The policy every request runs through (default: [`default_policy_config`]).
+    #[must_use]
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> String {
+        self.url.clone().map_or_else(
+            || format!("https://{}.snowflakecomputing.com", self.account),
+            |u| u.trim_end_matches('/').to_owned(),
+        )
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.account.trim().is_empty() || self.user.trim().is_empty() {
+            return Err(
+                Error::config("a Snowflake login needs an account and a user")
+                    .with_connector(PLATFORM)
+                    .with_hint("give the account identifier (orgname-account) and the login name"),
+            );
+        }
+        if let Some(url) = &self.url
+            && url::Url::parse(url).is_err()
+        {
+            return Err(
+                Error::config(format!("the Snowflake URL {url:?} is not a URL"))
+                    .with_connector(PLATFORM)
+                    .with_hint("use https://<account>.snowflakecomputing.com, or leave it out"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The default policy of Snowflake requests: up to 5 attempts with backoff from 500 ms
+/// (429, 5xx and dropped connections are temporary; a retried statement keeps its
+/// request id, so Snowflake runs it once).
+pub fn default_policy_config() -> PolicyConfig {
+    PolicyConfig {
+        retry: Some(RetryConfig {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(16),
+            max_elapsed: Duration::from_secs(300),
+            budget: None,
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,90 @@
+//! Snowflake's errors as the SDK's: its error codes and SQL states mapped to kinds, with
+//! the fix.
+
+use std::time::Duration;
+
+use moodbridge_core::redact::Secrets;
+use moodbridge_core::{Error, ErrorKind};
+
+use crate::PLATFORM;
+
+/// An error Snowflake answered with (`success: false`): its code, SQL state and message.
+pub(crate) fn answered(
+    secrets: &Secrets,
+    what: &str,
+    code: &str,
+    sql_state: &str,
+    message: &str,
+) -> Error {
+    let message = secrets.scrub(message);
+    let (kind, hint) = match (code, sql_state) {
+        // Session or master token expired.
+        ("390112" | "390114", _) => (
+            ErrorKind::AuthExpired,
+            "the session token expired: the client logs in again",
+        ),
+        ("390100" | "390144" | "390318" | "390302" | "390303", _) => (
+            ErrorKind::Auth,
+            "check the user and password (or key pair) of the Snowflake login",
+        ),
+        (_, "42S02") | ("002003", _) => (
+            ErrorKind::NotFound,
+            "create the object, or check the database, schema and role of the session (names are upper-case unless quoted)",
+        ),
+        (_, "42501") | ("003001", _) => (
+            ErrorKind::Forbidden,
+            "grant the role the privilege the statement needs",
+        ),
+        (_, state) if state.starts_with("42") || state.starts_with("22") => (
+            ErrorKind::InvalidInput,
+            "fix the statement or its binds; the message names the problem",
+        ),
+        ("000604" | "000605" | "000630", _) => (
+            ErrorKind::Timeout,
+            "the statement was cancelled or ran out of time",
+        ),
+        _ => (
+            ErrorKind::Unavailable,
+            "Snowflake failed the request; it is retried",
+        ),
+    };
+    Error::new(
+        kind,
+        format!("Snowflake {what}: {message} (code {code}, SQL state {sql_state})"),
+    )
+    .with_connector(PLATFORM)
+    .with_hint(hint)
+}
+
+/// An HTTP status without a Snowflake answer.
+pub(crate) fn http(secrets: &Secrets, what: &str, status: u16, body: &str) -> Error {
+    let body = moodbridge_core::redact::cap(&secrets.scrub(body), 300);
+    let text = format!("Snowflake {what}: HTTP {status}: {body}");
+    match status {
+        429 => Error::rate_limited(text, Some(Duration::from_secs(1)))
+            .with_connector(PLATFORM)
+            .with_hint("Snowflake is throttling; the request is retried after a pause"),
+        401 | 403 => Error::new(ErrorKind::Auth, text)
+            .with_connector(PLATFORM)
+            .with_hint("check the Snowflake login and the account identifier"),
+        404 => Error::new(ErrorKind::NotFound, text)
+            .with_connector(PLATFORM)
+            .with_hint("check the account identifier (the URL is https://<account>.snowflakecomputing.com)"),
+        s if s >= 500 => Error::unavailable(text)
+            .with_connector(PLATFORM)
+            .with_hint("Snowflake failed the request; it is retried"),
+        _ => Error::new(ErrorKind::Protocol, text).with_connector(PLATFORM),
+    }
+}
+
+/// A request that got no answer (connection refused, dropped, timed out).
+pub(crate) fn transport(secrets: &Secrets, what: &str, e: &reqwest::Error) -> Error {
+    let text = format!("Snowflake {what}: {}", secrets.scrub(&e.to_string()));
+    let err = if e.is_timeout() {
+        Error::new(ErrorKind::Timeout, text)
+    } else {
+        Error::unavailable(text)
+    };
+    err.with_connector(PLATFORM)
+        .with_hint("the request did not get an answer; it is retried")
+}

@@ -1,0 +1,53 @@
+//! # connector-snowflake
+//!
+//! The Snowflake connector of MoodBridge Integrations, on the protocol Snowflake's own
+//! drivers speak (`/session/v1/login-request`, `/queries/v1/query-request`, results as
+//! Arrow IPC in `rowsetBase64` or as a JSON `rowset`), not the SQL API: that one is
+//! JSON-only and cannot PUT files to a stage.
+//!
+//! - [`SnowflakeClient`]: a logged-in session. [`execute`](SnowflakeClient::execute)
+//!   runs one statement with positional binds ([`Bind`], array binds for many rows at
+//!   once) and returns a [`QueryResult`]: the query id, the columns as Snowflake types
+//!   them, and the rows as Arrow [`RecordBatch`](arrow_array::RecordBatch)es (a JSON
+//!   rowset is converted to the same shape). Every request goes through the client's
+//!   [`Policy`](moodbridge_core::resilience::Policy); a retried statement keeps its
+//!   `requestId` and counts `retryCount`, so Snowflake runs it once.
+//! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
+//!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
+//!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
+//!   `ARRAY` as JSON text.
+//!
+//! ```no_run
+//! use connector_snowflake::{Bind, SnowflakeClient, SnowflakeConfig};
+//! use secrecy::SecretString;
+//!
+//! # async fn run() -> moodbridge_core::Result<()> {
+//! let config = SnowflakeConfig::new("acme-prod", "MOODBRIDGE_LOADER", SecretString::from("…"))
+//!     .database("CASES")
+//!     .schema("PUBLIC")
+//!     .warehouse("LOAD_WH");
+//! let client = SnowflakeClient::login(config).await?;
+//! let result = client
+//!     .execute("select ID, NAME from ACCOUNT where NAME = ?", &[Bind::text("Acme")])
+//!     .await?;
+//! for row in result.json_rows()? {
+//!     println!("{row}");
+//! }
+//! client.logout().await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod column;
+mod config;
+mod error;
+mod result;
+pub mod value;
+
+pub use client::{Bind, SnowflakeClient};
+pub use column::Column;
+pub use config::{SnowflakeConfig, default_policy_config};
+pub use result::QueryResult;
+
+/// The platform name in errors and metrics.
+pub const PLATFORM: &str = "snowflake";

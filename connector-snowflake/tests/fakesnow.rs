@@ -1,0 +1,254 @@
+//! The Snowflake client against fakesnow (PyPI, installed by scripts/test.sh: the
+//! drivers' protocol over DuckDB) on a loopback port of its own: login, DDL, inserts with
+//! positional and array binds, a SELECT read from Arrow with every type decoded, a DML
+//! answer read from a JSON rowset, the same row read by Snowflake's own Python connector
+//! to the same values, Snowflake's errors mapped with their fix, logout.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use connector_snowflake::{Bind, SnowflakeClient, SnowflakeConfig};
+use moodbridge_core::ErrorKind;
+use secrecy::SecretString;
+use serde_json::json;
+
+/// fakesnow's server on a free loopback port, killed when dropped.
+struct FakeSnow {
+    child: Child,
+    url: String,
+}
+
+impl Drop for FakeSnow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FakeSnow {
+    fn start() -> FakeSnow {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let fakesnow = moodbridge_core::testing::venv_python().with_file_name("fakesnow");
+        let child = Command::new(&fakesnow)
+            .args(["-s", "--host", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} (run ./scripts/test.sh once to install it): {e}",
+                    fakesnow.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "fakesnow did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        FakeSnow {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn config(&self) -> SnowflakeConfig {
+        SnowflakeConfig::new(
+            "acme-test",
+            "LOADER",
+            SecretString::from("fakesnow-password-7e2"),
+        )
+        .url(&self.url)
+        .database("CASES")
+        .schema("PUBLIC")
+    }
+}
+
+/// What `snowflake-connector-python` reads for `query`, as JSON rows.
+async fn read_back(server: &FakeSnow, query: &str) -> Vec<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/read_back.py");
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
+        .arg(script)
+        .env("SF_HOST", "127.0.0.1")
+        .env("SF_PORT", port)
+        .env("SF_QUERY", query)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "snowflake-connector-python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_run_with_binds_and_every_type_reads_back() {
+    let server = FakeSnow::start();
+    let client = SnowflakeClient::login(server.config()).await.unwrap();
+    client
+        .execute("create database if not exists CASES", &[])
+        .await
+        .unwrap();
+    client
+        .execute(
+            "create or replace table ACCOUNT (ID number(10,0), NAME varchar, AMOUNT number(12,2), \
+             RATE float, ACTIVE boolean, OPENED date, SEEN timestamp_ntz, DETAILS variant)",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Microseconds: fakesnow (DuckDB) keeps six digits of a fraction, Snowflake nine.
+    let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_765_108_800_123_456_000);
+    let inserted = client
+        .execute(
+            "insert into ACCOUNT select ?, ?, ?, ?, ?, '2025-12-07', ?, parse_json(?)",
+            &[
+                Bind::fixed(1),
+                Bind::text("Acme Legal"),
+                Bind::decimal("1250.50"),
+                Bind::real(0.25),
+                Bind::boolean(true),
+                Bind::timestamp_ntz(at),
+                Bind::text(r#"{"tier":"gold","seats":12}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        inserted.rows_affected(),
+        Some(1),
+        "a DML answer (a JSON rowset)"
+    );
+
+    // Array binds: three rows in one request.
+    let many = client
+        .execute(
+            "insert into ACCOUNT (ID, NAME) values (?, ?)",
+            &[
+                Bind::fixeds([2, 3, 4]),
+                Bind::texts(["Beta", "Gamma", "Delta"]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(many.rows_affected(), Some(3));
+
+    let result = client
+        .execute("select * from ACCOUNT where ID = ?", &[Bind::fixed(1)])
+        .await
+        .unwrap();
+    assert!(!result.query_id.is_empty());
+    assert_eq!(
+        result
+            .columns
+            .iter()
+            .map(|c| c.kind.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "fixed",
+            "text",
+            "fixed",
+            "real",
+            "boolean",
+            "date",
+            "timestamp_ntz",
+            "variant"
+        ]
+    );
+    assert_eq!(
+        result.json_rows().unwrap(),
+        [json!({
+            "ID": 1,
+            "NAME": "Acme Legal",
+            "AMOUNT": "1250.50",
+            "RATE": 0.25,
+            "ACTIVE": true,
+            "OPENED": "2025-12-07",
+            "SEEN": "2025-12-07T12:00:00.123456",
+            "DETAILS": {"tier": "gold", "seats": 12},
+        })]
+    );
+
+    // Snowflake's own Python connector reads the same row the same way (VARIANT comes
+    // to it as JSON text).
+    let mut theirs = read_back(&server, "select * from ACCOUNT where ID = 1").await;
+    let details = theirs[0]["DETAILS"].as_str().unwrap().to_owned();
+    theirs[0]["DETAILS"] = serde_json::from_str(&details).unwrap();
+    assert_eq!(theirs, result.json_rows().unwrap());
+
+    let names = client
+        .execute("select NAME from ACCOUNT where ID > 1 order by ID", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        names.json_rows().unwrap(),
+        [
+            json!({"NAME": "Beta"}),
+            json!({"NAME": "Gamma"}),
+            json!({"NAME": "Delta"})
+        ]
+    );
+    let nulls = client
+        .execute("select AMOUNT, DETAILS from ACCOUNT where ID = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        nulls.json_rows().unwrap(),
+        [json!({"AMOUNT": null, "DETAILS": null})]
+    );
+    client.heartbeat().await.unwrap();
+    client.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflakes_errors_name_the_problem_and_never_the_password() {
+    let server = FakeSnow::start();
+    let client = SnowflakeClient::login(server.config()).await.unwrap();
+    client
+        .execute("create database if not exists CASES", &[])
+        .await
+        .unwrap();
+    let err = client
+        .execute("select * from NO_SUCH_TABLE", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("002003"), "{err}");
+    assert!(err.hint().contains("create the object"), "{err:?}");
+
+    let err = client.execute("selec 1", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    let err = client
+        .execute("select ?, ?", &[Bind::fixeds([1, 2]), Bind::fixed(3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.hint().contains("same length"), "{err:?}");
+
+    let shown = format!("{client:?}");
+    assert!(!shown.contains("fakesnow-password-7e2"), "{shown}");
+
+    // Nothing listens: the login fails as unavailable, after the policy's attempts.
+    let closed = SnowflakeConfig::new("acme-test", "LOADER", SecretString::from("x"))
+        .url("http://127.0.0.1:9")
+        .policy(moodbridge_core::resilience::PolicyConfig::default());
+    let err = SnowflakeClient::login(closed).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
