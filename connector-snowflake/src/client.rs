@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 use crate::PLATFORM;
-use crate::config::{SnowflakeConfig, default_policy_config};
+use crate::config::{Credential, SnowflakeConfig, default_policy_config};
 use crate::error;
+use crate::keypair;
 use crate::result::QueryResult;
 
 /// A bind value of a statement's `?` placeholder, typed as Snowflake binds are. An
@@ -233,7 +234,7 @@ impl SnowflakeClient {
             .build()
             .map_err(|e| Error::internal(format!("the HTTP client: {e}")))?;
         let secrets = Secrets::new();
-        secrets.remember([config.password.expose_secret()]);
+        secrets.remember(config.credential.secrets());
         let client = SnowflakeClient {
             inner: Arc::new(Inner {
                 base: config.base_url(),
@@ -271,16 +272,26 @@ impl SnowflakeClient {
             }
             query.append_pair("requestId", &uuid::Uuid::new_v4().to_string());
         }
-        let body = json!({"data": {
+        let mut body = json!({"data": {
             "CLIENT_APP_ID": "MoodBridge",
             "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
             "ACCOUNT_NAME": config.account,
             "LOGIN_NAME": config.user,
-            "PASSWORD": config.password.expose_secret(),
             "CLIENT_ENVIRONMENT": {"APPLICATION": "MoodBridge", "OS": std::env::consts::OS},
             // Some servers (fakesnow) fail a login without session parameters.
             "SESSION_PARAMETERS": {"CLIENT_SESSION_KEEP_ALIVE": false},
         }});
+        match &config.credential {
+            Credential::Password(password) => {
+                body["data"]["PASSWORD"] = Value::String(password.expose_secret().to_owned());
+            }
+            Credential::KeyPair { pem, passphrase } => {
+                let jwt = keypair::token(&config.account, &config.user, pem, passphrase.as_ref())?;
+                inner.secrets.remember([jwt.as_str()]);
+                body["data"]["AUTHENTICATOR"] = Value::String("SNOWFLAKE_JWT".to_owned());
+                body["data"]["TOKEN"] = Value::String(jwt);
+            }
+        }
         let data = inner
             .policy
             .call_as(Operation::new("snowflake.login"), || async {

@@ -5,16 +5,41 @@ use std::time::Duration;
 
 use moodbridge_core::resilience::{PolicyConfig, RetryConfig};
 use moodbridge_core::{Error, Result};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::PLATFORM;
 
-/// A Snowflake login: the account, the user and password, and the session's context.
-/// Its `Debug` form hides the password.
+/// How the user proves who it is.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    Password(SecretString),
+    /// An RSA private key (PKCS#8 PEM, encrypted or not) for a JWT.
+    KeyPair {
+        pem: SecretString,
+        passphrase: Option<SecretString>,
+    },
+}
+
+impl Credential {
+    /// The secrets it holds (to scrub from errors).
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        match self {
+            Credential::Password(p) => vec![p.expose_secret()],
+            Credential::KeyPair { pem, passphrase } => {
+                let mut out = vec![pem.expose_secret()];
+                out.extend(passphrase.as_ref().map(|p| p.expose_secret()));
+                out
+            }
+        }
+    }
+}
+
+/// A Snowflake login: the account, the user and its password or key pair, and the
+/// session's context. Its `Debug` form hides the password and the key.
 ///
 /// ```
 /// use connector_snowflake::SnowflakeConfig;
-/// use secrecy::SecretString;
+/// use secrecy::{ExposeSecret, SecretString};
 /// let config = SnowflakeConfig::new("acme-prod", "LOADER", SecretString::from("s3cret"))
 ///     .database("CASES")
 ///     .role("LOADER_ROLE");
@@ -25,7 +50,7 @@ use crate::PLATFORM;
 pub struct SnowflakeConfig {
     pub(crate) account: String,
     pub(crate) user: String,
-    pub(crate) password: SecretString,
+    pub(crate) credential: Credential,
     pub(crate) url: Option<String>,
     pub(crate) database: Option<String>,
     pub(crate) schema: Option<String>,
@@ -40,7 +65,13 @@ impl fmt::Debug for SnowflakeConfig {
         f.debug_struct("SnowflakeConfig")
             .field("account", &self.account)
             .field("user", &self.user)
-            .field("password", &"<redacted>")
+            .field(
+                "credential",
+                &match self.credential {
+                    Credential::Password(_) => "password <redacted>",
+                    Credential::KeyPair { .. } => "key pair <redacted>",
+                },
+            )
             .field("url", &self.base_url())
             .field("database", &self.database)
             .field("schema", &self.schema)
@@ -58,10 +89,46 @@ impl SnowflakeConfig {
         user: impl Into<String>,
         password: SecretString,
     ) -> Self {
+        Self::with(account.into(), user.into(), Credential::Password(password))
+    }
+
+    /// Log in to `account` as `user` with key-pair authentication: a JWT signed with
+    /// `private_key_pem` (an RSA key in PKCS#8 PEM; with `passphrase`, encrypted PKCS#8),
+    /// whose public key is the user's `RSA_PUBLIC_KEY` (or `RSA_PUBLIC_KEY_2`, during a
+    /// rotation).
+    ///
+    /// ```
+    /// use connector_snowflake::SnowflakeConfig;
+    /// use secrecy::SecretString;
+    /// let config = SnowflakeConfig::key_pair(
+    ///     "acme-prod",
+    ///     "LOADER",
+    ///     SecretString::from("-----BEGIN PRIVATE KEY-----\n…"),
+    ///     None,
+    /// );
+    /// assert!(!format!("{config:?}").contains("BEGIN PRIVATE KEY"));
+    /// ```
+    pub fn key_pair(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        private_key_pem: SecretString,
+        passphrase: Option<SecretString>,
+    ) -> Self {
+        Self::with(
+            account.into(),
+            user.into(),
+            Credential::KeyPair {
+                pem: private_key_pem,
+                passphrase,
+            },
+        )
+    }
+
+    fn with(account: String, user: String, credential: Credential) -> Self {
         SnowflakeConfig {
-            account: account.into(),
-            user: user.into(),
-            password,
+            account,
+            user,
+            credential,
             url: None,
             database: None,
             schema: None,

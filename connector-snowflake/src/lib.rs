@@ -41,12 +41,14 @@ mod client;
 mod column;
 mod config;
 mod error;
+mod keypair;
 mod result;
 pub mod value;
 
 pub use client::{Bind, SnowflakeClient};
 pub use column::Column;
 pub use config::{SnowflakeConfig, default_policy_config};
+pub use keypair::token as key_pair_token;
 pub use result::QueryResult;
 
 /// The platform name in errors and metrics.
