@@ -489,11 +489,14 @@ impl Conn {
             }
         }
         if out.len() < max {
-            // Take back the credit left; what the service sent meanwhile is kept for
-            // the next receive.
+            // Take back the credit left, by setting it to zero rather than draining:
+            // `fe2o3-amqp` gives no way to wait for a drain's answer, and new credit sent
+            // before that answer arrives counts against deliveries the drain used up, so
+            // the next receive would get nothing. What the service sent meanwhile is kept
+            // for the next receive.
             state
                 .link
-                .drain()
+                .set_credit(0)
                 .await
                 .map_err(|e| self.fail(secrets, "receive", e))?;
         }
@@ -659,8 +662,9 @@ pub(crate) async fn receive_from(
         }
     }
     if out.len() < max as usize {
-        link.drain().await.map_err(|e| e.to_string())?;
-        // What the service sent before it saw the drain.
+        // Zero credit, not a drain (see `Conn::receive`).
+        link.set_credit(0).await.map_err(|e| e.to_string())?;
+        // What the service sent before it saw the new credit.
         while out.len() < max as usize {
             match tokio::time::timeout(Duration::from_millis(20), link.recv::<Body<Value>>()).await
             {
