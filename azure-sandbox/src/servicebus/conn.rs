@@ -68,8 +68,7 @@ struct Link {
     /// Our side is the sender.
     sender: bool,
     kind: Kind,
-    /// Addresses as the client gave them (replies are matched on them).
-    source: Option<String>,
+    /// The target address the client gave (replies are matched on it).
     target: Option<String>,
     /// Deliveries are pre-settled (receive-and-delete).
     settled: bool,
@@ -241,13 +240,9 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) -> io::Result<()> 
     result
 }
 
-/// The entity path of an address: `amqps://host:port/queue`, `sb://host/queue` or `queue`.
-fn path_of(address: &str) -> String {
-    super::conn_path(address)
-}
-
+/// What an address (`amqps://host:port/queue`, `sb://host/queue` or `queue`) names.
 fn kind_of(address: &str) -> Kind {
-    let path = path_of(address);
+    let path = super::conn_path(address);
     if path == "$cbs" {
         Kind::Cbs
     } else if let Some(entity) = path.strip_suffix("$management") {
@@ -624,7 +619,6 @@ impl Conn {
             local,
             sender,
             kind,
-            source: source_address(&attach),
             target: target_address(&attach),
             settled: attach.snd_settle_mode == SenderSettleMode::Settled,
             credit: 0,
@@ -737,9 +731,8 @@ impl Conn {
         link.credit = link.credit.saturating_sub(1);
         let low_credit = link.credit < CREDIT / 2;
         let kind = link.kind.clone();
-        let (source, target) = (link.source.clone(), link.target.clone());
         let window_low = session.received > WINDOW / 2;
-        let outcome = self.on_message(channel, &kind, &first, &bytes, source, target);
+        let outcome = self.on_message(channel, &kind, &first, &bytes);
         if first.settled != Some(true)
             && let Some(delivery_id) = first.delivery_id
         {
@@ -772,8 +765,6 @@ impl Conn {
         kind: &Kind,
         transfer: &Transfer,
         bytes: &[u8],
-        _source: Option<String>,
-        target: Option<String>,
     ) -> Result<(), SbError> {
         let message: AmqpMessage = serde_amqp::from_slice::<Deserializable<AmqpMessage>>(bytes)
             .map_err(|e| SbError::bad_request(format!("the message does not decode: {e}")))?
@@ -824,26 +815,20 @@ impl Conn {
             }
             Kind::Cbs => {
                 let reply = mgmt::cbs(&self.shared, &message, &mut self.authorized);
-                self.reply(channel, "$cbs", target.as_deref(), reply);
+                self.reply(channel, "$cbs", reply);
                 Ok(())
             }
             Kind::Management(path) => {
                 let node = format!("{path}/$management");
                 let reply = mgmt::request(&self.shared, path, &message, self.id);
-                self.reply(channel, &node, target.as_deref(), reply);
+                self.reply(channel, &node, reply);
                 Ok(())
             }
         }
     }
 
     /// Queue `reply` on the client's receiver of `node` in this session.
-    fn reply(
-        &mut self,
-        channel: u16,
-        node: &str,
-        _request_target: Option<&str>,
-        reply: AmqpMessage,
-    ) {
+    fn reply(&mut self, channel: u16, node: &str, reply: AmqpMessage) {
         let Some(session) = self.sessions.get_mut(&channel) else {
             return;
         };

@@ -3,7 +3,6 @@
 //! runs out), the entity's sender and receiver links, and request/response calls to the
 //! entity's `$management` node.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,20 +77,13 @@ pub(crate) struct Received {
     pub(crate) tag: Vec<u8>,
 }
 
-/// The receiver link of an entity and the deliveries it took in beyond what a receive
-/// returned.
-struct ReceiverState {
-    link: Receiver,
-    buffered: VecDeque<Received>,
-}
-
 /// A connection, its session and the entity's links (attached when first used).
 pub(crate) struct Conn {
     connection: Mutex<ConnectionHandle<()>>,
     session: Mutex<SessionHandle<()>>,
     cbs: Mutex<(Sender, Receiver, String)>,
     sender: Mutex<Option<Sender>>,
-    receiver: Mutex<Option<ReceiverState>>,
+    receiver: Mutex<Option<Receiver>>,
     management: Mutex<Option<(Sender, Receiver, String)>>,
     token_until: Mutex<SystemTime>,
     broken: AtomicBool,
@@ -440,65 +432,27 @@ impl Conn {
                 .map_err(|e| {
                     self.attach_failed(secrets, "attach a receiver", receiver_remote(&e), &e)
                 })?;
-            *guard = Some(ReceiverState {
-                link,
-                buffered: VecDeque::new(),
-            });
+            *guard = Some(link);
         }
-        let Some(state) = guard.as_mut() else {
+        let Some(link) = guard.as_mut() else {
             return Err(Error::internal("the receiver link vanished"));
         };
         let max = max.max(1) as usize;
         let mut out: Vec<Received> = Vec::with_capacity(max);
-        while out.len() < max {
-            match state.buffered.pop_front() {
-                Some(r) => out.push(r),
-                None => break,
-            }
-        }
         // Deliveries that arrived after the last receive stopped reading.
         while out.len() < max {
-            match tokio::time::timeout(Duration::ZERO, state.link.recv::<Body<Value>>()).await {
-                Ok(Ok(d)) => out.push(into_received(d)),
-                Ok(Err(e)) => return Err(self.fail(secrets, "receive", e)),
-                Err(_) => break,
-            }
-        }
-        if out.len() >= max {
-            return Ok(out);
-        }
-        let credit = u32::try_from(max - out.len()).unwrap_or(u32::MAX);
-        state
-            .link
-            .set_credit(credit)
-            .await
-            .map_err(|e| self.fail(secrets, "receive", e))?;
-        let deadline = Instant::now() + wait;
-        while out.len() < max {
-            // Once something came, only what is already on its way is waited for.
-            let until = if out.is_empty() {
-                deadline
-            } else {
-                Instant::now() + Duration::from_millis(20)
-            };
-            let remaining = until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, state.link.recv::<Body<Value>>()).await {
+            match tokio::time::timeout(Duration::ZERO, link.recv::<Body<Value>>()).await {
                 Ok(Ok(d)) => out.push(into_received(d)),
                 Ok(Err(e)) => return Err(self.fail(secrets, "receive", e)),
                 Err(_) => break,
             }
         }
         if out.len() < max {
-            // Take back the credit left, by setting it to zero rather than draining:
-            // `fe2o3-amqp` gives no way to wait for a drain's answer, and new credit sent
-            // before that answer arrives counts against deliveries the drain used up, so
-            // the next receive would get nothing. What the service sent meanwhile is kept
-            // for the next receive.
-            state
-                .link
-                .set_credit(0)
+            let more = u32::try_from(max - out.len()).unwrap_or(u32::MAX);
+            let got = receive_from(link, more, wait)
                 .await
                 .map_err(|e| self.fail(secrets, "receive", e))?;
+            out.extend(got);
         }
         Ok(out)
     }
@@ -662,7 +616,10 @@ pub(crate) async fn receive_from(
         }
     }
     if out.len() < max as usize {
-        // Zero credit, not a drain (see `Conn::receive`).
+        // Take back the credit left by setting it to zero rather than draining:
+        // `fe2o3-amqp` gives no way to wait for a drain's answer, and new credit sent
+        // before that answer arrives counts against deliveries the drain used up, so the
+        // next receive would get nothing.
         link.set_credit(0).await.map_err(|e| e.to_string())?;
         // What the service sent before it saw the new credit.
         while out.len() < max as usize {
