@@ -53,17 +53,28 @@ for npm_dir in moodbridge-auth/tests/oidc salesforce-sandbox/tests/jsforce sales
   fi
 done
 
-# Python services (moto for S3) in a venv kept beside the target dir, pinned by
-# scripts/requirements-test.txt; reinstalled when that file changes.
+# A venv at $1 with the pinned requirements file $2, reinstalled when that file changes
+# (a copy of it inside the venv remembers what was installed).
+venv_with() {
+  local venv=$1 requirements=$2
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if ! cmp -s "$requirements" "$venv/.$(basename "$requirements")"; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/.$(basename "$requirements")"
+  fi
+}
+# Python services (moto for S3, fakesnow, the vendors' Python clients) in a venv kept
+# beside the target dir, pinned by scripts/requirements-test.txt.
 VENV="${MOODBRIDGE_VENV:-$HOME/.cache/moodbridge/venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-if ! cmp -s scripts/requirements-test.txt "$VENV/.requirements-test.txt"; then
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
-  cp scripts/requirements-test.txt "$VENV/.requirements-test.txt"
-fi
+venv_with "$VENV" scripts/requirements-test.txt
 export MOODBRIDGE_MOTO_SERVER="$VENV/bin/moto_server"
+# Snowflake's Python connector 5.x cannot share the venv with fakesnow (which pins 4.x):
+# a venv of its own, for the Snowflake sandbox's fidelity test.
+VENV_SNOWFLAKE5="${MOODBRIDGE_SNOWFLAKE5_VENV:-$HOME/.cache/moodbridge/venv-snowflake5}"
+venv_with "$VENV_SNOWFLAKE5" scripts/requirements-snowflake5.txt
+export MOODBRIDGE_SNOWFLAKE5_PYTHON="$VENV_SNOWFLAKE5/bin/python"
 "$MOODBRIDGE_MOTO_SERVER" --help >/dev/null || { echo "moto_server does not run"; exit 1; }
 
 # PostgreSQL 15 for the state store tests: a throwaway cluster on 127.0.0.1 at a free
@@ -156,6 +167,8 @@ for subset in \
   "-p connector-azure --no-default-features --features keyvault" \
   "-p connector-azure --no-default-features --features servicebus" \
   "-p azure-sandbox" \
+  "-p connector-snowflake" \
+  "-p snowflake-sandbox" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"
   # shellcheck disable=SC2086 # the subset is a list of arguments

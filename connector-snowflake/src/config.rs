@@ -18,6 +18,11 @@ pub(crate) enum Credential {
         pem: SecretString,
         passphrase: Option<SecretString>,
     },
+    /// A bearer token: `OAUTH` or `PROGRAMMATIC_ACCESS_TOKEN`.
+    Token {
+        authenticator: String,
+        token: SecretString,
+    },
 }
 
 impl Credential {
@@ -30,6 +35,7 @@ impl Credential {
                 out.extend(passphrase.as_ref().map(|p| p.expose_secret()));
                 out
             }
+            Credential::Token { token, .. } => vec![token.expose_secret()],
         }
     }
 }
@@ -58,6 +64,9 @@ pub struct SnowflakeConfig {
     pub(crate) role: Option<String>,
     pub(crate) timeout: Duration,
     pub(crate) policy: Option<PolicyConfig>,
+    pub(crate) prefetch: usize,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) query_tag: Option<String>,
 }
 
 impl fmt::Debug for SnowflakeConfig {
@@ -70,6 +79,7 @@ impl fmt::Debug for SnowflakeConfig {
                 &match self.credential {
                     Credential::Password(_) => "password <redacted>",
                     Credential::KeyPair { .. } => "key pair <redacted>",
+                    Credential::Token { .. } => "token <redacted>",
                 },
             )
             .field("url", &self.base_url())
@@ -136,7 +146,81 @@ impl SnowflakeConfig {
             role: None,
             timeout: Duration::from_secs(120),
             policy: None,
+            prefetch: 4,
+            statement_timeout: None,
+            query_tag: None,
         }
+    }
+
+    /// Log in to `account` as `user` with an OAuth access token (from the host's token
+    /// manager; Snowflake's `OAUTH` authenticator). A session outlives the token; a new
+    /// login needs a fresh one.
+    pub fn oauth(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        access_token: SecretString,
+    ) -> Self {
+        Self::with(
+            account.into(),
+            user.into(),
+            Credential::Token {
+                authenticator: "OAUTH".to_owned(),
+                token: access_token,
+            },
+        )
+    }
+
+    /// Log in to `account` as `user` with a programmatic access token
+    /// (`PROGRAMMATIC_ACCESS_TOKEN`).
+    ///
+    /// ```
+    /// use connector_snowflake::SnowflakeConfig;
+    /// use secrecy::SecretString;
+    /// let config = SnowflakeConfig::programmatic_access_token(
+    ///     "acme-prod",
+    ///     "LOADER",
+    ///     SecretString::from("pat-secret"),
+    /// );
+    /// assert!(!format!("{config:?}").contains("pat-secret"));
+    /// ```
+    pub fn programmatic_access_token(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        token: SecretString,
+    ) -> Self {
+        Self::with(
+            account.into(),
+            user.into(),
+            Credential::Token {
+                authenticator: "PROGRAMMATIC_ACCESS_TOKEN".to_owned(),
+                token,
+            },
+        )
+    }
+
+    /// How many result chunks are downloaded ahead of the reader (default 4). Memory
+    /// held by a result stream is about this many decoded chunks.
+    #[must_use]
+    pub fn prefetch(mut self, chunks: usize) -> Self {
+        self.prefetch = chunks.max(1);
+        self
+    }
+
+    /// Cancel a statement that has not answered after `limit` and fail it with
+    /// [`Timeout`](moodbridge_core::ErrorKind::Timeout) (default: no limit beyond
+    /// Snowflake's own `STATEMENT_TIMEOUT_IN_SECONDS`).
+    #[must_use]
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.statement_timeout = Some(limit);
+        self
+    }
+
+    /// The session's `QUERY_TAG`: every statement carries it unless a
+    /// [`tagged`](crate::SnowflakeClient::tagged) handle gives its own.
+    #[must_use]
+    pub fn query_tag(mut self, tag: impl Into<String>) -> Self {
+        self.query_tag = Some(tag.into());
+        self
     }
 
     /// The server's base URL (default `https://<account>.snowflakecomputing.com`; a

@@ -27,6 +27,14 @@ pub(crate) fn answered(
             ErrorKind::Auth,
             "check the user and password (or key pair) of the Snowflake login",
         ),
+        ("000008", _) | (_, "0A000") => (
+            ErrorKind::InvalidInput,
+            "send as many statements as declared (execute_multi's count), or 0 for any number",
+        ),
+        ("390111" | "390113" | "390115", _) => (
+            ErrorKind::AuthExpired,
+            "the session is gone: the client logs in again",
+        ),
         (_, "42S02") | ("002003", _) => (
             ErrorKind::NotFound,
             "create the object, or check the database, schema and role of the session (names are upper-case unless quoted)",

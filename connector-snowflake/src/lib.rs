@@ -12,6 +12,17 @@
 //!   rowset is converted to the same shape). Every request goes through the client's
 //!   [`Policy`](moodbridge_core::resilience::Policy); a retried statement keeps its
 //!   `requestId` and counts `retryCount`, so Snowflake runs it once.
+//! - [`stream`](SnowflakeClient::stream) returns a [`ResultStream`]: the inline rows,
+//!   then each chunk of a large result, downloaded ahead of the reader a few at a time
+//!   (bounded memory).
+//! - Sessions renew themselves with the master token (ahead of expiry and on 390112)
+//!   and log in again when that is refused; a statement still running is polled to its
+//!   end; [`submit`](SnowflakeClient::submit) runs one in the background and
+//!   [`query_result`](SnowflakeClient::query_result) reads it back by id, from any
+//!   session; [`cancel`](SnowflakeClient::cancel), a statement timeout and a dropped
+//!   future cancel on the server; [`execute_multi`](SnowflakeClient::execute_multi)
+//!   runs several statements in one request; [`tagged`](SnowflakeClient::tagged) sets
+//!   the `QUERY_TAG` of a handle's statements.
 //! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
 //!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
 //!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
@@ -37,19 +48,23 @@
 //! # Ok(()) }
 //! ```
 
+mod bind;
 mod client;
 mod column;
 mod config;
 mod error;
 mod keypair;
 mod result;
+mod stream;
 pub mod value;
 
-pub use client::{Bind, SnowflakeClient};
+pub use bind::Bind;
+pub use client::{QueryStatus, SnowflakeClient};
 pub use column::Column;
 pub use config::{SnowflakeConfig, default_policy_config};
 pub use keypair::token as key_pair_token;
 pub use result::QueryResult;
+pub use stream::ResultStream;
 
 /// The platform name in errors and metrics.
 pub const PLATFORM: &str = "snowflake";

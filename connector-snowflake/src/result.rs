@@ -3,6 +3,7 @@
 //! columns of the same shape).
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
@@ -44,41 +45,153 @@ struct Data {
     #[serde(default)]
     total: Option<u64>,
     #[serde(default)]
-    chunks: Option<Vec<serde_json::Value>>,
+    chunks: Vec<ChunkData>,
+    #[serde(default)]
+    chunk_headers: Option<HashMap<String, String>>,
+    #[serde(default)]
+    qrmk: Option<String>,
+    #[serde(default)]
+    result_ids: Option<String>,
 }
 
-fn protocol(what: impl Into<String>) -> Error {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkData {
+    url: String,
+    row_count: usize,
+}
+
+/// A chunk of a result still to be downloaded.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkRef {
+    pub url: String,
+    pub rows: usize,
+}
+
+/// A result's first answer: its header, the rows that came inline, and the chunks to
+/// fetch (with the headers their download needs).
+#[derive(Debug)]
+pub(crate) struct Rowset {
+    pub query_id: String,
+    pub columns: Vec<Column>,
+    pub total: Option<u64>,
+    pub arrow: bool,
+    pub inline: Vec<RecordBatch>,
+    pub chunks: Vec<ChunkRef>,
+    /// Headers of chunk downloads; values are secrets (an SSE-C key).
+    pub chunk_headers: Vec<(String, String)>,
+    /// The children of a multi-statement request.
+    pub result_ids: Vec<String>,
+}
+
+pub(crate) fn protocol(what: impl Into<String>) -> Error {
     Error::new(ErrorKind::Protocol, what.into()).with_connector(PLATFORM)
 }
 
-impl QueryResult {
-    /// The result in a query response's `data`.
-    pub(crate) fn from_data(data: serde_json::Value) -> Result<QueryResult> {
+impl Rowset {
+    /// The rowset in a query response's `data`.
+    pub(crate) fn from_data(data: serde_json::Value) -> Result<Rowset> {
         let data: Data = serde_json::from_value(data)
             .map_err(|e| protocol(format!("a Snowflake query response does not read: {e}")))?;
-        if data.chunks.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "the result came in chunks, which this client does not read yet",
-            )
-            .with_connector(PLATFORM)
-            .with_hint("select fewer rows at once (add a LIMIT or a key range)"));
-        }
-        let batches = match data.query_result_format.as_deref() {
-            Some("arrow") => decode_arrow(data.rowset_base64.as_deref().unwrap_or_default())?,
-            _ => json_batch(&data.rowtype, data.rowset.unwrap_or_default())?
+        let arrow = data.query_result_format.as_deref() == Some("arrow");
+        let inline = if arrow {
+            decode_arrow_base64(data.rowset_base64.as_deref().unwrap_or_default())?
+        } else {
+            json_batch(&data.rowtype, data.rowset.unwrap_or_default())?
                 .into_iter()
-                .collect(),
+                .collect()
         };
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        Ok(QueryResult {
+        let mut chunk_headers: Vec<(String, String)> =
+            data.chunk_headers.unwrap_or_default().into_iter().collect();
+        if chunk_headers.is_empty()
+            && let Some(qrmk) = data.qrmk
+        {
+            chunk_headers.push((
+                "x-amz-server-side-encryption-customer-algorithm".to_owned(),
+                "AES256".to_owned(),
+            ));
+            chunk_headers.push(("x-amz-server-side-encryption-customer-key".to_owned(), qrmk));
+        }
+        let chunks: Vec<ChunkRef> = data
+            .chunks
+            .into_iter()
+            .map(|c| ChunkRef {
+                url: c.url,
+                rows: c.row_count,
+            })
+            .collect();
+        let rowset = Rowset {
             query_id: data.query_id,
             columns: data.rowtype,
-            total: data.total.unwrap_or(rows as u64),
-            batches,
-        })
+            total: data.total,
+            arrow,
+            inline,
+            chunks,
+            chunk_headers,
+            result_ids: data
+                .result_ids
+                .map(|ids| {
+                    ids.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if let Some(total) = rowset.total {
+            let inline: usize = rowset.inline.iter().map(RecordBatch::num_rows).sum();
+            let chunked: usize = rowset.chunks.iter().map(|c| c.rows).sum();
+            if (inline + chunked) as u64 != total {
+                return Err(protocol(format!(
+                    "Snowflake promised {total} rows but sent {inline} inline and {chunked} in chunks"
+                )));
+            }
+        }
+        Ok(rowset)
     }
 
+    /// The body of a downloaded chunk as batches: an Arrow IPC stream, or JSON rows
+    /// without their enclosing brackets; gzip-compressed or not.
+    pub(crate) fn decode_chunk(
+        &self,
+        body: &[u8],
+        expected_rows: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut plain;
+        let mut bytes = body;
+        if body.starts_with(&[0x1f, 0x8b]) {
+            plain = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut plain)
+                .map_err(|e| protocol(format!("a Snowflake result chunk does not gunzip: {e}")))?;
+            bytes = &plain;
+        }
+        let batches = if self.arrow {
+            decode_arrow(bytes.to_vec())?
+        } else {
+            let mut text = Vec::with_capacity(bytes.len() + 2);
+            text.push(b'[');
+            text.extend_from_slice(bytes);
+            text.push(b']');
+            let rows: Vec<Vec<Option<String>>> = serde_json::from_slice(&text).map_err(|e| {
+                protocol(format!("a Snowflake JSON result chunk does not read: {e}"))
+            })?;
+            json_batch(&self.columns, rows)?.into_iter().collect()
+        };
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != expected_rows {
+            return Err(Error::unavailable(format!(
+                "a Snowflake result chunk holds {rows} rows where {expected_rows} were promised"
+            ))
+            .with_connector(PLATFORM)
+            .with_hint("the download was cut short; it is fetched again"));
+        }
+        Ok(batches)
+    }
+}
+
+impl QueryResult {
     /// The number of rows.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
@@ -142,13 +255,21 @@ impl QueryResult {
 }
 
 /// An Arrow IPC stream (schema, record batches, end marker) in base64.
-fn decode_arrow(base64_text: &str) -> Result<Vec<RecordBatch>> {
+fn decode_arrow_base64(base64_text: &str) -> Result<Vec<RecordBatch>> {
     if base64_text.is_empty() {
         return Ok(Vec::new());
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(base64_text)
         .map_err(|e| protocol(format!("a Snowflake Arrow rowset is not base64: {e}")))?;
+    decode_arrow(bytes)
+}
+
+/// An Arrow IPC stream (schema, record batches, end marker).
+fn decode_arrow(bytes: Vec<u8>) -> Result<Vec<RecordBatch>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| protocol(format!("a Snowflake Arrow rowset does not read: {e}")))?;
     reader

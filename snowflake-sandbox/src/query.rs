@@ -71,7 +71,10 @@ impl Rows {
             },
         );
         let schema = single_schema(&column, DataType::Int64);
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![value]))]);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![value]))],
+        );
         Rows::Arrow {
             rowtype: vec![column.rowtype("")],
             schema,
@@ -84,8 +87,10 @@ impl Rows {
     pub(crate) fn text(name: &str, value: &str) -> Rows {
         let column = ColumnDef::new(name, ColumnKind::Text);
         let schema = single_schema(&column, DataType::Utf8);
-        let batch =
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))]);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![value]))],
+        );
         Rows::Arrow {
             rowtype: vec![column.rowtype("")],
             schema,
@@ -163,8 +168,8 @@ pub(crate) struct Layout {
 }
 
 fn ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema)
-        .map_err(|e| e.to_string())?;
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(|e| e.to_string())?;
     for batch in batches {
         writer.write(batch).map_err(|e| e.to_string())?;
     }
@@ -274,7 +279,13 @@ pub(crate) fn serve(
                 use rand::Rng as _;
                 let key: [u8; 32] = rand::rng().random();
                 let key = base64::engine::general_purpose::STANDARD.encode(key);
+                // Snowflake on AWS sends the key both ways: `qrmk`, and the headers
+                // themselves (what newer drivers read).
                 data["qrmk"] = json!(key);
+                data["chunkHeaders"] = json!({
+                    "x-amz-server-side-encryption-customer-algorithm": "AES256",
+                    "x-amz-server-side-encryption-customer-key": key,
+                });
                 data["chunks"] = Value::Array(
                     chunks
                         .iter()
@@ -291,11 +302,7 @@ pub(crate) fn serve(
                 );
                 qrmk = Some(key);
             }
-            Ok(Served {
-                data,
-                chunks,
-                qrmk,
-            })
+            Ok(Served { data, chunks, qrmk })
         }
     }
 }

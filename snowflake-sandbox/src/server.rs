@@ -54,7 +54,9 @@ pub(crate) struct State {
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) fn router(state: Arc<State>) -> Router {
@@ -70,6 +72,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/monitoring/queries/{id}", get(monitoring))
         .route("/chunks/{id}/{n}", get(chunk))
         .route("/telemetry/send", post(telemetry))
+        // Snowflake's Rust core (in snowflake-connector-python 5.x) asks with a double
+        // slash, which Snowflake accepts.
+        .route("/monitoring/queries//{id}", get(monitoring))
+        .fallback(unknown)
         .with_state(state)
 }
 
@@ -250,7 +256,11 @@ async fn logout(
     headers: HeaderMap,
 ) -> Response {
     if params.get("delete").map(String::as_str) != Some("true") {
-        return failure("390400", "the sandbox closes sessions only (delete=true)", Value::Null);
+        return failure(
+            "390400",
+            "the sandbox closes sessions only (delete=true)",
+            Value::Null,
+        );
     }
     let Some(token) = token(&headers) else {
         return token_failure(&TokenError::Missing);
@@ -260,6 +270,18 @@ async fn logout(
     } else {
         token_failure(&TokenError::Gone)
     }
+}
+
+async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    tracing::debug!(%method, %uri, "the Snowflake sandbox does not serve this endpoint");
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "the Snowflake sandbox does not serve {method} {}",
+            uri.path()
+        ),
+    )
+        .into_response()
 }
 
 async fn telemetry() -> Response {
@@ -303,7 +325,9 @@ async fn run(state: &Arc<State>, sql_text: &str, bindings: &Value) -> Result<Row
     match sql::parse(sql_text)? {
         Statement::SelectAll { table, limit } => {
             let tables = lock(&state.tables);
-            let t = tables.get(&table).ok_or_else(|| SqlError::no_table(&table))?;
+            let t = tables
+                .get(&table)
+                .ok_or_else(|| SqlError::no_table(&table))?;
             Ok(Rows::Arrow {
                 rowtype: t.columns().iter().map(|c| c.rowtype(t.name())).collect(),
                 schema: t.schema(),
@@ -313,7 +337,9 @@ async fn run(state: &Arc<State>, sql_text: &str, bindings: &Value) -> Result<Row
         }
         Statement::Count { table } => {
             let tables = lock(&state.tables);
-            let t = tables.get(&table).ok_or_else(|| SqlError::no_table(&table))?;
+            let t = tables
+                .get(&table)
+                .ok_or_else(|| SqlError::no_table(&table))?;
             Ok(Rows::number("COUNT(*)", t.num_rows() as i64))
         }
         Statement::Literal(n) => Ok(Rows::number(&n.to_string(), n)),
@@ -467,7 +493,14 @@ fn finish(state: &Arc<State>, id: &str, outcome: Result<Rows, SqlError>) {
 }
 
 /// Start query `id` running `statements` (several: a multi-statement parent).
-fn start(state: &Arc<State>, id: &str, statements: Vec<String>, bindings: Value, session: u64, tag: Option<String>) {
+fn start(
+    state: &Arc<State>,
+    id: &str,
+    statements: Vec<String>,
+    bindings: Value,
+    session: u64,
+    tag: Option<String>,
+) {
     let task_state = state.clone();
     let task_id = id.to_owned();
     let handle = tokio::spawn(async move {
@@ -591,6 +624,9 @@ async fn query_request(
     let Some(sql_text) = body["sqlText"].as_str() else {
         return failure("390400", "the request has no sqlText", Value::Null);
     };
+    if body["describeOnly"].as_bool() == Some(true) {
+        return describe(&state, sql_text);
+    }
     let request_id = params.get("requestId").cloned();
     // A request id seen before is a retry: answer with that query, do not run it again.
     let known = request_id
@@ -613,7 +649,10 @@ async fn query_request(
                     .cloned()
             };
             let expected = setting("MULTI_STATEMENT_COUNT")
-                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
                 .unwrap_or(1);
             if statements.is_empty() {
                 return sql_failure(&SqlError::syntax("Empty SQL statement."), None);
@@ -633,7 +672,14 @@ async fn query_request(
             }
             let tag = setting("QUERY_TAG").and_then(|v| v.as_str().map(str::to_owned));
             let (id, _) = new_query(&state, sql_text, session.id, request_id, tag.clone());
-            start(&state, &id, statements, body["bindings"].clone(), session.id, tag);
+            start(
+                &state,
+                &id,
+                statements,
+                body["bindings"].clone(),
+                session.id,
+                tag,
+            );
             if body["asyncExec"].as_bool() == Some(true) {
                 return in_progress(
                     "333334",
@@ -649,6 +695,49 @@ async fn query_request(
         return (StatusCode::SERVICE_UNAVAILABLE, "the answer was lost").into_response();
     }
     response
+}
+
+/// A describe-only request: the statement's result columns and binds, without running
+/// it (drivers ask before an array bind).
+fn describe(state: &Arc<State>, sql_text: &str) -> Response {
+    let statement = match sql::parse(sql_text) {
+        Ok(statement) => statement,
+        Err(e) => return sql_failure(&e, None),
+    };
+    let (rowtype, binds, statement_type) = match &statement {
+        Statement::SelectAll { table, .. } => {
+            let tables = lock(&state.tables);
+            let Some(t) = tables.get(table) else {
+                return sql_failure(&SqlError::no_table(table), None);
+            };
+            let rowtype: Vec<Value> = t.columns().iter().map(|c| c.rowtype(t.name())).collect();
+            (rowtype, 0, query::SELECT)
+        }
+        Statement::Insert { rows, .. } => {
+            let binds = rows
+                .iter()
+                .flatten()
+                .filter(|v| matches!(v, sql::Value::Placeholder(_)))
+                .count();
+            let rowtype = match Rows::inserted(0) {
+                Rows::Json { rowtype, .. } | Rows::Arrow { rowtype, .. } => rowtype,
+            };
+            (rowtype, binds, query::INSERT)
+        }
+        _ => (Vec::new(), 0, query::SELECT),
+    };
+    ok(json!({
+        "queryId": uuid::Uuid::new_v4().to_string(),
+        "rowtype": rowtype,
+        "rowset": [],
+        "total": 0,
+        "returned": 0,
+        "queryResultFormat": "json",
+        "statementTypeId": statement_type,
+        "numberOfBinds": binds,
+        "arrayBindSupported": true,
+        "parameters": [],
+    }))
 }
 
 async fn result(

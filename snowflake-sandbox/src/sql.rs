@@ -20,8 +20,13 @@ use regex::Regex;
 /// One parsed statement.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Statement {
-    SelectAll { table: String, limit: Option<usize> },
-    Count { table: String },
+    SelectAll {
+        table: String,
+        limit: Option<usize>,
+    },
+    Count {
+        table: String,
+    },
     Literal(i64),
     Wait(Duration),
     ResultScan(String),
@@ -89,14 +94,15 @@ static COUNT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static LITERAL: LazyLock<Regex> = LazyLock::new(|| regex(r"(?is)^select\s+(-?\d+)$"));
 static WAIT: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?is)^select\s+system\$wait\s*\(\s*(\d+(?:\.\d+)?)\s*(?:,\s*'(seconds|milliseconds)'\s*)?\)$")
+    regex(
+        r"(?is)^select\s+system\$wait\s*\(\s*(\d+(?:\.\d+)?)\s*(?:,\s*'(seconds|milliseconds)'\s*)?\)$",
+    )
 });
 static RESULT_SCAN: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^select\s+\*\s+from\s+table\s*\(\s*result_scan\s*\(\s*'([^']+)'\s*\)\s*\)$")
 });
-static CANCEL: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?is)^select\s+system\$cancel_query\s*\(\s*'([^']+)'\s*\)$")
-});
+static CANCEL: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?is)^select\s+system\$cancel_query\s*\(\s*'([^']+)'\s*\)$"));
 static INSERT: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^insert\s+into\s+([A-Za-z_][A-Za-z0-9_$.]*)\s*(?:\(([^)]*)\))?\s*values\s*(.+)$")
 });

@@ -380,8 +380,11 @@ fn column_array(column: &ColumnDef, values: &[Option<&str>]) -> Result<ArrayRef,
             let mut b = Float64Builder::new();
             for v in values {
                 b.append_option(
-                    v.map(|v| v.parse::<f64>().map_err(|_| not_recognized(v, "Numeric value")))
-                        .transpose()?,
+                    v.map(|v| {
+                        v.parse::<f64>()
+                            .map_err(|_| not_recognized(v, "Numeric value"))
+                    })
+                    .transpose()?,
                 );
             }
             Arc::new(b.finish())

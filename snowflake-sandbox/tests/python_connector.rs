@@ -1,5 +1,6 @@
-//! The sandbox's fidelity, held to Snowflake's own Python connector
-//! (`snowflake-connector-python`, installed by scripts/test.sh), which runs
+//! The sandbox's fidelity, held to Snowflake's own Python connector, 4.x (pure Python,
+//! in the test venv beside fakesnow) and 5.x (Snowflake's Rust core, in a venv of its
+//! own), both installed by scripts/test.sh, each running
 //! `tests/python/connector_check.py` against it unchanged: chunked Arrow results read to
 //! the last row and value, a statement polled past "in progress", an asynchronous query
 //! read back by id, cancel, multi-statement, single and array binds, error codes,
@@ -20,7 +21,14 @@ use snowflake_sandbox::{ColumnDef, ColumnKind, Sandbox, SandboxConfig, Table, Us
 fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
     let private = dir.join(format!("{name}.p8"));
     let status = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&private)
         .stderr(std::process::Stdio::null())
         .status()
@@ -35,8 +43,36 @@ fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
     (private, String::from_utf8(public.stdout).unwrap())
 }
 
+/// The Python of the venv with snowflake-connector-python 5.x.
+fn connector_5_python() -> std::path::PathBuf {
+    std::env::var_os("MOODBRIDGE_SNOWFLAKE5_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            moodbridge_core::testing::venv_python()
+                .parent()
+                .and_then(|bin| bin.parent())
+                .and_then(|venv| venv.parent())
+                .unwrap()
+                .join("venv-snowflake5/bin/python")
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snowflakes_python_connector_accepts_what_the_sandbox_serves() {
+async fn snowflakes_python_connector_4_accepts_what_the_sandbox_serves() {
+    check_with(moodbridge_core::testing::venv_python(), "4.").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflakes_python_connector_5_with_its_rust_core_accepts_what_the_sandbox_serves() {
+    check_with(connector_5_python(), "5.").await;
+}
+
+async fn check_with(python: std::path::PathBuf, version: &str) {
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test.sh once to install snowflake-connector-python",
+        python.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let (private_key, public_key) = key_pair(dir.path(), "current");
     let (_, other_public_key) = key_pair(dir.path(), "older");
@@ -72,8 +108,11 @@ async fn snowflakes_python_connector_accepts_what_the_sandbox_serves() {
     .unwrap();
     // The first two chunk downloads fail: the connector retries them.
     sandbox.fail_next_chunks(2);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/connector_check.py");
-    let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/connector_check.py"
+    );
+    let out = tokio::process::Command::new(python)
         .arg(script)
         .arg(sandbox.port().to_string())
         .arg(sandbox.account())
@@ -90,6 +129,11 @@ async fn snowflakes_python_connector_accepts_what_the_sandbox_serves() {
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["chunked_rows"], 120_000);
+    assert!(
+        summary["connector"].as_str().unwrap().starts_with(version),
+        "expected connector {version}x, ran {}",
+        summary["connector"]
+    );
 
     let queries = sandbox.queries();
     let find = |id: &serde_json::Value| {
@@ -110,7 +154,14 @@ async fn snowflakes_python_connector_accepts_what_the_sandbox_serves() {
     );
     // Eleven matters: one single insert and one array-bound insert of ten.
     assert_eq!(sandbox.table_rows("MATTERS"), Some(11));
-    assert!(sandbox.renewals() >= 1, "the connector never renewed its session");
-    assert_eq!(sandbox.sessions(), 0, "the connector's sessions were not closed");
+    assert!(
+        sandbox.renewals() >= 1,
+        "the connector never renewed its session"
+    );
+    assert_eq!(
+        sandbox.sessions(),
+        0,
+        "the connector's sessions were not closed"
+    );
     sandbox.stop().await;
 }
