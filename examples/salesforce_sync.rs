@@ -34,10 +34,9 @@ async fn main() -> Result<()> {
     }
     let path = arg.map_or_else(
         || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/examples/config/salesforce_sync.toml"
-            ))
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+                .join("examples/config/salesforce_sync.toml")
         },
         PathBuf::from,
     );

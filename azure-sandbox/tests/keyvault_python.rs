@@ -15,10 +15,8 @@ async fn the_python_sdk_accepts_the_fake_vault() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("vault.pem");
     std::fs::write(&ca, vault.ca_pem()).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/keyvault_client.py"
-    );
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/keyvault_client.py");
     let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)
         .env("VAULT_URL", vault.url())

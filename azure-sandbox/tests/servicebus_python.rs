@@ -66,10 +66,8 @@ async fn the_python_sdk_accepts_the_service_bus_sandbox() {
         )
         .unwrap();
     }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/servicebus_client.py"
-    );
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/servicebus_client.py");
     let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)
         .env("SB_CONNECTION", bus.connection_string())

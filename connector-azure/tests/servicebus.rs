@@ -158,10 +158,8 @@ async fn a_wrong_key_is_an_auth_error_that_does_not_show_the_key() {
 }
 
 async fn python(bus: &ServiceBus, queue: &str, mode: &str) -> serde_json::Value {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/servicebus_interop.py"
-    );
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/servicebus_interop.py");
     let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)
         .arg(mode)

@@ -52,10 +52,8 @@ fn main() {
             std::env::var("HOME").unwrap_or_default()
         )
     });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/bench_simple_salesforce.py"
-    );
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/bench_simple_salesforce.py");
     let theirs = std::path::Path::new(&python).exists();
     if !theirs {
         eprintln!(
@@ -77,7 +75,7 @@ fn main() {
         let mut line = format!("vs_simple_salesforce {records}: ours {ours:<12} {ours_run}");
         if theirs && !smoke {
             let mut cmd = Command::new(&python);
-            cmd.arg(script)
+            cmd.arg(&script)
                 .args([their, &server.url, &server.token, VERSION, SOQL])
                 .arg(PAGE.to_string())
                 .env("REQUESTS_CA_BUNDLE", &ca);

@@ -1721,7 +1721,9 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let path = format!("{dir}/tests/fixtures/{name}");
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 

@@ -21,7 +21,8 @@ use support::FakeSnow;
 
 /// What `snowflake-connector-python` reads for `query`, as JSON rows.
 async fn read_back(server: &FakeSnow, query: &str) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/read_back.py");
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/read_back.py");
     let port = server.url.rsplit(':').next().unwrap().to_owned();
     let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)

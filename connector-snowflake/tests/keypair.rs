@@ -17,7 +17,8 @@ use moodbridge_core::ErrorKind;
 use secrecy::SecretString;
 
 async fn python(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keypair.py");
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/keypair.py");
     let mut command = tokio::process::Command::new(moodbridge_core::testing::venv_python());
     command.arg(script).args(args);
     for (k, v) in env {

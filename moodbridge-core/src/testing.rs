@@ -85,6 +85,21 @@ pub fn venv_python() -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{home}/.cache/moodbridge/venv/bin/python"))
 }
 
+/// The directory of the package whose test, bench or example is running: cargo's
+/// `CARGO_MANIFEST_DIR` at run time, else `compiled` (pass `env!("CARGO_MANIFEST_DIR")`).
+/// Run time first, because a build directory shared by two clones of the workspace
+/// keeps binaries whose compile-time path is the other clone's.
+///
+/// ```
+/// let dir = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"));
+/// assert!(dir.join("Cargo.toml").is_file());
+/// ```
+pub fn package_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(compiled))
+}
+
 /// The figures a benchmark's child process printed on its standard output (numbers
 /// separated by white space), once it exited successfully.
 ///

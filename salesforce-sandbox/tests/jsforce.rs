@@ -10,13 +10,12 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::path::Path;
-
 use salesforce_sandbox::{Sandbox, SandboxConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsforce_works_against_the_sandbox_unchanged() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jsforce");
+    let dir =
+        moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/jsforce");
     assert!(
         dir.join("node_modules/jsforce").is_dir(),
         "jsforce is not installed: run ./scripts/test.sh (or npm ci --prefix {})",

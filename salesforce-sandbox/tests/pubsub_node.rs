@@ -13,14 +13,13 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::path::Path;
-
 use salesforce_sandbox::{Sandbox, SandboxConfig};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_npm_pubsub_client_works_against_the_sandbox_unchanged() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pubsub-node");
+    let dir =
+        moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/pubsub-node");
     assert!(
         dir.join("node_modules/salesforce-pubsub-api-client")
             .is_dir(),

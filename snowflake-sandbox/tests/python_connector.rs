@@ -108,10 +108,8 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
     .unwrap();
     // The first two chunk downloads fail: the connector retries them.
     sandbox.fail_next_chunks(2);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/connector_check.py"
-    );
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/connector_check.py");
     let out = tokio::process::Command::new(python)
         .arg(script)
         .arg(sandbox.port().to_string())

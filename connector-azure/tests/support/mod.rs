@@ -83,7 +83,7 @@ impl Azurite {
         .unwrap_or_else(|_| {
             format!(
                 "{}/tests/azurite/node_modules/.bin/azurite-{service}",
-                env!("CARGO_MANIFEST_DIR")
+                moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR")).display()
             )
         });
         assert!(

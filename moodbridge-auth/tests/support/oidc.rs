@@ -22,7 +22,7 @@ pub struct Options {
 }
 
 fn project() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+    moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
 }
 
 impl OidcProvider {

@@ -63,11 +63,11 @@ assert cur.fetchone()[0] == "waited 3 seconds"
 assert time.monotonic() - started >= 3
 
 # Asynchronous: submit, watch it run, read the result by query id.
-cur.execute_async("select system$wait(2)")
+cur.execute_async("select system$wait(3)")
 qid = cur.sfqid
 assert conn.get_query_status(qid) == QueryStatus.RUNNING
 cur.get_results_from_sfqid(qid)
-assert cur.fetchone()[0] == "waited 2 seconds"
+assert cur.fetchone()[0] == "waited 3 seconds"
 assert conn.get_query_status(qid) == QueryStatus.SUCCESS
 
 # Cancel a running query.
