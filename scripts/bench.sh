@@ -46,4 +46,7 @@ cargo bench --locked -p connector-aws --features dynamodb --bench dynamodb_sync
 cargo bench --locked -p connector-azure --features queue --bench queue_throughput
 cargo bench --locked -p connector-azure --features servicebus --bench servicebus_throughput
 cargo bench --locked -p connector-azure --bench blob_transfer
+# Snowflake: a large result fetched from the Snowflake sandbox, ours and Snowflake's
+# Python connector 4.x and 5.x (the venvs scripts/test.sh installs).
+cargo bench --locked -p connector-snowflake --bench fetch
 ./scripts/measure_ops_server.sh 5
