@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moodbridge_core::redact::Secrets;
@@ -87,6 +87,42 @@ struct Inner {
     tokens: RwLock<Tokens>,
     renewing: Mutex<()>,
     sequence: AtomicU64,
+    /// Set once a statement changed the session's state (`USE`, `ALTER SESSION`, `SET`,
+    /// a transaction left open): a pool does not hand such a session out again.
+    changed: AtomicBool,
+}
+
+/// Whether `sql` changes what later statements of the session see: `USE …`, `ALTER
+/// SESSION`, `SET` / `UNSET` of a variable, or a transaction begun and not ended.
+fn changes_session(sql: &str) -> bool {
+    let mut open = false;
+    let mut statements = Vec::new();
+    let (mut current, mut quoted) = (String::new(), false);
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => statements.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    statements.push(current);
+    for statement in &statements {
+        let words: Vec<String> = statement
+            .split_whitespace()
+            .take(2)
+            .map(str::to_ascii_lowercase)
+            .collect();
+        match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["use", ..] | ["set", ..] | ["unset", ..] | ["alter", "session"] => return true,
+            ["begin", ..] | ["start", "transaction"] => open = true,
+            ["commit", ..] | ["rollback", ..] => open = false,
+            _ => {}
+        }
+    }
+    open
 }
 
 impl fmt::Debug for SnowflakeClient {
@@ -241,6 +277,7 @@ impl SnowflakeClient {
                 }),
                 renewing: Mutex::new(()),
                 sequence: AtomicU64::new(1),
+                changed: AtomicBool::new(false),
             }),
             tag: None,
         };
@@ -507,6 +544,9 @@ impl SnowflakeClient {
             .with_hint("give every placeholder an array of the same length, one element per row"));
         }
         let inner = &self.inner;
+        if changes_session(sql) {
+            inner.changed.store(true, Ordering::Relaxed);
+        }
         let mut bindings = Map::new();
         for (i, bind) in binds.iter().enumerate() {
             bindings.insert((i + 1).to_string(), bind.to_json());
@@ -878,6 +918,14 @@ impl SnowflakeClient {
             .await
     }
 
+    /// Whether a statement changed this session's state (`USE`, `ALTER SESSION`, `SET`,
+    /// or a transaction left open), so that later statements would not see the context
+    /// it was opened with. A [`SessionPool`](crate::SessionPool) retires such a session
+    /// instead of handing it out again.
+    pub fn session_changed(&self) -> bool {
+        self.inner.changed.load(Ordering::Relaxed)
+    }
+
     /// Keep the session alive (`/session/heartbeat`).
     ///
     /// # Errors
@@ -898,5 +946,25 @@ impl SnowflakeClient {
         self.authorized("logout", Method::POST, |_| url.clone(), None)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_session;
+
+    #[test]
+    fn statements_that_change_the_session_are_told_apart() {
+        assert!(changes_session("use schema STAGING"));
+        assert!(changes_session(
+            "select 1; ALTER SESSION SET QUERY_TAG = 'x'"
+        ));
+        assert!(changes_session("set run = 7"));
+        assert!(changes_session("begin; insert into T values (1)"));
+        assert!(!changes_session(
+            "begin; merge into T using S on T.ID = S.ID when matched then delete; commit"
+        ));
+        assert!(!changes_session("select 'use; alter session' from T"));
+        assert!(!changes_session("alter table T add column C int"));
     }
 }

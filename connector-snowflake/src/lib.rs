@@ -23,6 +23,9 @@
 //!   future cancel on the server; [`execute_multi`](SnowflakeClient::execute_multi)
 //!   runs several statements in one request; [`tagged`](SnowflakeClient::tagged) sets
 //!   the `QUERY_TAG` of a handle's statements.
+//! - [`SessionPool`]: logged-in sessions pooled per context (role, warehouse, database,
+//!   schema), with a lifetime, idle eviction, a heartbeat before reuse, and sessions
+//!   whose state a statement changed retired instead of reused.
 //! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
 //!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
 //!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
@@ -54,6 +57,7 @@ mod column;
 mod config;
 mod error;
 mod keypair;
+mod pool;
 mod result;
 mod stream;
 pub mod value;
@@ -63,6 +67,7 @@ pub use client::{QueryStatus, SnowflakeClient};
 pub use column::Column;
 pub use config::{SnowflakeConfig, default_policy_config};
 pub use keypair::token as key_pair_token;
+pub use pool::{PoolSettings, PoolStatus, PooledSession, SessionKey, SessionPool};
 pub use result::QueryResult;
 pub use stream::ResultStream;
 

@@ -321,8 +321,56 @@ fn bind_rows(bindings: &Value) -> usize {
 }
 
 /// Run one statement.
-async fn run(state: &Arc<State>, sql_text: &str, bindings: &Value) -> Result<Rows, SqlError> {
+async fn run(
+    state: &Arc<State>,
+    sql_text: &str,
+    bindings: &Value,
+    session: u64,
+) -> Result<Rows, SqlError> {
     match sql::parse(sql_text)? {
+        Statement::Use { kind, name } => {
+            let mut sessions = lock(&state.sessions);
+            let s = sessions
+                .get_mut(session)
+                .ok_or_else(|| SqlError::invalid("the session is gone"))?;
+            let slot = match kind.as_str() {
+                "ROLE" => &mut s.role,
+                "WAREHOUSE" => &mut s.warehouse,
+                "DATABASE" => &mut s.database,
+                _ => &mut s.schema,
+            };
+            *slot = Some(name);
+            Ok(Rows::text("status", "Statement executed successfully."))
+        }
+        Statement::AlterSession { name, value } => {
+            let mut sessions = lock(&state.sessions);
+            let s = sessions
+                .get_mut(session)
+                .ok_or_else(|| SqlError::invalid("the session is gone"))?;
+            match value {
+                Some(value) => {
+                    s.parameters.insert(name, Value::String(value));
+                }
+                None => {
+                    s.parameters.remove(&name);
+                }
+            }
+            Ok(Rows::text("status", "Statement executed successfully."))
+        }
+        Statement::Current(what) => {
+            let snapshot = lock(&state.sessions).snapshot(session);
+            let value = match what.as_str() {
+                "SESSION" => Some(snapshot.id.to_string()),
+                "ROLE" => snapshot.role.or_else(|| Some("PUBLIC".to_owned())),
+                "WAREHOUSE" => snapshot.warehouse,
+                "DATABASE" => snapshot.database,
+                _ => snapshot.schema,
+            };
+            Ok(Rows::text(
+                &format!("CURRENT_{what}()"),
+                value.as_deref().unwrap_or_default(),
+            ))
+        }
         Statement::SelectAll { table, limit } => {
             let tables = lock(&state.tables);
             let t = tables
@@ -506,14 +554,14 @@ fn start(
     let handle = tokio::spawn(async move {
         let state = task_state;
         let outcome = if statements.len() == 1 {
-            run(&state, &statements[0], &bindings).await
+            run(&state, &statements[0], &bindings, session).await
         } else {
             let mut children = Vec::new();
             let mut failed = None;
             for statement in &statements {
                 let (child, _) = new_query(&state, statement, session, None, tag.clone());
                 children.push(child.clone());
-                let outcome = run(&state, statement, &Value::Null).await;
+                let outcome = run(&state, statement, &Value::Null, session).await;
                 let error = outcome.as_ref().err().cloned();
                 finish(&state, &child, outcome);
                 if let Some(e) = error {

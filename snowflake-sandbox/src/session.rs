@@ -358,6 +358,11 @@ impl Sessions {
         })
     }
 
+    /// Session `id`, to change its context or parameters.
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Session> {
+        self.by_id.get_mut(&id)
+    }
+
     /// Live sessions.
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()

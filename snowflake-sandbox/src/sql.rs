@@ -11,6 +11,9 @@
 //! | `SELECT * FROM TABLE(RESULT_SCAN('<query id>'))` | a finished query's result again |
 //! | `INSERT INTO t [(c, …)] VALUES (…)[, (…)]` | `?` binds (array binds too) and literals |
 //! | `SELECT SYSTEM$CANCEL_QUERY('<query id>')` | cancels a running query |
+//! | `USE ROLE \| WAREHOUSE \| DATABASE \| SCHEMA name` | changes the session's context |
+//! | `ALTER SESSION SET name = value`, `ALTER SESSION UNSET name` | session parameters (`QUERY_TAG` …) |
+//! | `SELECT CURRENT_SESSION() \| CURRENT_ROLE() \| CURRENT_WAREHOUSE() \| CURRENT_DATABASE() \| CURRENT_SCHEMA()` | the session's id and context |
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -36,6 +39,18 @@ pub(crate) enum Statement {
         columns: Vec<String>,
         rows: Vec<Vec<Value>>,
     },
+    /// `USE <kind> <name>`: kind is `ROLE`, `WAREHOUSE`, `DATABASE` or `SCHEMA`.
+    Use {
+        kind: String,
+        name: String,
+    },
+    /// `ALTER SESSION SET name = value` (`None`: `UNSET`).
+    AlterSession {
+        name: String,
+        value: Option<String>,
+    },
+    /// `SELECT CURRENT_<what>()`.
+    Current(String),
 }
 
 /// A value in an `INSERT`'s `VALUES` list.
@@ -105,6 +120,18 @@ static CANCEL: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?is)^select\s+system\$cancel_query\s*\(\s*'([^']+)'\s*\)$"));
 static INSERT: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^insert\s+into\s+([A-Za-z_][A-Za-z0-9_$.]*)\s*(?:\(([^)]*)\))?\s*values\s*(.+)$")
+});
+
+static USE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r#"(?is)^use\s+(role|warehouse|database|schema)\s+"?([A-Za-z0-9_$.]+)"?$"#)
+});
+static ALTER_SET: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r"(?is)^alter\s+session\s+set\s+([A-Za-z_]+)\s*=\s*(?:'([^']*)'|(\S+))$")
+});
+static ALTER_UNSET: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?is)^alter\s+session\s+unset\s+([A-Za-z_]+)$"));
+static CURRENT: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r"(?is)^select\s+current_(session|role|warehouse|database|schema)\s*\(\s*\)$")
 });
 
 /// The table name without a database and schema, upper case.
@@ -187,9 +214,31 @@ pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
             rows: values(&c[3])?,
         });
     }
+    if let Some(c) = USE.captures(sql) {
+        return Ok(Statement::Use {
+            kind: c[1].to_ascii_uppercase(),
+            name: c[2].to_ascii_uppercase(),
+        });
+    }
+    if let Some(c) = ALTER_SET.captures(sql) {
+        let value = c.get(2).or_else(|| c.get(3)).map(|m| m.as_str().to_owned());
+        return Ok(Statement::AlterSession {
+            name: c[1].to_ascii_uppercase(),
+            value,
+        });
+    }
+    if let Some(c) = ALTER_UNSET.captures(sql) {
+        return Ok(Statement::AlterSession {
+            name: c[1].to_ascii_uppercase(),
+            value: None,
+        });
+    }
+    if let Some(c) = CURRENT.captures(sql) {
+        return Ok(Statement::Current(c[1].to_ascii_uppercase()));
+    }
     let first = sql.split_whitespace().next().unwrap_or_default();
     Err(SqlError::syntax(format!(
-        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY and INSERT … VALUES)"
+        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY, INSERT … VALUES, USE, ALTER SESSION and CURRENT_*())"
     )))
 }
 
@@ -273,6 +322,24 @@ mod tests {
         );
         assert_eq!(parse("select 1").unwrap(), Statement::Literal(1));
         assert_eq!(parse("drop table x").unwrap_err().code, "001003");
+        assert_eq!(
+            parse("alter session set QUERY_TAG = 'run 7'").unwrap(),
+            Statement::AlterSession {
+                name: "QUERY_TAG".into(),
+                value: Some("run 7".into())
+            }
+        );
+        assert_eq!(
+            parse("use schema staging").unwrap(),
+            Statement::Use {
+                kind: "SCHEMA".into(),
+                name: "STAGING".into()
+            }
+        );
+        assert_eq!(
+            parse("select current_session()").unwrap(),
+            Statement::Current("SESSION".into())
+        );
     }
 
     #[test]
