@@ -29,7 +29,7 @@
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
-//! | `snowflake` | `snowflake::SnowflakeClient`: Snowflake over the drivers' protocol (login, statements with binds, Arrow results) |
+//! | `snowflake` | `snowflake::SnowflakeClient` and `snowflake::SessionPool`: Snowflake over the drivers' protocol (logins, chunked Arrow results, async, multi-statement, a session pool); kind `snowflake` |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
 //! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake` |
 //!
@@ -82,8 +82,9 @@ pub use connector_aws as aws;
 #[cfg(feature = "azure")]
 pub use connector_azure as azure;
 
-/// Snowflake (feature `snowflake`): [`snowflake::SnowflakeClient`], the drivers' own
-/// protocol with Arrow results.
+/// Snowflake (feature `snowflake`): [`snowflake::SnowflakeClient`] on the drivers' own
+/// protocol (chunked Arrow results, async, multi-statement), [`snowflake::SessionPool`],
+/// and kind `snowflake`.
 #[cfg(feature = "snowflake")]
 pub use connector_snowflake as snowflake;
 
@@ -105,6 +106,7 @@ pub use connector_snowflake as snowflake;
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
 /// | `azure-servicebus` | `azure::servicebus::ServiceBusQueue` (a `queue::MessageQueue`) | `azure-servicebus` |
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
+/// | `snowflake` | `snowflake::SnowflakeIntegration` (its `snowflake::SessionPool` among the interfaces) | `snowflake` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///
@@ -148,6 +150,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(azure::servicebus::ServiceBusFactory));
     #[cfg(feature = "azure-keyvault")]
     add(std::sync::Arc::new(azure::KeyVaultFactory));
+    #[cfg(feature = "snowflake")]
+    add(std::sync::Arc::new(snowflake::SnowflakeFactory));
     registry
 }
 

@@ -252,10 +252,13 @@ impl SnowflakeClient {
     /// ([`Auth`](ErrorKind::Auth)), and the platform's errors.
     pub async fn login(config: SnowflakeConfig) -> Result<SnowflakeClient> {
         config.check()?;
-        let policy = Policy::from_config(
-            format!("{PLATFORM}:{}", config.account),
-            config.policy.as_ref().unwrap_or(&default_policy_config()),
-        )?;
+        let policy = match &config.shared_policy {
+            Some(policy) => policy.clone(),
+            None => Policy::from_config(
+                format!("{PLATFORM}:{}", config.account),
+                config.policy.as_ref().unwrap_or(&default_policy_config()),
+            )?,
+        };
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -337,7 +340,12 @@ impl SnowflakeClient {
             // Some servers (fakesnow) fail a login without session parameters.
             "SESSION_PARAMETERS": session_parameters,
         }});
-        match &config.credential {
+        let credential = config.credential.current().await?;
+        inner.secrets.remember(credential.secrets());
+        match &credential {
+            Credential::Stored { .. } => {
+                return Err(Error::internal("a stored credential was not read"));
+            }
             Credential::Password(password) => {
                 body["data"]["PASSWORD"] = Value::String(password.expose_secret().to_owned());
             }

@@ -3,15 +3,52 @@
 use std::fmt;
 use std::time::Duration;
 
-use moodbridge_core::resilience::{PolicyConfig, RetryConfig};
-use moodbridge_core::{Error, Result};
+use std::sync::Arc;
+
+use moodbridge_core::credential::CredentialStore;
+use moodbridge_core::resilience::{Policy, PolicyConfig, RetryConfig};
+use moodbridge_core::{Error, Result, SecretRef};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::PLATFORM;
 
+/// A credential kept in a credential store (or the environment) and read at every login,
+/// so a rotated password or key is used by the next login without a restart.
+///
+/// ```
+/// use connector_snowflake::StoredCredential;
+/// use moodbridge_core::SecretRef;
+/// let key: SecretRef = "secret:snowflake/loader-key".parse().unwrap();
+/// let credential = StoredCredential::KeyPair { private_key: key, passphrase: None };
+/// # let _ = credential;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredCredential {
+    /// A password.
+    Password(SecretRef),
+    /// An RSA private key (PKCS#8 PEM) and its passphrase when encrypted. During a key
+    /// rotation the user has both `RSA_PUBLIC_KEY` and `RSA_PUBLIC_KEY_2`: store the new
+    /// private key and the next login uses it.
+    KeyPair {
+        /// The private key.
+        private_key: SecretRef,
+        /// Its passphrase.
+        passphrase: Option<SecretRef>,
+    },
+    /// An OAuth access token (the `OAUTH` authenticator).
+    OAuth(SecretRef),
+    /// A programmatic access token.
+    ProgrammaticAccessToken(SecretRef),
+}
+
 /// How the user proves who it is.
 #[derive(Clone)]
 pub(crate) enum Credential {
+    /// Read from a store at every login.
+    Stored {
+        credential: StoredCredential,
+        store: Option<Arc<dyn CredentialStore>>,
+    },
     Password(SecretString),
     /// An RSA private key (PKCS#8 PEM, encrypted or not) for a JWT.
     KeyPair {
@@ -36,7 +73,39 @@ impl Credential {
                 out
             }
             Credential::Token { token, .. } => vec![token.expose_secret()],
+            Credential::Stored { .. } => Vec::new(),
         }
+    }
+
+    /// The credential to log in with now: a stored one read from its store.
+    pub(crate) async fn current(&self) -> Result<Credential> {
+        let Credential::Stored { credential, store } = self else {
+            return Ok(self.clone());
+        };
+        let store = store.as_deref();
+        Ok(match credential {
+            StoredCredential::Password(secret) => {
+                Credential::Password(secret.resolve(store).await?)
+            }
+            StoredCredential::KeyPair {
+                private_key,
+                passphrase,
+            } => Credential::KeyPair {
+                pem: private_key.resolve(store).await?,
+                passphrase: match passphrase {
+                    Some(p) => Some(p.resolve(store).await?),
+                    None => None,
+                },
+            },
+            StoredCredential::OAuth(secret) => Credential::Token {
+                authenticator: "OAUTH".to_owned(),
+                token: secret.resolve(store).await?,
+            },
+            StoredCredential::ProgrammaticAccessToken(secret) => Credential::Token {
+                authenticator: "PROGRAMMATIC_ACCESS_TOKEN".to_owned(),
+                token: secret.resolve(store).await?,
+            },
+        })
     }
 }
 
@@ -64,6 +133,7 @@ pub struct SnowflakeConfig {
     pub(crate) role: Option<String>,
     pub(crate) timeout: Duration,
     pub(crate) policy: Option<PolicyConfig>,
+    pub(crate) shared_policy: Option<Policy>,
     pub(crate) prefetch: usize,
     pub(crate) statement_timeout: Option<Duration>,
     pub(crate) query_tag: Option<String>,
@@ -80,6 +150,7 @@ impl fmt::Debug for SnowflakeConfig {
                     Credential::Password(_) => "password <redacted>",
                     Credential::KeyPair { .. } => "key pair <redacted>",
                     Credential::Token { .. } => "token <redacted>",
+                    Credential::Stored { .. } => "stored <read at login>",
                 },
             )
             .field("url", &self.base_url())
@@ -146,10 +217,27 @@ impl SnowflakeConfig {
             role: None,
             timeout: Duration::from_secs(120),
             policy: None,
+            shared_policy: None,
             prefetch: 4,
             statement_timeout: None,
             query_tag: None,
         }
+    }
+
+    /// Log in to `account` as `user` with `credential`, read from `store` (or the
+    /// environment, for `env:` references) at every login: a rotated secret is picked up
+    /// by the next login.
+    pub fn stored(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        credential: StoredCredential,
+        store: Option<Arc<dyn CredentialStore>>,
+    ) -> Self {
+        Self::with(
+            account.into(),
+            user.into(),
+            Credential::Stored { credential, store },
+        )
     }
 
     /// Log in to `account` as `user` with an OAuth access token (from the host's token
@@ -270,6 +358,14 @@ impl SnowflakeConfig {
     #[must_use]
     pub fn policy(mut self, policy: PolicyConfig) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// A built policy that every request of every session from this config runs
+    /// through, so its breaker and rate limit see all of them (an integration's policy).
+    #[must_use]
+    pub fn shared_policy(mut self, policy: Policy) -> Self {
+        self.shared_policy = Some(policy);
         self
     }
 

@@ -26,6 +26,9 @@
 //! - [`SessionPool`]: logged-in sessions pooled per context (role, warehouse, database,
 //!   schema), with a lifetime, idle eviction, a heartbeat before reuse, and sessions
 //!   whose state a statement changed retired instead of reused.
+//! - Kind `snowflake` ([`SnowflakeFactory`], [`settings`]): the pool built from a host's
+//!   config, secrets read from its credential store at every login (rotation without a
+//!   restart), every request through the integration's policy.
 //! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
 //!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
 //!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
@@ -56,19 +59,23 @@ mod client;
 mod column;
 mod config;
 mod error;
+mod integration;
 mod keypair;
 mod pool;
 mod result;
+pub mod settings;
 mod stream;
 pub mod value;
 
 pub use bind::Bind;
 pub use client::{QueryStatus, SnowflakeClient};
 pub use column::Column;
-pub use config::{SnowflakeConfig, default_policy_config};
+pub use config::{SnowflakeConfig, StoredCredential, default_policy_config};
+pub use integration::{KIND, SnowflakeFactory, SnowflakeIntegration};
 pub use keypair::token as key_pair_token;
 pub use pool::{PoolSettings, PoolStatus, PooledSession, SessionKey, SessionPool};
 pub use result::QueryResult;
+pub use settings::SnowflakeSettings;
 pub use stream::ResultStream;
 
 /// The platform name in errors and metrics.

@@ -290,30 +290,8 @@ async fn statements_carry_the_session_tag_or_their_handles_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_pair_and_token_logins_are_verified_and_a_wrong_password_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.p8");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let public = std::process::Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    let public = String::from_utf8(public.stdout).unwrap();
+    let (pem, public) = snowflake_sandbox::key_pair().unwrap();
     let sandbox = sandbox(|c| c.user(User::new("keyed").public_key(&public))).await;
-    let pem = std::fs::read_to_string(&key).unwrap();
     let keyed = SnowflakeClient::login(
         SnowflakeConfig::key_pair("acme", "keyed", SecretString::from(pem), None)
             .url(sandbox.url()),

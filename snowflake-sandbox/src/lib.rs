@@ -56,7 +56,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use query::QueryRecord;
-pub use session::User;
+pub use session::{User, key_pair};
 pub use table::{ColumnDef, ColumnKind, Table};
 
 use query::Layout;

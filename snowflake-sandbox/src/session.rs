@@ -69,6 +69,53 @@ impl User {
     }
 }
 
+/// A fresh 2048-bit RSA key pair for key-pair logins, made by the `openssl` command:
+/// the private key (unencrypted PKCS#8 PEM) and the public key (PEM) to register with
+/// [`User::public_key`].
+///
+/// # Errors
+/// `openssl` is missing or fails.
+///
+/// ```no_run
+/// let (private_pem, public_pem) = snowflake_sandbox::key_pair().unwrap();
+/// assert!(private_pem.contains("BEGIN PRIVATE KEY"));
+/// assert!(public_pem.contains("BEGIN PUBLIC KEY"));
+/// ```
+pub fn key_pair() -> std::io::Result<(String, String)> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let private = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .stderr(Stdio::null())
+        .output()?;
+    if !private.status.success() {
+        return Err(std::io::Error::other("openssl genpkey failed"));
+    }
+    let mut child = Command::new("openssl")
+        .args(["pkey", "-pubout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&private.stdout)?;
+    }
+    let public = child.wait_with_output()?;
+    if !public.status.success() {
+        return Err(std::io::Error::other("openssl pkey -pubout failed"));
+    }
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("openssl wrote non-UTF-8"))
+    };
+    Ok((text(private.stdout)?, text(public.stdout)?))
+}
+
 /// A login refused, as Snowflake words it.
 #[derive(Debug)]
 pub(crate) struct Refused {

@@ -12,36 +12,9 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::process::Command;
 use std::time::Duration;
 
 use snowflake_sandbox::{ColumnDef, ColumnKind, Sandbox, SandboxConfig, Table, User};
-
-/// A fresh RSA key pair (PKCS#8 private key file, public key PEM), by the openssl CLI.
-fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
-    let private = dir.join(format!("{name}.p8"));
-    let status = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl genpkey");
-    let public = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&private)
-        .output()
-        .unwrap();
-    assert!(public.status.success(), "openssl pkey -pubout");
-    (private, String::from_utf8(public.stdout).unwrap())
-}
 
 /// The Python of the venv with snowflake-connector-python 5.x.
 fn connector_5_python() -> std::path::PathBuf {
@@ -74,8 +47,10 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
         python.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let (private_key, public_key) = key_pair(dir.path(), "current");
-    let (_, other_public_key) = key_pair(dir.path(), "older");
+    let (private_pem, public_key) = snowflake_sandbox::key_pair().unwrap();
+    let (_, other_public_key) = snowflake_sandbox::key_pair().unwrap();
+    let private_key = dir.path().join("current.p8");
+    std::fs::write(&private_key, private_pem).unwrap();
     let sandbox = Sandbox::start(
         SandboxConfig::new("SANDBOX")
             .user(
