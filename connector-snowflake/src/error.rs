@@ -96,3 +96,58 @@ pub(crate) fn transport(secrets: &Secrets, what: &str, e: &reqwest::Error) -> Er
     err.with_connector(PLATFORM)
         .with_hint("the request did not get an answer; it is retried")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(code: &str, state: &str) -> ErrorKind {
+        answered(&Secrets::new(), "query", code, state, "message").kind()
+    }
+
+    #[test]
+    fn snowflake_codes_and_sql_states_map_to_kinds() {
+        for (code, state, expected) in [
+            ("390112", "", ErrorKind::AuthExpired),
+            ("390114", "", ErrorKind::AuthExpired),
+            ("390111", "", ErrorKind::AuthExpired),
+            ("390100", "08004", ErrorKind::Auth),
+            ("390144", "", ErrorKind::Auth),
+            ("390303", "", ErrorKind::Auth),
+            ("000008", "0A000", ErrorKind::InvalidInput),
+            ("002003", "42S02", ErrorKind::NotFound),
+            ("003001", "42501", ErrorKind::Forbidden),
+            ("001003", "42000", ErrorKind::InvalidInput),
+            ("100038", "22018", ErrorKind::InvalidInput),
+            ("000604", "57014", ErrorKind::Timeout),
+            ("000605", "", ErrorKind::Timeout),
+            ("000603", "XX000", ErrorKind::Unavailable),
+        ] {
+            assert_eq!(kind(code, state), expected, "code {code}, state {state}");
+        }
+    }
+
+    #[test]
+    fn http_statuses_map_to_kinds_and_echoed_secrets_are_scrubbed() {
+        let secrets = Secrets::new();
+        secrets.remember(["token-abc-123"]);
+        let throttled = http(&secrets, "query", 429, "slow down");
+        assert!(matches!(throttled.kind(), ErrorKind::RateLimited { .. }));
+        assert_eq!(http(&secrets, "query", 401, "").kind(), ErrorKind::Auth);
+        assert_eq!(http(&secrets, "query", 404, "").kind(), ErrorKind::NotFound);
+        let echoed = http(&secrets, "chunk", 503, "bad key token-abc-123");
+        assert_eq!(echoed.kind(), ErrorKind::Unavailable);
+        assert!(!echoed.to_string().contains("token-abc-123"), "{echoed}");
+        let answered = answered(
+            &secrets,
+            "query",
+            "390100",
+            "",
+            "user token-abc-123 refused",
+        );
+        assert!(
+            !answered.to_string().contains("token-abc-123"),
+            "{answered}"
+        );
+    }
+}

@@ -320,3 +320,36 @@ async fn key_pair_and_token_logins_are_verified_and_a_wrong_password_is_refused(
     assert!(!format!("{err:?}").contains("wrong-password-3"));
     sandbox.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_key_echoed_by_a_failing_store_never_reaches_the_error() {
+    let sandbox = sandbox(|c| c).await;
+    let client = SnowflakeClient::login(login(&sandbox).policy(
+        moodbridge_core::resilience::PolicyConfig {
+            retry: Some(moodbridge_core::resilience::RetryConfig {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(10),
+                max_elapsed: Duration::from_secs(10),
+                budget: None,
+            }),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    sandbox.fail_next_chunks(1000);
+    let err = client
+        .execute("select * from ACCOUNTS", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let shown = moodbridge_core::testing::everything_shown(&err);
+    assert!(shown.contains("SlowDown"), "{shown}");
+    let keys = sandbox.chunk_keys();
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(!shown.contains(&key), "the chunk key leaked: {shown}");
+    }
+    sandbox.stop().await;
+}

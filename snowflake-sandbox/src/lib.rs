@@ -282,7 +282,17 @@ impl Sandbox {
         self.state.faults.lose_responses.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` chunk downloads get HTTP 503.
+    /// The chunk keys (`qrmk`) handed out so far, for tests that check no key leaks.
+    pub fn chunk_keys(&self) -> Vec<String> {
+        lock(&self.state.queries)
+            .by_id
+            .values()
+            .filter_map(|q| q.served.as_ref().and_then(|s| s.qrmk.clone()))
+            .collect()
+    }
+
+    /// The next `n` chunk downloads get HTTP 503, whose body echoes the key the request
+    /// carried (as a misbehaving store might).
     pub fn fail_next_chunks(&self, n: u32) {
         self.state.faults.chunk_failures.store(n, Ordering::SeqCst);
     }

@@ -875,7 +875,16 @@ async fn chunk(
     headers: HeaderMap,
 ) -> Response {
     if take(&state.faults.chunk_failures) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "SlowDown").into_response();
+        // Like a misbehaving store, the failure echoes the key it was sent.
+        let key = headers
+            .get("x-amz-server-side-encryption-customer-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("SlowDown: reduce the request rate for key {key}"),
+        )
+            .into_response();
     }
     let served = lock(&state.queries)
         .by_id
