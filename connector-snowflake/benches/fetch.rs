@@ -5,6 +5,8 @@
 //!
 //! - ours: `SnowflakeClient::stream`, every batch read (Arrow columns, no conversion per
 //!   value), chunks fetched 4 ahead;
+//! - ours as the engine's rows: the same stream turned into `RowBatch`es
+//!   (`ResultStream::into_rows`: every cell made text, as the sync engine takes them);
 //! - Snowflake's Python connector 4.x (`fetchall`: a tuple of Python objects per row)
 //!   and 5.x (its Rust core, same call) when its venv is there.
 //!
@@ -83,8 +85,9 @@ fn sandbox_child(rows: usize) {
     });
 }
 
-/// Ours, in this binary run as a child: prints seconds, CPU seconds, peak RSS MiB.
-fn ours_child(url: &str, rows: usize) {
+/// Ours, in this binary run as a child (Arrow batches, or the engine's rows with
+/// `as_rows`): prints seconds, CPU seconds, peak RSS MiB.
+fn ours_child(url: &str, rows: usize, as_rows: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,8 +106,15 @@ fn ours_child(url: &str, rows: usize) {
         let started = Instant::now();
         let mut stream = client.stream("select * from ACCOUNTS", &[]).await.unwrap();
         let mut count = 0;
-        while let Some(batch) = stream.try_next().await.unwrap() {
-            count += batch.num_rows();
+        if as_rows {
+            let mut engine_rows = std::pin::pin!(stream.into_rows("Account"));
+            while let Some(batch) = engine_rows.try_next().await.unwrap() {
+                count += batch.len();
+            }
+        } else {
+            while let Some(batch) = stream.try_next().await.unwrap() {
+                count += batch.num_rows();
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = moodbridge_core::testing::cpu_seconds_of(std::process::id()) - cpu;
@@ -172,9 +182,9 @@ fn main() {
         .unwrap_or(if bench { 1_000_000 } else { 20_000 });
     match std::env::var(ROLE).as_deref() {
         Ok("sandbox") => return sandbox_child(rows),
-        Ok("ours") => {
+        Ok(mode @ ("ours" | "ours-rows")) => {
             let url = std::env::args().nth(1).unwrap();
-            return ours_child(&url, rows);
+            return ours_child(&url, rows, mode == "ours-rows");
         }
         _ => {}
     }
@@ -194,6 +204,12 @@ fn main() {
         .arg(&sandbox.url)
         .arg(rows.to_string());
     clients.push(("ours (Arrow batches)", ours));
+    let mut ours_rows = Command::new(std::env::current_exe().unwrap());
+    ours_rows
+        .env(ROLE, "ours-rows")
+        .arg(&sandbox.url)
+        .arg(rows.to_string());
+    clients.push(("ours (engine rows)", ours_rows));
     let mut python4 = Command::new(moodbridge_core::testing::venv_python());
     python4
         .arg("-c")

@@ -29,6 +29,9 @@
 //! - Kind `snowflake` ([`SnowflakeFactory`], [`settings`]): the pool built from a host's
 //!   config, secrets read from its credential store at every login (rotation without a
 //!   restart), every request through the integration's policy.
+//! - [`rows`]: results as the engine's column-shaped rows
+//!   ([`RowBatch`](moodbridge_core::RowBatch)), the columns once and every cell as text,
+//!   without a map per record.
 //! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
 //!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
 //!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
@@ -63,6 +66,7 @@ mod integration;
 mod keypair;
 mod pool;
 mod result;
+pub mod rows;
 pub mod settings;
 mod stream;
 pub mod value;

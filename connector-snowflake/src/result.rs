@@ -192,6 +192,18 @@ impl Rowset {
 }
 
 impl QueryResult {
+    /// The rows as the engine's column-shaped rows of stream `stream`, one
+    /// [`RowBatch`](moodbridge_core::RowBatch) per Arrow batch ([`rows`](crate::rows)).
+    ///
+    /// # Errors
+    /// An encoding that does not match its Snowflake type.
+    pub fn row_batches(&self, stream: &str) -> Result<Vec<moodbridge_core::RowBatch>> {
+        self.batches
+            .iter()
+            .map(|batch| crate::rows::row_batch(stream, &self.columns, batch))
+            .collect()
+    }
+
     /// The number of rows.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()

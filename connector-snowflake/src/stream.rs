@@ -95,6 +95,20 @@ impl ResultStream {
         self.total
     }
 
+    /// The rest of the result as the engine's column-shaped rows of stream `stream`,
+    /// one [`RowBatch`](moodbridge_core::RowBatch) per Arrow batch
+    /// ([`rows`](crate::rows)), still fetched ahead with bounded memory.
+    pub fn into_rows(
+        self,
+        stream: impl Into<String>,
+    ) -> impl Stream<Item = Result<moodbridge_core::RowBatch>> + Send {
+        let stream = stream.into();
+        let columns = self.columns;
+        self.batches.map(move |batch| {
+            batch.and_then(|batch| crate::rows::row_batch(&stream, &columns, &batch))
+        })
+    }
+
     /// Read every batch into a [`QueryResult`].
     ///
     /// # Errors

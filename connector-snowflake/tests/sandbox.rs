@@ -353,3 +353,44 @@ async fn a_chunk_key_echoed_by_a_failing_store_never_reaches_the_error() {
     }
     sandbox.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_becomes_the_engines_rows_with_exact_text_cells() {
+    use moodbridge_core::{Cell, ColumnKind};
+    let sandbox = sandbox(|c| c).await;
+    let client = SnowflakeClient::login(login(&sandbox)).await.unwrap();
+    let stream = client
+        .stream("select * from ACCOUNTS limit 9000", &[])
+        .await
+        .unwrap();
+    let batches: Vec<moodbridge_core::RowBatch> =
+        stream.into_rows("Account").try_collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 9000);
+    let kinds: Vec<ColumnKind> = batches[0].columns().iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ColumnKind::Integer,
+            ColumnKind::Text,
+            ColumnKind::Text,
+            ColumnKind::Boolean,
+            ColumnKind::Text,
+            ColumnKind::Text
+        ]
+    );
+    // Row i = 7: ID 8, AMOUNT 7 * 1237 cents, ACTIVE (7 % 3 != 0), CREATED 1,700,000,007 s
+    // + 7 * 7919 ns, NOTE NULL (7 % 7 == 0).
+    let row = batches[0].row(7).unwrap();
+    assert_eq!(row.cell(0), Some(Cell::Integer(8)));
+    assert_eq!(row.cell(1), Some(Cell::Text("Account 0000007")));
+    assert_eq!(row.cell(2), Some(Cell::Text("86.59")));
+    assert_eq!(row.cell(3), Some(Cell::Bool(true)));
+    assert_eq!(
+        row.cell(4),
+        Some(Cell::Text("2023-11-14T22:13:27.000055433"))
+    );
+    assert_eq!(row.cell(5), Some(Cell::Null));
+    let record = row.to_record();
+    assert_eq!(record.get("ID"), Some(&serde_json::json!(8)));
+    sandbox.stop().await;
+}
