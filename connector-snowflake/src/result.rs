@@ -84,7 +84,7 @@ pub(crate) struct Rowset {
     pub result_ids: Vec<String>,
 }
 
-pub(crate) fn protocol(what: impl Into<String>) -> Error {
+fn protocol(what: impl Into<String>) -> Error {
     Error::new(ErrorKind::Protocol, what.into()).with_connector(PLATFORM)
 }
 

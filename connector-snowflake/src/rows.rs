@@ -15,10 +15,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
-use moodbridge_core::{ColumnKind, Result, RowBatch};
+use moodbridge_core::{ColumnKind, Error, ErrorKind, Result, RowBatch};
 
+use crate::PLATFORM;
 use crate::column::Column;
-use crate::result::protocol;
 use crate::value;
 
 /// The engine's kind of a Snowflake column (see the [module docs](self)).
@@ -93,11 +93,15 @@ fn cells<'a>(column: &Column, array: &'a ArrayRef) -> Result<Cells<'a>> {
 /// Snowflake type.
 pub fn row_batch(stream: &str, columns: &[Column], batch: &RecordBatch) -> Result<RowBatch> {
     if batch.num_columns() != columns.len() {
-        return Err(protocol(format!(
-            "a Snowflake batch has {} columns where the result has {}",
-            batch.num_columns(),
-            columns.len()
-        )));
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "a Snowflake batch has {} columns where the result has {}",
+                batch.num_columns(),
+                columns.len()
+            ),
+        )
+        .with_connector(PLATFORM));
     }
     let engine_columns: Vec<moodbridge_core::Column> = columns
         .iter()
