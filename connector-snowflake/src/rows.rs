@@ -9,7 +9,7 @@
 //! | `FLOAT` | `Number` | `2.5` |
 //! | `BOOLEAN` | `Boolean` | `true` / `false` |
 //! | `VARCHAR`, `VARIANT`, `OBJECT`, `ARRAY` | `Text` | as stored (JSON text for the semi-structured) |
-//! | `DATE`, `TIME`, `TIMESTAMP_*` | `Text` | ISO 8601, as [`value::json`](crate::value::json) gives it |
+//! | `DATE`, `TIME`, `TIMESTAMP_*` | `Text` | ISO 8601, as [`value::json`] gives it |
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
