@@ -59,13 +59,17 @@ conn.close()
 print(elapsed, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 "#;
 
-/// The sandbox, in this binary run as a child: prints its URL, serves until stdin closes.
-fn sandbox_child(rows: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The sandbox, in this binary run as a child: prints its URL, serves until stdin closes.
+fn sandbox_child(rows: usize) {
+    let runtime = runtime();
     runtime.block_on(async {
         let sandbox = Sandbox::start(
             SandboxConfig::new("BENCH")
@@ -88,11 +92,7 @@ fn sandbox_child(rows: usize) {
 /// Ours, in this binary run as a child (Arrow batches, or the engine's rows with
 /// `as_rows`): prints seconds, CPU seconds, peak RSS MiB.
 fn ours_child(url: &str, rows: usize, as_rows: bool) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let client = SnowflakeClient::login(
             SnowflakeConfig::new("BENCH", "LOADER", SecretString::from(PASSWORD))

@@ -168,7 +168,7 @@ impl Rowset {
             bytes = &plain;
         }
         let batches = if self.arrow {
-            decode_arrow(bytes.to_vec())?
+            decode_arrow(bytes)?
         } else {
             let mut text = Vec::with_capacity(bytes.len() + 2);
             text.push(b'[');
@@ -274,11 +274,11 @@ fn decode_arrow_base64(base64_text: &str) -> Result<Vec<RecordBatch>> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(base64_text)
         .map_err(|e| protocol(format!("a Snowflake Arrow rowset is not base64: {e}")))?;
-    decode_arrow(bytes)
+    decode_arrow(&bytes)
 }
 
 /// An Arrow IPC stream (schema, record batches, end marker).
-fn decode_arrow(bytes: Vec<u8>) -> Result<Vec<RecordBatch>> {
+fn decode_arrow(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{Schema, SchemaRef};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -42,7 +42,7 @@ impl Status {
 }
 
 /// A statement's rows before they are served.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Rows {
     /// Arrow batches in Snowflake's encoding, with the row type.
     Arrow {
@@ -70,7 +70,7 @@ impl Rows {
                 scale: 0,
             },
         );
-        let schema = single_schema(&column, DataType::Int64);
+        let schema = single_schema(&column);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(Int64Array::from(vec![value]))],
@@ -86,7 +86,7 @@ impl Rows {
     /// One `TEXT` column named `name` holding `value`.
     pub(crate) fn text(name: &str, value: &str) -> Rows {
         let column = ColumnDef::new(name, ColumnKind::Text);
-        let schema = single_schema(&column, DataType::Utf8);
+        let schema = single_schema(&column);
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(StringArray::from(vec![value]))],
@@ -133,14 +133,8 @@ impl Rows {
     }
 }
 
-fn single_schema(column: &ColumnDef, _kind: DataType) -> SchemaRef {
-    let field = crate::table::Table::new("x", vec![column.clone()])
-        .schema()
-        .field(0)
-        .clone();
-    // The statement's column keeps its own (lower-case) name, as Snowflake labels it.
-    let field: Field = field.with_name(column.name.clone());
-    Arc::new(Schema::new(vec![field]))
+fn single_schema(column: &ColumnDef) -> SchemaRef {
+    Arc::new(Schema::new(vec![column.field()]))
 }
 
 /// A chunk ready to be served.

@@ -135,6 +135,27 @@ fn token_failure(error: &TokenError) -> Response {
     }
 }
 
+/// The answer refusing a request whose session token does not check, if it does not.
+fn refused(state: &State, headers: &HeaderMap) -> Option<Response> {
+    lock(&state.sessions)
+        .check(token(headers).as_deref())
+        .err()
+        .map(|e| token_failure(&e))
+}
+
+/// The answer to a cancel: done, or nothing running to cancel.
+fn cancelled(done: bool) -> Response {
+    if done {
+        ok(Value::Null)
+    } else {
+        failure(
+            "000605",
+            "Identified SQL statement is not currently executing.",
+            Value::Null,
+        )
+    }
+}
+
 /// The token of `Authorization: Snowflake Token="…"`.
 fn token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -406,7 +427,7 @@ async fn run(
                 .map(|q| q.status.borrow().clone())
                 .ok_or_else(|| SqlError::invalid(format!("Statement {id} not found")))?;
             match status {
-                Status::Success(rows) => Ok(clone_rows(&rows)),
+                Status::Success(rows) => Ok(Rows::clone(&rows)),
                 _ => Err(SqlError::invalid(format!(
                     "Statement {id} has no result to scan ({})",
                     status.name()
@@ -450,33 +471,6 @@ async fn run(
             let count = t.insert(&columns, &values).map_err(SqlError::invalid)?;
             Ok(Rows::inserted(count))
         }
-    }
-}
-
-fn clone_rows(rows: &Rows) -> Rows {
-    match rows {
-        Rows::Arrow {
-            rowtype,
-            schema,
-            batches,
-            statement_type,
-        } => Rows::Arrow {
-            rowtype: rowtype.clone(),
-            schema: schema.clone(),
-            batches: batches.clone(),
-            statement_type: *statement_type,
-        },
-        Rows::Json {
-            rowtype,
-            rows,
-            statement_type,
-            result_ids,
-        } => Rows::Json {
-            rowtype: rowtype.clone(),
-            rows: rows.clone(),
-            statement_type: *statement_type,
-            result_ids: result_ids.clone(),
-        },
     }
 }
 
@@ -793,8 +787,8 @@ async fn result(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = lock(&state.sessions).check(token(&headers).as_deref()) {
-        return token_failure(&e);
+    if let Some(refused) = refused(&state, &headers) {
+        return refused;
     }
     answer(&state, &id).await
 }
@@ -804,20 +798,13 @@ async fn abort_by_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = lock(&state.sessions).check(token(&headers).as_deref()) {
-        return token_failure(&e);
+    if let Some(refused) = refused(&state, &headers) {
+        return refused;
     }
     let body = body_json(&headers, &body);
     let request = body["requestId"].as_str().unwrap_or_default();
     let id = lock(&state.queries).by_request.get(request).cloned();
-    match id {
-        Some(id) if abort(&state, &id) => ok(Value::Null),
-        _ => failure(
-            "000605",
-            "Identified SQL statement is not currently executing.",
-            Value::Null,
-        ),
-    }
+    cancelled(id.is_some_and(|id| abort(&state, &id)))
 }
 
 async fn abort_by_id(
@@ -825,18 +812,10 @@ async fn abort_by_id(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = lock(&state.sessions).check(token(&headers).as_deref()) {
-        return token_failure(&e);
+    if let Some(refused) = refused(&state, &headers) {
+        return refused;
     }
-    if abort(&state, &id) {
-        ok(Value::Null)
-    } else {
-        failure(
-            "000605",
-            "Identified SQL statement is not currently executing.",
-            Value::Null,
-        )
-    }
+    cancelled(abort(&state, &id))
 }
 
 async fn monitoring(
@@ -844,8 +823,8 @@ async fn monitoring(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = lock(&state.sessions).check(token(&headers).as_deref()) {
-        return token_failure(&e);
+    if let Some(refused) = refused(&state, &headers) {
+        return refused;
     }
     let queries = lock(&state.queries);
     let Some(query) = queries.by_id.get(&id) else {

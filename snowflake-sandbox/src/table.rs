@@ -122,7 +122,7 @@ impl ColumnDef {
         })
     }
 
-    fn field(&self) -> Field {
+    pub(crate) fn field(&self) -> Field {
         let mut metadata = HashMap::new();
         metadata.insert(
             "logicalType".to_owned(),
