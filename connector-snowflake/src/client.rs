@@ -158,9 +158,9 @@ fn authorization(token: &SecretString) -> Result<HeaderValue> {
 }
 
 /// A successful answer: its `code` (set on "in progress") and `data`.
-struct Reply {
+pub(crate) struct Reply {
     code: Option<String>,
-    data: Value,
+    pub(crate) data: Value,
 }
 
 /// The `data` of a Snowflake answer, or its error.
@@ -672,8 +672,23 @@ impl SnowflakeClient {
         self.result_stream(reply.data)
     }
 
+    /// The HTTP client (stage transfers use it too).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The secrets to scrub from errors: tokens, and the stage credentials seen.
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
+    }
+
+    /// The policy every request goes through.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
     /// Send a statement and wait for its answer, cancelling it if abandoned.
-    async fn run(
+    pub(crate) async fn run(
         &self,
         sql: &str,
         binds: &[Bind],

@@ -23,6 +23,13 @@
 //!   future cancel on the server; [`execute_multi`](SnowflakeClient::execute_multi)
 //!   runs several statements in one request; [`tagged`](SnowflakeClient::tagged) sets
 //!   the `QUERY_TAG` of a handle's statements.
+//! - Stages: [`put_bytes`](SnowflakeClient::put_bytes) /
+//!   [`put_file`](SnowflakeClient::put_file) and [`get`](SnowflakeClient::get) move
+//!   files as the drivers' `PUT` and `GET` do — gzip unless already compressed, a
+//!   SHA-256 digest, client-side AES encryption under the stage's master key (an
+//!   internal stage), and the transfer straight to the stage's S3, GCS or Azure storage
+//!   with the short-lived credentials or presigned URL Snowflake hands out. A file the
+//!   stage holds with the same content is not sent again ([`PutOptions`]).
 //! - [`SessionPool`]: logged-in sessions pooled per context (role, warehouse, database,
 //!   schema), with a lifetime, idle eviction, a heartbeat before reuse, and sessions
 //!   whose state a statement changed retired instead of reused.
@@ -61,6 +68,7 @@ mod bind;
 mod client;
 mod column;
 mod config;
+mod crypt;
 mod error;
 mod integration;
 mod keypair;
@@ -68,6 +76,7 @@ mod pool;
 mod result;
 pub mod rows;
 pub mod settings;
+mod stage;
 mod stream;
 pub mod value;
 
@@ -80,6 +89,7 @@ pub use keypair::token as key_pair_token;
 pub use pool::{PoolSettings, PoolStatus, PooledSession, SessionKey, SessionPool};
 pub use result::QueryResult;
 pub use settings::SnowflakeSettings;
+pub use stage::{PutOptions, PutOutcome, StagedFile, TransferStatus};
 pub use stream::ResultStream;
 
 /// The platform name in errors and metrics.

@@ -85,6 +85,28 @@ pub fn venv_python() -> std::path::PathBuf {
     std::path::PathBuf::from(format!("{home}/.cache/moodbridge/venv/bin/python"))
 }
 
+/// The Python of the second test venv, the one with snowflake-connector-python 5.x
+/// (installed by scripts/test.sh): `MOODBRIDGE_SNOWFLAKE5_PYTHON` when it is set, else
+/// `venv-snowflake5/bin/python` beside the main venv.
+///
+/// ```
+/// let python = moodbridge_core::testing::snowflake5_python();
+/// assert!(python.ends_with("python"));
+/// ```
+pub fn snowflake5_python() -> std::path::PathBuf {
+    if let Some(python) = std::env::var_os("MOODBRIDGE_SNOWFLAKE5_PYTHON") {
+        return std::path::PathBuf::from(python);
+    }
+    let main = venv_python();
+    let beside = main
+        .parent()
+        .and_then(|bin| bin.parent())
+        .and_then(|venv| venv.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    beside.join("venv-snowflake5").join("bin").join("python")
+}
+
 /// The directory of the package whose test, bench or example is running: cargo's
 /// `CARGO_MANIFEST_DIR` at run time, else `compiled` (pass `env!("CARGO_MANIFEST_DIR")`).
 /// Run time first, because a build directory shared by two clones of the workspace

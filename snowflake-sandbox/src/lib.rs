@@ -16,6 +16,7 @@
 //! | `GET /queries/<id>/result`, `GET /monitoring/queries/<id>` | results and status of running and finished queries (333333 while running) |
 //! | `POST /queries/v1/abort-request`, `POST /queries/<id>/abort-request` | cancel |
 //! | `GET /chunks/<id>/<n>` | result chunks: gzip Arrow IPC, only with the `qrmk` key as S3's SSE-C headers |
+//! | `PUT`, `GET /stage-files/<stage>/<path>` | stage files behind presigned URLs, as a GCS bucket: the bytes and `x-goog-meta-*` headers kept as sent, `x-goog-if-generation-match: 0` create-only, unsigned `x-goog-*` headers refused |
 //!
 //! # Statements
 //! A small subset, enough for the protocol: `SELECT * FROM t [LIMIT n]`, `SELECT
@@ -23,6 +24,12 @@
 //! TABLE(RESULT_SCAN('<id>'))`, `SELECT SYSTEM$CANCEL_QUERY('<id>')` and `INSERT INTO t
 //! [(c, …)] VALUES (…)` with `?` binds. Tables are registered up front ([`Table`]);
 //! [`Table::accounts`] makes a deterministic table of any size.
+//!
+//! Stages: `PUT 'file://…' @stage[/path]`, `GET @stage[/path] 'file://…'`, `LIST` and
+//! `REMOVE` answer as Snowflake does for an internal stage on GCS: presigned URLs and
+//! the stages' master key (clients encrypt; the sandbox never decrypts). With
+//! [`StageStorage::S3`], `PUT` sends the client to an S3 server of the test's choosing
+//! instead.
 //!
 //! ```
 //! use snowflake_sandbox::{Sandbox, SandboxConfig, Table, User};
@@ -46,6 +53,7 @@ mod query;
 mod server;
 mod session;
 mod sql;
+mod stage;
 mod table;
 
 use std::collections::HashMap;
@@ -57,6 +65,7 @@ use tokio::sync::oneshot;
 
 pub use query::QueryRecord;
 pub use session::{User, key_pair};
+pub use stage::{StageFile, StageStorage};
 pub use table::{ColumnDef, ColumnKind, Table};
 
 use query::Layout;
@@ -81,6 +90,7 @@ pub struct SandboxConfig {
     master_validity: Duration,
     in_progress_after: Duration,
     layout: Layout,
+    stage_storage: StageStorage,
 }
 
 impl SandboxConfig {
@@ -101,6 +111,7 @@ impl SandboxConfig {
                 chunk_rows: 100_000,
                 gzip: true,
             },
+            stage_storage: StageStorage::Gcs,
         }
     }
 
@@ -154,6 +165,13 @@ impl SandboxConfig {
         self.in_progress_after = wait;
         self
     }
+
+    /// Where `PUT` sends files ([`StageStorage::Gcs`], kept by the sandbox, by default).
+    #[must_use]
+    pub fn stage_storage(mut self, storage: StageStorage) -> Self {
+        self.stage_storage = storage;
+        self
+    }
 }
 
 /// A running sandbox. Stop it with [`stop`](Sandbox::stop) (dropping it stops it too).
@@ -196,6 +214,7 @@ impl Sandbox {
             queries: Mutex::default(),
             faults: server::Faults::default(),
             renewals: Default::default(),
+            stages: Mutex::new(stage::Stages::new(config.stage_storage)),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = server::router(state.clone());
@@ -295,6 +314,21 @@ impl Sandbox {
     /// carried (as a misbehaving store might).
     pub fn fail_next_chunks(&self, n: u32) {
         self.state.faults.chunk_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// The stages' master key (base64), with which clients encrypt what they put.
+    pub fn stage_master_key(&self) -> String {
+        lock(&self.state.stages).master_key()
+    }
+
+    /// The files in the sandbox's stages, as `<STAGE>/<path>`.
+    pub fn stage_files(&self) -> Vec<String> {
+        lock(&self.state.stages).names()
+    }
+
+    /// A stored stage file as it was sent (`<STAGE>/<path>`).
+    pub fn stage_file(&self, key: &str) -> Option<StageFile> {
+        lock(&self.state.stages).raw(key)
     }
 
     /// Stop serving and wait until the server is down.

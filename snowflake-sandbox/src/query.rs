@@ -58,6 +58,8 @@ pub(crate) enum Rows {
         statement_type: u64,
         result_ids: Option<String>,
     },
+    /// A file transfer's instructions (`PUT`, `GET`): the answer's data as it is.
+    Transfer(Value),
 }
 
 impl Rows {
@@ -207,6 +209,26 @@ pub(crate) fn serve(
         "queryResultFormat": "arrow",
     });
     match rows {
+        Rows::Transfer(transfer) => {
+            let mut data = transfer.clone();
+            data["queryId"] = json!(query_id);
+            match data.get_mut("encryptionMaterial") {
+                Some(Value::Object(m)) => {
+                    m.insert("queryId".into(), json!(query_id));
+                }
+                Some(Value::Array(list)) => {
+                    for m in list.iter_mut().filter_map(Value::as_object_mut) {
+                        m.insert("queryId".into(), json!(query_id));
+                    }
+                }
+                _ => {}
+            }
+            Ok(Served {
+                data,
+                chunks: Vec::new(),
+                qrmk: None,
+            })
+        }
         Rows::Json {
             rowtype,
             rows,

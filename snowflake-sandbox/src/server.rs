@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::query::{self, Layout, Queries, Query, Rows, Served, Status};
 use crate::session::{Sessions, TokenError, User};
 use crate::sql::{self, SqlError, Statement};
+use crate::stage;
 use crate::table::Table;
 
 /// Faults to inject, each consumed as it fires. Shared with [`Sandbox`](crate::Sandbox).
@@ -51,6 +52,7 @@ pub(crate) struct State {
     pub queries: Mutex<Queries>,
     pub faults: Faults,
     pub renewals: AtomicU32,
+    pub stages: Mutex<stage::Stages>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +74,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/monitoring/queries/{id}", get(monitoring))
         .route("/chunks/{id}/{n}", get(chunk))
         .route("/telemetry/send", post(telemetry))
+        .route(
+            "/stage-files/{stage}/{*path}",
+            get(stage_download).put(stage_upload),
+        )
         // Snowflake's Rust core (in snowflake-connector-python 5.x) asks with a double
         // slash, which Snowflake accepts.
         .route("/monitoring/queries//{id}", get(monitoring))
@@ -305,6 +311,26 @@ async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Response {
         .into_response()
 }
 
+/// `PUT /stage-files/<stage>/<path>`: a presigned upload.
+async fn stage_upload(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(target): Path<(String, String)>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stage::upload(&mut lock(&state.stages), target, &query, &headers, body)
+}
+
+/// `GET` (and `HEAD`) `/stage-files/<stage>/<path>`: a presigned download.
+async fn stage_download(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(target): Path<(String, String)>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
+) -> Response {
+    stage::download(&lock(&state.stages), target, &query)
+}
+
 async fn telemetry() -> Response {
     ok(Value::Null)
 }
@@ -471,6 +497,22 @@ async fn run(
             let count = t.insert(&columns, &values).map_err(SqlError::invalid)?;
             Ok(Rows::inserted(count))
         }
+        Statement::Put {
+            file,
+            stage,
+            options,
+        } => Ok(stage::put(
+            &lock(&state.stages),
+            &state.base,
+            &file,
+            &stage,
+            &options,
+        )),
+        Statement::Get { stage, local } => {
+            stage::get(&lock(&state.stages), &state.base, &stage, &local)
+        }
+        Statement::List(stage) => stage::list(&lock(&state.stages), &stage),
+        Statement::Remove(stage) => stage::remove(&mut lock(&state.stages), &stage),
     }
 }
 
@@ -763,6 +805,7 @@ fn describe(state: &Arc<State>, sql_text: &str) -> Response {
                 .count();
             let rowtype = match Rows::inserted(0) {
                 Rows::Json { rowtype, .. } | Rows::Arrow { rowtype, .. } => rowtype,
+                Rows::Transfer(_) => Vec::new(),
             };
             (rowtype, binds, query::INSERT)
         }

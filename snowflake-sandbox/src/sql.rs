@@ -51,6 +51,21 @@ pub(crate) enum Statement {
     },
     /// `SELECT CURRENT_<what>()`.
     Current(String),
+    /// `PUT 'file://<file>' @stage[/path] [OPTION = value …]`.
+    Put {
+        file: String,
+        stage: String,
+        options: std::collections::HashMap<String, String>,
+    },
+    /// `GET @stage[/path] 'file://<dir>'`.
+    Get {
+        stage: String,
+        local: String,
+    },
+    /// `LIST @stage[/path]`.
+    List(String),
+    /// `REMOVE @stage[/path]`.
+    Remove(String),
 }
 
 /// A value in an `INSERT`'s `VALUES` list.
@@ -130,6 +145,16 @@ static ALTER_SET: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ALTER_UNSET: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?is)^alter\s+session\s+unset\s+([A-Za-z_]+)$"));
+static PUT: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?is)^put\s+'?file://([^'\s]+)'?\s+'?(@[^'\s]+)'?((?:\s+[A-Za-z_]+\s*=\s*'?[A-Za-z0-9_]+'?)*)\s*$",
+    )
+});
+static OPTION: LazyLock<Regex> = LazyLock::new(|| regex(r"([A-Za-z_]+)\s*=\s*'?([A-Za-z0-9_]+)'?"));
+static GET: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?is)^get\s+'?(@[^'\s]+)'?\s+'?file://([^'\s]+)'?(?:\s+.*)?$"));
+static LIST: LazyLock<Regex> = LazyLock::new(|| regex(r"(?is)^(?:list|ls)\s+'?(@[^'\s]+)'?$"));
+static REMOVE: LazyLock<Regex> = LazyLock::new(|| regex(r"(?is)^(?:remove|rm)\s+'?(@[^'\s]+)'?$"));
 static CURRENT: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^select\s+current_(session|role|warehouse|database|schema)\s*\(\s*\)$")
 });
@@ -236,9 +261,34 @@ pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
     if let Some(c) = CURRENT.captures(sql) {
         return Ok(Statement::Current(c[1].to_ascii_uppercase()));
     }
+    if let Some(c) = PUT.captures(sql) {
+        let options = OPTION
+            .captures_iter(&c[3])
+            .map(|o| (o[1].to_ascii_uppercase(), o[2].to_owned()))
+            .collect();
+        // `file:///a/b` is the path /a/b; `file://b` (as the drivers ask for a
+        // presigned URL) the name b.
+        return Ok(Statement::Put {
+            file: c[1].to_owned(),
+            stage: c[2].to_owned(),
+            options,
+        });
+    }
+    if let Some(c) = GET.captures(sql) {
+        return Ok(Statement::Get {
+            stage: c[1].to_owned(),
+            local: c[2].to_owned(),
+        });
+    }
+    if let Some(c) = LIST.captures(sql) {
+        return Ok(Statement::List(c[1].to_owned()));
+    }
+    if let Some(c) = REMOVE.captures(sql) {
+        return Ok(Statement::Remove(c[1].to_owned()));
+    }
     let first = sql.split_whitespace().next().unwrap_or_default();
     Err(SqlError::syntax(format!(
-        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY, INSERT … VALUES, USE, ALTER SESSION and CURRENT_*())"
+        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY, INSERT … VALUES, USE, ALTER SESSION, CURRENT_*(), PUT, GET, LIST and REMOVE)"
     )))
 }
 

@@ -16,20 +16,6 @@ use std::time::Duration;
 
 use snowflake_sandbox::{ColumnDef, ColumnKind, Sandbox, SandboxConfig, Table, User};
 
-/// The Python of the venv with snowflake-connector-python 5.x.
-fn connector_5_python() -> std::path::PathBuf {
-    std::env::var_os("MOODBRIDGE_SNOWFLAKE5_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            moodbridge_core::testing::venv_python()
-                .parent()
-                .and_then(|bin| bin.parent())
-                .and_then(|venv| venv.parent())
-                .unwrap()
-                .join("venv-snowflake5/bin/python")
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snowflakes_python_connector_4_accepts_what_the_sandbox_serves() {
     check_with(moodbridge_core::testing::venv_python(), "4.").await;
@@ -37,7 +23,7 @@ async fn snowflakes_python_connector_4_accepts_what_the_sandbox_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snowflakes_python_connector_5_with_its_rust_core_accepts_what_the_sandbox_serves() {
-    check_with(connector_5_python(), "5.").await;
+    check_with(moodbridge_core::testing::snowflake5_python(), "5.").await;
 }
 
 async fn check_with(python: std::path::PathBuf, version: &str) {

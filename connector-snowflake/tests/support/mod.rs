@@ -1,4 +1,5 @@
-//! What the Snowflake tests share: fakesnow's server on a loopback port of its own.
+//! What the Snowflake tests share: fakesnow's and moto's servers, each on a loopback
+//! port of its own.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -7,6 +8,44 @@ use std::time::{Duration, Instant};
 
 use connector_snowflake::SnowflakeConfig;
 use secrecy::SecretString;
+
+/// Start the test venv's `program` with `args` and a free loopback port (the last
+/// argument), trying another port if it was taken meanwhile; the child and its URL.
+fn serve(program: &str, args: &[&str]) -> (Child, String) {
+    let binary = moodbridge_core::testing::venv_python().with_file_name(program);
+    for _ in 0..3 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(&binary)
+            .args(args)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} (run ./scripts/test.sh once to install it): {e}",
+                    binary.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, format!("http://127.0.0.1:{port}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{program} did not start");
+}
 
 /// fakesnow's server on a free loopback port, killed when dropped.
 pub struct FakeSnow {
@@ -23,35 +62,8 @@ impl Drop for FakeSnow {
 
 impl FakeSnow {
     pub fn start() -> FakeSnow {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let fakesnow = moodbridge_core::testing::venv_python().with_file_name("fakesnow");
-        let child = Command::new(&fakesnow)
-            .args(["-s", "--host", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} (run ./scripts/test.sh once to install it): {e}",
-                    fakesnow.display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "fakesnow did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        FakeSnow {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
+        let (child, url) = serve("fakesnow", &["-s", "--host", "127.0.0.1", "-p"]);
+        FakeSnow { child, url }
     }
 
     /// A password login to it, database CASES, schema PUBLIC.
@@ -64,5 +76,45 @@ impl FakeSnow {
         .url(&self.url)
         .database("CASES")
         .schema("PUBLIC")
+    }
+}
+
+/// A moto S3 server (PyPI `moto[server]`, in the test venv) on a free loopback port,
+/// killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let (child, endpoint) = serve("moto_server", &["-H", "127.0.0.1", "-p"]);
+        Moto { child, endpoint }
+    }
+
+    /// Create `bucket` (static test keys, path style).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
     }
 }
