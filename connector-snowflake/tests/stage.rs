@@ -2,8 +2,8 @@
 //! presigned URLs and hands out its master key: what our client puts there (gzipped,
 //! digested, encrypted) Snowflake's own Python connector GETs and decrypts, and what the
 //! connector PUTs our client GETs. With an S3 stage on moto, boto3 reads our upload and
-//! the connector's own decryption code opens it. fakesnow loads a file our client put
-//! with `COPY INTO`.
+//! the connector's own decryption code opens it; on an Azure stage in Azurite,
+//! Microsoft's blob client does. fakesnow loads a file our client put with `COPY INTO`.
 
 #![allow(
     clippy::unwrap_used,
@@ -264,51 +264,95 @@ async fn an_s3_stage_takes_the_upload_with_the_drivers_metadata_and_skips_a_repe
         secret: "testing".into(),
     })
     .await;
-    let client = login(&sandbox).await;
-    let content = csv(3_000);
-    let first = client
-        .put_bytes(
-            "cases.csv",
-            content.clone(),
-            "@load/cases",
-            PutOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(first.status, TransferStatus::Uploaded);
-    // The same content again is found by its digest and not sent.
-    let again = client
-        .put_bytes(
-            "cases.csv",
-            content.clone(),
-            "@load/cases",
-            PutOptions::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(again.status, TransferStatus::Skipped);
-    let forced = client
-        .put_bytes(
-            "cases.csv",
-            content.clone(),
-            "@load/cases",
-            PutOptions::new().overwrite(true),
-        )
-        .await
-        .unwrap();
-    assert_eq!(forced.status, TransferStatus::Uploaded);
+    let summary = put_twice_then_check(
+        &sandbox,
+        "s3_stage_check.py",
+        &[&moto.endpoint, "sfc-stage"],
+    )
+    .await;
+    assert_eq!(summary["matdesc"]["keySize"], "128", "{summary}");
+    sandbox.stop().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_stage_takes_the_upload_with_the_drivers_metadata_and_skips_a_repeat() {
+    let azurite = support::Azurite::start();
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/azure_stage_check.py");
+    let python = moodbridge_core::testing::venv_python();
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(["sas", &azurite.endpoint, "sfc-stage"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SAS could not be made: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sas = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let sandbox = sandbox(StageStorage::Azure {
+        endpoint: azurite.endpoint.clone(),
+        account: "devstoreaccount1".into(),
+        container: "sfc-stage".into(),
+        sas: sas.clone(),
+    })
+    .await;
+    let summary = put_twice_then_check(
+        &sandbox,
+        "azure_stage_check.py",
+        &["check", &azurite.endpoint, "sfc-stage"],
+    )
+    .await;
+    assert_eq!(summary["matdesc"]["keySize"], "128", "{summary}");
+
+    // A refused SAS is an error that names neither the token nor the key.
+    let broken = sandbox_with_sas(
+        &azurite.endpoint,
+        "sv=2020-01-01&sig=not-a-signature-0123456789",
+    )
+    .await;
+    let client = login(&broken).await;
+    let err = client
+        .put_bytes("x.csv", csv(3), "@load", PutOptions::new().overwrite(true))
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("not-a-signature-0123456789"), "{shown}");
+    assert!(!shown.contains(&broken.stage_master_key()), "{shown}");
+    sandbox.stop().await;
+    broken.stop().await;
+}
+
+/// Put `cases.csv` into `@load/cases` three times — uploaded; skipped, the same digest
+/// being there; uploaded again with `OVERWRITE` — then run the Python `script` with
+/// `args`, the object's key, the master key and a file of the expected content: its
+/// JSON summary.
+async fn put_twice_then_check(sandbox: &Sandbox, script: &str, args: &[&str]) -> serde_json::Value {
+    let client = login(sandbox).await;
+    let content = csv(3_000);
+    for (options, status) in [
+        (PutOptions::new(), TransferStatus::Uploaded),
+        (PutOptions::new(), TransferStatus::Skipped),
+        (PutOptions::new().overwrite(true), TransferStatus::Uploaded),
+    ] {
+        let outcome = client
+            .put_bytes("cases.csv", content.clone(), "@load/cases", options)
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, status, "{options:?}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let expected = dir.path().join("expected.csv");
     std::fs::write(&expected, &content).unwrap();
-    let key = format!("{}/cases/cases.csv.gz", hex("LOAD"));
     let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python/s3_stage_check.py");
+        .join("tests/python")
+        .join(script);
     let out = tokio::process::Command::new(moodbridge_core::testing::venv_python())
         .arg(script)
-        .arg(&moto.endpoint)
-        .arg("sfc-stage")
-        .arg(&key)
+        .args(args)
+        .arg(format!("{}/cases/cases.csv.gz", hex("LOAD")))
         .arg(sandbox.stage_master_key())
         .arg(&expected)
         .output()
@@ -316,12 +360,20 @@ async fn an_s3_stage_takes_the_upload_with_the_drivers_metadata_and_skips_a_repe
         .unwrap();
     assert!(
         out.status.success(),
-        "the S3 check failed: {}",
+        "the check failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["matdesc"]["keySize"], "128", "{summary}");
-    sandbox.stop().await;
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn sandbox_with_sas(endpoint: &str, sas: &str) -> Sandbox {
+    sandbox(StageStorage::Azure {
+        endpoint: endpoint.to_owned(),
+        account: "devstoreaccount1".into(),
+        container: "sfc-stage".into(),
+        sas: sas.to_owned(),
+    })
+    .await
 }
 
 fn hex(text: &str) -> String {

@@ -28,8 +28,8 @@
 //! Stages: `PUT 'file://…' @stage[/path]`, `GET @stage[/path] 'file://…'`, `LIST` and
 //! `REMOVE` answer as Snowflake does for an internal stage on GCS: presigned URLs and
 //! the stages' master key (clients encrypt; the sandbox never decrypts). With
-//! [`StageStorage::S3`], `PUT` sends the client to an S3 server of the test's choosing
-//! instead.
+//! [`StageStorage::S3`] or [`StageStorage::Azure`], `PUT` sends the client to a storage
+//! service of the test's choosing instead.
 //!
 //! ```
 //! use snowflake_sandbox::{Sandbox, SandboxConfig, Table, User};

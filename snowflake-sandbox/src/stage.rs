@@ -1,7 +1,7 @@
 //! Stages: `PUT`, `GET`, `LIST` and `REMOVE`, with the files kept in memory and served
 //! as a GCS bucket through presigned URLs (the only storage the drivers reach over
-//! plain HTTP), or, with [`StageStorage::S3`], placed in an S3 server of the test's
-//! choosing (moto) for the client to upload to. Files are encrypted on the client under
+//! plain HTTP), or, with [`StageStorage::S3`] or [`StageStorage::Azure`], placed in a
+//! storage service of the test's choosing (moto, Azurite) for the client to upload to. Files are encrypted on the client under
 //! the stage's master key, as on Snowflake's internal stages; the sandbox stores what
 //! it is sent, metadata headers included, and never decrypts.
 
@@ -38,6 +38,20 @@ pub enum StageStorage {
         key_id: String,
         /// Secret access key.
         secret: String,
+    },
+    /// An Azure Blob service (Azurite): `PUT` answers with its endpoint, account,
+    /// container and a SAS token, and the client uploads there; the sandbox does not see
+    /// those files.
+    Azure {
+        /// The blob service's URL, `http://127.0.0.1:<port>` (the account is a path
+        /// segment after it, as on Azurite).
+        endpoint: String,
+        /// The storage account.
+        account: String,
+        /// The container (it must exist).
+        container: String,
+        /// A SAS token for the container that allows create, write and read.
+        sas: String,
     },
 }
 
@@ -233,6 +247,22 @@ pub(crate) fn put(
             "endPoint": endpoint,
             "useS3RegionalUrl": false,
         }),
+        StageStorage::Azure {
+            endpoint,
+            account,
+            container,
+            sas,
+        } => json!({
+            "locationType": "AZURE",
+            "location": format!("{container}/{}/{path}", hex(stage.as_bytes())),
+            "path": path,
+            "region": "westus",
+            "storageAccount": account,
+            "isClientSideEncrypted": true,
+            "creds": {"AZURE_SAS_TOKEN": sas},
+            "presignedUrl": null,
+            "endPoint": endpoint,
+        }),
     };
     Rows::Transfer(json!({
         "command": "UPLOAD",
@@ -250,8 +280,8 @@ pub(crate) fn put(
 fn gcs_only(stages: &Stages) -> Result<(), SqlError> {
     match stages.storage {
         StageStorage::Gcs => Ok(()),
-        StageStorage::S3 { .. } => Err(SqlError::invalid(
-            "the sandbox does not see files on an S3 stage: GET, LIST and REMOVE need its default storage",
+        StageStorage::S3 { .. } | StageStorage::Azure { .. } => Err(SqlError::invalid(
+            "the sandbox does not see files on an S3 or Azure stage: GET, LIST and REMOVE need its default storage",
         )),
     }
 }

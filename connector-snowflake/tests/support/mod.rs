@@ -12,14 +12,22 @@ use secrecy::SecretString;
 /// Start the test venv's `program` with `args` and a free loopback port (the last
 /// argument), trying another port if it was taken meanwhile; the child and its URL.
 fn serve(program: &str, args: &[&str]) -> (Child, String) {
-    let binary = moodbridge_core::testing::venv_python().with_file_name(program);
+    serve_binary(
+        &moodbridge_core::testing::venv_python().with_file_name(program),
+        args,
+    )
+}
+
+/// [`serve`] for a binary given by its path.
+fn serve_binary(binary: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let program = binary.display();
     for _ in 0..3 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(&binary)
+        let mut child = Command::new(binary)
             .args(args)
             .arg(port.to_string())
             .stdout(Stdio::null())
@@ -116,5 +124,44 @@ impl Moto {
             .send()
             .await
             .unwrap();
+    }
+}
+
+/// Azurite's blob service (npm, installed by scripts/test.sh under connector-azure) on a
+/// free loopback port, in memory, killed when dropped.
+pub struct Azurite {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let binary = std::env::var("MOODBRIDGE_AZURITE_BLOB").map_or_else(
+            |_| {
+                moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+                    .join("../connector-azure/tests/azurite/node_modules/.bin/azurite-blob")
+            },
+            std::path::PathBuf::from,
+        );
+        let (child, endpoint) = serve_binary(
+            &binary,
+            &[
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+            ],
+        );
+        Azurite { child, endpoint }
     }
 }
