@@ -35,7 +35,7 @@ pub(crate) fn answered(
             ErrorKind::AuthExpired,
             "the session is gone: the client logs in again",
         ),
-        (_, "42S02") | ("002003", _) => (
+        (_, "42S02" | "02000") | ("002003" | "002043", _) => (
             ErrorKind::NotFound,
             "create the object, or check the database, schema and role of the session (names are upper-case unless quoted)",
         ),
@@ -116,6 +116,7 @@ mod tests {
             ("390303", "", ErrorKind::Auth),
             ("000008", "0A000", ErrorKind::InvalidInput),
             ("002003", "42S02", ErrorKind::NotFound),
+            ("002043", "02000", ErrorKind::NotFound),
             ("003001", "42501", ErrorKind::Forbidden),
             ("001003", "42000", ErrorKind::InvalidInput),
             ("100038", "22018", ErrorKind::InvalidInput),

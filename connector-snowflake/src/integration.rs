@@ -11,12 +11,13 @@ use moodbridge_core::integration::Interfaces;
 use moodbridge_core::registry::{BuildContext, IntegrationFactory};
 use moodbridge_core::{
     Capabilities, Capability, Error, HealthReport, HealthStatus, IntegrationConfig,
-    PlatformIntegration, PolicyConfig, Result,
+    PlatformIntegration, PolicyConfig, Result, SyncSink,
 };
 
 use crate::config::{SnowflakeConfig, default_policy_config};
 use crate::pool::SessionPool;
 use crate::settings::SnowflakeSettings;
+use crate::sink::SnowflakeSink;
 
 /// The kind name.
 pub const KIND: &str = "snowflake";
@@ -82,11 +83,13 @@ impl SnowflakeFactory {
     }
 }
 
-/// A `snowflake` integration: its [`SessionPool`] (also among its interfaces).
+/// A `snowflake` integration: its [`SessionPool`] and a [`SnowflakeSink`] over it (both
+/// among its interfaces, the sink as `dyn SyncSink`).
 #[derive(Debug, Clone)]
 pub struct SnowflakeIntegration {
     id: String,
     pool: SessionPool,
+    sink: Arc<SnowflakeSink>,
 }
 
 impl SnowflakeIntegration {
@@ -94,6 +97,7 @@ impl SnowflakeIntegration {
     pub fn new(id: impl Into<String>, pool: SessionPool) -> Self {
         SnowflakeIntegration {
             id: id.into(),
+            sink: Arc::new(SnowflakeSink::pooled(pool.clone())),
             pool,
         }
     }
@@ -101,6 +105,11 @@ impl SnowflakeIntegration {
     /// The session pool.
     pub fn pool(&self) -> &SessionPool {
         &self.pool
+    }
+
+    /// The sink loading the sync engine's batches through the pool.
+    pub fn sink(&self) -> Arc<SnowflakeSink> {
+        self.sink.clone()
     }
 }
 
@@ -143,7 +152,9 @@ impl PlatformIntegration for SnowflakeIntegration {
     }
 
     fn interfaces(self: Arc<Self>) -> Interfaces {
-        Interfaces::new().with::<SessionPool>(Arc::new(self.pool.clone()))
+        Interfaces::new()
+            .with::<SessionPool>(Arc::new(self.pool.clone()))
+            .with::<dyn SyncSink>(self.sink.clone())
     }
 }
 

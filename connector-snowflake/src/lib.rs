@@ -30,6 +30,10 @@
 //!   internal stage), and the transfer straight to the stage's S3, GCS or Azure storage
 //!   with the short-lived credentials or presigned URL Snowflake hands out. A file the
 //!   stage holds with the same content is not sent again ([`PutOptions`]).
+//! - [`SnowflakeSink`]: the sync engine's batches bulk-loaded — checked records into a
+//!   Snappy Parquet file, `PUT`, `COPY INTO` a staging table, then `MERGE` by key, an
+//!   append recorded in a load ledger in the same transaction (a batch delivered again
+//!   is loaded once), or an overwrite swapped in at the stream's commit.
 //! - [`SessionPool`]: logged-in sessions pooled per context (role, warehouse, database,
 //!   schema), with a lifetime, idle eviction, a heartbeat before reuse, and sessions
 //!   whose state a statement changed retired instead of reused.
@@ -76,6 +80,7 @@ mod pool;
 mod result;
 pub mod rows;
 pub mod settings;
+mod sink;
 mod stage;
 mod stream;
 pub mod value;
@@ -89,6 +94,7 @@ pub use keypair::token as key_pair_token;
 pub use pool::{PoolSettings, PoolStatus, PooledSession, SessionKey, SessionPool};
 pub use result::QueryResult;
 pub use settings::SnowflakeSettings;
+pub use sink::SnowflakeSink;
 pub use stage::{PutOptions, PutOutcome, StagedFile, TransferStatus};
 pub use stream::ResultStream;
 

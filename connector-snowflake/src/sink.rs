@@ -1,0 +1,889 @@
+//! [`SnowflakeSink`]: the sync engine's records bulk-loaded into Snowflake tables.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch as ArrowBatch};
+use arrow_schema::{DataType, Field, Schema};
+use async_trait::async_trait;
+use aws_lc_rs::digest::{SHA256, digest};
+use moodbridge_core::{
+    Error, ErrorKind, FailureKind, FieldType, Record, RecordBatch, RecordFailure, RecordKey,
+    RecordOutcome, Result, StreamDescriptor, SyncSink, WriteAction, WriteMode, WriteReport,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde_json::Value;
+
+use crate::PLATFORM;
+use crate::bind::Bind;
+use crate::client::SnowflakeClient;
+use crate::pool::{PooledSession, SessionPool};
+use crate::stage::PutOptions;
+
+/// The load ledger: one row per file appended, committed with its rows.
+const LEDGER: &str = "MOODBRIDGE_LOAD_LEDGER";
+
+/// How a column is held in the Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Text,
+    Integer,
+    Float,
+    Boolean,
+}
+
+/// One column of a stream's table.
+#[derive(Debug, Clone)]
+struct ColumnSpec {
+    name: String,
+    sql_type: String,
+    held: Held,
+    /// Loaded with `PARSE_JSON` (a `VARIANT` column).
+    json: bool,
+    required: bool,
+}
+
+impl ColumnSpec {
+    fn of(field: &moodbridge_core::FieldDescriptor) -> ColumnSpec {
+        let (sql_type, held, json) = match &field.field_type {
+            FieldType::Integer => ("NUMBER(38,0)".to_owned(), Held::Integer, false),
+            FieldType::Number => ("FLOAT".to_owned(), Held::Float, false),
+            FieldType::Decimal { scale } => (
+                format!("NUMBER(38,{})", (*scale).min(37)),
+                Held::Text,
+                false,
+            ),
+            FieldType::Boolean => ("BOOLEAN".to_owned(), Held::Boolean, false),
+            FieldType::Date => ("DATE".to_owned(), Held::Text, false),
+            FieldType::DateTime => ("TIMESTAMP_TZ".to_owned(), Held::Text, false),
+            FieldType::Time => ("TIME".to_owned(), Held::Text, false),
+            FieldType::Json => ("VARIANT".to_owned(), Held::Text, true),
+            _ => ("VARCHAR".to_owned(), Held::Text, false),
+        };
+        ColumnSpec {
+            name: field.name.clone(),
+            sql_type,
+            held,
+            json,
+            required: !field.nullable,
+        }
+    }
+
+    /// The type of the staging table's column (as the Parquet file holds it).
+    fn staged_type(&self) -> &'static str {
+        match self.held {
+            Held::Text => "VARCHAR",
+            Held::Integer => "NUMBER(38,0)",
+            Held::Float => "FLOAT",
+            Held::Boolean => "BOOLEAN",
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self.held {
+            Held::Text => DataType::Utf8,
+            Held::Integer => DataType::Int64,
+            Held::Float => DataType::Float64,
+            Held::Boolean => DataType::Boolean,
+        }
+    }
+
+    /// The staged value as the table takes it.
+    fn select(&self, alias: &str) -> String {
+        let column = format!("{alias}.{}", ident(&self.name));
+        if self.json {
+            format!("PARSE_JSON({column})")
+        } else {
+            column
+        }
+    }
+}
+
+/// A stream being written: its table and columns.
+#[derive(Debug, Clone)]
+struct Target {
+    table: String,
+    columns: Vec<ColumnSpec>,
+    key: Vec<String>,
+    /// The prefix of its files' names in the stage (letters, digits and `_`).
+    directory: String,
+}
+
+/// A quoted identifier: the name as written, `"` doubled.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn list(names: impl IntoIterator<Item = String>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// A statement-safe file or directory name for `text`.
+fn safe_name(text: &str) -> String {
+    let name: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.is_empty() {
+        "stream".to_owned()
+    } else {
+        name
+    }
+}
+
+fn failure(index: usize, message: String, fields: Vec<String>) -> RecordOutcome {
+    let mut failure = RecordFailure::new(FailureKind::InvalidInput, message);
+    failure.fields = fields;
+    RecordOutcome::failed(index, failure)
+}
+
+/// One batch, checked and columnar: the rows to load (by record index) and the
+/// records refused.
+struct Prepared {
+    rows: Vec<usize>,
+    columns: Vec<ArrayRef>,
+    refused: Vec<RecordOutcome>,
+}
+
+/// A cell as its column holds it, or why it cannot be.
+enum Cell {
+    Null,
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+fn cell(column: &ColumnSpec, value: Option<&Value>) -> std::result::Result<Cell, String> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(Cell::Null),
+        Some(v) => v,
+    };
+    let refuse = || format!("{} cannot hold {value} ({})", column.name, column.sql_type);
+    Ok(match column.held {
+        Held::Text => Cell::Text(match value {
+            Value::String(s) if !column.json => s.clone(),
+            other if column.json => other.to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        Held::Integer => Cell::Integer(match value {
+            Value::Number(n) => n.as_i64().ok_or_else(refuse)?,
+            Value::String(s) => s.trim().parse().map_err(|_| refuse())?,
+            _ => return Err(refuse()),
+        }),
+        Held::Float => Cell::Float(match value {
+            Value::Number(n) => n.as_f64().ok_or_else(refuse)?,
+            Value::String(s) => s.trim().parse().map_err(|_| refuse())?,
+            _ => return Err(refuse()),
+        }),
+        Held::Boolean => Cell::Boolean(match value {
+            Value::Bool(b) => *b,
+            Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+            Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+            _ => return Err(refuse()),
+        }),
+    })
+}
+
+fn prepare(target: &Target, records: &[Record], key: &[String]) -> Prepared {
+    let mut refused = Vec::new();
+    let mut cells: Vec<(usize, Vec<Cell>)> = Vec::with_capacity(records.len());
+    // The last record of a key wins; the earlier ones are written by it.
+    let mut last_of_key: HashMap<RecordKey, usize> = HashMap::new();
+    'records: for (index, record) in records.iter().enumerate() {
+        let mut row = Vec::with_capacity(target.columns.len());
+        for column in &target.columns {
+            let value = record.get(&column.name);
+            let missing = matches!(value, None | Some(Value::Null));
+            if missing && (column.required || key.contains(&column.name)) {
+                let why = if key.contains(&column.name) {
+                    "its key field"
+                } else {
+                    "a required field"
+                };
+                refused.push(failure(
+                    index,
+                    format!("the record lacks {why} {}", column.name),
+                    vec![column.name.clone()],
+                ));
+                continue 'records;
+            }
+            match cell(column, value) {
+                Ok(c) => row.push(c),
+                Err(message) => {
+                    refused.push(failure(index, message, vec![column.name.clone()]));
+                    continue 'records;
+                }
+            }
+        }
+        if !key.is_empty()
+            && let Some(k) = record.key(key)
+        {
+            last_of_key.insert(k, index);
+        }
+        cells.push((index, row));
+    }
+    if !key.is_empty() {
+        cells.retain(|(index, _)| {
+            records[*index]
+                .key(key)
+                .is_none_or(|k| last_of_key.get(&k) == Some(index))
+        });
+    }
+    let columns = target
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(c, column)| -> ArrayRef {
+            let values = cells.iter().map(|(_, row)| &row[c]);
+            match column.held {
+                Held::Text => {
+                    let mut b = StringBuilder::new();
+                    for v in values {
+                        match v {
+                            Cell::Text(s) => b.append_value(s),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Held::Integer => {
+                    let mut b = Int64Builder::new();
+                    for v in values {
+                        match v {
+                            Cell::Integer(n) => b.append_value(*n),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Held::Float => {
+                    let mut b = Float64Builder::new();
+                    for v in values {
+                        match v {
+                            Cell::Float(n) => b.append_value(*n),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Held::Boolean => {
+                    let mut b = BooleanBuilder::new();
+                    for v in values {
+                        match v {
+                            Cell::Boolean(x) => b.append_value(*x),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            }
+        })
+        .collect();
+    Prepared {
+        rows: cells.into_iter().map(|(index, _)| index).collect(),
+        columns,
+        refused,
+    }
+}
+
+/// The Parquet file of `columns`.
+fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
+    let schema = Arc::new(Schema::new(
+        target
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let internal = |e: &dyn std::fmt::Display| Error::internal(format!("a Parquet file: {e}"));
+    let batch = ArrowBatch::try_new(schema.clone(), columns).map_err(|e| internal(&e))?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema, Some(properties)).map_err(|e| internal(&e))?;
+    writer.write(&batch).map_err(|e| internal(&e))?;
+    writer.close().map_err(|e| internal(&e))?;
+    Ok(out)
+}
+
+/// Loads the sync engine's batches into Snowflake tables through staged Parquet files. Each
+/// batch becomes one Parquet file (Snappy), `PUT` to an internal stage, `COPY INTO` a
+/// transient staging table (`MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE`), then:
+///
+/// - [`WriteMode::Upsert`]: `MERGE` into the table by the key (re-running a batch
+///   leaves the same end state);
+/// - [`WriteMode::Append`]: `INSERT … SELECT`, in one transaction with a row in the
+///   load ledger table (`MOODBRIDGE_LOAD_LEDGER`) naming the file. The file is named by
+///   its content, so a batch delivered again after a crash is found in the ledger and
+///   not loaded twice — the ledger row commits with the data, or neither does;
+/// - [`WriteMode::Overwrite`]: appended to a side table, swapped in (a delete and an
+///   insert in one transaction) at [`commit_stream`](SyncSink::commit_stream).
+///
+/// The staged file is removed by its `COPY` (`PURGE = TRUE`), and files a crashed run
+/// left in the stage (named after the stream) are removed when the stream begins.
+/// Records are checked before anything is sent: a record without its key, without a
+/// required field, or with a value its column cannot hold fails alone, with the reason;
+/// the rest of its batch is loaded. Identifiers are quoted, so tables and columns keep
+/// the stream's spelling (two fields that differ only in case are refused). A sink from
+/// [`pooled`](SnowflakeSink::pooled) takes a session from the pool for each operation.
+///
+/// ```no_run
+/// use connector_snowflake::{SnowflakeClient, SnowflakeConfig, SnowflakeSink};
+/// use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor, SyncSink, WriteMode};
+/// use secrecy::SecretString;
+///
+/// # async fn run() -> moodbridge_core::Result<()> {
+/// let client = SnowflakeClient::login(
+///     SnowflakeConfig::new("acme-prod", "LOADER", SecretString::from("…"))
+///         .database("CASES")
+///         .schema("PUBLIC"),
+/// )
+/// .await?;
+/// let sink = SnowflakeSink::new(client);
+/// let stream = StreamDescriptor::new("Case")
+///     .field(FieldDescriptor::new("Id", FieldType::String).required())
+///     .field(FieldDescriptor::new("Subject", FieldType::String))
+///     .primary_key(["Id"]);
+/// let mode = WriteMode::Upsert { key: vec!["Id".into()] };
+/// sink.begin_stream(&stream, &mode).await?;
+/// # Ok(()) }
+/// ```
+pub struct SnowflakeSink {
+    sessions: Sessions,
+    stage: String,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+}
+
+impl std::fmt::Debug for SnowflakeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnowflakeSink")
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the sink's sessions come from.
+enum Sessions {
+    One(SnowflakeClient),
+    Pool(SessionPool),
+}
+
+/// A session for one operation: the sink's own, or one from its pool.
+enum Session {
+    One(SnowflakeClient),
+    Pooled(PooledSession),
+}
+
+impl std::ops::Deref for Session {
+    type Target = SnowflakeClient;
+
+    fn deref(&self) -> &SnowflakeClient {
+        match self {
+            Session::One(client) => client,
+            Session::Pooled(session) => session,
+        }
+    }
+}
+
+async fn run(client: &SnowflakeClient, sql: &str) -> Result<crate::QueryResult> {
+    client.execute(sql, &[]).await
+}
+
+impl SnowflakeSink {
+    /// A sink writing through `client`'s session, into its current database and
+    /// schema, staging files in the internal stage `MOODBRIDGE_LOAD` (created when
+    /// missing).
+    pub fn new(client: SnowflakeClient) -> SnowflakeSink {
+        Self::with(Sessions::One(client))
+    }
+
+    /// A sink taking a session from `pool` for each operation (a write, the start or
+    /// the commit of a stream): the kind `snowflake` integration's sink.
+    pub fn pooled(pool: SessionPool) -> SnowflakeSink {
+        Self::with(Sessions::Pool(pool))
+    }
+
+    fn with(sessions: Sessions) -> SnowflakeSink {
+        SnowflakeSink {
+            sessions,
+            stage: "MOODBRIDGE_LOAD".to_owned(),
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn session(&self) -> Result<Session> {
+        Ok(match &self.sessions {
+            Sessions::One(client) => Session::One(client.clone()),
+            Sessions::Pool(pool) => Session::Pooled(pool.get().await?),
+        })
+    }
+
+    /// Stage files in the internal stage `name` instead (letters, digits and `_`).
+    ///
+    /// # Errors
+    /// A name that is not a plain identifier ([`InvalidInput`](ErrorKind::InvalidInput)).
+    pub fn stage(mut self, name: &str) -> Result<SnowflakeSink> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(
+                Error::invalid_input(format!("{name:?} is not a stage name"))
+                    .with_connector(PLATFORM)
+                    .with_hint("use letters, digits and _ only"),
+            );
+        }
+        self.stage = name.to_owned();
+        Ok(self)
+    }
+
+    fn target(&self, stream: &str) -> Result<Arc<Target>> {
+        self.targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(stream)
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("stream {stream} was written before begin_stream"),
+                )
+                .with_connector(PLATFORM)
+                .with_hint(
+                    "call begin_stream with the stream's descriptor first (the sync engine does)",
+                )
+            })
+    }
+
+    fn overwrite_table(target: &Target) -> String {
+        ident(&format!("{}__MB_OVERWRITE", target.table))
+    }
+
+    fn staging_table(target: &Target) -> String {
+        ident(&format!("{}__MB_STAGE", target.table))
+    }
+
+    /// Load `file` (already staged) into the staging table, replacing what it held.
+    async fn copy_to_staging(
+        &self,
+        client: &SnowflakeClient,
+        target: &Target,
+        file: &str,
+    ) -> Result<()> {
+        let staging = Self::staging_table(target);
+        let columns = list(
+            target
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", ident(&c.name), c.staged_type())),
+        );
+        run(
+            client,
+            &format!("CREATE OR REPLACE TRANSIENT TABLE {staging} ({columns})"),
+        )
+        .await?;
+        run(client, &format!(
+            "COPY INTO {staging} FROM @{}/{file} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE",
+            self.stage
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// The keys of the staged rows the table already holds.
+    async fn existing_keys(
+        client: &SnowflakeClient,
+        target: &Target,
+    ) -> Result<HashSet<RecordKey>> {
+        let condition = target
+            .key
+            .iter()
+            .map(|k| format!("t.{0} = s.{0}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let result = run(
+            client,
+            &format!(
+                "SELECT {} FROM {} t WHERE EXISTS (SELECT 1 FROM {} s WHERE {condition})",
+                list(target.key.iter().map(|k| format!("t.{}", ident(k)))),
+                ident(&target.table),
+                Self::staging_table(target),
+            ),
+        )
+        .await?;
+        Ok(result
+            .json_rows()?
+            .into_iter()
+            .filter_map(|row| Record::from_json(row).ok())
+            .filter_map(|r| r.key(&target.key))
+            .collect())
+    }
+
+    async fn merge(client: &SnowflakeClient, target: &Target) -> Result<()> {
+        let on = target
+            .key
+            .iter()
+            .map(|k| format!("t.{0} = s.{0}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let updates: Vec<String> = target
+            .columns
+            .iter()
+            .filter(|c| !target.key.contains(&c.name))
+            .map(|c| format!("{0} = s.{0}", ident(&c.name)))
+            .collect();
+        // The source converts the staged values (JSON text to VARIANT) once.
+        let source = format!(
+            "(SELECT {} FROM {} s)",
+            list(
+                target
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} AS {}", c.select("s"), ident(&c.name)))
+            ),
+            Self::staging_table(target)
+        );
+        let mut sql = format!(
+            "MERGE INTO {} t USING {source} s ON {on}",
+            ident(&target.table),
+        );
+        if !updates.is_empty() {
+            sql.push_str(&format!(
+                " WHEN MATCHED THEN UPDATE SET {}",
+                updates.join(", ")
+            ));
+        }
+        sql.push_str(&format!(
+            " WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+            list(target.columns.iter().map(|c| ident(&c.name))),
+            list(
+                target
+                    .columns
+                    .iter()
+                    .map(|c| format!("s.{}", ident(&c.name)))
+            ),
+        ));
+        run(client, &sql).await.map(|_| ())
+    }
+
+    fn insert_sql(target: &Target, into: &str) -> String {
+        format!(
+            "INSERT INTO {into} ({}) SELECT {} FROM {} s",
+            list(target.columns.iter().map(|c| ident(&c.name))),
+            list(target.columns.iter().map(|c| c.select("s"))),
+            Self::staging_table(target)
+        )
+    }
+
+    /// Append the staged rows and the ledger row in one transaction; `false` when the
+    /// ledger shows the file loaded already.
+    async fn append(
+        client: &SnowflakeClient,
+        target: &Target,
+        file: &str,
+        rows: usize,
+    ) -> Result<bool> {
+        let seen = client
+            .execute(
+                &format!(
+                    "SELECT COUNT(*) AS N FROM {LEDGER} WHERE FILE_NAME = ? AND TABLE_NAME = ?"
+                ),
+                &[Bind::text(file), Bind::text(&target.table)],
+            )
+            .await?;
+        let loaded = seen
+            .json_rows()?
+            .first()
+            .and_then(|r| r["N"].as_u64())
+            .unwrap_or(0);
+        if loaded > 0 {
+            return Ok(false);
+        }
+        run(client, "BEGIN").await?;
+        let work = async {
+            run(client, &Self::insert_sql(target, &ident(&target.table))).await?;
+            client
+                .execute(
+                    &format!("INSERT INTO {LEDGER} (FILE_NAME, TABLE_NAME, ROW_COUNT, LOADED_AT) VALUES (?, ?, ?, CURRENT_TIMESTAMP())"),
+                    &[Bind::text(file), Bind::text(&target.table), Bind::fixed(rows as i64)],
+                )
+                .await?;
+            run(client, "COMMIT").await
+        };
+        match work.await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let _ = run(client, "ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SyncSink for SnowflakeSink {
+    async fn begin_stream(&self, stream: &StreamDescriptor, mode: &WriteMode) -> Result<()> {
+        let session = self.session().await?;
+        let client: &SnowflakeClient = &session;
+        if stream.fields.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "stream {} has no fields to make a table of",
+                stream.name
+            ))
+            .with_connector(PLATFORM)
+            .with_hint("discover the stream's fields first (its descriptor lists them)"));
+        }
+        // Staged columns are matched to the file's by name, whatever the case.
+        let mut seen = HashSet::new();
+        if let Some(twin) = stream
+            .fields
+            .iter()
+            .find(|f| !seen.insert(f.name.to_uppercase()))
+        {
+            return Err(Error::invalid_input(format!(
+                "stream {} has two fields named {} but for case",
+                stream.name, twin.name
+            ))
+            .with_connector(PLATFORM)
+            .with_hint("rename one of them (a mapping) before loading into Snowflake"));
+        }
+        let key = match mode {
+            WriteMode::Upsert { key } => key.clone(),
+            _ => stream.primary_key.clone(),
+        };
+        if let Some(missing) = key
+            .iter()
+            .find(|k| !stream.fields.iter().any(|f| &f.name == *k))
+        {
+            return Err(Error::invalid_input(format!(
+                "the key field {missing} is not a field of stream {}",
+                stream.name
+            ))
+            .with_connector(PLATFORM)
+            .with_hint("name key fields the stream has"));
+        }
+        let target = Target {
+            table: stream.name.clone(),
+            columns: stream.fields.iter().map(ColumnSpec::of).collect(),
+            key,
+            directory: safe_name(&stream.name),
+        };
+        let columns = list(
+            target
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", ident(&c.name), c.sql_type)),
+        );
+        run(
+            client,
+            &format!("CREATE STAGE IF NOT EXISTS {}", self.stage),
+        )
+        .await?;
+        run(client, &format!(
+            "CREATE TABLE IF NOT EXISTS {LEDGER} (FILE_NAME VARCHAR, TABLE_NAME VARCHAR, ROW_COUNT NUMBER(38,0), LOADED_AT TIMESTAMP_NTZ)"
+        ))
+        .await?;
+        run(
+            client,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} ({columns})",
+                ident(&target.table)
+            ),
+        )
+        .await?;
+        if matches!(mode, WriteMode::Overwrite) {
+            run(
+                client,
+                &format!(
+                    "CREATE OR REPLACE TABLE {} ({columns})",
+                    Self::overwrite_table(&target)
+                ),
+            )
+            .await?;
+        }
+        // Files a crashed run left staged: their batches come again from the checkpoint.
+        // Cleaning up is not worth failing the run for.
+        if let Err(e) = run(
+            client,
+            &format!("REMOVE @{}/{}-", self.stage, target.directory),
+        )
+        .await
+        {
+            tracing::warn!(stream = %stream.name, error = %e, "files left in the stage could not be removed");
+        }
+        self.targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.name.clone(), Arc::new(target));
+        Ok(())
+    }
+
+    async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
+        let target = self.target(&batch.stream)?;
+        let key: &[String] = match mode {
+            WriteMode::Upsert { key } => key,
+            _ => &[],
+        };
+        let prepared = prepare(&target, &batch.records, key);
+        let session = self.session().await?;
+        let client: &SnowflakeClient = &session;
+        let mut outcomes: BTreeMap<usize, RecordOutcome> =
+            prepared.refused.into_iter().map(|o| (o.index, o)).collect();
+        if !prepared.rows.is_empty() {
+            let rows = prepared.rows.len();
+            let bytes = parquet_file(&target, prepared.columns)?;
+            let hash = digest(&SHA256, &bytes);
+            let file = format!(
+                "{}-{}.parquet",
+                target.directory,
+                hash.as_ref()[..12]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
+            client
+                .put_bytes(
+                    &file,
+                    bytes,
+                    &format!("@{}", self.stage),
+                    PutOptions::new().overwrite(true),
+                )
+                .await?;
+            self.copy_to_staging(client, &target, &file).await?;
+            let action_of: Box<dyn Fn(&Record) -> WriteAction + Send> = match mode {
+                WriteMode::Upsert { .. } => {
+                    let existing = Self::existing_keys(client, &target).await?;
+                    Self::merge(client, &target).await?;
+                    let key = target.key.clone();
+                    Box::new(move |r: &Record| {
+                        if r.key(&key).is_some_and(|k| existing.contains(&k)) {
+                            WriteAction::Updated
+                        } else {
+                            WriteAction::Created
+                        }
+                    })
+                }
+                WriteMode::Append => {
+                    let loaded = Self::append(client, &target, &file, rows).await?;
+                    Box::new(move |_| {
+                        if loaded {
+                            WriteAction::Created
+                        } else {
+                            WriteAction::Unchanged
+                        }
+                    })
+                }
+                WriteMode::Overwrite => {
+                    run(
+                        client,
+                        &Self::insert_sql(&target, &Self::overwrite_table(&target)),
+                    )
+                    .await?;
+                    Box::new(|_| WriteAction::Created)
+                }
+            };
+            // Every record not refused was written: by itself, or (an earlier record of
+            // the same key) by the last one of its key.
+            for (index, record) in batch.records.iter().enumerate() {
+                outcomes
+                    .entry(index)
+                    .or_insert_with(|| RecordOutcome::ok(index, action_of(record)));
+            }
+        }
+        Ok(WriteReport::new(outcomes.into_values().collect()))
+    }
+
+    async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
+        if !matches!(mode, WriteMode::Overwrite) {
+            return Ok(());
+        }
+        let target = self.target(stream)?;
+        let session = self.session().await?;
+        let client: &SnowflakeClient = &session;
+        let side = Self::overwrite_table(&target);
+        let table = ident(&target.table);
+        run(client, "BEGIN").await?;
+        let swap = async {
+            run(client, &format!("DELETE FROM {table}")).await?;
+            run(
+                client,
+                &format!(
+                    "INSERT INTO {table} ({columns}) SELECT {columns} FROM {side}",
+                    columns = list(target.columns.iter().map(|c| ident(&c.name)))
+                ),
+            )
+            .await?;
+            run(client, "COMMIT").await
+        };
+        if let Err(e) = swap.await {
+            let _ = run(client, "ROLLBACK").await;
+            return Err(e);
+        }
+        run(client, &format!("DROP TABLE IF EXISTS {side}")).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moodbridge_core::FieldDescriptor;
+    use serde_json::json;
+
+    fn target() -> Target {
+        let stream = StreamDescriptor::new("Case")
+            .field(FieldDescriptor::new("Id", FieldType::String).required())
+            .field(FieldDescriptor::new("Count", FieldType::Integer))
+            .field(FieldDescriptor::new("Details", FieldType::Json))
+            .field(FieldDescriptor::new("Open", FieldType::Boolean))
+            .primary_key(["Id"]);
+        Target {
+            table: stream.name.clone(),
+            columns: stream.fields.iter().map(ColumnSpec::of).collect(),
+            key: vec!["Id".into()],
+            directory: "Case".into(),
+        }
+    }
+
+    fn record(value: Value) -> Record {
+        Record::from_json(value).unwrap()
+    }
+
+    #[test]
+    fn bad_records_are_refused_alone_and_a_key_written_twice_keeps_its_last() {
+        let records = vec![
+            record(json!({"Id": "A", "Count": 1, "Details": {"x": 1}, "Open": true})),
+            record(json!({"Count": 2})),
+            record(json!({"Id": "B", "Count": "three"})),
+            record(json!({"Id": "A", "Count": "4", "Open": "false"})),
+        ];
+        let prepared = prepare(&target(), &records, &["Id".to_owned()]);
+        let refused: Vec<usize> = prepared.refused.iter().map(|o| o.index).collect();
+        assert_eq!(refused, [1, 2]);
+        let messages: Vec<String> = prepared
+            .refused
+            .iter()
+            .map(|o| o.result.clone().unwrap_err().message)
+            .collect();
+        assert!(messages[0].contains("key field Id"), "{messages:?}");
+        assert!(messages[1].contains("Count cannot hold"), "{messages:?}");
+        assert_eq!(prepared.rows, [3]);
+        let bytes = parquet_file(&target(), prepared.columns).unwrap();
+        assert_eq!(&bytes[..4], b"PAR1");
+    }
+
+    #[test]
+    fn identifiers_are_quoted_and_names_made_safe() {
+        assert_eq!(ident("Case"), "\"Case\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(safe_name("Case__c.x"), "Case__c_x");
+        assert_eq!(
+            ColumnSpec::of(&FieldDescriptor::new("D", FieldType::Decimal { scale: 2 })).sql_type,
+            "NUMBER(38,2)"
+        );
+    }
+}

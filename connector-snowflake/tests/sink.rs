@@ -1,0 +1,190 @@
+//! `SnowflakeSink` against fakesnow: the sync engine's sink contract (append durable at
+//! flush, upsert by key with per-record actions, a re-delivered batch, a bad record
+//! failing alone, overwrite swapped in at commit), an append delivered again after a
+//! crash loaded once, and staged files removed.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod support;
+
+use connector_snowflake::{SnowflakeClient, SnowflakeSink};
+use moodbridge_core::testing::{SinkContract, sync_sink_contract};
+use moodbridge_core::{Record, RecordBatch, SyncSink, WriteAction, WriteMode};
+use support::FakeSnow;
+
+async fn client(server: &FakeSnow) -> SnowflakeClient {
+    let client = SnowflakeClient::login(server.config()).await.unwrap();
+    for sql in [
+        "create database if not exists CASES",
+        "create schema if not exists CASES.PUBLIC",
+    ] {
+        client.execute(sql, &[]).await.unwrap();
+    }
+    client
+}
+
+async fn read_back(client: &SnowflakeClient, stream: &str) -> moodbridge_core::Result<Vec<Record>> {
+    let result = client
+        .execute(&format!("SELECT * FROM \"{stream}\""), &[])
+        .await?;
+    result
+        .json_rows()?
+        .into_iter()
+        .map(Record::from_json)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_meets_the_contract_on_fakesnow() {
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let sink = SnowflakeSink::new(client.clone());
+    let case = SinkContract::matters(true);
+    sync_sink_contract(&sink, &case, async |stream| {
+        read_back(&client, stream).await
+    })
+    .await;
+    // Every staged file was removed after its load.
+    let staged = client.execute("LIST @MOODBRIDGE_LOAD", &[]).await.unwrap();
+    assert_eq!(staged.json_rows().unwrap(), Vec::<serde_json::Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_delivered_again_is_loaded_once() {
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let sink = SnowflakeSink::new(client.clone());
+    let case = SinkContract::matters(false);
+    sink.begin_stream(&case.stream, &WriteMode::Append)
+        .await
+        .unwrap();
+    let batch = RecordBatch::new("Matter", (0..50).map(|i| (case.record)(i, 1)).collect());
+    let first = sink.write(&batch, &WriteMode::Append).await.unwrap();
+    assert_eq!(first.succeeded(), 50);
+    assert!(
+        first
+            .outcomes
+            .iter()
+            .all(|o| o.result == Ok(WriteAction::Created))
+    );
+    // The process died before its checkpoint: the engine delivers the batch again, to a
+    // new sink.
+    let again = SnowflakeSink::new(client.clone());
+    again
+        .begin_stream(&case.stream, &WriteMode::Append)
+        .await
+        .unwrap();
+    let second = again.write(&batch, &WriteMode::Append).await.unwrap();
+    assert!(
+        second
+            .outcomes
+            .iter()
+            .all(|o| o.result == Ok(WriteAction::Unchanged))
+    );
+    let held = read_back(&client, "Matter").await.unwrap();
+    assert_eq!(held.len(), 50);
+    assert!(
+        held.iter()
+            .all(|r| r.get("Docket").is_some_and(|d| d.is_string())),
+        "{held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_fields_land_in_typed_columns() {
+    use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor};
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let sink = SnowflakeSink::new(client.clone());
+    let stream = StreamDescriptor::new("Invoice")
+        .field(FieldDescriptor::new("Id", FieldType::String).required())
+        .field(FieldDescriptor::new("Amount", FieldType::Integer))
+        .field(FieldDescriptor::new("Rate", FieldType::Number))
+        .field(FieldDescriptor::new("Paid", FieldType::Boolean))
+        .field(FieldDescriptor::new("Due", FieldType::Date))
+        .field(FieldDescriptor::new("Lines", FieldType::Json))
+        .primary_key(["Id"]);
+    let mode = WriteMode::Upsert {
+        key: vec!["Id".into()],
+    };
+    sink.begin_stream(&stream, &mode).await.unwrap();
+    let invoice = |id: &str, amount: i64| {
+        Record::from_json(serde_json::json!({
+            "Id": id, "Amount": amount, "Rate": 0.25, "Paid": amount > 100,
+            "Due": "2026-12-31", "Lines": {"n": amount, "items": ["fee"]},
+        }))
+        .unwrap()
+    };
+    let report = sink
+        .write(
+            &RecordBatch::new("Invoice", vec![invoice("INV-1", 90), invoice("INV-2", 250)]),
+            &mode,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded(), 2);
+    let rows = client
+        .execute(
+            "SELECT \"Id\", \"Amount\", \"Rate\", \"Paid\", TO_VARCHAR(\"Due\") AS \"Due\", \"Lines\":n AS N FROM \"Invoice\" ORDER BY \"Id\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["Id"], "INV-2");
+    assert_eq!(rows[1]["Amount"], 250);
+    assert_eq!(rows[1]["Rate"], 0.25);
+    assert_eq!(rows[1]["Paid"], true);
+    assert_eq!(rows[1]["Due"], "2026-12-31");
+    assert_eq!(rows[1]["N"].to_string().trim_matches('"'), "250");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_of_a_config_built_integration_meets_the_contract() {
+    use std::sync::Arc;
+    let server = FakeSnow::start();
+    let reader = client(&server).await;
+    let config = moodbridge_core::SdkConfig::from_toml(&format!(
+        r#"
+[[integration]]
+id = "snowflake:warehouse"
+kind = "snowflake"
+[integration.settings]
+account = "acme-test"
+user = "LOADER"
+password = "secret:snowflake/loader-password"
+url = "{}"
+database = "CASES"
+schema = "PUBLIC"
+"#,
+        server.url
+    ))
+    .unwrap();
+    let store = Arc::new(moodbridge_auth::store::MemoryStore::new());
+    moodbridge_core::credential::CredentialStore::put(
+        store.as_ref(),
+        "snowflake/loader-password",
+        secrecy::SecretString::from("fakesnow-password-7e2"),
+    )
+    .await
+    .unwrap();
+    let mut registry = moodbridge_core::Registry::new();
+    registry
+        .register(Arc::new(connector_snowflake::SnowflakeFactory))
+        .unwrap();
+    let built = registry
+        .build_one(&config.integrations[0], Some(store))
+        .await
+        .unwrap();
+    let sink = built.interfaces.get::<dyn SyncSink>().unwrap();
+    let case = SinkContract::matters(true);
+    sync_sink_contract(sink.as_ref(), &case, async |stream| {
+        read_back(&reader, stream).await
+    })
+    .await;
+}
