@@ -49,4 +49,7 @@ cargo bench --locked -p connector-azure --bench blob_transfer
 # Snowflake: a large result fetched from the Snowflake sandbox, ours and Snowflake's
 # Python connector 4.x and 5.x (the venvs scripts/test.sh installs).
 cargo bench --locked -p connector-snowflake --bench fetch
+# Snowflake: 1M Salesforce-shaped records loaded into fakesnow, SnowflakeSink and the
+# Python connector's PUT + COPY of pyarrow-written Parquet (write_pandas's way).
+cargo bench --locked -p connector-snowflake --bench load
 ./scripts/measure_ops_server.sh 5

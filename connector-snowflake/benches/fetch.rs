@@ -27,6 +27,8 @@
     reason = "bench binary"
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -169,17 +171,8 @@ fn python5() -> std::path::PathBuf {
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let rows: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 1_000_000 } else { 20_000 });
+    let (bench, rows) = common::size(1_000_000, 20_000);
     match std::env::var(ROLE).as_deref() {
         Ok("sandbox") => return sandbox_child(rows),
         Ok(mode @ ("ours" | "ours-rows")) => {
@@ -188,14 +181,7 @@ fn main() {
         }
         _ => {}
     }
-    let rounds: usize = if bench {
-        std::env::var("MOODBRIDGE_BENCH_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3)
-    } else {
-        1
-    };
+    let rounds = common::rounds(bench);
     let sandbox = start_sandbox(rows);
     let port = sandbox.url.rsplit(':').next().unwrap().to_owned();
     let mut clients: Vec<(&str, Command)> = Vec::new();
@@ -243,9 +229,9 @@ fn main() {
         "client", "rows/s", "CPU s/1M rows", "peak RSS MiB"
     );
     for ((name, _), runs) in clients.iter().zip(&figures) {
-        let seconds = median(runs.iter().map(|f| f[0]).collect());
-        let cpu = median(runs.iter().map(|f| f[1]).collect());
-        let rss = median(runs.iter().map(|f| f[2]).collect());
+        let seconds = common::median(runs.iter().map(|f| f[0]).collect());
+        let cpu = common::median(runs.iter().map(|f| f[1]).collect());
+        let rss = common::median(runs.iter().map(|f| f[2]).collect());
         println!(
             "{:<26} {:>12.0} {:>18.2} {:>14.0}",
             name,

@@ -31,9 +31,9 @@
 //!   with the short-lived credentials or presigned URL Snowflake hands out. A file the
 //!   stage holds with the same content is not sent again ([`PutOptions`]).
 //! - [`SnowflakeSink`]: the sync engine's batches bulk-loaded — checked records into a
-//!   Snappy Parquet file, `PUT`, `COPY INTO` a staging table, then `MERGE` by key, an
-//!   append recorded in a load ledger in the same transaction (a batch delivered again
-//!   is loaded once), or an overwrite swapped in at the stream's commit.
+//!   Snappy Parquet file named by its content, `PUT`, then `COPY` into the table (a
+//!   batch delivered again is skipped by Snowflake's load metadata), `MERGE` by key from
+//!   a staging table, or an overwrite swapped in at the stream's commit.
 //! - [`SessionPool`]: logged-in sessions pooled per context (role, warehouse, database,
 //!   schema), with a lifetime, idle eviction, a heartbeat before reuse, and sessions
 //!   whose state a statement changed retired instead of reused.

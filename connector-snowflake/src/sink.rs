@@ -148,16 +148,19 @@ struct Prepared {
     refused: Vec<RecordOutcome>,
 }
 
-/// A cell as its column holds it, or why it cannot be.
-enum Cell {
+/// A value as its column holds it, or why it cannot be held.
+enum Cell<'a> {
     Null,
-    Text(String),
+    Text(std::borrow::Cow<'a, str>),
     Integer(i64),
     Float(f64),
     Boolean(bool),
 }
 
-fn cell(column: &ColumnSpec, value: Option<&Value>) -> std::result::Result<Cell, String> {
+fn cell<'a>(
+    column: &ColumnSpec,
+    value: Option<&'a Value>,
+) -> std::result::Result<Cell<'a>, String> {
     let value = match value {
         None | Some(Value::Null) => return Ok(Cell::Null),
         Some(v) => v,
@@ -165,10 +168,8 @@ fn cell(column: &ColumnSpec, value: Option<&Value>) -> std::result::Result<Cell,
     let refuse = || format!("{} cannot hold {value} ({})", column.name, column.sql_type);
     Ok(match column.held {
         Held::Text => Cell::Text(match value {
-            Value::String(s) if !column.json => s.clone(),
-            other if column.json => other.to_string(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+            Value::String(s) if !column.json => std::borrow::Cow::Borrowed(s.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
         }),
         Held::Integer => Cell::Integer(match value {
             Value::Number(n) => n.as_i64().ok_or_else(refuse)?,
@@ -189,103 +190,110 @@ fn cell(column: &ColumnSpec, value: Option<&Value>) -> std::result::Result<Cell,
     })
 }
 
+/// A column being built.
+enum Builder {
+    Text(StringBuilder),
+    Integer(Int64Builder),
+    Float(Float64Builder),
+    Boolean(BooleanBuilder),
+}
+
+impl Builder {
+    fn new(held: Held, rows: usize) -> Builder {
+        match held {
+            Held::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+            Held::Integer => Builder::Integer(Int64Builder::with_capacity(rows)),
+            Held::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+            Held::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(rows)),
+        }
+    }
+
+    /// Append a checked cell (one of another kind is a null).
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (Builder::Text(b), Cell::Text(s)) => b.append_value(s),
+            (Builder::Integer(b), Cell::Integer(n)) => b.append_value(n),
+            (Builder::Float(b), Cell::Float(n)) => b.append_value(n),
+            (Builder::Boolean(b), Cell::Boolean(x)) => b.append_value(x),
+            (Builder::Text(b), _) => b.append_null(),
+            (Builder::Integer(b), _) => b.append_null(),
+            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Boolean(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Text(mut b) => Arc::new(b.finish()),
+            Builder::Integer(mut b) => Arc::new(b.finish()),
+            Builder::Float(mut b) => Arc::new(b.finish()),
+            Builder::Boolean(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Why `record` cannot be loaded, if it cannot.
+fn refusal(target: &Target, record: &Record, key: &[String]) -> Option<(String, String)> {
+    for column in &target.columns {
+        let value = record.get(&column.name);
+        let missing = matches!(value, None | Some(Value::Null));
+        if missing && (column.required || key.contains(&column.name)) {
+            let why = if key.contains(&column.name) {
+                "its key field"
+            } else {
+                "a required field"
+            };
+            return Some((
+                format!("the record lacks {why} {}", column.name),
+                column.name.clone(),
+            ));
+        }
+        if let Err(message) = cell(column, value) {
+            return Some((message, column.name.clone()));
+        }
+    }
+    None
+}
+
+/// Check the batch, then build its columns straight from the records (no copy of the
+/// batch in between): refused records fail alone, and of several records with one key
+/// only the last loadable one is loaded.
 fn prepare(target: &Target, records: &[Record], key: &[String]) -> Prepared {
     let mut refused = Vec::new();
-    let mut cells: Vec<(usize, Vec<Cell>)> = Vec::with_capacity(records.len());
-    // The last record of a key wins; the earlier ones are written by it.
-    let mut last_of_key: HashMap<RecordKey, usize> = HashMap::new();
-    'records: for (index, record) in records.iter().enumerate() {
-        let mut row = Vec::with_capacity(target.columns.len());
-        for column in &target.columns {
-            let value = record.get(&column.name);
-            let missing = matches!(value, None | Some(Value::Null));
-            if missing && (column.required || key.contains(&column.name)) {
-                let why = if key.contains(&column.name) {
-                    "its key field"
-                } else {
-                    "a required field"
-                };
-                refused.push(failure(
-                    index,
-                    format!("the record lacks {why} {}", column.name),
-                    vec![column.name.clone()],
-                ));
-                continue 'records;
-            }
-            match cell(column, value) {
-                Ok(c) => row.push(c),
-                Err(message) => {
-                    refused.push(failure(index, message, vec![column.name.clone()]));
-                    continue 'records;
-                }
-            }
+    let mut loadable = vec![true; records.len()];
+    for (index, record) in records.iter().enumerate() {
+        if let Some((message, field)) = refusal(target, record, key) {
+            refused.push(failure(index, message, vec![field]));
+            loadable[index] = false;
         }
-        if !key.is_empty()
-            && let Some(k) = record.key(key)
-        {
-            last_of_key.insert(k, index);
-        }
-        cells.push((index, row));
     }
     if !key.is_empty() {
-        cells.retain(|(index, _)| {
-            records[*index]
-                .key(key)
-                .is_none_or(|k| last_of_key.get(&k) == Some(index))
-        });
+        let mut last_of_key: HashMap<RecordKey, usize> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            if loadable[index]
+                && let Some(k) = record.key(key)
+                && let Some(earlier) = last_of_key.insert(k, index)
+            {
+                loadable[earlier] = false;
+            }
+        }
     }
-    let columns = target
+    let rows: Vec<usize> = (0..records.len()).filter(|i| loadable[*i]).collect();
+    // Record by record (each record's fields are read while in cache).
+    let mut builders: Vec<Builder> = target
         .columns
         .iter()
-        .enumerate()
-        .map(|(c, column)| -> ArrayRef {
-            let values = cells.iter().map(|(_, row)| &row[c]);
-            match column.held {
-                Held::Text => {
-                    let mut b = StringBuilder::new();
-                    for v in values {
-                        match v {
-                            Cell::Text(s) => b.append_value(s),
-                            _ => b.append_null(),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                Held::Integer => {
-                    let mut b = Int64Builder::new();
-                    for v in values {
-                        match v {
-                            Cell::Integer(n) => b.append_value(*n),
-                            _ => b.append_null(),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                Held::Float => {
-                    let mut b = Float64Builder::new();
-                    for v in values {
-                        match v {
-                            Cell::Float(n) => b.append_value(*n),
-                            _ => b.append_null(),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                Held::Boolean => {
-                    let mut b = BooleanBuilder::new();
-                    for v in values {
-                        match v {
-                            Cell::Boolean(x) => b.append_value(*x),
-                            _ => b.append_null(),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            }
-        })
+        .map(|c| Builder::new(c.held, rows.len()))
         .collect();
+    for &index in &rows {
+        let record = &records[index];
+        for (column, builder) in target.columns.iter().zip(&mut builders) {
+            builder.append(cell(column, record.get(&column.name)).unwrap_or(Cell::Null));
+        }
+    }
+    let columns = builders.into_iter().map(Builder::finish).collect();
     Prepared {
-        rows: cells.into_iter().map(|(index, _)| index).collect(),
+        rows,
         columns,
         refused,
     }
@@ -319,10 +327,13 @@ fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
 ///
 /// - [`WriteMode::Upsert`]: `MERGE` into the table by the key (re-running a batch
 ///   leaves the same end state);
-/// - [`WriteMode::Append`]: `INSERT … SELECT`, in one transaction with a row in the
-///   load ledger table (`MOODBRIDGE_LOAD_LEDGER`) naming the file. The file is named by
-///   its content, so a batch delivered again after a crash is found in the ledger and
-///   not loaded twice — the ledger row commits with the data, or neither does;
+/// - [`WriteMode::Append`]: the file is named by its content and `COPY`'d straight into
+///   the table, so a batch delivered again after a crash is skipped by Snowflake's load
+///   metadata (`LOAD_SKIPPED`), which commits with the load. A stream with `VARIANT`
+///   columns (loaded through `PARSE_JSON`) goes through the staging table and an
+///   `INSERT … SELECT`, in one transaction with a row in the load ledger table
+///   (`MOODBRIDGE_LOAD_LEDGER`) naming the file: the ledger row commits with the data,
+///   or neither does;
 /// - [`WriteMode::Overwrite`]: appended to a side table, swapped in (a delete and an
 ///   insert in one transaction) at [`commit_stream`](SyncSink::commit_stream).
 ///
@@ -492,6 +503,46 @@ impl SnowflakeSink {
         ))
         .await?;
         Ok(())
+    }
+
+    /// `COPY` the staged `file` straight into the table: `true` when it was loaded,
+    /// `false` when Snowflake's load metadata shows it loaded before (a batch delivered
+    /// again).
+    async fn copy_to_table(
+        &self,
+        client: &SnowflakeClient,
+        target: &Target,
+        file: &str,
+    ) -> Result<bool> {
+        let result = run(
+            client,
+            &format!(
+                "COPY INTO {} FROM @{}/{file} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE PURGE = TRUE",
+                ident(&target.table),
+                self.stage
+            ),
+        )
+        .await?;
+        let rows = result.json_rows()?;
+        let statuses: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r["status"].as_str().map(str::to_ascii_uppercase))
+            .collect();
+        match statuses.first().map(String::as_str) {
+            Some("LOADED") => Ok(true),
+            Some("LOAD_SKIPPED") => Ok(false),
+            Some(other) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "Snowflake did not load {file} ({other}): {}",
+                    rows[0]["first_error"].as_str().unwrap_or("no reason given")
+                ),
+            )
+            .with_connector(PLATFORM)
+            .with_hint("the message names the first rejected row; fix the records or the table")),
+            // No file processed: the load metadata knew it.
+            None => Ok(false),
+        }
     }
 
     /// The keys of the staged rows the table already holds.
@@ -687,14 +738,26 @@ impl SyncSink for SnowflakeSink {
             "CREATE TABLE IF NOT EXISTS {LEDGER} (FILE_NAME VARCHAR, TABLE_NAME VARCHAR, ROW_COUNT NUMBER(38,0), LOADED_AT TIMESTAMP_NTZ)"
         ))
         .await?;
-        run(
-            client,
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {} ({columns})",
-                ident(&target.table)
-            ),
-        )
-        .await?;
+        // Asked first rather than `CREATE TABLE IF NOT EXISTS`: the same in Snowflake, and
+        // fakesnow forgets a table's load history on the latter.
+        let exists = client
+            .execute(
+                "SELECT COUNT(*) AS N FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?",
+                &[Bind::text(&target.table)],
+            )
+            .await?
+            .json_rows()?
+            .first()
+            .and_then(|r| r["N"].as_u64())
+            .unwrap_or(0)
+            > 0;
+        if !exists {
+            run(
+                client,
+                &format!("CREATE TABLE {} ({columns})", ident(&target.table)),
+            )
+            .await?;
+        }
         if matches!(mode, WriteMode::Overwrite) {
             run(
                 client,
@@ -753,8 +816,22 @@ impl SyncSink for SnowflakeSink {
                     PutOptions::new().overwrite(true),
                 )
                 .await?;
-            self.copy_to_staging(client, &target, &file).await?;
+            let direct =
+                matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
+            if !direct {
+                self.copy_to_staging(client, &target, &file).await?;
+            }
             let action_of: Box<dyn Fn(&Record) -> WriteAction + Send> = match mode {
+                WriteMode::Append if direct => {
+                    let loaded = self.copy_to_table(client, &target, &file).await?;
+                    Box::new(move |_| {
+                        if loaded {
+                            WriteAction::Created
+                        } else {
+                            WriteAction::Unchanged
+                        }
+                    })
+                }
                 WriteMode::Upsert { .. } => {
                     let existing = Self::existing_keys(client, &target).await?;
                     Self::merge(client, &target).await?;
@@ -874,6 +951,9 @@ mod tests {
         assert_eq!(prepared.rows, [3]);
         let bytes = parquet_file(&target(), prepared.columns).unwrap();
         assert_eq!(&bytes[..4], b"PAR1");
+        // The same batch makes the same file (its name is its content's hash).
+        let again = prepare(&target(), &records, &["Id".to_owned()]);
+        assert_eq!(parquet_file(&target(), again.columns).unwrap(), bytes);
     }
 
     #[test]

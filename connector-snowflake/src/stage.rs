@@ -801,21 +801,21 @@ fn put_sql(name: &str, stage: &str, options: &PutOptions) -> String {
 /// The file as stored: its name, compression and bytes (gzipped here when asked).
 fn prepare(
     name: &str,
-    data: &[u8],
+    data: Vec<u8>,
     auto_compress: bool,
 ) -> Result<(String, &'static str, &'static str, Vec<u8>)> {
     match detect_compression(name, &data[..data.len().min(4)])? {
-        Some(kind) => Ok((name.to_owned(), kind, kind, data.to_vec())),
+        Some(kind) => Ok((name.to_owned(), kind, kind, data)),
         None if auto_compress => {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             encoder
-                .write_all(data)
+                .write_all(&data)
                 .and_then(|()| encoder.finish())
                 .map(|gz| (format!("{name}.gz"), "NONE", "GZIP", gz))
                 .map_err(|e| Error::internal(format!("gzip of {name}: {e}")))
         }
-        None => Ok((name.to_owned(), "NONE", "NONE", data.to_vec())),
+        None => Ok((name.to_owned(), "NONE", "NONE", data)),
     }
 }
 
@@ -853,10 +853,9 @@ impl SnowflakeClient {
     ) -> Result<PutOutcome> {
         check_name(name)?;
         check_stage(stage)?;
-        let (target, source_compression, target_compression, stored) =
-            prepare(name, &data, options.auto_compress)?;
         let source_size = data.len() as u64;
-        drop(data);
+        let (target, source_compression, target_compression, stored) =
+            prepare(name, data, options.auto_compress)?;
         let sql = put_sql(name, stage, &options);
         let mut answer = self.transfer_command(&sql, "UPLOAD").await?;
         let info = StageInfo::from_json(&answer["stageInfo"])?;
@@ -1061,15 +1060,15 @@ mod tests {
 
     #[test]
     fn files_are_gzipped_unless_compressed_or_asked_not_to() {
-        let (name, from, to, body) = prepare("a.csv", b"1,2\n", true).unwrap();
+        let (name, from, to, body) = prepare("a.csv", b"1,2\n".to_vec(), true).unwrap();
         assert_eq!((name.as_str(), from, to), ("a.csv.gz", "NONE", "GZIP"));
         assert_eq!(&body[..2], &[0x1f, 0x8b]);
-        let (name, _, to, body) = prepare("a.csv", b"1,2\n", false).unwrap();
+        let (name, _, to, body) = prepare("a.csv", b"1,2\n".to_vec(), false).unwrap();
         assert_eq!(
             (name.as_str(), to, body.as_slice()),
             ("a.csv", "NONE", &b"1,2\n"[..])
         );
-        let (name, _, to, _) = prepare("a.parquet", b"PAR1....", true).unwrap();
+        let (name, _, to, _) = prepare("a.parquet", b"PAR1....".to_vec(), true).unwrap();
         assert_eq!((name.as_str(), to), ("a.parquet", "PARQUET"));
     }
 

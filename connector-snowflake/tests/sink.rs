@@ -1,7 +1,8 @@
 //! `SnowflakeSink` against fakesnow: the sync engine's sink contract (append durable at
 //! flush, upsert by key with per-record actions, a re-delivered batch, a bad record
 //! failing alone, overwrite swapped in at commit), an append delivered again after a
-//! crash loaded once, and staged files removed.
+//! crash loaded once (by Snowflake's load metadata, or by the load ledger for a stream
+//! with JSON fields), typed columns, and staged files removed.
 
 #![allow(
     clippy::unwrap_used,
@@ -82,7 +83,9 @@ async fn an_append_delivered_again_is_loaded_once() {
         second
             .outcomes
             .iter()
-            .all(|o| o.result == Ok(WriteAction::Unchanged))
+            .all(|o| o.result == Ok(WriteAction::Unchanged)),
+        "{:?}",
+        &second.outcomes[..2]
     );
     let held = read_back(&client, "Matter").await.unwrap();
     assert_eq!(held.len(), 50);
@@ -91,6 +94,51 @@ async fn an_append_delivered_again_is_loaded_once() {
             .all(|r| r.get("Docket").is_some_and(|d| d.is_string())),
         "{held:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_with_json_fields_delivered_again_is_loaded_once_by_the_ledger() {
+    use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor};
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let stream = StreamDescriptor::new("Event")
+        .field(FieldDescriptor::new("Id", FieldType::String).required())
+        .field(FieldDescriptor::new("Payload", FieldType::Json));
+    let batch = RecordBatch::new(
+        "Event",
+        (0..20)
+            .map(|i| {
+                Record::from_json(serde_json::json!({"Id": format!("E-{i}"), "Payload": {"i": i}}))
+                    .unwrap()
+            })
+            .collect(),
+    );
+    for expected in [WriteAction::Created, WriteAction::Unchanged] {
+        // A new sink each time: the process died before its checkpoint.
+        let sink = SnowflakeSink::new(client.clone());
+        sink.begin_stream(&stream, &WriteMode::Append)
+            .await
+            .unwrap();
+        let report = sink.write(&batch, &WriteMode::Append).await.unwrap();
+        assert!(
+            report.outcomes.iter().all(|o| o.result == Ok(expected)),
+            "{report:?}"
+        );
+    }
+    let rows = client
+        .execute("SELECT \"Payload\":i AS I FROM \"Event\"", &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+    let ledger = client
+        .execute("SELECT ROW_COUNT FROM MOODBRIDGE_LOAD_LEDGER", &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap();
+    assert_eq!(ledger, [serde_json::json!({"ROW_COUNT": 20})]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
