@@ -22,29 +22,16 @@ use moodbridge::host::{Host, HostConfig, StateConfig};
 use moodbridge::salesforce::sandbox::{Sandbox, SandboxConfig};
 use moodbridge::{CredentialStore, Error, Result};
 
+#[path = "common/host_example.rs"]
+mod host_example;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     moodbridge::observe::logging::init();
-    let arg = std::env::args().nth(1);
-    if matches!(arg.as_deref(), Some("--help" | "-h")) {
-        println!(
-            "usage: salesforce_sync [CONFIG.toml]   (default: examples/config/salesforce_sync.toml)"
-        );
+    let Some((path, mut text)) = host_example::read("salesforce_sync", "salesforce_sync.toml")?
+    else {
         return Ok(());
-    }
-    let path = arg.map_or_else(
-        || {
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-                .join("examples/config/salesforce_sync.toml")
-        },
-        PathBuf::from,
-    );
-    let mut text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::config(format!("cannot read {}", path.display()))
-            .with_hint("pass the path of a TOML file like examples/config/salesforce_sync.toml")
-            .with_source(e)
-    })?;
+    };
 
     text = with_env(&text)?;
 
@@ -81,33 +68,7 @@ async fn main() -> Result<()> {
     );
 
     // Twice: the second run is incremental and, with nothing changed, reads nothing.
-    for name in host.pipelines().map(str::to_owned).collect::<Vec<_>>() {
-        for pass in ["first", "second"] {
-            let report = host.run(&name).await?;
-            println!("== {name}: {pass} run ({}):", report.run);
-            if sandbox.is_some() && report.counts.failed != 0 {
-                return Err(Error::internal(format!(
-                    "{} records of the sandbox failed to move",
-                    report.counts.failed
-                )));
-            }
-            if sandbox.is_some() && pass == "second" && report.counts.read != 0 {
-                return Err(Error::internal(format!(
-                    "the incremental run read {} records from an unchanged sandbox",
-                    report.counts.read
-                )));
-            }
-            for (stream, p) in &report.streams {
-                println!(
-                    "   {stream:<10} read {:>6}  written {:>6}  failed {:>4}  {:>6.2} s",
-                    p.read,
-                    p.written,
-                    p.failed,
-                    p.elapsed.as_secs_f64()
-                );
-            }
-        }
-    }
+    host_example::run_twice(&host, sandbox.is_some()).await?;
     if let Some(sandbox) = sandbox {
         sandbox.stop().await;
     }

@@ -226,6 +226,11 @@ MOODBRIDGE_QUICKSTART_DIR="$CANARY_DIR/quickstart" example quickstart cargo run 
 # ops_server --check serves on a free loopback port, reads every page and exits.
 example ops_server cargo run --locked --example ops_server -- --check
 example salesforce_sync cargo run --locked --example salesforce_sync
+# Salesforce (the embedded sandbox) into Snowflake (fakesnow, started by the example):
+# Parquet files PUT to a stage, COPY'd and MERGEd by the sink of kind snowflake.
+SNOWFLAKE_CANARY_PASSWORD="canary-snowflake-password-2d7e"
+MOODBRIDGE_VENV="$VENV" MOODBRIDGE_SNOWFLAKE_PASSWORD="$SNOWFLAKE_CANARY_PASSWORD" \
+  example salesforce_to_snowflake cargo run --locked --features snowflake --example salesforce_to_snowflake
 # events: signed webhooks and Outbound Messages into the event log, consumed and replayed.
 MOODBRIDGE_EVENTS_SECRET="$EVENTS_CANARY_SECRET" example events cargo run --locked --example events
 for strategy in source-wins target-wins park; do
@@ -293,6 +298,7 @@ python3 scripts/canary.py --self-test \
   --secret "$WEB_CANARY_SECRET" --secret sandbox-secret \
   --secret "$EVENTS_CANARY_SECRET" --secret canary-events-signing-key-7c41 \
   --secret "$SERVICEBUS_CANARY_KEY" --pattern 'SharedAccessSignature sr=' \
+  --secret "$SNOWFLAKE_CANARY_PASSWORD" \
   --secret '00D8d0000000001!sandbox.' --pattern '00D8d0000000001!sandbox\.[A-Za-z0-9_-]{6}' \
   --pattern '5Aep861sandbox[A-Za-z0-9_-]{6}' \
   "$CANARY_DIR" target/salesforce_sync

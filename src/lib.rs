@@ -29,7 +29,7 @@
 //! | `azure-queue` | kind `azure-queue` (`azure::queue::AzureQueue`) |
 //! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
-//! | `snowflake` | `snowflake::SnowflakeClient` and `snowflake::SessionPool`: Snowflake over the drivers' protocol (logins, chunked Arrow results, async, multi-statement, a session pool); kind `snowflake` |
+//! | `snowflake` | `snowflake::SnowflakeClient`, `snowflake::SessionPool` and `snowflake::SnowflakeSink`: Snowflake over the drivers' protocol (logins, chunked Arrow results, async, multi-statement, PUT / GET to stages, a session pool, bulk loads through staged Parquet); kind `snowflake` |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
 //! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake` |
 //!
@@ -83,8 +83,8 @@ pub use connector_aws as aws;
 pub use connector_azure as azure;
 
 /// Snowflake (feature `snowflake`): [`snowflake::SnowflakeClient`] on the drivers' own
-/// protocol (chunked Arrow results, async, multi-statement), [`snowflake::SessionPool`],
-/// and kind `snowflake`.
+/// protocol (chunked Arrow results, async, multi-statement, PUT / GET to stages),
+/// [`snowflake::SessionPool`], [`snowflake::SnowflakeSink`], and kind `snowflake`.
 #[cfg(feature = "snowflake")]
 pub use connector_snowflake as snowflake;
 
@@ -106,7 +106,7 @@ pub use connector_snowflake as snowflake;
 /// | `azure-queue` | `azure::queue::AzureQueue` (a `queue::MessageQueue`) | `azure-queue` |
 /// | `azure-servicebus` | `azure::servicebus::ServiceBusQueue` (a `queue::MessageQueue`) | `azure-servicebus` |
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
-/// | `snowflake` | `snowflake::SnowflakeIntegration` (its `snowflake::SessionPool` among the interfaces) | `snowflake` |
+/// | `snowflake` | `snowflake::SnowflakeIntegration` (its `snowflake::SessionPool` and its `dyn SyncSink`, a `snowflake::SnowflakeSink`, among the interfaces) | `snowflake` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///

@@ -63,7 +63,7 @@ def account(i):
     return {"Id": f"001{i:015d}", "Name": f"Account {i:07d}", "Type": ["Customer", "Partner", "Prospect"][i % 3],
         "Industry": ["Legal", "Finance", "Health", "Retail"][i % 4], "AnnualRevenue": (i * 1237) % 10_000_000 / 100,
         "NumberOfEmployees": i % 5000, "BillingCity": ["Oslo", "Lyon", "Austin"][i % 3], "BillingCountry": "NO",
-        "Phone": f"+47 {i % 100000000:08d}", "Website": f"https://a{i}.example", "IsDeleted": i.is_multiple_of(50),
+        "Phone": f"+47 {i % 100000000:08d}", "Website": f"https://a{i}.example", "IsDeleted": i % 50 == 0,
         "CreatedDate": f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}T10:{i % 60:02d}:00.000Z",
         "LastModifiedDate": f"2026-11-{i % 28 + 1:02d}T12:00:{i % 60:02d}.000Z",
         "Description": f"Matter intake for account {i}: engagement letter signed, conflicts cleared."}

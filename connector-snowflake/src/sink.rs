@@ -770,13 +770,31 @@ impl SyncSink for SnowflakeSink {
         }
         // Files a crashed run left staged: their batches come again from the checkpoint.
         // Cleaning up is not worth failing the run for.
-        if let Err(e) = run(
-            client,
-            &format!("REMOVE @{}/{}-", self.stage, target.directory),
-        )
-        .await
-        {
-            tracing::warn!(stream = %stream.name, error = %e, "files left in the stage could not be removed");
+        let prefix = format!("{}-", target.directory);
+        let cleanup = async {
+            let listed = run(client, &format!("LIST @{}", self.stage))
+                .await?
+                .json_rows()?;
+            let left: Vec<String> = listed
+                .iter()
+                .filter_map(|r| r["name"].as_str())
+                .filter_map(|name| name.rsplit('/').next())
+                .filter(|file| file.starts_with(&prefix))
+                .map(str::to_owned)
+                .collect();
+            for file in &left {
+                run(client, &format!("REMOVE @{}/{file}", self.stage)).await?;
+            }
+            Ok::<_, Error>(left.len())
+        };
+        match cleanup.await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(stream = %stream.name, files = n, "removed files a stopped run left in the stage");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream.name, error = %e, "files left in the stage could not be removed");
+            }
         }
         self.targets
             .lock()
