@@ -3,8 +3,8 @@
 //! table, in batches of 20,000 and of 50,000, side by side in the same run:
 //!
 //! - ours: `SnowflakeSink::write` in append mode — each batch checked, written as a
-//!   Snappy Parquet file, `PUT`, `COPY INTO` a staging table, inserted with its ledger
-//!   row in one transaction;
+//!   Snappy Parquet file, `PUT` and `COPY`'d into the table — from JSON records, and
+//!   `SnowflakeSink::write_rows` from the engine's column-shaped rows;
 //! - Snowflake's Python connector 4.x, the way `write_pandas` loads (without pandas):
 //!   each batch's dicts to `pyarrow.Table.from_pylist`, `pyarrow.parquet.write_table`
 //!   (Snappy) to a file, `PUT`, `COPY INTO` the table.
@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use connector_snowflake::{SnowflakeClient, SnowflakeConfig, SnowflakeSink};
 use moodbridge_core::{
-    FieldDescriptor, FieldType, Record, RecordBatch, StreamDescriptor, SyncSink, WriteMode,
+    Column, ColumnKind, FieldDescriptor, FieldType, Record, RecordBatch, RowBatch,
+    StreamDescriptor, SyncSink, WriteMode,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -108,6 +109,39 @@ fn account(i: usize) -> Record {
     .unwrap()
 }
 
+/// The same accounts as the engine's column-shaped rows (each cell text).
+fn account_rows(range: std::ops::Range<usize>) -> RowBatch {
+    let record = account(0);
+    let columns: Vec<Column> = record
+        .fields()
+        .iter()
+        .map(|(name, value)| {
+            let kind = match value {
+                serde_json::Value::Bool(_) => ColumnKind::Boolean,
+                serde_json::Value::Number(n) if n.is_i64() => ColumnKind::Integer,
+                serde_json::Value::Number(_) => ColumnKind::Number,
+                _ => ColumnKind::Text,
+            };
+            Column::new(name, kind)
+        })
+        .collect();
+    let mut rows = RowBatch::new("Account", columns);
+    for i in range {
+        let record = account(i);
+        let cells: Vec<String> = record
+            .fields()
+            .values()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        rows.push_row(cells.iter().map(|c| Some(c.as_str())))
+            .unwrap();
+    }
+    rows
+}
+
 fn stream() -> StreamDescriptor {
     let text = |name: &str| FieldDescriptor::new(name, FieldType::String);
     StreamDescriptor::new("Account")
@@ -135,7 +169,7 @@ fn stream() -> StreamDescriptor {
 }
 
 /// Ours, in this binary run as a child: prints seconds, CPU seconds, peak RSS MiB.
-fn ours_child(url: &str, total: usize, batch_size: usize) {
+fn ours_child(url: &str, total: usize, batch_size: usize, as_rows: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -162,16 +196,28 @@ fn ours_child(url: &str, total: usize, batch_size: usize) {
             .unwrap();
         let (mut wall, mut cpu) = (0.0, 0.0);
         for start in (0..total).step_by(batch_size) {
-            let records: Vec<Record> = (start..total.min(start + batch_size))
-                .map(account)
-                .collect();
-            let batch = RecordBatch::new("Account", records);
+            let range = start..total.min(start + batch_size);
+            let size = range.len();
+            let (records, rows) = if as_rows {
+                (None, Some(account_rows(range)))
+            } else {
+                (
+                    Some(RecordBatch::new("Account", range.map(account).collect())),
+                    None,
+                )
+            };
             let before = moodbridge_core::testing::cpu_seconds_of(std::process::id());
             let started = Instant::now();
-            let report = sink.write(&batch, &WriteMode::Append).await.unwrap();
+            let report = match (&records, &rows) {
+                (Some(batch), _) => sink.write(batch, &WriteMode::Append).await,
+                (_, Some(rows)) => sink.write_rows(rows, &WriteMode::Append).await,
+                _ => unreachable!("one or the other"),
+            }
+            .unwrap();
             wall += started.elapsed().as_secs_f64();
             cpu += moodbridge_core::testing::cpu_seconds_of(std::process::id()) - before;
-            assert_eq!(report.succeeded(), batch.len());
+            assert_eq!(report.succeeded(), size);
+            drop((records, rows));
         }
         let count = client
             .execute("select count(*) as N from \"Account\"", &[])
@@ -217,20 +263,29 @@ fn fakesnow() -> FakeSnow {
 
 fn main() {
     let (bench, total) = common::size(1_000_000, 20_000);
-    if std::env::var(ROLE).as_deref() == Ok("ours") {
+    if let Ok(role @ ("ours" | "ours-rows")) = std::env::var(ROLE).as_deref() {
         let args: Vec<String> = std::env::args().collect();
-        return ours_child(&args[1], total, args[3].parse().unwrap());
+        return ours_child(
+            &args[1],
+            total,
+            args[3].parse().unwrap(),
+            role == "ours-rows",
+        );
     }
     let rounds = common::rounds(bench);
-    let clients = ["ours (SnowflakeSink)", "python connector 4.8.1 + pyarrow"];
+    let clients = [
+        "ours (SnowflakeSink, records)",
+        "ours (SnowflakeSink, engine rows)",
+        "python connector 4.8.1 + pyarrow",
+    ];
     for batch_size in BATCHES {
         let mut figures: Vec<Vec<Vec<f64>>> = vec![Vec::new(); clients.len()];
         for _ in 0..rounds {
             for (i, name) in clients.iter().enumerate() {
                 let server = fakesnow();
-                let mut command = if i == 0 {
+                let mut command = if i < 2 {
                     let mut c = Command::new(std::env::current_exe().unwrap());
-                    c.env(ROLE, "ours")
+                    c.env(ROLE, if i == 0 { "ours" } else { "ours-rows" })
                         .arg(format!("http://127.0.0.1:{}", server.port))
                         .arg(total.to_string())
                         .arg(batch_size.to_string());

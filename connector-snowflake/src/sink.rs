@@ -9,8 +9,9 @@ use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
 use aws_lc_rs::digest::{SHA256, digest};
 use moodbridge_core::{
-    Error, ErrorKind, FailureKind, FieldType, Record, RecordBatch, RecordFailure, RecordKey,
-    RecordOutcome, Result, StreamDescriptor, SyncSink, WriteAction, WriteMode, WriteReport,
+    Cell as RowCell, Error, ErrorKind, FailureKind, FieldType, Record, RecordBatch, RecordFailure,
+    RecordKey, RecordOutcome, Result, RowBatch, StreamDescriptor, SyncSink, WriteAction, WriteMode,
+    WriteReport,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -157,37 +158,116 @@ enum Cell<'a> {
     Boolean(bool),
 }
 
-fn cell<'a>(
-    column: &ColumnSpec,
-    value: Option<&'a Value>,
-) -> std::result::Result<Cell<'a>, String> {
-    let value = match value {
-        None | Some(Value::Null) => return Ok(Cell::Null),
-        Some(v) => v,
+/// A field's value as the batch gives it: from a JSON record, or a cell of the engine's
+/// column-shaped rows.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Json(Option<&'a Value>),
+    Row(Option<RowCell<'a>>),
+}
+
+impl Input<'_> {
+    fn is_missing(self) -> bool {
+        matches!(
+            self,
+            Input::Json(None | Some(Value::Null)) | Input::Row(None | Some(RowCell::Null))
+        )
+    }
+}
+
+impl std::fmt::Display for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Json(Some(v)) => write!(f, "{v}"),
+            Input::Row(Some(c)) => write!(f, "{}", c.to_value()),
+            _ => f.write_str("null"),
+        }
+    }
+}
+
+fn cell<'a>(column: &ColumnSpec, input: Input<'a>) -> std::result::Result<Cell<'a>, String> {
+    if input.is_missing() {
+        return Ok(Cell::Null);
+    }
+    let refuse = || format!("{} cannot hold {input} ({})", column.name, column.sql_type);
+    let text = |s: &'a str| -> std::result::Result<Cell<'a>, String> {
+        Ok(match column.held {
+            Held::Text => Cell::Text(std::borrow::Cow::Borrowed(s)),
+            Held::Integer => Cell::Integer(s.trim().parse().map_err(|_| refuse())?),
+            Held::Float => Cell::Float(s.trim().parse().map_err(|_| refuse())?),
+            Held::Boolean if s.eq_ignore_ascii_case("true") => Cell::Boolean(true),
+            Held::Boolean if s.eq_ignore_ascii_case("false") => Cell::Boolean(false),
+            Held::Boolean => return Err(refuse()),
+        })
     };
-    let refuse = || format!("{} cannot hold {value} ({})", column.name, column.sql_type);
-    Ok(match column.held {
-        Held::Text => Cell::Text(match value {
-            Value::String(s) if !column.json => std::borrow::Cow::Borrowed(s.as_str()),
-            other => std::borrow::Cow::Owned(other.to_string()),
-        }),
-        Held::Integer => Cell::Integer(match value {
-            Value::Number(n) => n.as_i64().ok_or_else(refuse)?,
-            Value::String(s) => s.trim().parse().map_err(|_| refuse())?,
+    match input {
+        Input::Json(Some(Value::String(s))) if !column.json => text(s),
+        Input::Json(Some(value)) => Ok(match (column.held, value) {
+            (Held::Text, other) => Cell::Text(std::borrow::Cow::Owned(other.to_string())),
+            (Held::Integer, Value::Number(n)) => Cell::Integer(n.as_i64().ok_or_else(refuse)?),
+            (Held::Float, Value::Number(n)) => Cell::Float(n.as_f64().ok_or_else(refuse)?),
+            (Held::Boolean, Value::Bool(b)) => Cell::Boolean(*b),
+            (_, Value::String(s)) => return text(s),
             _ => return Err(refuse()),
         }),
-        Held::Float => Cell::Float(match value {
-            Value::Number(n) => n.as_f64().ok_or_else(refuse)?,
-            Value::String(s) => s.trim().parse().map_err(|_| refuse())?,
+        // A JSON field in rows is its JSON text already.
+        Input::Row(Some(RowCell::Text(s))) => text(s),
+        Input::Row(Some(c)) => Ok(match (column.held, c) {
+            (Held::Integer, RowCell::Integer(n)) => Cell::Integer(n),
+            (Held::Float, RowCell::Number(n)) => Cell::Float(n),
+            (Held::Float, RowCell::Integer(n)) => Cell::Float(n as f64),
+            (Held::Boolean, RowCell::Bool(b)) => Cell::Boolean(b),
+            (Held::Text, other) => Cell::Text(std::borrow::Cow::Owned(match other.to_value() {
+                Value::String(s) => s,
+                v => v.to_string(),
+            })),
             _ => return Err(refuse()),
         }),
-        Held::Boolean => Cell::Boolean(match value {
-            Value::Bool(b) => *b,
-            Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-            Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-            _ => return Err(refuse()),
-        }),
-    })
+        Input::Json(None) | Input::Row(None) => Ok(Cell::Null),
+    }
+}
+
+/// The batch a write loads: JSON records, or the engine's column-shaped rows.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    Records(&'a [Record]),
+    /// The rows, and for each of the target's columns its column in the rows.
+    Rows(&'a RowBatch, &'a [Option<usize>]),
+}
+
+impl<'a> Batch<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Records(records) => records.len(),
+            Batch::Rows(rows, _) => rows.len(),
+        }
+    }
+
+    /// Field `c` (the target's column `c`, named `name`) of record `index`.
+    fn input(&self, index: usize, c: usize, name: &str) -> Input<'a> {
+        match *self {
+            Batch::Records(records) => Input::Json(records[index].get(name)),
+            Batch::Rows(rows, positions) => {
+                Input::Row(positions[c].and_then(|p| rows.row(index).and_then(|row| row.cell(p))))
+            }
+        }
+    }
+
+    /// Record `index`'s key for the `key` fields (columns `positions` of the target).
+    fn key(&self, index: usize, target: &Target, key: &[String]) -> Option<RecordKey> {
+        match *self {
+            Batch::Records(records) => records[index].key(key),
+            Batch::Rows(rows, positions) => {
+                let row = rows.row(index)?;
+                let mut parts = Vec::with_capacity(key.len());
+                for k in key {
+                    let c = target.columns.iter().position(|col| &col.name == k)?;
+                    parts.push(row.text(positions[c]?)?.to_owned());
+                }
+                Some(RecordKey::new(parts))
+            }
+        }
+    }
 }
 
 /// A column being built.
@@ -233,11 +313,15 @@ impl Builder {
 }
 
 /// Why `record` cannot be loaded, if it cannot.
-fn refusal(target: &Target, record: &Record, key: &[String]) -> Option<(String, String)> {
-    for column in &target.columns {
-        let value = record.get(&column.name);
-        let missing = matches!(value, None | Some(Value::Null));
-        if missing && (column.required || key.contains(&column.name)) {
+fn refusal(
+    target: &Target,
+    batch: Batch<'_>,
+    index: usize,
+    key: &[String],
+) -> Option<(String, String)> {
+    for (c, column) in target.columns.iter().enumerate() {
+        let input = batch.input(index, c, &column.name);
+        if input.is_missing() && (column.required || key.contains(&column.name)) {
             let why = if key.contains(&column.name) {
                 "its key field"
             } else {
@@ -248,37 +332,37 @@ fn refusal(target: &Target, record: &Record, key: &[String]) -> Option<(String, 
                 column.name.clone(),
             ));
         }
-        if let Err(message) = cell(column, value) {
+        if let Err(message) = cell(column, input) {
             return Some((message, column.name.clone()));
         }
     }
     None
 }
 
-/// Check the batch, then build its columns straight from the records (no copy of the
-/// batch in between): refused records fail alone, and of several records with one key
-/// only the last loadable one is loaded.
-fn prepare(target: &Target, records: &[Record], key: &[String]) -> Prepared {
+/// Check the batch, then build its columns straight from it (no copy of the batch in
+/// between): refused records fail alone, and of several records with one key only the
+/// last loadable one is loaded.
+fn prepare(target: &Target, batch: Batch<'_>, key: &[String]) -> Prepared {
     let mut refused = Vec::new();
-    let mut loadable = vec![true; records.len()];
-    for (index, record) in records.iter().enumerate() {
-        if let Some((message, field)) = refusal(target, record, key) {
+    let mut loadable = vec![true; batch.len()];
+    for (index, ok) in loadable.iter_mut().enumerate() {
+        if let Some((message, field)) = refusal(target, batch, index, key) {
             refused.push(failure(index, message, vec![field]));
-            loadable[index] = false;
+            *ok = false;
         }
     }
     if !key.is_empty() {
         let mut last_of_key: HashMap<RecordKey, usize> = HashMap::new();
-        for (index, record) in records.iter().enumerate() {
+        for index in 0..batch.len() {
             if loadable[index]
-                && let Some(k) = record.key(key)
+                && let Some(k) = batch.key(index, target, key)
                 && let Some(earlier) = last_of_key.insert(k, index)
             {
                 loadable[earlier] = false;
             }
         }
     }
-    let rows: Vec<usize> = (0..records.len()).filter(|i| loadable[*i]).collect();
+    let rows: Vec<usize> = (0..batch.len()).filter(|i| loadable[*i]).collect();
     // Record by record (each record's fields are read while in cache).
     let mut builders: Vec<Builder> = target
         .columns
@@ -286,9 +370,8 @@ fn prepare(target: &Target, records: &[Record], key: &[String]) -> Prepared {
         .map(|c| Builder::new(c.held, rows.len()))
         .collect();
     for &index in &rows {
-        let record = &records[index];
-        for (column, builder) in target.columns.iter().zip(&mut builders) {
-            builder.append(cell(column, record.get(&column.name)).unwrap_or(Cell::Null));
+        for (c, (column, builder)) in target.columns.iter().zip(&mut builders).enumerate() {
+            builder.append(cell(column, batch.input(index, c, &column.name)).unwrap_or(Cell::Null));
         }
     }
     let columns = builders.into_iter().map(Builder::finish).collect();
@@ -344,6 +427,8 @@ fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
 /// the rest of its batch is loaded. Identifiers are quoted, so tables and columns keep
 /// the stream's spelling (two fields that differ only in case are refused). A sink from
 /// [`pooled`](SnowflakeSink::pooled) takes a session from the pool for each operation.
+/// [`write_rows`](SyncSink::write_rows) loads the engine's column-shaped rows cell by
+/// cell, with no JSON map per record (less than half the memory of `write`).
 ///
 /// ```no_run
 /// use connector_snowflake::{SnowflakeClient, SnowflakeConfig, SnowflakeSink};
@@ -468,6 +553,102 @@ impl SnowflakeSink {
                     "call begin_stream with the stream's descriptor first (the sync engine does)",
                 )
             })
+    }
+
+    /// Load `batch` into `target`'s table in `mode`: one outcome per record.
+    async fn load(
+        &self,
+        target: &Target,
+        batch: Batch<'_>,
+        mode: &WriteMode,
+    ) -> Result<WriteReport> {
+        let key: &[String] = match mode {
+            WriteMode::Upsert { key } => key,
+            _ => &[],
+        };
+        let prepared = prepare(target, batch, key);
+        let session = self.session().await?;
+        let client: &SnowflakeClient = &session;
+        let mut outcomes: BTreeMap<usize, RecordOutcome> =
+            prepared.refused.into_iter().map(|o| (o.index, o)).collect();
+        if !prepared.rows.is_empty() {
+            let rows = prepared.rows.len();
+            let bytes = parquet_file(target, prepared.columns)?;
+            let hash = digest(&SHA256, &bytes);
+            let file = format!(
+                "{}-{}.parquet",
+                target.directory,
+                hash.as_ref()[..12]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
+            client
+                .put_bytes(
+                    &file,
+                    bytes,
+                    &format!("@{}", self.stage),
+                    PutOptions::new().overwrite(true),
+                )
+                .await?;
+            let direct =
+                matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
+            if !direct {
+                self.copy_to_staging(client, target, &file).await?;
+            }
+            let action_of: Box<dyn Fn(usize) -> WriteAction + Send + '_> = match mode {
+                WriteMode::Append if direct => {
+                    let loaded = self.copy_to_table(client, target, &file).await?;
+                    Box::new(move |_| {
+                        if loaded {
+                            WriteAction::Created
+                        } else {
+                            WriteAction::Unchanged
+                        }
+                    })
+                }
+                WriteMode::Upsert { .. } => {
+                    let existing = Self::existing_keys(client, target).await?;
+                    Self::merge(client, target).await?;
+                    Box::new(move |index| {
+                        if batch
+                            .key(index, target, &target.key)
+                            .is_some_and(|k| existing.contains(&k))
+                        {
+                            WriteAction::Updated
+                        } else {
+                            WriteAction::Created
+                        }
+                    })
+                }
+                WriteMode::Append => {
+                    let loaded = Self::append(client, target, &file, rows).await?;
+                    Box::new(move |_| {
+                        if loaded {
+                            WriteAction::Created
+                        } else {
+                            WriteAction::Unchanged
+                        }
+                    })
+                }
+                WriteMode::Overwrite => {
+                    run(
+                        client,
+                        &Self::insert_sql(target, &Self::overwrite_table(target)),
+                    )
+                    .await?;
+                    Box::new(|_| WriteAction::Created)
+                }
+            };
+            // Every record not refused was written: by itself, or (an earlier record of
+            // the same key) by the last one of its key.
+            for index in 0..batch.len() {
+                outcomes
+                    .entry(index)
+                    .or_insert_with(|| RecordOutcome::ok(index, action_of(index)));
+            }
+        }
+        Ok(WriteReport::new(outcomes.into_values().collect()))
     }
 
     fn overwrite_table(target: &Target) -> String {
@@ -805,91 +986,20 @@ impl SyncSink for SnowflakeSink {
 
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
         let target = self.target(&batch.stream)?;
-        let key: &[String] = match mode {
-            WriteMode::Upsert { key } => key,
-            _ => &[],
-        };
-        let prepared = prepare(&target, &batch.records, key);
-        let session = self.session().await?;
-        let client: &SnowflakeClient = &session;
-        let mut outcomes: BTreeMap<usize, RecordOutcome> =
-            prepared.refused.into_iter().map(|o| (o.index, o)).collect();
-        if !prepared.rows.is_empty() {
-            let rows = prepared.rows.len();
-            let bytes = parquet_file(&target, prepared.columns)?;
-            let hash = digest(&SHA256, &bytes);
-            let file = format!(
-                "{}-{}.parquet",
-                target.directory,
-                hash.as_ref()[..12]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            );
-            client
-                .put_bytes(
-                    &file,
-                    bytes,
-                    &format!("@{}", self.stage),
-                    PutOptions::new().overwrite(true),
-                )
-                .await?;
-            let direct =
-                matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
-            if !direct {
-                self.copy_to_staging(client, &target, &file).await?;
-            }
-            let action_of: Box<dyn Fn(&Record) -> WriteAction + Send> = match mode {
-                WriteMode::Append if direct => {
-                    let loaded = self.copy_to_table(client, &target, &file).await?;
-                    Box::new(move |_| {
-                        if loaded {
-                            WriteAction::Created
-                        } else {
-                            WriteAction::Unchanged
-                        }
-                    })
-                }
-                WriteMode::Upsert { .. } => {
-                    let existing = Self::existing_keys(client, &target).await?;
-                    Self::merge(client, &target).await?;
-                    let key = target.key.clone();
-                    Box::new(move |r: &Record| {
-                        if r.key(&key).is_some_and(|k| existing.contains(&k)) {
-                            WriteAction::Updated
-                        } else {
-                            WriteAction::Created
-                        }
-                    })
-                }
-                WriteMode::Append => {
-                    let loaded = Self::append(client, &target, &file, rows).await?;
-                    Box::new(move |_| {
-                        if loaded {
-                            WriteAction::Created
-                        } else {
-                            WriteAction::Unchanged
-                        }
-                    })
-                }
-                WriteMode::Overwrite => {
-                    run(
-                        client,
-                        &Self::insert_sql(&target, &Self::overwrite_table(&target)),
-                    )
-                    .await?;
-                    Box::new(|_| WriteAction::Created)
-                }
-            };
-            // Every record not refused was written: by itself, or (an earlier record of
-            // the same key) by the last one of its key.
-            for (index, record) in batch.records.iter().enumerate() {
-                outcomes
-                    .entry(index)
-                    .or_insert_with(|| RecordOutcome::ok(index, action_of(record)));
-            }
-        }
-        Ok(WriteReport::new(outcomes.into_values().collect()))
+        self.load(&target, Batch::Records(&batch.records), mode)
+            .await
+    }
+
+    /// Rows are loaded as they are: no JSON map is made per record.
+    async fn write_rows(&self, rows: &RowBatch, mode: &WriteMode) -> Result<WriteReport> {
+        let target = self.target(&rows.stream)?;
+        let positions: Vec<Option<usize>> = target
+            .columns
+            .iter()
+            .map(|c| rows.column_index(&c.name))
+            .collect();
+        self.load(&target, Batch::Rows(rows, &positions), mode)
+            .await
     }
 
     async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
@@ -956,7 +1066,7 @@ mod tests {
             record(json!({"Id": "B", "Count": "three"})),
             record(json!({"Id": "A", "Count": "4", "Open": "false"})),
         ];
-        let prepared = prepare(&target(), &records, &["Id".to_owned()]);
+        let prepared = prepare(&target(), Batch::Records(&records), &["Id".to_owned()]);
         let refused: Vec<usize> = prepared.refused.iter().map(|o| o.index).collect();
         assert_eq!(refused, [1, 2]);
         let messages: Vec<String> = prepared
@@ -970,7 +1080,7 @@ mod tests {
         let bytes = parquet_file(&target(), prepared.columns).unwrap();
         assert_eq!(&bytes[..4], b"PAR1");
         // The same batch makes the same file (its name is its content's hash).
-        let again = prepare(&target(), &records, &["Id".to_owned()]);
+        let again = prepare(&target(), Batch::Records(&records), &["Id".to_owned()]);
         assert_eq!(parquet_file(&target(), again.columns).unwrap(), bytes);
     }
 

@@ -236,3 +236,51 @@ schema = "PUBLIC"
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_rows_are_loaded_without_records_and_checked_alike() {
+    use moodbridge_core::{Column, ColumnKind, RowBatch};
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let sink = SnowflakeSink::new(client.clone());
+    let case = SinkContract::matters(false);
+    let mode = WriteMode::Upsert {
+        key: vec!["Docket".into()],
+    };
+    sink.begin_stream(&case.stream, &mode).await.unwrap();
+    let mut rows = RowBatch::new(
+        "Matter",
+        vec![
+            Column::new("Docket", ColumnKind::Text),
+            Column::new("Title", ColumnKind::Text),
+            Column::new("Extra", ColumnKind::Integer),
+        ],
+    );
+    rows.push_row([Some("D-0001"), Some("First"), Some("1")])
+        .unwrap();
+    rows.push_row([None, Some("No docket"), None]).unwrap();
+    rows.push_row([Some("D-0002"), Some("Second"), None])
+        .unwrap();
+    let report = sink.write_rows(&rows, &mode).await.unwrap();
+    report.check_complete(3).unwrap();
+    assert_eq!(report.outcomes[0].result, Ok(WriteAction::Created));
+    assert!(report.outcomes[1].result.is_err(), "{report:?}");
+    assert_eq!(report.outcomes[2].result, Ok(WriteAction::Created));
+
+    let mut again = RowBatch::new("Matter", rows.columns().to_vec());
+    again
+        .push_row([Some("D-0002"), Some("Second, amended"), None])
+        .unwrap();
+    let report = sink.write_rows(&again, &mode).await.unwrap();
+    assert_eq!(report.outcomes[0].result, Ok(WriteAction::Updated));
+    let mut held = read_back(&client, "Matter").await.unwrap();
+    held.sort_by_key(|r| r.get("Docket").map(ToString::to_string));
+    let titles: Vec<_> = held.iter().map(|r| r.get("Title").cloned()).collect();
+    assert_eq!(
+        titles,
+        [
+            Some(serde_json::json!("First")),
+            Some(serde_json::json!("Second, amended"))
+        ]
+    );
+}
