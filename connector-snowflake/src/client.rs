@@ -291,6 +291,10 @@ impl SnowflakeClient {
     /// A handle on the same session whose statements carry `tag` as their `QUERY_TAG`
     /// (the run or job that issued them), for cost and lineage by tag.
     ///
+    /// Without one, a statement issued inside a sync run carries the run's tag
+    /// ([`RunScope::tag`](moodbridge_core::observe::RunScope::tag),
+    /// `moodbridge:<pipeline>:run-<id>`), and any other the session's `QUERY_TAG`.
+    ///
     /// ```no_run
     /// # async fn run(client: connector_snowflake::SnowflakeClient) -> moodbridge_core::Result<()> {
     /// let run = client.tagged("moodbridge:sync:accounts:run-42");
@@ -561,6 +565,8 @@ impl SnowflakeClient {
         }
         if let Some(tag) = &self.tag {
             parameters.insert("QUERY_TAG".to_owned(), Value::String(tag.to_string()));
+        } else if let Some(scope) = moodbridge_core::observe::RunScope::current() {
+            parameters.insert("QUERY_TAG".to_owned(), Value::String(scope.tag()));
         }
         let mut body = json!({
             "sqlText": sql,

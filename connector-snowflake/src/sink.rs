@@ -21,8 +21,11 @@ use serde_json::Value;
 use crate::PLATFORM;
 use crate::bind::Bind;
 use crate::client::SnowflakeClient;
+use crate::evolution::{Evolution, SchemaPlan, table_columns};
 use crate::pool::{PooledSession, SessionPool};
+use crate::sql::ident;
 use crate::stage::PutOptions;
+use crate::timetravel::Snapshots;
 
 /// The load ledger: one row per file appended, committed with its rows.
 const LEDGER: &str = "MOODBRIDGE_LOAD_LEDGER";
@@ -49,20 +52,13 @@ struct ColumnSpec {
 
 impl ColumnSpec {
     fn of(field: &moodbridge_core::FieldDescriptor) -> ColumnSpec {
-        let (sql_type, held, json) = match &field.field_type {
-            FieldType::Integer => ("NUMBER(38,0)".to_owned(), Held::Integer, false),
-            FieldType::Number => ("FLOAT".to_owned(), Held::Float, false),
-            FieldType::Decimal { scale } => (
-                format!("NUMBER(38,{})", (*scale).min(37)),
-                Held::Text,
-                false,
-            ),
-            FieldType::Boolean => ("BOOLEAN".to_owned(), Held::Boolean, false),
-            FieldType::Date => ("DATE".to_owned(), Held::Text, false),
-            FieldType::DateTime => ("TIMESTAMP_TZ".to_owned(), Held::Text, false),
-            FieldType::Time => ("TIME".to_owned(), Held::Text, false),
-            FieldType::Json => ("VARIANT".to_owned(), Held::Text, true),
-            _ => ("VARCHAR".to_owned(), Held::Text, false),
+        let sql_type = crate::evolution::sql_type(field);
+        let (held, json) = match &field.field_type {
+            FieldType::Integer => (Held::Integer, false),
+            FieldType::Number => (Held::Float, false),
+            FieldType::Boolean => (Held::Boolean, false),
+            FieldType::Json => (Held::Text, true),
+            _ => (Held::Text, false),
         };
         ColumnSpec {
             name: field.name.clone(),
@@ -111,11 +107,6 @@ struct Target {
     key: Vec<String>,
     /// The prefix of its files' names in the stage (letters, digits and `_`).
     directory: String,
-}
-
-/// A quoted identifier: the name as written, `"` doubled.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn list(names: impl IntoIterator<Item = String>) -> String {
@@ -427,6 +418,10 @@ fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
 /// the rest of its batch is loaded. Identifiers are quoted, so tables and columns keep
 /// the stream's spelling (two fields that differ only in case are refused). A sink from
 /// [`pooled`](SnowflakeSink::pooled) takes a session from the pool for each operation.
+/// When a stream begins, an existing table is compared with the stream
+/// ([`SchemaPlan`](crate::evolution::SchemaPlan)): new fields become new columns, short
+/// types are widened, and a change that would lose data fails the stream before anything
+/// is loaded ([`evolution`](SnowflakeSink::evolution) to freeze the table instead).
 /// [`write_rows`](SyncSink::write_rows) loads the engine's column-shaped rows cell by
 /// cell, with no JSON map per record (less than half the memory of `write`).
 ///
@@ -454,6 +449,8 @@ fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
 pub struct SnowflakeSink {
     sessions: Sessions,
     stage: String,
+    evolution: Evolution,
+    snapshots: Option<usize>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
 }
 
@@ -510,6 +507,8 @@ impl SnowflakeSink {
         SnowflakeSink {
             sessions,
             stage: "MOODBRIDGE_LOAD".to_owned(),
+            evolution: Evolution::Apply,
+            snapshots: None,
             targets: Mutex::new(HashMap::new()),
         }
     }
@@ -519,6 +518,23 @@ impl SnowflakeSink {
             Sessions::One(client) => Session::One(client.clone()),
             Sessions::Pool(pool) => Session::Pooled(pool.get().await?),
         })
+    }
+
+    /// What to do when a stream's existing table differs from the stream (default
+    /// [`Evolution::Apply`]).
+    pub fn evolution(mut self, evolution: Evolution) -> SnowflakeSink {
+        self.evolution = evolution;
+        self
+    }
+
+    /// Before a sync run first writes to an existing table, clone it as the run's
+    /// snapshot (`<table>__RUN_<id>`, zero-copy; see
+    /// [`Snapshots`](crate::timetravel::Snapshots)) and drop all but the newest `keep`
+    /// of them: a bad run is undone with [`Snapshots::restore`](crate::timetravel::Snapshots::restore).
+    /// Streams begun outside a sync run take none.
+    pub fn snapshot_runs(mut self, keep: usize) -> SnowflakeSink {
+        self.snapshots = Some(keep.max(1));
+        self
     }
 
     /// Stage files in the internal stage `name` instead (letters, digits and `_`).
@@ -921,23 +937,39 @@ impl SyncSink for SnowflakeSink {
         .await?;
         // Asked first rather than `CREATE TABLE IF NOT EXISTS`: the same in Snowflake, and
         // fakesnow forgets a table's load history on the latter.
-        let exists = client
-            .execute(
-                "SELECT COUNT(*) AS N FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?",
-                &[Bind::text(&target.table)],
-            )
-            .await?
-            .json_rows()?
-            .first()
-            .and_then(|r| r["N"].as_u64())
-            .unwrap_or(0)
-            > 0;
-        if !exists {
+        let existing = table_columns(client, &target.table).await?;
+        if existing.is_empty() {
             run(
                 client,
                 &format!("CREATE TABLE {} ({columns})", ident(&target.table)),
             )
             .await?;
+        } else {
+            let plan = SchemaPlan::diff(&target.table, stream, &existing);
+            if let Some(e) = plan.conflict_error() {
+                return Err(e);
+            }
+            if !plan.is_empty() {
+                if self.evolution == Evolution::Freeze {
+                    return Err(Error::invalid_input(format!(
+                        "table {} differs from stream {} and its schema is frozen: {}",
+                        target.table,
+                        stream.name,
+                        plan.statements().join("; ")
+                    ))
+                    .with_connector(PLATFORM)
+                    .with_hint("apply these statements after review, or let the sink evolve the table (Evolution::Apply)"));
+                }
+                tracing::info!(table = %target.table, plan = %plan, "evolving the table to the stream's schema");
+                plan.apply(client).await?;
+            }
+            if let Some(keep) = self.snapshots {
+                let snapshots = Snapshots::new(client.clone());
+                if let Some(name) = snapshots.take_for_current_run(&target.table).await? {
+                    tracing::info!(table = %target.table, snapshot = %name, "the table's snapshot before this run");
+                    snapshots.prune(&target.table, keep).await?;
+                }
+            }
         }
         if matches!(mode, WriteMode::Overwrite) {
             run(

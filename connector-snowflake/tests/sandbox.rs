@@ -266,7 +266,7 @@ async fn a_lost_answer_is_retried_by_request_id_and_the_insert_runs_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_carry_the_session_tag_or_their_handles_own() {
+async fn statements_carry_the_session_tag_their_handles_own_or_their_runs() {
     let sandbox = sandbox(|c| c).await;
     let client = SnowflakeClient::login(login(&sandbox).query_tag("moodbridge"))
         .await
@@ -277,12 +277,18 @@ async fn statements_carry_the_session_tag_or_their_handles_own() {
         .execute("select 2", &[])
         .await
         .unwrap();
+    // Inside a sync run, an untagged handle's statements carry the run's tag.
+    let scope = moodbridge_core::observe::RunScope::new("accounts", 7);
+    moodbridge_core::observe::with_run_scope(scope, client.execute("select 3", &[]))
+        .await
+        .unwrap();
     let tags: Vec<Option<String>> = sandbox.queries().into_iter().map(|q| q.query_tag).collect();
     assert_eq!(
         tags,
         [
             Some("moodbridge".to_owned()),
-            Some("moodbridge:sync:run-42".to_owned())
+            Some("moodbridge:sync:run-42".to_owned()),
+            Some("moodbridge:accounts:run-7".to_owned())
         ]
     );
     sandbox.stop().await;

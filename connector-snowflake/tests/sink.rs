@@ -284,3 +284,148 @@ async fn the_engines_rows_are_loaded_without_records_and_checked_alike() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_evolves_to_the_stream_and_a_lossy_change_stops_the_load() {
+    use connector_snowflake::evolution::{Evolution, SchemaPlan};
+    use moodbridge_core::{FieldDescriptor, FieldType, StreamDescriptor};
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    // A table made by hand earlier: a short name, a NOT NULL status, a column the
+    // source has since dropped.
+    client
+        .execute(
+            r#"CREATE TABLE "Contact" ("Id" VARCHAR(18) NOT NULL, "Name" VARCHAR(40), "Status" VARCHAR(10) NOT NULL, "Score" NUMBER(5,0), "Fax" VARCHAR(40))"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            r#"INSERT INTO "Contact" VALUES ('003A', 'Ada', 'open', 7, '555')"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    let stream = StreamDescriptor::new("Contact")
+        .field(FieldDescriptor::new("Id", FieldType::String).required())
+        .field(FieldDescriptor::new("Name", FieldType::String))
+        .field(FieldDescriptor::new("Status", FieldType::String))
+        .field(FieldDescriptor::new("Score", FieldType::Integer))
+        .field(FieldDescriptor::new("Email", FieldType::String))
+        .field(FieldDescriptor::new("Birthdate", FieldType::Date))
+        .primary_key(["Id"]);
+    let mode = WriteMode::Upsert {
+        key: vec!["Id".into()],
+    };
+
+    // A dry run: the plan, read from INFORMATION_SCHEMA, changes nothing.
+    let plan = SchemaPlan::plan(&client, "Contact", &stream).await.unwrap();
+    assert!(plan.is_safe(), "{plan}");
+    assert_eq!(plan.retained, ["Fax"]);
+    assert_eq!(plan.statements().len(), 7, "{plan}");
+    // A frozen table refuses the stream, naming what it would take.
+    let frozen = SnowflakeSink::new(client.clone()).evolution(Evolution::Freeze);
+    let err = frozen.begin_stream(&stream, &mode).await.unwrap_err();
+    assert!(err.to_string().contains("schema is frozen"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"ADD COLUMN IF NOT EXISTS "Email" VARCHAR"#),
+        "{err}"
+    );
+
+    // The default sink applies it, then loads the new fields.
+    let sink = SnowflakeSink::new(client.clone());
+    sink.begin_stream(&stream, &mode).await.unwrap();
+    let after = SchemaPlan::plan(&client, "Contact", &stream).await.unwrap();
+    assert!(after.is_empty(), "{after}");
+    let record = Record::from_json(serde_json::json!({
+        "Id": "003B", "Name": "Grace Brewster Murray Hopper of the United States Navy", "Status": null,
+        "Score": 12345678901_i64, "Email": "grace@example.com", "Birthdate": "1906-12-09",
+    }))
+    .unwrap();
+    let report = sink
+        .write(&RecordBatch::new("Contact", vec![record]), &mode)
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded(), 1, "{:?}", report.outcomes);
+    let rows = client
+        .execute(
+            r#"SELECT "Id", "Name", "Status", "Score", "Email", TO_VARCHAR("Birthdate") AS "Birthdate", "Fax" FROM "Contact" ORDER BY "Id""#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap();
+    assert_eq!(rows[0]["Fax"], "555", "the retained column kept its data");
+    assert_eq!(rows[1]["Email"], "grace@example.com");
+    assert_eq!(rows[1]["Birthdate"], "1906-12-09");
+    assert_eq!(rows[1]["Score"], 12345678901_i64);
+    assert!(rows[1]["Status"].is_null());
+
+    // A change that would lose data stops the stream before anything is loaded.
+    let scale = StreamDescriptor::new("Contact")
+        .field(FieldDescriptor::new("Id", FieldType::String).required())
+        .field(FieldDescriptor::new(
+            "Score",
+            FieldType::Decimal { scale: 2 },
+        ))
+        .primary_key(["Id"]);
+    let err = SnowflakeSink::new(client.clone())
+        .begin_stream(&scale, &mode)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), moodbridge_core::ErrorKind::InvalidInput);
+    assert!(
+        err.to_string()
+            .contains("column Score is NUMBER(38,0) where the stream needs NUMBER(38,2)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_snapshots_the_table_and_a_bad_run_is_restored_from_it() {
+    use connector_snowflake::timetravel::Snapshots;
+    use moodbridge_core::observe::{RunScope, with_run_scope};
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let sink = SnowflakeSink::new(client.clone()).snapshot_runs(2);
+    let case = SinkContract::matters(false);
+    let mode = WriteMode::Upsert {
+        key: case.stream.primary_key.clone(),
+    };
+    let count = async || {
+        client
+            .execute(r#"SELECT COUNT(*) AS N FROM "Matter""#, &[])
+            .await
+            .unwrap()
+            .json_rows()
+            .unwrap()[0]["N"]
+            .as_u64()
+            .unwrap()
+    };
+    // Run 1 creates the table: nothing to snapshot yet.
+    for (run, records) in [(1_i64, 0..10), (2, 10..15), (3, 15..18), (4, 18..40)] {
+        let batch = RecordBatch::new("Matter", records.map(|i| (case.record)(i, 1)).collect());
+        with_run_scope(RunScope::new("matters", run), async {
+            sink.begin_stream(&case.stream, &mode).await.unwrap();
+            let report = sink.write(&batch, &mode).await.unwrap();
+            assert_eq!(report.succeeded(), batch.len());
+            sink.commit_stream("Matter", &mode).await.unwrap();
+        })
+        .await;
+    }
+    assert_eq!(count().await, 40);
+    let snapshots = Snapshots::new(client.clone());
+    // Runs 2, 3 and 4 each took one before writing; the newest two are kept.
+    assert_eq!(snapshots.list("Matter").await.unwrap(), [3, 4]);
+    // Run 4 was bad: the table goes back to what it was before it.
+    snapshots.restore("Matter", 4).await.unwrap();
+    assert_eq!(count().await, 18);
+    let err = snapshots.restore("Matter", 2).await.unwrap_err();
+    assert_eq!(err.kind(), moodbridge_core::ErrorKind::NotFound);
+    // Outside a run no snapshot is taken.
+    sink.begin_stream(&case.stream, &mode).await.unwrap();
+    assert_eq!(snapshots.list("Matter").await.unwrap(), [3, 4]);
+}

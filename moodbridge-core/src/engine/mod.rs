@@ -276,7 +276,12 @@ impl SyncEngine {
             counts: RunCounts::default(),
             streams: Vec::new(),
         };
-        let result = self.run_streams(pipeline, source, sink, &mut report).await;
+        let scope = crate::observe::RunScope::new(pipeline.name(), run.0);
+        let result = crate::observe::with_run_scope(
+            scope,
+            self.run_streams(pipeline, source, sink, &mut report),
+        )
+        .await;
         let (status, error) = match &result {
             Ok(()) => (RunStatus::Succeeded, None),
             Err(e) => (RunStatus::Failed, Some(e.to_string())),

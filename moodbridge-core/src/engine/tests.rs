@@ -52,6 +52,28 @@ fn a_bidirectional_config_reports_every_problem() {
     }
 }
 
+/// A state store in a temporary directory (kept while the first is held) and a pipeline
+/// `name` of one stream, Account, in batches of 100.
+async fn engine_setup(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<crate::state::SqliteStateStore>,
+    Pipeline,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = std::sync::Arc::new(
+        crate::state::SqliteStateStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap(),
+    );
+    let pipeline = Pipeline::from_toml(&format!(
+        "name = \"{name}\"\n[[streams]]\nname = \"Account\"\nbatch_size = 100\n"
+    ))
+    .unwrap();
+    (dir, state, pipeline)
+}
+
 #[test]
 fn runs_count_records_checkpoints_and_runs_as_metrics() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
@@ -63,16 +85,7 @@ fn runs_count_records_checkpoints_and_runs_as_metrics() {
             .build()
             .unwrap()
             .block_on(async {
-                let dir = tempfile::tempdir().unwrap();
-                let state = std::sync::Arc::new(
-                    crate::state::SqliteStateStore::open(&dir.path().join("s.db"))
-                        .await
-                        .unwrap(),
-                );
-                let pipeline = Pipeline::from_toml(
-                    "name = \"m\"\n[[streams]]\nname = \"Account\"\nbatch_size = 100\n",
-                )
-                .unwrap();
+                let (_dir, state, pipeline) = engine_setup("m").await;
                 SyncEngine::new(state)
                     .run(&pipeline, &MemorySource::accounts(250), &MemorySink::new())
                     .await
@@ -215,4 +228,38 @@ fn generated_account_rows_hold_the_accounts_values() {
             serde_json::to_string(&crate::testing::account(i)).unwrap()
         );
     }
+}
+
+/// A sink that notes the run in scope at each write, then writes to memory.
+struct ScopeSeeing {
+    inner: MemorySink,
+    seen: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+#[async_trait::async_trait]
+impl SyncSink for ScopeSeeing {
+    async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(crate::observe::RunScope::current().map(|s| s.tag()));
+        self.inner.write(batch, mode).await
+    }
+}
+
+#[tokio::test]
+async fn a_sink_writes_inside_its_runs_scope() {
+    let (_dir, state, pipeline) = engine_setup("scoped").await;
+    let sink = ScopeSeeing {
+        inner: MemorySink::new(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    };
+    let engine = SyncEngine::new(state);
+    let first = engine
+        .run(&pipeline, &MemorySource::accounts(150), &sink)
+        .await
+        .unwrap();
+    let tag = format!("moodbridge:scoped:run-{}", first.run.0);
+    assert_eq!(*sink.seen.lock().unwrap(), [Some(tag.clone()), Some(tag)]);
+    assert!(crate::observe::RunScope::current().is_none());
 }

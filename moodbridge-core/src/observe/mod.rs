@@ -20,6 +20,63 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 tokio::task_local! {
     static CORRELATION_ID: CorrelationId;
+    static RUN_SCOPE: RunScope;
+}
+
+/// The sync run the current task works for: set by the engine around every run, so a
+/// sink can label what it does with the run that caused it (Snowflake's `QUERY_TAG`,
+/// lineage events, cost reports).
+///
+/// ```
+/// use moodbridge_core::observe::{RunScope, with_run_scope};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let scope = RunScope::new("accounts", 42);
+/// let seen = with_run_scope(scope, async { RunScope::current() }).await.unwrap();
+/// assert_eq!(seen.tag(), "moodbridge:accounts:run-42");
+/// assert!(RunScope::current().is_none());
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunScope {
+    pipeline: Arc<str>,
+    run: i64,
+}
+
+impl RunScope {
+    /// The scope of run `run` (its id in the state store) of `pipeline`.
+    pub fn new(pipeline: impl Into<Arc<str>>, run: i64) -> Self {
+        RunScope {
+            pipeline: pipeline.into(),
+            run,
+        }
+    }
+
+    /// The run in scope of the current task, if any.
+    pub fn current() -> Option<Self> {
+        RUN_SCOPE.try_with(Clone::clone).ok()
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The run's id in the state store.
+    pub fn run(&self) -> i64 {
+        self.run
+    }
+
+    /// A label for the run that is the same wherever it is written:
+    /// `moodbridge:<pipeline>:run-<id>`.
+    pub fn tag(&self) -> String {
+        format!("moodbridge:{}:run-{}", self.pipeline, self.run)
+    }
+}
+
+/// Run `fut` as part of the run `scope` names ([`RunScope::current`] inside it).
+pub async fn with_run_scope<F: Future>(scope: RunScope, fut: F) -> F::Output {
+    RUN_SCOPE.scope(scope, fut).await
 }
 
 /// An id that ties together every call made for one unit of work.
