@@ -688,6 +688,11 @@ impl SnowflakeClient {
         &self.inner.secrets
     }
 
+    /// The account identifier logged in to.
+    pub(crate) fn account(&self) -> &str {
+        &self.inner.config.account
+    }
+
     /// The policy every request goes through.
     pub(crate) fn policy(&self) -> &Policy {
         &self.inner.policy

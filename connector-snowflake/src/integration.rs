@@ -15,9 +15,12 @@ use moodbridge_core::{
 };
 
 use crate::config::{SnowflakeConfig, default_policy_config};
+use crate::cost::{self, CostReport};
 use crate::pool::SessionPool;
-use crate::settings::SnowflakeSettings;
+use crate::settings::{CostTable, SnowflakeSettings};
 use crate::sink::SnowflakeSink;
+use crate::warehouse::{Guard, WarehouseSpec, Warehouses};
+use moodbridge_core::lineage::{JsonLinesLineage, LineageRecorder};
 
 /// The kind name.
 pub const KIND: &str = "snowflake";
@@ -83,13 +86,24 @@ impl SnowflakeFactory {
     }
 }
 
-/// A `snowflake` integration: its [`SessionPool`] and a [`SnowflakeSink`] over it (both
-/// among its interfaces, the sink as `dyn SyncSink`).
+/// The cost watch of an integration: its settings and the last report.
+#[derive(Debug)]
+struct CostWatch {
+    table: CostTable,
+    last: tokio::sync::Mutex<Option<(Instant, std::result::Result<CostReport, String>)>>,
+}
+
+/// A `snowflake` integration: its [`SessionPool`] and a [`SnowflakeSink`] over it, the
+/// cost budget its health check holds the runs to, and its declared warehouses (the
+/// pool, the sink as `dyn SyncSink` and the integration itself are among its
+/// interfaces).
 #[derive(Debug, Clone)]
 pub struct SnowflakeIntegration {
     id: String,
     pool: SessionPool,
     sink: Arc<SnowflakeSink>,
+    cost: Option<Arc<CostWatch>>,
+    warehouses: Arc<(Vec<WarehouseSpec>, Guard)>,
 }
 
 impl SnowflakeIntegration {
@@ -99,7 +113,101 @@ impl SnowflakeIntegration {
             id: id.into(),
             sink: Arc::new(SnowflakeSink::pooled(pool.clone())),
             pool,
+            cost: None,
+            warehouses: Arc::new((Vec::new(), Guard::default())),
         }
+    }
+
+    /// Hold the sync runs to `cost`'s budget: the health check reports `Degraded`
+    /// with the alerts when a threshold is crossed (the usage views queried at most
+    /// every `check_every_secs`).
+    #[must_use]
+    pub fn with_cost(mut self, cost: CostTable) -> Self {
+        self.cost = Some(Arc::new(CostWatch {
+            table: cost,
+            last: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    /// Record the sink's lineage to `recorder` (see [`SnowflakeSink::lineage`]).
+    #[must_use]
+    pub fn with_lineage(mut self, recorder: Arc<dyn LineageRecorder>) -> Self {
+        self.sink = Arc::new(SnowflakeSink::pooled(self.pool.clone()).lineage(recorder));
+        self
+    }
+
+    /// Declare `warehouses`, held to `guard`, for
+    /// [`reconcile_warehouses`](Self::reconcile_warehouses).
+    #[must_use]
+    pub fn with_warehouses(mut self, warehouses: Vec<WarehouseSpec>, guard: Guard) -> Self {
+        self.warehouses = Arc::new((warehouses, guard));
+        self
+    }
+
+    /// Make the declared warehouses what config says: the statements each needs (a
+    /// `CREATE`, an `ALTER` of what differs), run unless `dry_run`. Every spec is
+    /// checked before any statement runs.
+    ///
+    /// # Errors
+    /// A spec the guard refuses ([`Config`](moodbridge_core::ErrorKind::Config));
+    /// a statement's error.
+    pub async fn reconcile_warehouses(&self, dry_run: bool) -> Result<Vec<String>> {
+        let (specs, guard) = &*self.warehouses;
+        for spec in specs {
+            spec.check(guard)?;
+        }
+        let session = self.pool.get().await?;
+        let warehouses = Warehouses::new(session.clone());
+        let mut statements = Vec::new();
+        for spec in specs {
+            statements.extend(if dry_run {
+                warehouses.plan(spec, guard).await?
+            } else {
+                warehouses.apply(spec, guard).await?
+            });
+        }
+        Ok(statements)
+    }
+
+    /// The cost report of the configured window (`None` without a `cost` table), at
+    /// most `check_every_secs` old.
+    ///
+    /// # Errors
+    /// The usage views' query.
+    pub async fn cost_report(&self) -> Result<Option<CostReport>> {
+        let Some(watch) = &self.cost else {
+            return Ok(None);
+        };
+        let mut last = watch.last.lock().await;
+        let fresh = Duration::from_secs(watch.table.check_every_secs);
+        if let Some((at, report)) = &*last
+            && at.elapsed() < fresh
+        {
+            return report
+                .clone()
+                .map(Some)
+                .map_err(|e| Error::unavailable(e).with_connector(crate::PLATFORM));
+        }
+        let until = chrono::Utc::now();
+        let since = until - chrono::Duration::hours(i64::from(watch.table.window_hours));
+        let result = async {
+            let session = self.pool.get().await?;
+            cost::report(
+                &session,
+                &watch.table.tag_prefix,
+                since,
+                until,
+                &watch.table.budget(),
+            )
+            .await
+        }
+        .await;
+        *last = Some((
+            Instant::now(),
+            result.as_ref().map_err(ToString::to_string).cloned(),
+        ));
+        result.map(Some)
     }
 
     /// The session pool.
@@ -130,7 +238,8 @@ impl PlatformIntegration for SnowflakeIntegration {
             .with(Capability::Write))
     }
 
-    /// A session from the pool (a login when there is none) and a heartbeat.
+    /// A session from the pool (a login when there is none) and a heartbeat; with a
+    /// cost budget, the runs' credits too (`Degraded` over budget).
     async fn health_check(&self) -> HealthReport {
         let started = Instant::now();
         let outcome = async {
@@ -138,22 +247,31 @@ impl PlatformIntegration for SnowflakeIntegration {
             session.heartbeat().await
         }
         .await;
-        match outcome {
-            Ok(()) => {
-                let open: usize = self.pool.status().iter().map(|s| s.open).sum();
-                HealthReport::new(
-                    HealthStatus::Up,
-                    started.elapsed(),
-                    format!("session alive; {open} open"),
-                )
-            }
-            Err(e) => HealthReport::from_result(started.elapsed(), Err::<(), _>(e)),
+        if let Err(e) = outcome {
+            return HealthReport::from_result(started.elapsed(), Err::<(), _>(e));
         }
+        let open: usize = self.pool.status().iter().map(|s| s.open).sum();
+        let mut status = HealthStatus::Up;
+        let mut detail = format!("session alive; {open} open");
+        match self.cost_report().await {
+            Ok(None) => {}
+            Ok(Some(report)) => {
+                let cost = report.health();
+                if cost.status != HealthStatus::Up {
+                    status = cost.status;
+                }
+                detail = format!("{detail}; cost: {}", cost.detail);
+            }
+            // Usage views a role may not read do not make the warehouse unhealthy.
+            Err(e) => detail = format!("{detail}; cost unknown: {e}"),
+        }
+        HealthReport::new(status, started.elapsed(), detail)
     }
 
     fn interfaces(self: Arc<Self>) -> Interfaces {
         Interfaces::new()
             .with::<SessionPool>(Arc::new(self.pool.clone()))
+            .with::<SnowflakeIntegration>(Arc::new((*self).clone()))
             .with::<dyn SyncSink>(self.sink.clone())
     }
 }
@@ -174,6 +292,15 @@ impl IntegrationFactory for SnowflakeFactory {
 
     async fn build(&self, ctx: BuildContext) -> Result<Arc<dyn PlatformIntegration>> {
         let pool = Self::pool(&ctx)?;
-        Ok(Arc::new(SnowflakeIntegration::new(ctx.config.id, pool)))
+        let s: SnowflakeSettings = ctx.settings()?;
+        let mut integration = SnowflakeIntegration::new(ctx.config.id, pool)
+            .with_warehouses(s.warehouses, s.warehouse_guard);
+        if let Some(cost) = s.cost {
+            integration = integration.with_cost(cost);
+        }
+        if let Some(path) = s.lineage_file {
+            integration = integration.with_lineage(Arc::new(JsonLinesLineage::new(path)));
+        }
+        Ok(Arc::new(integration))
     }
 }

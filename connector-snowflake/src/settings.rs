@@ -20,6 +20,7 @@
 //! statement_timeout_secs = 600    # cancel statements running longer (default: none)
 //! request_timeout_secs = 120
 //! # url = "http://127.0.0.1:8080" # a local server instead of <account>.snowflakecomputing.com
+//! # lineage_file = "/var/lib/moodbridge/lineage.jsonl"  # the sink's OpenLineage events
 //!
 //! [integration.settings.pool]
 //! max_sessions_per_key = 8
@@ -27,6 +28,23 @@
 //! idle_timeout_secs = 600
 //! health_check_after_secs = 60
 //! wait_timeout_secs = 30
+//!
+//! # Credits of the sync runs, checked by the health check (from ACCOUNT_USAGE).
+//! [integration.settings.cost]
+//! per_run_credits = 2.0
+//! total_credits = 20.0
+//! window_hours = 24              # the runs of the last day (default)
+//! check_every_secs = 900         # the views are queried at most this often (default)
+//!
+//! # Warehouses reconciled by SnowflakeIntegration::reconcile_warehouses, under a guard.
+//! [[integration.settings.warehouses]]
+//! name = "LOAD_WH"
+//! size = "small"
+//! auto_suspend_secs = 60
+//!
+//! [integration.settings.warehouse_guard]
+//! max_auto_suspend_secs = 600
+//! max_size = "large"
 //! ```
 //!
 //! Secrets are references (`secret:` in the host's credential store, `env:`), read at
@@ -39,10 +57,12 @@ use moodbridge_core::config::{Validate, Validator};
 use serde::Deserialize;
 
 use crate::config::StoredCredential;
+use crate::cost::CostBudget;
 use crate::pool::PoolSettings;
+use crate::warehouse::{Guard, WarehouseSpec};
 
 /// Settings of a `snowflake` integration. See the [module docs](self).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnowflakeSettings {
     /// The account identifier.
@@ -94,6 +114,64 @@ pub struct SnowflakeSettings {
     /// The session pool.
     #[serde(default)]
     pub pool: PoolTable,
+    /// The sync runs' credits, watched by the health check.
+    #[serde(default)]
+    pub cost: Option<CostTable>,
+    /// Warehouses declared for
+    /// [`reconcile_warehouses`](crate::SnowflakeIntegration::reconcile_warehouses).
+    #[serde(default)]
+    pub warehouses: Vec<WarehouseSpec>,
+    /// The rules declared warehouses must meet.
+    #[serde(default)]
+    pub warehouse_guard: Guard,
+    /// Append the sink's OpenLineage events to this file, one JSON object per line.
+    #[serde(default)]
+    pub lineage_file: Option<std::path::PathBuf>,
+}
+
+/// The `cost` table of [`SnowflakeSettings`]: the budget the health check holds the
+/// sync runs to (see [`cost`](crate::cost)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostTable {
+    /// Most credits one run may use.
+    #[serde(default)]
+    pub per_run_credits: Option<f64>,
+    /// Most credits the window's runs may use together.
+    #[serde(default)]
+    pub total_credits: Option<f64>,
+    /// The window, hours back from now (default 24).
+    #[serde(default = "default_window_hours")]
+    pub window_hours: u32,
+    /// The runs' tags start with this (default `moodbridge:`; `moodbridge:cases:` for
+    /// one pipeline).
+    #[serde(default = "default_tag_prefix")]
+    pub tag_prefix: String,
+    /// Query the usage views at most this often, seconds (default 900).
+    #[serde(default = "default_check_every_secs")]
+    pub check_every_secs: u64,
+}
+
+fn default_window_hours() -> u32 {
+    24
+}
+
+fn default_tag_prefix() -> String {
+    "moodbridge:".to_owned()
+}
+
+fn default_check_every_secs() -> u64 {
+    900
+}
+
+impl CostTable {
+    /// The thresholds.
+    pub fn budget(&self) -> CostBudget {
+        CostBudget {
+            per_run_credits: self.per_run_credits,
+            total_credits: self.total_credits,
+        }
+    }
 }
 
 fn default_prefetch() -> usize {
@@ -229,6 +307,24 @@ impl Validate for SnowflakeSettings {
                 "is 0",
                 "leave it out for no limit, or give seconds",
             );
+        }
+        if let Some(cost) = &self.cost {
+            for (name, limit) in [
+                ("cost.per_run_credits", cost.per_run_credits),
+                ("cost.total_credits", cost.total_credits),
+            ] {
+                if limit.is_some_and(|l| !(l.is_finite() && l > 0.0)) {
+                    v.problem(name, "is not a positive number", "give credits, e.g. 2.5");
+                }
+            }
+            if cost.window_hours == 0 {
+                v.problem("cost.window_hours", "is 0", "use at least 1 (default 24)");
+            }
+        }
+        for (i, spec) in self.warehouses.iter().enumerate() {
+            if let Err(e) = spec.check(&self.warehouse_guard) {
+                v.problem(format!("warehouses[{i}]"), e.message(), e.hint());
+            }
         }
         if self.pool.max_sessions_per_key == 0 {
             v.problem(

@@ -22,10 +22,12 @@ use crate::PLATFORM;
 use crate::bind::Bind;
 use crate::client::SnowflakeClient;
 use crate::evolution::{Evolution, SchemaPlan, table_columns};
+use crate::lineage::{LoadTrace, StreamLineage};
 use crate::pool::{PooledSession, SessionPool};
 use crate::sql::ident;
 use crate::stage::PutOptions;
 use crate::timetravel::Snapshots;
+use moodbridge_core::lineage::{LineageRecorder, RunEvent};
 
 /// The load ledger: one row per file appended, committed with its rows.
 const LEDGER: &str = "MOODBRIDGE_LOAD_LEDGER";
@@ -107,6 +109,8 @@ struct Target {
     key: Vec<String>,
     /// The prefix of its files' names in the stage (letters, digits and `_`).
     directory: String,
+    /// Its lineage, when the sink records it.
+    lineage: Option<StreamLineage>,
 }
 
 fn list(names: impl IntoIterator<Item = String>) -> String {
@@ -451,6 +455,7 @@ pub struct SnowflakeSink {
     stage: String,
     evolution: Evolution,
     snapshots: Option<usize>,
+    lineage: Option<Arc<dyn LineageRecorder>>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
 }
 
@@ -509,6 +514,7 @@ impl SnowflakeSink {
             stage: "MOODBRIDGE_LOAD".to_owned(),
             evolution: Evolution::Apply,
             snapshots: None,
+            lineage: None,
             targets: Mutex::new(HashMap::new()),
         }
     }
@@ -535,6 +541,21 @@ impl SnowflakeSink {
     pub fn snapshot_runs(mut self, keep: usize) -> SnowflakeSink {
         self.snapshots = Some(keep.max(1));
         self
+    }
+
+    /// Report every stream's lineage to `recorder` as OpenLineage run events: `START`
+    /// when it begins, `RUNNING` per batch (the staged file in; the table out, with its
+    /// row count and the `COPY` and `MERGE` / `INSERT` query ids), `COMPLETE` at its
+    /// commit. Inside a sync run the run id is the run's.
+    pub fn lineage(mut self, recorder: Arc<dyn LineageRecorder>) -> SnowflakeSink {
+        self.lineage = Some(recorder);
+        self
+    }
+
+    fn record(&self, target: &Target, event: impl FnOnce(&StreamLineage) -> RunEvent) {
+        if let (Some(recorder), Some(lineage)) = (&self.lineage, &target.lineage) {
+            recorder.record(event(lineage));
+        }
     }
 
     /// Stage files in the internal stage `name` instead (letters, digits and `_`).
@@ -590,6 +611,11 @@ impl SnowflakeSink {
         if !prepared.rows.is_empty() {
             let rows = prepared.rows.len();
             let bytes = parquet_file(target, prepared.columns)?;
+            let mut trace = LoadTrace {
+                bytes: bytes.len(),
+                rows,
+                ..LoadTrace::default()
+            };
             let hash = digest(&SHA256, &bytes);
             let file = format!(
                 "{}-{}.parquet",
@@ -610,11 +636,14 @@ impl SnowflakeSink {
             let direct =
                 matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
             if !direct {
-                self.copy_to_staging(client, target, &file).await?;
+                trace.copy = Some(self.copy_to_staging(client, target, &file).await?);
             }
+            trace.loaded = true;
             let action_of: Box<dyn Fn(usize) -> WriteAction + Send + '_> = match mode {
                 WriteMode::Append if direct => {
-                    let loaded = self.copy_to_table(client, target, &file).await?;
+                    let (loaded, copy) = self.copy_to_table(client, target, &file).await?;
+                    trace.copy = Some(copy);
+                    trace.loaded = loaded;
                     Box::new(move |_| {
                         if loaded {
                             WriteAction::Created
@@ -625,7 +654,7 @@ impl SnowflakeSink {
                 }
                 WriteMode::Upsert { .. } => {
                     let existing = Self::existing_keys(client, target).await?;
-                    Self::merge(client, target).await?;
+                    trace.apply = Some(Self::merge(client, target).await?);
                     Box::new(move |index| {
                         if batch
                             .key(index, target, &target.key)
@@ -638,7 +667,9 @@ impl SnowflakeSink {
                     })
                 }
                 WriteMode::Append => {
-                    let loaded = Self::append(client, target, &file, rows).await?;
+                    let (loaded, insert) = Self::append(client, target, &file, rows).await?;
+                    trace.loaded = loaded;
+                    trace.apply = insert;
                     Box::new(move |_| {
                         if loaded {
                             WriteAction::Created
@@ -648,14 +679,17 @@ impl SnowflakeSink {
                     })
                 }
                 WriteMode::Overwrite => {
-                    run(
+                    let insert = run(
                         client,
                         &Self::insert_sql(target, &Self::overwrite_table(target)),
                     )
                     .await?;
+                    trace.apply = Some(insert.query_id);
                     Box::new(|_| WriteAction::Created)
                 }
             };
+            trace.file = file;
+            self.record(target, |lineage| lineage.batch(&trace));
             // Every record not refused was written: by itself, or (an earlier record of
             // the same key) by the last one of its key.
             for index in 0..batch.len() {
@@ -681,7 +715,7 @@ impl SnowflakeSink {
         client: &SnowflakeClient,
         target: &Target,
         file: &str,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let staging = Self::staging_table(target);
         let columns = list(
             target
@@ -694,23 +728,23 @@ impl SnowflakeSink {
             &format!("CREATE OR REPLACE TRANSIENT TABLE {staging} ({columns})"),
         )
         .await?;
-        run(client, &format!(
+        let copy = run(client, &format!(
             "COPY INTO {staging} FROM @{}/{file} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE",
             self.stage
         ))
         .await?;
-        Ok(())
+        Ok(copy.query_id)
     }
 
     /// `COPY` the staged `file` straight into the table: `true` when it was loaded,
     /// `false` when Snowflake's load metadata shows it loaded before (a batch delivered
-    /// again).
+    /// again); and the `COPY`'s query id.
     async fn copy_to_table(
         &self,
         client: &SnowflakeClient,
         target: &Target,
         file: &str,
-    ) -> Result<bool> {
+    ) -> Result<(bool, String)> {
         let result = run(
             client,
             &format!(
@@ -725,9 +759,10 @@ impl SnowflakeSink {
             .iter()
             .filter_map(|r| r["status"].as_str().map(str::to_ascii_uppercase))
             .collect();
+        let id = result.query_id.clone();
         match statuses.first().map(String::as_str) {
-            Some("LOADED") => Ok(true),
-            Some("LOAD_SKIPPED") => Ok(false),
+            Some("LOADED") => Ok((true, id)),
+            Some("LOAD_SKIPPED") => Ok((false, id)),
             Some(other) => Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
@@ -738,7 +773,7 @@ impl SnowflakeSink {
             .with_connector(PLATFORM)
             .with_hint("the message names the first rejected row; fix the records or the table")),
             // No file processed: the load metadata knew it.
-            None => Ok(false),
+            None => Ok((false, id)),
         }
     }
 
@@ -771,7 +806,8 @@ impl SnowflakeSink {
             .collect())
     }
 
-    async fn merge(client: &SnowflakeClient, target: &Target) -> Result<()> {
+    /// `MERGE` the staged rows into the table; its query id.
+    async fn merge(client: &SnowflakeClient, target: &Target) -> Result<String> {
         let on = target
             .key
             .iter()
@@ -815,7 +851,7 @@ impl SnowflakeSink {
                     .map(|c| format!("s.{}", ident(&c.name)))
             ),
         ));
-        run(client, &sql).await.map(|_| ())
+        run(client, &sql).await.map(|r| r.query_id)
     }
 
     fn insert_sql(target: &Target, into: &str) -> String {
@@ -828,13 +864,13 @@ impl SnowflakeSink {
     }
 
     /// Append the staged rows and the ledger row in one transaction; `false` when the
-    /// ledger shows the file loaded already.
+    /// ledger shows the file loaded already, and the `INSERT`'s query id when it ran.
     async fn append(
         client: &SnowflakeClient,
         target: &Target,
         file: &str,
         rows: usize,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Option<String>)> {
         let seen = client
             .execute(
                 &format!(
@@ -849,21 +885,22 @@ impl SnowflakeSink {
             .and_then(|r| r["N"].as_u64())
             .unwrap_or(0);
         if loaded > 0 {
-            return Ok(false);
+            return Ok((false, None));
         }
         run(client, "BEGIN").await?;
         let work = async {
-            run(client, &Self::insert_sql(target, &ident(&target.table))).await?;
+            let insert = run(client, &Self::insert_sql(target, &ident(&target.table))).await?;
             client
                 .execute(
                     &format!("INSERT INTO {LEDGER} (FILE_NAME, TABLE_NAME, ROW_COUNT, LOADED_AT) VALUES (?, ?, ?, CURRENT_TIMESTAMP())"),
                     &[Bind::text(file), Bind::text(&target.table), Bind::fixed(rows as i64)],
                 )
                 .await?;
-            run(client, "COMMIT").await
+            run(client, "COMMIT").await?;
+            Ok::<_, Error>(insert.query_id)
         };
         match work.await {
-            Ok(_) => Ok(true),
+            Ok(insert) => Ok((true, Some(insert))),
             Err(e) => {
                 let _ = run(client, "ROLLBACK").await;
                 Err(e)
@@ -914,11 +951,16 @@ impl SyncSink for SnowflakeSink {
             .with_connector(PLATFORM)
             .with_hint("name key fields the stream has"));
         }
+        let lineage = match self.lineage {
+            Some(_) => Some(StreamLineage::of(client, &stream.name, &self.stage).await?),
+            None => None,
+        };
         let target = Target {
             table: stream.name.clone(),
             columns: stream.fields.iter().map(ColumnSpec::of).collect(),
             key,
             directory: safe_name(&stream.name),
+            lineage,
         };
         let columns = list(
             target
@@ -1009,6 +1051,7 @@ impl SyncSink for SnowflakeSink {
                 tracing::warn!(stream = %stream.name, error = %e, "files left in the stage could not be removed");
             }
         }
+        self.record(&target, StreamLineage::start);
         self.targets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1035,10 +1078,11 @@ impl SyncSink for SnowflakeSink {
     }
 
     async fn commit_stream(&self, stream: &str, mode: &WriteMode) -> Result<()> {
+        let target = self.target(stream)?;
         if !matches!(mode, WriteMode::Overwrite) {
+            self.record(&target, StreamLineage::complete);
             return Ok(());
         }
-        let target = self.target(stream)?;
         let session = self.session().await?;
         let client: &SnowflakeClient = &session;
         let side = Self::overwrite_table(&target);
@@ -1061,6 +1105,7 @@ impl SyncSink for SnowflakeSink {
             return Err(e);
         }
         run(client, &format!("DROP TABLE IF EXISTS {side}")).await?;
+        self.record(&target, StreamLineage::complete);
         Ok(())
     }
 }
@@ -1083,6 +1128,7 @@ mod tests {
             columns: stream.fields.iter().map(ColumnSpec::of).collect(),
             key: vec!["Id".into()],
             directory: "Case".into(),
+            lineage: None,
         }
     }
 

@@ -57,6 +57,12 @@ user = "loader"
 url = "not a url"
 prefetch = 0
 private_key_passphrase = "env:PASSPHRASE"
+[integration.settings.cost]
+per_run_credits = -1.0
+window_hours = 0
+[[integration.settings.warehouses]]
+name = "ALWAYS_ON"
+auto_suspend_secs = 0
 "#,
     )
     .unwrap();
@@ -67,6 +73,9 @@ private_key_passphrase = "env:PASSPHRASE"
         "settings.private_key_passphrase",
         "settings.url",
         "settings.prefetch",
+        "settings.cost.per_run_credits: is not a positive number",
+        "settings.cost.window_hours: is 0",
+        "settings.warehouses[0]: warehouse ALWAYS_ON never suspends",
     ] {
         assert!(err.contains(expected), "{expected} missing from: {err}");
     }

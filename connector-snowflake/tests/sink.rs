@@ -194,41 +194,11 @@ async fn typed_fields_land_in_typed_columns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_of_a_config_built_integration_meets_the_contract() {
-    use std::sync::Arc;
     let server = FakeSnow::start();
     let reader = client(&server).await;
-    let config = moodbridge_core::SdkConfig::from_toml(&format!(
-        r#"
-[[integration]]
-id = "snowflake:warehouse"
-kind = "snowflake"
-[integration.settings]
-account = "acme-test"
-user = "LOADER"
-password = "secret:snowflake/loader-password"
-url = "{}"
-database = "CASES"
-schema = "PUBLIC"
-"#,
-        server.url
-    ))
-    .unwrap();
-    let store = Arc::new(moodbridge_auth::store::MemoryStore::new());
-    moodbridge_core::credential::CredentialStore::put(
-        store.as_ref(),
-        "snowflake/loader-password",
-        secrecy::SecretString::from("fakesnow-password-7e2"),
-    )
-    .await
-    .unwrap();
-    let mut registry = moodbridge_core::Registry::new();
-    registry
-        .register(Arc::new(connector_snowflake::SnowflakeFactory))
-        .unwrap();
-    let built = registry
-        .build_one(&config.integrations[0], Some(store))
-        .await
-        .unwrap();
+    let built = server
+        .build("database = \"CASES\"\nschema = \"PUBLIC\"\n")
+        .await;
     let sink = built.interfaces.get::<dyn SyncSink>().unwrap();
     let case = SinkContract::matters(true);
     sync_sink_contract(sink.as_ref(), &case, async |stream| {
@@ -428,4 +398,119 @@ async fn each_run_snapshots_the_table_and_a_bad_run_is_restored_from_it() {
     // Outside a run no snapshot is taken.
     sink.begin_stream(&case.stream, &mode).await.unwrap();
     assert_eq!(snapshots.list("Matter").await.unwrap(), [3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_recorded_as_openlineage_events_the_openlineage_client_reads() {
+    use moodbridge_core::lineage::{EventType, JsonLinesLineage, LineageRecorder, MemoryLineage};
+    use moodbridge_core::observe::{RunScope, with_run_scope};
+    use std::sync::Arc;
+
+    /// Both recorders: one to look at, one file for the Python client.
+    #[derive(Debug)]
+    struct Both(Arc<MemoryLineage>, JsonLinesLineage);
+    impl LineageRecorder for Both {
+        fn record(&self, event: moodbridge_core::lineage::RunEvent) {
+            self.0.record(event.clone());
+            self.1.record(event);
+        }
+    }
+
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lineage.jsonl");
+    let memory = Arc::new(MemoryLineage::new());
+    let sink = SnowflakeSink::new(client.clone())
+        .lineage(Arc::new(Both(memory.clone(), JsonLinesLineage::new(&file))));
+    let case = SinkContract::matters(false);
+    let upsert = WriteMode::Upsert {
+        key: case.stream.primary_key.clone(),
+    };
+    let batch = |r: std::ops::Range<u64>| {
+        RecordBatch::new("Matter", r.map(|i| (case.record)(i, 1)).collect())
+    };
+    with_run_scope(RunScope::new("matters", 12), async {
+        sink.begin_stream(&case.stream, &upsert).await.unwrap();
+        sink.write(&batch(0..30), &upsert).await.unwrap();
+        sink.write(&batch(30..40), &upsert).await.unwrap();
+        sink.commit_stream("Matter", &upsert).await.unwrap();
+    })
+    .await;
+    // An append delivered twice: the second file is skipped by the load metadata.
+    with_run_scope(RunScope::new("matters", 13), async {
+        sink.begin_stream(&case.stream, &WriteMode::Append)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            sink.write(&batch(40..45), &WriteMode::Append)
+                .await
+                .unwrap();
+        }
+        sink.commit_stream("Matter", &WriteMode::Append)
+            .await
+            .unwrap();
+    })
+    .await;
+
+    let events = memory.events();
+    let types: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+    use EventType::{Complete, Running, Start};
+    assert_eq!(
+        types,
+        [
+            Start, Running, Running, Complete, Start, Running, Running, Complete
+        ]
+    );
+    assert_eq!(events[0].job.name, "matters.Matter");
+    assert!(
+        events[..4]
+            .iter()
+            .all(|e| e.run.run_id == events[0].run.run_id)
+    );
+    assert_ne!(events[4].run.run_id, events[0].run.run_id);
+    let json = serde_json::to_value(&events[1]).unwrap();
+    let output = &json["outputs"][0];
+    assert_eq!(output["outputFacets"]["outputStatistics"]["rowCount"], 30);
+    let load = &output["facets"]["moodbridge_load"];
+    // The query ids are the statements' own: the COPY into staging and the MERGE.
+    let queries = client.execute("SELECT 1", &[]).await.unwrap();
+    assert_ne!(load["copyQueryId"], load["applyQueryId"]);
+    for id in [&load["copyQueryId"], &load["applyQueryId"]] {
+        assert_eq!(id.as_str().unwrap().len(), queries.query_id.len(), "{load}");
+    }
+    assert!(
+        json["inputs"][0]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with(load["stageFile"].as_str().unwrap())
+    );
+    let skipped = serde_json::to_value(&events[6]).unwrap();
+    assert_eq!(
+        skipped["outputs"][0]["facets"]["moodbridge_load"]["loaded"],
+        false
+    );
+    assert_eq!(
+        skipped["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"],
+        0
+    );
+
+    // The OpenLineage project's client reads every event as it is.
+    let script = moodbridge_core::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python/openlineage_check.py");
+    let out = std::process::Command::new(moodbridge_core::testing::venv_python())
+        .arg(script)
+        .arg(&file)
+        .args(["acme", "test", "CASES", "PUBLIC", "Matter"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openlineage-python refused the events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "COMPLETE=2 RUNNING=4 START=2"
+    );
 }

@@ -46,6 +46,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod integration;
+pub mod lineage;
 pub mod observe;
 pub mod queue;
 pub mod raw;

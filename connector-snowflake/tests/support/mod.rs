@@ -74,6 +74,36 @@ impl FakeSnow {
         FakeSnow { child, url }
     }
 
+    /// The `snowflake` integration `settings` (a TOML `[integration.settings]` body,
+    /// without the account, user, password and URL, which are added) describe, built
+    /// through a registry with the password in a credential store.
+    pub async fn build(&self, settings: &str) -> moodbridge_core::registry::Built {
+        use std::sync::Arc;
+        let config = moodbridge_core::SdkConfig::from_toml(&format!(
+            "[[integration]]\nid = \"snowflake:warehouse\"\nkind = \"snowflake\"\n\
+             [integration.settings]\naccount = \"acme-test\"\nuser = \"LOADER\"\n\
+             password = \"secret:snowflake/loader-password\"\nurl = \"{}\"\n{settings}",
+            self.url
+        ))
+        .unwrap();
+        let store = Arc::new(moodbridge_auth::store::MemoryStore::new());
+        moodbridge_core::credential::CredentialStore::put(
+            store.as_ref(),
+            "snowflake/loader-password",
+            SecretString::from("fakesnow-password-7e2"),
+        )
+        .await
+        .unwrap();
+        let mut registry = moodbridge_core::Registry::new();
+        registry
+            .register(Arc::new(connector_snowflake::SnowflakeFactory))
+            .unwrap();
+        registry
+            .build_one(&config.integrations[0], Some(store))
+            .await
+            .unwrap()
+    }
+
     /// A password login to it, database CASES, schema PUBLIC.
     pub fn config(&self) -> SnowflakeConfig {
         SnowflakeConfig::new(
