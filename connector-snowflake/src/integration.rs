@@ -16,6 +16,9 @@ use moodbridge_core::{
 
 use crate::config::{SnowflakeConfig, default_policy_config};
 use crate::cost::{self, CostReport};
+use crate::governance::{
+    Governance, GovernancePlan, GovernanceSpec, PrivilegeReport, grants_to_role,
+};
 use crate::pool::SessionPool;
 use crate::settings::{CostTable, SnowflakeSettings};
 use crate::sink::SnowflakeSink;
@@ -104,6 +107,9 @@ pub struct SnowflakeIntegration {
     sink: Arc<SnowflakeSink>,
     cost: Option<Arc<CostWatch>>,
     warehouses: Arc<(Vec<WarehouseSpec>, Guard)>,
+    governance: Arc<GovernanceSpec>,
+    /// The warehouse, database and schema whose grants the health check checks.
+    least_privilege: Option<Arc<(String, String, String)>>,
 }
 
 impl SnowflakeIntegration {
@@ -115,7 +121,68 @@ impl SnowflakeIntegration {
             pool,
             cost: None,
             warehouses: Arc::new((Vec::new(), Guard::default())),
+            governance: Arc::new(GovernanceSpec::default()),
+            least_privilege: None,
         }
+    }
+
+    /// Declare `spec` for [`reconcile_governance`](Self::reconcile_governance).
+    #[must_use]
+    pub fn with_governance(mut self, spec: GovernanceSpec) -> Self {
+        self.governance = Arc::new(spec);
+        self
+    }
+
+    /// Check the role's grants at every health check against what loading into
+    /// `database`.`schema` on `warehouse` needs ([`PrivilegeReport`]).
+    #[must_use]
+    pub fn with_least_privilege(
+        mut self,
+        warehouse: impl Into<String>,
+        database: impl Into<String>,
+        schema: impl Into<String>,
+    ) -> Self {
+        self.least_privilege = Some(Arc::new((warehouse.into(), database.into(), schema.into())));
+        self
+    }
+
+    /// Make the account hold the declared policies and tags: the plan, applied
+    /// unless `dry_run`.
+    ///
+    /// # Errors
+    /// The spec's problems; conflicts (when applying); the statements'.
+    pub async fn reconcile_governance(&self, dry_run: bool) -> Result<GovernancePlan> {
+        let session = self.pool.get().await?;
+        let governance = Governance::new(session.clone());
+        if dry_run {
+            governance.plan(&self.governance).await
+        } else {
+            governance.apply(&self.governance).await
+        }
+    }
+
+    /// The session role's grants against what loading needs (`None` when the
+    /// integration was not asked to check them).
+    ///
+    /// # Errors
+    /// The statements'.
+    pub async fn privileges(&self) -> Result<Option<PrivilegeReport>> {
+        let Some(needs) = &self.least_privilege else {
+            return Ok(None);
+        };
+        let (warehouse, database, schema) = &**needs;
+        let session = self.pool.get().await?;
+        let role = session
+            .execute("SELECT CURRENT_ROLE()", &[])
+            .await?
+            .json_rows()?
+            .first()
+            .and_then(|r| r.as_object()?.values().next()?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let grants = grants_to_role(&session, &role).await?;
+        Ok(Some(PrivilegeReport::of(
+            &role, &grants, warehouse, database, schema,
+        )))
     }
 
     /// Hold the sync runs to `cost`'s budget: the health check reports `Degraded`
@@ -238,8 +305,9 @@ impl PlatformIntegration for SnowflakeIntegration {
             .with(Capability::Write))
     }
 
-    /// A session from the pool (a login when there is none) and a heartbeat; with a
-    /// cost budget, the runs' credits too (`Degraded` over budget).
+    /// A session from the pool (a login when there is none) and a heartbeat; with
+    /// least privilege on, the role's grants (`Down` lacking one, `Degraded` with more);
+    /// with a cost budget, the runs' credits (`Degraded` over budget).
     async fn health_check(&self) -> HealthReport {
         let started = Instant::now();
         let outcome = async {
@@ -253,12 +321,23 @@ impl PlatformIntegration for SnowflakeIntegration {
         let open: usize = self.pool.status().iter().map(|s| s.open).sum();
         let mut status = HealthStatus::Up;
         let mut detail = format!("session alive; {open} open");
+        match self.privileges().await {
+            Ok(None) => {}
+            Ok(Some(report)) => {
+                let grants = report.health();
+                if grants.status != HealthStatus::Up {
+                    status = status.max(grants.status);
+                }
+                detail = format!("{detail}; {}", grants.detail);
+            }
+            Err(e) => detail = format!("{detail}; grants unknown: {e}"),
+        }
         match self.cost_report().await {
             Ok(None) => {}
             Ok(Some(report)) => {
                 let cost = report.health();
                 if cost.status != HealthStatus::Up {
-                    status = cost.status;
+                    status = status.max(cost.status);
                 }
                 detail = format!("{detail}; cost: {}", cost.detail);
             }
@@ -298,6 +377,12 @@ impl IntegrationFactory for SnowflakeFactory {
         if let Some(cost) = s.cost {
             integration = integration.with_cost(cost);
         }
+        if s.least_privilege
+            && let (Some(w), Some(d), Some(sc)) = (&s.warehouse, &s.database, &s.schema)
+        {
+            integration = integration.with_least_privilege(w, d, sc);
+        }
+        integration = integration.with_governance(s.governance);
         if let Some(path) = s.lineage_file {
             integration = integration.with_lineage(Arc::new(JsonLinesLineage::new(path)));
         }

@@ -76,6 +76,7 @@ pub mod cost;
 mod crypt;
 mod error;
 pub mod evolution;
+pub mod governance;
 mod integration;
 mod keypair;
 mod lineage;

@@ -36,6 +36,8 @@
 //! window_hours = 24              # the runs of the last day (default)
 //! check_every_secs = 900         # the views are queried at most this often (default)
 //!
+//! least_privilege = true        # the health check compares the role's grants with loading's needs
+//!
 //! # Warehouses reconciled by SnowflakeIntegration::reconcile_warehouses, under a guard.
 //! [[integration.settings.warehouses]]
 //! name = "LOAD_WH"
@@ -45,6 +47,14 @@
 //! [integration.settings.warehouse_guard]
 //! max_auto_suspend_secs = 600
 //! max_size = "large"
+//!
+//! # Policies and tags reconciled by SnowflakeIntegration::reconcile_governance.
+//! [[integration.settings.governance.masking_policies]]
+//! name = "SSN_MASK"
+//! signature = "VAL STRING"
+//! returns = "STRING"
+//! body = "CASE WHEN IS_ROLE_IN_SESSION('PII_READER') THEN VAL ELSE '***' END"
+//! columns = ["Contact.SSN__c"]
 //! ```
 //!
 //! Secrets are references (`secret:` in the host's credential store, `env:`), read at
@@ -58,6 +68,7 @@ use serde::Deserialize;
 
 use crate::config::StoredCredential;
 use crate::cost::CostBudget;
+use crate::governance::GovernanceSpec;
 use crate::pool::PoolSettings;
 use crate::warehouse::{Guard, WarehouseSpec};
 
@@ -127,6 +138,15 @@ pub struct SnowflakeSettings {
     /// Append the sink's OpenLineage events to this file, one JSON object per line.
     #[serde(default)]
     pub lineage_file: Option<std::path::PathBuf>,
+    /// Masking and row access policies and tags, reconciled by
+    /// [`reconcile_governance`](crate::SnowflakeIntegration::reconcile_governance).
+    #[serde(default)]
+    pub governance: GovernanceSpec,
+    /// Hold the role to least privilege for loading: the health check reports what it
+    /// lacks (down) and what it has beyond that (degraded). Needs `warehouse`,
+    /// `database` and `schema`.
+    #[serde(default)]
+    pub least_privilege: bool,
 }
 
 /// The `cost` table of [`SnowflakeSettings`]: the budget the health check holds the
@@ -319,6 +339,24 @@ impl Validate for SnowflakeSettings {
             }
             if cost.window_hours == 0 {
                 v.problem("cost.window_hours", "is 0", "use at least 1 (default 24)");
+            }
+        }
+        if let Err(e) = self.governance.check() {
+            v.problem("governance", e.message(), e.hint());
+        }
+        if self.least_privilege {
+            for (name, given) in [
+                ("warehouse", &self.warehouse),
+                ("database", &self.database),
+                ("schema", &self.schema),
+            ] {
+                if given.is_none() {
+                    v.problem(
+                        name,
+                        "is not given, and least_privilege checks grants on it",
+                        format!("give the {name} the loads use, or turn least_privilege off"),
+                    );
+                }
             }
         }
         for (i, spec) in self.warehouses.iter().enumerate() {

@@ -196,3 +196,80 @@ async fn a_rotated_key_in_the_store_is_used_by_the_next_login() {
     assert_eq!(sandbox.sessions(), 2);
     sandbox.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_holds_the_role_to_least_privilege() {
+    let grants = |config: SandboxConfig| {
+        config
+            .grant("LOADER", "USAGE", "WAREHOUSE", "LOAD_WH")
+            .grant("LOADER", "USAGE", "DATABASE", "CASES")
+            .grant("LOADER", "USAGE", "SCHEMA", "CASES.PUBLIC")
+            .grant("LOADER", "CREATE TABLE", "SCHEMA", "CASES.PUBLIC")
+    };
+    let build = async |sandbox: &Sandbox| {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .put("snowflake/loader-password", SecretString::from("pw-44"))
+            .await
+            .unwrap();
+        let config = SdkConfig::from_toml(&format!(
+            r#"
+[[integration]]
+id = "snowflake:warehouse"
+kind = "snowflake"
+[integration.settings]
+account = "acme"
+user = "loader"
+password = "secret:snowflake/loader-password"
+url = "{}"
+role = "LOADER"
+warehouse = "LOAD_WH"
+database = "CASES"
+schema = "PUBLIC"
+least_privilege = true
+"#,
+            sandbox.url()
+        ))
+        .unwrap();
+        registry()
+            .build_one(&config.integrations[0], Some(store))
+            .await
+            .unwrap()
+    };
+    let user = || User::new("loader").password("pw-44");
+
+    // No CREATE STAGE: the sink could not stage its files.
+    let sandbox = Sandbox::start(grants(SandboxConfig::new("ACME").user(user())))
+        .await
+        .unwrap();
+    let report = build(&sandbox).await.integration.health_check().await;
+    assert_eq!(report.status, HealthStatus::Down, "{}", report.detail);
+    assert!(
+        report
+            .detail
+            .contains("role LOADER lacks CREATE STAGE on SCHEMA CASES.PUBLIC"),
+        "{}",
+        report.detail
+    );
+    sandbox.stop().await;
+
+    // Everything it needs, and SYSADMIN besides.
+    let sandbox = Sandbox::start(grants(
+        SandboxConfig::new("ACME")
+            .user(user())
+            .grant("LOADER", "CREATE STAGE", "SCHEMA", "CASES.PUBLIC")
+            .grant("LOADER", "USAGE", "ROLE", "SYSADMIN"),
+    ))
+    .await
+    .unwrap();
+    let report = build(&sandbox).await.integration.health_check().await;
+    assert_eq!(report.status, HealthStatus::Degraded, "{}", report.detail);
+    assert!(
+        report
+            .detail
+            .contains("USAGE on ROLE SYSADMIN (an administrative role)"),
+        "{}",
+        report.detail
+    );
+    sandbox.stop().await;
+}

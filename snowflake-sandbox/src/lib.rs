@@ -86,6 +86,7 @@ pub struct SandboxConfig {
     account: String,
     users: Vec<User>,
     tables: Vec<Table>,
+    grants: Vec<Grant>,
     validity: Duration,
     master_validity: Duration,
     in_progress_after: Duration,
@@ -103,6 +104,7 @@ impl SandboxConfig {
             account: account.to_ascii_uppercase(),
             users: Vec::new(),
             tables: Vec::new(),
+            grants: Vec::new(),
             validity: Duration::from_secs(3600),
             master_validity: Duration::from_secs(4 * 3600),
             in_progress_after: Duration::from_secs(2),
@@ -126,6 +128,20 @@ impl SandboxConfig {
     #[must_use]
     pub fn table(mut self, table: Table) -> Self {
         self.tables.push(table);
+        self
+    }
+
+    /// Grant `privilege` on the object `name` of kind `granted_on` (`WAREHOUSE`,
+    /// `DATABASE`, `SCHEMA`, `ACCOUNT`, `ROLE` …) to `role`, as `SHOW GRANTS TO ROLE`
+    /// lists it (the sandbox does not enforce grants).
+    #[must_use]
+    pub fn grant(mut self, role: &str, privilege: &str, granted_on: &str, name: &str) -> Self {
+        self.grants.push(Grant {
+            role: role.to_ascii_uppercase(),
+            privilege: privilege.to_ascii_uppercase(),
+            granted_on: granted_on.to_ascii_uppercase(),
+            name: name.to_owned(),
+        });
         self
     }
 
@@ -174,6 +190,15 @@ impl SandboxConfig {
     }
 }
 
+/// A privilege granted to a role (see [`SandboxConfig::grant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub role: String,
+    pub privilege: String,
+    pub granted_on: String,
+    pub name: String,
+}
+
 /// A running sandbox. Stop it with [`stop`](Sandbox::stop) (dropping it stops it too).
 #[derive(Debug)]
 pub struct Sandbox {
@@ -211,6 +236,7 @@ impl Sandbox {
             base: url.clone(),
             sessions: Mutex::default(),
             tables: Mutex::new(tables),
+            grants: config.grants,
             queries: Mutex::default(),
             faults: server::Faults::default(),
             renewals: Default::default(),

@@ -120,6 +120,53 @@ impl Rows {
         }
     }
 
+    /// `SHOW GRANTS TO ROLE`'s JSON rowset: `created_on`, `privilege`, `granted_on`,
+    /// `name`, `granted_to`, `grantee_name`, `grant_option`, `granted_by` for each
+    /// `[privilege, granted_on, name, role]`.
+    pub(crate) fn grants(grants: impl Iterator<Item = [String; 4]>) -> Rows {
+        let column = |name: &str, kind: ColumnKind| {
+            let mut rowtype = ColumnDef::new(name, kind).rowtype("");
+            rowtype["name"] = json!(name);
+            rowtype
+        };
+        let mut rowtype = vec![column("created_on", ColumnKind::TimestampNtz)];
+        rowtype[0]["type"] = json!("timestamp_ltz");
+        for name in [
+            "privilege",
+            "granted_on",
+            "name",
+            "granted_to",
+            "grantee_name",
+            "grant_option",
+            "granted_by",
+        ] {
+            rowtype.push(column(name, ColumnKind::Text));
+        }
+        let rows = grants
+            .map(|[privilege, granted_on, name, role]| {
+                [
+                    "1793000000.000000000".to_owned(),
+                    privilege,
+                    granted_on,
+                    name,
+                    "ROLE".to_owned(),
+                    role,
+                    "false".to_owned(),
+                    "SECURITYADMIN".to_owned(),
+                ]
+                .into_iter()
+                .map(Some)
+                .collect()
+            })
+            .collect();
+        Rows::Json {
+            rowtype,
+            rows,
+            statement_type: SELECT,
+            result_ids: None,
+        }
+    }
+
     /// A multi-statement parent: its children's ids.
     pub(crate) fn multi(children: &[String]) -> Rows {
         let mut rowtype = ColumnDef::new("x", ColumnKind::Text).rowtype("");

@@ -49,6 +49,7 @@ pub(crate) struct State {
     pub base: String,
     pub sessions: Mutex<Sessions>,
     pub tables: Mutex<HashMap<String, Table>>,
+    pub grants: Vec<crate::Grant>,
     pub queries: Mutex<Queries>,
     pub faults: Faults,
     pub renewals: AtomicU32,
@@ -418,6 +419,16 @@ async fn run(
                 value.as_deref().unwrap_or_default(),
             ))
         }
+        Statement::ShowGrants(role) => Ok(query::Rows::grants(
+            state.grants.iter().filter(|g| g.role == role).map(|g| {
+                [
+                    g.privilege.clone(),
+                    g.granted_on.clone(),
+                    g.name.clone(),
+                    role.clone(),
+                ]
+            }),
+        )),
         Statement::SelectAll { table, limit } => {
             let tables = lock(&state.tables);
             let t = tables

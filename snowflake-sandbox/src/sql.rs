@@ -14,6 +14,7 @@
 //! | `USE ROLE \| WAREHOUSE \| DATABASE \| SCHEMA name` | changes the session's context |
 //! | `ALTER SESSION SET name = value`, `ALTER SESSION UNSET name` | session parameters (`QUERY_TAG` …) |
 //! | `SELECT CURRENT_SESSION() \| CURRENT_ROLE() \| CURRENT_WAREHOUSE() \| CURRENT_DATABASE() \| CURRENT_SCHEMA()` | the session's id and context |
+//! | `SHOW GRANTS TO ROLE name` | the role's grants as configured, in `SHOW GRANTS`' columns |
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub(crate) enum Statement {
     },
     /// `SELECT CURRENT_<what>()`.
     Current(String),
+    /// `SHOW GRANTS TO ROLE <role>` (upper case).
+    ShowGrants(String),
     /// `PUT 'file://<file>' @stage[/path] [OPTION = value …]`.
     Put {
         file: String,
@@ -131,6 +134,8 @@ static WAIT: LazyLock<Regex> = LazyLock::new(|| {
 static RESULT_SCAN: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^select\s+\*\s+from\s+table\s*\(\s*result_scan\s*\(\s*'([^']+)'\s*\)\s*\)$")
 });
+static SHOW_GRANTS: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?is)^show\s+grants\s+to\s+role\s+([A-Za-z_][A-Za-z0-9_$]*)$"));
 static CANCEL: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?is)^select\s+system\$cancel_query\s*\(\s*'([^']+)'\s*\)$"));
 static INSERT: LazyLock<Regex> = LazyLock::new(|| {
@@ -261,6 +266,9 @@ pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
     if let Some(c) = CURRENT.captures(sql) {
         return Ok(Statement::Current(c[1].to_ascii_uppercase()));
     }
+    if let Some(c) = SHOW_GRANTS.captures(sql) {
+        return Ok(Statement::ShowGrants(c[1].to_ascii_uppercase()));
+    }
     if let Some(c) = PUT.captures(sql) {
         let options = OPTION
             .captures_iter(&c[3])
@@ -288,7 +296,7 @@ pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
     }
     let first = sql.split_whitespace().next().unwrap_or_default();
     Err(SqlError::syntax(format!(
-        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY, INSERT … VALUES, USE, ALTER SESSION, CURRENT_*(), PUT, GET, LIST and REMOVE)"
+        "syntax error line 1 at position 0 unexpected '{first}' (the sandbox runs SELECT * / COUNT(*) FROM a table, SELECT n, SYSTEM$WAIT, RESULT_SCAN, SYSTEM$CANCEL_QUERY, INSERT … VALUES, USE, ALTER SESSION, CURRENT_*(), SHOW GRANTS TO ROLE, PUT, GET, LIST and REMOVE)"
     )))
 }
 

@@ -48,6 +48,9 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
                     .token("PROGRAMMATIC_ACCESS_TOKEN", "sandbox-pat-9"),
             )
             .table(Table::accounts("ACCOUNTS", 120_000))
+            .grant("loader", "USAGE", "WAREHOUSE", "LOAD_WH")
+            .grant("loader", "USAGE", "DATABASE", "SANDBOX")
+            .grant("analyst", "USAGE", "DATABASE", "SANDBOX")
             .table(Table::new(
                 "MATTERS",
                 vec![
@@ -88,6 +91,7 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["chunked_rows"], 120_000);
+    assert_eq!(summary["grants"], 2);
     assert!(
         summary["connector"].as_str().unwrap().starts_with(version),
         "expected connector {version}x, ran {}",

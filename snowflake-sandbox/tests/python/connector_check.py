@@ -52,6 +52,20 @@ for i in (0, 999, 1000, 54_321, 119_999):
     assert note == (None if i % 7 == 0 else f"note {i}"), note
 summary["chunked_rows"] = len(rows)
 
+# SHOW GRANTS: a JSON rowset in the documented columns, created_on a TIMESTAMP_LTZ.
+cur.execute("SHOW GRANTS TO ROLE LOADER")
+assert [d.name for d in cur.description] == [
+    "created_on", "privilege", "granted_on", "name",
+    "granted_to", "grantee_name", "grant_option", "granted_by",
+], [d.name for d in cur.description]
+grants = cur.fetchall()
+assert [(g[1], g[2], g[3]) for g in grants] == [
+    ("USAGE", "WAREHOUSE", "LOAD_WH"),
+    ("USAGE", "DATABASE", "SANDBOX"),
+], grants
+assert grants[0][0].timestamp() == 1_793_000_000, grants[0][0]
+summary["grants"] = len(grants)
+
 # A limit cuts the chunks short.
 cur.execute("select * from ACCOUNTS limit 60000")
 assert len(cur.fetchall()) == 60_000
