@@ -69,6 +69,7 @@
 //! ```
 
 mod bind;
+mod cast;
 mod client;
 mod column;
 mod config;

@@ -19,10 +19,12 @@ const OUTPUT_STATISTICS_SCHEMA: &str = "https://openlineage.io/spec/facets/1-0-2
 /// What loading one batch did.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LoadTrace {
-    /// The staged file.
+    /// The staged files' common prefix.
     pub file: String,
-    /// Its size.
+    /// The staged files' size together.
     pub bytes: usize,
+    /// How many files.
+    pub files: usize,
     /// Rows in it.
     pub rows: usize,
     /// The `COPY` statement's query id.
@@ -116,7 +118,7 @@ impl StreamLineage {
                         "outputStatistics",
                         facet(
                             OUTPUT_STATISTICS_SCHEMA,
-                            json!({"rowCount": rows, "size": trace.bytes, "fileCount": 1}),
+                            json!({"rowCount": rows, "size": trace.bytes, "fileCount": trace.files}),
                         ),
                     )
                     .facet(

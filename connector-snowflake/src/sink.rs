@@ -7,7 +7,7 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringB
 use arrow_array::{ArrayRef, RecordBatch as ArrowBatch};
 use arrow_schema::{DataType, Field, Schema};
 use async_trait::async_trait;
-use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::digest::SHA256;
 use moodbridge_core::{
     Cell as RowCell, Error, ErrorKind, FailureKind, FieldType, Record, RecordBatch, RecordFailure,
     RecordKey, RecordOutcome, Result, RowBatch, StreamDescriptor, SyncSink, WriteAction, WriteMode,
@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::PLATFORM;
 use crate::bind::Bind;
+use crate::cast::TextType;
 use crate::client::SnowflakeClient;
 use crate::evolution::{Evolution, SchemaPlan, table_columns};
 use crate::lineage::{LoadTrace, StreamLineage};
@@ -50,6 +51,8 @@ struct ColumnSpec {
     /// Loaded with `PARSE_JSON` (a `VARIANT` column).
     json: bool,
     required: bool,
+    /// What a text-held value must look like.
+    text: TextType,
 }
 
 impl ColumnSpec {
@@ -68,6 +71,7 @@ impl ColumnSpec {
             held,
             json,
             required: !field.nullable,
+            text: TextType::of(&field.field_type),
         }
     }
 
@@ -187,6 +191,7 @@ fn cell<'a>(column: &ColumnSpec, input: Input<'a>) -> std::result::Result<Cell<'
     let refuse = || format!("{} cannot hold {input} ({})", column.name, column.sql_type);
     let text = |s: &'a str| -> std::result::Result<Cell<'a>, String> {
         Ok(match column.held {
+            Held::Text if !column.text.accepts(s) => return Err(refuse()),
             Held::Text => Cell::Text(std::borrow::Cow::Borrowed(s)),
             Held::Integer => Cell::Integer(s.trim().parse().map_err(|_| refuse())?),
             Held::Float => Cell::Float(s.trim().parse().map_err(|_| refuse())?),
@@ -198,7 +203,13 @@ fn cell<'a>(column: &ColumnSpec, input: Input<'a>) -> std::result::Result<Cell<'
     match input {
         Input::Json(Some(Value::String(s))) if !column.json => text(s),
         Input::Json(Some(value)) => Ok(match (column.held, value) {
-            (Held::Text, other) => Cell::Text(std::borrow::Cow::Owned(other.to_string())),
+            (Held::Text, other) => {
+                let text = other.to_string();
+                if !column.text.accepts(&text) {
+                    return Err(refuse());
+                }
+                Cell::Text(std::borrow::Cow::Owned(text))
+            }
             (Held::Integer, Value::Number(n)) => Cell::Integer(n.as_i64().ok_or_else(refuse)?),
             (Held::Float, Value::Number(n)) => Cell::Float(n.as_f64().ok_or_else(refuse)?),
             (Held::Boolean, Value::Bool(b)) => Cell::Boolean(*b),
@@ -212,10 +223,16 @@ fn cell<'a>(column: &ColumnSpec, input: Input<'a>) -> std::result::Result<Cell<'
             (Held::Float, RowCell::Number(n)) => Cell::Float(n),
             (Held::Float, RowCell::Integer(n)) => Cell::Float(n as f64),
             (Held::Boolean, RowCell::Bool(b)) => Cell::Boolean(b),
-            (Held::Text, other) => Cell::Text(std::borrow::Cow::Owned(match other.to_value() {
-                Value::String(s) => s,
-                v => v.to_string(),
-            })),
+            (Held::Text, other) => {
+                let text = match other.to_value() {
+                    Value::String(s) => s,
+                    v => v.to_string(),
+                };
+                if !column.text.accepts(&text) {
+                    return Err(refuse());
+                }
+                Cell::Text(std::borrow::Cow::Owned(text))
+            }
             _ => return Err(refuse()),
         }),
         Input::Json(None) | Input::Row(None) => Ok(Cell::Null),
@@ -378,6 +395,32 @@ fn prepare(target: &Target, batch: Batch<'_>, key: &[String]) -> Prepared {
 }
 
 /// The Parquet file of `columns`.
+/// The batch's columns as Parquet files of at most about `max_bytes` each: one file, or
+/// (when it comes out larger) the rows cut evenly into as many as it takes.
+fn parquet_files(
+    target: &Target,
+    columns: Vec<ArrayRef>,
+    max_bytes: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    let whole = parquet_file(target, columns.clone())?;
+    if whole.len() <= max_bytes || rows < 2 {
+        return Ok(vec![whole]);
+    }
+    let parts = whole.len().div_ceil(max_bytes.max(1)).min(rows);
+    let per_part = rows.div_ceil(parts);
+    (0..rows)
+        .step_by(per_part)
+        .map(|start| {
+            let len = per_part.min(rows - start);
+            parquet_file(
+                target,
+                columns.iter().map(|c| c.slice(start, len)).collect(),
+            )
+        })
+        .collect()
+}
+
 fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
     let schema = Arc::new(Schema::new(
         target
@@ -399,8 +442,12 @@ fn parquet_file(target: &Target, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The largest staged file by default.
+const DEFAULT_MAX_FILE_BYTES: usize = 256 << 20;
+
 /// Loads the sync engine's batches into Snowflake tables through staged Parquet files. Each
-/// batch becomes one Parquet file (Snappy), `PUT` to an internal stage, `COPY INTO` a
+/// batch becomes one Parquet file (Snappy; several when it would exceed
+/// [`max_file_bytes`](SnowflakeSink::max_file_bytes)), `PUT` to an internal stage, `COPY INTO` a
 /// transient staging table (`MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE`), then:
 ///
 /// - [`WriteMode::Upsert`]: `MERGE` into the table by the key (re-running a batch
@@ -454,6 +501,7 @@ pub struct SnowflakeSink {
     sessions: Sessions,
     stage: String,
     evolution: Evolution,
+    max_file_bytes: usize,
     snapshots: Option<usize>,
     lineage: Option<Arc<dyn LineageRecorder>>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
@@ -513,6 +561,7 @@ impl SnowflakeSink {
             sessions,
             stage: "MOODBRIDGE_LOAD".to_owned(),
             evolution: Evolution::Apply,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             snapshots: None,
             lineage: None,
             targets: Mutex::new(HashMap::new()),
@@ -530,6 +579,14 @@ impl SnowflakeSink {
     /// [`Evolution::Apply`]).
     pub fn evolution(mut self, evolution: Evolution) -> SnowflakeSink {
         self.evolution = evolution;
+        self
+    }
+
+    /// Cut a batch whose Parquet file would be larger than `bytes` into files of about
+    /// that size (default 256 MiB: Snowflake loads files of 100–250 MB compressed in
+    /// parallel best). A batch's files load in one `COPY`, exactly once together.
+    pub fn max_file_bytes(mut self, bytes: usize) -> SnowflakeSink {
+        self.max_file_bytes = bytes.max(1);
         self
     }
 
@@ -610,29 +667,37 @@ impl SnowflakeSink {
             prepared.refused.into_iter().map(|o| (o.index, o)).collect();
         if !prepared.rows.is_empty() {
             let rows = prepared.rows.len();
-            let bytes = parquet_file(target, prepared.columns)?;
+            let files = parquet_files(target, prepared.columns, self.max_file_bytes)?;
             let mut trace = LoadTrace {
-                bytes: bytes.len(),
+                bytes: files.iter().map(Vec::len).sum(),
                 rows,
+                files: files.len(),
                 ..LoadTrace::default()
             };
-            let hash = digest(&SHA256, &bytes);
+            // Named by their content: `<stream>-<hash>-p<n>.parquet`, loaded together by
+            // the prefix `<stream>-<hash>-`.
+            let mut hash = aws_lc_rs::digest::Context::new(&SHA256);
+            for bytes in &files {
+                hash.update(bytes);
+            }
             let file = format!(
-                "{}-{}.parquet",
+                "{}-{}-",
                 target.directory,
-                hash.as_ref()[..12]
+                hash.finish().as_ref()[..12]
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect::<String>()
             );
-            client
-                .put_bytes(
-                    &file,
-                    bytes,
-                    &format!("@{}", self.stage),
-                    PutOptions::new().overwrite(true),
-                )
-                .await?;
+            for (n, bytes) in files.into_iter().enumerate() {
+                client
+                    .put_bytes(
+                        &format!("{file}p{n}.parquet"),
+                        bytes,
+                        &format!("@{}", self.stage),
+                        PutOptions::new().overwrite(true),
+                    )
+                    .await?;
+            }
             let direct =
                 matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
             if !direct {
@@ -644,6 +709,14 @@ impl SnowflakeSink {
                     let (loaded, copy) = self.copy_to_table(client, target, &file).await?;
                     trace.copy = Some(copy);
                     trace.loaded = loaded;
+                    if !loaded {
+                        // PURGE removes loaded files only: the skipped ones go now (or
+                        // when the stream next begins).
+                        let remove = format!("REMOVE @{}/{file}", self.stage);
+                        if let Err(e) = run(client, &remove).await {
+                            tracing::debug!(error = %e, "files loaded before were left in the stage");
+                        }
+                    }
                     Box::new(move |_| {
                         if loaded {
                             WriteAction::Created

@@ -2,7 +2,8 @@
 //! flush, upsert by key with per-record actions, a re-delivered batch, a bad record
 //! failing alone, overwrite swapped in at commit), an append delivered again after a
 //! crash loaded once (by Snowflake's load metadata, or by the load ledger for a stream
-//! with JSON fields), typed columns, and staged files removed.
+//! with JSON fields), typed columns (a value a typed column would reject failing alone),
+//! staged files removed, schema evolution, per-run snapshots, and lineage events.
 
 #![allow(
     clippy::unwrap_used,
@@ -166,14 +167,29 @@ async fn typed_fields_land_in_typed_columns() {
         }))
         .unwrap()
     };
+    // A date Snowflake would reject fails alone, before anything is staged; the
+    // statement loading the rest does not fail for it.
+    let mut bad = invoice("INV-3", 10);
+    bad.set("Due", serde_json::json!("2026-02-30"));
     let report = sink
         .write(
-            &RecordBatch::new("Invoice", vec![invoice("INV-1", 90), invoice("INV-2", 250)]),
+            &RecordBatch::new(
+                "Invoice",
+                vec![invoice("INV-1", 90), bad, invoice("INV-2", 250)],
+            ),
             &mode,
         )
         .await
         .unwrap();
     assert_eq!(report.succeeded(), 2);
+    let failure = report.outcomes[1].result.as_ref().unwrap_err();
+    assert!(
+        failure
+            .message
+            .contains("Due cannot hold \"2026-02-30\" (DATE)"),
+        "{}",
+        failure.message
+    );
     let rows = client
         .execute(
             "SELECT \"Id\", \"Amount\", \"Rate\", \"Paid\", TO_VARCHAR(\"Due\") AS \"Due\", \"Lines\":n AS N FROM \"Invoice\" ORDER BY \"Id\"",
@@ -512,5 +528,50 @@ async fn each_batch_is_recorded_as_openlineage_events_the_openlineage_client_rea
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "COMPLETE=2 RUNNING=4 START=2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_file_is_cut_into_files_loaded_once_together() {
+    use moodbridge_core::lineage::MemoryLineage;
+    use std::sync::Arc;
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let lineage = Arc::new(MemoryLineage::new());
+    let sink = SnowflakeSink::new(client.clone())
+        .max_file_bytes(16 << 10)
+        .lineage(lineage.clone());
+    let case = SinkContract::matters(false);
+    sink.begin_stream(&case.stream, &WriteMode::Append)
+        .await
+        .unwrap();
+    let batch = RecordBatch::new("Matter", (0..3000).map(|i| (case.record)(i, 1)).collect());
+    for round in 0..2 {
+        let report = sink.write(&batch, &WriteMode::Append).await.unwrap();
+        let expected = if round == 0 {
+            // Every file was loaded, and purged by its COPY.
+            let staged = client.execute("LIST @MOODBRIDGE_LOAD", &[]).await.unwrap();
+            assert_eq!(staged.json_rows().unwrap(), Vec::<serde_json::Value>::new());
+            WriteAction::Created
+        } else {
+            WriteAction::Unchanged
+        };
+        assert!(report.outcomes.iter().all(|o| o.result == Ok(expected)));
+    }
+    let count = client
+        .execute(r#"SELECT COUNT(*) AS N FROM "Matter""#, &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap()[0]["N"]
+        .as_u64();
+    assert_eq!(count, Some(3000));
+    let event = serde_json::to_value(&lineage.events()[1]).unwrap();
+    let files = event["outputs"][0]["outputFacets"]["outputStatistics"]["fileCount"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        files > 1,
+        "one file for 3,000 records under 16 KiB files: {event}"
     );
 }
