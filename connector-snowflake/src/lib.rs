@@ -43,6 +43,15 @@
 //! - [`rows`]: results as the engine's column-shaped rows
 //!   ([`RowBatch`](moodbridge_core::RowBatch)), the columns once and every cell as text,
 //!   without a map per record.
+//! - The warehouse features no driver has: [`evolution`] (a stream's fields against
+//!   the table's columns, a safe `ALTER` plan, applied by the sink), [`timetravel`]
+//!   (`AT` / `BEFORE`, `CLONE` snapshots per sync run, `UNDROP`, retention),
+//!   [`warehouse`] (specs reconciled under an auto-suspend guard), [`governance`]
+//!   (masking and row access policies and tags reconciled; the login role held to least
+//!   privilege), [`cost`] (each run's credits from `ACCOUNT_USAGE`, budgets in the health
+//!   check), and OpenLineage events per loaded batch
+//!   ([`SnowflakeSink::lineage`]). Statements issued inside a sync run carry its
+//!   `QUERY_TAG`.
 //! - [`value`]: Snowflake's Arrow encodings decoded to JSON values — `FIXED` as
 //!   decimal128 or scaled integers, `TIMESTAMP_*` as structs of epoch and fraction (and
 //!   time zone) or scaled integers, `DATE` as days, `TIME`, `VARIANT` / `OBJECT` /
