@@ -309,8 +309,36 @@ impl SnowflakeClient {
         }
     }
 
-    /// Log in (again): new session and master tokens.
+    /// Log in (again): new session and master tokens. A managed OAuth token the login
+    /// refuses is rejected to its manager, and the login tried once more with a fresh one.
     async fn authenticate(&self) -> Result<()> {
+        let Credential::Managed {
+            manager,
+            provider,
+            principal,
+        } = &self.inner.config.credential
+        else {
+            let credential = self.inner.config.credential.current().await?;
+            return self.log_in(&credential).await;
+        };
+        let oauth = |tokens: &moodbridge_auth::oauth::TokenSet| Credential::Token {
+            authenticator: "OAUTH".to_owned(),
+            token: tokens.access_token.clone(),
+        };
+        let tokens = manager.token(provider, principal).await?;
+        match self.log_in(&oauth(&tokens)).await {
+            Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::AuthExpired) => {
+                tracing::info!(provider = %provider, error = %e, "Snowflake refused the OAuth token; fetching a fresh one");
+                manager.reject(provider, principal, &tokens);
+                let fresh = manager.token(provider, principal).await?;
+                self.log_in(&oauth(&fresh)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Log in with `credential`.
+    async fn log_in(&self, credential: &Credential) -> Result<()> {
         let inner = &self.inner;
         let config = &inner.config;
         let mut url = url::Url::parse(&format!("{}/session/v1/login-request", inner.base))
@@ -344,10 +372,9 @@ impl SnowflakeClient {
             // Some servers (fakesnow) fail a login without session parameters.
             "SESSION_PARAMETERS": session_parameters,
         }});
-        let credential = config.credential.current().await?;
         inner.secrets.remember(credential.secrets());
-        match &credential {
-            Credential::Stored { .. } => {
+        match credential {
+            Credential::Stored { .. } | Credential::Managed { .. } => {
                 return Err(Error::internal("a stored credential was not read"));
             }
             Credential::Password(password) => {
@@ -665,6 +692,31 @@ impl SnowflakeClient {
     /// ([`InvalidInput`](ErrorKind::InvalidInput)).
     pub async fn execute(&self, sql: &str, binds: &[Bind]) -> Result<QueryResult> {
         self.stream(sql, binds).await?.collect().await
+    }
+
+    /// [`execute`](Self::execute) with named binds: `:name` in the text, the values by
+    /// name ([`named`](crate::named) says what counts as a bind; a name used twice is
+    /// bound twice).
+    ///
+    /// ```no_run
+    /// # async fn run(client: connector_snowflake::SnowflakeClient) -> moodbridge_core::Result<()> {
+    /// use connector_snowflake::Bind;
+    /// let open = client
+    ///     .execute_named(
+    ///         "select ID from CASES where OWNER = :owner and (STATUS = :status or REOPENED_BY = :owner)",
+    ///         &[("owner", Bind::text("005A")), ("status", Bind::text("Open"))],
+    ///     )
+    ///     .await?;
+    /// # let _ = open; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A name used but not given, or given but not used
+    /// ([`InvalidInput`](moodbridge_core::ErrorKind::InvalidInput), nothing sent); then
+    /// as [`execute`](Self::execute).
+    pub async fn execute_named(&self, sql: &str, binds: &[(&str, Bind)]) -> Result<QueryResult> {
+        let (sql, binds) = crate::named::positional(sql, binds)?;
+        self.execute(&sql, &binds).await
     }
 
     /// Run `sql` like [`execute`](SnowflakeClient::execute) and stream its rows: the

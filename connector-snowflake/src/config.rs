@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use moodbridge_auth::token_manager::TokenManager;
 use moodbridge_core::credential::CredentialStore;
 use moodbridge_core::resilience::{Policy, PolicyConfig, RetryConfig};
 use moodbridge_core::{Error, Result, SecretRef};
@@ -60,6 +61,12 @@ pub(crate) enum Credential {
         authenticator: String,
         token: SecretString,
     },
+    /// An OAuth access token from a token manager, asked for at every login.
+    Managed {
+        manager: TokenManager,
+        provider: String,
+        principal: String,
+    },
 }
 
 impl Credential {
@@ -73,7 +80,7 @@ impl Credential {
                 out
             }
             Credential::Token { token, .. } => vec![token.expose_secret()],
-            Credential::Stored { .. } => Vec::new(),
+            Credential::Stored { .. } | Credential::Managed { .. } => Vec::new(),
         }
     }
 
@@ -151,6 +158,7 @@ impl fmt::Debug for SnowflakeConfig {
                     Credential::KeyPair { .. } => "key pair <redacted>",
                     Credential::Token { .. } => "token <redacted>",
                     Credential::Stored { .. } => "stored <read at login>",
+                    Credential::Managed { .. } => "OAuth token manager <asked at login>",
                 },
             )
             .field("url", &self.base_url())
@@ -254,6 +262,38 @@ impl SnowflakeConfig {
             Credential::Token {
                 authenticator: "OAUTH".to_owned(),
                 token: access_token,
+            },
+        )
+    }
+
+    /// Log in to `account` as `user` with an OAuth access token that `manager` keeps
+    /// fresh: asked for at every login (a session outlives its token, and a new login
+    /// after the master token expires needs a valid one). When Snowflake refuses the
+    /// token (expired early, revoked), it is rejected to the manager, a fresh one is
+    /// fetched, and the login is tried once more.
+    ///
+    /// ```
+    /// use connector_snowflake::SnowflakeConfig;
+    /// use moodbridge_auth::token_manager::TokenManager;
+    /// let tokens = TokenManager::new();
+    /// // tokens.register("okta", "loader", source) — client credentials, a refresh token …
+    /// let config = SnowflakeConfig::oauth_managed("acme-prod", "LOADER", tokens, "okta", "loader");
+    /// assert!(format!("{config:?}").contains("OAuth token manager"));
+    /// ```
+    pub fn oauth_managed(
+        account: impl Into<String>,
+        user: impl Into<String>,
+        manager: TokenManager,
+        provider: impl Into<String>,
+        principal: impl Into<String>,
+    ) -> Self {
+        Self::with(
+            account.into(),
+            user.into(),
+            Credential::Managed {
+                manager,
+                provider: provider.into(),
+                principal: principal.into(),
             },
         )
     }

@@ -23,7 +23,12 @@ pub(crate) fn answered(
             ErrorKind::AuthExpired,
             "the session token expired: the client logs in again",
         ),
-        ("390100" | "390144" | "390318" | "390302" | "390303", _) => (
+        // The OAuth access token expired.
+        ("390318", _) => (
+            ErrorKind::AuthExpired,
+            "the OAuth access token expired: log in with a fresh one (a token manager does this)",
+        ),
+        ("390100" | "390144" | "390302" | "390303", _) => (
             ErrorKind::Auth,
             "check the user and password (or key pair) of the Snowflake login",
         ),

@@ -90,6 +90,7 @@ pub mod governance;
 mod integration;
 mod keypair;
 mod lineage;
+pub mod named;
 mod pool;
 mod result;
 pub mod rows;

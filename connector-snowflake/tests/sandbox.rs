@@ -400,3 +400,58 @@ async fn a_result_becomes_the_engines_rows_with_exact_text_cells() {
     assert_eq!(record.get("ID"), Some(&serde_json::json!(8)));
     sandbox.stop().await;
 }
+
+/// Access tokens handed out in order, counting the fetches (the identity provider of
+/// the test: what matters here is how the client uses the manager).
+struct Issued {
+    tokens: std::sync::Mutex<std::collections::VecDeque<&'static str>>,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl moodbridge_auth::token_manager::TokenSource for Issued {
+    async fn fetch(
+        &self,
+        _current: Option<&moodbridge_auth::oauth::TokenSet>,
+    ) -> moodbridge_core::Result<moodbridge_auth::oauth::TokenSet> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let token = self.tokens.lock().unwrap().pop_front().ok_or_else(|| {
+            moodbridge_core::Error::new(ErrorKind::Auth, "the provider has no more tokens to give")
+        })?;
+        Ok(moodbridge_auth::oauth::TokenSet::bearer(
+            SecretString::from(token),
+            Some(Duration::from_secs(3600)),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_token_from_the_token_manager_is_refreshed_when_snowflake_refuses_it() {
+    use std::sync::Arc;
+    let sandbox =
+        sandbox(|c| c.user(User::new("federated").token("OAUTH", "oauth-current-7"))).await;
+    let source = Arc::new(Issued {
+        tokens: std::sync::Mutex::new(["oauth-revoked-6", "oauth-current-7"].into()),
+        fetches: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let manager = moodbridge_auth::token_manager::TokenManager::new();
+    manager.register("idp", "federated", source.clone());
+    let client = SnowflakeClient::login(
+        SnowflakeConfig::oauth_managed("acme", "federated", manager, "idp", "federated")
+            .url(sandbox.url()),
+    )
+    .await
+    .unwrap();
+    // The first token was refused (390303), rejected to the manager, and the fresh one
+    // logged in.
+    assert_eq!(source.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    client.execute("select 1", &[]).await.unwrap();
+    // A new login after the master token expired asks the manager again, which still
+    // holds a valid token: no fetch.
+    sandbox.expire_master_tokens();
+    client.execute("select 2", &[]).await.unwrap();
+    assert_eq!(source.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(sandbox.sessions() >= 2, "no new login happened");
+    sandbox.stop().await;
+}
