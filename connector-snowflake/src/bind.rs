@@ -99,6 +99,15 @@ impl Bind {
         Self::array("FIXED", values.into_iter().map(|v| Some(v.to_string())))
     }
 
+    /// The value for row `row` as text: an array's element, or the single value (any
+    /// row); `None` for NULL.
+    pub(crate) fn cell(&self, row: usize) -> Option<&str> {
+        match &self.value {
+            Value::Array(values) => values.get(row).and_then(Value::as_str),
+            other => other.as_str(),
+        }
+    }
+
     fn array(kind: &'static str, values: impl IntoIterator<Item = Option<String>>) -> Self {
         Bind {
             kind,

@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::PLATFORM;
 use crate::bind::Bind;
+use crate::bind_stage::BIND_STAGE_KEY;
 use crate::config::{Credential, SnowflakeConfig, default_policy_config};
 use crate::error;
 use crate::keypair;
@@ -87,6 +88,9 @@ struct Inner {
     tokens: RwLock<Tokens>,
     renewing: Mutex<()>,
     sequence: AtomicU64,
+    /// Array binds of at least this many values go through a stage
+    /// (`CLIENT_STAGE_ARRAY_BINDING_THRESHOLD` from the login; 0: never).
+    bind_threshold: AtomicU64,
     /// Set once a statement changed the session's state (`USE`, `ALTER SESSION`, `SET`,
     /// a transaction left open): a pool does not hand such a session out again.
     changed: AtomicBool,
@@ -281,6 +285,7 @@ impl SnowflakeClient {
                 renewing: Mutex::new(()),
                 sequence: AtomicU64::new(1),
                 changed: AtomicBool::new(false),
+                bind_threshold: AtomicU64::new(0),
             }),
             tag: None,
         };
@@ -409,6 +414,18 @@ impl SnowflakeClient {
             })
             .await?;
         let data = reply.data;
+        let threshold = data["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "CLIENT_STAGE_ARRAY_BINDING_THRESHOLD")
+            .and_then(|p| {
+                p["value"]
+                    .as_u64()
+                    .or_else(|| p["value"].as_str()?.parse().ok())
+            })
+            .unwrap_or(0);
+        inner.bind_threshold.store(threshold, Ordering::Relaxed);
         let token = data["token"].as_str().ok_or_else(|| {
             Error::new(
                 ErrorKind::Protocol,
@@ -604,6 +621,9 @@ impl SnowflakeClient {
         if !bindings.is_empty() {
             body["bindings"] = Value::Object(bindings);
         }
+        if let Some(stage) = parameters.remove(BIND_STAGE_KEY) {
+            body["bindStage"] = stage;
+        }
         if !parameters.is_empty() {
             body["parameters"] = Value::Object(parameters);
         }
@@ -740,6 +760,11 @@ impl SnowflakeClient {
         &self.inner.secrets
     }
 
+    /// Array binds of at least this many values are staged (0: never).
+    pub(crate) fn bind_threshold(&self) -> u64 {
+        self.inner.bind_threshold.load(Ordering::Relaxed)
+    }
+
     /// The account identifier logged in to.
     pub(crate) fn account(&self) -> &str {
         &self.inner.config.account
@@ -765,9 +790,18 @@ impl SnowflakeClient {
             armed: true,
         };
         let work = async {
-            let reply = self
-                .submit_statement(sql, binds, false, request_id, parameters)
-                .await?;
+            let reply = match self.staged_binds(binds).await {
+                Some(stage) => {
+                    let mut parameters = parameters;
+                    parameters.insert(BIND_STAGE_KEY.to_owned(), Value::String(stage));
+                    self.submit_statement(sql, &[], false, request_id, parameters)
+                        .await?
+                }
+                None => {
+                    self.submit_statement(sql, binds, false, request_id, parameters)
+                        .await?
+                }
+            };
             self.follow(reply).await
         };
         let outcome = match self.inner.config.statement_timeout {

@@ -78,6 +78,7 @@
 //! ```
 
 mod bind;
+mod bind_stage;
 mod cast;
 mod client;
 mod column;

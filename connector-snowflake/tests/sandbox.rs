@@ -455,3 +455,66 @@ async fn an_oauth_token_from_the_token_manager_is_refreshed_when_snowflake_refus
     assert!(sandbox.sessions() >= 2, "no new login happened");
     sandbox.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_binds_past_the_sessions_threshold_go_through_a_stage() {
+    // The sandbox tells clients to stage binds of 100 values or more, and reads staged
+    // binds back as Snowflake's own Python connector stages them (4.x and 5.x, in
+    // snowflake-sandbox/tests/python_connector.rs).
+    let sandbox = sandbox(|c| c.stage_binding_threshold(100)).await;
+    let client = SnowflakeClient::login(login(&sandbox)).await.unwrap();
+    let tricky = [
+        Some("plain"),
+        Some("with, comma"),
+        Some("with \"quotes\""),
+        Some("two\nlines"),
+        Some(""),
+        None,
+        Some("back\\slash"),
+    ];
+    let titles: Vec<Option<String>> = (0..60)
+        .map(|n| tricky[n % tricky.len()].map(str::to_owned))
+        .collect();
+    client
+        .execute(
+            "insert into MATTERS (ID, TITLE) values (?, ?)",
+            &[Bind::fixeds(100..160), Bind::optional_texts(titles.clone())],
+        )
+        .await
+        .unwrap();
+    // Under the threshold: in the request.
+    client
+        .execute(
+            "insert into MATTERS (ID, TITLE) values (?, ?)",
+            &[Bind::fixeds([1, 2]), Bind::texts(["a", "b"])],
+        )
+        .await
+        .unwrap();
+    let inserts: Vec<Option<String>> = sandbox
+        .queries()
+        .into_iter()
+        .filter(|q| q.sql.starts_with("insert"))
+        .map(|q| q.bind_stage)
+        .collect();
+    assert_eq!(inserts.len(), 2);
+    assert!(
+        inserts[0]
+            .as_deref()
+            .is_some_and(|s| s.starts_with("@SYSTEM$BIND/")),
+        "{inserts:?}"
+    );
+    assert_eq!(inserts[1], None);
+    let rows = client
+        .execute("select * from MATTERS", &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap();
+    let staged: Vec<Option<String>> = rows
+        .iter()
+        .filter(|r| r["ID"].as_i64().is_some_and(|id| id >= 100))
+        .map(|r| r["TITLE"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(staged, titles);
+    sandbox.stop().await;
+}

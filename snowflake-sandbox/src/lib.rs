@@ -87,6 +87,7 @@ pub struct SandboxConfig {
     users: Vec<User>,
     tables: Vec<Table>,
     grants: Vec<Grant>,
+    bind_threshold: u64,
     validity: Duration,
     master_validity: Duration,
     in_progress_after: Duration,
@@ -105,6 +106,7 @@ impl SandboxConfig {
             users: Vec::new(),
             tables: Vec::new(),
             grants: Vec::new(),
+            bind_threshold: 0,
             validity: Duration::from_secs(3600),
             master_validity: Duration::from_secs(4 * 3600),
             in_progress_after: Duration::from_secs(2),
@@ -142,6 +144,16 @@ impl SandboxConfig {
             granted_on: granted_on.to_ascii_uppercase(),
             name: name.to_owned(),
         });
+        self
+    }
+
+    /// Tell clients to stage array binds of at least `values` values
+    /// (`CLIENT_STAGE_ARRAY_BINDING_THRESHOLD`; 0, the default, never): they upload the
+    /// binds as CSV to a temporary stage and send its path as `bindStage`, which the
+    /// sandbox reads back (decrypted, gunzipped) as the statement's binds.
+    #[must_use]
+    pub fn stage_binding_threshold(mut self, values: u64) -> Self {
+        self.bind_threshold = values;
         self
     }
 
@@ -237,6 +249,7 @@ impl Sandbox {
             sessions: Mutex::default(),
             tables: Mutex::new(tables),
             grants: config.grants,
+            bind_threshold: config.bind_threshold,
             queries: Mutex::default(),
             faults: server::Faults::default(),
             renewals: Default::default(),

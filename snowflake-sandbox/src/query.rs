@@ -379,6 +379,8 @@ pub(crate) struct Query {
     pub request_id: Option<String>,
     pub query_tag: Option<String>,
     pub requests: u32,
+    /// The stage its binds came from (`bindStage`).
+    pub bind_stage: Option<String>,
     pub status: watch::Sender<Status>,
     pub task: Option<tokio::task::AbortHandle>,
     pub served: Option<Arc<Served>>,
@@ -400,6 +402,8 @@ pub struct QueryRecord {
     pub query_tag: Option<String>,
     /// `RUNNING`, `SUCCESS`, `FAILED_WITH_ERROR` or `ABORTED`.
     pub status: String,
+    /// The stage its binds were read from, when the client staged them (`bindStage`).
+    pub bind_stage: Option<String>,
 }
 
 /// The queries, by id and by request id.
@@ -422,6 +426,7 @@ impl Queries {
                 requests: q.requests,
                 query_tag: q.query_tag.clone(),
                 status: q.status.borrow().name().to_owned(),
+                bind_stage: q.bind_stage.clone(),
             })
             .collect()
     }

@@ -50,6 +50,7 @@ pub(crate) struct State {
     pub sessions: Mutex<Sessions>,
     pub tables: Mutex<HashMap<String, Table>>,
     pub grants: Vec<crate::Grant>,
+    pub bind_threshold: u64,
     pub queries: Mutex<Queries>,
     pub faults: Faults,
     pub renewals: AtomicU32,
@@ -189,12 +190,12 @@ fn body_json(headers: &HeaderMap, body: &Bytes) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-fn parameters() -> Value {
+fn parameters(bind_threshold: u64) -> Value {
     json!([
         {"name": "AUTOCOMMIT", "value": true},
         {"name": "TIMEZONE", "value": "Etc/UTC"},
         {"name": "CLIENT_SESSION_KEEP_ALIVE_HEARTBEAT_FREQUENCY", "value": 3600},
-        {"name": "CLIENT_STAGE_ARRAY_BINDING_THRESHOLD", "value": 0},
+        {"name": "CLIENT_STAGE_ARRAY_BINDING_THRESHOLD", "value": bind_threshold},
         {"name": "CLIENT_PREFETCH_THREADS", "value": 4},
         {"name": "CLIENT_RESULT_CHUNK_SIZE", "value": 160},
     ])
@@ -238,7 +239,7 @@ async fn login(
         "healthCheckInterval": 45,
         "idToken": null,
         "mfaToken": null,
-        "parameters": parameters(),
+        "parameters": parameters(state.bind_threshold),
         "sessionInfo": {
             "databaseName": upper("databaseName"),
             "schemaName": upper("schemaName"),
@@ -419,6 +420,10 @@ async fn run(
                 value.as_deref().unwrap_or_default(),
             ))
         }
+        Statement::CreateStage(name) => Ok(Rows::text(
+            "status",
+            &format!("Stage area {name} successfully created."),
+        )),
         Statement::ShowGrants(role) => Ok(query::Rows::grants(
             state.grants.iter().filter(|g| g.role == role).map(|g| {
                 [
@@ -512,13 +517,21 @@ async fn run(
             file,
             stage,
             options,
-        } => Ok(stage::put(
-            &lock(&state.stages),
-            &state.base,
-            &file,
-            &stage,
-            &options,
-        )),
+        } => {
+            // A stream's upload names its stage as a bind.
+            let stage = if stage == "?" {
+                bind_text(bindings, 0, 0)?.unwrap_or_default()
+            } else {
+                stage
+            };
+            Ok(stage::put(
+                &lock(&state.stages),
+                &state.base,
+                &file,
+                &stage,
+                &options,
+            ))
+        }
         Statement::Get { stage, local } => {
             stage::get(&lock(&state.stages), &state.base, &stage, &local)
         }
@@ -566,6 +579,7 @@ fn new_query(
             request_id,
             query_tag,
             requests: 1,
+            bind_stage: None,
             status: sender,
             task: None,
             served: None,
@@ -766,15 +780,20 @@ async fn query_request(
                 );
             }
             let tag = setting("QUERY_TAG").and_then(|v| v.as_str().map(str::to_owned));
+            // Binds a client staged (above CLIENT_STAGE_ARRAY_BINDING_THRESHOLD).
+            let bind_stage = body["bindStage"].as_str().map(str::to_owned);
+            let bindings = match &bind_stage {
+                Some(path) => match stage::bind_values(&lock(&state.stages), path) {
+                    Ok(bindings) => bindings,
+                    Err(e) => return sql_failure(&e, None),
+                },
+                None => body["bindings"].clone(),
+            };
             let (id, _) = new_query(&state, sql_text, session.id, request_id, tag.clone());
-            start(
-                &state,
-                &id,
-                statements,
-                body["bindings"].clone(),
-                session.id,
-                tag,
-            );
+            if let Some(q) = lock(&state.queries).by_id.get_mut(&id) {
+                q.bind_stage = bind_stage;
+            }
+            start(&state, &id, statements, bindings, session.id, tag);
             if body["asyncExec"].as_bool() == Some(true) {
                 return in_progress(
                     "333334",

@@ -15,6 +15,7 @@
 //! | `ALTER SESSION SET name = value`, `ALTER SESSION UNSET name` | session parameters (`QUERY_TAG` …) |
 //! | `SELECT CURRENT_SESSION() \| CURRENT_ROLE() \| CURRENT_WAREHOUSE() \| CURRENT_DATABASE() \| CURRENT_SCHEMA()` | the session's id and context |
 //! | `SHOW GRANTS TO ROLE name` | the role's grants as configured, in `SHOW GRANTS`' columns |
+//! | `CREATE [OR REPLACE] [TEMPORARY] STAGE name …` | nothing (any stage name takes files) |
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -54,7 +55,10 @@ pub(crate) enum Statement {
     Current(String),
     /// `SHOW GRANTS TO ROLE <role>` (upper case).
     ShowGrants(String),
-    /// `PUT 'file://<file>' @stage[/path] [OPTION = value …]`.
+    /// `CREATE [OR REPLACE] [TEMPORARY] STAGE <name> …` (stages need no creating here).
+    CreateStage(String),
+    /// `PUT 'file://<file>' @stage[/path] [OPTION = value …]` (the stage may be a `?`
+    /// bind, as drivers send a stream's upload).
     Put {
         file: String,
         stage: String,
@@ -134,6 +138,11 @@ static WAIT: LazyLock<Regex> = LazyLock::new(|| {
 static RESULT_SCAN: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"(?is)^select\s+\*\s+from\s+table\s*\(\s*result_scan\s*\(\s*'([^']+)'\s*\)\s*\)$")
 });
+static CREATE_STAGE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?is)^create\s+(?:or\s+replace\s+)?(?:temporary\s+|temp\s+)?stage\s+(?:if\s+not\s+exists\s+)?([A-Za-z_$][A-Za-z0-9_$]*)(?:\s.*)?$",
+    )
+});
 static SHOW_GRANTS: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?is)^show\s+grants\s+to\s+role\s+([A-Za-z_][A-Za-z0-9_$]*)$"));
 static CANCEL: LazyLock<Regex> =
@@ -152,7 +161,7 @@ static ALTER_UNSET: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?is)^alter\s+session\s+unset\s+([A-Za-z_]+)$"));
 static PUT: LazyLock<Regex> = LazyLock::new(|| {
     regex(
-        r"(?is)^put\s+'?file://([^'\s]+)'?\s+'?(@[^'\s]+)'?((?:\s+[A-Za-z_]+\s*=\s*'?[A-Za-z0-9_]+'?)*)\s*$",
+        r"(?is)^put\s+'?file://([^'\s]+)'?\s+'?(@[^'\s]+|\?)'?((?:\s+[A-Za-z_]+\s*=\s*'?[A-Za-z0-9_]+'?)*)\s*$",
     )
 });
 static OPTION: LazyLock<Regex> = LazyLock::new(|| regex(r"([A-Za-z_]+)\s*=\s*'?([A-Za-z0-9_]+)'?"));
@@ -265,6 +274,9 @@ pub(crate) fn parse(sql: &str) -> Result<Statement, SqlError> {
     }
     if let Some(c) = CURRENT.captures(sql) {
         return Ok(Statement::Current(c[1].to_ascii_uppercase()));
+    }
+    if let Some(c) = CREATE_STAGE.captures(sql) {
+        return Ok(Statement::CreateStage(c[1].to_ascii_uppercase()));
     }
     if let Some(c) = SHOW_GRANTS.captures(sql) {
         return Ok(Statement::ShowGrants(c[1].to_ascii_uppercase()));

@@ -518,3 +518,199 @@ mod tests {
         assert_eq!(unhex(&hex("%T".as_bytes())).as_deref(), Some("%T"));
     }
 }
+
+/// The binds a client staged for one statement (`bindStage`, `@stage/path`): every file
+/// under the path, in the order of the row counts the drivers name them by
+/// (`<rows so far>.csv`), decrypted with the stage's master key, gunzipped, and read as
+/// the drivers write them — comma-separated, `"` enclosing a field with `"` doubled, an
+/// empty field NULL and `""` the empty string. As the `bindings` of a request: one
+/// `TEXT` array per column.
+pub(crate) fn bind_values(stages: &Stages, reference: &str) -> Result<Value, SqlError> {
+    let (stage, path) = split_stage(reference);
+    let prefix = format!("{stage}/{}", path.trim_start_matches('/'));
+    let mut files: Vec<(u64, &StoredFile)> = stages
+        .files
+        .iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(key, file)| {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            let order = name
+                .split('.')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX);
+            (order, file)
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(SqlError::syntax(format!(
+            "Bind stage {reference} holds no files."
+        )));
+    }
+    files.sort_by_key(|(order, _)| *order);
+    let mut columns: Vec<Vec<Value>> = Vec::new();
+    for (_, file) in files {
+        let plain = open_file(stages, file)?;
+        let text =
+            String::from_utf8(plain).map_err(|_| SqlError::syntax("A bind file is not UTF-8."))?;
+        for row in csv_rows(&text) {
+            if columns.is_empty() {
+                columns = vec![Vec::new(); row.len()];
+            }
+            if row.len() != columns.len() {
+                return Err(SqlError::syntax(format!(
+                    "Number of columns in a bind file row ({}) does not match the first row's ({}).",
+                    row.len(),
+                    columns.len()
+                )));
+            }
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value.map_or(Value::Null, Value::String));
+            }
+        }
+    }
+    Ok(Value::Object(
+        columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, values)| {
+                (
+                    (i + 1).to_string(),
+                    json!({"type": "TEXT", "value": values}),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// A stored file's plain bytes: decrypted (a client encrypts for an internal stage)
+/// and gunzipped.
+fn open_file(stages: &Stages, file: &StoredFile) -> Result<Vec<u8>, SqlError> {
+    use aws_lc_rs::cipher::{
+        AES_128, AES_256, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey,
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad = |what: &str| SqlError::syntax(format!("A bind file cannot be read: {what}."));
+    let mut data = file.body.to_vec();
+    let envelope = file
+        .headers
+        .iter()
+        .find(|(n, _)| n == "x-goog-meta-encryptiondata")
+        .and_then(|(_, v)| serde_json::from_str::<Value>(v).ok());
+    if let Some(envelope) = envelope {
+        let master = b64
+            .decode(&stages.master_key)
+            .map_err(|_| bad("master key"))?;
+        let algorithm = |key: &[u8]| if key.len() == 32 { &AES_256 } else { &AES_128 };
+        let mut wrapped = envelope["WrappedContentKey"]["EncryptedKey"]
+            .as_str()
+            .and_then(|k| b64.decode(k).ok())
+            .ok_or_else(|| bad("no wrapped key"))?;
+        let file_key = UnboundCipherKey::new(algorithm(&master), &master)
+            .and_then(PaddedBlockDecryptingKey::ecb_pkcs7)
+            .and_then(|k| {
+                k.decrypt(&mut wrapped, DecryptionContext::None)
+                    .map(|key| key.to_vec())
+            })
+            .map_err(|_| bad("the key does not unwrap"))?;
+        let iv: [u8; 16] = envelope["ContentEncryptionIV"]
+            .as_str()
+            .and_then(|iv| b64.decode(iv).ok())
+            .and_then(|iv| iv.try_into().ok())
+            .ok_or_else(|| bad("no IV"))?;
+        let plain = UnboundCipherKey::new(algorithm(&file_key), &file_key)
+            .and_then(PaddedBlockDecryptingKey::cbc_pkcs7)
+            .and_then(|k| {
+                k.decrypt(&mut data, DecryptionContext::Iv128(iv.into()))
+                    .map(|plain| plain.len())
+            })
+            .map_err(|_| bad("it does not decrypt"))?;
+        data.truncate(plain);
+    }
+    if data.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(&data[..]),
+            &mut plain,
+        )
+        .map_err(|_| bad("it is not gzip"))?;
+        data = plain;
+    }
+    Ok(data)
+}
+
+/// Rows of bind CSV as the drivers write it: `,` between fields, a field enclosed in
+/// `"` when it holds `"`, `,`, a line break or `\` (`"` doubled inside), `""` the empty
+/// string and an empty field NULL.
+fn csv_rows(text: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = Vec::new();
+    let mut row: Vec<Option<String>> = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let mut chars = text.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        any = true;
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    field.push('"');
+                    chars.next();
+                }
+                '"' => quoted = false,
+                other => field.push(other),
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                quoted = true;
+                was_quoted = true;
+            }
+            ',' | '\n' => {
+                let value = std::mem::take(&mut field);
+                row.push((was_quoted || !value.is_empty()).then_some(value));
+                was_quoted = false;
+                if c == '\n' {
+                    rows.push(std::mem::take(&mut row));
+                    any = false;
+                }
+            }
+            '\r' => {}
+            other => field.push(other),
+        }
+    }
+    if any {
+        row.push((was_quoted || !field.is_empty()).then_some(field));
+        rows.push(row);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[test]
+    fn bind_csv_reads_as_the_drivers_write_it() {
+        let rows = csv_rows("1,\"a \"\"b\"\", c\",,\"\"\n2,x,y,z\n");
+        assert_eq!(
+            rows,
+            [
+                vec![
+                    Some("1".to_owned()),
+                    Some("a \"b\", c".to_owned()),
+                    None,
+                    Some(String::new())
+                ],
+                vec![
+                    Some("2".to_owned()),
+                    Some("x".to_owned()),
+                    Some("y".to_owned()),
+                    Some("z".to_owned())
+                ],
+            ]
+        );
+    }
+}

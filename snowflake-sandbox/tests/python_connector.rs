@@ -48,6 +48,7 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
                     .token("PROGRAMMATIC_ACCESS_TOKEN", "sandbox-pat-9"),
             )
             .table(Table::accounts("ACCOUNTS", 120_000))
+            .stage_binding_threshold(100)
             .grant("loader", "USAGE", "WAREHOUSE", "LOAD_WH")
             .grant("loader", "USAGE", "DATABASE", "SANDBOX")
             .grant("analyst", "USAGE", "DATABASE", "SANDBOX")
@@ -92,6 +93,7 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["chunked_rows"], 120_000);
     assert_eq!(summary["grants"], 2);
+    assert_eq!(summary["staged_binds"], 60);
     assert!(
         summary["connector"].as_str().unwrap().starts_with(version),
         "expected connector {version}x, ran {}",
@@ -115,8 +117,26 @@ async fn check_with(python: std::path::PathBuf, version: &str) {
             .filter(|q| q.sql.contains("ACCOUNTS"))
             .all(|q| q.query_tag.as_deref() == Some("python-check"))
     );
-    // Eleven matters: one single insert and one array-bound insert of ten.
-    assert_eq!(sandbox.table_rows("MATTERS"), Some(11));
+    // 71 matters: one single insert, one array-bound insert of ten, and sixty whose
+    // binds came through a stage (the request named it; the binds were not in it).
+    assert_eq!(sandbox.table_rows("MATTERS"), Some(71));
+    let staged: Vec<_> = queries
+        .iter()
+        .filter(|q| q.sql.starts_with("insert into MATTERS"))
+        .map(|q| q.bind_stage.clone())
+        .collect();
+    assert_eq!(staged.len(), 3, "{staged:?}");
+    assert!(staged[..2].iter().all(Option::is_none), "{staged:?}");
+    assert!(
+        staged[2]
+            .as_deref()
+            // 4.x names the stage SYSTEMBIND, the 5.x core SYSTEM$BIND.
+            .is_some_and(|s| {
+                let s = s.to_ascii_uppercase();
+                s.starts_with("@SYSTEMBIND/") || s.starts_with("@SYSTEM$BIND/")
+            }),
+        "{staged:?}"
+    );
     assert!(
         sandbox.renewals() >= 1,
         "the connector never renewed its session"

@@ -115,6 +115,18 @@ assert len(matters) == 11
 assert matters[0] == (1, "Doe v. Roe", datetime.date(2024, 1, 31)), matters[0]
 assert matters[10] == (11, "matter 11", datetime.date(2024, 2, 11)), matters[10]
 
+# Binds past the session's CLIENT_STAGE_ARRAY_BINDING_THRESHOLD (100 here): 60 rows of
+# 3 go as CSV to a temporary stage, encrypted and gzipped, and the statement names it.
+tricky = ["plain", "with, comma", 'with "quotes"', "two\nlines", "", None, "back\\slash"]
+staged_rows = [
+    (100 + n, tricky[n % len(tricky)], datetime.date(2024, 3, 1 + n % 28)) for n in range(60)
+]
+cur.executemany("insert into MATTERS values (?, ?, ?)", staged_rows)
+assert cur.rowcount == 60, cur.rowcount
+cur.execute("select * from MATTERS")
+assert [r for r in cur.fetchall() if r[0] >= 100] == staged_rows
+summary["staged_binds"] = len(staged_rows)
+
 # Errors carry Snowflake's code and SQL state.
 try:
     cur.execute("select * from NOPE")
