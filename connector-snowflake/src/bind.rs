@@ -4,6 +4,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+/// The key under which a statement's bind stage travels with its parameters inside the
+/// client (never a real parameter name: it has a space).
+pub(crate) const BIND_STAGE_KEY: &str = "bind stage";
+
 /// A bind value of a statement's `?` placeholder, typed as Snowflake binds are. An
 /// array bind (`texts`, `fixeds`) runs the statement once per element, in one request.
 ///

@@ -11,10 +11,6 @@ use crate::bind::Bind;
 use crate::client::SnowflakeClient;
 use crate::stage::PutOptions;
 
-/// The key under which `run` hands the bind stage to `submit_statement` (never a real
-/// parameter name: it has a space).
-pub(crate) const BIND_STAGE_KEY: &str = "bind stage";
-
 /// The temporary stage binds are written to.
 const STAGE: &str = "SYSTEM$BIND";
 

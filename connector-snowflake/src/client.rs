@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::PLATFORM;
-use crate::bind::Bind;
-use crate::bind_stage::BIND_STAGE_KEY;
+use crate::bind::{BIND_STAGE_KEY, Bind};
 use crate::config::{Credential, SnowflakeConfig, default_policy_config};
 use crate::error;
 use crate::keypair;
