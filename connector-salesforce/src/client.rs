@@ -435,6 +435,20 @@ impl SalesforceClient {
         }
     }
 
+    /// The org's instance origin (`https://acme.my.salesforce.com`), from the current
+    /// token (fetched when there is none yet).
+    ///
+    /// # Errors
+    /// The token's.
+    pub async fn instance_origin(&self) -> Result<String> {
+        let inner = &self.inner;
+        let token = inner
+            .tokens
+            .token(&inner.provider, &inner.principal)
+            .await?;
+        Ok(self.instance(&token)?.1.to_string())
+    }
+
     /// The policy every call goes through.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy

@@ -487,6 +487,13 @@ fn to_record(value: Value) -> Result<Record> {
 
 #[async_trait]
 impl SyncSource for SalesforceSource {
+    /// `salesforce://<instance host>`: each object is a dataset of the org.
+    async fn lineage_namespace(&self) -> Option<String> {
+        let origin = self.client.instance_origin().await.ok()?;
+        let host = origin.split("://").nth(1).unwrap_or(&origin).to_owned();
+        Some(format!("salesforce://{host}"))
+    }
+
     async fn discover(&self) -> Result<Catalog> {
         let names: Vec<&str> = self.objects.iter().map(String::as_str).collect();
         self.client.catalog(&names).await

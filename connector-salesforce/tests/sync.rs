@@ -574,6 +574,18 @@ async fn the_salesforce_source_meets_the_source_contract() {
         .unwrap();
     let sf = connect(&sb, None).await;
     let source = SalesforceSource::new(sf.clone(), ["Account"]);
+    // Lineage names the org by its instance's host.
+    let host = sb
+        .url()
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(
+        moodbridge_core::SyncSource::lineage_namespace(&source).await,
+        Some(format!("salesforce://{host}"))
+    );
     let case = SourceContract {
         stream: "Account",
         batch_size: 2,

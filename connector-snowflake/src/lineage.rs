@@ -44,6 +44,8 @@ pub(crate) struct StreamLineage {
     job: Job,
     run_id: String,
     tag: Option<String>,
+    /// The stream in its source, when the run's source names its namespace.
+    source: Option<Dataset>,
 }
 
 impl StreamLineage {
@@ -62,6 +64,10 @@ impl StreamLineage {
         };
         let (database, schema) = (part("D"), part("S"));
         let scope = RunScope::current();
+        let source = scope
+            .as_ref()
+            .and_then(RunScope::source)
+            .map(|namespace| Dataset::new(namespace, table));
         let (job, run, tag) = match &scope {
             Some(scope) => (
                 format!("{}.{table}", scope.pipeline()),
@@ -81,6 +87,7 @@ impl StreamLineage {
             job: Job::new("moodbridge", job),
             run_id: run,
             tag,
+            source,
         })
     }
 
@@ -99,15 +106,24 @@ impl StreamLineage {
         Dataset::new(&self.namespace, &self.table)
     }
 
+    /// The event with the source's dataset among its inputs, when known.
+    fn with_source_input(&self, event: RunEvent) -> RunEvent {
+        match &self.source {
+            Some(source) => event.input(source.clone()),
+            None => event,
+        }
+    }
+
     /// The stream began.
     pub(crate) fn start(&self) -> RunEvent {
-        self.event(EventType::Start).output(self.table())
+        self.with_source_input(self.event(EventType::Start))
+            .output(self.table())
     }
 
     /// A batch was loaded.
     pub(crate) fn batch(&self, trace: &LoadTrace) -> RunEvent {
         let rows = if trace.loaded { trace.rows } else { 0 };
-        self.event(EventType::Running)
+        self.with_source_input(self.event(EventType::Running))
             .input(Dataset::new(
                 &self.namespace,
                 format!("@{}/{}", self.stage, trace.file),

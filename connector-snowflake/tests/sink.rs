@@ -446,12 +446,17 @@ async fn each_batch_is_recorded_as_openlineage_events_the_openlineage_client_rea
     let batch = |r: std::ops::Range<u64>| {
         RecordBatch::new("Matter", r.map(|i| (case.record)(i, 1)).collect())
     };
-    with_run_scope(RunScope::new("matters", 12), async {
-        sink.begin_stream(&case.stream, &upsert).await.unwrap();
-        sink.write(&batch(0..30), &upsert).await.unwrap();
-        sink.write(&batch(30..40), &upsert).await.unwrap();
-        sink.commit_stream("Matter", &upsert).await.unwrap();
-    })
+    // Run 12 reads from an org the source names; run 13's source names none.
+    let org = "salesforce://acme.my.salesforce.com";
+    with_run_scope(
+        RunScope::new("matters", 12).with_source(Some(org.into())),
+        async {
+            sink.begin_stream(&case.stream, &upsert).await.unwrap();
+            sink.write(&batch(0..30), &upsert).await.unwrap();
+            sink.write(&batch(30..40), &upsert).await.unwrap();
+            sink.commit_stream("Matter", &upsert).await.unwrap();
+        },
+    )
     .await;
     // An append delivered twice: the second file is skipped by the load metadata.
     with_run_scope(RunScope::new("matters", 13), async {
@@ -485,7 +490,14 @@ async fn each_batch_is_recorded_as_openlineage_events_the_openlineage_client_rea
             .all(|e| e.run.run_id == events[0].run.run_id)
     );
     assert_ne!(events[4].run.run_id, events[0].run.run_id);
+    let start = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(start["inputs"][0]["namespace"], org);
+    assert_eq!(start["inputs"][0]["name"], "Matter");
     let json = serde_json::to_value(&events[1]).unwrap();
+    assert_eq!(
+        json["inputs"][0]["namespace"], org,
+        "the batch came from the org"
+    );
     let output = &json["outputs"][0];
     assert_eq!(output["outputFacets"]["outputStatistics"]["rowCount"], 30);
     let load = &output["facets"]["moodbridge_load"];
@@ -496,7 +508,7 @@ async fn each_batch_is_recorded_as_openlineage_events_the_openlineage_client_rea
         assert_eq!(id.as_str().unwrap().len(), queries.query_id.len(), "{load}");
     }
     assert!(
-        json["inputs"][0]["name"]
+        json["inputs"][1]["name"]
             .as_str()
             .unwrap()
             .ends_with(load["stageFile"].as_str().unwrap())

@@ -195,6 +195,14 @@ pub trait SyncSource: Send + Sync {
     /// Read one stream, resuming from the request's checkpoint.
     async fn read(&self, request: ReadRequest) -> Result<SourceStream>;
 
+    /// Where this source's streams live, as an OpenLineage dataset namespace
+    /// (`salesforce://acme.my.salesforce.com`): the engine hands it to a run's sinks
+    /// ([`RunScope::source`](crate::observe::RunScope::source)) so their lineage starts
+    /// at the source. `None` (the default) when the source does not say.
+    async fn lineage_namespace(&self) -> Option<String> {
+        None
+    }
+
     /// How many records `request` will yield, when the source can tell cheaply (for
     /// progress and time-left estimates). The default does not know.
     async fn count_hint(&self, request: &ReadRequest) -> Result<Option<u64>> {

@@ -276,7 +276,8 @@ impl SyncEngine {
             counts: RunCounts::default(),
             streams: Vec::new(),
         };
-        let scope = crate::observe::RunScope::new(pipeline.name(), run.0);
+        let scope = crate::observe::RunScope::new(pipeline.name(), run.0)
+            .with_source(source.lineage_namespace().await);
         let result = crate::observe::with_run_scope(
             scope,
             self.run_streams(pipeline, source, sink, &mut report),

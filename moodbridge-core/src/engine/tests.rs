@@ -239,11 +239,29 @@ struct ScopeSeeing {
 #[async_trait::async_trait]
 impl SyncSink for ScopeSeeing {
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push(crate::observe::RunScope::current().map(|s| s.tag()));
+        self.seen.lock().unwrap().push(
+            crate::observe::RunScope::current()
+                .map(|s| format!("{} from {}", s.tag(), s.source().unwrap_or("?"))),
+        );
         self.inner.write(batch, mode).await
+    }
+}
+
+/// A memory source that names where its streams live.
+struct Named(MemorySource);
+
+#[async_trait::async_trait]
+impl SyncSource for Named {
+    async fn discover(&self) -> Result<crate::Catalog> {
+        self.0.discover().await
+    }
+
+    async fn read(&self, request: crate::sync::ReadRequest) -> Result<crate::sync::SourceStream> {
+        self.0.read(request).await
+    }
+
+    async fn lineage_namespace(&self) -> Option<String> {
+        Some("memory://accounts".into())
     }
 }
 
@@ -256,10 +274,13 @@ async fn a_sink_writes_inside_its_runs_scope() {
     };
     let engine = SyncEngine::new(state);
     let first = engine
-        .run(&pipeline, &MemorySource::accounts(150), &sink)
+        .run(&pipeline, &Named(MemorySource::accounts(150)), &sink)
         .await
         .unwrap();
-    let tag = format!("moodbridge:scoped:run-{}", first.run.0);
+    let tag = format!(
+        "moodbridge:scoped:run-{} from memory://accounts",
+        first.run.0
+    );
     assert_eq!(*sink.seen.lock().unwrap(), [Some(tag.clone()), Some(tag)]);
     assert!(crate::observe::RunScope::current().is_none());
 }

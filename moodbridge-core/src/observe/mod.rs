@@ -41,6 +41,7 @@ tokio::task_local! {
 pub struct RunScope {
     pipeline: Arc<str>,
     run: i64,
+    source: Option<Arc<str>>,
 }
 
 impl RunScope {
@@ -49,7 +50,21 @@ impl RunScope {
         RunScope {
             pipeline: pipeline.into(),
             run,
+            source: None,
         }
+    }
+
+    /// The same scope, reading from the source whose datasets live in `namespace` (an
+    /// OpenLineage namespace such as `salesforce://acme.my.salesforce.com`).
+    #[must_use]
+    pub fn with_source(mut self, namespace: Option<String>) -> Self {
+        self.source = namespace.map(Arc::from);
+        self
+    }
+
+    /// The run's source, as an OpenLineage namespace, when the source names one.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// The run in scope of the current task, if any.
