@@ -76,6 +76,14 @@ VENV_SNOWFLAKE5="${MOODBRIDGE_SNOWFLAKE5_VENV:-$HOME/.cache/moodbridge/venv-snow
 venv_with "$VENV_SNOWFLAKE5" scripts/requirements-snowflake5.txt
 export MOODBRIDGE_SNOWFLAKE5_PYTHON="$VENV_SNOWFLAKE5/bin/python"
 "$MOODBRIDGE_MOTO_SERVER" --help >/dev/null || { echo "moto_server does not run"; exit 1; }
+# s3s-fs: an S3 server keeping objects as plain files, so a fakesnow stage over a file://
+# URL reads what the S3 connector wrote (the Snowflake sink's external stage test).
+TOOLS="${MOODBRIDGE_TOOLS:-$HOME/.cache/moodbridge/tools}"
+if ! "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -qx "s3s-fs 0.14.1"; then
+  echo "installing s3s-fs 0.14.1"
+  cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary --root "$TOOLS"
+fi
+export MOODBRIDGE_S3S_FS="$TOOLS/bin/s3s-fs"
 
 # PostgreSQL 15 for the state store tests: a throwaway cluster on 127.0.0.1 at a free
 # port (fsync off: speed matters here, durability does not); each test creates its own

@@ -29,6 +29,7 @@ use crate::sql::ident;
 use crate::stage::PutOptions;
 use crate::timetravel::Snapshots;
 use moodbridge_core::lineage::{LineageRecorder, RunEvent};
+use moodbridge_core::storage::{ObjectKey, ObjectStore, ObjectStoreExt};
 
 /// The load ledger: one row per file appended, committed with its rows.
 const LEDGER: &str = "MOODBRIDGE_LOAD_LEDGER";
@@ -462,7 +463,9 @@ const DEFAULT_MAX_FILE_BYTES: usize = 256 << 20;
 /// - [`WriteMode::Overwrite`]: appended to a side table, swapped in (a delete and an
 ///   insert in one transaction) at [`commit_stream`](SyncSink::commit_stream).
 ///
-/// The staged file is removed by its `COPY` (`PURGE = TRUE`), and files a crashed run
+/// Files go to an internal stage by `PUT`, or through an [`ObjectStore`] to an external
+/// stage ([`external_stage`](SnowflakeSink::external_stage)). The staged file is removed
+/// by its `COPY` (`PURGE = TRUE`) or through the store, and files a crashed run
 /// left in the stage (named after the stream) are removed when the stream begins.
 /// Records are checked before anything is sent: a record without its key, without a
 /// required field, or with a value its column cannot hold fails alone, with the reason;
@@ -500,6 +503,8 @@ const DEFAULT_MAX_FILE_BYTES: usize = 256 << 20;
 pub struct SnowflakeSink {
     sessions: Sessions,
     stage: String,
+    /// An external stage's store and the prefix of the sink's files in it.
+    external: Option<(Arc<dyn ObjectStore>, String)>,
     evolution: Evolution,
     max_file_bytes: usize,
     snapshots: Option<usize>,
@@ -560,6 +565,7 @@ impl SnowflakeSink {
         SnowflakeSink {
             sessions,
             stage: "MOODBRIDGE_LOAD".to_owned(),
+            external: None,
             evolution: Evolution::Apply,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             snapshots: None,
@@ -631,6 +637,66 @@ impl SnowflakeSink {
         Ok(self)
     }
 
+    /// Stage files in the external stage `name` instead: one the host created over its
+    /// own bucket or container (`CREATE STAGE … URL = 's3://…' STORAGE_INTEGRATION = …`),
+    /// reached here through `store`, whose root is the stage's URL. Files are written
+    /// through the store under `prefix` (`moodbridge/`), with the bucket's own
+    /// encryption rather than the client's, and removed through it once loaded.
+    ///
+    /// # Errors
+    /// A stage name that is not a plain identifier, or a prefix that is not a relative
+    /// path ([`InvalidInput`](ErrorKind::InvalidInput)).
+    pub fn external_stage(
+        self,
+        name: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+    ) -> Result<SnowflakeSink> {
+        let mut sink = self.stage(name)?;
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => String::new(),
+            p if p.starts_with('/') || p.split('/').any(|s| s.is_empty() || s == "..") => {
+                return Err(Error::invalid_input(format!(
+                    "{prefix:?} is not a relative path in the stage"
+                ))
+                .with_connector(PLATFORM)
+                .with_hint("give a path such as moodbridge/loads, or nothing"));
+            }
+            p => format!("{p}/"),
+        };
+        sink.external = Some((store, prefix));
+        Ok(sink)
+    }
+
+    /// The stage path of `file` (a name, or a prefix of names).
+    fn staged(&self, file: &str) -> String {
+        let prefix = self.external.as_ref().map_or("", |(_, p)| p.as_str());
+        format!("@{}/{prefix}{file}", self.stage)
+    }
+
+    /// Remove the external stage's files starting with `file` (they were loaded, or
+    /// were left by a stopped run); how many.
+    async fn remove_external(&self, file: &str) -> Result<usize> {
+        let Some((store, prefix)) = &self.external else {
+            return Ok(0);
+        };
+        let keys = store.list_keys(&format!("{prefix}{file}")).await?;
+        let keys: Vec<ObjectKey> = keys
+            .into_iter()
+            .map(ObjectKey::new)
+            .collect::<Result<_>>()?;
+        let failed = store.delete_many(&keys).await?;
+        if let Some(f) = failed.first() {
+            return Err(Error::unavailable(format!(
+                "{} staged file(s) could not be removed, {} first",
+                failed.len(),
+                f.key
+            ))
+            .with_connector(PLATFORM));
+        }
+        Ok(keys.len())
+    }
+
     fn target(&self, stream: &str) -> Result<Arc<Target>> {
         self.targets
             .lock()
@@ -675,28 +741,44 @@ impl SnowflakeSink {
                 ..LoadTrace::default()
             };
             // Named by their content: `<stream>-<hash>-p<n>.parquet`, loaded together by
-            // the prefix `<stream>-<hash>-`.
+            // the prefix `<stream>-<hash>-` (on an external stage, a directory
+            // `<stream>-<hash>/`: some readers of stage URLs take directories only).
             let mut hash = aws_lc_rs::digest::Context::new(&SHA256);
             for bytes in &files {
                 hash.update(bytes);
             }
             let file = format!(
-                "{}-{}-",
+                "{}-{}{}",
                 target.directory,
                 hash.finish().as_ref()[..12]
                     .iter()
                     .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
+                    .collect::<String>(),
+                if self.external.is_some() { "/" } else { "-" }
             );
             for (n, bytes) in files.into_iter().enumerate() {
-                client
-                    .put_bytes(
-                        &format!("{file}p{n}.parquet"),
-                        bytes,
-                        &format!("@{}", self.stage),
-                        PutOptions::new().overwrite(true),
-                    )
-                    .await?;
+                let name = format!("{file}p{n}.parquet");
+                match &self.external {
+                    Some((store, prefix)) => {
+                        store
+                            .put_bytes(
+                                &ObjectKey::new(format!("{prefix}{name}"))?,
+                                bytes,
+                                moodbridge_core::storage::PutOptions::new(),
+                            )
+                            .await?;
+                    }
+                    None => {
+                        client
+                            .put_bytes(
+                                &name,
+                                bytes,
+                                &format!("@{}", self.stage),
+                                PutOptions::new().overwrite(true),
+                            )
+                            .await?;
+                    }
+                }
             }
             let direct =
                 matches!(mode, WriteMode::Append) && !target.columns.iter().any(|c| c.json);
@@ -709,10 +791,10 @@ impl SnowflakeSink {
                     let (loaded, copy) = self.copy_to_table(client, target, &file).await?;
                     trace.copy = Some(copy);
                     trace.loaded = loaded;
-                    if !loaded {
+                    if !loaded && self.external.is_none() {
                         // PURGE removes loaded files only: the skipped ones go now (or
                         // when the stream next begins).
-                        let remove = format!("REMOVE @{}/{file}", self.stage);
+                        let remove = format!("REMOVE {}", self.staged(&file));
                         if let Err(e) = run(client, &remove).await {
                             tracing::debug!(error = %e, "files loaded before were left in the stage");
                         }
@@ -761,6 +843,11 @@ impl SnowflakeSink {
                     Box::new(|_| WriteAction::Created)
                 }
             };
+            // An external stage's files are the sink's to remove (PURGE needs the
+            // storage integration's delete permission, which it may lack).
+            if let Err(e) = self.remove_external(&file).await {
+                tracing::warn!(error = %e, "loaded files were left in the external stage; the stream's next start removes them");
+            }
             trace.file = file;
             self.record(target, |lineage| lineage.batch(&trace));
             // Every record not refused was written: by itself, or (an earlier record of
@@ -802,8 +889,8 @@ impl SnowflakeSink {
         )
         .await?;
         let copy = run(client, &format!(
-            "COPY INTO {staging} FROM @{}/{file} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE",
-            self.stage
+            "COPY INTO {staging} FROM {} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE",
+            self.staged(file)
         ))
         .await?;
         Ok(copy.query_id)
@@ -821,9 +908,9 @@ impl SnowflakeSink {
         let result = run(
             client,
             &format!(
-                "COPY INTO {} FROM @{}/{file} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE PURGE = TRUE",
+                "COPY INTO {} FROM {} FILE_FORMAT = (TYPE = PARQUET) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE PURGE = TRUE",
                 ident(&target.table),
-                self.stage
+                self.staged(file)
             ),
         )
         .await?;
@@ -836,6 +923,12 @@ impl SnowflakeSink {
         match statuses.first().map(String::as_str) {
             Some("LOADED") => Ok((true, id)),
             Some("LOAD_SKIPPED") => Ok((false, id)),
+            Some(status) if status.starts_with("COPY EXECUTED WITH 0 FILES") => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no staged file matched {}", self.staged(file)),
+            )
+            .with_connector(PLATFORM)
+            .with_hint("the files were written but the stage does not show them: check that an external stage's URL is the root of the store given to the sink")),
             Some(other) => Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
@@ -1041,11 +1134,13 @@ impl SyncSink for SnowflakeSink {
                 .iter()
                 .map(|c| format!("{} {}", ident(&c.name), c.sql_type)),
         );
-        run(
-            client,
-            &format!("CREATE STAGE IF NOT EXISTS {}", self.stage),
-        )
-        .await?;
+        if self.external.is_none() {
+            run(
+                client,
+                &format!("CREATE STAGE IF NOT EXISTS {}", self.stage),
+            )
+            .await?;
+        }
         run(client, &format!(
             "CREATE TABLE IF NOT EXISTS {LEDGER} (FILE_NAME VARCHAR, TABLE_NAME VARCHAR, ROW_COUNT NUMBER(38,0), LOADED_AT TIMESTAMP_NTZ)"
         ))
@@ -1100,6 +1195,9 @@ impl SyncSink for SnowflakeSink {
         // Cleaning up is not worth failing the run for.
         let prefix = format!("{}-", target.directory);
         let cleanup = async {
+            if self.external.is_some() {
+                return self.remove_external(&prefix).await;
+            }
             let listed = run(client, &format!("LIST @{}", self.stage))
                 .await?
                 .json_rows()?;

@@ -28,6 +28,18 @@ async fn client(server: &FakeSnow) -> SnowflakeClient {
     client
 }
 
+/// How many rows table `Matter` holds.
+async fn matters(client: &SnowflakeClient) -> u64 {
+    client
+        .execute(r#"SELECT COUNT(*) AS N FROM "Matter""#, &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap()[0]["N"]
+        .as_u64()
+        .unwrap()
+}
+
 async fn read_back(client: &SnowflakeClient, stream: &str) -> moodbridge_core::Result<Vec<Record>> {
     let result = client
         .execute(&format!("SELECT * FROM \"{stream}\""), &[])
@@ -381,16 +393,6 @@ async fn each_run_snapshots_the_table_and_a_bad_run_is_restored_from_it() {
     let mode = WriteMode::Upsert {
         key: case.stream.primary_key.clone(),
     };
-    let count = async || {
-        client
-            .execute(r#"SELECT COUNT(*) AS N FROM "Matter""#, &[])
-            .await
-            .unwrap()
-            .json_rows()
-            .unwrap()[0]["N"]
-            .as_u64()
-            .unwrap()
-    };
     // Run 1 creates the table: nothing to snapshot yet.
     for (run, records) in [(1_i64, 0..10), (2, 10..15), (3, 15..18), (4, 18..40)] {
         let batch = RecordBatch::new("Matter", records.map(|i| (case.record)(i, 1)).collect());
@@ -402,13 +404,13 @@ async fn each_run_snapshots_the_table_and_a_bad_run_is_restored_from_it() {
         })
         .await;
     }
-    assert_eq!(count().await, 40);
+    assert_eq!(matters(&client).await, 40);
     let snapshots = Snapshots::new(client.clone());
     // Runs 2, 3 and 4 each took one before writing; the newest two are kept.
     assert_eq!(snapshots.list("Matter").await.unwrap(), [3, 4]);
     // Run 4 was bad: the table goes back to what it was before it.
     snapshots.restore("Matter", 4).await.unwrap();
-    assert_eq!(count().await, 18);
+    assert_eq!(matters(&client).await, 18);
     let err = snapshots.restore("Matter", 2).await.unwrap_err();
     assert_eq!(err.kind(), moodbridge_core::ErrorKind::NotFound);
     // Outside a run no snapshot is taken.
@@ -570,14 +572,7 @@ async fn a_batch_larger_than_a_file_is_cut_into_files_loaded_once_together() {
         };
         assert!(report.outcomes.iter().all(|o| o.result == Ok(expected)));
     }
-    let count = client
-        .execute(r#"SELECT COUNT(*) AS N FROM "Matter""#, &[])
-        .await
-        .unwrap()
-        .json_rows()
-        .unwrap()[0]["N"]
-        .as_u64();
-    assert_eq!(count, Some(3000));
+    assert_eq!(matters(&client).await, 3000);
     let event = serde_json::to_value(&lineage.events()[1]).unwrap();
     let files = event["outputs"][0]["outputFacets"]["outputStatistics"]["fileCount"]
         .as_u64()
@@ -586,4 +581,88 @@ async fn a_batch_larger_than_a_file_is_cut_into_files_loaded_once_together() {
         files > 1,
         "one file for 3,000 records under 16 KiB files: {event}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_stage_is_written_through_the_s3_connector_and_loaded_once() {
+    use moodbridge_core::storage::ObjectStoreExt;
+    use std::sync::Arc;
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    // The bucket of an S3-compatible server that keeps plain files, and a stage over
+    // the same files (fakesnow reads stages from file:// URLs).
+    let s3 = support::S3sFs::start("landing");
+    let store = Arc::new(
+        connector_aws::s3::S3ObjectStore::builder("landing")
+            .endpoint(&s3.endpoint)
+            .path_style(true)
+            .region("us-east-1")
+            .static_credentials(
+                support::S3sFs::KEY_ID,
+                secrecy::SecretString::from(support::S3sFs::SECRET.to_owned()),
+            )
+            .build()
+            .await
+            .unwrap(),
+    );
+    let url = format!("file://{}/landing/", s3.root.path().display());
+    client
+        .execute(&format!("CREATE STAGE LANDING URL = '{url}'"), &[])
+        .await
+        .unwrap();
+    let sink = SnowflakeSink::new(client.clone())
+        .external_stage("LANDING", store.clone(), "moodbridge/loads")
+        .unwrap();
+    let case = SinkContract::matters(false);
+    // A stopped run's file is removed when the stream begins.
+    store
+        .put_bytes(
+            &moodbridge_core::storage::ObjectKey::new("moodbridge/loads/Matter-stale-p0.parquet")
+                .unwrap(),
+            b"left over".to_vec(),
+            moodbridge_core::storage::PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    sink.begin_stream(&case.stream, &WriteMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_keys("moodbridge/").await.unwrap(),
+        Vec::<String>::new()
+    );
+    let batch = RecordBatch::new("Matter", (0..40).map(|i| (case.record)(i, 1)).collect());
+    for expected in [WriteAction::Created, WriteAction::Unchanged] {
+        let report = sink.write(&batch, &WriteMode::Append).await.unwrap();
+        assert!(
+            report.outcomes.iter().all(|o| o.result == Ok(expected)),
+            "{:?}",
+            report.outcomes.first()
+        );
+        // What was loaded (or known loaded) is removed from the bucket.
+        assert_eq!(
+            store.list_keys("moodbridge/").await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+    // Upserts go through the staging table from the same stage.
+    let upsert = WriteMode::Upsert {
+        key: case.stream.primary_key.clone(),
+    };
+    sink.begin_stream(&case.stream, &upsert).await.unwrap();
+    let changed = RecordBatch::new("Matter", (30..50).map(|i| (case.record)(i, 2)).collect());
+    let report = sink.write(&changed, &upsert).await.unwrap();
+    assert_eq!(report.succeeded(), 20);
+    assert_eq!(matters(&client).await, 50);
+    // No internal stage was made.
+    let stages: Vec<String> = client
+        .execute("SHOW STAGES", &[])
+        .await
+        .unwrap()
+        .json_rows()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(stages, ["LANDING"]);
 }

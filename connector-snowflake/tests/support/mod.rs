@@ -195,3 +195,55 @@ impl Azurite {
         Azurite { child, endpoint }
     }
 }
+
+/// `s3s-fs` (crates.io; `scripts/test.sh` installs 0.14.1): an S3 server keeping each
+/// object as a plain file, `<root>/<bucket>/<key>`, on a free loopback port, killed when
+/// dropped. A fakesnow stage over `file://<root>/<bucket>/` reads what it stores.
+pub struct S3sFs {
+    child: Child,
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3sFs {
+    pub const KEY_ID: &'static str = "AKIDS3SFS";
+    pub const SECRET: &'static str = "s3s-fs-test-secret";
+
+    /// A server with the (empty) bucket `bucket`.
+    pub fn start(bucket: &str) -> S3sFs {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(bucket)).unwrap();
+        let binary = std::env::var("MOODBRIDGE_S3S_FS").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/moodbridge/tools/bin/s3s-fs",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let root_arg = root.path().display().to_string();
+        let (child, endpoint) = serve_binary(
+            std::path::Path::new(&binary),
+            &[
+                "--access-key",
+                Self::KEY_ID,
+                "--secret-key",
+                Self::SECRET,
+                &root_arg,
+                "--host",
+                "127.0.0.1",
+                "--port",
+            ],
+        );
+        S3sFs {
+            child,
+            endpoint,
+            root,
+        }
+    }
+}
