@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bind::Bind;
 use crate::client::SnowflakeClient;
-use crate::sql::literal;
+use crate::sql::{cell_number, cell_text, literal};
 
 /// The credits of the statements that carried one query tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,19 +185,15 @@ pub async fn run_costs(
         .execute(&sql, &[Bind::text(tag_prefix)])
         .await?
         .json_rows()?;
-    let number = |v: &serde_json::Value| {
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(0.0)
-    };
+    let number = |row: &serde_json::Value, key: &str| cell_number(row, key).unwrap_or(0.0);
     Ok(rows
         .iter()
         .map(|row| RunCost {
-            tag: row["TAG"].as_str().unwrap_or_default().to_owned(),
-            queries: number(&row["QUERIES"]) as u64,
-            execution_secs: number(&row["EXECUTION_SECS"]),
-            compute_credits: number(&row["COMPUTE_CREDITS"]),
-            cloud_services_credits: number(&row["CLOUD_SERVICES_CREDITS"]),
+            tag: cell_text(row, "TAG"),
+            queries: number(row, "QUERIES") as u64,
+            execution_secs: number(row, "EXECUTION_SECS"),
+            compute_credits: number(row, "COMPUTE_CREDITS"),
+            cloud_services_credits: number(row, "CLOUD_SERVICES_CREDITS"),
         })
         .collect())
 }

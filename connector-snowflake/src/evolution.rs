@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::PLATFORM;
 use crate::bind::Bind;
 use crate::client::SnowflakeClient;
-use crate::sql::ident;
+use crate::sql::{cell_number, cell_text, ident};
 
 /// The longest `VARCHAR` (what a `VARCHAR` without a length holds).
 pub const MAX_VARCHAR: u64 = 16_777_216;
@@ -440,22 +440,18 @@ pub async fn table_columns(client: &SnowflakeClient, table: &str) -> Result<Vec<
             &[Bind::text(table)],
         )
         .await?;
-    let number = |v: &serde_json::Value| {
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-    };
+    let number = |row: &serde_json::Value, key: &str| cell_number(row, key).map(|n| n as u64);
     result
         .json_rows()?
-        .into_iter()
+        .iter()
         .map(|row| {
-            let text = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
             Ok(TableColumn {
-                name: text("COLUMN_NAME"),
-                data_type: text("DATA_TYPE"),
-                length: number(&row["CHARACTER_MAXIMUM_LENGTH"]),
-                precision: number(&row["NUMERIC_PRECISION"]).map(|n| n as u32),
-                scale: number(&row["NUMERIC_SCALE"]).map(|n| n as u32),
-                nullable: text("IS_NULLABLE") == "YES",
+                name: cell_text(row, "COLUMN_NAME"),
+                data_type: cell_text(row, "DATA_TYPE"),
+                length: number(row, "CHARACTER_MAXIMUM_LENGTH"),
+                precision: number(row, "NUMERIC_PRECISION").map(|n| n as u32),
+                scale: number(row, "NUMERIC_SCALE").map(|n| n as u32),
+                nullable: cell_text(row, "IS_NULLABLE") == "YES",
             })
         })
         .collect()

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PLATFORM;
 use crate::client::SnowflakeClient;
-use crate::sql::{ident, literal, object_name, plain_name};
+use crate::sql::{cell_text as text, ident, literal, object_name, plain_name};
 
 /// A masking policy and the columns it masks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,18 +512,6 @@ impl GovernanceSpec {
             }
         }
         plan
-    }
-}
-
-fn text(row: &serde_json::Value, key: &str) -> String {
-    let value = row
-        .get(key)
-        .or_else(|| row.get(key.to_ascii_uppercase()))
-        .or_else(|| row.get(key.to_ascii_lowercase()));
-    match value {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
     }
 }
 

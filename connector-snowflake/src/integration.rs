@@ -321,28 +321,27 @@ impl PlatformIntegration for SnowflakeIntegration {
         let open: usize = self.pool.status().iter().map(|s| s.open).sum();
         let mut status = HealthStatus::Up;
         let mut detail = format!("session alive; {open} open");
-        match self.privileges().await {
-            Ok(None) => {}
-            Ok(Some(report)) => {
-                let grants = report.health();
-                if grants.status != HealthStatus::Up {
-                    status = status.max(grants.status);
+        // Each check's report joins the detail and can lower the status; a check that
+        // cannot be read (a role without the usage views) says so and lowers nothing.
+        let checks = [
+            (
+                "grants",
+                self.privileges().await.map(|r| r.map(|r| r.health())),
+            ),
+            (
+                "cost",
+                self.cost_report().await.map(|r| r.map(|r| r.health())),
+            ),
+        ];
+        for (what, check) in checks {
+            match check {
+                Ok(None) => {}
+                Ok(Some(report)) => {
+                    status = status.max(report.status);
+                    detail = format!("{detail}; {what}: {}", report.detail);
                 }
-                detail = format!("{detail}; {}", grants.detail);
+                Err(e) => detail = format!("{detail}; {what} unknown: {e}"),
             }
-            Err(e) => detail = format!("{detail}; grants unknown: {e}"),
-        }
-        match self.cost_report().await {
-            Ok(None) => {}
-            Ok(Some(report)) => {
-                let cost = report.health();
-                if cost.status != HealthStatus::Up {
-                    status = status.max(cost.status);
-                }
-                detail = format!("{detail}; cost: {}", cost.detail);
-            }
-            // Usage views a role may not read do not make the warehouse unhealthy.
-            Err(e) => detail = format!("{detail}; cost unknown: {e}"),
         }
         HealthReport::new(status, started.elapsed(), detail)
     }

@@ -674,18 +674,28 @@ impl SnowflakeSink {
         format!("@{}/{prefix}{file}", self.stage)
     }
 
-    /// Remove the external stage's files starting with `file` (they were loaded, or
-    /// were left by a stopped run); how many.
-    async fn remove_external(&self, file: &str) -> Result<usize> {
+    /// The external stage's files starting with `file` (a stopped run's leftovers).
+    async fn external_files(&self, file: &str) -> Result<Vec<ObjectKey>> {
         let Some((store, prefix)) = &self.external else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
-        let keys = store.list_keys(&format!("{prefix}{file}")).await?;
-        let keys: Vec<ObjectKey> = keys
+        store
+            .list_keys(&format!("{prefix}{file}"))
+            .await?
             .into_iter()
             .map(ObjectKey::new)
-            .collect::<Result<_>>()?;
-        let failed = store.delete_many(&keys).await?;
+            .collect()
+    }
+
+    /// Remove `keys` from the external stage's store; how many.
+    async fn remove_external(&self, keys: &[ObjectKey]) -> Result<usize> {
+        let Some((store, _)) = &self.external else {
+            return Ok(0);
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let failed = store.delete_many(keys).await?;
         if let Some(f) = failed.first() {
             return Err(Error::unavailable(format!(
                 "{} staged file(s) could not be removed, {} first",
@@ -756,17 +766,17 @@ impl SnowflakeSink {
                     .collect::<String>(),
                 if self.external.is_some() { "/" } else { "-" }
             );
+            // The external stage's files written, to remove once loaded.
+            let mut written = Vec::new();
             for (n, bytes) in files.into_iter().enumerate() {
                 let name = format!("{file}p{n}.parquet");
                 match &self.external {
                     Some((store, prefix)) => {
+                        let key = ObjectKey::new(format!("{prefix}{name}"))?;
                         store
-                            .put_bytes(
-                                &ObjectKey::new(format!("{prefix}{name}"))?,
-                                bytes,
-                                moodbridge_core::storage::PutOptions::new(),
-                            )
+                            .put_bytes(&key, bytes, moodbridge_core::storage::PutOptions::new())
                             .await?;
+                        written.push(key);
                     }
                     None => {
                         client
@@ -845,7 +855,7 @@ impl SnowflakeSink {
             };
             // An external stage's files are the sink's to remove (PURGE needs the
             // storage integration's delete permission, which it may lack).
-            if let Err(e) = self.remove_external(&file).await {
+            if let Err(e) = self.remove_external(&written).await {
                 tracing::warn!(error = %e, "loaded files were left in the external stage; the stream's next start removes them");
             }
             trace.file = file;
@@ -1196,7 +1206,8 @@ impl SyncSink for SnowflakeSink {
         let prefix = format!("{}-", target.directory);
         let cleanup = async {
             if self.external.is_some() {
-                return self.remove_external(&prefix).await;
+                let left = self.external_files(&prefix).await?;
+                return self.remove_external(&left).await;
             }
             let listed = run(client, &format!("LIST @{}", self.stage))
                 .await?

@@ -25,6 +25,31 @@ pub(crate) fn object_name(name: &str) -> Option<String> {
     (parts.len() <= 3 && parts.iter().all(plain)).then(|| name.to_ascii_uppercase())
 }
 
+/// Cell `key` of a row from [`json_rows`](crate::QueryResult::json_rows) as text: a
+/// string as it is, a number or boolean as written, NULL or missing as `""`. The key is
+/// tried as given, then upper- and lower-cased (`SHOW` columns are lower case, views'
+/// upper case).
+pub(crate) fn cell_text(row: &serde_json::Value, key: &str) -> String {
+    let value = row
+        .get(key)
+        .or_else(|| row.get(key.to_ascii_uppercase()))
+        .or_else(|| row.get(key.to_ascii_lowercase()));
+    match value {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Cell `key` as a number: a JSON number, or text holding one (`SHOW` answers and
+/// `NUMBER` columns come as text).
+pub(crate) fn cell_number(row: &serde_json::Value, key: &str) -> Option<f64> {
+    let text = cell_text(row, key);
+    row.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .or_else(|| text.trim().parse().ok())
+}
+
 /// [`object_name`], or the error naming what `name` was meant to be.
 pub(crate) fn plain_name(what: &str, name: &str) -> moodbridge_core::Result<String> {
     object_name(name).ok_or_else(|| {

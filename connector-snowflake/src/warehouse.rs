@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PLATFORM;
 use crate::client::SnowflakeClient;
-use crate::sql::{literal, plain_name};
+use crate::sql::{cell_number, cell_text, literal, plain_name};
 
 /// A warehouse size, smallest to largest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -418,12 +418,8 @@ pub struct WarehouseInfo {
 impl WarehouseInfo {
     /// One row of `SHOW WAREHOUSES`, by its documented column names.
     pub fn from_row(row: &serde_json::Value) -> WarehouseInfo {
-        let text = |k: &str| match &row[k] {
-            serde_json::Value::String(s) => s.trim().to_owned(),
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        let number = |k: &str| row[k].as_u64().or_else(|| text(k).parse().ok());
+        let text = |k: &str| cell_text(row, k).trim().to_owned();
+        let number = |k: &str| cell_number(row, k).map(|n| n as u64);
         WarehouseInfo {
             name: text("name"),
             state: text("state"),
