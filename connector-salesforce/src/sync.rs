@@ -740,9 +740,20 @@ impl SalesforceSource {
             resume,
         );
         let name = request.stream.clone();
+        // The job is named in the run's lineage: the sink's events say which job of
+        // the org the rows came from.
+        let scope = moodbridge_core::observe::RunScope::current();
         pages
             .map_ok(move |page| {
-                let BulkQueryPage { mut rows, next, .. } = page;
+                let BulkQueryPage {
+                    mut rows,
+                    next,
+                    job_id,
+                    ..
+                } = page;
+                if let Some(scope) = &scope {
+                    scope.note_source_job(&name, &job_id);
+                }
                 rows.stream.clone_from(&name);
                 if let Some((at, id)) = Position::furthest_row(&rows, cursor.as_deref())
                     && best

@@ -1,7 +1,8 @@
 //! The OpenLineage events of a [`SnowflakeSink`](crate::SnowflakeSink) stream: `START`
 //! when it begins, `RUNNING` per batch (the staged file as input; the table as output
 //! with its row count, and the `COPY` and `MERGE` / `INSERT` query ids), `COMPLETE` at
-//! its commit. Datasets are named as OpenLineage's naming spec names Snowflake's:
+//! its commit. When the run's source names itself, its stream is an input of every event,
+//! with the source's own jobs (`moodbridge_extract`) once it noted any. Datasets are named as OpenLineage's naming spec names Snowflake's:
 //! `snowflake://<account>` and `DATABASE.SCHEMA.TABLE`.
 
 use moodbridge_core::Result;
@@ -46,6 +47,10 @@ pub(crate) struct StreamLineage {
     tag: Option<String>,
     /// The stream in its source, when the run's source names its namespace.
     source: Option<Dataset>,
+    /// The stream's name, under which the source notes its jobs.
+    stream: String,
+    /// The run, whose source notes its jobs as it reads.
+    scope: Option<RunScope>,
 }
 
 impl StreamLineage {
@@ -88,6 +93,8 @@ impl StreamLineage {
             run_id: run,
             tag,
             source,
+            stream: table.to_owned(),
+            scope,
         })
     }
 
@@ -106,12 +113,27 @@ impl StreamLineage {
         Dataset::new(&self.namespace, &self.table)
     }
 
-    /// The event with the source's dataset among its inputs, when known.
+    /// The event with the source's dataset among its inputs, when known, and with the
+    /// source's own jobs read so far (a Salesforce Bulk API query job, say), when it
+    /// noted any.
     fn with_source_input(&self, event: RunEvent) -> RunEvent {
-        match &self.source {
-            Some(source) => event.input(source.clone()),
-            None => event,
-        }
+        let Some(source) = &self.source else {
+            return event;
+        };
+        let jobs = self
+            .scope
+            .as_ref()
+            .map(|scope| scope.source_jobs(&self.stream))
+            .unwrap_or_default();
+        let source = if jobs.is_empty() {
+            source.clone()
+        } else {
+            source.clone().facet(
+                "moodbridge_extract",
+                facet(LOAD_FACET_SCHEMA, json!({ "jobs": jobs })),
+            )
+        };
+        event.input(source)
     }
 
     /// The stream began.
@@ -154,6 +176,7 @@ impl StreamLineage {
 
     /// The stream committed.
     pub(crate) fn complete(&self) -> RunEvent {
-        self.event(EventType::Complete).output(self.table())
+        self.with_source_input(self.event(EventType::Complete))
+            .output(self.table())
     }
 }

@@ -666,3 +666,90 @@ async fn an_external_stage_is_written_through_the_s3_connector_and_loaded_once()
         .collect();
     assert_eq!(stages, ["LANDING"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_read_from_salesforce_names_its_job_in_the_loads_lineage() {
+    use connector_salesforce::bulk::PollOptions;
+    use connector_salesforce::sync::SalesforceSource;
+    use moodbridge_core::engine::{Pipeline, SyncEngine};
+    use moodbridge_core::lineage::{EventType, MemoryLineage};
+    use moodbridge_core::state::SqliteStateStore;
+    use salesforce_sandbox::{Sandbox, SandboxConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let org = Sandbox::new(SandboxConfig::default())
+        .seed(120, 1, 5)
+        .start()
+        .await
+        .unwrap();
+    let salesforce = org
+        .client_builder("salesforce:sandbox")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Every read goes through a Bulk API 2.0 query job, its results in pages of 50.
+    let source = SalesforceSource::new(salesforce, ["Account"])
+        .bulk_threshold(0)
+        .bulk_page_size(50)
+        .poll(PollOptions {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+            timeout: Duration::from_secs(60),
+        });
+    let server = FakeSnow::start();
+    let client = client(&server).await;
+    let lineage = Arc::new(MemoryLineage::new());
+    let sink = SnowflakeSink::new(client.clone()).lineage(lineage.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let state = SqliteStateStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let engine = SyncEngine::new(Arc::new(state));
+    let pipeline = Pipeline::from_toml(
+        "name = \"accounts\"\n[[streams]]\nname = \"Account\"\nbatch_size = 50\n",
+    )
+    .unwrap();
+    let report = engine.run(&pipeline, &source, &sink).await.unwrap();
+    assert_eq!((report.counts.read, report.counts.written), (120, 120));
+
+    // The org's one query job is the one the events name.
+    let jobs: Vec<String> = org.bulk_jobs().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let events = lineage.events();
+    let namespace = format!(
+        "salesforce://{}",
+        org.url()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+    );
+    let running: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.event_type != EventType::Start)
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(
+        running.len(),
+        4,
+        "three batches of 50, 50 and 20, then COMPLETE"
+    );
+    for event in &running {
+        let input = &event["inputs"][0];
+        assert_eq!(input["namespace"], namespace.as_str(), "{event}");
+        assert_eq!(input["name"], "Account");
+        assert_eq!(
+            input["facets"]["moodbridge_extract"]["jobs"],
+            serde_json::json!(jobs),
+            "{event}"
+        );
+        assert!(
+            input["facets"]["moodbridge_extract"]["_schemaURL"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://")),
+            "{event}"
+        );
+    }
+    assert_eq!(running[3]["eventType"], "COMPLETE");
+    org.stop().await;
+}

@@ -198,7 +198,9 @@ pub trait SyncSource: Send + Sync {
     /// Where this source's streams live, as an OpenLineage dataset namespace
     /// (`salesforce://acme.my.salesforce.com`): the engine hands it to a run's sinks
     /// ([`RunScope::source`](crate::observe::RunScope::source)) so their lineage starts
-    /// at the source. `None` (the default) when the source does not say.
+    /// at the source. `None` (the default) when the source does not say. A source that
+    /// reads through jobs of its own names them with
+    /// [`RunScope::note_source_job`](crate::observe::RunScope::note_source_job).
     async fn lineage_namespace(&self) -> Option<String> {
         None
     }

@@ -239,10 +239,17 @@ struct ScopeSeeing {
 #[async_trait::async_trait]
 impl SyncSink for ScopeSeeing {
     async fn write(&self, batch: &RecordBatch, mode: &WriteMode) -> Result<WriteReport> {
-        self.seen.lock().unwrap().push(
-            crate::observe::RunScope::current()
-                .map(|s| format!("{} from {}", s.tag(), s.source().unwrap_or("?"))),
-        );
+        self.seen
+            .lock()
+            .unwrap()
+            .push(crate::observe::RunScope::current().map(|s| {
+                format!(
+                    "{} from {} by {:?}",
+                    s.tag(),
+                    s.source().unwrap_or("?"),
+                    s.source_jobs(&batch.stream)
+                )
+            }));
         self.inner.write(batch, mode).await
     }
 }
@@ -256,8 +263,20 @@ impl SyncSource for Named {
         self.0.discover().await
     }
 
+    /// Notes a job of its own, as a source with server-side jobs does, from the stream's
+    /// task.
     async fn read(&self, request: crate::sync::ReadRequest) -> Result<crate::sync::SourceStream> {
-        self.0.read(request).await
+        use futures::StreamExt as _;
+        let scope = crate::observe::RunScope::current();
+        let stream = request.stream.clone();
+        let messages = self.0.read(request).await?;
+        Ok(messages
+            .inspect(move |_| {
+                if let Some(scope) = &scope {
+                    scope.note_source_job(&stream, "job-7");
+                }
+            })
+            .boxed())
     }
 
     async fn lineage_namespace(&self) -> Option<String> {
@@ -278,7 +297,7 @@ async fn a_sink_writes_inside_its_runs_scope() {
         .await
         .unwrap();
     let tag = format!(
-        "moodbridge:scoped:run-{} from memory://accounts",
+        "moodbridge:scoped:run-{} from memory://accounts by [\"job-7\"]",
         first.run.0
     );
     assert_eq!(*sink.seen.lock().unwrap(), [Some(tag.clone()), Some(tag)]);

@@ -12,11 +12,12 @@
 #[cfg(feature = "logging")]
 pub mod logging;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 tokio::task_local! {
     static CORRELATION_ID: CorrelationId;
@@ -42,6 +43,24 @@ pub struct RunScope {
     pipeline: Arc<str>,
     run: i64,
     source: Option<Arc<str>>,
+    jobs: SourceJobs,
+}
+
+/// The source's own jobs per stream, shared by every clone of a scope. A side channel: two
+/// scopes of the same run are equal whatever their sources noted.
+#[derive(Debug, Clone, Default)]
+struct SourceJobs(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
+
+impl PartialEq for SourceJobs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SourceJobs {}
+
+impl std::hash::Hash for SourceJobs {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl RunScope {
@@ -51,6 +70,7 @@ impl RunScope {
             pipeline: pipeline.into(),
             run,
             source: None,
+            jobs: SourceJobs::default(),
         }
     }
 
@@ -65,6 +85,38 @@ impl RunScope {
     /// The run's source, as an OpenLineage namespace, when the source names one.
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
+    }
+
+    /// Note that the source read `stream` through its own job `job` (Salesforce's Bulk
+    /// API query job id, say), so a sink can name it in the stream's lineage. A source
+    /// notes a job when it receives the job's first results; noting one twice keeps one.
+    ///
+    /// Notes are shared by every clone of the scope: a source captures the scope in
+    /// [`read`](crate::SyncSource::read) (its stream may be polled on another task) and a
+    /// sink reads them from the scope it writes in.
+    ///
+    /// ```
+    /// use moodbridge_core::observe::RunScope;
+    ///
+    /// let scope = RunScope::new("accounts", 42);
+    /// let seen_by_the_source = scope.clone();
+    /// seen_by_the_source.note_source_job("Account", "750R0000000zlhBIAQ");
+    /// seen_by_the_source.note_source_job("Account", "750R0000000zlhBIAQ");
+    /// assert_eq!(scope.source_jobs("Account"), ["750R0000000zlhBIAQ"]);
+    /// assert!(scope.source_jobs("Contact").is_empty());
+    /// ```
+    pub fn note_source_job(&self, stream: &str, job: &str) {
+        let mut jobs = self.jobs.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let noted = jobs.entry(stream.to_owned()).or_default();
+        if !noted.iter().any(|j| j == job) {
+            noted.push(job.to_owned());
+        }
+    }
+
+    /// The jobs the source noted for `stream` so far, in the order noted.
+    pub fn source_jobs(&self, stream: &str) -> Vec<String> {
+        let jobs = self.jobs.0.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.get(stream).cloned().unwrap_or_default()
     }
 
     /// The run in scope of the current task, if any.
