@@ -75,6 +75,14 @@ export MOODBRIDGE_MOTO_SERVER="$VENV/bin/moto_server"
 VENV_SNOWFLAKE5="${MOODBRIDGE_SNOWFLAKE5_VENV:-$HOME/.cache/moodbridge/venv-snowflake5}"
 venv_with "$VENV_SNOWFLAKE5" scripts/requirements-snowflake5.txt
 export MOODBRIDGE_SNOWFLAKE5_PYTHON="$VENV_SNOWFLAKE5/bin/python"
+# Apache Airflow 3 for the Airflow client's tests (connector-etl/tests/airflow.rs): a venv
+# of its own (its pins would fight the others'); the tests start its parts on loopback.
+VENV_AIRFLOW="${MOODBRIDGE_AIRFLOW_VENV:-$HOME/.cache/moodbridge/venv-airflow}"
+venv_with "$VENV_AIRFLOW" scripts/requirements-airflow.txt
+export MOODBRIDGE_AIRFLOW_BIN="$VENV_AIRFLOW/bin"
+# (Not `airflow version`: importing Airflow writes a config under ~/airflow.)
+"$VENV_AIRFLOW/bin/python" -c "import importlib.metadata as m; assert m.version('apache-airflow') == '3.3.2'" \
+  || { echo "Airflow 3.3.2 is not installed in $VENV_AIRFLOW"; exit 1; }
 "$MOODBRIDGE_MOTO_SERVER" --help >/dev/null || { echo "moto_server does not run"; exit 1; }
 # s3s-fs: an S3 server keeping objects as plain files, so a fakesnow stage over a file://
 # URL reads what the S3 connector wrote (the Snowflake sink's external stage test).
@@ -177,6 +185,7 @@ for subset in \
   "-p azure-sandbox" \
   "-p connector-snowflake" \
   "-p snowflake-sandbox" \
+  "-p connector-etl" \
   "-p moodbridge --no-default-features --features postgres,full"; do
   echo "cargo clippy $subset"
   # shellcheck disable=SC2086 # the subset is a list of arguments

@@ -30,8 +30,9 @@
 //! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `snowflake` | `snowflake::SnowflakeClient`, `snowflake::SessionPool` and `snowflake::SnowflakeSink`: Snowflake over the drivers' protocol (logins, chunked Arrow results, async, multi-statement, PUT / GET to stages, a session pool, bulk loads through staged Parquet); kind `snowflake` |
+//! | `etl` | `etl::airflow::AirflowClient`: Apache Airflow 3's REST API (DAGs, runs, task instances, logs, XCom, variables, connections, asset events) and `etl::airflow::PublishAssets` (committed streams start the DAGs scheduled on them); kind `airflow` |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
-//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake` |
+//! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake`, `etl` |
 //!
 //! ```
 //! use moodbridge::{Policy, RetryConfig};
@@ -88,6 +89,11 @@ pub use connector_azure as azure;
 #[cfg(feature = "snowflake")]
 pub use connector_snowflake as snowflake;
 
+/// ETL and orchestrators (feature `etl`): [`etl::airflow::AirflowClient`], a typed client
+/// of Apache Airflow 3's REST API, [`etl::airflow::PublishAssets`], and kind `airflow`.
+#[cfg(feature = "etl")]
+pub use connector_etl as etl;
+
 /// A [`Registry`] holding the factory of every kind this build enables:
 ///
 /// | kind | built as | cargo feature |
@@ -107,6 +113,7 @@ pub use connector_snowflake as snowflake;
 /// | `azure-servicebus` | `azure::servicebus::ServiceBusQueue` (a `queue::MessageQueue`) | `azure-servicebus` |
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
 /// | `snowflake` | `snowflake::SnowflakeIntegration` (its `snowflake::SessionPool` and its `dyn SyncSink`, a `snowflake::SnowflakeSink`, among the interfaces) | `snowflake` |
+/// | `airflow` | `etl::airflow::AirflowIntegration` (its `etl::airflow::AirflowClient` among the interfaces) | `etl` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///
@@ -152,6 +159,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(azure::KeyVaultFactory));
     #[cfg(feature = "snowflake")]
     add(std::sync::Arc::new(snowflake::SnowflakeFactory));
+    #[cfg(feature = "etl")]
+    add(std::sync::Arc::new(etl::airflow::AirflowFactory));
     registry
 }
 

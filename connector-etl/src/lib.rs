@@ -1,0 +1,28 @@
+//! # connector-etl
+//!
+//! ETL around the sync engine, and the orchestrators pipelines run under.
+//!
+//! - [`airflow`]: a typed client of Apache Airflow 3's REST API v2 — health, DAGs
+//!   (pause, unpause), runs triggered and waited on (a paused DAG reported at once), task
+//!   instances, their logs and XCom, clearing, variables, connections (passwords only by
+//!   reference) and asset events — and [`PublishAssets`](airflow::PublishAssets), a sink
+//!   whose committed streams start the DAGs scheduled on them. Kind `airflow`
+//!   ([`AirflowFactory`](airflow::AirflowFactory)).
+//!
+//! ```no_run
+//! use connector_etl::airflow::{AirflowClient, AirflowConfig};
+//! use secrecy::SecretString;
+//!
+//! # async fn run() -> moodbridge_core::Result<()> {
+//! let airflow = AirflowClient::new(AirflowConfig::password(
+//!     "http://127.0.0.1:8080",
+//!     "admin",
+//!     SecretString::from("admin"),
+//! )?)?;
+//! for dag in airflow.dags().await? {
+//!     println!("{} paused={}", dag.dag_id, dag.is_paused);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod airflow;
