@@ -30,7 +30,7 @@
 //! | `azure-servicebus` | kind `azure-servicebus` (`azure::servicebus::ServiceBusQueue`) |
 //! | `azure-keyvault` | kind `azure-key-vault` (`azure::KeyVaultStore`, a credential store) |
 //! | `snowflake` | `snowflake::SnowflakeClient`, `snowflake::SessionPool` and `snowflake::SnowflakeSink`: Snowflake over the drivers' protocol (logins, chunked Arrow results, async, multi-statement, PUT / GET to stages, a session pool, bulk loads through staged Parquet); kind `snowflake` |
-//! | `etl` | `etl::airflow::AirflowClient`: Apache Airflow 3's REST API (DAGs, runs, task instances, logs, XCom, variables, connections, asset events) and `etl::airflow::PublishAssets` (committed streams start the DAGs scheduled on them); kind `airflow` |
+//! | `etl` | `etl::airflow::AirflowClient`: Apache Airflow 3's REST API (DAGs, runs, task instances, logs, XCom, variables, connections, asset events) and `etl::airflow::PublishAssets` (committed streams start the DAGs scheduled on them), kind `airflow`; `etl::nifi::NifiClient`: Apache NiFi 2's REST API (process groups and processors through their revisions, bulletins, provenance, flow definitions), kind `nifi` |
 //! | `http` | `http` (crate `moodbridge-ops`): the operations router (health, metrics, status page) |
 //! | `full` | every connector: `salesforce`, `salesforce-pubsub`, `aws`, `aws-sqs`, `aws-sns`, `aws-secrets`, `aws-logs`, `aws-dynamodb`, `azure`, `azure-queue`, `azure-servicebus`, `azure-keyvault`, `snowflake`, `etl` |
 //!
@@ -90,7 +90,8 @@ pub use connector_azure as azure;
 pub use connector_snowflake as snowflake;
 
 /// ETL and orchestrators (feature `etl`): [`etl::airflow::AirflowClient`], a typed client
-/// of Apache Airflow 3's REST API, [`etl::airflow::PublishAssets`], and kind `airflow`.
+/// of Apache Airflow 3's REST API, [`etl::airflow::PublishAssets`], and kind `airflow`;
+/// [`etl::nifi::NifiClient`], a typed client of Apache NiFi 2's REST API, and kind `nifi`.
 #[cfg(feature = "etl")]
 pub use connector_etl as etl;
 
@@ -114,6 +115,7 @@ pub use connector_etl as etl;
 /// | `azure-key-vault` | `azure::KeyVaultStore` (a [`CredentialStore`]) | `azure-keyvault` |
 /// | `snowflake` | `snowflake::SnowflakeIntegration` (its `snowflake::SessionPool` and its `dyn SyncSink`, a `snowflake::SnowflakeSink`, among the interfaces) | `snowflake` |
 /// | `airflow` | `etl::airflow::AirflowIntegration` (its `etl::airflow::AirflowClient` among the interfaces) | `etl` |
+/// | `nifi` | `etl::nifi::NifiIntegration` (its `etl::nifi::NifiClient` among the interfaces) | `etl` |
 ///
 /// A host adds its own factories with [`Registry::register`].
 ///
@@ -161,6 +163,8 @@ pub fn registry() -> Registry {
     add(std::sync::Arc::new(snowflake::SnowflakeFactory));
     #[cfg(feature = "etl")]
     add(std::sync::Arc::new(etl::airflow::AirflowFactory));
+    #[cfg(feature = "etl")]
+    add(std::sync::Arc::new(etl::nifi::NifiFactory));
     registry
 }
 

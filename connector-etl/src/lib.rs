@@ -8,6 +8,10 @@
 //!   reference) and asset events — and [`PublishAssets`](airflow::PublishAssets), a sink
 //!   whose committed streams start the DAGs scheduled on them. Kind `airflow`
 //!   ([`AirflowFactory`](airflow::AirflowFactory)).
+//! - [`nifi`]: a typed client of Apache NiFi 2's REST API — the flow, processors and
+//!   process groups started and stopped through their revisions, bulletins, provenance
+//!   queries through their life-cycle, flow definitions down- and uploaded. Kind `nifi`
+//!   ([`NifiFactory`](nifi::NifiFactory)).
 //!
 //! ```no_run
 //! use connector_etl::airflow::{AirflowClient, AirflowConfig};
@@ -26,3 +30,5 @@
 //! ```
 
 pub mod airflow;
+pub mod nifi;
+mod rest;

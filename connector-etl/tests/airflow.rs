@@ -32,7 +32,7 @@ use moodbridge_core::{
 };
 use secrecy::SecretString;
 use serde_json::json;
-use support::{ADMIN_PASSWORD, Airflow};
+use support::airflow::{ADMIN_PASSWORD, Airflow};
 
 const DAGS: [&str; 5] = [
     "mb_hello",

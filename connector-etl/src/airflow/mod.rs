@@ -56,23 +56,24 @@ use std::time::{Duration, Instant};
 
 use moodbridge_core::credential::CredentialStore;
 use moodbridge_core::redact::Secrets;
-use moodbridge_core::resilience::{Operation, Policy, PolicyBuilder, PolicyConfig, RetryConfig};
+use moodbridge_core::resilience::{Operation, Policy, PolicyConfig};
 use moodbridge_core::{Error, ErrorKind, Result, SecretRef};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+use crate::rest::{self, Bearer, path};
+
 /// The connector's name in errors.
 const CONNECTOR: &str = "airflow";
 
-/// What stays as it is in a path segment: RFC 3986's unreserved characters.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+/// Airflow, for errors.
+const AIRFLOW: rest::Product = rest::Product {
+    connector: CONNECTOR,
+    name: "Airflow",
+    hint,
+};
 
 /// Items per page of a list request.
 const PAGE: usize = 100;
@@ -84,17 +85,7 @@ const PAGE: usize = 100;
 /// assert_eq!(policy.retry.unwrap().max_attempts, 4);
 /// ```
 pub fn default_policy_config() -> PolicyConfig {
-    PolicyConfig {
-        retry: Some(RetryConfig {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(60),
-            budget: None,
-        }),
-        attempt_timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    }
+    rest::default_policy_config()
 }
 
 /// How the client proves who it is.
@@ -452,7 +443,7 @@ struct Inner {
     base: url::Url,
     auth: AirflowAuth,
     /// The token in use (fetched on first need).
-    token: tokio::sync::Mutex<Option<SecretString>>,
+    bearer: Bearer,
     policy: Policy,
     secrets: Secrets,
 }
@@ -502,24 +493,9 @@ impl<'a> Call<'a> {
     }
 }
 
-/// `/`-joined, each segment percent-encoded.
-fn path(segments: &[&str]) -> String {
-    segments
-        .iter()
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// `value` as a `T`, or a [`Protocol`](ErrorKind::Protocol) error naming `what`.
 fn decode<T: DeserializeOwned>(value: Value, what: &str) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("{what} is not what Airflow's API documents: {e}"),
-        )
-        .with_connector(CONNECTOR)
-    })
+    AIRFLOW.decode(value, what)
 }
 
 /// What a kind of failure means for a caller of Airflow.
@@ -576,16 +552,7 @@ impl AirflowClient {
     /// [`Internal`](ErrorKind::Internal) when the HTTP client cannot be built;
     /// [`Config`](ErrorKind::Config) for a policy that cannot be built.
     pub fn new(config: AirflowConfig) -> Result<AirflowClient> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| Error::internal(format!("building the HTTP client: {e}")))?;
-        let policy = match config.policy {
-            Some(p) => p,
-            None => PolicyBuilder::from_config(config.id.clone(), &default_policy_config())?
-                .connector(CONNECTOR)
-                .build(),
-        };
+        let (http, policy) = rest::transport(CONNECTOR, &config.id, config.policy, config.timeout)?;
         let secrets = Secrets::new();
         match &config.auth {
             AirflowAuth::Password { password, .. } => {
@@ -597,9 +564,9 @@ impl AirflowClient {
             .url
             .join("api/v2/")
             .map_err(|e| Error::config(format!("Airflow URL: {e}")))?;
-        let token = match &config.auth {
-            AirflowAuth::Token(t) => Some(t.clone()),
-            AirflowAuth::Password { .. } => None,
+        let bearer = match &config.auth {
+            AirflowAuth::Token(t) => Bearer::fixed(t.clone()),
+            AirflowAuth::Password { .. } => Bearer::fetched(),
         };
         Ok(AirflowClient {
             inner: Arc::new(Inner {
@@ -607,7 +574,7 @@ impl AirflowClient {
                 api,
                 base: config.url,
                 auth: config.auth,
-                token: tokio::sync::Mutex::new(token),
+                bearer,
                 policy,
                 secrets,
             }),
@@ -624,16 +591,12 @@ impl AirflowClient {
         &self.inner.policy
     }
 
-    /// The token in use, fetching one when there is none.
-    async fn token(&self) -> Result<SecretString> {
-        let mut held = self.inner.token.lock().await;
-        if let Some(token) = held.as_ref() {
-            return Ok(token.clone());
-        }
+    /// A token from `POST /auth/token`.
+    async fn fetch_token(&self) -> Result<SecretString> {
         let AirflowAuth::Password { username, password } = &self.inner.auth else {
-            return Err(Error::new(ErrorKind::Auth, "Airflow refused the token")
-                .with_connector(CONNECTOR)
-                .with_hint("give the client a valid token, or a username and password so it can fetch its own"));
+            return Err(Error::internal(
+                "no credentials to fetch an Airflow token with",
+            ));
         };
         let url = self
             .inner
@@ -651,19 +614,7 @@ impl AirflowClient {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            let kind = match status.as_u16() {
-                400 | 401 | 403 => ErrorKind::Auth,
-                s => moodbridge_core::raw::kind_of_status(s),
-            };
-            return Err(Error::new(
-                kind,
-                format!(
-                    "Airflow refused a token to user {username:?} ({status}): {}",
-                    self.inner.secrets.clean(&detail(&text))
-                ),
-            )
-            .with_connector(CONNECTOR)
-            .with_hint("check the username and the password's secret; Airflow's auth manager must know the user"));
+            return Err(AIRFLOW.login_error(&self.inner.secrets, username, status, &detail(&text)));
         }
         let token = serde_json::from_str::<Value>(&text)
             .ok()
@@ -676,41 +627,11 @@ impl AirflowClient {
                 .with_connector(CONNECTOR)
             })?;
         self.inner.secrets.remember([token.as_str()]);
-        let token = SecretString::from(token);
-        *held = Some(token.clone());
-        Ok(token)
-    }
-
-    /// Forget `used` when it is still the token in use, so the next call fetches one.
-    async fn drop_token(&self, used: &SecretString) -> bool {
-        if matches!(self.inner.auth, AirflowAuth::Token(_)) {
-            return false;
-        }
-        let mut held = self.inner.token.lock().await;
-        if held
-            .as_ref()
-            .is_some_and(|t| t.expose_secret() == used.expose_secret())
-        {
-            *held = None;
-        }
-        true
+        Ok(SecretString::from(token))
     }
 
     fn transport_error(&self, what: &str, e: &reqwest::Error) -> Error {
-        let kind = if e.is_timeout() {
-            ErrorKind::Timeout
-        } else {
-            ErrorKind::Unavailable
-        };
-        Error::new(
-            kind,
-            format!(
-                "Airflow did not answer {what}: {}",
-                self.inner.secrets.scrubbed_source(e)
-            ),
-        )
-        .with_connector(CONNECTOR)
-        .with_hint("check the API server's address and that it is running")
+        AIRFLOW.transport_error(&self.inner.secrets, what, e)
     }
 
     /// One attempt: the request, then again with a new token after a 401.
@@ -727,7 +648,7 @@ impl AirflowClient {
         let what = format!("{} {}", call.method, call.path);
         let mut renewed = false;
         loop {
-            let token = self.token().await?;
+            let token = self.inner.bearer.get(|| self.fetch_token()).await?;
             let mut request = self
                 .inner
                 .http
@@ -741,16 +662,14 @@ impl AirflowClient {
                 .await
                 .map_err(|e| self.transport_error(&what, &e))?;
             let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !renewed && self.drop_token(&token).await {
+            if status == StatusCode::UNAUTHORIZED
+                && !renewed
+                && self.inner.bearer.refused(&token).await
+            {
                 renewed = true;
                 continue;
             }
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry = rest::retry_after(response.headers());
             let text = response
                 .text()
                 .await
@@ -758,24 +677,13 @@ impl AirflowClient {
             if status.is_success() {
                 return Ok((status, text));
             }
-            let kind = match status.as_u16() {
-                429 => ErrorKind::RateLimited { retry_after },
-                s => moodbridge_core::raw::kind_of_status(s),
-            };
-            let mut err = Error::new(
-                kind,
-                format!(
-                    "Airflow answered {status} to {what}: {}",
-                    self.inner.secrets.clean(&detail(&text))
-                ),
-            )
-            .with_connector(CONNECTOR)
-            .with_context("status", status.as_u16());
-            let hint = hint(kind);
-            if !hint.is_empty() {
-                err = err.with_hint(hint);
-            }
-            return Err(err);
+            return Err(AIRFLOW.status_error(
+                &self.inner.secrets,
+                status,
+                retry,
+                &what,
+                &detail(&text),
+            ));
         }
     }
 
@@ -789,16 +697,8 @@ impl AirflowClient {
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "Airflow's answer to {} {} is not JSON: {e}",
-                    call.method, call.path
-                ),
-            )
-            .with_connector(CONNECTOR)
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| AIRFLOW.not_json(&format!("{} {}", call.method, call.path), &e))
     }
 
     /// A request whose answer is a `T`.
@@ -1324,20 +1224,6 @@ impl AirflowClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_ids_are_percent_encoded_in_paths() {
-        assert_eq!(
-            path(&[
-                "dags",
-                "hello",
-                "dagRuns",
-                "manual__2026-12-07T23:28:52.166554+00:00"
-            ]),
-            "dags/hello/dagRuns/manual__2026-12-07T23%3A28%3A52.166554%2B00%3A00"
-        );
-        assert_eq!(path(&["variables", "a/b c"]), "variables/a%2Fb%20c");
-    }
 
     #[test]
     fn details_are_read_as_airflow_writes_them() {
