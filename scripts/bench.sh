@@ -52,4 +52,7 @@ cargo bench --locked -p connector-snowflake --bench fetch
 # Snowflake: 1M Salesforce-shaped records loaded into fakesnow, SnowflakeSink and the
 # Python connector's PUT + COPY of pyarrow-written Parquet (write_pandas's way).
 cargo bench --locked -p connector-snowflake --bench load
+# Profiling 1M Salesforce-shaped records, records and rows paths; HyperLogLog++ against
+# exact distinct counts.
+cargo bench --locked -p connector-etl --bench profile
 ./scripts/measure_ops_server.sh 5

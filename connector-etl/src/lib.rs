@@ -12,6 +12,11 @@
 //!   process groups started and stopped through their revisions, bulletins, provenance
 //!   queries through their life-cycle, flow definitions down- and uploaded. Kind `nifi`
 //!   ([`NifiFactory`](nifi::NifiFactory)).
+//! - [`profile`]: what each column of a stream holds, gathered in one pass over the
+//!   batches as they move (kinds, formats, distinct values by HyperLogLog++, moments
+//!   and t-digest quantiles, low-cardinality value counts), mergeable and serialisable;
+//!   [`suggest`](profile::suggest) proposes validation rules and keeps those a
+//!   held-back sample passes.
 //!
 //! ```no_run
 //! use connector_etl::airflow::{AirflowClient, AirflowConfig};
@@ -31,4 +36,5 @@
 
 pub mod airflow;
 pub mod nifi;
+pub mod profile;
 mod rest;
