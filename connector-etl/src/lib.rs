@@ -12,6 +12,9 @@
 //!   process groups started and stopped through their revisions, bulletins, provenance
 //!   queries through their life-cycle, flow definitions down- and uploaded. Kind `nifi`
 //!   ([`NifiFactory`](nifi::NifiFactory)).
+//! - [`checks`]: dataset checks evaluated on data in flight (completeness, uniqueness,
+//!   validity rates, row counts, references across streams, freshness), each `fail` or
+//!   `warn`, and the gate they make.
 //! - [`profile`]: what each column of a stream holds, gathered in one pass over the
 //!   batches as they move (kinds, formats, distinct values by HyperLogLog++, moments
 //!   and t-digest quantiles, low-cardinality value counts), mergeable and serialisable;
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod airflow;
+pub mod checks;
 pub mod nifi;
 pub mod profile;
 mod rest;

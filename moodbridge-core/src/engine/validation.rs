@@ -112,7 +112,14 @@ pub enum Rule {
 }
 
 impl Rule {
-    fn field(&self) -> &str {
+    /// The field the rule checks.
+    ///
+    /// ```
+    /// use moodbridge_core::engine::Rule;
+    /// let rule = Rule::Required { field: "LastName".into() };
+    /// assert_eq!(rule.field(), "LastName");
+    /// ```
+    pub fn field(&self) -> &str {
         match self {
             Rule::Required { field }
             | Rule::Type { field, .. }
