@@ -12,6 +12,8 @@
 //!   process groups started and stopped through their revisions, bulletins, provenance
 //!   queries through their life-cycle, flow definitions down- and uploaded. Kind `nifi`
 //!   ([`NifiFactory`](nifi::NifiFactory)).
+//! - [`anomaly`]: a run's metric (a row count, a null or validity rate) judged against
+//!   earlier runs by the modified z-score and the rate of change.
 //! - [`checks`]: dataset checks evaluated on data in flight (completeness, uniqueness,
 //!   validity rates, row counts, references across streams, freshness), each `fail` or
 //!   `warn`, and the gate they make.
@@ -38,6 +40,7 @@
 //! ```
 
 pub mod airflow;
+pub mod anomaly;
 pub mod checks;
 pub mod nifi;
 pub mod profile;
