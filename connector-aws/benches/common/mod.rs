@@ -77,7 +77,12 @@ pub async fn drain(queue: Arc<dyn MessageQueue>, n: usize, phase: &str) -> Durat
                     }
                     let receipts: Vec<_> = got.iter().map(|m| m.receipt.clone()).collect();
                     for outcome in queue.ack_batch(&receipts).await.unwrap() {
-                        outcome.unwrap();
+                        // Under load a message whose visibility ran out is delivered to
+                        // another worker, and the first receipt goes stale: the message
+                        // is counted once by its body either way.
+                        if let Err(e) = outcome {
+                            assert_eq!(e.kind(), moodbridge_core::ErrorKind::InvalidInput, "{e}");
+                        }
                     }
                     let mut seen = seen.lock().unwrap();
                     for m in &got {
